@@ -1,0 +1,100 @@
+"""``chalk-remote-call``: the model runtime's command line, flag for flag the reference's."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from chalk.shim.arrow_io import InputArgsError, parse_input_args
+from chalk.shim.logs import configure_logging
+from chalk.shim.server import ServerConfig, serve
+
+__all__ = ["build_parser", "config_from_args", "main"]
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The argument parser; defaults come from ``env`` (``CHALK_REMOTE_CALL_*``)."""
+    parser = argparse.ArgumentParser(
+        prog="chalk-remote-call",
+        description="Serve handler(event, context) as chalk.runtime.v1.RemoteCallService.",
+    )
+    parser.add_argument("--handler", required=True, help="dotted path, e.g. model.handler")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=_env_int(env, "CHALK_REMOTE_CALL_PORT", 6666),
+        help="port to listen on; 0 picks a free one (default 6666, env CHALK_REMOTE_CALL_PORT)",
+    )
+    parser.add_argument(
+        "--host",
+        default=env.get("CHALK_REMOTE_CALL_HOST") or "[::]",
+        help='address to bind (default "[::]", env CHALK_REMOTE_CALL_HOST)',
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=_env_int(env, "CHALK_REMOTE_CALL_WORKERS", 10),
+        help="threads running the handler (default 10, env CHALK_REMOTE_CALL_WORKERS)",
+    )
+    parser.add_argument("--on-startup", help="dotted path of a function run before serving")
+    parser.add_argument("--on-shutdown", help="dotted path of a function run after draining")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument(
+        "--grace-period",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long SIGTERM waits for in-flight calls before cancelling them (default 30)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=_env_int(env, "CHALK_REMOTE_CALL_METRICS_PORT", None),
+        help="serve Prometheus metrics on this port (env CHALK_REMOTE_CALL_METRICS_PORT)",
+    )
+    return parser
+
+
+def config_from_args(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfig:
+    """Parse flags and environment into a ``ServerConfig`` (argparse exits 2 on bad flags)."""
+    parser = build_parser(env)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error(f"--workers must be at least 1, got {args.workers}")
+    try:
+        input_args = parse_input_args(env.get("CHALK_INPUT_ARGS"))
+    except InputArgsError as error:
+        parser.error(str(error))
+    return ServerConfig(
+        handler=args.handler,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        on_startup=args.on_startup,
+        on_shutdown=args.on_shutdown,
+        grace_period_s=args.grace_period,
+        metrics_port=args.metrics_port,
+        input_args=input_args,
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``chalk-remote-call`` console script."""
+    config = config_from_args(sys.argv[1:] if argv is None else argv, os.environ)
+    configure_logging(config.log_level)
+    sys.exit(serve(config))
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        sys.exit(f"chalk-remote-call: {name} must be an integer, got {raw!r}")

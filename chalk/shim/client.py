@@ -1,0 +1,250 @@
+"""The asyncio client the engine uses to call model runtimes (ours or the reference).
+
+One channel per endpoint, reused across calls. Each call carries exactly one request message,
+since the reference runtime serves only the first message of a stream; inputs larger than
+``max_request_bytes`` are split into several calls whose results are re-joined in row order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any, Final
+
+import grpc
+import pyarrow as pa
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from chalk.shim import _wire
+from chalk.shim.arrow_io import decode_result, encode_batch, to_record_batch
+from chalk.shim.errors import (
+    RemoteCallError,
+    RemoteHandlerError,
+    TransportError,
+    parse_error_payload,
+)
+
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "RemoteCallClient",
+    "health_status",
+    "split_batch",
+    "wait_until_serving",
+]
+
+DEFAULT_MAX_REQUEST_BYTES: Final = 64 << 20
+DEFAULT_DEADLINE_S: Final = 120.0
+# Codes that mean the call did not reach (or did not finish in) a handler, so another replica
+# may take it. INTERNAL without our payload is a reset stream, e.g. a replica killed mid-call.
+_TRANSPORT_CODES: Final = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
+)
+
+
+def split_batch(batch: pa.RecordBatch, max_bytes: int) -> list[pa.RecordBatch]:
+    """Zero-copy row slices of ``batch``, each about ``max_bytes`` or less (at least one row).
+
+    Examples
+    --------
+    >>> batch = pa.record_batch({"x": pa.array(range(10), pa.int64())})
+    >>> [len(part) for part in split_batch(batch, 32)]
+    [4, 4, 2]
+    """
+    if batch.num_rows <= 1 or batch.nbytes <= max_bytes:
+        return [batch]
+    rows_per_part = max(1, batch.num_rows * max_bytes // batch.nbytes)
+    return [
+        batch.slice(offset, rows_per_part) for offset in range(0, batch.num_rows, rows_per_part)
+    ]
+
+
+class RemoteCallClient:
+    """Calls ``RemoteCallService/CallFunction`` on model runtimes.
+
+    Use one client per event loop: its channels belong to the loop that created them.
+
+    Parameters
+    ----------
+    max_request_bytes
+        Inputs larger than this (Arrow buffer bytes) are split into several calls.
+    deadline_s
+        Default deadline of each call.
+    max_parts_in_flight
+        How many parts of one split input are sent at once.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        deadline_s: float = DEFAULT_DEADLINE_S,
+        max_parts_in_flight: int = 4,
+    ) -> None:
+        self._max_request_bytes = max_request_bytes
+        self._deadline_s = deadline_s
+        self._max_parts_in_flight = max_parts_in_flight
+        self._channels: dict[tuple[str, bool], grpc.aio.Channel] = {}
+        self._methods: dict[tuple[str, bool], Any] = {}
+
+    async def call(
+        self,
+        target: str,
+        columns: pa.RecordBatch | Mapping[str, Any],
+        *,
+        name: str,
+        tls: bool = False,
+        deadline_s: float | None = None,
+    ) -> pa.Array:
+        """Send ``columns`` to the runtime at ``target``; returns one result value per row.
+
+        ``target`` is a gRPC target (``127.0.0.1:7001``, ``dns:///svc.ns.svc.cluster.local:80``,
+        ``host:443`` with ``tls=True``). Raises ``RemoteHandlerError`` when the handler fails
+        and ``TransportError`` when the call could not be served (retry it elsewhere).
+        """
+        batch = to_record_batch(columns)
+        parts = split_batch(batch, self._max_request_bytes)
+        deadline = self._deadline_s if deadline_s is None else deadline_s
+        if len(parts) == 1:
+            return await self._call_once(target, tls, name, batch, deadline)
+        limit = asyncio.Semaphore(self._max_parts_in_flight)
+
+        async def call_part(part: pa.RecordBatch) -> pa.Array:
+            async with limit:
+                return await self._call_once(target, tls, name, part, deadline)
+
+        tasks = [asyncio.ensure_future(call_part(part)) for part in parts]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for task in tasks:
+                task.cancel()
+            raise
+        return pa.concat_arrays(results)
+
+    async def close(self) -> None:
+        """Close every channel."""
+        channels = list(self._channels.values())
+        self._channels.clear()
+        self._methods.clear()
+        for channel in channels:
+            await channel.close()
+
+    async def __aenter__(self) -> RemoteCallClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _call_once(
+        self, target: str, tls: bool, name: str, batch: pa.RecordBatch, deadline_s: float
+    ) -> pa.Array:
+        request = _wire.CallFunctionRequest(name=name, feather_stream=encode_batch(batch))
+        call = self._method(target, tls)(iter((request,)), timeout=deadline_s)
+        arrays: list[pa.Array] = []
+        try:
+            async for response in call:
+                arrays.extend(decode_result(response.feather_stream))
+        except grpc.aio.AioRpcError as error:
+            raise _call_error(error, target) from None
+        result = arrays[0] if len(arrays) == 1 else _concat(arrays, target)
+        if len(result) != batch.num_rows:
+            raise RemoteHandlerError(
+                endpoint=target,
+                kind="ResultLengthError",
+                message=(
+                    f"the model answered {len(result)} rows for {batch.num_rows} input rows: "
+                    f"expected one value per row"
+                ),
+                code="OK",
+            )
+        return result
+
+    def _method(self, target: str, tls: bool) -> Any:
+        key = (target, tls)
+        method = self._methods.get(key)
+        if method is None:
+            channel = _open_channel(target, tls)
+            self._channels[key] = channel
+            method = channel.stream_stream(
+                _wire.CALL_FUNCTION_METHOD,
+                request_serializer=_wire.CallFunctionRequest.SerializeToString,
+                response_deserializer=_wire.CallFunctionResponse.FromString,
+            )
+            self._methods[key] = method
+        return method
+
+
+def _open_channel(target: str, tls: bool) -> grpc.aio.Channel:
+    options: list[tuple[str, Any]] = list(_wire.channel_options())
+    if target.startswith("dns:"):
+        # A headless Service resolves to every pod; spread calls over all of them.
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    if tls:
+        return grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=options)
+    return grpc.aio.insecure_channel(target, options=options)
+
+
+def _concat(arrays: list[pa.Array], target: str) -> pa.Array:
+    if not arrays:
+        return pa.array([], pa.null())
+    try:
+        return pa.concat_arrays(arrays)
+    except pa.ArrowInvalid as error:
+        raise RemoteCallError(
+            f"the model at {target} answered batches of different types: {error}",
+            endpoint=target,
+        ) from None
+
+
+def _call_error(error: grpc.aio.AioRpcError, target: str) -> RemoteCallError:
+    code = error.code()
+    details = error.details() or ""
+    exception = parse_error_payload(details)
+    if exception is not None:
+        return RemoteHandlerError(
+            endpoint=target,
+            kind=exception.get("kind", ""),
+            message=exception.get("message", ""),
+            remote_traceback=exception.get("stacktrace", ""),
+            internal_traceback=exception.get("internal_stacktrace", ""),
+            code=code.name,
+        )
+    if code in _TRANSPORT_CODES:
+        return TransportError(endpoint=target, code=code.name, details=details)
+    if code == grpc.StatusCode.UNKNOWN:
+        return RemoteHandlerError(endpoint=target, kind="", message=details, code=code.name)
+    return RemoteCallError(f"call to {target} failed: {code.name}: {details}", endpoint=target)
+
+
+async def health_status(target: str, *, service: str = "", timeout_s: float = 1.0) -> str:
+    """The gRPC health of ``service`` at ``target``: ``SERVING``, ``NOT_SERVING``, ...
+
+    ``UNREACHABLE`` when nothing answers and ``UNIMPLEMENTED`` when the server has no health
+    service.
+    """
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            reply = await stub.Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return "SERVICE_UNKNOWN"
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                return "UNIMPLEMENTED"
+            return "UNREACHABLE"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+async def wait_until_serving(target: str, *, timeout_s: float = 30.0, poll_s: float = 0.05) -> None:
+    """Poll ``target``'s health until it is ``SERVING``; ``TimeoutError`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + timeout_s
+    status = "UNREACHABLE"
+    while loop.time() < give_up:
+        status = await health_status(target, timeout_s=min(1.0, timeout_s))
+        if status == "SERVING":
+            return
+        await asyncio.sleep(poll_s)
+    raise TimeoutError(f"{target} was not SERVING after {timeout_s}s (last status: {status})")
