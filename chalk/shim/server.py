@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +44,7 @@ logger = logging.getLogger("chalk.shim.server")
 _SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 _HEALTH_NAMES: Final = ("", _wire.SERVICE_NAME)
+_HANDLER_THREAD: Final = "chalk-handler"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +155,10 @@ class RemoteCallServicer:
     def _answer_sync(self, stream: bytes, handler_context: dict[str, Any]) -> list[Any]:
         responses = []
         for batch in self._decode(stream):
+            event = self._event(batch)
             started = time.perf_counter()
             try:
-                value = self._handler(self._event(batch), handler_context)
+                value = self._handler(event, handler_context)
                 if inspect.isawaitable(value):
                     value = self._await_on_loop(value)
             except Exception as error:
@@ -162,9 +167,10 @@ class RemoteCallServicer:
         return responses
 
     async def _respond_async(self, batch: pa.RecordBatch, handler_context: dict[str, Any]) -> Any:
+        event = self._event(batch)
         started = time.perf_counter()
         try:
-            value = await self._handler(self._event(batch), handler_context)
+            value = await self._handler(event, handler_context)
         except Exception as error:
             raise _CallFailed(grpc.StatusCode.UNKNOWN, error, _below_us(error)) from error
         return self._respond(value, batch.num_rows, started)
@@ -224,7 +230,7 @@ async def run_server(
 ) -> int:
     """Serve until ``stop`` is set, then drain; returns the process exit code."""
     metrics = ServerMetrics()
-    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="handler")
+    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=_HANDLER_THREAD)
     server = grpc.aio.server(options=_wire.channel_options())
     servicer = RemoteCallServicer(
         hooks, input_args=config.input_args, executor=executor, metrics=metrics
@@ -272,7 +278,14 @@ def serve(config: ServerConfig) -> int:
     except Exception:
         logger.exception("cannot load the handler %r", config.handler)
         return 1
-    return asyncio.run(_serve_until_signalled(config, hooks))
+    code = asyncio.run(_serve_until_signalled(config, hooks))
+    if any(thread.name.startswith(_HANDLER_THREAD) for thread in threading.enumerate()):
+        # A handler still runs past the grace period; waiting for its thread at interpreter
+        # exit would hold the process forever, so leave now.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    return code
 
 
 async def _serve_until_signalled(config: ServerConfig, hooks: Hooks) -> int:

@@ -1,0 +1,56 @@
+"""chalk-remote-call's flags and environment, parsed into a ServerConfig."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalk.shim.cli import config_from_args
+
+
+def test_defaults_match_the_reference() -> None:
+    config = config_from_args(["--handler", "model.handler"], {})
+
+    assert (config.port, config.host, config.workers) == (6666, "[::]", 10)
+    assert (config.on_startup, config.on_shutdown, config.input_args) == (None, None, None)
+    assert config.grace_period_s == 30.0
+
+
+def test_environment_supplies_defaults_and_flags_win() -> None:
+    env = {
+        "CHALK_REMOTE_CALL_PORT": "7000",
+        "CHALK_REMOTE_CALL_HOST": "127.0.0.1",
+        "CHALK_REMOTE_CALL_METRICS_PORT": "9100",
+        "CHALK_INPUT_ARGS": "text,lang",
+    }
+
+    from_env = config_from_args(["--handler", "m.h"], env)
+    from_flags = config_from_args(["--handler", "m.h", "--port", "7100", "--host", "::1"], env)
+
+    assert (from_env.port, from_env.host, from_env.metrics_port) == (7000, "127.0.0.1", 9100)
+    assert from_env.input_args == ("text", "lang")
+    assert (from_flags.port, from_flags.host) == (7100, "::1")
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        pytest.param([], {}, "--handler", id="no_handler"),
+        pytest.param(["--handler", "m.h", "--port", "x"], {}, "--port", id="bad_port"),
+        pytest.param(["--handler", "m.h", "--workers", "0"], {}, "--workers", id="no_workers"),
+        pytest.param(["--handler", "m.h"], {"CHALK_INPUT_ARGS": "a,,b"}, "empty", id="bad_args"),
+        pytest.param(["--handler", "m.h", "--log-level", "LOUD"], {}, "--log-level", id="level"),
+    ],
+)
+def test_bad_flags_exit_2_naming_the_flag(
+    argv: list[str], env: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        config_from_args(argv, env)
+
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_bad_port_variable_names_the_variable() -> None:
+    with pytest.raises(SystemExit, match="CHALK_REMOTE_CALL_PORT must be an integer"):
+        config_from_args(["--handler", "m.h"], {"CHALK_REMOTE_CALL_PORT": "66a"})
