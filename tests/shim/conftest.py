@@ -15,6 +15,9 @@ from tests.support.runtime_process import RuntimeProcess, start_runtime
 
 StartRuntime = Callable[..., RuntimeProcess]
 
+# Imported only by runtime processes, to show how an import failure is reported.
+collect_ignore = ["broken_import.py"]
+
 
 @pytest.fixture
 def start(tmp_path: Path) -> Iterator[StartRuntime]:
