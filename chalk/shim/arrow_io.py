@@ -16,6 +16,7 @@ __all__ = [
     "RESULT_COLUMN",
     "InputArgsError",
     "ResultLengthError",
+    "ResultShapeError",
     "decode_result",
     "encode_batch",
     "iter_batches",
@@ -32,6 +33,10 @@ RESERVED_COLUMNS: Final = frozenset({"__chalk_row_metadata__"})
 
 class InputArgsError(ValueError):
     """The request's columns do not match ``CHALK_INPUT_ARGS``."""
+
+
+class ResultShapeError(ValueError):
+    """A response batch does not have exactly one column."""
 
 
 class ResultLengthError(ValueError):
@@ -119,8 +124,19 @@ def result_batch(value: Any, expected_rows: int) -> pa.RecordBatch:
 
 
 def decode_result(stream: Any) -> list[pa.Array]:
-    """The result column of every batch in a response's IPC stream."""
-    return [batch.column(0) for batch in iter_batches(stream)]
+    """The result column of every batch in a response's IPC stream.
+
+    A batch with several columns is refused: a model answers one value per row.
+    """
+    arrays = []
+    for batch in iter_batches(stream):
+        if batch.num_columns != 1:
+            raise ResultShapeError(
+                f"the model answered a batch with {batch.num_columns} columns "
+                f"({', '.join(batch.schema.names)}): expected one column named {RESULT_COLUMN!r}"
+            )
+        arrays.append(batch.column(0))
+    return arrays
 
 
 def _result_array(value: Any) -> pa.Array:

@@ -16,7 +16,7 @@ import pyarrow as pa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chalk.shim import _wire
-from chalk.shim.arrow_io import decode_result, encode_batch, to_record_batch
+from chalk.shim.arrow_io import ResultShapeError, decode_result, encode_batch, to_record_batch
 from chalk.shim.errors import (
     RemoteCallError,
     RemoteHandlerError,
@@ -119,7 +119,7 @@ class RemoteCallClient:
             for task in tasks:
                 task.cancel()
             raise
-        return pa.concat_arrays(results)
+        return _concat(list(results), target)
 
     async def close(self) -> None:
         """Close every channel."""
@@ -146,6 +146,10 @@ class RemoteCallClient:
                 arrays.extend(decode_result(response.feather_stream))
         except grpc.aio.AioRpcError as error:
             raise _call_error(error, target) from None
+        except ResultShapeError as error:
+            raise RemoteHandlerError(
+                endpoint=target, kind="ResultShapeError", message=str(error), code="OK"
+            ) from None
         result = arrays[0] if len(arrays) == 1 else _concat(arrays, target)
         if len(result) != batch.num_rows:
             raise RemoteHandlerError(
@@ -187,6 +191,10 @@ def _open_channel(target: str, tls: bool) -> grpc.aio.Channel:
 def _concat(arrays: list[pa.Array], target: str) -> pa.Array:
     if not arrays:
         return pa.array([], pa.null())
+    # A part whose values were all null may come back typed null (a handler returning a list
+    # infers its type per call); it takes the type of the others.
+    typed = next((a.type for a in arrays if not pa.types.is_null(a.type)), pa.null())
+    arrays = [pa.nulls(len(a), typed) if pa.types.is_null(a.type) else a for a in arrays]
     try:
         return pa.concat_arrays(arrays)
     except pa.ArrowInvalid as error:

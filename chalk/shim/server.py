@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -216,9 +217,17 @@ def _handler_context(name: str, context: grpc.aio.ServicerContext) -> dict[str, 
     metadata = context.invocation_metadata() or ()
     return {
         "function_name": name,
-        "peer": context.peer(),
+        "peer": _peer_address(context.peer()),
         "metadata": {item.key: item.value for item in metadata},
     }
+
+
+def _peer_address(peer: str) -> str:
+    """``ipv4:127.0.0.1:5000`` -> ``127.0.0.1:5000``, the form the reference runtime passes."""
+    scheme, _, address = peer.partition(":")
+    if scheme in ("ipv4", "ipv6"):
+        return urllib.parse.unquote(address)
+    return peer
 
 
 async def run_server(

@@ -245,7 +245,7 @@ def test_handler_context_has_function_name_peer_and_metadata(serving: Serving) -
 
     context = json.loads(response.column(0)[0].as_py())
     assert context["function_name"] == "ner"
-    assert "127.0.0.1" in context["peer"]
+    assert context["peer"].startswith("127.0.0.1:")
     assert context["metadata"]["x-request-id"] == "abc-123"
 
 
