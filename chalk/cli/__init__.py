@@ -1,6 +1,8 @@
 """The ``chalk`` command: parses arguments, calls the packages, formats output.
 
-Subcommands arrive with the parts they drive (catalog, scaling groups, apply, query).
+Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
+``run=<function(args) -> exit code>`` as a default. Library code never prints or exits; this
+package does both. Exit codes: 0 success, 1 failure, 2 usage error (argparse's own).
 """
 
 from __future__ import annotations
@@ -10,17 +12,24 @@ import sys
 from collections.abc import Sequence
 
 from chalk import __version__
+from chalk.catalog.errors import CatalogError
+from chalk.cli.init import register as register_init
+from chalk.cli.model import register as register_model
 
 __all__ = ["build_parser", "main"]
 
+_COMMANDS = (register_init, register_model)
+
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser of ``chalk``."""
+    """The top-level parser of ``chalk`` with every subcommand registered."""
     parser = argparse.ArgumentParser(
         prog="chalk", description="Deploy ML models as scaling groups and call them from features."
     )
     parser.add_argument("--version", action="version", version=f"scalegroup {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for register in _COMMANDS:
+        register(subparsers)
     return parser
 
 
@@ -28,6 +37,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``chalk`` console script."""
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command is None:
-        parser.print_help()
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help(sys.stderr)
         sys.exit(2)
+    try:
+        code = run(args)
+    except CatalogError as error:
+        print(f"error: {error}", file=sys.stderr)
+        code = 1
+    sys.exit(code)

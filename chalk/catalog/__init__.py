@@ -1,0 +1,33 @@
+"""The catalog: persistent records and their types (model versions, scaling groups with
+history, applied feature graphs, local images, backend state), on SQLite or PostgreSQL.
+
+Imports nothing else from ``chalk``; every other part reads and writes through it.
+"""
+
+from __future__ import annotations
+
+from chalk.catalog.errors import (
+    CatalogError,
+    ConfigError,
+    ConflictError,
+    NotFoundError,
+    ResolveError,
+    ValidationError,
+)
+from chalk.catalog.records import Endpoint, ModelVersion, Route, ScalingGroup
+from chalk.catalog.store import Catalog, open_catalog
+
+__all__ = [
+    "Catalog",
+    "CatalogError",
+    "ConfigError",
+    "ConflictError",
+    "Endpoint",
+    "ModelVersion",
+    "NotFoundError",
+    "ResolveError",
+    "Route",
+    "ScalingGroup",
+    "ValidationError",
+    "open_catalog",
+]

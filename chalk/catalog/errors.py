@@ -1,0 +1,74 @@
+"""The catalog's errors: each names the user's thing (the file, the key, the model, the group).
+
+The CLI turns any ``CatalogError`` into a message and exit code 1.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadCallNameError",
+    "CatalogError",
+    "ConfigError",
+    "ConflictError",
+    "ControllerDownError",
+    "DeletedGroupError",
+    "NoModelError",
+    "NoReadyReplicaError",
+    "NotFoundError",
+    "ResolveError",
+    "SchemaVersionError",
+    "UnknownGroupError",
+    "ValidationError",
+]
+
+
+class CatalogError(Exception):
+    """Base of every error the catalog raises on purpose."""
+
+
+class ConfigError(CatalogError):
+    """chalk.yaml is missing or invalid."""
+
+
+class ValidationError(CatalogError, ValueError):
+    """A value given by the user does not have the expected form."""
+
+
+class NotFoundError(CatalogError, LookupError):
+    """A named record does not exist."""
+
+
+class ConflictError(CatalogError):
+    """A write would break a uniqueness rule (a live name, an alias already taken)."""
+
+
+class ResolveError(CatalogError):
+    """``Catalog.resolve`` cannot route a ``model.<group>`` call."""
+
+
+class SchemaVersionError(CatalogError):
+    """The catalog database was written by a newer scalegroup than this one."""
+
+
+class BadCallNameError(ResolveError):
+    """The name given to ``catalog_call`` is not of the form ``model.<group>``."""
+
+
+class UnknownGroupError(ResolveError, NotFoundError):
+    """No live scaling group has that name."""
+
+
+class DeletedGroupError(ResolveError, NotFoundError):
+    """The scaling group was deleted."""
+
+
+class NoModelError(ResolveError):
+    """The scaling group hosts no model version."""
+
+
+class NoReadyReplicaError(ResolveError):
+    """The scaling group has no replica ready to take calls."""
+
+
+class ControllerDownError(ResolveError):
+    """The local controller's heartbeat is missing or stale, so local endpoints are unknown."""

@@ -1,0 +1,185 @@
+"""What backends keep in the catalog while they run groups: replica rows, events, autoscaler
+state and the controller's heartbeat. Reached as ``catalog.state``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Final
+
+import sqlalchemy as sa
+
+from chalk.catalog.records import ControllerInfo, Event, Replica
+from chalk.catalog.schema import autoscaler_state, controller, events, replicas
+
+if TYPE_CHECKING:
+    from chalk.catalog.store import Catalog
+
+__all__ = ["EVENTS_KEPT_PER_GROUP", "RuntimeState"]
+
+EVENTS_KEPT_PER_GROUP: Final = 200
+
+
+class RuntimeState:
+    """Replica rows, events, autoscaler state and heartbeats."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self._catalog = catalog
+
+    def save_replica(self, replica: Replica) -> None:
+        """Insert or replace one replica row."""
+        values = {
+            "revision": replica.revision,
+            "pid": replica.pid,
+            "port": replica.port,
+            "endpoint": replica.endpoint,
+            "state": replica.state,
+            "ready": replica.ready,
+            "restarts": replica.restarts,
+            "last_exit_reason": replica.last_exit_reason,
+            "started_at": replica.started_at,
+            "updated_at": self._catalog.clock(),
+        }
+        key = (replicas.c.group_id == replica.group_id) & (
+            replicas.c.replica_id == replica.replica_id
+        )
+        with self._catalog.write() as connection:
+            if connection.execute(sa.update(replicas).where(key).values(**values)).rowcount == 0:
+                connection.execute(
+                    sa.insert(replicas).values(
+                        group_id=replica.group_id, replica_id=replica.replica_id, **values
+                    )
+                )
+
+    def replicas(self, group_id: str) -> list[Replica]:
+        """The group's replica rows, by replica id."""
+        with self._catalog.read() as connection:
+            rows = connection.execute(
+                sa.select(replicas)
+                .where(replicas.c.group_id == group_id)
+                .order_by(replicas.c.replica_id)
+            )
+            return [_replica(row) for row in rows]
+
+    def remove_replica(self, group_id: str, replica_id: str) -> None:
+        """Forget one replica row."""
+        with self._catalog.write() as connection:
+            connection.execute(
+                sa.delete(replicas).where(
+                    replicas.c.group_id == group_id, replicas.c.replica_id == replica_id
+                )
+            )
+
+    def add_event(self, group_id: str, *, type: str, reason: str, message: str) -> Event:
+        """Record an event (``type`` Normal or Warning); only the newest few hundred stay."""
+        event = Event(
+            group_id=group_id, time=self._catalog.clock(), type=type, reason=reason, message=message
+        )
+        with self._catalog.write() as connection:
+            connection.execute(
+                sa.insert(events).values(
+                    group_id=group_id, time=event.time, type=type, reason=reason, message=message
+                )
+            )
+            cutoff = connection.execute(
+                sa.select(events.c.id)
+                .where(events.c.group_id == group_id)
+                .order_by(events.c.id.desc())
+                .offset(EVENTS_KEPT_PER_GROUP)
+                .limit(1)
+            ).scalar()
+            if cutoff is not None:
+                connection.execute(
+                    sa.delete(events).where(events.c.group_id == group_id, events.c.id <= cutoff)
+                )
+        return event
+
+    def events(self, group_id: str, *, limit: int = 20) -> list[Event]:
+        """The group's newest events, oldest first."""
+        with self._catalog.read() as connection:
+            rows = connection.execute(
+                sa.select(events)
+                .where(events.c.group_id == group_id)
+                .order_by(events.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [
+            Event(group_id=r.group_id, time=r.time, type=r.type, reason=r.reason, message=r.message)
+            for r in reversed(rows)
+        ]
+
+    def autoscaler_state(self, group_id: str) -> dict[str, Any]:
+        """The autoscaler's stored state for a group (empty when none)."""
+        with self._catalog.read() as connection:
+            state = connection.execute(
+                sa.select(autoscaler_state.c.state).where(autoscaler_state.c.group_id == group_id)
+            ).scalar()
+        return dict(state or {})
+
+    def save_autoscaler_state(self, group_id: str, state: dict[str, Any]) -> None:
+        """Replace the autoscaler's state for a group."""
+        now = self._catalog.clock()
+        key = autoscaler_state.c.group_id == group_id
+        with self._catalog.write() as connection:
+            updated = connection.execute(
+                sa.update(autoscaler_state).where(key).values(state=state, updated_at=now)
+            )
+            if updated.rowcount == 0:
+                connection.execute(
+                    sa.insert(autoscaler_state).values(
+                        group_id=group_id, state=state, updated_at=now
+                    )
+                )
+
+    def heartbeat(self, backend: str, *, pid: int, host: str) -> None:
+        """The controller of ``backend`` is alive now (a new pid restarts its started_at)."""
+        now = self._catalog.clock()
+        key = controller.c.backend == backend
+        with self._catalog.write() as connection:
+            current = connection.execute(sa.select(controller).where(key)).first()
+            if current is not None and (current.pid, current.host) == (pid, host):
+                connection.execute(sa.update(controller).where(key).values(heartbeat_at=now))
+                return
+            connection.execute(sa.delete(controller).where(key))
+            connection.execute(
+                sa.insert(controller).values(
+                    backend=backend, pid=pid, host=host, started_at=now, heartbeat_at=now
+                )
+            )
+
+    def controller(self, backend: str) -> ControllerInfo | None:
+        """The last heartbeat of ``backend``'s controller, or None."""
+        with self._catalog.read() as connection:
+            row = connection.execute(
+                sa.select(controller).where(controller.c.backend == backend)
+            ).first()
+        if row is None:
+            return None
+        return ControllerInfo(
+            backend=row.backend,
+            pid=row.pid,
+            host=row.host,
+            started_at=row.started_at,
+            heartbeat_at=row.heartbeat_at,
+        )
+
+    def clear_controller(self, backend: str) -> None:
+        """Forget the controller (it stopped cleanly)."""
+        with self._catalog.write() as connection:
+            connection.execute(sa.delete(controller).where(controller.c.backend == backend))
+
+
+def _replica(row: Any) -> Replica:
+    return Replica(
+        group_id=row.group_id,
+        replica_id=row.replica_id,
+        revision=row.revision,
+        state=row.state,
+        ready=bool(row.ready),
+        pid=row.pid,
+        port=row.port,
+        endpoint=row.endpoint,
+        restarts=row.restarts,
+        last_exit_reason=row.last_exit_reason,
+        started_at=row.started_at,
+        updated_at=row.updated_at,
+    )

@@ -1,0 +1,227 @@
+"""``open_catalog`` and ``Catalog``: the one persistent store every other part reads and writes.
+
+SQLite (WAL) by default, PostgreSQL through a ``postgresql://`` URL. The CLI, the client, the
+local controller and the Kubernetes backend all talk through it; one SQLAlchemy engine is
+shared per URL and process, and a ``Catalog`` may be used from several threads at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from chalk.catalog.errors import (
+    BadCallNameError,
+    ControllerDownError,
+    DeletedGroupError,
+    NoModelError,
+    NoReadyReplicaError,
+    UnknownGroupError,
+)
+from chalk.catalog.groups import GroupStore
+from chalk.catalog.models import ModelRegistry
+from chalk.catalog.records import Route
+from chalk.catalog.schema import migrate
+from chalk.catalog.state import RuntimeState
+
+__all__ = ["HEARTBEAT_TIMEOUT_S", "Catalog", "Clock", "HasCatalogUrl", "open_catalog"]
+
+# Local endpoints count only while the controller's heartbeat is younger than this.
+HEARTBEAT_TIMEOUT_S: Final = 10.0
+_CALL_NAME: Final = re.compile(r"^model\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
+
+Clock = Callable[[], dt.datetime]
+
+
+class HasCatalogUrl(Protocol):
+    """Anything that knows its catalog URL (a loaded project does)."""
+
+    def catalog_url(self) -> str: ...
+
+
+def utc_now() -> dt.datetime:
+    """The current time, timezone-aware UTC."""
+    return dt.datetime.now(dt.UTC)
+
+
+class Catalog:
+    """The catalog: model registry (``models``), scaling groups (``groups``), runtime state
+    (``state``: replicas, events, autoscaler state, controller heartbeat), and ``resolve``.
+    """
+
+    def __init__(self, engine: sa.Engine, *, location: str, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self.location = location
+        self.clock = clock
+        self.models = ModelRegistry(self)
+        self.groups = GroupStore(self)
+        self.state = RuntimeState(self)
+
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A connection in a read transaction."""
+        with self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A connection in a write transaction: all of it lands, or none of it does.
+
+        On SQLite the transaction takes the write lock at its start (BEGIN IMMEDIATE), so two
+        processes never interleave a read-then-write.
+        """
+        with self.engine.connect() as plain:
+            connection = plain.execution_options(_scalegroup_write=True)
+            with connection.begin():
+                yield connection
+
+    def resolve(self, name: str) -> Route:
+        """Where to send ``catalog_call(name, ...)``: the model's schemas and live endpoints.
+
+        Examples
+        --------
+        >>> catalog = open_catalog("sqlite://")
+        >>> catalog.resolve("ner")
+        Traceback (most recent call last):
+        ...
+        chalk.catalog.errors.BadCallNameError: cannot call 'ner': expected a name of the form 'model.<scaling group>', e.g. 'model.ner'
+        """  # noqa: E501
+        match = _CALL_NAME.match(name)
+        if match is None:
+            raise BadCallNameError(
+                f"cannot call {name!r}: expected a name of the form 'model.<scaling group>', "
+                f"e.g. 'model.ner'"
+            )
+        group_name = match.group(1)
+        group = self.groups.find(group_name)
+        if group is None:
+            deleted = self.groups.find_deleted(group_name)
+            if deleted is not None and deleted.deleted_at is not None:
+                raise DeletedGroupError(
+                    f"cannot call {name!r}: scaling group {group_name!r} was deleted at "
+                    f"{deleted.deleted_at:%Y-%m-%d %H:%M:%S} UTC"
+                )
+            raise UnknownGroupError(
+                f"cannot call {name!r}: there is no scaling group named {group_name!r}"
+                f"{self.groups.suggestion(group_name)}"
+            )
+        model = group.model
+        if model is None:
+            raise NoModelError(
+                f"cannot call {name!r}: scaling group {group_name!r} hosts no model version; "
+                f"deploy one with deploy_model_version_to_scaling_group(name={group_name!r}, ...)"
+            )
+        version = self.models.get(model[0], model[1])
+        if group.backend == "local":
+            self._require_live_controller(name)
+        if not group.endpoints:
+            detail = f" ({group.reason})" if group.reason else ""
+            raise NoReadyReplicaError(
+                f"cannot call {name!r}: scaling group {group_name!r} has no ready replica; "
+                f"its status is {group.status}{detail}"
+            )
+        port = group.spec.get("port")
+        return Route(
+            group=group_name,
+            model_name=version.model_name,
+            model_version=version.model_version,
+            input_schema=version.input_schema,
+            output_schema=version.output_schema,
+            port=int(port) if port is not None else None,
+            endpoints=group.endpoints,
+        )
+
+    def _require_live_controller(self, name: str) -> None:
+        controller = self.state.controller("local")
+        if controller is not None:
+            age_s = (self.clock() - controller.heartbeat_at).total_seconds()
+            if age_s < HEARTBEAT_TIMEOUT_S:
+                return
+        raise ControllerDownError(
+            f"cannot call {name!r}: the local controller is not running (chalk up)"
+        )
+
+    def close(self) -> None:
+        """Release this catalog (the shared engine stays for other catalogs on the URL)."""
+
+
+_engines: dict[str, sa.Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def open_catalog(config: HasCatalogUrl | str, *, clock: Clock = utc_now) -> Catalog:
+    """Open (creating or migrating as needed) the catalog of a project or at a URL.
+
+    ``config`` is a loaded project (its ``catalog_url()`` is used) or a URL:
+    ``sqlite:///path/to/catalog.db``, ``sqlite://`` (in memory) or ``postgresql://...``.
+
+    Examples
+    --------
+    >>> catalog = open_catalog("sqlite://")
+    >>> catalog.models.list()
+    []
+    """
+    url = config if isinstance(config, str) else config.catalog_url()
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            with engine.begin() as connection:
+                migrate(connection, location=_describe(url))
+            _engines[url] = engine
+    return Catalog(engine, location=_describe(url), clock=clock)
+
+
+def _create_engine(url: str) -> sa.Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed)
+    if parsed.get_backend_name() == "postgresql":
+        return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
+    raise ValueError(
+        f"unsupported catalog URL {url!r}: expected sqlite:///<path> or postgresql://..."
+    )
+
+
+def _sqlite_engine(url: sa.URL) -> sa.Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 60})
+    else:
+        # One shared connection, or every checkout would see its own empty database.
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False}, poolclass=sa.StaticPool
+        )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide where transactions begin.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        write = connection.get_execution_options().get("_scalegroup_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _describe(url: str) -> str:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.database or "(in-memory SQLite)"
+    return parsed.render_as_string(hide_password=True)

@@ -1,0 +1,118 @@
+"""``chalk model register|list|get``: the model registry from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pyarrow as pa
+
+from chalk.catalog import ModelVersion, ValidationError, open_catalog
+from chalk.catalog.config import find_project
+from chalk.catalog.models import parse_arrow_type
+from chalk.cli.output import add_output_flag, emit, emit_table
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``chalk model`` and its subcommands."""
+    parser = subparsers.add_parser("model", help="register and inspect model versions")
+    commands = parser.add_subparsers(dest="model_command", metavar="COMMAND", required=True)
+
+    add = commands.add_parser("register", help="register the next version of a model")
+    add.add_argument("--name", required=True, help="model name, e.g. ner")
+    add.add_argument("--image", required=True, help="image reference, e.g. ner:latest")
+    add.add_argument(
+        "--input",
+        action="append",
+        required=True,
+        metavar="FIELD=TYPE",
+        help="an argument field in call order (repeat), e.g. text=large_string",
+    )
+    add.add_argument(
+        "--output", required=True, metavar="FIELD=TYPE", help="the result field, e.g. e=string"
+    )
+    add.add_argument("--alias", action="append", default=[], help="an alias (repeatable)")
+    add.add_argument(
+        "--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    add_output_flag(add)
+    add.set_defaults(run=_register)
+
+    listing = commands.add_parser("list", help="list model versions")
+    listing.add_argument("--name", help="only this model")
+    add_output_flag(listing)
+    listing.set_defaults(run=_list)
+
+    get = commands.add_parser("get", help="show one model version")
+    get.add_argument("--name", required=True)
+    get.add_argument("--version", help="version number or alias (default: latest)")
+    add_output_flag(get)
+    get.set_defaults(run=_get)
+
+
+def _register(args: argparse.Namespace) -> int:
+    catalog = open_catalog(find_project())
+    version = catalog.models.register(
+        args.name,
+        input_schema=pa.schema([_field(text, "--input") for text in args.input]),
+        output_schema=pa.schema([_field(args.output, "--output")]),
+        image=args.image,
+        aliases=args.alias,
+        metadata=dict(_pair(text, "--metadata") for text in args.metadata),
+    )
+    if args.output_format == "table":
+        print(f"registered {version.model_name} version {version.model_version}")
+    else:
+        emit(version.to_json(), args.output_format)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    versions = open_catalog(find_project()).models.list(args.name)
+    if args.output_format != "table":
+        emit([version.to_json() for version in versions], args.output_format)
+        return 0
+    emit_table(
+        ["NAME", "VERSION", "IMAGE", "INPUT", "OUTPUT", "ALIASES", "CREATED"],
+        [_row(version) for version in versions],
+    )
+    return 0
+
+
+def _get(args: argparse.Namespace) -> int:
+    version = open_catalog(find_project()).models.get(args.name, args.version)
+    if args.output_format != "table":
+        emit(version.to_json(), args.output_format)
+        return 0
+    emit_table(
+        ["NAME", "VERSION", "IMAGE", "INPUT", "OUTPUT", "ALIASES", "CREATED"], [_row(version)]
+    )
+    return 0
+
+
+def _row(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "NAME": version.model_name,
+        "VERSION": version.model_version,
+        "IMAGE": version.image,
+        "INPUT": ", ".join(f"{f.name}: {f.type}" for f in version.input_schema),
+        "OUTPUT": ", ".join(f"{f.name}: {f.type}" for f in version.output_schema),
+        "ALIASES": ", ".join(version.aliases),
+        "CREATED": f"{version.created_at:%Y-%m-%d %H:%M:%S}",
+    }
+
+
+def _field(text: str, flag: str) -> pa.Field:
+    name, arrow_type = _pair(text, flag)
+    return pa.field(name, parse_arrow_type(arrow_type, what=f"{flag} {name!r}"))
+
+
+def _pair(text: str, flag: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise ValidationError(
+            f"{flag} takes NAME=VALUE: expected e.g. text=large_string, got {text!r}"
+        )
+    return name.strip(), value.strip()

@@ -1,0 +1,80 @@
+"""``ChalkClient``: the Python entry point (register models; deploy and query as they land).
+
+Finds the project (``chalk.yaml``, walking up from the working directory) and opens its catalog.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from chalk.catalog import ModelVersion, open_catalog
+from chalk.catalog.config import Project, find_project
+from chalk.catalog.models import schema_from_mapping
+
+__all__ = ["ChalkClient"]
+
+
+class ChalkClient:
+    """The client of one project's catalog and backend.
+
+    Parameters
+    ----------
+    project_dir
+        Where to start looking for ``chalk.yaml`` (default: the working directory).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (root / "chalk.yaml").write_text("project: demo\\n")
+    >>> client = ChalkClient(project_dir=root)
+    >>> version = client.register_model_version(
+    ...     name="my-model",
+    ...     input_schema={"text": pa.large_string()},
+    ...     output_schema={"entities": pa.large_string()},
+    ...     model_image="my-model-image:latest",
+    ... )
+    >>> version.model_name, version.model_version
+    ('my-model', 1)
+    """
+
+    def __init__(self, *, project_dir: str | Path | None = None) -> None:
+        self.project: Project = find_project(Path(project_dir) if project_dir else None)
+        self._catalog = open_catalog(self.project)
+
+    def register_model_version(
+        self,
+        name: str,
+        input_schema: Mapping[str, pa.DataType] | pa.Schema,
+        output_schema: Mapping[str, pa.DataType] | pa.Schema,
+        model_image: str,
+        aliases: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ModelVersion:
+        """Register the next version of model ``name`` (numbered from 1 per name).
+
+        ``input_schema`` lists the model's arguments in call order: ``catalog_call``'s
+        argument i becomes field i. ``output_schema`` has exactly one field.
+        """
+        return self._catalog.models.register(
+            name,
+            input_schema=schema_from_mapping(input_schema, what=f"model {name!r} input_schema"),
+            output_schema=schema_from_mapping(output_schema, what=f"model {name!r} output_schema"),
+            image=model_image,
+            aliases=aliases or (),
+            metadata=metadata,
+        )
+
+    def get_model_version(
+        self, name: str, version_or_alias: int | str | None = None
+    ) -> ModelVersion:
+        """One version of ``name``: the latest, or the one with that number or alias."""
+        return self._catalog.models.get(name, version_or_alias)
+
+    def list_model_versions(self, name: str) -> list[ModelVersion]:
+        """Every version of ``name``, oldest first."""
+        return self._catalog.models.list(name)

@@ -1,0 +1,118 @@
+"""Scaling group records: create, update with history, soft delete, reported status."""
+
+from __future__ import annotations
+
+import pytest
+
+from chalk.catalog import Catalog, ConflictError, Endpoint, NotFoundError, open_catalog
+from chalk.catalog.errors import ValidationError
+from chalk.catalog.groups import validate_group_name
+
+SPEC = {"image": "ner:latest", "port": 8080, "tags": {"team": "nlp"}}
+
+
+@pytest.fixture
+def catalog(catalog_url: str) -> Catalog:
+    return open_catalog(catalog_url)
+
+
+def test_create_then_get(catalog: Catalog) -> None:
+    created = catalog.groups.create("ner", SPEC, backend="local")
+
+    fetched = catalog.groups.get("ner")
+
+    assert fetched == created
+    assert (fetched.revision, fetched.status, fetched.tags) == (1, "Pending", {"team": "nlp"})
+    assert fetched.id.startswith("sg-")
+
+
+def test_creating_a_live_name_is_a_conflict(catalog: Catalog) -> None:
+    catalog.groups.create("ner", SPEC, backend="local")
+
+    with pytest.raises(ConflictError, match=r"scaling group 'ner' already exists.*update"):
+        catalog.groups.create("ner", SPEC, backend="local")
+
+    assert len(catalog.groups.list()) == 1
+
+
+def test_update_stores_a_revision_and_an_unchanged_spec_stores_nothing(catalog: Catalog) -> None:
+    catalog.groups.create("ner", SPEC, backend="local")
+
+    updated, changed = catalog.groups.update("ner", {**SPEC, "image": "ner:v2"})
+    again, changed_again = catalog.groups.update("ner", {**SPEC, "image": "ner:v2"})
+
+    assert (updated.revision, changed) == (2, True)
+    assert (again.revision, changed_again) == (2, False)
+    assert [r.spec["image"] for r in catalog.groups.history("ner")] == ["ner:latest", "ner:v2"]
+
+
+def test_delete_is_soft_and_frees_the_name(catalog: Catalog) -> None:
+    first = catalog.groups.create("ner", SPEC, backend="local")
+    catalog.groups.report(
+        first.id, status="Ready", desired=1, ready=1, available=1, endpoints=[Endpoint("a:1")]
+    )
+
+    deleted = catalog.groups.delete("ner")
+    second = catalog.groups.create("ner", SPEC, backend="local")
+
+    assert deleted.deleted_at is not None
+    assert (deleted.status, deleted.endpoints) == ("Deleted", ())
+    assert second.id != first.id
+    assert [g.id for g in catalog.groups.list()] == [second.id]
+    assert {g.id for g in catalog.groups.list(include_deleted=True)} == {first.id, second.id}
+
+
+def test_a_deleted_group_says_so(catalog: Catalog) -> None:
+    catalog.groups.create("ner", SPEC, backend="local")
+    catalog.groups.delete("ner")
+
+    with pytest.raises(NotFoundError, match="scaling group 'ner' was deleted at"):
+        catalog.groups.get("ner")
+
+
+def test_an_unknown_group_suggests_a_close_name(catalog: Catalog) -> None:
+    catalog.groups.create("sentiment", SPEC, backend="local")
+
+    with pytest.raises(NotFoundError, match="did you mean 'sentiment'"):
+        catalog.groups.get("sentimnt")
+
+
+def test_report_keeps_endpoints_unless_given(catalog: Catalog) -> None:
+    group = catalog.groups.create("ner", SPEC, backend="local")
+    catalog.groups.report(
+        group.id,
+        status="Ready",
+        desired=2,
+        ready=2,
+        available=2,
+        endpoints=[Endpoint("127.0.0.1:7001"), Endpoint("127.0.0.1:7002")],
+        url="http://127.0.0.1:9000",
+    )
+
+    catalog.groups.report(
+        group.id, status="Scaling", reason="CPU 95%", desired=3, ready=2, available=2
+    )
+
+    stored = catalog.groups.get("ner")
+    assert (stored.status, stored.reason, stored.desired_replicas) == ("Scaling", "CPU 95%", 3)
+    assert [e.target for e in stored.endpoints] == ["127.0.0.1:7001", "127.0.0.1:7002"]
+    assert stored.url == "http://127.0.0.1:9000"
+
+
+@pytest.mark.parametrize(
+    ("name", "environment", "message"),
+    [
+        pytest.param("Ner", "dev", "not valid: expected a DNS-1123 label", id="uppercase"),
+        pytest.param("-ner", "dev", "not valid", id="leading_dash"),
+        pytest.param("ner_v2", "dev", "not valid", id="underscore"),
+        pytest.param("a" * 60, "dev", "too long: 'dev-a", id="too_long"),
+        pytest.param("a" * 50, "production-eu", "at most 49", id="too_long_env"),
+    ],
+)
+def test_group_names_must_be_dns_labels_that_fit(name: str, environment: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        validate_group_name(name, environment)
+
+
+def test_a_name_that_fits_exactly_is_accepted() -> None:
+    assert validate_group_name("a" * 59, "dev") == "a" * 59

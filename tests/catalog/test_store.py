@@ -1,0 +1,271 @@
+"""open_catalog, migrations, resolve and the backends' runtime state."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pyarrow as pa
+import pytest
+import sqlalchemy as sa
+
+from chalk.catalog import Catalog, Endpoint, open_catalog
+from chalk.catalog.errors import (
+    BadCallNameError,
+    ControllerDownError,
+    DeletedGroupError,
+    NoModelError,
+    NoReadyReplicaError,
+    SchemaVersionError,
+    UnknownGroupError,
+)
+from chalk.catalog.records import Replica
+from chalk.catalog.schema import SCHEMA_VERSION, migrate, model_versions, schema_version
+
+TEXT = pa.schema([("text", pa.large_string())])
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def catalog(catalog_url: str, clock: FakeClock) -> Catalog:
+    return open_catalog(catalog_url, clock=clock)
+
+
+def _serving_group(catalog: Catalog, name: str = "ner", backend: str = "local") -> str:
+    catalog.models.register("ner-model", input_schema=TEXT, output_schema=TEXT, image="ner:1")
+    group = catalog.groups.create(
+        name,
+        {"image": "ner:1", "port": 8080, "model": {"name": "ner-model", "version": 1}},
+        backend=backend,
+    )
+    catalog.groups.report(
+        group.id,
+        status="Ready",
+        desired=1,
+        ready=1,
+        available=1,
+        endpoints=[Endpoint("127.0.0.1:7001")],
+    )
+    return group.id
+
+
+def test_resolve_gives_schemas_port_and_endpoints(catalog: Catalog) -> None:
+    _serving_group(catalog)
+    catalog.state.heartbeat("local", pid=1, host="laptop")
+
+    route = catalog.resolve("model.ner")
+
+    assert (route.group, route.model_name, route.model_version, route.port) == (
+        "ner",
+        "ner-model",
+        1,
+        8080,
+    )
+    assert route.input_schema.equals(TEXT)
+    assert route.endpoints == (Endpoint("127.0.0.1:7001"),)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("ner", id="no_prefix"),
+        pytest.param("models.ner", id="wrong_prefix"),
+        pytest.param("model.NER", id="uppercase"),
+        pytest.param("model.", id="empty"),
+    ],
+)
+def test_resolve_refuses_a_malformed_name(catalog: Catalog, name: str) -> None:
+    with pytest.raises(BadCallNameError, match=r"expected a name of the form 'model\.<scaling"):
+        catalog.resolve(name)
+
+
+def test_resolve_unknown_group(catalog: Catalog) -> None:
+    with pytest.raises(UnknownGroupError, match="there is no scaling group named 'ner'"):
+        catalog.resolve("model.ner")
+
+
+def test_resolve_deleted_group(catalog: Catalog) -> None:
+    _serving_group(catalog)
+    catalog.groups.delete("ner")
+
+    with pytest.raises(DeletedGroupError, match="scaling group 'ner' was deleted at 2026-01-01"):
+        catalog.resolve("model.ner")
+
+
+def test_resolve_group_without_model(catalog: Catalog) -> None:
+    catalog.groups.create("web", {"image": "nginx"}, backend="local")
+
+    with pytest.raises(NoModelError, match="hosts no model version"):
+        catalog.resolve("model.web")
+
+
+def test_resolve_group_without_ready_replica(catalog: Catalog) -> None:
+    group_id = _serving_group(catalog)
+    catalog.state.heartbeat("local", pid=1, host="laptop")
+    catalog.groups.report(
+        group_id,
+        status="CrashLoopBackOff",
+        reason="exit code 1",
+        desired=1,
+        ready=0,
+        available=0,
+        endpoints=[],
+    )
+
+    with pytest.raises(NoReadyReplicaError, match=r"no ready replica; its status is Crash.*exit"):
+        catalog.resolve("model.ner")
+
+
+def test_local_endpoints_need_a_fresh_controller_heartbeat(
+    catalog: Catalog, clock: FakeClock
+) -> None:
+    _serving_group(catalog)
+    with pytest.raises(ControllerDownError, match=r"local controller is not running \(chalk up\)"):
+        catalog.resolve("model.ner")
+
+    catalog.state.heartbeat("local", pid=1, host="laptop")
+    clock.advance(9.5)
+    assert catalog.resolve("model.ner").endpoints
+
+    clock.advance(1.0)
+    with pytest.raises(ControllerDownError):
+        catalog.resolve("model.ner")
+
+
+def test_kubernetes_endpoints_need_no_heartbeat(catalog: Catalog) -> None:
+    _serving_group(catalog, backend="kubernetes")
+
+    assert catalog.resolve("model.ner").endpoints == (Endpoint("127.0.0.1:7001"),)
+
+
+def _model_row(name: str, metadata: dict[str, str]) -> sa.Insert:
+    """A model_versions row written straight to the table, as an older scalegroup would."""
+    return sa.insert(model_versions).values(
+        model_name=name,
+        version=1,
+        image=f"{name}:1",
+        input_schema=TEXT.serialize().to_pybytes(),
+        output_schema=TEXT.serialize().to_pybytes(),
+        metadata=metadata,
+        created_at=dt.datetime.now(dt.UTC),
+    )
+
+
+def _write_half_then_fail(catalog: Catalog) -> None:
+    with catalog.write() as connection:
+        connection.execute(_model_row("half", {}))
+        raise RuntimeError("boom")
+
+
+def test_a_failed_write_leaves_nothing_behind(catalog: Catalog) -> None:
+    with pytest.raises(RuntimeError, match="boom"):
+        _write_half_then_fail(catalog)
+
+    assert catalog.models.list() == []
+
+
+def test_an_empty_database_is_migrated_to_the_current_schema(catalog_url: str) -> None:
+    catalog = open_catalog(catalog_url)
+
+    with catalog.read() as connection:
+        assert schema_version(connection) == SCHEMA_VERSION
+        tables = set(sa.inspect(connection).get_table_names())
+    assert {"model_versions", "scaling_groups", "replicas", "events", "images"} <= tables
+
+
+def test_a_version_1_catalog_is_migrated_and_keeps_its_data(catalog_url: str) -> None:
+    engine = sa.create_engine(catalog_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        migrate(connection, location="test", target=1)
+        connection.execute(_model_row("old", {"from": "v1"}))
+        assert not sa.inspect(connection).has_table("replicas")
+    engine.dispose()
+
+    catalog = open_catalog(catalog_url)
+
+    assert catalog.models.get("old").metadata == {"from": "v1"}
+    with catalog.read() as connection:
+        assert schema_version(connection) == SCHEMA_VERSION
+        assert sa.inspect(connection).has_table("replicas")
+
+
+def test_a_newer_catalog_is_refused(catalog_url: str) -> None:
+    engine = sa.create_engine(catalog_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        migrate(connection, location="test")
+        connection.execute(sa.text("UPDATE catalog_meta SET value = '99'"))
+    engine.dispose()
+
+    with pytest.raises(SchemaVersionError, match=r"schema version 99, newer.*upgrade scalegroup"):
+        open_catalog(catalog_url)
+
+
+def test_replica_rows_upsert_and_remove(catalog: Catalog) -> None:
+    group_id = _serving_group(catalog)
+    replica = Replica(group_id=group_id, replica_id="r1", revision=1, state="Starting", pid=42)
+
+    catalog.state.save_replica(replica)
+    catalog.state.save_replica(
+        Replica(group_id=group_id, replica_id="r1", revision=1, state="Running", ready=True)
+    )
+    catalog.state.save_replica(Replica(group_id=group_id, replica_id="r2", revision=1, state="x"))
+
+    rows = catalog.state.replicas(group_id)
+    assert [(r.replica_id, r.state, r.ready) for r in rows] == [
+        ("r1", "Running", True),
+        ("r2", "x", False),
+    ]
+    catalog.state.remove_replica(group_id, "r2")
+    assert [r.replica_id for r in catalog.state.replicas(group_id)] == ["r1"]
+
+
+def test_events_are_kept_newest_first_within_a_bound(catalog: Catalog, clock: FakeClock) -> None:
+    group_id = _serving_group(catalog)
+    for index in range(205):
+        clock.advance(1)
+        catalog.state.add_event(group_id, type="Normal", reason="Scaled", message=f"#{index}")
+
+    latest = catalog.state.events(group_id, limit=3)
+
+    assert [e.message for e in latest] == ["#202", "#203", "#204"]
+    assert len(catalog.state.events(group_id, limit=1000)) == 200
+
+
+def test_autoscaler_state_round_trips(catalog: Catalog) -> None:
+    group_id = _serving_group(catalog)
+    assert catalog.state.autoscaler_state(group_id) == {}
+
+    catalog.state.save_autoscaler_state(group_id, {"recommendations": [[1.0, 2]]})
+    catalog.state.save_autoscaler_state(group_id, {"recommendations": [[2.0, 3]]})
+
+    assert catalog.state.autoscaler_state(group_id) == {"recommendations": [[2.0, 3]]}
+
+
+def test_heartbeat_tracks_the_running_controller(catalog: Catalog, clock: FakeClock) -> None:
+    catalog.state.heartbeat("local", pid=10, host="laptop")
+    clock.advance(5)
+    catalog.state.heartbeat("local", pid=10, host="laptop")
+    first = catalog.state.controller("local")
+    catalog.state.heartbeat("local", pid=11, host="laptop")
+    second = catalog.state.controller("local")
+
+    assert first is not None
+    assert second is not None
+    assert (first.heartbeat_at - first.started_at).total_seconds() == 5
+    assert (second.pid, second.started_at) == (11, clock.now)
+    catalog.state.clear_controller("local")
+    assert catalog.state.controller("local") is None
