@@ -26,7 +26,9 @@ from chalk.catalog.errors import (
     NoReadyReplicaError,
     UnknownGroupError,
 )
+from chalk.catalog.graphs import GraphStore
 from chalk.catalog.groups import GroupStore
+from chalk.catalog.images import ImageStore
 from chalk.catalog.models import ModelRegistry
 from chalk.catalog.records import Route
 from chalk.catalog.schema import migrate
@@ -54,7 +56,8 @@ def utc_now() -> dt.datetime:
 
 class Catalog:
     """The catalog: model registry (``models``), scaling groups (``groups``), runtime state
-    (``state``: replicas, events, autoscaler state, controller heartbeat), and ``resolve``.
+    (``state``: replicas, events, autoscaler state, controller heartbeat), applied feature
+    graphs (``graphs``), the local image index (``images``), and ``resolve``.
     """
 
     def __init__(self, engine: sa.Engine, *, location: str, clock: Clock = utc_now) -> None:
@@ -64,6 +67,8 @@ class Catalog:
         self.models = ModelRegistry(self)
         self.groups = GroupStore(self)
         self.state = RuntimeState(self)
+        self.graphs = GraphStore(self)
+        self.images = ImageStore(self)
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
