@@ -16,6 +16,7 @@ import pyarrow as pa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chalk.shim import _wire
+from chalk.shim._codec import decode_response, encode_request
 from chalk.shim.arrow_io import ResultShapeError, decode_result, encode_batch, to_record_batch
 from chalk.shim.errors import (
     RemoteCallError,
@@ -138,12 +139,12 @@ class RemoteCallClient:
     async def _call_once(
         self, target: str, tls: bool, name: str, batch: pa.RecordBatch, deadline_s: float
     ) -> pa.Array:
-        request = _wire.CallFunctionRequest(name=name, feather_stream=encode_batch(batch))
+        request = encode_request(name, encode_batch(batch))
         call = self._method(target, tls)(iter((request,)), timeout=deadline_s)
         arrays: list[pa.Array] = []
         try:
             async for response in call:
-                arrays.extend(decode_result(response.feather_stream))
+                arrays.extend(decode_result(response))
         except grpc.aio.AioRpcError as error:
             raise _call_error(error, target) from None
         except ResultShapeError as error:
@@ -169,10 +170,9 @@ class RemoteCallClient:
         if method is None:
             channel = _open_channel(target, tls)
             self._channels[key] = channel
+            # Requests arrive serialised (encode_request); responses are read as views.
             method = channel.stream_stream(
-                _wire.CALL_FUNCTION_METHOD,
-                request_serializer=_wire.CallFunctionRequest.SerializeToString,
-                response_deserializer=_wire.CallFunctionResponse.FromString,
+                _wire.CALL_FUNCTION_METHOD, response_deserializer=decode_response
             )
             self._methods[key] = method
         return method

@@ -7,16 +7,13 @@ and embedders may call ``run_server`` on their own event loop.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import inspect
 import logging
-import os
 import signal
-import sys
-import threading
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -27,6 +24,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from chalk.shim import _wire
+from chalk.shim._codec import DecodeError, Request, decode_request, encode_response
 from chalk.shim.arrow_io import (
     InputArgsError,
     encode_batch,
@@ -37,6 +35,7 @@ from chalk.shim.arrow_io import (
 from chalk.shim.errors import error_payload
 from chalk.shim.loader import Hooks, load_hooks
 from chalk.shim.metrics import ServerMetrics
+from chalk.shim.pool import HandlerPool
 
 __all__ = ["RemoteCallServicer", "ServerConfig", "run_server", "serve"]
 
@@ -45,7 +44,11 @@ logger = logging.getLogger("chalk.shim.server")
 _SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 _HEALTH_NAMES: Final = ("", _wire.SERVICE_NAME)
-_HANDLER_THREAD: Final = "chalk-handler"
+# glibc mallopt parameters (malloc.h) and the values the runtime sets.
+_M_TRIM_THRESHOLD: Final = -1
+_M_MMAP_THRESHOLD: Final = -3
+_TRIM_THRESHOLD_BYTES: Final = 1 << 30
+_MMAP_THRESHOLD_BYTES: Final = 1 << 28
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,13 +85,13 @@ class RemoteCallServicer:
         hooks: Hooks,
         *,
         input_args: tuple[str, ...] | None,
-        executor: ThreadPoolExecutor,
+        pool: HandlerPool,
         metrics: ServerMetrics,
     ) -> None:
         self._handler = hooks.handler
         self._handler_is_async = inspect.iscoroutinefunction(hooks.handler)
         self._input_args = input_args
-        self._executor = executor
+        self._pool = pool
         self._metrics = metrics
         self._in_flight = 0
         self._idle = asyncio.Event()
@@ -111,20 +114,26 @@ class RemoteCallServicer:
 
     async def CallFunction(
         self,
-        requests: AsyncIterator[Any],
+        requests: AsyncIterator[Request],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[Any]:
+    ) -> None:
+        # context.read()/write() rather than an async generator: fewer event-loop turns per
+        # call, which is most of a one-row call's cost (bench/README.md).
         if self._draining:
+            # Take the request off the wire first: aborting while the client still sends makes
+            # some clients see a reset stream (INTERNAL) instead of this status.
+            while await context.read() is not grpc.aio.EOF:
+                pass
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the model replica is shutting down")
         self._loop = asyncio.get_running_loop()
         self._enter()
         try:
             handler_context: dict[str, Any] | None = None
-            async for request in requests:
+            while (request := await context.read()) is not grpc.aio.EOF:
                 if handler_context is None:
                     handler_context = _handler_context(request.name, context)
                 for response in await self._answer(request.feather_stream, handler_context):
-                    yield response
+                    await context.write(response)
         except _CallFailed as failure:
             self._metrics.errors.labels(failure.kind).inc()
             await context.abort(failure.code, failure.details)
@@ -143,17 +152,15 @@ class RemoteCallServicer:
         if self._in_flight == 0:
             self._idle.set()
 
-    async def _answer(self, stream: bytes, handler_context: dict[str, Any]) -> list[Any]:
+    async def _answer(self, stream: memoryview, handler_context: dict[str, Any]) -> list[bytes]:
         if self._handler_is_async:
             return [
                 await self._respond_async(batch, handler_context) for batch in self._decode(stream)
             ]
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, self._answer_sync, stream, handler_context
-        )
+        responses: list[bytes] = await self._pool.run(self._answer_sync, stream, handler_context)
+        return responses
 
-    def _answer_sync(self, stream: bytes, handler_context: dict[str, Any]) -> list[Any]:
+    def _answer_sync(self, stream: memoryview, handler_context: dict[str, Any]) -> list[bytes]:
         responses = []
         for batch in self._decode(stream):
             event = self._event(batch)
@@ -167,7 +174,7 @@ class RemoteCallServicer:
             responses.append(self._respond(value, batch.num_rows, started))
         return responses
 
-    async def _respond_async(self, batch: pa.RecordBatch, handler_context: dict[str, Any]) -> Any:
+    async def _respond_async(self, batch: pa.RecordBatch, handler_context: dict[str, Any]) -> bytes:
         event = self._event(batch)
         started = time.perf_counter()
         try:
@@ -176,16 +183,16 @@ class RemoteCallServicer:
             raise _CallFailed(grpc.StatusCode.UNKNOWN, error, _below_us(error)) from error
         return self._respond(value, batch.num_rows, started)
 
-    def _respond(self, value: Any, num_rows: int, started: float) -> Any:
+    def _respond(self, value: Any, num_rows: int, started: float) -> bytes:
         self._metrics.handler_seconds.observe(time.perf_counter() - started)
         self._metrics.rows.inc(num_rows)
         try:
             stream = encode_batch(result_batch(value, num_rows))
         except Exception as error:
             raise _CallFailed(grpc.StatusCode.UNKNOWN, error, None) from error
-        return _wire.CallFunctionResponse(feather_stream=stream)
+        return encode_response(stream)
 
-    def _decode(self, stream: bytes) -> list[pa.RecordBatch]:
+    def _decode(self, stream: memoryview) -> list[pa.RecordBatch]:
         try:
             return list(iter_batches(stream))
         except pa.ArrowException as error:
@@ -222,6 +229,14 @@ def _handler_context(name: str, context: grpc.aio.ServicerContext) -> dict[str, 
     }
 
 
+def _checked_request(data: bytes) -> Request:
+    try:
+        return decode_request(data)
+    except DecodeError:
+        logger.warning("a request was not a CallFunctionRequest", exc_info=True)
+        raise
+
+
 def _peer_address(peer: str) -> str:
     """``ipv4:127.0.0.1:5000`` -> ``127.0.0.1:5000``, the form the reference runtime passes."""
     scheme, _, address = peer.partition(":")
@@ -239,11 +254,9 @@ async def run_server(
 ) -> int:
     """Serve until ``stop`` is set, then drain; returns the process exit code."""
     metrics = ServerMetrics()
-    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix=_HANDLER_THREAD)
+    pool = HandlerPool(config.workers)
     server = grpc.aio.server(options=_wire.channel_options())
-    servicer = RemoteCallServicer(
-        hooks, input_args=config.input_args, executor=executor, metrics=metrics
-    )
+    servicer = RemoteCallServicer(hooks, input_args=config.input_args, pool=pool, metrics=metrics)
     health_servicer = health.aio.HealthServicer()
     _add_services(server, servicer, health_servicer)
     for name in _HEALTH_NAMES:
@@ -273,7 +286,7 @@ async def run_server(
         await _drain(servicer, config.grace_period_s)
     finally:
         await server.stop(0)
-        executor.shutdown(wait=False, cancel_futures=True)
+        pool.close()
     if not await _run_hook(hooks.on_shutdown, "on_shutdown"):
         return 1
     logger.info("stopped")
@@ -287,14 +300,8 @@ def serve(config: ServerConfig) -> int:
     except Exception:
         logger.exception("cannot load the handler %r", config.handler)
         return 1
-    code = asyncio.run(_serve_until_signalled(config, hooks))
-    if any(thread.name.startswith(_HANDLER_THREAD) for thread in threading.enumerate()):
-        # A handler still runs past the grace period; waiting for its thread at interpreter
-        # exit would hold the process forever, so leave now.
-        logging.shutdown()
-        sys.stdout.flush()
-        os._exit(code)
-    return code
+    _retain_freed_memory()
+    return asyncio.run(_serve_until_signalled(config, hooks))
 
 
 async def _serve_until_signalled(config: ServerConfig, hooks: Hooks) -> int:
@@ -310,10 +317,9 @@ def _add_services(
     servicer: RemoteCallServicer,
     health_servicer: health.aio.HealthServicer,
 ) -> None:
+    # Responses are serialised by the servicer itself (encode_response), so no serializer.
     method = grpc.stream_stream_rpc_method_handler(
-        servicer.CallFunction,
-        request_deserializer=_wire.CallFunctionRequest.FromString,
-        response_serializer=_wire.CallFunctionResponse.SerializeToString,
+        servicer.CallFunction, request_deserializer=_checked_request
     )
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(_wire.SERVICE_NAME, {"CallFunction": method}),)
@@ -350,6 +356,21 @@ async def _drain(servicer: RemoteCallServicer, grace_period_s: float) -> None:
             grace_period_s,
             extra={"in_flight": servicer.in_flight},
         )
+
+
+def _retain_freed_memory() -> None:
+    """Keep freed heap in the process instead of trimming it after every large call.
+
+    Otherwise glibc hands the pages of each call's payload back to the kernel and the next
+    call faults them in again: on 1M-row calls that was over half the server's CPU
+    (bench/README.md). The cost is that the process keeps its peak heap. No-op off glibc.
+    """
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)
+    mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 def _metrics_host(grpc_host: str) -> str:

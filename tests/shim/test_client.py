@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -191,9 +190,4 @@ def test_split_batch_parts_rejoin_to_the_input(rows: int, max_bytes: int) -> Non
 
 
 def _calls_served(runtime: RuntimeProcess) -> float:
-    [port] = [r["metrics_port"] for r in runtime.records() if "metrics_port" in r]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
-        for line in reply.read().decode().splitlines():
-            if line.startswith("chalk_remote_call_calls_total "):
-                return float(line.split()[1])
-    raise AssertionError("no calls metric")
+    return runtime.metric("chalk_remote_call_calls_total")

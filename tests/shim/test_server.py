@@ -342,7 +342,7 @@ def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(
         "lifecycle_handlers.handler",
         env={"LIFECYCLE_DIR": str(tmp_path)},
     )
-    slow = serving("model_handlers.slow", env={"SLOW_SECONDS": "2"})
+    slow = serving("model_handlers.slow", env={"SLOW_SECONDS": "2"}, args=["--metrics-port", "0"])
     outcome: dict[str, Any] = {}
 
     def in_flight() -> None:
@@ -350,9 +350,11 @@ def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(
 
     caller = threading.Thread(target=in_flight)
     caller.start()
-    time.sleep(0.7)
+    slow.wait_in_flight(1)
     slow.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while health(slow.target) != "NOT_SERVING" and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     assert health(slow.target) == "NOT_SERVING"
     with pytest.raises(TransportError, match="UNAVAILABLE"):
@@ -365,7 +367,9 @@ def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(
 
 def test_the_grace_period_bounds_the_drain(serving: Serving) -> None:
     runtime = serving(
-        "model_handlers.slow", env={"SLOW_SECONDS": "30"}, args=["--grace-period", "0.5"]
+        "model_handlers.slow",
+        env={"SLOW_SECONDS": "30"},
+        args=["--grace-period", "0.5", "--metrics-port", "0"],
     )
     errors: list[BaseException] = []
 
@@ -377,7 +381,7 @@ def test_the_grace_period_bounds_the_drain(serving: Serving) -> None:
 
     caller = threading.Thread(target=in_flight)
     caller.start()
-    time.sleep(0.5)
+    runtime.wait_in_flight(1)
     started = time.monotonic()
     runtime.signal(signal.SIGTERM)
 

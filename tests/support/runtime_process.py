@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,23 @@ class RuntimeProcess:
 
     def log_text(self) -> str:
         return self.log_path.read_text()
+
+    def metric(self, name: str) -> float:
+        """A sample of the runtime's Prometheus metrics (started with ``--metrics-port 0``)."""
+        [port] = [r["metrics_port"] for r in self.records() if "metrics_port" in r]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith(f"{name} "):
+                    return float(line.split()[1])
+        raise KeyError(f"the runtime reports no metric {name!r}")
+
+    def wait_in_flight(self, count: int, timeout_s: float = 20.0) -> None:
+        """Wait until the runtime serves ``count`` calls (a call sent is not yet a call served)."""
+        give_up = time.monotonic() + timeout_s
+        while self.metric("chalk_remote_call_in_flight") != count:
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"the runtime never had {count} calls in flight")
+            time.sleep(0.02)
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
