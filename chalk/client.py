@@ -11,9 +11,10 @@ from typing import Any
 
 import pyarrow as pa
 
-from chalk.catalog import ModelVersion, open_catalog
+from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.config import Project, find_project
 from chalk.catalog.models import schema_from_mapping
+from chalk.deploy.groups import delete_group
 
 __all__ = ["ChalkClient"]
 
@@ -78,3 +79,52 @@ class ChalkClient:
     def list_model_versions(self, name: str) -> list[ModelVersion]:
         """Every version of ``name``, oldest first."""
         return self._catalog.models.list(name)
+
+    def list_scaling_groups(self) -> list[ScalingGroup]:
+        """Every live scaling group of the project, oldest first, with its reported status.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (root / "chalk.yaml").write_text("project: demo\\n")
+        >>> ChalkClient(project_dir=root).list_scaling_groups()
+        []
+        """
+        return self._catalog.groups.list()
+
+    def get_scaling_group(self, name: str) -> ScalingGroup:
+        """The live scaling group ``name``: its spec, status, replica counts and URL.
+
+        Raises ``NotFoundError`` when no live group has that name (saying when, if it was
+        deleted).
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (root / "chalk.yaml").write_text("project: demo\\n")
+        >>> ChalkClient(project_dir=root).get_scaling_group("ner")
+        Traceback (most recent call last):
+        ...
+        chalk.catalog.errors.NotFoundError: there is no scaling group named 'ner'
+        """
+        return self._catalog.groups.get(name)
+
+    def delete_scaling_group(self, name: str) -> ScalingGroup:
+        """Delete the scaling group ``name`` and return its record, now marked deleted.
+
+        Its replicas and URL stop (the local controller, started if needed, stops them); the
+        record stays in the catalog's history and the name is free for a new group.
+
+        Examples
+        --------
+        >>> import tempfile, pathlib
+        >>> root = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (root / "chalk.yaml").write_text("project: demo\\n")
+        >>> ChalkClient(project_dir=root).delete_scaling_group("ner")
+        Traceback (most recent call last):
+        ...
+        chalk.catalog.errors.NotFoundError: there is no scaling group named 'ner'
+        """
+        return delete_group(self.project, self._catalog, name)

@@ -13,12 +13,21 @@ from collections.abc import Sequence
 
 from chalk import __version__
 from chalk.catalog.errors import CatalogError
+from chalk.cli.controller import register as register_controller
+from chalk.cli.image import register as register_image
 from chalk.cli.init import register as register_init
 from chalk.cli.model import register as register_model
+from chalk.cli.scaling_group import register as register_scaling_group
 
 __all__ = ["build_parser", "main"]
 
-_COMMANDS = (register_init, register_model)
+_COMMANDS = (
+    register_init,
+    register_model,
+    register_image,
+    register_controller,
+    register_scaling_group,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,213 @@
+"""A scaling group's desired state (``GroupSpec``) and the parsers for its CLI flag forms.
+
+The client and the CLI build specs; the catalog stores them as JSON (``to_dict``); the local
+controller and the Kubernetes backend read them back (``from_dict``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Self
+
+from chalk.catalog.errors import ValidationError
+from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+
+__all__ = [
+    "DEFAULT_PORT",
+    "TAG_LABEL_PREFIX",
+    "GroupSpec",
+    "ModelRef",
+    "parse_entrypoint",
+    "parse_env",
+    "parse_tags",
+]
+
+DEFAULT_PORT: Final = 8080
+TAG_LABEL_PREFIX: Final = "chalk.ai/tag-"
+_LABEL_NAME: Final = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MAX_LABEL: Final = 63
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """The model version a group serves."""
+
+    name: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupSpec:
+    """What a scaling group should run; every field is checked when the spec is built.
+
+    Examples
+    --------
+    >>> spec = GroupSpec(image="ner:latest", port=8080, tags={"team": "nlp"})
+    >>> GroupSpec.from_dict(spec.to_dict()) == spec
+    True
+    """
+
+    image: str
+    port: int = DEFAULT_PORT
+    image_digest: str | None = None
+    scaling: AutoScalingSpec = field(default_factory=AutoScalingSpec)
+    resources: ScalingGroupResourceRequest = field(default_factory=ScalingGroupResourceRequest)
+    env: Mapping[str, str] = field(default_factory=dict)
+    entrypoint: tuple[str, ...] | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    model: ModelRef | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image, str) or not self.image.strip():
+            raise ValidationError(
+                f"image is empty: expected an image reference such as 'ner:latest', "
+                f"got {self.image!r}"
+            )
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 1 <= self.port <= 65535
+        ):
+            raise ValidationError(f"port is out of range: expected 1..65535, got {self.port!r}")
+        for name, value in self.env.items():
+            _check_env(name, value)
+        for key, value in self.tags.items():
+            _check_tag(key, value)
+        if self.entrypoint is not None and (
+            not self.entrypoint or any(not isinstance(a, str) or not a for a in self.entrypoint)
+        ):
+            raise ValidationError(
+                f"entrypoint has an empty argument: expected comma-separated non-empty "
+                f"arguments such as 'python,-m,http.server', got {self.entrypoint!r}"
+            )
+
+    def with_changes(self, **changes: Any) -> Self:
+        """A copy with some fields replaced (None values keep the current ones)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def labels(self) -> dict[str, str]:
+        """The tags as labels: ``chalk.ai/tag-<key>: <value>``."""
+        return {f"{TAG_LABEL_PREFIX}{key}": value for key, value in sorted(self.tags.items())}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form stored in the catalog."""
+        return {
+            "image": self.image,
+            "image_digest": self.image_digest,
+            "port": self.port,
+            "scaling": self.scaling.to_dict(),
+            "resources": self.resources.to_dict(),
+            "env": dict(self.env),
+            "entrypoint": list(self.entrypoint) if self.entrypoint is not None else None,
+            "tags": dict(self.tags),
+            "model": (
+                {"name": self.model.name, "version": self.model.version} if self.model else None
+            ),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        """Read back what ``to_dict`` stored."""
+        model = data.get("model")
+        entrypoint = data.get("entrypoint")
+        return cls(
+            image=str(data["image"]),
+            image_digest=data.get("image_digest"),
+            port=int(data.get("port") or DEFAULT_PORT),
+            scaling=AutoScalingSpec.from_dict(data.get("scaling") or {}),
+            resources=ScalingGroupResourceRequest.from_dict(data.get("resources") or {}),
+            env=dict(data.get("env") or {}),
+            entrypoint=tuple(entrypoint) if entrypoint is not None else None,
+            tags=dict(data.get("tags") or {}),
+            model=ModelRef(str(model["name"]), int(model["version"])) if model else None,
+        )
+
+
+def parse_tags(text: str) -> dict[str, str]:
+    """``--tags="k=v,k2=v2"`` as a dict, each checked as a label.
+
+    Examples
+    --------
+    >>> parse_tags("team=nlp, tier=gold")
+    {'team': 'nlp', 'tier': 'gold'}
+    """
+    tags: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(
+                f'--tags entry {part!r} is not key=value: expected e.g. --tags="team=nlp,tier=gold"'
+            )
+        _check_tag(key.strip(), value.strip())
+        tags[key.strip()] = value.strip()
+    return tags
+
+
+def parse_entrypoint(text: str) -> tuple[str, ...]:
+    """``--entrypoint="a,b,c"`` as an argv (never run through a shell).
+
+    Examples
+    --------
+    >>> parse_entrypoint("python,-m,http.server,8000")
+    ('python', '-m', 'http.server', '8000')
+    """
+    argv = tuple(part.strip() for part in text.split(","))
+    if not text.strip() or any(not part for part in argv):
+        raise ValidationError(
+            f"--entrypoint has an empty argument: expected comma-separated arguments such as "
+            f"'python,-m,http.server,8000', got {text!r}"
+        )
+    return argv
+
+
+def parse_env(items: Iterable[str]) -> dict[str, str]:
+    """Repeated ``--env KEY=VALUE`` flags as a dict (a later key wins).
+
+    Examples
+    --------
+    >>> parse_env(["MODEL=small", "THREADS=2"])
+    {'MODEL': 'small', 'THREADS': '2'}
+    """
+    env: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValidationError(
+                f"--env {item!r} is not KEY=VALUE: expected e.g. --env MODEL=small"
+            )
+        _check_env(name, value)
+        env[name] = value
+    return env
+
+
+def _check_env(name: object, value: object) -> None:
+    if not isinstance(name, str) or not _ENV_NAME.match(name):
+        raise ValidationError(
+            f"environment variable name {name!r} is not valid: expected letters, digits and "
+            f"'_', not starting with a digit"
+        )
+    if not isinstance(value, str):
+        raise ValidationError(
+            f"environment variable {name} must be a string: expected text, got "
+            f"{value!r} ({type(value).__name__})"
+        )
+
+
+def _check_tag(key: str, value: str) -> None:
+    label = f"{TAG_LABEL_PREFIX}{key}"
+    name = label.split("/", 1)[1]
+    if len(name) > _MAX_LABEL or not _LABEL_NAME.match(name):
+        raise ValidationError(
+            f"tag key {key!r} does not make a valid label name ({label}): expected letters, "
+            f"digits, '-', '_' or '.', starting and ending with a letter or digit, at most "
+            f"{_MAX_LABEL - len('tag-')} characters"
+        )
+    if value and (len(value) > _MAX_LABEL or not _LABEL_NAME.match(value)):
+        raise ValidationError(
+            f"tag {key}={value!r} has a value that is not a valid label value: expected at most "
+            f"{_MAX_LABEL} letters, digits, '-', '_' or '.', starting and ending with a letter or "
+            f"digit"
+        )

@@ -1,0 +1,90 @@
+"""``chalk up|down|status``: the local controller from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import sys
+from typing import Any
+
+from chalk.catalog import open_catalog
+from chalk.catalog.config import find_project
+from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.deploy.local import daemon
+from chalk.deploy.local.controller import BACKEND
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``chalk up``, ``chalk down`` and ``chalk status``."""
+    up = subparsers.add_parser("up", help="run the local controller (foreground by default)")
+    up.add_argument("--detach", "-d", action="store_true", help="run it in the background")
+    up.set_defaults(run=_up)
+    down = subparsers.add_parser("down", help="stop the local controller and every replica")
+    down.set_defaults(run=_down)
+    status = subparsers.add_parser("status", help="show the local controller and its groups")
+    add_output_flag(status)
+    status.set_defaults(run=_status)
+
+
+def _up(args: argparse.Namespace) -> int:
+    project = find_project()
+    if args.detach:
+        pid = daemon.ensure_running(project)
+        if pid is None:
+            print(f"the local controller is already running (pid {daemon.controller_pid(project)})")
+        else:
+            print(f"started the local controller (pid {pid}); logs in {daemon.logs_dir(project)}")
+        return 0
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return daemon.run_foreground(project)
+
+
+def _down(args: argparse.Namespace) -> int:
+    project = find_project()
+    if daemon.stop(project):
+        print("stopped the local controller and its replicas")
+    else:
+        print("the local controller was not running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    project = find_project()
+    catalog = open_catalog(project)
+    beat = catalog.state.controller(BACKEND)
+    pid = daemon.controller_pid(project)
+    age = None if beat is None else (dt.datetime.now(dt.UTC) - beat.heartbeat_at).total_seconds()
+    groups = catalog.groups.list()
+    rows = [
+        {
+            "NAME": group.name,
+            "STATUS": group.status,
+            "READY": f"{group.ready_replicas}/{group.desired_replicas}",
+            "URL": group.url,
+            "REASON": group.reason.splitlines()[0] if group.reason else "",
+        }
+        for group in groups
+    ]
+    if args.output_format != "table":
+        emit(
+            {
+                "controller": {"running": pid is not None, "pid": pid, "heartbeatAgeSeconds": age},
+                "groups": rows,
+            },
+            args.output_format,
+        )
+        return 0
+    if pid is None:
+        print("local controller: not running (start it with `chalk up --detach`)")
+    else:
+        print(f"local controller: running (pid {pid}, heartbeat {age or 0:.1f}s ago)")
+    if rows:
+        emit_table(["NAME", "STATUS", "READY", "URL", "REASON"], rows)
+    return 0

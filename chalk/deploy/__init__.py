@@ -1,0 +1,3 @@
+"""Reconciles scaling groups onto a backend: local processes or Kubernetes."""
+
+from __future__ import annotations

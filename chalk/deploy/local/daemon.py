@@ -1,0 +1,168 @@
+"""Starting, finding and stopping a project's local controller (one per project, by a lock).
+
+``chalk up`` runs it in the foreground or detached; every command that changes desired state
+on the local backend calls ``ensure_running``; ``chalk down`` calls ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Final
+
+from chalk.catalog import open_catalog
+from chalk.catalog.config import Project
+from chalk.catalog.errors import CatalogError
+from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
+
+__all__ = [
+    "ControllerAlreadyRunning",
+    "controller_pid",
+    "ensure_running",
+    "run_foreground",
+    "start_detached",
+    "stop",
+]
+
+logger = logging.getLogger("chalk.deploy.local.daemon")
+_START_TIMEOUT_S: Final = 20.0
+
+
+class ControllerAlreadyRunning(CatalogError):
+    """Another controller holds this project's lock."""
+
+
+def _lock_path(project: Project) -> Path:
+    return project.state_dir / "controller.lock"
+
+
+def logs_dir(project: Project) -> Path:
+    """Where the controller and its replicas write their logs."""
+    return project.state_dir / "logs"
+
+
+@contextlib.contextmanager
+def _hold_lock(project: Project) -> Iterator[IO[str]]:
+    path = _lock_path(project)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ControllerAlreadyRunning(
+                f"a local controller is already running for {project.root} "
+                f"(pid {controller_pid(project)}); stop it with `chalk down`"
+            ) from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield lock
+        finally:
+            lock.seek(0)
+            lock.truncate()
+
+
+def controller_pid(project: Project) -> int | None:
+    """The pid of the project's running controller, or None when none holds the lock."""
+    path = _lock_path(project)
+    if not path.exists():
+        return None
+    with open(path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = lock.read().strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    return None
+
+
+def run_foreground(project: Project, *, settings: ControllerSettings | None = None) -> int:
+    """Hold the lock and reconcile until SIGTERM or SIGINT; returns the exit code."""
+    with _hold_lock(project):
+        catalog = open_catalog(project)
+        controller = LocalController(
+            catalog, settings or ControllerSettings(logs_dir=logs_dir(project))
+        )
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, stop.set)
+            logger.info("local controller %d running for %s", os.getpid(), project.root)
+            await controller.run(stop)
+            logger.info("local controller stopped; every replica has exited")
+
+        asyncio.run(main())
+    return 0
+
+
+def start_detached(project: Project) -> int:
+    """Start ``chalk up`` in the background and wait for its first heartbeat; returns its pid."""
+    log_dir = logs_dir(project)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "controller.log", "ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "chalk.cli", "up"],
+            cwd=project.root,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    catalog = open_catalog(project)
+    give_up = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < give_up:
+        beat = catalog.state.controller(BACKEND)
+        if beat is not None and beat.pid == process.pid:
+            return process.pid
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    raise CatalogError(
+        f"the local controller did not start (exit code {process.poll()}); see "
+        f"{log_dir / 'controller.log'}"
+    )
+
+
+def ensure_running(project: Project) -> int | None:
+    """Start the controller detached when none runs; returns the new pid, or None if one ran."""
+    if controller_pid(project) is not None:
+        return None
+    try:
+        return start_detached(project)
+    except CatalogError:
+        # Two commands may race to start it; the loser finds the winner's lock.
+        if controller_pid(project) is not None:
+            return None
+        raise
+
+
+def stop(project: Project, *, timeout_s: float = 120.0) -> bool:
+    """SIGTERM the running controller and wait until it has stopped its replicas and exited.
+
+    Returns False when no controller was running.
+    """
+    pid = controller_pid(project)
+    if pid is None or pid <= 0:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    give_up = time.monotonic() + timeout_s
+    while controller_pid(project) is not None:
+        if time.monotonic() > give_up:
+            raise CatalogError(f"the local controller (pid {pid}) did not stop in {timeout_s}s")
+        time.sleep(0.05)
+    return True

@@ -1,0 +1,206 @@
+"""Replica processes of the local backend: launch, observe, signal, adopt.
+
+The controller owns these handles; everything here is synchronous and quick (no waiting), so
+one reconcile pass can look at every replica without blocking the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import psutil
+
+__all__ = ["ReplicaHandle", "adopt", "free_port", "launch", "log_tail", "substitute_port"]
+
+# How far a process's create time may drift from the started_at we recorded and still be the
+# same process (pids are reused).
+_SAME_PROCESS_S: Final = 2.0
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def substitute_port(argv: Sequence[str], group_port: int, replica_port: int) -> list[str]:
+    """Replace every argv element equal to the group's port (``8000``, ``--port=8000``).
+
+    Examples
+    --------
+    >>> substitute_port(["python", "-m", "http.server", "8000"], 8000, 41001)
+    ['python', '-m', 'http.server', '41001']
+    >>> substitute_port(["srv", "--port=8000", "--workers", "8000x"], 8000, 41001)
+    ['srv', '--port=41001', '--workers', '8000x']
+    """
+    wanted = str(group_port)
+    result = []
+    for arg in argv:
+        if arg == wanted:
+            result.append(str(replica_port))
+        elif "=" in arg and arg.split("=", 1)[1] == wanted:
+            result.append(f"{arg.split('=', 1)[0]}={replica_port}")
+        else:
+            result.append(arg)
+    return result
+
+
+@dataclass
+class ReplicaHandle:
+    """One replica process, launched by this controller or adopted from a previous one."""
+
+    replica_id: str
+    group_id: str
+    revision: int
+    port: int
+    metrics_port: int | None
+    pid: int
+    started_at: dt.datetime
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    ready: bool = False
+    restarts: int = 0
+    last_exit_reason: str = ""
+    terminate_deadline: float | None = None
+    killed: bool = field(default=False)
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def exit_reason(self) -> str | None:
+        """None while it runs; otherwise why it stopped (``exit code 1``, ``signal SIGKILL``)."""
+        if self.popen is not None:
+            code = self.popen.poll()
+            if code is None:
+                return None
+            if code < 0:
+                return f"signal {signal.Signals(-code).name}"
+            return f"exit code {code}"
+        try:
+            process = psutil.Process(self.pid)
+            if process.status() != psutil.STATUS_ZOMBIE and _same_process(process, self.started_at):
+                return None
+        except psutil.NoSuchProcess:
+            pass
+        return "exited (exit status unknown: started by an earlier controller)"
+
+    def signal_group(self, signum: int) -> None:
+        """Send ``signum`` to the replica's whole process group (it leads its own session)."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            # An adopted pid that was reused by someone else: never signal it.
+            pass
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the replica and its children (0 once it has exited)."""
+        try:
+            process = psutil.Process(self.pid)
+            total = int(process.memory_info().rss)
+            for child in process.children(recursive=True):
+                total += int(child.memory_info().rss)
+        except psutil.Error:
+            return 0
+        return total
+
+
+def launch(
+    *,
+    replica_id: str,
+    group_id: str,
+    revision: int,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    port: int,
+    metrics_port: int | None,
+    log_path: Path,
+) -> ReplicaHandle:
+    """Start a replica in its own session (so signals reach its children), logging to a file."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        created = psutil.Process(popen.pid).create_time()
+    except psutil.NoSuchProcess:  # it died at once; the next observation reports why
+        created = dt.datetime.now(dt.UTC).timestamp()
+    return ReplicaHandle(
+        replica_id=replica_id,
+        group_id=group_id,
+        revision=revision,
+        port=port,
+        metrics_port=metrics_port,
+        pid=popen.pid,
+        # The process's own create time, so a later controller can tell it from a reused pid.
+        started_at=dt.datetime.fromtimestamp(created, dt.UTC),
+        log_path=log_path,
+        popen=popen,
+    )
+
+
+def adopt(
+    *,
+    replica_id: str,
+    group_id: str,
+    revision: int,
+    pid: int,
+    port: int,
+    started_at: dt.datetime,
+    log_path: Path,
+    restarts: int,
+) -> ReplicaHandle | None:
+    """A handle on a replica an earlier controller started, if that very process still runs."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE or not _same_process(process, started_at):
+            return None
+    except psutil.NoSuchProcess:
+        return None
+    return ReplicaHandle(
+        replica_id=replica_id,
+        group_id=group_id,
+        revision=revision,
+        port=port,
+        metrics_port=None,
+        pid=pid,
+        started_at=started_at,
+        log_path=log_path,
+        restarts=restarts,
+    )
+
+
+def log_tail(path: Path, *, lines: int = 10, max_bytes: int = 4096) -> str:
+    """The last lines of a replica's log, for CrashLoopBackOff reasons and events."""
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            size = log.tell()
+            log.seek(max(0, size - max_bytes))
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _same_process(process: psutil.Process, started_at: dt.datetime) -> bool:
+    return bool(abs(process.create_time() - started_at.timestamp()) < _SAME_PROCESS_S)

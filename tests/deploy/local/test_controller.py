@@ -1,0 +1,232 @@
+"""The local controller with real replica processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import pyarrow as pa
+import pytest
+
+from chalk.catalog import Catalog
+from chalk.catalog.config import Project
+from chalk.catalog.resources import AutoScalingSpec
+from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.deploy.groups import pin_image
+from chalk.shim import RemoteCallClient
+from tests.deploy.local.conftest import (
+    RunningController,
+    alive,
+    model_image,
+    save_image,
+    wait_for,
+)
+
+Start = Callable[[], RunningController]
+
+
+def create(catalog: Catalog, name: str, spec: GroupSpec) -> str:
+    pinned = pin_image(catalog, spec, port_given=False)
+    return catalog.groups.create(name, pinned.to_dict(), backend="local").id
+
+
+def ready_group(catalog: Catalog, name: str, replicas: int = 1) -> object:
+    def check() -> object:
+        group = catalog.groups.find(name)
+        if group and group.status == "Ready" and len(group.endpoints) == replicas:
+            return group
+        return None
+
+    return wait_for(check, what=f"{name} Ready with {replicas} endpoints")
+
+
+def call(target: str, values: list[float]) -> list[float]:
+    async def _call() -> list[float]:
+        async with RemoteCallClient() as client:
+            result = await client.call(target, {"x": pa.array(values)}, name="g")
+            return list(result.to_pylist())
+
+    return asyncio.run(_call())
+
+
+def model_spec(tag: str = "model:latest", **changes: object) -> GroupSpec:
+    spec = GroupSpec(
+        image=tag,
+        model=ModelRef("m", 1),
+        scaling=AutoScalingSpec(min_replicas=1, max_replicas=1, shutdown_delay_seconds=2),
+    )
+    return spec.with_changes(**changes)
+
+
+def test_a_model_group_becomes_ready_and_serves_calls(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    model_image(catalog, project)
+    create(catalog, "doubler", model_spec(env={"FACTOR": "3"}))
+    controller()
+
+    group = ready_group(catalog, "doubler")
+
+    [endpoint] = group.endpoints  # type: ignore[attr-defined]
+    assert call(endpoint.target, [1.0, 2.0]) == [3.0, 6.0]
+    assert group.url.startswith("http://127.0.0.1:")  # type: ignore[attr-defined]
+    through_url = group.url.removeprefix("http://")  # type: ignore[attr-defined]
+    assert call(through_url, [5.0]) == [15.0]
+    [replica] = catalog.state.replicas(group.id)  # type: ignore[attr-defined]
+    assert (replica.state, replica.ready, replica.restarts) == ("Running", True, 0)
+
+
+def test_a_killed_replica_comes_back(catalog: Catalog, project: Project, controller: Start) -> None:
+    model_image(catalog, project)
+    group_id = create(catalog, "doubler", model_spec())
+    controller()
+    ready_group(catalog, "doubler")
+    [first] = catalog.state.replicas(group_id)
+    assert first.pid is not None
+
+    os.kill(first.pid, signal.SIGKILL)
+
+    def restarted() -> object:
+        rows = catalog.state.replicas(group_id)
+        return rows and rows[0].ready and rows[0].pid != first.pid and rows[0]
+
+    replica = wait_for(restarted, what="a new ready replica")
+    assert replica.restarts == 1
+    assert "signal SIGKILL" in replica.last_exit_reason
+    assert any(e.reason == "BackOff" for e in catalog.state.events(group_id))
+
+
+def test_a_crash_looping_image_shows_exit_code_and_log_tail(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    save_image(
+        catalog,
+        project,
+        "crasher:latest",
+        entrypoint=(
+            sys.executable,
+            "-c",
+            "import sys; print('model file is corrupt'); sys.exit(3)",
+        ),
+    )
+    group_id = create(catalog, "crasher", GroupSpec(image="crasher:latest"))
+    controller()
+
+    group = wait_for(
+        lambda: (g := catalog.groups.find("crasher")) and g.status == "CrashLoopBackOff" and g,
+        what="CrashLoopBackOff",
+    )
+
+    assert "exit code 3" in group.reason
+    wait_for(lambda: catalog.state.replicas(group_id)[0].restarts >= 2, what="two restarts")
+    [replica] = catalog.state.replicas(group_id)
+    assert "model file is corrupt" in replica.last_exit_reason
+    warnings = [e for e in catalog.state.events(group_id) if e.type == "Warning"]
+    assert warnings
+    assert "exit code 3" in warnings[-1].message
+    assert "model file is corrupt" in warnings[-1].message
+
+
+HTTP_SERVER = (sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1")
+
+
+def test_groups_whose_images_use_the_same_port_run_side_by_side(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
+    save_image(
+        catalog,
+        project,
+        "site:latest",
+        files={"/srv/index.html": "hello"},
+        entrypoint=HTTP_SERVER,
+        workdir="/srv",
+        exposed_port=8000,
+    )
+    two = AutoScalingSpec(min_replicas=2, max_replicas=2, shutdown_delay_seconds=1)
+    create(catalog, "web", GroupSpec(image="web:latest", scaling=two))
+    create(catalog, "site", GroupSpec(image="site:latest"))
+    controller()
+
+    web = ready_group(catalog, "web", replicas=2)
+    site = ready_group(catalog, "site")
+
+    ports = {e.target for e in web.endpoints} | {e.target for e in site.endpoints}  # type: ignore[attr-defined]
+    assert len(ports) == 3
+    with urllib.request.urlopen(f"{site.url}/index.html", timeout=5) as reply:  # type: ignore[attr-defined]
+        assert reply.read() == b"hello"
+
+
+def test_an_entrypoint_override_replaces_the_image_command(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    save_image(catalog, project, "web:latest", entrypoint=("false",), exposed_port=8000)
+    create(catalog, "web", GroupSpec(image="web:latest", entrypoint=HTTP_SERVER))
+    controller()
+
+    group = ready_group(catalog, "web")
+
+    assert group.status == "Ready"  # type: ignore[attr-defined]
+
+
+def test_delete_stops_every_process_and_the_url(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
+    two = AutoScalingSpec(min_replicas=2, max_replicas=2, shutdown_delay_seconds=1)
+    group_id = create(catalog, "web", GroupSpec(image="web:latest", scaling=two))
+    controller()
+    group = ready_group(catalog, "web", replicas=2)
+    pids = [r.pid for r in catalog.state.replicas(group_id)]
+
+    catalog.groups.delete("web")
+
+    wait_for(lambda: not any(alive(pid) for pid in pids if pid), what="replicas to exit")
+    wait_for(lambda: not catalog.state.replicas(group_id), what="replica rows to go")
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        urllib.request.urlopen(group.url, timeout=2)  # type: ignore[attr-defined]
+
+
+def test_an_update_rolls_to_the_new_revision(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    model_image(catalog, project)
+    group_id = create(catalog, "doubler", model_spec(env={"FACTOR": "2"}))
+    controller()
+    old = ready_group(catalog, "doubler")
+    [old_row] = catalog.state.replicas(group_id)
+
+    spec = GroupSpec.from_dict(catalog.groups.get("doubler").spec)
+    catalog.groups.update("doubler", spec.with_changes(env={"FACTOR": "10"}).to_dict())
+
+    def rolled() -> object:
+        group = catalog.groups.find("doubler")
+        return group and group.endpoints != old.endpoints and group.status == "Ready" and group  # type: ignore[attr-defined]
+
+    group = wait_for(rolled, what="the new revision serving")
+    assert call(group.endpoints[0].target, [1.0]) == [10.0]
+    assert old_row.pid is not None
+    wait_for(lambda: not alive(old_row.pid), what="the old replica to exit")
+
+
+def test_stopping_the_controller_leaves_no_process(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    model_image(catalog, project)
+    group_id = create(catalog, "doubler", model_spec())
+    running = controller()
+    ready_group(catalog, "doubler")
+    [row] = catalog.state.replicas(group_id)
+
+    running.stop()
+
+    assert row.pid is not None
+    assert not alive(row.pid)
+    assert catalog.state.replicas(group_id) == []
+    assert catalog.groups.get("doubler").endpoints == ()
+    assert catalog.state.controller("local") is None
