@@ -50,8 +50,10 @@ def _down(args: argparse.Namespace) -> int:
     project = find_project()
     if daemon.stop(project):
         print("stopped the local controller and its replicas")
-    else:
-        print("the local controller was not running")
+        return 0
+    left = daemon.stop_orphans(project)
+    print("the local controller was not running", end="")
+    print(f"; stopped {left} replicas it had left running" if left else "")
     return 0
 
 

@@ -19,10 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Final
 
-from chalk.catalog import open_catalog
+from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
+from chalk.deploy.local.processes import ReplicaHandle, adopt
 
 __all__ = [
     "ControllerAlreadyRunning",
@@ -31,6 +32,7 @@ __all__ = [
     "run_foreground",
     "start_detached",
     "stop",
+    "stop_orphans",
 ]
 
 logger = logging.getLogger("chalk.deploy.local.daemon")
@@ -153,7 +155,8 @@ def ensure_running(project: Project) -> int | None:
 def stop(project: Project, *, timeout_s: float = 120.0) -> bool:
     """SIGTERM the running controller and wait until it has stopped its replicas and exited.
 
-    Returns False when no controller was running.
+    Returns False when no controller was running (then ``stop_orphans`` cleans up after one
+    that died).
     """
     pid = controller_pid(project)
     if pid is None or pid <= 0:
@@ -166,3 +169,48 @@ def stop(project: Project, *, timeout_s: float = 120.0) -> bool:
             raise CatalogError(f"the local controller (pid {pid}) did not stop in {timeout_s}s")
         time.sleep(0.05)
     return True
+
+
+def stop_orphans(project: Project, *, grace_s: float = 5.0) -> int:
+    """Stop replicas a dead controller left running (checked by pid and start time).
+
+    Returns how many were stopped; their rows and the groups' endpoints are cleared.
+    """
+    catalog = open_catalog(project)
+    handles = _orphans(catalog, logs_dir(project))
+    for handle in handles:
+        handle.signal_group(signal.SIGTERM)
+    give_up = time.monotonic() + grace_s
+    while any(h.exit_reason() is None for h in handles) and time.monotonic() < give_up:
+        time.sleep(0.05)
+    for handle in handles:
+        if handle.exit_reason() is None:
+            handle.signal_group(signal.SIGKILL)
+    for group in catalog.groups.list():
+        for row in catalog.state.replicas(group.id):
+            catalog.state.remove_replica(group.id, row.replica_id)
+        catalog.groups.report(
+            group.id, status="Stopped", desired=0, ready=0, available=0, endpoints=[]
+        )
+    return len(handles)
+
+
+def _orphans(catalog: Catalog, log_dir: Path) -> list[ReplicaHandle]:
+    found = []
+    for group in catalog.groups.list(include_deleted=True):
+        for row in catalog.state.replicas(group.id):
+            if row.pid is None or row.port is None or row.started_at is None:
+                continue
+            handle = adopt(
+                replica_id=row.replica_id,
+                group_id=group.id,
+                revision=row.revision,
+                pid=row.pid,
+                port=row.port,
+                started_at=row.started_at,
+                log_path=log_dir / group.name / f"{row.replica_id}.log",
+                restarts=row.restarts,
+            )
+            if handle is not None:
+                found.append(handle)
+    return found

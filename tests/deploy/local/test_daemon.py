@@ -118,3 +118,23 @@ def test_a_second_foreground_controller_is_refused(
 
     assert second.returncode == 1
     assert "already running" in second.stderr
+
+
+def test_down_after_a_controller_crash_stops_the_replicas_it_left(
+    catalog: Catalog, project: Project
+) -> None:
+    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
+    group_id = web_group(catalog)
+    chalk(project, "up", "--detach")
+    pids = ready_pids(catalog, group_id, 2)
+    controller = daemon.controller_pid(project)
+    assert controller is not None
+    os.kill(controller, signal.SIGKILL)
+    wait_for(lambda: daemon.controller_pid(project) is None, what="the lock to be released")
+
+    result = chalk(project, "down")
+
+    assert "was not running" in result.stdout
+    assert not any(alive(pid) for pid in pids)
+    assert catalog.state.replicas(group_id) == []
+    assert catalog.groups.get("web").endpoints == ()
