@@ -14,7 +14,8 @@ import pyarrow as pa
 from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.config import Project, find_project
 from chalk.catalog.models import schema_from_mapping
-from chalk.deploy.groups import delete_group
+from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.deploy.groups import delete_group, deploy_model_version, wait_until_serving
 
 __all__ = ["ChalkClient"]
 
@@ -128,3 +129,46 @@ class ChalkClient:
         chalk.catalog.errors.NotFoundError: there is no scaling group named 'ner'
         """
         return delete_group(self.project, self._catalog, name)
+
+    def deploy_model_version_to_scaling_group(
+        self,
+        name: str,
+        model_name: str,
+        model_version: int | str,
+        scaling: AutoScalingSpec | None = None,
+        resources: ScalingGroupResourceRequest | None = None,
+        env_vars: Mapping[str, str] | None = None,
+        port: int | None = None,
+        wait: bool = False,
+    ) -> ScalingGroup:
+        """Serve a registered model version from scaling group ``name``.
+
+        Creates the group, or updates an existing one to this version (its replicas roll
+        with no call lost). On update, ``None`` keeps the current value of ``scaling``,
+        ``resources``, ``env_vars`` and ``port``. The handler receives its arguments named by
+        the model's input_schema, in order (``CHALK_INPUT_ARGS``). With ``wait=True`` it
+        returns once the new version serves.
+
+        Examples
+        --------
+        >>> from chalk.scaling import AutoScalingSpec, ScalingGroupResourceRequest
+        >>> spec = AutoScalingSpec(min_replicas=1, max_replicas=2,
+        ...                        target_cpu_utilization_percentage=70)
+        >>> spec.autoscales
+        True
+        """
+        group, _spec, _changed = deploy_model_version(
+            self.project,
+            self._catalog,
+            name,
+            model_name,
+            model_version,
+            scaling=scaling,
+            resources=resources,
+            env=env_vars,
+            port=port,
+        )
+        assert group is not None  # not a dry run
+        if wait:
+            return wait_until_serving(self._catalog, name)
+        return group

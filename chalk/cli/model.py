@@ -10,7 +10,10 @@ import pyarrow as pa
 from chalk.catalog import ModelVersion, ValidationError, open_catalog
 from chalk.catalog.config import find_project
 from chalk.catalog.models import parse_arrow_type
+from chalk.catalog.specs import GroupSpec
 from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.cli.scaling_group import add_spec_flags, read_spec_flags
+from chalk.deploy.groups import deploy_model_version, wait_until_serving
 
 __all__ = ["register"]
 
@@ -44,6 +47,18 @@ def register(subparsers: Any) -> None:
     listing.add_argument("--name", help="only this model")
     add_output_flag(listing)
     listing.set_defaults(run=_list)
+
+    deploy = commands.add_parser(
+        "deploy",
+        help="serve a model version from a scaling group (created, or updated to the version)",
+    )
+    deploy.add_argument("--name", required=True, help="the scaling group, e.g. ner")
+    deploy.add_argument("--model", required=True, help="the registered model's name")
+    deploy.add_argument("--version", required=True, help="the model version (number or alias)")
+    deploy.add_argument("--port", type=int, help="the port the image serves on")
+    deploy.add_argument("--wait", action="store_true", help="return once the new version serves")
+    add_spec_flags(deploy, on_update=True)
+    deploy.set_defaults(run=_deploy, image=None)
 
     get = commands.add_parser("get", help="show one model version")
     get.add_argument("--name", required=True)
@@ -90,6 +105,52 @@ def _get(args: argparse.Namespace) -> int:
         ["NAME", "VERSION", "IMAGE", "INPUT", "OUTPUT", "ALIASES", "CREATED"], [_row(version)]
     )
     return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    flags = read_spec_flags(args)
+    project = find_project()
+    catalog = open_catalog(project)
+    live = catalog.groups.find(args.name)
+    base = GroupSpec.from_dict(live.spec) if live else GroupSpec(image="-")
+    changes = flags.changes(base)
+    group, spec, changed = deploy_model_version(
+        project,
+        catalog,
+        args.name,
+        args.model,
+        args.version,
+        scaling=changes["scaling"],
+        resources=changes["resources"],
+        env=changes["env"],
+        port=args.port,
+        tags=changes["tags"],
+        entrypoint=changes["entrypoint"],
+        dry_run=args.dry_run,
+    )
+    if group is None:
+        emit({"name": args.name, "changed": changed, "spec": spec.to_dict()}, _dry_format(args))
+        return 0
+    if args.wait:
+        group = wait_until_serving(catalog, args.name)
+    if args.output_format != "table":
+        emit(
+            {"name": group.name, "revision": group.revision, "spec": spec.to_dict()},
+            args.output_format,
+        )
+    elif changed:
+        version = spec.model.version if spec.model else args.version
+        print(
+            f"scaling group {group.name!r} serves {args.model} version {version} at revision "
+            f"{group.revision}" + ("" if args.wait else "; its replicas roll to it")
+        )
+    else:
+        print(f"scaling group {group.name!r} already serves that version (unchanged)")
+    return 0
+
+
+def _dry_format(args: argparse.Namespace) -> str:
+    return "json" if args.output_format == "json" else "yaml"
 
 
 def _row(version: ModelVersion) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from chalk.catalog.specs import GroupSpec, parse_entrypoint, parse_env, parse_ta
 from chalk.cli.output import add_output_flag, emit, emit_table
 from chalk.deploy.groups import create_group, delete_group, update_group
 
-__all__ = ["register"]
+__all__ = ["SpecFlags", "add_spec_flags", "read_spec_flags", "register"]
 
 _MAX_PORT: Final = 65535
 _EVENTS_SHOWN: Final = 20
@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the port the image serves on (default: the image's EXPOSE, else the --port in "
         "its entrypoint, else 8080)",
     )
-    _add_spec_flags(create, on_update=False)
+    add_spec_flags(create, on_update=False)
     create.set_defaults(run=_create)
 
     update = commands.add_parser(
@@ -82,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_name(update)
     update.add_argument("--image", type=_image_reference, help="a new image to run, e.g. ner:v2")
     update.add_argument("--port", type=int, help="the port the image serves on")
-    _add_spec_flags(update, on_update=True)
+    add_spec_flags(update, on_update=True)
     update.set_defaults(run=_update)
 
     listing = commands.add_parser("list", help="list the live scaling groups")
@@ -111,7 +111,7 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="the scaling group's name, e.g. ner")
 
 
-def _add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
+def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
     keep = " (default: keep the current value)" if on_update else ""
     parser.add_argument(
         "--replicas",
@@ -188,7 +188,7 @@ def _image_reference(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class _SpecFlags:
+class SpecFlags:
     """The spec flags given on the command line, each checked on its own; None when not given.
 
     ``scaling`` and ``resources`` hold only the fields given, to merge into a current spec;
@@ -226,7 +226,7 @@ class _SpecFlags:
         }
 
 
-def _read_spec_flags(args: argparse.Namespace) -> _SpecFlags:
+def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
     if args.port is not None and not 1 <= args.port <= _MAX_PORT:
         raise ValidationError(f"--port is out of range: expected 1..{_MAX_PORT}, got {args.port}")
     scaling, scaling_flags = _scaling_flags(args)
@@ -242,7 +242,7 @@ def _read_spec_flags(args: argparse.Namespace) -> _SpecFlags:
     tags = None
     if args.tags is not None:
         tags = _naming_flag("--tags", "tags", parse_tags, args.tags)
-    return _SpecFlags(
+    return SpecFlags(
         image=args.image,
         port=args.port,
         scaling=scaling,
@@ -312,7 +312,7 @@ def _open(name: str) -> tuple[Project, Catalog]:
 
 
 def _create(args: argparse.Namespace) -> int:
-    flags = _read_spec_flags(args)
+    flags = read_spec_flags(args)
     base = GroupSpec(image=args.image)
     spec = base.with_changes(**flags.changes(base))
     project, catalog = _open(args.name)
@@ -346,7 +346,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
-    flags = _read_spec_flags(args)
+    flags = read_spec_flags(args)
     project, catalog = _open(args.name)
     current = GroupSpec.from_dict(catalog.groups.get(args.name).spec)
     group, stored, changed = update_group(

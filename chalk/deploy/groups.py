@@ -7,20 +7,30 @@ runs to act on it. The controller does the rest.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Final
 
 from chalk.catalog import Catalog, ScalingGroup
 from chalk.catalog.config import Project
-from chalk.catalog.errors import ValidationError
+from chalk.catalog.errors import CatalogError, ValidationError
 from chalk.catalog.groups import validate_group_name
 from chalk.catalog.images import normalize_tag
-from chalk.catalog.specs import GroupSpec
+from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.deploy.local import daemon
 from chalk.deploy.local.images import image_argv, image_port
 
-__all__ = ["create_group", "delete_group", "pin_image", "update_group"]
+__all__ = [
+    "DeployTimeout",
+    "create_group",
+    "delete_group",
+    "deploy_model_version",
+    "pin_image",
+    "update_group",
+    "wait_until_serving",
+]
 
 
 def pin_image(catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSpec:
@@ -89,6 +99,97 @@ def delete_group(project: Project, catalog: Catalog, name: str) -> ScalingGroup:
     if project.config.backend == "local":
         daemon.ensure_running(project)
     return deleted
+
+
+INPUT_ARGS_ENV: Final = "CHALK_INPUT_ARGS"
+
+
+class DeployTimeout(CatalogError):
+    """A deployment did not start serving in time."""
+
+
+def deploy_model_version(
+    project: Project,
+    catalog: Catalog,
+    name: str,
+    model_name: str,
+    model_version: int | str,
+    *,
+    scaling: AutoScalingSpec | None = None,
+    resources: ScalingGroupResourceRequest | None = None,
+    env: Mapping[str, str] | None = None,
+    port: int | None = None,
+    tags: Mapping[str, str] | None = None,
+    entrypoint: tuple[str, ...] | None = None,
+    dry_run: bool = False,
+) -> tuple[ScalingGroup | None, GroupSpec, bool]:
+    """Run a model version in group ``name``: create the group, or update it to the version.
+
+    ``CHALK_INPUT_ARGS`` is set from the input_schema's field order, so argument i of a
+    ``catalog_call`` reaches the handler under field i's name. On update, None keeps the
+    current scaling, resources, environment and port. Returns the group (None on a dry run),
+    the spec, and whether anything changed.
+    """
+    version = catalog.models.get(model_name, model_version)
+    model = ModelRef(version.model_name, version.model_version)
+    input_args = {INPUT_ARGS_ENV: ",".join(version.input_schema.names)}
+    live = catalog.groups.find(name)
+    if live is None:
+        spec = GroupSpec(
+            image=version.image,
+            model=model,
+            scaling=scaling or AutoScalingSpec(),
+            resources=resources or ScalingGroupResourceRequest(),
+            env={**(env or {}), **input_args},
+        ).with_changes(port=port, tags=tags, entrypoint=entrypoint)
+        group, stored = create_group(
+            project, catalog, name, spec, port_given=port is not None, dry_run=dry_run
+        )
+        return group, stored, True
+    current = GroupSpec.from_dict(live.spec)
+    user_env = (
+        dict(env)
+        if env is not None
+        else {k: v for k, v in current.env.items() if k != INPUT_ARGS_ENV}
+    )
+    changes = {
+        "image": version.image,
+        "model": model,
+        "scaling": scaling,
+        "resources": resources,
+        "env": {**user_env, **input_args},
+        "port": port,
+        "tags": tags,
+        "entrypoint": entrypoint,
+    }
+    return update_group(project, catalog, name, changes, dry_run=dry_run)
+
+
+def wait_until_serving(
+    catalog: Catalog, name: str, *, timeout_s: float = 300.0, poll_s: float = 0.1
+) -> ScalingGroup:
+    """Wait until the group's current revision serves and no older replica does."""
+    give_up = time.monotonic() + timeout_s
+    group = catalog.groups.get(name)
+    while time.monotonic() < give_up:
+        group = catalog.groups.get(name)
+        if group.status == "Failed":
+            raise CatalogError(f"scaling group {name!r} failed: {group.reason}")
+        if _serves_current_revision(catalog, group):
+            return group
+        time.sleep(poll_s)
+    raise DeployTimeout(
+        f"scaling group {name!r} did not serve revision {group.revision} within {timeout_s:.0f}s: "
+        f"status {group.status}" + (f" ({group.reason})" if group.reason else "")
+    )
+
+
+def _serves_current_revision(catalog: Catalog, group: ScalingGroup) -> bool:
+    rows = catalog.state.replicas(group.id)
+    ready_new = sum(1 for r in rows if r.revision == group.revision and r.ready)
+    old_serving = any(r.revision != group.revision and r.ready for r in rows)
+    wanted = max(1, GroupSpec.from_dict(group.spec).scaling.min_replicas)
+    return ready_new >= wanted and not old_serving and bool(group.endpoints)
 
 
 def _require_local(project: Project) -> None:
