@@ -176,6 +176,12 @@ def stop_orphans(project: Project, *, grace_s: float = 5.0) -> int:
 
     Returns how many were stopped; their rows and the groups' endpoints are cleared.
     """
+    # Holding the controller's lock: a controller started meanwhile must not lose its replicas.
+    with _hold_lock(project):
+        return _stop_orphans(project, grace_s=grace_s)
+
+
+def _stop_orphans(project: Project, *, grace_s: float) -> int:
     catalog = open_catalog(project)
     handles = _orphans(catalog, logs_dir(project))
     for handle in handles:

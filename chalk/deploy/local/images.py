@@ -1,13 +1,12 @@
-"""Local images: a Dockerfile's build context snapshotted into the project's image store.
+"""Local image builds: a Dockerfile's build context snapshotted into the project's image store.
 
-``chalk image build`` calls ``build_image``; the local controller and the group commands call
-``image_argv``, ``image_port``, ``replica_env`` and ``replica_cwd`` to start replicas from it.
+``chalk image build`` calls ``build_image`` and ``check_tag``. The Dockerfile types and the
+replica helpers live in ``dockerfile`` and ``image_runtime`` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import fnmatch
 import hashlib
 import itertools
@@ -26,8 +25,28 @@ from typing import Final
 
 import pathspec
 
-from chalk.catalog.errors import CatalogError, ValidationError
+from chalk.catalog.errors import ValidationError
 from chalk.catalog.records import LocalImage
+from chalk.deploy.local.dockerfile import (
+    VARIABLE_NAME,
+    BuildError,
+    Dockerfile,
+    DockerfileError,
+    Instruction,
+    WordError,
+    expand_words,
+    parse_dockerfile,
+    raw_words,
+)
+from chalk.deploy.local.image_runtime import (
+    DEFAULT_PORT,
+    clean_container_path,
+    image_argv,
+    image_port,
+    replica_cwd,
+    replica_env,
+    rootfs_path,
+)
 
 __all__ = [
     "DEFAULT_PORT",
@@ -51,9 +70,6 @@ __all__ = [
     "rootfs_path",
 ]
 
-# The port of an image that neither EXPOSEs one nor passes --port to its command.
-DEFAULT_PORT: Final = 8080
-
 # What the build says of every FROM and RUN (DESIGN.md: "the build says so").
 FROM_UNUSED: Final = "not used: the project's Python runs the image"
 RUN_NOT_EXECUTED: Final = (
@@ -64,6 +80,7 @@ _MULTI_STAGE: Final = (
     "the stages before it are skipped"
 )
 _SKIPPED: Final = "skipped: not part of the last stage"
+# The instructions parse_dockerfile accepts that the build names but cannot carry out.
 _NOT_HONOURED: Final = {
     "USER": "replicas run as the user who runs the controller",
     "VOLUME": "the local backend mounts no volumes; replicas use the snapshot's files",
@@ -72,10 +89,6 @@ _NOT_HONOURED: Final = {
     "STOPSIGNAL": "replicas get SIGTERM, then SIGKILL when the grace period ends",
     "ONBUILD": "nothing builds on a local image",
 }
-_INSTRUCTIONS: Final = frozenset(
-    {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "LABEL", "MAINTAINER"}
-    | {"RUN", "WORKDIR", *_NOT_HONOURED}
-)
 _COPY_FLAGS: Final = frozenset({"from", "chown", "chmod", "link", "parents", "exclude"})
 _ADD_FLAGS: Final = frozenset({"chown", "chmod", "link", "checksum", "keep-git-dir", "exclude"})
 # Flags that change which files land where: honouring the copy without them would be wrong.
@@ -95,11 +108,6 @@ _IGNORED_FLAGS: Final = {
 }
 _STATE_DIR: Final = ".chalk"  # the project's own state: never part of an image
 
-_DIRECTIVE = re.compile(r"#[ \t]*([A-Za-z][A-Za-z0-9]*)[ \t]*=[ \t]*(.+?)[ \t]*")
-_KNOWN_DIRECTIVES: Final = frozenset({"escape", "syntax", "check"})
-_HEREDOC = re.compile(r"(?:^|\s)<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_OPERATOR = re.compile(r":?[-+?]")
 _FLAG = re.compile(r"--([A-Za-z][A-Za-z-]*)(?:=(\S*))?(?:\s+|$)")
 _PORT = re.compile(r"(\d+)(?:-\d+)?(?:/(?:tcp|udp|sctp))?", re.IGNORECASE)
 _URL = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*://|git@)")
@@ -109,38 +117,6 @@ _HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _REFERENCE = re.compile(
     rf"(?:{_HOST}(?:\.{_HOST})*(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?"
 )
-
-
-class BuildError(CatalogError):
-    """An image build failed: no build context or Dockerfile, a COPY source missing, ..."""
-
-
-class DockerfileError(BuildError, ValidationError):
-    """The Dockerfile does not parse; the message names the file and the line."""
-
-
-@dataclass(frozen=True, slots=True)
-class Instruction:
-    """One Dockerfile instruction: its keyword (upper case), raw arguments and first line."""
-
-    keyword: str
-    arguments: str
-    line: int
-    heredocs: tuple[str, ...] = ()
-
-    @property
-    def text(self) -> str:
-        """The instruction as one line, for build output: ``COPY model.py /app/``."""
-        return " ".join(f"{self.keyword} {self.arguments}".split())
-
-
-@dataclass(frozen=True, slots=True)
-class Dockerfile:
-    """A parsed Dockerfile: its instructions in order and its escape character."""
-
-    path: str
-    instructions: tuple[Instruction, ...]
-    escape: str = "\\"
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,63 +139,6 @@ class BuildResult:
     steps: tuple[BuildStep, ...]
     labels: dict[str, str]
     reused: bool
-
-
-def parse_dockerfile(text: str, *, path: str = "Dockerfile") -> Dockerfile:
-    """Split a Dockerfile into instructions, as Docker's parser does.
-
-    Parser directives (``# escape=``), comments, blank lines, line continuations and
-    heredocs are handled here; instruction names are case-insensitive. An unknown
-    instruction raises ``DockerfileError`` naming ``path`` and the line.
-
-    Examples
-    --------
-    >>> text = "from python:3.11\\n# a comment\\nRUN pip install \\\\\\n  numpy\\n"
-    >>> parsed = parse_dockerfile(text)
-    >>> [(i.keyword, i.arguments, i.line) for i in parsed.instructions]
-    [('FROM', 'python:3.11', 1), ('RUN', 'pip install   numpy', 3)]
-    >>> parse_dockerfile("FROM x\\nCOPPY a b\\n")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    chalk.deploy.local.images.DockerfileError: Dockerfile:2: unknown instruction 'COPPY': ...
-    """
-    lines = text.removeprefix("\ufeff").splitlines()
-    escape, index = _directives(lines, path)
-    continued = re.compile(re.escape(escape) + r"[ \t]*$")
-    instructions: list[Instruction] = []
-    while index < len(lines):
-        line = index + 1
-        body, index = _logical_line(lines, index, continued)
-        words = body.strip().split(None, 1)
-        if not words:
-            continue
-        keyword = words[0].upper()
-        if keyword not in _INSTRUCTIONS:
-            raise DockerfileError(f"{path}:{line}: {_unknown_instruction(words[0])}")
-        heredocs: tuple[str, ...] = ()
-        arguments = words[1].strip() if len(words) > 1 else ""
-        if keyword in {"RUN", "COPY", "ADD"}:
-            heredocs, index = _heredocs(arguments, lines, index, f"{path}:{line}")
-        instructions.append(Instruction(keyword, arguments, line, heredocs))
-    return Dockerfile(path=path, instructions=tuple(instructions), escape=escape)
-
-
-def expand_words(
-    text: str, variables: Mapping[str, str], *, escape: str = "\\", split: bool = True
-) -> list[str]:
-    """Docker's word rules: quotes removed, ``$VAR``/``${VAR}``/``${VAR:-default}`` expanded.
-
-    With ``split`` the text is cut at unquoted whitespace (as for COPY's arguments);
-    without it the result is one word (as for WORKDIR). Single quotes stop expansion.
-
-    Examples
-    --------
-    >>> expand_words('"$APP/a b" ${MISSING:-/srv}/x \\'$HOME\\'', {"APP": "/app"})
-    ['/app/a b', '/srv/x', '$HOME']
-    >>> expand_words("${APP:+set} ${NONE+set}", {"APP": "/app"}, split=False)
-    ['set ']
-    """
-    return _Lexer(text, variables, escape, split=split).run()
 
 
 def dockerignore_spec(text: str) -> pathspec.GitIgnoreSpec:
@@ -333,371 +252,7 @@ def build_image(context: Path, *, store_dir: Path, dockerfile: Path | None = Non
     return BuildResult(image, tuple(builder.steps), dict(config.labels), reused)
 
 
-def image_argv(image: LocalImage, entrypoint_override: Sequence[str] | None) -> list[str]:
-    """The command a replica runs, by Docker's rules.
-
-    ENTRYPOINT followed by CMD; CMD alone when there is no ENTRYPOINT; an override (a
-    group's entrypoint) replaces ENTRYPOINT and drops CMD, as ``command`` does on
-    Kubernetes. An empty override counts as none. No command at all is a ``ValidationError``.
-
-    Examples
-    --------
-    >>> image = _example_image(entrypoint=("python", "serve.py"), cmd=("--port", "9000"))
-    >>> image_argv(image, None)
-    ['python', 'serve.py', '--port', '9000']
-    >>> image_argv(image, ["python", "other.py"])
-    ['python', 'other.py']
-    >>> image_argv(_example_image(), None)  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    chalk.catalog.errors.ValidationError: image ner:latest (sha256:0123456789ab) has no command...
-    """
-    if entrypoint_override:
-        return list(entrypoint_override)
-    argv = [*image.entrypoint, *image.cmd]
-    if not argv:
-        raise ValidationError(
-            f"image {_image_name(image)} has no command: expected an ENTRYPOINT or CMD in its "
-            f"Dockerfile, got neither; add one and rebuild, or give the group an entrypoint"
-        )
-    return argv
-
-
-def image_port(image: LocalImage, argv: Sequence[str] | None = None) -> int:
-    """The port an image serves: its EXPOSE, else the ``--port`` in ``argv`` (default: the
-    image's own command), else 8080.
-
-    Examples
-    --------
-    >>> image_port(_example_image(exposed_port=7000, cmd=("--port", "9000")))
-    7000
-    >>> image_port(_example_image(cmd=("serve", "--port=9000")))
-    9000
-    >>> image_port(_example_image(cmd=("serve",)), ["serve", "--port", "9100"])
-    9100
-    >>> image_port(_example_image())
-    8080
-    """
-    if image.exposed_port is not None:
-        return image.exposed_port
-    command = [*image.entrypoint, *image.cmd] if argv is None else list(argv)
-    port = _argv_port(command)
-    return DEFAULT_PORT if port is None else port
-
-
-def rootfs_path(image: LocalImage, container_path: str) -> Path:
-    """Where ``container_path`` lives in the image's snapshot (relative: to its WORKDIR).
-
-    Examples
-    --------
-    >>> image = _example_image(workdir="/app")
-    >>> rootfs_path(image, "/app/model.py").as_posix()
-    '/p/.chalk/images/0123456789ab/rootfs/app/model.py'
-    >>> rootfs_path(image, "data/../../etc").as_posix()
-    '/p/.chalk/images/0123456789ab/rootfs/etc'
-    """
-    clean = _clean(posixpath.join(image.workdir, container_path))
-    return Path(image.snapshot_path).joinpath(*clean.split("/")[1:])
-
-
-def replica_env(image: LocalImage) -> dict[str, str]:
-    """The image's ENV for a replica: values naming container paths that exist in the
-    snapshot point into it, also inside ``:``-separated lists; other values stay.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     rootfs = Path(folder)
-    ...     (rootfs / "app").mkdir()
-    ...     env = {"PYTHONPATH": "/app:/usr/lib/extra", "MODE": "fast"}
-    ...     image = _example_image(snapshot_path=str(rootfs), env=env)
-    ...     rewritten = replica_env(image)
-    ...     rewritten["PYTHONPATH"] == f"{rootfs / 'app'}:/usr/lib/extra", rewritten["MODE"]
-    (True, 'fast')
-    """
-    return {name: _rewrite_paths(image, value) for name, value in image.env.items()}
-
-
-def replica_cwd(image: LocalImage) -> Path:
-    """A replica's working directory: the image's WORKDIR inside the snapshot (created when
-    missing).
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> with tempfile.TemporaryDirectory() as folder:
-    ...     image = _example_image(snapshot_path=folder, workdir="/srv/model")
-    ...     cwd = replica_cwd(image)
-    ...     cwd == Path(folder) / "srv" / "model", cwd.is_dir()
-    (True, True)
-    """
-    cwd = rootfs_path(image, image.workdir)
-    cwd.mkdir(parents=True, exist_ok=True)
-    return cwd
-
-
-# --- parsing ---------------------------------------------------------------------------
-
-
-def _directives(lines: Sequence[str], path: str) -> tuple[str, int]:
-    """The escape character and the index of the first line after the parser directives."""
-    escape = "\\"
-    seen: set[str] = set()
-    for index, line in enumerate(lines):
-        match = _DIRECTIVE.fullmatch(line.strip())
-        if match is None or match[1].lower() not in _KNOWN_DIRECTIVES:
-            return escape, index
-        name, value = match[1].lower(), match[2]
-        if name in seen:
-            raise DockerfileError(
-                f"{path}:{index + 1}: the {name} directive appears twice: expected it once"
-            )
-        seen.add(name)
-        if name == "escape":
-            if value not in ("\\", "`"):
-                raise DockerfileError(
-                    f"{path}:{index + 1}: the escape directive takes \\ or `, got {value!r}"
-                )
-            escape = value
-    return escape, len(lines)
-
-
-def _logical_line(lines: Sequence[str], index: int, continued: re.Pattern[str]) -> tuple[str, int]:
-    """One instruction's text with its continuation lines joined, and the next line's index.
-
-    Comment lines are dropped, also between continuation lines, as Docker drops them.
-    """
-    first = lines[index].lstrip()
-    index += 1
-    if first.startswith("#"):
-        return "", index
-    body, more = _cut_continuation(first, continued)
-    while more and index < len(lines):
-        line = lines[index]
-        index += 1
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        part, more = _cut_continuation(line, continued)
-        body += part
-    return body, index
-
-
-def _cut_continuation(line: str, continued: re.Pattern[str]) -> tuple[str, bool]:
-    match = continued.search(line)
-    return (line[: match.start()], True) if match else (line, False)
-
-
-def _heredocs(
-    arguments: str, lines: Sequence[str], index: int, where: str
-) -> tuple[tuple[str, ...], int]:
-    """The bodies of the heredocs an instruction opens (``<<EOF``) and the line after them."""
-    bodies: list[str] = []
-    for match in _HEREDOC.finditer(arguments):
-        strip_tabs, name = match[1] == "-", match[3]
-        body: list[str] = []
-        while True:
-            if index >= len(lines):
-                raise DockerfileError(
-                    f"{where}: heredoc <<{name} is not closed: expected a line holding only {name}"
-                )
-            text = lines[index].lstrip("\t") if strip_tabs else lines[index]
-            index += 1
-            if text == name:
-                break
-            body.append(text)
-        bodies.append("\n".join(body))
-    return tuple(bodies), index
-
-
-def _unknown_instruction(word: str) -> str:
-    known = sorted(_INSTRUCTIONS)
-    message = f"unknown instruction {word!r}: expected one of {', '.join(known)}"
-    close = difflib.get_close_matches(word.upper(), known, n=1)
-    return f"{message}; did you mean {close[0]}?" if close else message
-
-
-class _WordError(ValueError):
-    """A quoting or ``${...}`` mistake in an instruction's arguments; the caller adds where."""
-
-
-class _Lexer:
-    """Docker's shell-word lexer: quotes, the escape character and variable expansion."""
-
-    def __init__(
-        self, text: str, variables: Mapping[str, str], escape: str, *, split: bool
-    ) -> None:
-        self._text = text
-        self._pos = 0
-        self._variables = variables
-        self._escape = escape
-        self._split = split
-        self._words: list[str] = []
-        self._word: list[str] = []
-        self._started = False
-
-    def run(self) -> list[str]:
-        text = self._text
-        while self._pos < len(text):
-            char = text[self._pos]
-            self._pos += 1
-            if char == self._escape:
-                self._literal(text[self._pos] if self._pos < len(text) else char)
-                self._pos += 1
-            elif char == "'":
-                self._single_quoted()
-            elif char == '"':
-                self._double_quoted()
-            elif char == "$":
-                self._loose(self._dollar())
-            else:
-                self._loose(char)
-        self._end_word()
-        return self._words
-
-    def _literal(self, text: str) -> None:
-        self._word.append(text)
-        self._started = True
-
-    def _loose(self, text: str) -> None:
-        """Unquoted text: its whitespace separates words when splitting."""
-        for char in text:
-            if self._split and char.isspace():
-                self._end_word()
-            else:
-                self._literal(char)
-
-    def _end_word(self) -> None:
-        if self._started:
-            self._words.append("".join(self._word))
-        self._word.clear()
-        self._started = False
-
-    def _single_quoted(self) -> None:
-        end = self._text.find("'", self._pos)
-        if end < 0:
-            raise _WordError(f"a single quote is not closed in {self._text!r}")
-        self._literal(self._text[self._pos : end])
-        self._pos = end + 1
-
-    def _double_quoted(self) -> None:
-        text, parts = self._text, []
-        while True:
-            if self._pos >= len(text):
-                raise _WordError(f"a double quote is not closed in {text!r}")
-            char = text[self._pos]
-            self._pos += 1
-            if char == '"':
-                break
-            if char == self._escape and text[self._pos : self._pos + 1] in ('"', "$", char):
-                parts.append(text[self._pos])
-                self._pos += 1
-            elif char == "$":
-                parts.append(self._dollar())
-            else:
-                parts.append(char)
-        self._literal("".join(parts))
-
-    def _dollar(self) -> str:
-        """The value of the variable named after a ``$`` (``$`` itself when none is)."""
-        if self._text.startswith("{", self._pos):
-            return self._braced()
-        match = _NAME.match(self._text, self._pos)
-        if match is None:
-            return "$"
-        self._pos = match.end()
-        return self._variables.get(match[0], "")
-
-    def _braced(self) -> str:
-        start = self._pos - 1
-        match = _NAME.match(self._text, self._pos + 1)
-        if match is None:
-            raise _WordError(f"bad substitution {self._text[start:]!r}: expected ${{NAME}}")
-        name, self._pos = match[0], match.end()
-        if self._pos >= len(self._text):
-            raise _WordError(f"a ${{ is not closed in {self._text!r}: expected }}")
-        if self._text.startswith("}", self._pos):
-            self._pos += 1
-            return self._variables.get(name, "")
-        operator = _OPERATOR.match(self._text, self._pos)
-        if operator is None:
-            raise _WordError(
-                f"unsupported substitution {self._text[start:]!r}: expected ${{{name}}}, "
-                f"${{{name}:-default}} or ${{{name}:+alternative}}"
-            )
-        end = self._closing_brace(operator.end())
-        word = "".join(
-            _Lexer(
-                self._text[operator.end() : end], self._variables, self._escape, split=False
-            ).run()
-        )
-        self._pos = end + 1
-        return _substitute(name, self._variables.get(name), operator[0], word)
-
-    def _closing_brace(self, index: int) -> int:
-        depth = 0
-        while index < len(self._text):
-            if self._text[index] == self._escape:
-                index += 2
-                continue
-            if self._text.startswith("${", index):
-                depth += 1
-                index += 1
-            elif self._text[index] == "}":
-                if depth == 0:
-                    return index
-                depth -= 1
-            index += 1
-        raise _WordError(f"a ${{ is not closed in {self._text!r}: expected }}")
-
-
-def _substitute(name: str, value: str | None, operator: str, word: str) -> str:
-    """``${name<operator>word}``: ``:-``/``-`` default, ``:+``/``+`` alternative, ``:?``/``?``.
-
-    With a colon an empty value counts as unset.
-    """
-    is_set = value is not None and (value != "" or not operator.startswith(":"))
-    kind = operator[-1]
-    if kind == "+":
-        return word if is_set else ""
-    if value is not None and is_set:
-        return value
-    if kind == "-":
-        return word
-    raise _WordError(f"{name} is not set: {word or 'the Dockerfile requires it'}")
-
-
-def _raw_words(text: str, escape: str) -> list[str]:
-    """``text`` cut at unquoted whitespace with quotes and escapes kept (Docker's parseWords)."""
-    words: list[str] = []
-    word: list[str] = []
-    quote = ""
-    index = 0
-    while index < len(text):
-        char = text[index]
-        if char == escape and quote != "'" and index + 1 < len(text):
-            word.append(text[index : index + 2])
-            index += 2
-            continue
-        if quote:
-            quote = "" if char == quote else quote
-            word.append(char)
-        elif char in "'\"":
-            quote = char
-            word.append(char)
-        elif char.isspace():
-            if word:
-                words.append("".join(word))
-            word = []
-        else:
-            word.append(char)
-        index += 1
-    if word:
-        words.append("".join(word))
-    return words
-
-
-# --- the build context ------------------------------------------------------------------
+# --- the build context -------------------------------------------------------------------
 
 
 def _docker_pattern(line: str) -> str | None:
@@ -814,7 +369,7 @@ def _read_dockerignore(root: Path) -> pathspec.GitIgnoreSpec:
     return dockerignore_spec(path.read_text(encoding="utf-8") if path.is_file() else "")
 
 
-# --- building ---------------------------------------------------------------------------
+# --- building ----------------------------------------------------------------------------
 
 
 @dataclass
@@ -892,7 +447,7 @@ class _Builder:
         self._current = instruction
         try:
             outcome = handler(instruction)
-        except _WordError as error:
+        except WordError as error:
             raise self._syntax(str(error)) from None
         except OSError as error:
             raise self._failure(
@@ -918,7 +473,7 @@ class _Builder:
         return {**self._args, **self.config.env}
 
     def _expand(self, text: str) -> str:
-        words = _Lexer(text, self._variables(), self._dockerfile.escape, split=False).run()
+        words = expand_words(text, self._variables(), escape=self._dockerfile.escape, split=False)
         return words[0] if words else ""
 
     def _words(self, text: str) -> list[str]:
@@ -943,9 +498,9 @@ class _Builder:
     def _declare(self, instruction: Instruction, scope: dict[str, str]) -> str:
         self._require_arguments(instruction, "ARG VERSION=1.0")
         declared = []
-        for word in _raw_words(instruction.arguments, self._dockerfile.escape):
+        for word in raw_words(instruction.arguments, self._dockerfile.escape):
             name, has_value, raw = word.partition("=")
-            if not _NAME.fullmatch(name):
+            if not VARIABLE_NAME.fullmatch(name):
                 raise self._syntax(
                     f"ARG takes NAME[=default]: expected e.g. VERSION=1.0, got {word!r}"
                 )
@@ -976,7 +531,7 @@ class _Builder:
     def _pairs(self, instruction: Instruction, example: str) -> list[tuple[str, str]]:
         """``NAME=VALUE`` pairs (values expanded before any is set), or legacy ``NAME VALUE``."""
         self._require_arguments(instruction, example)
-        words = _raw_words(instruction.arguments, self._dockerfile.escape)
+        words = raw_words(instruction.arguments, self._dockerfile.escape)
         if "=" not in words[0]:
             parts = instruction.arguments.split(None, 1)
             if len(parts) < 2:
@@ -999,7 +554,7 @@ class _Builder:
         path = self._expand(instruction.arguments)
         if not path:
             raise self._syntax("WORKDIR needs a path: expected e.g. WORKDIR /app")
-        self.config.workdir = _clean(posixpath.join(self.config.workdir, path))
+        self.config.workdir = clean_container_path(posixpath.join(self.config.workdir, path))
         self._make_folders(self.config.workdir)
         return f"working directory {self.config.workdir}"
 
@@ -1101,7 +656,8 @@ class _Builder:
 
     def _sources(self, source: str) -> list[str]:
         """The context paths a COPY source names: itself, or what its pattern matches."""
-        relative = _clean(source).lstrip("/")  # Docker clamps "../x" to the context's x
+        # Docker clamps "../x" to the context's x.
+        relative = clean_container_path(source).lstrip("/")
         if _GLOB_MAGIC.search(relative):
             matches = self._context.glob(relative)
         else:
@@ -1130,7 +686,7 @@ class _Builder:
     def _copy_matches(self, found: Sequence[str], destination: str) -> int:
         """Docker's COPY: a folder copies its contents; a file goes into a destination ending
         in '/' or naming a folder, else becomes the destination."""
-        target = _clean(posixpath.join(self.config.workdir, destination))
+        target = clean_container_path(posixpath.join(self.config.workdir, destination))
         into = (
             destination.endswith("/")
             or posixpath.basename(destination) in (".", "..")
@@ -1181,7 +737,7 @@ class _Builder:
     def _make_folders(self, container_path: str) -> None:
         """Create ``container_path`` in rootfs, never through a symlink (it could lead out)."""
         folder = self._rootfs
-        for part in _clean(container_path).split("/")[1:]:
+        for part in clean_container_path(container_path).split("/")[1:]:
             folder = folder / part
             if folder.is_symlink():
                 raise self._failure(
@@ -1197,7 +753,7 @@ class _Builder:
                 )
 
     def _host(self, container_path: str) -> Path:
-        return self._rootfs.joinpath(*_clean(container_path).split("/")[1:])
+        return self._rootfs.joinpath(*clean_container_path(container_path).split("/")[1:])
 
 
 def _multi_stage(instruction: Instruction) -> str:
@@ -1258,7 +814,7 @@ def _json_strings(text: str) -> list[str] | None:
     return None
 
 
-# --- digests and the store ----------------------------------------------------------------
+# --- digests and the store ---------------------------------------------------------------
 
 
 def _digest(config: _Config, rootfs: Path) -> str:
@@ -1314,59 +870,3 @@ def _move_into_place(scratch: Path, final: Path) -> bool:
             return True
         raise
     return False
-
-
-# --- helpers for replicas ---------------------------------------------------------------
-
-
-def _clean(path: str) -> str:
-    """An absolute, normalised container path; ``..`` stops at ``/``."""
-    return "/" + posixpath.normpath("/" + path).lstrip("/")
-
-
-def _argv_port(argv: Sequence[str]) -> int | None:
-    for index, arg in enumerate(argv):
-        if arg == "--port" and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif arg.startswith("--port="):
-            value = arg.removeprefix("--port=")
-        else:
-            continue
-        if value.isdigit() and 1 <= int(value) <= 65535:
-            return int(value)
-    return None
-
-
-def _rewrite_paths(image: LocalImage, value: str) -> str:
-    return ":".join(_rewrite_path(image, part) for part in value.split(":"))
-
-
-def _rewrite_path(image: LocalImage, part: str) -> str:
-    if not part.startswith("/") or part.startswith("//"):
-        return part
-    path = rootfs_path(image, part)
-    if not path.exists():
-        return part
-    return f"{path}/" if part.endswith("/") and part != "/" else str(path)
-
-
-def _image_name(image: LocalImage) -> str:
-    short = image.digest[: len("sha256:") + 12]
-    return f"{image.tags[0]} ({short})" if image.tags else short
-
-
-def _example_image(**changes: object) -> LocalImage:
-    """An image record for the examples in the docstrings above."""
-    fields: dict[str, object] = {
-        "digest": "sha256:0123456789abcdef",
-        "snapshot_path": "/p/.chalk/images/0123456789ab/rootfs",
-        "entrypoint": (),
-        "cmd": (),
-        "env": {},
-        "workdir": "/",
-        "exposed_port": None,
-        "created_at": dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
-        "tags": ("ner:latest",),
-    }
-    fields.update(changes)
-    return LocalImage(**fields)  # type: ignore[arg-type]

@@ -70,15 +70,32 @@ class ReplicaHandle:
     ready: bool = False
     restarts: int = 0
     last_exit_reason: str = ""
+    # Leaving: SIGTERM at terminate_at (after it left the endpoints), SIGKILL at the deadline.
+    terminate_at: float | None = None
     terminate_deadline: float | None = None
+    signalled: bool = False
     killed: bool = field(default=False)
+    probe_failures: int = 0
+    oom_reason: str | None = None
+    cpu_millicores: float | None = None
+    _cpu_sample: tuple[float, float] | None = None
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def leaving(self) -> bool:
+        return self.terminate_at is not None
+
     def exit_reason(self) -> str | None:
-        """None while it runs; otherwise why it stopped (``exit code 1``, ``signal SIGKILL``)."""
+        """None while it runs; otherwise why it stopped (``exit code 1``, ``OOMKilled: ...``)."""
+        reason = self._exit_status()
+        if reason is not None and self.oom_reason is not None:
+            return self.oom_reason
+        return reason
+
+    def _exit_status(self) -> str | None:
         if self.popen is not None:
             code = self.popen.poll()
             if code is None:
@@ -103,6 +120,37 @@ class ReplicaHandle:
         except PermissionError:
             # An adopted pid that was reused by someone else: never signal it.
             pass
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of the replica's process group once its leader has exited.
+
+        As when a container's first process exits: workers it started do not outlive it.
+        """
+        self.signal_group(signal.SIGKILL)
+
+    def sample_cpu(self, now_s: float, *, min_interval_s: float = 1.0) -> float | None:
+        """CPU use of the replica's process tree in millicores, averaged since the last sample."""
+        try:
+            process = psutil.Process(self.pid)
+            times = [process.cpu_times(), *(c.cpu_times() for c in process.children(True))]
+        except psutil.Error:
+            return self.cpu_millicores
+        used_s = sum(t.user + t.system for t in times)
+        if self._cpu_sample is None:
+            self._cpu_sample = (now_s, used_s)
+            return self.cpu_millicores
+        then_s, used_then_s = self._cpu_sample
+        if now_s - then_s >= min_interval_s:
+            self.cpu_millicores = max(0.0, (used_s - used_then_s) / (now_s - then_s) * 1000)
+            self._cpu_sample = (now_s, used_s)
+        return self.cpu_millicores
+
+    def environ(self) -> dict[str, str]:
+        """The replica's environment as the OS reports it (for adopting it)."""
+        try:
+            return dict(psutil.Process(self.pid).environ())
+        except psutil.Error:
+            return {}
 
     def rss_bytes(self) -> int:
         """Resident memory of the replica and its children (0 once it has exited)."""

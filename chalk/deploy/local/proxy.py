@@ -17,6 +17,7 @@ __all__ = ["GroupProxy"]
 
 logger = logging.getLogger("chalk.deploy.local.proxy")
 _CHUNK: Final = 1 << 16
+_CLOSE_TIMEOUT_S: Final = 2.0
 
 
 class GroupProxy:
@@ -28,6 +29,7 @@ class GroupProxy:
         self._backends: list[int] = []
         self._turn = itertools.count()
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self, preferred_port: int = 0) -> int:
         """Listen on ``preferred_port`` (kept across controller restarts) or a free one."""
@@ -46,33 +48,52 @@ class GroupProxy:
         self._backends = list(ports)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await self._server.wait_closed()
-            self._server = None
+        """Stop listening and drop open connections (Python 3.12+ waits for them otherwise)."""
+        if self._server is None:
+            return
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        with contextlib.suppress(TimeoutError, OSError):
+            await asyncio.wait_for(self._server.wait_closed(), timeout=_CLOSE_TIMEOUT_S)
+        self._server = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        backends = self._backends
-        if not backends:
-            writer.close()
-            return
-        port = backends[next(self._turn) % len(backends)]
+        self._writers.add(writer)
         try:
-            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
+            upstream = await self._connect()
+            if upstream is None:
+                return
+            upstream_reader, upstream_writer = upstream
+            self._writers.add(upstream_writer)
+            try:
+                await asyncio.gather(
+                    _pipe(reader, upstream_writer),
+                    _pipe(upstream_reader, writer),
+                    return_exceptions=True,
+                )
+            finally:
+                self._writers.discard(upstream_writer)
+                upstream_writer.close()
+        finally:
+            self._writers.discard(writer)
             writer.close()
-            return
-        await asyncio.gather(
-            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
-        )
+
+    async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+        # Start at the next backend in turn; a replica that just went away makes us try the rest.
+        backends = self._backends
+        first = next(self._turn)
+        for offset in range(len(backends)):
+            port = backends[(first + offset) % len(backends)]
+            with contextlib.suppress(OSError):
+                return await asyncio.open_connection("127.0.0.1", port)
+        return None
 
 
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(_CHUNK):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        with contextlib.suppress(Exception):
-            writer.close()
+    """Copy one direction; at its end, half-close the other side so replies still flow."""
+    while data := await reader.read(_CHUNK):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()

@@ -91,17 +91,18 @@ def model_image(catalog: Catalog, project: Project, tag: str = "model:latest") -
 class RunningController:
     """The real controller on its own event loop thread, with test-sized timings."""
 
-    def __init__(self, catalog: Catalog, project: Project) -> None:
+    def __init__(self, catalog: Catalog, project: Project, **settings: Any) -> None:
+        timings: dict[str, Any] = {
+            "pass_interval_s": 0.1,
+            "heartbeat_interval_s": 0.5,
+            "backoff_initial_s": 0.3,
+            "backoff_max_s": 2.0,
+            "ready_recheck_s": 1.0,
+            "endpoint_drain_s": 0.2,
+        }
+        timings.update(settings)
         self.controller = LocalController(
-            catalog,
-            ControllerSettings(
-                logs_dir=project.state_dir / "logs",
-                pass_interval_s=0.1,
-                heartbeat_interval_s=0.5,
-                backoff_initial_s=0.3,
-                backoff_max_s=2.0,
-                ready_recheck_s=1.0,
-            ),
+            catalog, ControllerSettings(logs_dir=project.state_dir / "logs", **timings)
         )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
@@ -126,11 +127,11 @@ class RunningController:
 
 
 @pytest.fixture
-def controller(catalog: Catalog, project: Project) -> Iterator[Callable[[], RunningController]]:
+def controller(catalog: Catalog, project: Project) -> Iterator[Callable[..., RunningController]]:
     started: list[RunningController] = []
 
-    def _start() -> RunningController:
-        running = RunningController(catalog, project).start()
+    def _start(**settings: Any) -> RunningController:
+        running = RunningController(catalog, project, **settings).start()
         started.append(running)
         return running
 
