@@ -179,18 +179,7 @@ class LocalController:
                 )
 
     def _adopt_row(self, group: ScalingGroup, row: Replica) -> ReplicaHandle | None:
-        if row.pid is None or row.port is None or row.started_at is None:
-            return None
-        handle = adopt(
-            replica_id=row.replica_id,
-            group_id=group.id,
-            revision=row.revision,
-            pid=row.pid,
-            port=row.port,
-            started_at=row.started_at,
-            log_path=self._log_path(group.name, row.replica_id),
-            restarts=row.restarts,
-        )
+        handle = adopt(row, self._log_path(group.name, row.replica_id))
         if handle is None:
             return None
         environ = handle.environ()

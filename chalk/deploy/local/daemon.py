@@ -205,18 +205,7 @@ def _orphans(catalog: Catalog, log_dir: Path) -> list[ReplicaHandle]:
     found = []
     for group in catalog.groups.list(include_deleted=True):
         for row in catalog.state.replicas(group.id):
-            if row.pid is None or row.port is None or row.started_at is None:
-                continue
-            handle = adopt(
-                replica_id=row.replica_id,
-                group_id=group.id,
-                revision=row.revision,
-                pid=row.pid,
-                port=row.port,
-                started_at=row.started_at,
-                log_path=log_dir / group.name / f"{row.replica_id}.log",
-                restarts=row.restarts,
-            )
+            handle = adopt(row, log_dir / group.name / f"{row.replica_id}.log")
             if handle is not None:
                 found.append(handle)
     return found

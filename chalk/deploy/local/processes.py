@@ -18,6 +18,8 @@ from typing import Final
 
 import psutil
 
+from chalk.catalog.records import Replica
+
 __all__ = ["ReplicaHandle", "adopt", "free_port", "launch", "log_tail", "substitute_port"]
 
 # How far a process's create time may drift from the started_at we recorded and still be the
@@ -206,34 +208,26 @@ def launch(
     )
 
 
-def adopt(
-    *,
-    replica_id: str,
-    group_id: str,
-    revision: int,
-    pid: int,
-    port: int,
-    started_at: dt.datetime,
-    log_path: Path,
-    restarts: int,
-) -> ReplicaHandle | None:
-    """A handle on a replica an earlier controller started, if that very process still runs."""
+def adopt(row: Replica, log_path: Path) -> ReplicaHandle | None:
+    """A handle on the replica of ``row``, if that very process (pid and start time) still runs."""
+    if row.pid is None or row.port is None or row.started_at is None:
+        return None
     try:
-        process = psutil.Process(pid)
-        if process.status() == psutil.STATUS_ZOMBIE or not _same_process(process, started_at):
+        process = psutil.Process(row.pid)
+        if process.status() == psutil.STATUS_ZOMBIE or not _same_process(process, row.started_at):
             return None
     except psutil.NoSuchProcess:
         return None
     return ReplicaHandle(
-        replica_id=replica_id,
-        group_id=group_id,
-        revision=revision,
-        port=port,
+        replica_id=row.replica_id,
+        group_id=row.group_id,
+        revision=row.revision,
+        port=row.port,
         metrics_port=None,
-        pid=pid,
-        started_at=started_at,
+        pid=row.pid,
+        started_at=row.started_at,
         log_path=log_path,
-        restarts=restarts,
+        restarts=row.restarts,
     )
 
 

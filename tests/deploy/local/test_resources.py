@@ -187,9 +187,7 @@ def handler(event, context):
 """
 
 
-def test_in_flight_calls_scale_a_slow_model_up(
-    catalog: Catalog, project: Project, controller: Start
-) -> None:
+def slow_model_image(catalog: Catalog, project: Project) -> None:
     save_image(
         catalog,
         project,
@@ -198,6 +196,12 @@ def test_in_flight_calls_scale_a_slow_model_up(
         entrypoint=("chalk-remote-call", "--handler", "model.handler", "--port", "8080"),
         exposed_port=8080,
     )
+
+
+def test_in_flight_calls_scale_a_slow_model_up(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    slow_model_image(catalog, project)
     spec = GroupSpec(
         image="slow:latest",
         model=ModelRef("slow", 1),
@@ -243,14 +247,7 @@ def in_flight(catalog: Catalog, name: str) -> float:
 def test_delete_lets_an_in_flight_call_finish(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
-    save_image(
-        catalog,
-        project,
-        "slow:latest",
-        files={"/app/model.py": SLOW_MODEL},
-        entrypoint=("chalk-remote-call", "--handler", "model.handler", "--port", "8080"),
-        exposed_port=8080,
-    )
+    slow_model_image(catalog, project)
     spec = GroupSpec(
         image="slow:latest",
         model=ModelRef("slow", 1),
