@@ -52,6 +52,9 @@ class GroupSpec:
 
     image: str
     port: int = DEFAULT_PORT
+    # True while the port comes from the image (EXPOSE, --port, or 8080): a new image brings
+    # its own port; a port the user gave stays.
+    port_from_image: bool = True
     image_digest: str | None = None
     scaling: AutoScalingSpec = field(default_factory=AutoScalingSpec)
     resources: ScalingGroupResourceRequest = field(default_factory=ScalingGroupResourceRequest)
@@ -98,6 +101,7 @@ class GroupSpec:
             "image": self.image,
             "image_digest": self.image_digest,
             "port": self.port,
+            "port_from_image": self.port_from_image,
             "scaling": self.scaling.to_dict(),
             "resources": self.resources.to_dict(),
             "env": dict(self.env),
@@ -117,6 +121,7 @@ class GroupSpec:
             image=str(data["image"]),
             image_digest=data.get("image_digest"),
             port=int(data.get("port") or DEFAULT_PORT),
+            port_from_image=bool(data.get("port_from_image", True)),
             scaling=AutoScalingSpec.from_dict(data.get("scaling") or {}),
             resources=ScalingGroupResourceRequest.from_dict(data.get("resources") or {}),
             env=dict(data.get("env") or {}),

@@ -40,9 +40,16 @@ def pin_image(catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSp
     """
     image = catalog.images.get(spec.image)
     port = spec.port
-    if not port_given:
+    from_image = spec.port_from_image and not port_given
+    if from_image:
         port = image_port(image, image_argv(image, spec.entrypoint))
-    return replace(spec, image=normalize_tag(spec.image), image_digest=image.digest, port=port)
+    return replace(
+        spec,
+        image=normalize_tag(spec.image),
+        image_digest=image.digest,
+        port=port,
+        port_from_image=from_image,
+    )
 
 
 def create_group(
@@ -85,7 +92,7 @@ def update_group(
     if unknown:
         raise ValidationError(f"cannot change {', '.join(sorted(unknown))} of a scaling group")
     spec = current.with_changes(**changes)
-    spec = pin_image(catalog, spec, port_given=True)
+    spec = pin_image(catalog, spec, port_given=changes.get("port") is not None)
     if dry_run:
         return None, spec, spec != current
     stored, changed = catalog.groups.update(name, spec.to_dict())

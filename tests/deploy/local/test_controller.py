@@ -17,7 +17,7 @@ from chalk.catalog import Catalog
 from chalk.catalog.config import Project
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
-from chalk.deploy.groups import pin_image
+from chalk.deploy.groups import pin_image, update_group
 from chalk.shim import RemoteCallClient
 from tests.deploy.local.conftest import (
     RunningController,
@@ -230,3 +230,19 @@ def test_stopping_the_controller_leaves_no_process(
     assert catalog.state.replicas(group_id) == []
     assert catalog.groups.get("doubler").endpoints == ()
     assert catalog.state.controller("local") is None
+
+
+def test_an_update_to_an_image_with_another_port_takes_that_port(
+    catalog: Catalog, project: Project
+) -> None:
+    save_image(catalog, project, "web:v1", entrypoint=HTTP_SERVER, exposed_port=8000)
+    save_image(catalog, project, "web:v2", entrypoint=HTTP_SERVER, exposed_port=9000)
+    save_image(catalog, project, "web:v3", entrypoint=HTTP_SERVER, exposed_port=7000)
+    create(catalog, "web", GroupSpec(image="web:v1"))
+
+    _, derived, _ = update_group(project, catalog, "web", {"image": "web:v2"}, dry_run=True)
+    catalog.groups.update("web", derived.with_changes(port=8500, port_from_image=False).to_dict())
+    _, pinned, _ = update_group(project, catalog, "web", {"image": "web:v3"}, dry_run=True)
+
+    assert derived.port == 9000
+    assert pinned.port == 8500
