@@ -109,14 +109,23 @@ class GroupStore:
             )
             return _record(self._live_row(connection, name))
 
-    def update(self, name: str, spec: dict[str, Any]) -> tuple[ScalingGroup, bool]:
+    def update(
+        self, name: str, spec: dict[str, Any], *, expected_revision: int | None = None
+    ) -> tuple[ScalingGroup, bool]:
         """Store ``spec`` as the group's next revision; an unchanged spec stores nothing.
 
-        Returns the group and whether anything changed.
+        With ``expected_revision``, a group changed by someone else since it was read is a
+        ConflictError rather than a silently lost change. Returns the group and whether
+        anything changed.
         """
         now = self._catalog.clock()
         with self._catalog.write() as connection:
             row = self._require_live(connection, name)
+            if expected_revision is not None and row.revision != expected_revision:
+                raise ConflictError(
+                    f"scaling group {name!r} changed while this update was prepared: expected "
+                    f"revision {expected_revision}, found {row.revision}; run the update again"
+                )
             if row.spec == spec:
                 return _record(row), False
             revision = row.revision + 1

@@ -95,7 +95,7 @@ def update_group(
     spec = pin_image(catalog, spec, port_given=changes.get("port") is not None)
     if dry_run:
         return None, spec, spec != current
-    stored, changed = catalog.groups.update(name, spec.to_dict())
+    stored, changed = catalog.groups.update(name, spec.to_dict(), expected_revision=group.revision)
     daemon.ensure_running(project)
     return stored, spec, changed
 

@@ -116,3 +116,13 @@ def test_group_names_must_be_dns_labels_that_fit(name: str, environment: str, me
 
 def test_a_name_that_fits_exactly_is_accepted() -> None:
     assert validate_group_name("a" * 59, "dev") == "a" * 59
+
+
+def test_an_update_prepared_against_an_old_revision_is_a_conflict(catalog: Catalog) -> None:
+    catalog.groups.create("ner", SPEC, backend="local")
+    catalog.groups.update("ner", {**SPEC, "image": "ner:v2"}, expected_revision=1)
+
+    with pytest.raises(ConflictError, match="expected revision 1, found 2"):
+        catalog.groups.update("ner", {**SPEC, "image": "ner:v3"}, expected_revision=1)
+
+    assert catalog.groups.get("ner").spec["image"] == "ner:v2"

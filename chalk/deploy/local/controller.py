@@ -22,7 +22,7 @@ import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from chalk.catalog import Catalog, Endpoint, ScalingGroup
 from chalk.catalog.errors import CatalogError
@@ -106,6 +106,7 @@ class _GroupState:
     leaving: list[ReplicaHandle] = field(default_factory=list)
     proxy: GroupProxy | None = None
     last_error: str = ""
+    last_report: tuple[Any, ...] = ()
 
 
 class LocalController:
@@ -560,6 +561,12 @@ class LocalController:
             status, reason = "Ready", ""
         else:
             status, reason = "Progressing", f"{ready_new} of {desired} replicas ready"
+        endpoints = [Endpoint(handle.endpoint) for handle in ready]
+        url = f"http://127.0.0.1:{state.proxy.port}" if state.proxy is not None else None
+        report = (status, reason, desired, len(ready), tuple(endpoints), url)
+        if report == state.last_report and group.status == status:
+            return  # nothing changed: spare the catalog a write every pass
+        state.last_report = report
         self._catalog.groups.report(
             group.id,
             status=status,
@@ -567,8 +574,8 @@ class LocalController:
             desired=desired,
             ready=len(ready),
             available=len(ready),
-            endpoints=[Endpoint(handle.endpoint) for handle in ready],
-            url=f"http://127.0.0.1:{state.proxy.port}" if state.proxy is not None else None,
+            endpoints=endpoints,
+            url=url,
         )
 
     def _fail(self, group: ScalingGroup, state: _GroupState, error: Exception) -> None:

@@ -22,6 +22,7 @@ from typing import IO, Final
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
+from chalk.catalog.specs import GroupSpec
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
 from chalk.deploy.local.processes import ReplicaHandle, adopt
 
@@ -37,6 +38,8 @@ __all__ = [
 
 logger = logging.getLogger("chalk.deploy.local.daemon")
 _START_TIMEOUT_S: Final = 20.0
+# chalk down waits for the longest shutdown_delay_seconds of any group, plus this.
+_STOP_MARGIN_S: Final = 60.0
 
 
 class ControllerAlreadyRunning(CatalogError):
@@ -152,7 +155,7 @@ def ensure_running(project: Project) -> int | None:
         raise
 
 
-def stop(project: Project, *, timeout_s: float = 120.0) -> bool:
+def stop(project: Project, *, timeout_s: float | None = None) -> bool:
     """SIGTERM the running controller and wait until it has stopped its replicas and exited.
 
     Returns False when no controller was running (then ``stop_orphans`` cleans up after one
@@ -161,6 +164,8 @@ def stop(project: Project, *, timeout_s: float = 120.0) -> bool:
     pid = controller_pid(project)
     if pid is None or pid <= 0:
         return False
+    if timeout_s is None:
+        timeout_s = _STOP_MARGIN_S + _longest_grace_s(open_catalog(project))
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     give_up = time.monotonic() + timeout_s
@@ -169,6 +174,14 @@ def stop(project: Project, *, timeout_s: float = 120.0) -> bool:
             raise CatalogError(f"the local controller (pid {pid}) did not stop in {timeout_s}s")
         time.sleep(0.05)
     return True
+
+
+def _longest_grace_s(catalog: Catalog) -> float:
+    delays = [
+        GroupSpec.from_dict(g.spec).scaling.effective_shutdown_delay_seconds
+        for g in catalog.groups.list()
+    ]
+    return float(max(delays, default=0))
 
 
 def stop_orphans(project: Project, *, grace_s: float = 5.0) -> int:
