@@ -70,7 +70,8 @@ def _dns_name(value: str) -> str:
 
 
 def _database_url(value: str) -> str:
-    if not _URL.fullmatch(value):
+    scheme = value.split("://", 1)[0].split("+", 1)[0].lower()
+    if not _URL.fullmatch(value) or scheme not in ("sqlite", "postgresql", "postgres"):
         raise PydanticCustomError("database_url", "not a database URL")
     return value
 

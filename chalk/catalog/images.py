@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ImageStore", "normalize_tag"]
 
+_SHORT_DIGEST = 12
+
 
 def normalize_tag(reference: str) -> str:
     """``name`` means ``name:latest``; a digest reference (``name@sha256:...``) stays as given.
@@ -72,7 +74,7 @@ class ImageStore:
     def get(self, reference: str) -> LocalImage:
         """An image by tag (``name`` means ``name:latest``) or by digest (``sha256:...``)."""
         with self._catalog.read() as connection:
-            digest = reference if reference.startswith("sha256:") else None
+            digest = _digest_of(connection, reference)
             if digest is None:
                 digest = connection.execute(
                     sa.select(image_tags.c.digest).where(
@@ -83,10 +85,14 @@ class ImageStore:
             if digest is not None:
                 row = connection.execute(sa.select(images).where(images.c.digest == digest)).first()
             if row is None:
+                fix = (
+                    "see `chalk image list` for the digests in the store"
+                    if "sha256:" in reference
+                    else f"build it with `chalk image build DIR -t {normalize_tag(reference)}`"
+                )
                 raise NotFoundError(
-                    f"image {reference!r} is not in this project's local image store: build it "
-                    f"with `chalk image build DIR -t {normalize_tag(reference)}` or name a "
-                    f"registry image on the kubernetes backend"
+                    f"image {reference!r} is not in this project's local image store: {fix}, "
+                    f"or name a registry image on the kubernetes backend"
                 )
             return _record(row, _tags_of(connection, row.digest))
 
@@ -95,6 +101,24 @@ class ImageStore:
         with self._catalog.read() as connection:
             rows = connection.execute(sa.select(images).order_by(images.c.created_at.desc())).all()
             return [_record(row, _tags_of(connection, row.digest)) for row in rows]
+
+
+def _digest_of(connection: sa.Connection, reference: str) -> str | None:
+    """A digest reference (``sha256:<hex>``, ``name@sha256:<hex>``, or a unique prefix of at
+    least 12 hex digits, as ``chalk image list`` shows) as a full digest; None for a tag."""
+    if "sha256:" not in reference:
+        return None
+    wanted = "sha256:" + reference.split("sha256:", 1)[1]
+    if len(wanted) - len("sha256:") < _SHORT_DIGEST:
+        return wanted
+    found = (
+        connection.execute(
+            sa.select(images.c.digest).where(images.c.digest.startswith(wanted, autoescape=True))
+        )
+        .scalars()
+        .all()
+    )
+    return found[0] if len(found) == 1 else wanted
 
 
 def _tags_of(connection: sa.Connection, digest: str) -> tuple[str, ...]:

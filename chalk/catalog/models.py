@@ -286,6 +286,13 @@ def _validate(
             f"model {name!r} has {len(output_schema)} output fields "
             f"({', '.join(output_schema.names)}): expected exactly one in this version"
         )
+    for field_name in input_schema.names:
+        if "," in field_name or field_name == "__chalk_row_metadata__" or not field_name.strip():
+            raise ValidationError(
+                f"model {name!r} input field {field_name!r} cannot name an argument: expected a "
+                f"name without ',' (CHALK_INPUT_ARGS is comma-separated) other than the "
+                f"reserved __chalk_row_metadata__"
+            )
     duplicated = sorted({n for n in input_schema.names if input_schema.names.count(n) > 1})
     if duplicated:
         raise ValidationError(

@@ -20,6 +20,7 @@ from sqlalchemy import event
 
 from chalk.catalog.errors import (
     BadCallNameError,
+    CatalogError,
     ControllerDownError,
     DeletedGroupError,
     NoModelError,
@@ -86,6 +87,7 @@ class Catalog:
         with self.engine.connect() as plain:
             connection = plain.execution_options(_scalegroup_write=True)
             with connection.begin():
+                _lock_for_writing(connection)
                 yield connection
 
     def resolve(self, name: str) -> Route:
@@ -179,20 +181,45 @@ def open_catalog(config: HasCatalogUrl | str, *, clock: Clock = utc_now) -> Cata
         engine = _engines.get(url)
         if engine is None:
             engine = _create_engine(url)
-            with engine.begin() as connection:
-                migrate(connection, location=_describe(url))
+            try:
+                with engine.connect() as plain:
+                    # Locked like any write, and the version read again under the lock: two
+                    # processes opening an old catalog at once migrate it once.
+                    connection = plain.execution_options(_scalegroup_write=True)
+                    with connection.begin():
+                        _lock_for_writing(connection)
+                        migrate(connection, location=_describe(url))
+            except sa.exc.SQLAlchemyError as error:
+                engine.dispose()
+                raise CatalogError(
+                    f"cannot open the catalog at {_describe(url)}: "
+                    f"{getattr(error, 'orig', None) or error}; "
+                    f"check catalog_url in chalk.yaml (or CHALK_CATALOG_URL)"
+                ) from None
             _engines[url] = engine
     return Catalog(engine, location=_describe(url), clock=clock)
+
+
+# Any fixed number: every scalegroup process takes the same PostgreSQL advisory lock.
+_PG_WRITE_LOCK: Final = 0x5CA1E6
+
+
+def _lock_for_writing(connection: sa.Connection) -> None:
+    """PostgreSQL: serialise catalog writes across processes, as BEGIN IMMEDIATE does on
+    SQLite, so every read-check-write in a write transaction sees the latest state."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITE_LOCK})
 
 
 def _create_engine(url: str) -> sa.Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    if parsed.get_backend_name() == "postgresql":
+    if parsed.get_backend_name() in ("postgresql", "postgres"):
         return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
-    raise ValueError(
-        f"unsupported catalog URL {url!r}: expected sqlite:///<path> or postgresql://..."
+    raise CatalogError(
+        f"the catalog URL {parsed.render_as_string(hide_password=True)!r} is not supported: "
+        f"expected sqlite:///<path> or postgresql://user@host/database"
     )
 
 

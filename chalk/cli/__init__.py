@@ -11,6 +11,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy import exc as sa_exc
+
 from chalk import __version__
 from chalk.catalog.errors import CatalogError
 from chalk.cli.controller import register as register_controller
@@ -54,5 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         code = run(args)
     except CatalogError as error:
         print(f"error: {error}", file=sys.stderr)
+        code = 1
+    except sa_exc.SQLAlchemyError as error:
+        cause = getattr(error, "orig", None) or error
+        print(f"error: the catalog failed: {cause}", file=sys.stderr)
         code = 1
     sys.exit(code)

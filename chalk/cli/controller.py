@@ -64,6 +64,25 @@ def _status(args: argparse.Namespace) -> int:
     pid = daemon.controller_pid(project)
     age = None if beat is None else (dt.datetime.now(dt.UTC) - beat.heartbeat_at).total_seconds()
     groups = catalog.groups.list()
+    if args.output_format != "table":
+        emit(
+            {
+                "controller": {"running": pid is not None, "pid": pid, "heartbeatAgeSeconds": age},
+                "groups": [
+                    {
+                        "name": group.name,
+                        "status": group.status,
+                        "reason": group.reason,
+                        "readyReplicas": group.ready_replicas,
+                        "desiredReplicas": group.desired_replicas,
+                        "url": group.url,
+                    }
+                    for group in groups
+                ],
+            },
+            args.output_format,
+        )
+        return 0
     rows = [
         {
             "NAME": group.name,
@@ -74,19 +93,12 @@ def _status(args: argparse.Namespace) -> int:
         }
         for group in groups
     ]
-    if args.output_format != "table":
-        emit(
-            {
-                "controller": {"running": pid is not None, "pid": pid, "heartbeatAgeSeconds": age},
-                "groups": rows,
-            },
-            args.output_format,
-        )
-        return 0
     if pid is None:
         print("local controller: not running (start it with `chalk up --detach`)")
+    elif age is None:
+        print(f"local controller: starting (pid {pid}, no heartbeat yet)")
     else:
-        print(f"local controller: running (pid {pid}, heartbeat {age or 0:.1f}s ago)")
+        print(f"local controller: running (pid {pid}, heartbeat {age:.1f}s ago)")
     if rows:
         emit_table(["NAME", "STATUS", "READY", "URL", "REASON"], rows)
     return 0

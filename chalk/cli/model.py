@@ -127,6 +127,7 @@ def _deploy(args: argparse.Namespace) -> int:
         tags=changes["tags"],
         entrypoint=changes["entrypoint"],
         dry_run=args.dry_run,
+        expected_revision=live.revision if live else None,
     )
     if group is None:
         emit({"name": args.name, "changed": changed, "spec": spec.to_dict()}, _dry_format(args))

@@ -43,7 +43,8 @@ def emit_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Non
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     # Piped output is read by scripts and people alike: never wrap it at 80 columns.
-    console = Console()
+    # Cells are data, never markup: "[/srv/model.bin]" or "timestamp[us]" print as written.
+    console = Console(markup=False, emoji=False, highlight=False)
     if not console.is_terminal:
-        console = Console(width=1_000)
+        console = Console(width=1_000, markup=False, emoji=False, highlight=False)
     console.print(table)

@@ -348,9 +348,15 @@ def _create(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     flags = read_spec_flags(args)
     project, catalog = _open(args.name)
-    current = GroupSpec.from_dict(catalog.groups.get(args.name).spec)
+    read = catalog.groups.get(args.name)
+    current = GroupSpec.from_dict(read.spec)
     group, stored, changed = update_group(
-        project, catalog, args.name, flags.changes(current), dry_run=args.dry_run
+        project,
+        catalog,
+        args.name,
+        flags.changes(current),
+        dry_run=args.dry_run,
+        expected_revision=read.revision,
     )
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": stored.to_dict()}

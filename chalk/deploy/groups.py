@@ -79,8 +79,12 @@ def update_group(
     changes: Mapping[str, Any],
     *,
     dry_run: bool = False,
+    expected_revision: int | None = None,
 ) -> tuple[ScalingGroup | None, GroupSpec, bool]:
     """Apply ``changes`` (fields of GroupSpec; None keeps the current value) to a live group.
+
+    ``expected_revision`` is the revision the caller read (and computed ``changes`` from); a
+    group changed since is a ConflictError instead of a silently reverted change.
 
     A new image reference, or the same tag rebuilt, is pinned again. Returns the group, the
     spec and whether anything changed (an unchanged spec stores nothing and rolls nothing).
@@ -95,7 +99,8 @@ def update_group(
     spec = pin_image(catalog, spec, port_given=changes.get("port") is not None)
     if dry_run:
         return None, spec, spec != current
-    stored, changed = catalog.groups.update(name, spec.to_dict(), expected_revision=group.revision)
+    revision = group.revision if expected_revision is None else expected_revision
+    stored, changed = catalog.groups.update(name, spec.to_dict(), expected_revision=revision)
     daemon.ensure_running(project)
     return stored, spec, changed
 
@@ -129,6 +134,7 @@ def deploy_model_version(
     tags: Mapping[str, str] | None = None,
     entrypoint: tuple[str, ...] | None = None,
     dry_run: bool = False,
+    expected_revision: int | None = None,
 ) -> tuple[ScalingGroup | None, GroupSpec, bool]:
     """Run a model version in group ``name``: create the group, or update it to the version.
 
@@ -169,7 +175,14 @@ def deploy_model_version(
         "tags": tags,
         "entrypoint": entrypoint,
     }
-    return update_group(project, catalog, name, changes, dry_run=dry_run)
+    return update_group(
+        project,
+        catalog,
+        name,
+        changes,
+        dry_run=dry_run,
+        expected_revision=live.revision if expected_revision is None else expected_revision,
+    )
 
 
 def wait_until_serving(

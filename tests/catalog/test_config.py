@@ -328,3 +328,10 @@ def test_a_relative_sqlite_path_in_the_file_is_relative_to_the_project_root(
 )
 def test_to_dns_label(text: str, label: str) -> None:
     assert to_dns_label(text) == label
+
+
+def test_a_catalog_url_of_another_database_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "chalk.yaml").write_text("project: demo\ncatalog_url: mysql://u@h/db\n")
+
+    with pytest.raises(ConfigError, match="catalog_url"):
+        load_project(tmp_path / "chalk.yaml")

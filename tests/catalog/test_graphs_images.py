@@ -80,3 +80,13 @@ def test_rebuilding_a_tag_moves_it_and_keeps_the_old_image(catalog: Catalog) -> 
 def test_an_unknown_image_says_how_to_build_it(catalog: Catalog) -> None:
     with pytest.raises(NotFoundError, match=r"chalk image build DIR -t ner:latest"):
         catalog.images.get("ner")
+
+
+def test_digest_references_with_a_name_or_a_short_digest_resolve(catalog: Catalog) -> None:
+    digest = "sha256:" + "ab12" * 16
+    catalog.images.save(_image(digest), ["ner"])
+
+    assert catalog.images.get(f"ner@{digest}").digest == digest
+    assert catalog.images.get(digest[: len("sha256:") + 12]).digest == digest
+    with pytest.raises(NotFoundError, match="see `chalk image list`"):
+        catalog.images.get("sha256:" + "ff" * 32)

@@ -191,3 +191,14 @@ def test_schema_from_mapping_names_the_bad_field(fields: object, message: str) -
 )
 def test_parse_arrow_type(text: str, expected: pa.DataType) -> None:
     assert parse_arrow_type(text, what="x") == expected
+
+
+@pytest.mark.parametrize(
+    "field",
+    [pytest.param("a,b", id="comma"), pytest.param("__chalk_row_metadata__", id="reserved")],
+)
+def test_input_fields_that_cannot_name_an_argument_are_refused(
+    catalog: Catalog, field: str
+) -> None:
+    with pytest.raises(ValidationError, match="cannot name an argument"):
+        register(catalog, input_schema=pa.schema([(field, pa.int64())]))

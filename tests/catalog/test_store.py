@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
+import textwrap
 
 import pyarrow as pa
 import pytest
@@ -11,6 +14,7 @@ import sqlalchemy as sa
 from chalk.catalog import Catalog, Endpoint, open_catalog
 from chalk.catalog.errors import (
     BadCallNameError,
+    CatalogError,
     ControllerDownError,
     DeletedGroupError,
     NoModelError,
@@ -269,3 +273,41 @@ def test_heartbeat_tracks_the_running_controller(catalog: Catalog, clock: FakeCl
     assert (second.pid, second.started_at) == (11, clock.now)
     catalog.state.clear_controller("local")
     assert catalog.state.controller("local") is None
+
+
+def test_processes_opening_a_new_catalog_at_once_all_succeed(catalog_url: str) -> None:
+    script = textwrap.dedent(
+        f"""
+        from chalk.catalog import open_catalog
+        open_catalog({catalog_url!r}).models.list()
+        """
+    )
+
+    workers = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(6)]
+
+    assert [worker.wait(timeout=120) for worker in workers] == [0] * 6
+
+
+def test_concurrent_graph_applies_keep_one_active_graph(catalog_url: str) -> None:
+    open_catalog(catalog_url)
+    script = textwrap.dedent(
+        f"""
+        from chalk.catalog import open_catalog
+        catalog = open_catalog({catalog_url!r})
+        for index in range(10):
+            catalog.graphs.apply({{"n": index}})
+            catalog.graphs.activate(1)
+        """
+    )
+
+    workers = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(3)]
+
+    assert [worker.wait(timeout=120) for worker in workers] == [0, 0, 0]
+    graphs = open_catalog(catalog_url).graphs.list()
+    assert [g.version for g in graphs] == list(range(1, 31))
+    assert sum(g.active for g in graphs) == 1
+
+
+def test_an_unsupported_catalog_url_is_a_clear_error() -> None:
+    with pytest.raises(CatalogError, match=r"'mysql://u@h/db' is not supported: expected sqlite"):
+        open_catalog("mysql://u@h/db")

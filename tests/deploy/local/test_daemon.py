@@ -73,7 +73,7 @@ def test_up_detach_status_and_down(catalog: Catalog, project: Project) -> None:
     assert started.returncode == 0, started.stderr
     assert "already running" in again.stdout
     assert status["controller"]["running"] is True
-    assert status["groups"][0]["READY"] == "2/2"
+    assert (status["groups"][0]["readyReplicas"], status["groups"][0]["desiredReplicas"]) == (2, 2)
     assert stopped.returncode == 0
     assert "stopped the local controller" in stopped.stdout
     assert not any(alive(pid) for pid in pids)
