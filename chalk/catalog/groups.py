@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from chalk.catalog.errors import ConflictError, NotFoundError, ValidationError
 from chalk.catalog.records import Endpoint, ScalingGroup
 from chalk.catalog.schema import scaling_group_revisions, scaling_groups
+from chalk.catalog.specs import GroupSpec
 
 if TYPE_CHECKING:
     from chalk.catalog.store import Catalog
@@ -126,7 +127,7 @@ class GroupStore:
                     f"scaling group {name!r} changed while this update was prepared: expected "
                     f"revision {expected_revision}, found {row.revision}; run the update again"
                 )
-            if row.spec == spec:
+            if _normalised(row.spec) == _normalised(spec):
                 return _record(row), False
             revision = row.revision + 1
             connection.execute(
@@ -267,6 +268,15 @@ class GroupStore:
         raise NotFoundError(
             f"there is no scaling group named {name!r}{_suggestion(connection, name)}"
         )
+
+
+def _normalised(spec: dict[str, Any]) -> dict[str, Any]:
+    # A spec stored before a field existed, or given with tuples for lists, is still the same
+    # spec: compare what GroupSpec makes of both.
+    try:
+        return GroupSpec.from_dict(spec).to_dict()
+    except (KeyError, TypeError, ValueError):
+        return spec
 
 
 def _suggestion(connection: sa.Connection, name: str) -> str:

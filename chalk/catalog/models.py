@@ -6,6 +6,7 @@ call it.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -43,7 +44,7 @@ def parse_arrow_type(text: str, *, what: str) -> pa.DataType:
     timestamp = re.fullmatch(r"timestamp\[(s|ms|us|ns)(?:,\s*tz=([^\]]+))?\]", text)
     if timestamp:
         return pa.timestamp(timestamp.group(1), tz=timestamp.group(2))
-    inner = re.fullmatch(r"(large_)?list<(.+)>", text)
+    inner = re.fullmatch(r"(large_)?list<(?:item: )?(.+)>", text)
     if inner:
         item = parse_arrow_type(inner.group(2), what=what)
         return pa.large_list(item) if inner.group(1) else pa.list_(item)
@@ -112,6 +113,15 @@ class ModelRegistry:
         """Store the next version of ``name``; concurrent registrations get distinct numbers."""
         alias_list = _validate(name, input_schema, output_schema, image, aliases)
         stored_metadata = dict(metadata or {})
+        for key, value in stored_metadata.items():
+            try:
+                json.dumps(value)
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    f"model {name!r} metadata {key!r} cannot be stored: expected JSON values "
+                    f"(str, number, bool, None, list, dict), got {type(value).__name__}; "
+                    f"store it as text, e.g. str(value) or value.isoformat()"
+                ) from None
         for attempt in range(_REGISTER_ATTEMPTS):
             try:
                 return self._insert(

@@ -7,6 +7,7 @@ shared per URL and process, and a ``Catalog`` may be used from several threads a
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import threading
@@ -74,7 +75,11 @@ class Catalog:
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
         """A connection in a read transaction."""
-        with self.engine.connect() as connection, connection.begin():
+        with (
+            _shared_connection_lock(self.engine),
+            self.engine.connect() as connection,
+            connection.begin(),
+        ):
             yield connection
 
     @contextmanager
@@ -84,7 +89,7 @@ class Catalog:
         On SQLite the transaction takes the write lock at its start (BEGIN IMMEDIATE), so two
         processes never interleave a read-then-write.
         """
-        with self.engine.connect() as plain:
+        with _shared_connection_lock(self.engine), self.engine.connect() as plain:
             connection = plain.execution_options(_scalegroup_write=True)
             with connection.begin():
                 _lock_for_writing(connection)
@@ -198,6 +203,17 @@ def open_catalog(config: HasCatalogUrl | str, *, clock: Clock = utc_now) -> Cata
                 ) from None
             _engines[url] = engine
     return Catalog(engine, location=_describe(url), clock=clock)
+
+
+_static_pool_locks: dict[int, threading.RLock] = {}
+
+
+def _shared_connection_lock(engine: sa.Engine) -> contextlib.AbstractContextManager[Any]:
+    """An in-memory SQLite catalog is one shared connection: threads take turns with it."""
+    if not isinstance(engine.pool, sa.StaticPool):
+        return contextlib.nullcontext()
+    with _engines_lock:
+        return _static_pool_locks.setdefault(id(engine), threading.RLock())
 
 
 # Any fixed number: every scalegroup process takes the same PostgreSQL advisory lock.

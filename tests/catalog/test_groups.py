@@ -126,3 +126,12 @@ def test_an_update_prepared_against_an_old_revision_is_a_conflict(catalog: Catal
         catalog.groups.update("ner", {**SPEC, "image": "ner:v3"}, expected_revision=1)
 
     assert catalog.groups.get("ner").spec["image"] == "ner:v2"
+
+
+def test_a_spec_stored_before_a_field_existed_counts_as_unchanged(catalog: Catalog) -> None:
+    full = {**SPEC, "port_from_image": True}
+    catalog.groups.create("ner", SPEC, backend="local")
+
+    group, changed = catalog.groups.update("ner", full)
+
+    assert (group.revision, changed) == (1, False)

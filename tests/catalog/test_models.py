@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import subprocess
 import sys
 import textwrap
@@ -202,3 +203,12 @@ def test_input_fields_that_cannot_name_an_argument_are_refused(
 ) -> None:
     with pytest.raises(ValidationError, match="cannot name an argument"):
         register(catalog, input_schema=pa.schema([(field, pa.int64())]))
+
+
+def test_metadata_that_is_not_json_names_the_key(catalog: Catalog) -> None:
+    with pytest.raises(ValidationError, match=r"metadata .trained. cannot be stored.*datetime"):
+        register(catalog, metadata={"trained": dt.datetime(2026, 1, 1)})
+
+
+def test_types_as_pyarrow_prints_them_parse() -> None:
+    assert parse_arrow_type("list<item: int64>", what="x") == pa.list_(pa.int64())

@@ -6,6 +6,7 @@ import datetime as dt
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pyarrow as pa
 import pytest
@@ -311,3 +312,26 @@ def test_concurrent_graph_applies_keep_one_active_graph(catalog_url: str) -> Non
 def test_an_unsupported_catalog_url_is_a_clear_error() -> None:
     with pytest.raises(CatalogError, match=r"'mysql://u@h/db' is not supported: expected sqlite"):
         open_catalog("mysql://u@h/db")
+
+
+def test_an_in_memory_catalog_serves_several_threads() -> None:
+    catalog = open_catalog("sqlite://")
+    errors: list[BaseException] = []
+
+    def register_many(worker: int) -> None:
+        try:
+            for _ in range(25):
+                catalog.models.register(
+                    f"threads-{worker}", input_schema=TEXT, output_schema=TEXT, image="i"
+                )
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=register_many, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    assert all(len(catalog.models.list(f"threads-{n}")) == 25 for n in range(4))
