@@ -5,19 +5,25 @@ Finds the project (``chalk.yaml``, walking up from the working directory) and op
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
+from rich.progress import Progress
 
 from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.config import Project, find_project
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.deploy.groups import delete_group, deploy_model_version, wait_until_serving
+from chalk.engine.query import feature_name, input_table, run_query
+from chalk.features import graph_of
 
-__all__ = ["ChalkClient"]
+__all__ = ["ChalkClient", "Dataset", "OnlineQueryResult"]
 
 
 class ChalkClient:
@@ -172,3 +178,106 @@ class ChalkClient:
         if wait:
             return wait_until_serving(self._catalog, name)
         return group
+
+    def query(self, input: Mapping[Any, Any], output: Sequence[Any]) -> OnlineQueryResult:
+        """Compute ``output`` features for one row of ``input`` values.
+
+        Keys and outputs are features (``Document.text``) or their names (``"document.text"``).
+        The graph is the ``@features`` classes this process has defined.
+        """
+        graph = graph_of()
+        table = run_query(graph, input_table(graph, input, online=True), output, **self._run())
+        return OnlineQueryResult(
+            {name: table.column(name)[0].as_py() for name in table.column_names}
+        )
+
+    def offline_query(
+        self,
+        input: Mapping[Any, Any] | pl.DataFrame | pa.Table,
+        output: Sequence[Any],
+        *,
+        show_progress: bool = True,
+    ) -> Dataset:
+        """Compute ``output`` for every row of ``input`` (a dict of lists, polars or Arrow).
+
+        Rows come back in input order, the primary key first when it was an input. A rich
+        progress bar shows on large inputs when stderr is a terminal (``show_progress=False``
+        turns it off).
+        """
+        graph = graph_of()
+        table = input_table(graph, input, online=False)
+        blocks = _blocks(table)
+        if show_progress and len(blocks) > 1 and sys.stderr.isatty():
+            results = []
+            with Progress(transient=True) as progress:
+                task = progress.add_task("offline query", total=table.num_rows)
+                for block in blocks:
+                    results.append(run_query(graph, block, output, **self._run()))
+                    progress.advance(task, block.num_rows)
+        else:
+            results = [run_query(graph, block, output, **self._run()) for block in blocks]
+        return Dataset(pa.concat_tables(results) if len(results) > 1 else results[0])
+
+    def _run(self) -> dict[str, Any]:
+        return {}
+
+
+class OnlineQueryResult:
+    """One row of features: ``get_feature_value(Document.entities)`` or ``to_dict()``."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def get_feature_value(self, feature: Any) -> Any:
+        """The plain Python value of ``feature`` (a reference or its fqn)."""
+        name = feature_name(feature)
+        if name not in self._values:
+            raise KeyError(
+                f"{name} is not in this result: expected one of {', '.join(self._values)}"
+            )
+        return self._values[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every feature of the result by fully qualified name."""
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return f"OnlineQueryResult({self._values!r})"
+
+
+class Dataset:
+    """The rows of an offline query."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self._table = table
+
+    def to_arrow(self) -> pa.Table:
+        return self._table
+
+    def to_polars(self) -> pl.DataFrame:
+        frame = pl.from_arrow(self._table)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    def to_pandas(self) -> Any:
+        """A pandas DataFrame; pandas must be installed (it is not a dependency)."""
+        try:
+            importlib.import_module("pandas")
+        except ImportError:
+            raise ImportError(
+                "Dataset.to_pandas needs pandas, which is not installed: pip install pandas, "
+                "or use to_polars() / to_arrow()"
+            ) from None
+        return self._table.to_pandas()
+
+    def __len__(self) -> int:
+        return int(self._table.num_rows)
+
+
+_BLOCK_ROWS = 50_000
+
+
+def _blocks(table: pa.Table) -> list[pa.Table]:
+    if table.num_rows <= _BLOCK_ROWS:
+        return [table]
+    return [table.slice(start, _BLOCK_ROWS) for start in range(0, table.num_rows, _BLOCK_ROWS)]

@@ -1,0 +1,124 @@
+"""Online and offline queries over a feature graph: inputs in, requested features out.
+
+``ChalkClient.query``/``offline_query`` and ``chalk query`` call ``run_query``; it normalises
+the inputs, plans (cached), executes, and orders the result as DESIGN.md's "Results" says:
+the primary key first when it was an input, then the outputs, named by fully qualified name,
+rows in input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+
+from chalk.engine.execute import execute
+from chalk.engine.plan import cached_plan
+from chalk.features.graph import FeatureGraph, GraphError
+
+__all__ = ["QueryError", "feature_name", "input_table", "run_query"]
+
+
+class QueryError(ValueError):
+    """A query's inputs or outputs do not fit the feature graph."""
+
+
+def feature_name(feature: Any) -> str:
+    """A feature reference (``Document.text``) or a name (``"document.text"``) as its fqn.
+
+    Examples
+    --------
+    >>> feature_name("document.text")
+    'document.text'
+    """
+    fqn = getattr(feature, "fqn", None)
+    if isinstance(fqn, str):
+        return fqn
+    if isinstance(feature, str):
+        return feature
+    raise QueryError(
+        f"{feature!r} does not name a feature: expected a feature such as Document.text or "
+        f"its name 'document.text'"
+    )
+
+
+def input_table(
+    graph: FeatureGraph, inputs: Mapping[Any, Any] | pl.DataFrame | pa.Table, *, online: bool
+) -> pa.Table:
+    """The inputs as an Arrow table named by fqn; online inputs are single values."""
+    if isinstance(inputs, pl.DataFrame):
+        inputs = inputs.to_arrow()
+    if isinstance(inputs, pa.Table):
+        names = [_known(graph, name) for name in inputs.column_names]
+        return inputs.rename_columns(names)
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise QueryError(
+            "a query needs inputs: expected a dict such as {Document.id: 1, Document.text: "
+            "'...'}, a polars DataFrame or an Arrow table"
+        )
+    columns: dict[str, pa.Array] = {}
+    for key, value in inputs.items():
+        fqn = _known(graph, feature_name(key))
+        values = [value] if online else value
+        if online and isinstance(value, list | tuple) and not _is_list_feature(graph, fqn):
+            raise QueryError(
+                f"{fqn}: an online query takes one value per feature, got a "
+                f"{type(value).__name__}; use offline_query for many rows"
+            )
+        try:
+            columns[fqn] = pa.array(values, graph.feature(fqn).arrow_type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as error:
+            raise QueryError(
+                f"{fqn}: the input does not fit its type {graph.feature(fqn).arrow_type}: {error}"
+            ) from None
+    lengths = {len(column) for column in columns.values()}
+    if len(lengths) > 1:
+        raise QueryError(
+            f"the input columns have different lengths ({sorted(lengths)}): expected one value "
+            f"per row in every column"
+        )
+    return pa.table(columns)
+
+
+def run_query(
+    graph: FeatureGraph,
+    table: pa.Table,
+    outputs: Iterable[Any],
+    *,
+    run: Callable[..., pa.Table] = execute,
+    **execute_options: Any,
+) -> pa.Table:
+    """Compute ``outputs`` for every row of ``table`` (columns named by fqn)."""
+    wanted = [_known(graph, feature_name(output)) for output in outputs]
+    if not wanted:
+        raise QueryError("a query needs outputs: expected features such as [Document.entities]")
+    plan = cached_plan(graph, table.column_names, wanted)
+    result = run(plan, table, graph, **execute_options)
+    keys = [key for key in _primary_keys(graph, wanted) if key in table.column_names]
+    columns = {key: table.column(key) for key in keys}
+    columns.update({fqn: result.column(fqn) for fqn in wanted if fqn not in columns})
+    return pa.table(columns)
+
+
+def _primary_keys(graph: FeatureGraph, outputs: Sequence[str]) -> list[str]:
+    keys: list[str] = []
+    for fqn in outputs:
+        primary = graph.class_of(graph.feature(fqn).namespace).primary_key
+        if primary is not None and primary.fqn not in keys:
+            keys.append(primary.fqn)
+    return keys
+
+
+def _known(graph: FeatureGraph, fqn: str) -> str:
+    try:
+        graph.feature(fqn)
+    except GraphError as error:
+        raise QueryError(str(error)) from None
+    return fqn
+
+
+def _is_list_feature(graph: FeatureGraph, fqn: str) -> bool:
+    arrow_type = graph.feature(fqn).arrow_type
+    return bool(pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type))

@@ -1,0 +1,110 @@
+"""ChalkClient.query and offline_query over the process's feature classes (no model calls)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import polars as pl
+import pyarrow as pa
+import pytest
+
+from chalk import functions as F
+from chalk.client import ChalkClient
+from chalk.engine.query import QueryError
+from chalk.features import _, features
+
+
+@features
+class Shop:
+    id: int
+    name: str
+    loud: str = F.upper(_.name)
+    score: float = F.length(_.name) * 1.5
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ChalkClient:
+    (tmp_path / "chalk.yaml").write_text("project: demo\n")
+    monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
+    return ChalkClient(project_dir=tmp_path)
+
+
+def test_an_online_query_returns_plain_values(client: ChalkClient) -> None:
+    result = client.query(
+        input={Shop.id: 7, "shop.name": "bakery"}, output=[Shop.loud, "shop.score"]
+    )
+
+    assert result.get_feature_value(Shop.loud) == "BAKERY"
+    assert result.get_feature_value("shop.score") == 9.0
+    assert result.to_dict() == {"shop.id": 7, "shop.loud": "BAKERY", "shop.score": 9.0}
+
+
+@pytest.mark.parametrize(
+    "make_input",
+    [
+        pytest.param(lambda names: {Shop.id: [1, 2, 3], Shop.name: names}, id="dict"),
+        pytest.param(
+            lambda names: pl.DataFrame({"shop.id": [1, 2, 3], "shop.name": names}), id="polars"
+        ),
+        pytest.param(
+            lambda names: pa.table({"shop.id": [1, 2, 3], "shop.name": names}), id="arrow"
+        ),
+    ],
+)
+def test_an_offline_query_keeps_input_order_with_the_key_first(
+    client: ChalkClient, make_input: object
+) -> None:
+    names = ["b", None, "ccc"]
+
+    dataset = client.offline_query(input=make_input(names), output=[Shop.loud])  # type: ignore[operator]
+
+    assert dataset.to_arrow().column_names == ["shop.id", "shop.loud"]
+    assert dataset.to_polars()["shop.loud"].to_list() == ["B", None, "CCC"]
+    assert len(dataset) == 3
+
+
+def test_a_large_offline_query_runs_in_blocks_and_stays_in_order(client: ChalkClient) -> None:
+    rows = 120_000
+
+    dataset = client.offline_query(
+        input={Shop.id: list(range(rows)), Shop.name: ["x" * (i % 5) for i in range(rows)]},
+        output=[Shop.score],
+        show_progress=False,
+    )
+
+    frame = dataset.to_polars()
+    assert frame["shop.id"].to_list() == list(range(rows))
+    assert frame["shop.score"][7] == 2 * 1.5
+
+
+@pytest.mark.parametrize(
+    ("inputs", "outputs", "message"),
+    [
+        pytest.param(
+            {"shop.nme": "x"}, [Shop.loud], "did you mean 'shop.name'", id="unknown_input"
+        ),
+        pytest.param({Shop.name: "x"}, ["shop.lod"], "did you mean 'shop.loud'", id="unknown_out"),
+        pytest.param({Shop.name: ["a", "b"]}, [Shop.loud], "one value per feature", id="list"),
+        pytest.param({Shop.id: "seven"}, [Shop.loud], "shop.id: the input does not fit", id="type"),
+        pytest.param({}, [Shop.loud], "a query needs inputs", id="no_inputs"),
+    ],
+)
+def test_bad_queries_name_the_feature(
+    client: ChalkClient, inputs: dict[object, object], outputs: list[object], message: str
+) -> None:
+    with pytest.raises(QueryError, match=message):
+        client.query(input=inputs, output=outputs)
+
+
+def test_offline_columns_of_different_lengths_are_refused(client: ChalkClient) -> None:
+    with pytest.raises(QueryError, match="different lengths"):
+        client.offline_query(input={Shop.id: [1, 2], Shop.name: ["a"]}, output=[Shop.loud])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pandas") is not None, reason="pandas is installed")
+def test_to_pandas_without_pandas_says_what_to_install(client: ChalkClient) -> None:
+    dataset = client.offline_query(input={Shop.id: [1], Shop.name: ["a"]}, output=[Shop.loud])
+
+    with pytest.raises(ImportError, match="pip install pandas"):
+        dataset.to_pandas()
