@@ -19,7 +19,12 @@ from chalk.cli.controller import register as register_controller
 from chalk.cli.image import register as register_image
 from chalk.cli.init import register as register_init
 from chalk.cli.model import register as register_model
+from chalk.cli.query import register as register_query
 from chalk.cli.scaling_group import register as register_scaling_group
+from chalk.engine.execute import EngineError
+from chalk.engine.plan import PlanError
+from chalk.engine.query import QueryError
+from chalk.features import ExpressionError, GraphError
 
 __all__ = ["build_parser", "main"]
 
@@ -29,7 +34,10 @@ _COMMANDS = (
     register_image,
     register_controller,
     register_scaling_group,
+    register_query,
 )
+# Errors the parts raise on purpose for the user's input: reported, never a traceback.
+_USER_ERRORS = (CatalogError, QueryError, EngineError, ExpressionError, GraphError, PlanError)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     try:
         code = run(args)
-    except CatalogError as error:
+    except _USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1
     except sa_exc.SQLAlchemyError as error:
