@@ -156,8 +156,8 @@ class Project:
     def catalog_url(self, env: Mapping[str, str] | None = None) -> str:
         """The catalog's database URL: ``CHALK_CATALOG_URL``, else the file's, else SQLite.
 
-        A relative SQLite path in chalk.yaml is taken relative to the project root, so every
-        directory of the project opens the same database. ``env`` defaults to ``os.environ``;
+        A relative SQLite path (in chalk.yaml or the variable) is taken relative to the project
+        root, so every directory of the project, and the controller, open the same database. ``env`` defaults to ``os.environ``;
         an empty ``CHALK_CATALOG_URL`` counts as unset.
 
         Examples
@@ -171,7 +171,7 @@ class Project:
         """
         override = (os.environ if env is None else env).get("CHALK_CATALOG_URL")
         if override:
-            return override
+            return _anchor_sqlite_path(override, self.root)
         if self.config.catalog_url is not None:
             return _anchor_sqlite_path(self.config.catalog_url, self.root)
         return f"sqlite:///{(self.state_dir / 'catalog.db').as_posix()}"

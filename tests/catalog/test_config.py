@@ -335,3 +335,13 @@ def test_a_catalog_url_of_another_database_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="catalog_url"):
         load_project(tmp_path / "chalk.yaml")
+
+
+def test_a_relative_sqlite_url_in_the_variable_is_anchored_at_the_root(tmp_path: Path) -> None:
+    (tmp_path / "chalk.yaml").write_text("project: demo\n")
+
+    url = load_project(tmp_path / "chalk.yaml").catalog_url(
+        {"CHALK_CATALOG_URL": "sqlite:///team.db"}
+    )
+
+    assert url == f"sqlite:///{(tmp_path / 'team.db').as_posix()}"
