@@ -157,8 +157,8 @@ class Project:
         """The catalog's database URL: ``CHALK_CATALOG_URL``, else the file's, else SQLite.
 
         A relative SQLite path (in chalk.yaml or the variable) is taken relative to the project
-        root, so every directory of the project, and the controller, open the same database. ``env`` defaults to ``os.environ``;
-        an empty ``CHALK_CATALOG_URL`` counts as unset.
+        root, so every directory of the project, and the controller, open the same database.
+        ``env`` defaults to ``os.environ``; an empty ``CHALK_CATALOG_URL`` counts as unset.
 
         Examples
         --------
