@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,9 @@ from chalk.catalog.config import Project, find_project
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.deploy.groups import delete_group, deploy_model_version, wait_until_serving
+from chalk.engine.calls import ModelCaller
 from chalk.engine.query import feature_name, input_table, run_query
-from chalk.features import graph_of
+from chalk.features import FeatureGraph, graph_for
 
 __all__ = ["ChalkClient", "Dataset", "OnlineQueryResult"]
 
@@ -53,6 +55,8 @@ class ChalkClient:
     def __init__(self, *, project_dir: str | Path | None = None) -> None:
         self.project: Project = find_project(Path(project_dir) if project_dir else None)
         self._catalog = open_catalog(self.project)
+        self._caller: ModelCaller | None = None
+        self._caller_lock = threading.Lock()
 
     def register_model_version(
         self,
@@ -185,7 +189,7 @@ class ChalkClient:
         Keys and outputs are features (``Document.text``) or their names (``"document.text"``).
         The graph is the ``@features`` classes this process has defined.
         """
-        graph = graph_of()
+        graph = _graph_for(input, output)
         table = run_query(graph, input_table(graph, input, online=True), output, **self._run())
         return OnlineQueryResult(
             {name: table.column(name)[0].as_py() for name in table.column_names}
@@ -204,7 +208,7 @@ class ChalkClient:
         progress bar shows on large inputs when stderr is a terminal (``show_progress=False``
         turns it off).
         """
-        graph = graph_of()
+        graph = _graph_for(input, output)
         table = input_table(graph, input, online=False)
         blocks = _blocks(table)
         if show_progress and len(blocks) > 1 and sys.stderr.isatty():
@@ -219,7 +223,19 @@ class ChalkClient:
         return Dataset(pa.concat_tables(results) if len(results) > 1 else results[0])
 
     def _run(self) -> dict[str, Any]:
-        return {}
+        # One ModelCaller, and so one background event loop, for every query of this client,
+        # whichever thread runs it: gRPC's asyncio objects belong to one loop.
+        with self._caller_lock:
+            if self._caller is None:
+                self._caller = ModelCaller(self._catalog)
+            return {"model_caller": self._caller}
+
+    def close(self) -> None:
+        """Close the model calls' channels and their background loop."""
+        with self._caller_lock:
+            if self._caller is not None:
+                self._caller.close()
+                self._caller = None
 
 
 class OnlineQueryResult:
@@ -275,6 +291,18 @@ class Dataset:
 
 
 _BLOCK_ROWS = 50_000
+
+
+def _graph_for(inputs: Any, outputs: Sequence[Any]) -> FeatureGraph:
+    """The graph of the feature classes a query names (inputs and outputs)."""
+    if isinstance(inputs, pl.DataFrame | pa.Table):
+        names: list[Any] = list(
+            inputs.columns if isinstance(inputs, pl.DataFrame) else inputs.column_names
+        )
+    else:
+        names = list(inputs) if isinstance(inputs, Mapping) else []
+    namespaces = {feature_name(name).split(".", 1)[0] for name in [*names, *outputs]}
+    return graph_for(namespaces)
 
 
 def _blocks(table: pa.Table) -> list[pa.Table]:

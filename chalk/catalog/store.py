@@ -178,7 +178,7 @@ def open_catalog(config: HasCatalogUrl | str, *, clock: Clock = utc_now) -> Cata
     Examples
     --------
     >>> catalog = open_catalog("sqlite://")
-    >>> catalog.models.list()
+    >>> catalog.models.list("a-model-nobody-registered")
     []
     """
     url = config if isinstance(config, str) else config.catalog_url()

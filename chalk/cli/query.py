@@ -10,6 +10,7 @@ from chalk.catalog import open_catalog
 from chalk.catalog.config import find_project
 from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.engine.calls import ModelCaller
 from chalk.engine.query import input_table, run_query
 from chalk.features.graph import FeatureGraph
 
@@ -50,7 +51,10 @@ def _query(args: argparse.Namespace) -> int:
         )
     graph = FeatureGraph.from_json(active.graph)
     values = dict(_pair(text) for text in args.inputs)
-    table = run_query(graph, input_table(graph, values, online=True), args.outputs)
+    with ModelCaller(catalog) as caller:
+        table = run_query(
+            graph, input_table(graph, values, online=True), args.outputs, model_caller=caller
+        )
     row = {name: table.column(name)[0].as_py() for name in table.column_names}
     if args.output_format == "table":
         emit_table(["FEATURE", "VALUE"], [{"FEATURE": k, "VALUE": v} for k, v in row.items()])

@@ -1,5 +1,6 @@
-"""The engine: expression grammar, planner and vectorised executor, working on the serialised
-feature graph (never on user code). Model calls and queries arrive with their issue.
+"""The engine: expression grammar, planner, vectorised executor, model calls (catalog_call
+through ``Catalog.resolve`` and the runtime client) and queries, all on the serialised feature
+graph, never on user code.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final, cast
 
 import polars as pl
 import pyarrow as pa
@@ -22,6 +22,10 @@ from chalk.engine.plan import Plan, Step
 from chalk.features.expr import BinaryOp, Call, Expr, FeatureRef, Literal, UnaryOp
 from chalk.features.graph import FeatureGraph
 from chalk.features.types import FeatureTypeError, type_from_text, type_to_text
+
+if TYPE_CHECKING:
+    # calls.py imports this module's errors; the executor only calls a caller it is given.
+    from chalk.engine.calls import ModelCaller
 
 __all__ = ["EngineError", "EngineTypeError", "ModelCallNotWiredError", "execute"]
 
@@ -58,6 +62,10 @@ _JSON_PATH: Final = re.compile(
 )
 # The row count of a table whose plan reads no column (every output a constant).
 _ROWS: Final = "__chalk_rows__"
+# Columns holding a step's model answers and arguments while it is evaluated; a feature's
+# column name always has a '.', so these never collide with one.
+_MODEL_COLUMN: Final = "__chalk_model_call_{}__"
+_ARGUMENT_COLUMN: Final = "__chalk_model_argument_{}__"
 
 
 class EngineError(ValueError):
@@ -69,10 +77,16 @@ class EngineTypeError(EngineError, TypeError):
 
 
 class ModelCallNotWiredError(EngineError, NotImplementedError):
-    """``catalog_call`` reached the executor, which does not call models."""
+    """``catalog_call`` reached an executor that was given no ``ModelCaller``."""
 
 
-def execute(plan: Plan, table: pa.Table | pl.DataFrame, graph: FeatureGraph) -> pa.Table:
+def execute(
+    plan: Plan,
+    table: pa.Table | pl.DataFrame,
+    graph: FeatureGraph,
+    *,
+    model_caller: ModelCaller | None = None,
+) -> pa.Table:
     """Compute the plan's outputs from ``table``, vectorised, as an Arrow table.
 
     ``table`` has one column per input of the plan, named by fully qualified name (other
@@ -85,6 +99,12 @@ def execute(plan: Plan, table: pa.Table | pl.DataFrame, graph: FeatureGraph) -> 
     ``True | None`` is True); ``if_then_else`` takes the else branch when the condition is
     null. Division (``/``, ``//``, ``%``) by zero gives null. On integers ``//`` and ``%``
     floor as Python's do; int64 arithmetic wraps on overflow, unchecked.
+
+    ``catalog_call`` needs ``model_caller`` (``chalk.engine.calls.ModelCaller``): its argument
+    columns are evaluated first and sent to the model for every row (also rows an
+    ``if_then_else`` discards), and the answer column takes the call's place in the rest of
+    the expression. A call written twice in one expression is made once. Without a caller,
+    ``catalog_call`` raises ``ModelCallNotWiredError``.
 
     Examples
     --------
@@ -107,7 +127,7 @@ def execute(plan: Plan, table: pa.Table | pl.DataFrame, graph: FeatureGraph) -> 
     types = {step.fqn: graph.features[step.fqn].arrow_type for step in plan.steps}
     for step in plan.steps:
         if step.node is not None:
-            frame = _derive(frame, step, step.node, types)
+            frame = _derive(frame, step, step.node, types, model_caller)
     result = frame.select(plan.outputs).to_arrow()
     return pa.table(
         [_cast_column(result.column(fqn), types[fqn], fqn) for fqn in plan.outputs],
@@ -146,10 +166,20 @@ def _inputs(plan: Plan, table: pa.Table | pl.DataFrame, graph: FeatureGraph) -> 
 
 
 def _derive(
-    frame: pl.DataFrame, step: Step, node: Expr, types: Mapping[str, pa.DataType]
+    frame: pl.DataFrame,
+    step: Step,
+    node: Expr,
+    types: Mapping[str, pa.DataType],
+    model_caller: ModelCaller | None,
 ) -> pl.DataFrame:
     declared = types[step.fqn]
-    typed = _Compiler(step.fqn, step.namespace, types).compile(node)
+    answers: dict[Call, _Typed] = {}
+    if model_caller is not None:
+        for index, call in enumerate(_model_calls(node)):
+            frame, answers[call] = _call_model(
+                frame, step, call, index, types, answers, model_caller
+            )
+    typed = _Compiler(step.fqn, step.namespace, types, answers).compile(node)
     if not _fits(typed.type, declared):
         raise EngineTypeError(
             f"{step.fqn}: its expression gives {_text(typed.type)}, but the feature is declared "
@@ -157,17 +187,67 @@ def _derive(
             f"change the feature's type"
         )
     column = typed.expr.cast(_polars_type(declared), strict=True).alias(step.fqn)
+    # Through the lazy engine: polars 2.1's eager with_columns gives `lit == when(...)` one
+    # row where the condition is all null; the lazy engine broadcasts it.
+    derived = _collect(frame.lazy().with_columns(column), step.fqn, node)
+    return derived.drop([_MODEL_COLUMN.format(index) for index in range(len(answers))])
+
+
+def _model_calls(node: Expr) -> list[Call]:
+    """The ``catalog_call`` nodes of ``node``, each once, calls in arguments first."""
+    found: dict[Call, None] = {}
+
+    def visit(current: Expr) -> None:
+        for child in current.children():
+            visit(child)
+        if isinstance(current, Call) and current.function == "catalog_call":
+            found.setdefault(current)
+
+    visit(node)
+    return list(found)
+
+
+def _call_model(
+    frame: pl.DataFrame,
+    step: Step,
+    call: Call,
+    index: int,
+    types: Mapping[str, pa.DataType],
+    answers: Mapping[Call, _Typed],
+    model_caller: ModelCaller,
+) -> tuple[pl.DataFrame, _Typed]:
+    """Evaluate ``call``'s arguments, call the model, and add its answers as a column."""
+    compiler = _Compiler(step.fqn, step.namespace, types, answers)
+    names = [_ARGUMENT_COLUMN.format(n) for n in range(len(call.args) - 1)]
+    arguments = [
+        compiler.compile(argument).expr.alias(name)
+        for argument, name in zip(call.args[1:], names, strict=True)
+    ]
+    # with_columns, then select: literal arguments broadcast to the frame's rows.
+    evaluated = _collect(frame.lazy().with_columns(arguments).select(names), step.fqn, call)
+    table = evaluated.to_arrow()
+    # Call refuses a catalog_call whose first argument is not the name as a string literal.
+    name = str(cast(Literal, call.args[0]).value)
+    answer = model_caller.call_blocking(
+        feature=step.fqn,
+        name=name,
+        args=[table.column(n).combine_chunks() for n in names],
+    )
+    column = _MODEL_COLUMN.format(index)
+    frame = frame.with_columns(pl.Series(column, answer))
+    return frame, _Typed(pl.col(column), answer.type)
+
+
+def _collect(lazy: pl.LazyFrame, fqn: str, node: Expr) -> pl.DataFrame:
     try:
-        # Through the lazy engine: polars 2.1's eager with_columns gives `lit == when(...)` one
-        # row where the condition is all null; the lazy engine broadcasts it.
-        return frame.lazy().with_columns(column).collect()
+        return lazy.collect()
     except _CastFailure as failure:
         # polars rebuilds the error with the failing expression appended; ours names it already.
         message, _, _ = str(failure).partition("\n\nThis error occurred")
         raise EngineTypeError(message) from None
     except (pl.exceptions.PolarsError, pa.ArrowException) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise EngineError(f"{step.fqn}: evaluating {node!r} failed: {first_line}") from error
+        raise EngineError(f"{fqn}: evaluating {node!r} failed: {first_line}") from error
 
 
 def _cast_column(column: pa.ChunkedArray, declared: pa.DataType, fqn: str) -> pa.ChunkedArray:
@@ -196,10 +276,18 @@ class _Typed:
 class _Compiler:
     """Turns one feature's expression node into a polars expression, checking types."""
 
-    def __init__(self, fqn: str, namespace: str, types: Mapping[str, pa.DataType]) -> None:
+    def __init__(
+        self,
+        fqn: str,
+        namespace: str,
+        types: Mapping[str, pa.DataType],
+        answers: Mapping[Call, _Typed] | None = None,
+    ) -> None:
         self._fqn = fqn
         self._namespace = namespace
         self._types = types
+        # Model calls already made, by node: their answer columns stand in for them.
+        self._answers = answers or {}
 
     def compile(self, node: Expr) -> _Typed:
         if isinstance(node, FeatureRef):
@@ -286,10 +374,14 @@ class _Compiler:
     def _call(self, node: Call) -> _Typed:
         name = node.function
         if name == "catalog_call":
-            raise ModelCallNotWiredError(
-                f"{self._fqn}: {node!r} calls a model, and model calls arrive with the query "
-                f"engine: execute() runs expressions without catalog_call only"
-            )
+            answer = self._answers.get(node)
+            if answer is None:
+                raise ModelCallNotWiredError(
+                    f"{self._fqn}: {node!r} calls a model, and model calls arrive with the "
+                    f"query engine: expected execute(..., model_caller=ModelCaller(catalog)) "
+                    f"to run it"
+                )
+            return answer
         functions: dict[str, Callable[[Call], _Typed]] = {
             "json_value": self._json_value,
             "lower": self._text_function,

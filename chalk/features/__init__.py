@@ -5,7 +5,14 @@ Imports nothing else from ``chalk``: the engine works on what this package seria
 
 from __future__ import annotations
 
-from chalk.features.dsl import FeatureClassError, FeatureReference, feature, features, graph_of
+from chalk.features.dsl import (
+    FeatureClassError,
+    FeatureReference,
+    feature,
+    features,
+    graph_for,
+    graph_of,
+)
 from chalk.features.expr import Deferred, Expr, ExpressionError
 from chalk.features.expr import underscore as _
 from chalk.features.graph import ClassDef, FeatureDef, FeatureGraph, GraphError
@@ -23,5 +30,6 @@ __all__ = [
     "_",
     "feature",
     "features",
+    "graph_for",
     "graph_of",
 ]

@@ -23,6 +23,7 @@ __all__ = [
     "FeatureReference",
     "feature",
     "features",
+    "graph_for",
     "graph_of",
     "namespace_of",
 ]
@@ -151,6 +152,31 @@ def namespace_of(class_name: str) -> str:
     """
     words = _LOWER_UPPER.sub(r"\1_\2", _WORD_START.sub(r"\1_\2", class_name))
     return re.sub(r"_+", "_", words).lower()
+
+
+def graph_for(namespaces: Iterable[str]) -> FeatureGraph:
+    """The graph of the classes defining these namespaces (the latest definition of each).
+
+    What an in-process query needs: the classes it names, even when the process has seen two
+    classes with one namespace (a notebook redefining one, or tests).
+
+    Examples
+    --------
+    >>> from chalk.features import _, features
+    >>> @features
+    ... class Ticket:
+    ...     id: int
+    ...     price: float
+    >>> [c.name for c in graph_for(["ticket"]).classes]
+    ['Ticket']
+    """
+    wanted = set(namespaces)
+    latest: dict[str, type] = {}
+    for cls in _REGISTRY.values():
+        namespace = _class_def_of(cls).namespace
+        if namespace in wanted:
+            latest[namespace] = cls
+    return graph_of(latest.values())
 
 
 def graph_of(classes: Iterable[type] | None = None) -> FeatureGraph:

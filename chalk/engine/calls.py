@@ -1,0 +1,750 @@
+"""Model calls: the argument columns of ``catalog_call("model.<group>", ...)`` sent to a group.
+
+``chalk.engine.execute`` evaluates a call's arguments and hands the columns to ``ModelCaller``,
+which resolves the group through the catalog, casts, chunks, spreads the chunks over the
+group's replicas, retries transport failures elsewhere and re-joins the answers in row order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+from collections import deque
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol, TypeVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chalk.catalog.errors import ControllerDownError, NoReadyReplicaError, ResolveError
+from chalk.catalog.records import Endpoint, Route
+from chalk.engine.execute import EngineError, EngineTypeError
+from chalk.features.types import FeatureTypeError, type_to_text
+from chalk.shim.client import DEFAULT_MAX_REQUEST_BYTES, RemoteCallClient
+from chalk.shim.errors import RemoteCallError, RemoteHandlerError, TransportError
+
+__all__ = [
+    "DEFAULT_MAX_CHUNK_BYTES",
+    "DEFAULT_MAX_CHUNK_ROWS",
+    "DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT",
+    "EventLoopThread",
+    "ModelArgumentCountError",
+    "ModelCallError",
+    "ModelCallTypeError",
+    "ModelCaller",
+    "ModelHandlerError",
+    "ModelResultError",
+    "ModelTransportError",
+    "Resolver",
+    "chunk_batch",
+    "converts_without_loss",
+]
+
+DEFAULT_MAX_CHUNK_ROWS: Final = 65_536
+DEFAULT_MAX_CHUNK_BYTES: Final = 16 << 20
+DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT: Final = 4
+# Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
+_PASSING_RESOLVE_ERRORS: Final = (NoReadyReplicaError, ControllerDownError)
+_TIMESTAMP_UNITS: Final = ("s", "ms", "us", "ns")
+_SAFE_CASTS: Final = "string <-> large_string, a wider int, int -> float64"
+
+T = TypeVar("T")
+
+
+class ModelCallError(EngineError):
+    """A ``catalog_call`` that failed; the message names the feature and the scaling group."""
+
+
+class ModelArgumentCountError(ModelCallError):
+    """The call passes a different number of arguments than the model's input_schema has."""
+
+
+class ModelCallTypeError(ModelCallError, EngineTypeError):
+    """An argument cannot be converted to its input_schema field's type without loss."""
+
+
+class ModelHandlerError(ModelCallError):
+    """The model's handler raised; carries the remote kind, message and traceback.
+
+    Never retried: the same rows would fail the same way on any replica.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        remote_message: str,
+        remote_traceback: str,
+        endpoint: str,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.remote_message = remote_message
+        self.remote_traceback = remote_traceback
+        self.endpoint = endpoint
+
+
+class ModelTransportError(ModelCallError):
+    """Rows that no replica could be reached for, after every attempt; names the endpoints."""
+
+    def __init__(self, message: str, *, endpoints: Sequence[str]) -> None:
+        super().__init__(message)
+        self.endpoints = tuple(endpoints)
+
+
+class ModelResultError(ModelCallError):
+    """The model answered the wrong number of values, or values its output_schema cannot hold."""
+
+
+class Resolver(Protocol):
+    """Anything that routes ``model.<group>`` calls: ``chalk.catalog.Catalog`` does."""
+
+    def resolve(self, name: str) -> Route: ...
+
+
+def chunk_batch(batch: pa.RecordBatch, *, max_rows: int, max_bytes: int) -> list[pa.RecordBatch]:
+    """Zero-copy row slices of ``batch``, in row order: at most ``max_rows`` rows each, and at
+    most ``max_bytes`` Arrow bytes each unless one row alone is larger.
+
+    Examples
+    --------
+    >>> batch = pa.record_batch({"x": pa.array(range(10), pa.int64())})
+    >>> [len(chunk) for chunk in chunk_batch(batch, max_rows=4, max_bytes=1 << 20)]
+    [4, 4, 2]
+    >>> [len(chunk) for chunk in chunk_batch(batch, max_rows=100, max_bytes=24)]
+    [3, 3, 3, 1]
+    """
+    if max_rows < 1 or max_bytes < 1:
+        raise ValueError(
+            f"chunks hold at least one row and one byte, got max_rows={max_rows}, "
+            f"max_bytes={max_bytes}"
+        )
+    chunks: list[pa.RecordBatch] = []
+    for offset in range(0, batch.num_rows, max_rows):
+        _split_by_bytes(batch.slice(offset, max_rows), max_bytes, chunks)
+    return chunks
+
+
+def _split_by_bytes(batch: pa.RecordBatch, max_bytes: int, into: list[pa.RecordBatch]) -> None:
+    # RecordBatch.nbytes counts only the sliced range, so skewed rows are split again.
+    if batch.num_rows <= 1 or batch.nbytes <= max_bytes:
+        into.append(batch)
+        return
+    parts = math.ceil(batch.nbytes / max_bytes)
+    rows = math.ceil(batch.num_rows / parts)
+    for offset in range(0, batch.num_rows, rows):
+        _split_by_bytes(batch.slice(offset, rows), max_bytes, into)
+
+
+def converts_without_loss(source: pa.DataType, target: pa.DataType) -> bool:
+    """Whether every value of ``source`` has an equal value of ``target`` (a safe cast).
+
+    The same type; null to anything; string <-> large_string (binary likewise); an int to
+    a wider int (unsigned to a strictly wider signed one); an int to float64; a float to a wider
+    float; a timestamp to a finer unit of the same time zone; lists of such.
+
+    Examples
+    --------
+    >>> converts_without_loss(pa.int32(), pa.int64()), converts_without_loss(pa.int64(), pa.int32())
+    (True, False)
+    >>> converts_without_loss(pa.string(), pa.large_string())
+    True
+    >>> converts_without_loss(pa.float64(), pa.int64())
+    False
+    """
+    if source == target or pa.types.is_null(source):
+        return True
+    if _is_list(source) and _is_list(target):
+        return converts_without_loss(source.value_type, target.value_type)
+    return any(rule(source, target) for rule in _WIDENINGS)
+
+
+def _text_to_text(source: pa.DataType, target: pa.DataType) -> bool:
+    return _is_text(source) and _is_text(target)
+
+
+def _bytes_to_bytes(source: pa.DataType, target: pa.DataType) -> bool:
+    return _is_bytes(source) and _is_bytes(target)
+
+
+def _int_widens(source: pa.DataType, target: pa.DataType) -> bool:
+    if not (pa.types.is_integer(source) and pa.types.is_integer(target)):
+        return False
+    source_signed = pa.types.is_signed_integer(source)
+    target_signed = pa.types.is_signed_integer(target)
+    if source_signed and not target_signed:
+        return False
+    if target_signed and not source_signed:
+        return bool(target.bit_width > source.bit_width)
+    return bool(target.bit_width >= source.bit_width)
+
+
+def _int_to_float64(source: pa.DataType, target: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(source) and target == pa.float64())
+
+
+def _float_widens(source: pa.DataType, target: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_floating(source)
+        and pa.types.is_floating(target)
+        and target.bit_width >= source.bit_width
+    )
+
+
+def _timestamp_finer(source: pa.DataType, target: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_timestamp(source)
+        and pa.types.is_timestamp(target)
+        and source.tz == target.tz
+        and _TIMESTAMP_UNITS.index(target.unit) >= _TIMESTAMP_UNITS.index(source.unit)
+    )
+
+
+_WIDENINGS: Final[tuple[Callable[[pa.DataType, pa.DataType], bool], ...]] = (
+    _text_to_text,
+    _bytes_to_bytes,
+    _int_widens,
+    _int_to_float64,
+    _float_widens,
+    _timestamp_finer,
+)
+
+
+def _is_text(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(arrow_type)
+        or pa.types.is_large_string(arrow_type)
+        or pa.types.is_string_view(arrow_type)
+    )
+
+
+def _is_bytes(arrow_type: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
+        or pa.types.is_binary_view(arrow_type)
+    )
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    return bool(pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type))
+
+
+def _text(arrow_type: pa.DataType) -> str:
+    try:
+        return type_to_text(arrow_type)
+    except FeatureTypeError:
+        return str(arrow_type)
+
+
+class EventLoopThread:
+    """An asyncio event loop running on a daemon thread, for synchronous code to submit to.
+
+    gRPC's asyncio objects belong to the loop that made them, so a process keeps one of these
+    for all its model calls and passes ``loop`` to each ``ModelCaller``.
+
+    Examples
+    --------
+    >>> async def answer() -> int:
+    ...     return 42
+    >>> thread = EventLoopThread()
+    >>> thread.run(answer())
+    42
+    >>> thread.stop()
+    """
+
+    def __init__(self, *, name: str = "chalk-model-calls") -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._thread.start()
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def run(self, coroutine: Coroutine[Any, Any, T], *, timeout_s: float | None = None) -> T:
+        """Run ``coroutine`` on the loop and wait for its result (or its exception)."""
+        return _run_on(self._loop, coroutine, timeout_s)
+
+    def stop(self) -> None:
+        """Cancel what still runs on the loop, stop it and join the thread; idempotent."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self._thread.is_alive():
+            _run_on(self._loop, _cancel_others(), None)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+        self._loop.close()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_forever()
+
+
+async def _cancel_others() -> None:
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not current]
+    for task in others:
+        task.cancel()
+    await asyncio.gather(*others, return_exceptions=True)
+
+
+def _run_on(
+    loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T], timeout_s: float | None
+) -> T:
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coroutine.close()
+        raise RuntimeError(
+            "a blocking call was made on the event loop that would run it, so it would wait "
+            "forever: expected it from another thread; await the coroutine (ModelCaller.call) "
+            "instead"
+        )
+    future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    try:
+        return future.result(timeout_s)
+    except TimeoutError:
+        if future.done():
+            raise  # the coroutine's own TimeoutError
+        future.cancel()
+        raise TimeoutError(f"the call did not finish within {timeout_s}s") from None
+    except BaseException:
+        # KeyboardInterrupt in the waiting thread: stop the call too.
+        future.cancel()
+        raise
+
+
+@dataclass(eq=False, slots=True)
+class _Chunk:
+    """Rows ``start`` to ``start + len(batch) - 1`` of one call, and how sending them went."""
+
+    index: int
+    start: int
+    batch: pa.RecordBatch
+    attempts: int = 0
+    tried: list[str] = field(default_factory=list)
+    last_error: TransportError | None = None
+
+    @property
+    def rows(self) -> str:
+        return f"rows {self.start}-{self.start + self.batch.num_rows - 1}"
+
+
+@dataclass(slots=True)
+class _Call:
+    """One ``catalog_call`` in progress: what error messages name, and the chunks' answers."""
+
+    feature: str
+    name: str
+    route: Route
+    results: dict[int, pa.Array]
+    pending: deque[_Chunk]
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.feature}: catalog_call({self.name!r})"
+
+    @property
+    def model(self) -> str:
+        return f"model {self.route.model_name} version {self.route.model_version}"
+
+    @property
+    def output_type(self) -> pa.DataType:
+        return self.route.output_schema.field(0).type
+
+
+class ModelCaller:
+    """Calls models for ``catalog_call``: resolve, cast, chunk, send, retry, re-join.
+
+    Argument i becomes input_schema field i (by position, never by name) and is cast to its
+    type when that loses nothing (see ``converts_without_loss``). Rows are cut into chunks of
+    at most ``max_chunk_rows`` rows and ``max_chunk_bytes`` bytes; each chunk is one call to
+    one replica, with at most ``max_in_flight_per_endpoint`` chunks of a call in flight per
+    replica. A chunk that fails in transport (refused, UNAVAILABLE, deadline, reset) goes to
+    another replica; when every replica of the route has failed, the caller backs off,
+    resolves the group again (picking up replaced replicas) and goes on, up to
+    ``max_attempts`` attempts per chunk (default: the number of endpoints plus 2). A handler
+    error is never retried. Answers are re-joined in row order and typed by output_schema;
+    nulls pass through to the model and back.
+
+    A caller belongs to one event loop: ``loop`` when given (share one across a process, e.g.
+    an ``EventLoopThread``'s), else the loop its ``call`` is first awaited on, else a
+    background thread of its own, started by the first ``call_blocking``. ``call_blocking``
+    may be used from several threads at once.
+
+    Parameters
+    ----------
+    catalog
+        Resolves ``model.<group>`` names (a ``chalk.catalog.Catalog``).
+    client
+        The gRPC client; by default one of the caller's own, closed by ``close``.
+    deadline_s
+        Deadline of each chunk's call; None keeps the client's default.
+
+    Examples
+    --------
+    >>> from chalk.catalog import open_catalog
+    >>> with ModelCaller(open_catalog("sqlite://")) as caller:
+    ...     caller.call_blocking(feature="doc.y", name="model.ner", args=[pa.array(["hi"])])
+    Traceback (most recent call last):
+    ...
+    chalk.catalog.errors.UnknownGroupError: doc.y: cannot call 'model.ner': there is no scaling group named 'ner'
+    """  # noqa: E501
+
+    def __init__(
+        self,
+        catalog: Resolver,
+        *,
+        client: RemoteCallClient | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        max_chunk_rows: int = DEFAULT_MAX_CHUNK_ROWS,
+        max_chunk_bytes: int = DEFAULT_MAX_CHUNK_BYTES,
+        max_in_flight_per_endpoint: int = DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT,
+        max_attempts: int | None = None,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        deadline_s: float | None = None,
+    ) -> None:
+        for label, value in (
+            ("max_chunk_rows", max_chunk_rows),
+            ("max_chunk_bytes", max_chunk_bytes),
+            ("max_in_flight_per_endpoint", max_in_flight_per_endpoint),
+            ("max_attempts", 1 if max_attempts is None else max_attempts),
+        ):
+            if value < 1:
+                raise ValueError(f"{label} must be at least 1, got {value}")
+        self._catalog = catalog
+        self._owns_client = client is None
+        # Large enough that the client never splits a chunk into several calls.
+        self._client = client or RemoteCallClient(
+            max_request_bytes=max(DEFAULT_MAX_REQUEST_BYTES, max_chunk_bytes)
+        )
+        self._loop = loop
+        self._thread: EventLoopThread | None = None
+        self._lock = threading.Lock()
+        self._max_chunk_rows = max_chunk_rows
+        self._max_chunk_bytes = max_chunk_bytes
+        self._max_in_flight = max_in_flight_per_endpoint
+        self._max_attempts = max_attempts
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._deadline_s = deadline_s
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The loop this caller's calls run on (its own thread's, started now if need be)."""
+        with self._lock:
+            if self._loop is None:
+                self._thread = EventLoopThread()
+                self._loop = self._thread.loop
+            return self._loop
+
+    async def call(self, *, feature: str, name: str, args: Sequence[pa.Array]) -> pa.Array:
+        """Call ``name`` (``model.<group>``) on the argument columns for ``feature``.
+
+        Returns one value per row, in row order, typed by the model's output_schema. Raises
+        ``ModelCallError`` subclasses naming ``feature``; the catalog's ``ResolveError``
+        subclasses keep their class and gain the feature as a prefix.
+        """
+        running = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is None:
+                self._loop = running
+            elif self._loop is not running:
+                raise RuntimeError(
+                    f"{feature}: this ModelCaller belongs to another event loop: expected "
+                    f"call() awaited on its loop; use call_blocking() from other threads"
+                )
+        call = _Call(feature, name, await self._resolve(feature, name), {}, deque())
+        batch = _arguments(call, args)
+        if batch.num_rows == 0:
+            return pa.array([], type=call.output_type)
+        chunks = chunk_batch(batch, max_rows=self._max_chunk_rows, max_bytes=self._max_chunk_bytes)
+        start = 0
+        for index, chunk in enumerate(chunks):
+            call.pending.append(_Chunk(index, start, chunk))
+            start += chunk.num_rows
+        await self._send_all(call)
+        return _joined(call, len(chunks), batch.num_rows)
+
+    def call_blocking(
+        self,
+        *,
+        feature: str,
+        name: str,
+        args: Sequence[pa.Array],
+        timeout_s: float | None = None,
+    ) -> pa.Array:
+        """``call`` from synchronous code: runs it on the caller's loop and waits."""
+        return _run_on(self.loop, self.call(feature=feature, name=name, args=args), timeout_s)
+
+    async def aclose(self) -> None:
+        """Close the caller's own client (on its loop); the loop and thread stay."""
+        if self._owns_client:
+            await self._client.close()
+
+    def close(self) -> None:
+        """Close the caller's own client and stop its own loop thread; idempotent."""
+        with self._lock:
+            loop, thread = self._loop, self._thread
+        if loop is not None and not loop.is_closed() and loop.is_running():
+            _run_on(loop, self.aclose(), None)
+        if thread is not None:
+            thread.stop()
+
+    def __enter__(self) -> ModelCaller:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def _resolve(self, feature: str, name: str) -> Route:
+        try:
+            # The catalog reads a database: off the loop, which serves every call of the process.
+            return await asyncio.to_thread(self._catalog.resolve, name)
+        except ResolveError as error:
+            raise type(error)(f"{feature}: {error}") from None
+
+    async def _send_all(self, call: _Call) -> None:
+        max_attempts = self._max_attempts or len(call.route.endpoints) + 2
+        endpoints = call.route.endpoints
+        for round_number in range(max_attempts):
+            if round_number:
+                backoff_s = self._backoff_s * 2 ** (round_number - 1)
+                await asyncio.sleep(min(backoff_s, self._max_backoff_s))
+                endpoints = await self._endpoints_again(call)
+            await self._round(call, list(dict.fromkeys(endpoints)), max_attempts)
+            if not call.pending:
+                return
+        raise _transport_error(call, call.pending[0])
+
+    async def _endpoints_again(self, call: _Call) -> tuple[Endpoint, ...]:
+        """The group's endpoints now: replicas come and go while a call runs."""
+        try:
+            route = await asyncio.to_thread(self._catalog.resolve, call.name)
+        except _PASSING_RESOLVE_ERRORS:
+            return ()
+        except ResolveError as error:
+            raise type(error)(f"{call.feature}: {error}") from None
+        if not (
+            route.input_schema.equals(call.route.input_schema)
+            and route.output_schema.equals(call.route.output_schema)
+        ):
+            raise ModelCallError(
+                f"{call.prefix}: scaling group {route.group!r} changed its model's schemas during "
+                f"the call (to model {route.model_name} version {route.model_version}): expected "
+                f"the schemas the call started with; run the query again"
+            )
+        call.route = route
+        return route.endpoints
+
+    async def _round(self, call: _Call, endpoints: list[Endpoint], max_attempts: int) -> None:
+        """Send pending chunks to ``endpoints`` until none is left or every endpoint failed."""
+        changed = asyncio.Condition()
+        down: set[Endpoint] = set()
+        in_flight = 0
+
+        def may_move(endpoint: Endpoint) -> bool:
+            return endpoint in down or bool(call.pending) or in_flight == 0
+
+        async def worker(endpoint: Endpoint) -> None:
+            nonlocal in_flight
+            while True:
+                async with changed:
+                    await changed.wait_for(lambda: may_move(endpoint))
+                    if endpoint in down or not call.pending:
+                        return
+                    chunk = call.pending.popleft()
+                    in_flight += 1
+                try:
+                    answer = await self._send(call, endpoint, chunk)
+                except TransportError as error:
+                    chunk.attempts += 1
+                    chunk.tried.append(endpoint.target)
+                    chunk.last_error = error
+                    if chunk.attempts >= max_attempts:
+                        raise _transport_error(call, chunk) from None
+                    async with changed:
+                        # Another replica takes the chunk at once; this one sits out the round.
+                        in_flight -= 1
+                        down.add(endpoint)
+                        call.pending.appendleft(chunk)
+                        changed.notify_all()
+                    return
+                call.results[chunk.index] = answer
+                async with changed:
+                    in_flight -= 1
+                    changed.notify_all()
+
+        per_endpoint = min(self._max_in_flight, len(call.pending))
+        workers = [
+            asyncio.ensure_future(worker(endpoint))
+            for endpoint in endpoints
+            for _ in range(per_endpoint)
+        ]
+        try:
+            await asyncio.gather(*workers)
+        except BaseException:
+            for task in workers:
+                task.cancel()
+            if workers:
+                await asyncio.wait(workers)
+            raise
+
+    async def _send(self, call: _Call, endpoint: Endpoint, chunk: _Chunk) -> pa.Array:
+        try:
+            answer = await self._client.call(
+                endpoint.target,
+                chunk.batch,
+                name=call.route.group,
+                tls=endpoint.tls,
+                deadline_s=self._deadline_s,
+            )
+        except TransportError:
+            raise
+        except RemoteHandlerError as error:
+            raise _handler_error(call, chunk, error) from None
+        except RemoteCallError as error:
+            raise ModelCallError(
+                f"{call.prefix} failed at {error.endpoint} for {chunk.rows}: {error}"
+            ) from None
+        if len(answer) != chunk.batch.num_rows:
+            raise ModelResultError(
+                f"{call.prefix}: {call.model} answered {len(answer)} values for "
+                f"{chunk.batch.num_rows} rows ({chunk.rows}) at {endpoint.target}: expected one "
+                f"value per row"
+            )
+        return _typed_answer(call, endpoint, answer)
+
+
+def _arguments(call: _Call, args: Sequence[pa.Array]) -> pa.RecordBatch:
+    """The arguments as a batch named and typed by input_schema, argument i as field i."""
+    fields = list(call.route.input_schema)
+    if len(args) != len(fields):
+        names = ", ".join(f.name for f in fields)
+        plural = "" if len(args) == 1 else "s"
+        raise ModelArgumentCountError(
+            f"{call.prefix} passes {len(args)} argument{plural} but {call.model} takes "
+            f"{len(fields)} ({names}): expected one argument per input_schema field, in that "
+            f"order"
+        )
+    columns = [_one_array(column) for column in args]
+    lengths = {len(column) for column in columns}
+    if len(lengths) > 1:
+        raise ModelCallError(
+            f"{call.prefix} got argument columns of different lengths "
+            f"({', '.join(str(len(c)) for c in columns)}): expected one value per row in each"
+        )
+    cast = [
+        _cast_argument(call, index, column, fields[index]) for index, column in enumerate(columns)
+    ]
+    return pa.RecordBatch.from_arrays(cast, names=[f.name for f in fields])
+
+
+def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(column, pa.ChunkedArray):
+        return column.combine_chunks()
+    return column
+
+
+def _cast_argument(call: _Call, index: int, column: pa.Array, target: pa.Field) -> pa.Array:
+    source = column.type
+    if source == target.type:
+        return column
+    where = f"argument {index + 1}"
+    if not converts_without_loss(source, target.type):
+        raise ModelCallTypeError(
+            f"{call.prefix} {where} is {_text(source)}, but {call.model} takes field "
+            f"{target.name!r} ({where}) as {_text(target.type)}: expected a type that converts "
+            f"to {_text(target.type)} without loss ({_SAFE_CASTS}); convert it with "
+            f'cast(..., "{_text(target.type)}") or change the feature\'s type'
+        )
+    try:
+        return pc.cast(column, target.type, safe=True)
+    except pa.ArrowException as error:
+        raise ModelCallTypeError(
+            f"{call.prefix} {where} cannot be converted from {_text(source)} to "
+            f"{_text(target.type)} for field {target.name!r} of {call.model} without loss: "
+            f"{error}"
+        ) from None
+
+
+def _typed_answer(call: _Call, endpoint: Endpoint, answer: pa.Array) -> pa.Array:
+    target = call.output_type
+    if answer.type == target:
+        return answer
+    # A handler returning Python ints answers int64 for an int32 output: fine when they fit.
+    both_ints = pa.types.is_integer(answer.type) and pa.types.is_integer(target)
+    error_text = ""
+    if both_ints or converts_without_loss(answer.type, target):
+        try:
+            return pc.cast(answer, target, safe=True)
+        except pa.ArrowException as error:
+            error_text = f": {error}"
+    output = call.route.output_schema.field(0).name
+    raise ModelResultError(
+        f"{call.prefix}: {call.model} answered {_text(answer.type)} at {endpoint.target}, but "
+        f"its output_schema field {output!r} is {_text(target)}{error_text}: expected values "
+        f"that convert to {_text(target)} without loss; fix the handler or the output_schema"
+    )
+
+
+def _handler_error(call: _Call, chunk: _Chunk, error: RemoteHandlerError) -> ModelCallError:
+    if error.code == "OK":
+        # Our client found the answer malformed (wrong length or shape); no handler raised.
+        return ModelResultError(
+            f"{call.prefix}: {call.model} answered badly at {error.endpoint} for {chunk.rows}: "
+            f"{error.remote_message}"
+        )
+    what = f"{error.kind}: {error.remote_message}" if error.kind else error.remote_message
+    message = (
+        f"{call.feature}: the handler of scaling group {call.route.group!r} ({call.model}) "
+        f"failed at {error.endpoint} on {chunk.rows}: {what}"
+    )
+    if error.remote_traceback:
+        message += f"\n\nRemote traceback:\n{error.remote_traceback.rstrip()}"
+    return ModelHandlerError(
+        message,
+        kind=error.kind,
+        remote_message=error.remote_message,
+        remote_traceback=error.remote_traceback,
+        endpoint=error.endpoint,
+    )
+
+
+def _transport_error(call: _Call, chunk: _Chunk) -> ModelTransportError:
+    tried = list(dict.fromkeys(chunk.tried))
+    if chunk.last_error is None:
+        detail = "no replica was ready to take them"
+    else:
+        detail = (
+            f"they failed {chunk.attempts} times (tried {', '.join(tried)}); last error: "
+            f"{chunk.last_error.code}: {chunk.last_error.details}"
+        )
+    return ModelTransportError(
+        f"{call.prefix} could not reach scaling group {call.route.group!r} for {chunk.rows}: "
+        f"{detail}: expected a ready replica to answer; check the group with "
+        f"`chalk scaling-group get --name {call.route.group}`",
+        endpoints=tried,
+    )
+
+
+def _joined(call: _Call, chunks: int, rows: int) -> pa.Array:
+    answers = [call.results[index] for index in range(chunks)]
+    result = pa.concat_arrays(answers) if len(answers) > 1 else answers[0]
+    if len(result) != rows:
+        raise ModelResultError(
+            f"{call.prefix}: {call.model} answered {len(result)} values for {rows} rows: "
+            f"expected one value per row"
+        )
+    return result
