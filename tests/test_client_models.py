@@ -181,3 +181,36 @@ def test_queries_from_four_threads_at_once(client: ChalkClient, serve: object) -
 
     assert errors == []
     assert len(answers) == 4
+
+
+@features
+class Measurement:
+    id: int
+    x: float
+    doubled: float = F.catalog_call("model.doubler", _.x)
+
+
+@pytest.mark.slow
+def test_a_one_million_row_offline_query(client: ChalkClient, serve: object) -> None:
+    serve(  # type: ignore[operator]
+        client,
+        "doubler",
+        "model_handlers.double",
+        pa.schema([("x", pa.float64())]),
+        pa.schema([("y", pa.float64())]),
+        cwd=Path(__file__).parent / "shim",
+    )
+    rows = 1_000_000
+
+    dataset = client.offline_query(
+        input=pa.table(
+            {"measurement.id": range(rows), "measurement.x": pa.array(range(rows), pa.float64())}
+        ),
+        output=[Measurement.doubled],
+        show_progress=False,
+    )
+
+    frame = dataset.to_polars()
+    assert frame.height == rows
+    assert frame["measurement.id"].to_list()[:3] == [0, 1, 2]
+    assert frame["measurement.doubled"].sum() == float(rows * (rows - 1))
