@@ -1,4 +1,5 @@
-"""Handlers served by both runtimes in ``bench/shim.py``; loaded as ``handlers.double``."""
+"""Handlers served by the runtimes in ``bench/shim.py`` and ``bench/engine.py``; loaded as
+``handlers.double``."""
 
 from __future__ import annotations
 

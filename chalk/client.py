@@ -290,7 +290,9 @@ class Dataset:
         return int(self._table.num_rows)
 
 
-_BLOCK_ROWS = 50_000
+# Blocks only pace the progress bar: each is chunked and spread over the replicas by the
+# model caller, so a block must hold several chunks (bench/README.md, bench/engine.py).
+_BLOCK_ROWS = 1_000_000
 
 
 def _graph_for(inputs: Any, outputs: Sequence[Any]) -> FeatureGraph:

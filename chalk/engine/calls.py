@@ -42,7 +42,7 @@ __all__ = [
     "converts_without_loss",
 ]
 
-DEFAULT_MAX_CHUNK_ROWS: Final = 65_536
+DEFAULT_MAX_CHUNK_ROWS: Final = 262_144
 DEFAULT_MAX_CHUNK_BYTES: Final = 16 << 20
 DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT: Final = 4
 # Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
