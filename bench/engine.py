@@ -48,6 +48,7 @@ from typing import Final
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+from report import format_grid, number
 
 from chalk import functions as F
 from chalk.catalog import Endpoint, open_catalog
@@ -270,31 +271,6 @@ def _percentile_ms(latencies: Sequence[float], q: int) -> float:
     return statistics.quantiles(latencies, n=100, method="inclusive")[q - 1] * 1e3
 
 
-def _number(value: float) -> str:
-    if value >= 100_000:
-        return f"{value:,.0f}"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3f}"
-
-
-def _format_grid(header: Sequence[str], body: Sequence[Sequence[str]], left: int) -> str:
-    """Columns padded to their widest cell; the first ``left`` columns align left."""
-    cells = [tuple(header), *(tuple(line) for line in body)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column < left else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in cells
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def _figures(
     offline: Passes,
     bare: dict[str, Passes],
@@ -331,13 +307,13 @@ def _format_figures(figures: Sequence[Figure]) -> str:
         (
             f.figure,
             f.unit,
-            f"{f.value:.2f}" if f.unit == "ratio" else _number(f.value),
+            f"{f.value:.2f}" if f.unit == "ratio" else number(f.value),
             f"{f.target[0]} {f.target[1]:.2f}" if f.target else "-",
             f.verdict(),
         )
         for f in figures
     ]
-    return _format_grid(("figure", "unit", "value", "target", "met"), body, left=2)
+    return format_grid(("figure", "unit", "value", "target", "met"), body, left=2)
 
 
 def _format_passes(offline: Passes, bare: dict[str, Passes], callers: dict[str, Passes]) -> str:
@@ -350,8 +326,8 @@ def _format_passes(offline: Passes, bare: dict[str, Passes], callers: dict[str, 
         body.append(
             (
                 label,
-                _number(passes.best()),
-                _number(passes.median()),
+                number(passes.best()),
+                number(passes.median()),
                 f"{passes.wall_s[best] * 1e3:.1f}",
                 f"{statistics.fmean(passes.client_cpu_s) * 1e3:.0f}",
                 f"{statistics.fmean(passes.server_cpu_s) * 1e3:.0f}",
@@ -366,7 +342,7 @@ def _format_passes(offline: Passes, bare: dict[str, Passes], callers: dict[str, 
         "server CPU ms",
     )
     title = "per pass over 1M rows: wall time of the best pass, CPU times (10 ms ticks) averaged"
-    return title + "\n" + _format_grid(header, body, left=1)
+    return title + "\n" + format_grid(header, body, left=1)
 
 
 def _environment_lines() -> list[str]:

@@ -38,6 +38,7 @@ from typing import Final
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+from report import format_grid, number
 
 from chalk.shim import RemoteCallClient
 
@@ -286,38 +287,13 @@ def _table_rows(phases: dict[int, dict[str, Tally]]) -> list[Row]:
     return table
 
 
-def _number(value: float) -> str:
-    if value >= 100_000:
-        return f"{value:,.0f}"
-    if value >= 100:
-        return f"{value:.0f}"
-    if value >= 10:
-        return f"{value:.1f}"
-    return f"{value:.3f}"
-
-
-def _format_grid(header: Sequence[str], body: Sequence[Sequence[str]], left: int) -> str:
-    """Columns padded to their widest cell; the first ``left`` columns align left."""
-    cells = [tuple(header), *(tuple(line) for line in body)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            cell.ljust(width) if column < left else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        )
-        for line in cells
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def _format_table(rows: Sequence[Row]) -> str:
     body = [
         (
             row.figure,
             row.unit,
-            _number(row.ours),
-            _number(row.reference),
+            number(row.ours),
+            number(row.reference),
             f"{row.ratio:.2f}",
             f"{row.target[0]} {row.target[1]:.2f}" if row.target else "-",
             row.verdict() or "-",
@@ -325,7 +301,7 @@ def _format_table(rows: Sequence[Row]) -> str:
         for row in rows
     ]
     header = ("figure", "unit", "ours", "reference", "ours/ref", "target", "met")
-    return _format_grid(header, body, left=2)
+    return format_grid(header, body, left=2)
 
 
 def _faults_per_call(tally: Tally) -> str:
@@ -362,7 +338,7 @@ def _format_breakdown(phases: dict[int, dict[str, Tally]]) -> str:
         "faults ref",
     )
     title = "per call: times in ms, server minor page faults in counts"
-    return title + "\n" + _format_grid(header, body, left=1)
+    return title + "\n" + format_grid(header, body, left=1)
 
 
 def _environment_lines(reference_version: str) -> list[str]:
