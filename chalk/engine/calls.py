@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 DEFAULT_MAX_CHUNK_ROWS: Final = 262_144
+# How long a resolved route is reused before the catalog is read again.
+ROUTE_TTL_S: Final = 1.0
 DEFAULT_MAX_CHUNK_BYTES: Final = 16 << 20
 DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT: Final = 4
 # Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
@@ -430,6 +433,8 @@ class ModelCaller:
             max_request_bytes=max(DEFAULT_MAX_REQUEST_BYTES, max_chunk_bytes)
         )
         self._loop = loop
+        # Routes by catalog_call name, with when they were read (used on the loop thread only).
+        self._routes: dict[str, tuple[Route, float]] = {}
         self._thread: EventLoopThread | None = None
         self._lock = threading.Lock()
         self._max_chunk_rows = max_chunk_rows
@@ -509,11 +514,21 @@ class ModelCaller:
         self.close()
 
     async def _resolve(self, feature: str, name: str) -> Route:
+        # A route read within the last ROUTE_TTL_S is reused: resolving reads the database
+        # (~0.5 ms, and a thread hop) on every call otherwise. A call that finds an endpoint
+        # gone resolves afresh (_endpoints_again), so a stale route costs one retry at most.
+        cached = self._routes.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < ROUTE_TTL_S:
+            return cached[0]
         try:
             # The catalog reads a database: off the loop, which serves every call of the process.
-            return await asyncio.to_thread(self._catalog.resolve, name)
+            route = await asyncio.to_thread(self._catalog.resolve, name)
         except ResolveError as error:
+            self._routes.pop(name, None)
             raise type(error)(f"{feature}: {error}") from None
+        self._routes[name] = (route, now)
+        return route
 
     async def _send_all(self, call: _Call) -> None:
         max_attempts = self._max_attempts or len(call.route.endpoints) + 2
@@ -546,6 +561,7 @@ class ModelCaller:
                 f"the schemas the call started with; run the query again"
             )
         call.route = route
+        self._routes[call.name] = (route, time.monotonic())
         return route.endpoints
 
     async def _round(self, call: _Call, endpoints: list[Endpoint], max_attempts: int) -> None:

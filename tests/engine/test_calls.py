@@ -19,11 +19,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chalk import functions as F
+from chalk.catalog import Catalog, Endpoint, Route
 from chalk.catalog.errors import UnknownGroupError
 from chalk.engine.calls import (
     DEFAULT_MAX_CHUNK_ROWS,
+    ROUTE_TTL_S,
     EventLoopThread,
     ModelArgumentCountError,
+    ModelCaller,
     ModelCallTypeError,
     ModelHandlerError,
     ModelResultError,
@@ -625,3 +628,44 @@ def test_one_million_rows_through_double(
 
     assert doubled.equals(pc.multiply(values, 2))
     assert calls_served(*models) == math.ceil(1_000_000 / DEFAULT_MAX_CHUNK_ROWS)
+
+
+class _CountingResolver:
+    """The catalog, counting how often a route is read."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.reads = 0
+
+    def resolve(self, name: str) -> Route:
+        self.reads += 1
+        return self.catalog.resolve(name)
+
+
+def test_a_route_is_reused_within_its_ttl_and_a_refused_endpoint_is_retried(
+    runtime: StartRuntime, deploy: Deploy, catalog: Catalog
+) -> None:
+    live = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [live.target], inputs=schema(("x", FLOAT)), output=schema(("y", FLOAT)))
+    resolver = _CountingResolver(catalog)
+    values = pa.array([1.0, 2.0])
+
+    with ModelCaller(resolver, backoff_s=0.01) as caller:
+        for _ in range(3):
+            caller.call_blocking(feature="t.y", name="model.double", args=[values])
+        reads_while_fresh = resolver.reads
+        group = catalog.groups.get("double")
+        refused = f"127.0.0.1:{free_port()}"
+        catalog.groups.report(
+            group.id,
+            status="Ready",
+            desired=2,
+            ready=2,
+            available=2,
+            endpoints=[Endpoint(refused), Endpoint(live.target)],
+        )
+        time.sleep(ROUTE_TTL_S)
+        answer = caller.call_blocking(feature="t.y", name="model.double", args=[values])
+
+    assert reads_while_fresh == 1
+    assert answer.to_pylist() == [2.0, 4.0]
