@@ -435,6 +435,8 @@ class ModelCaller:
         self._loop = loop
         # Routes by catalog_call name, with when they were read (used on the loop thread only).
         self._routes: dict[str, tuple[Route, float]] = {}
+        # Where the next one-chunk call starts among a route's endpoints (loop thread only).
+        self._next_endpoint = 0
         self._thread: EventLoopThread | None = None
         self._lock = threading.Lock()
         self._max_chunk_rows = max_chunk_rows
@@ -566,6 +568,9 @@ class ModelCaller:
 
     async def _round(self, call: _Call, endpoints: list[Endpoint], max_attempts: int) -> None:
         """Send pending chunks to ``endpoints`` until none is left or every endpoint failed."""
+        if len(call.pending) == 1:
+            await self._round_one(call, endpoints, max_attempts)
+            return
         changed = asyncio.Condition()
         down: set[Endpoint] = set()
         in_flight = 0
@@ -582,14 +587,8 @@ class ModelCaller:
                         return
                     chunk = call.pending.popleft()
                     in_flight += 1
-                try:
-                    answer = await self._send(call, endpoint, chunk)
-                except TransportError as error:
-                    chunk.attempts += 1
-                    chunk.tried.append(endpoint.target)
-                    chunk.last_error = error
-                    if chunk.attempts >= max_attempts:
-                        raise _transport_error(call, chunk) from None
+                answer = await self._attempt(call, endpoint, chunk, max_attempts)
+                if answer is None:
                     async with changed:
                         # Another replica takes the chunk at once; this one sits out the round.
                         in_flight -= 1
@@ -616,6 +615,41 @@ class ModelCaller:
             if workers:
                 await asyncio.wait(workers)
             raise
+
+    async def _round_one(self, call: _Call, endpoints: list[Endpoint], max_attempts: int) -> None:
+        """``_round`` for a single chunk (an online query): the endpoints one after another.
+
+        The same outcome as the worker tasks' round, without them: each endpoint takes the
+        chunk at most once, a transport failure moves it to the next, and when all failed it
+        stays pending for the next round. Successive calls start at successive endpoints, so
+        one-chunk calls spread over the replicas too.
+        """
+        if not endpoints:
+            return
+        chunk = call.pending[0]
+        first = self._next_endpoint % len(endpoints)
+        self._next_endpoint = first + 1
+        for endpoint in endpoints[first:] + endpoints[:first]:
+            answer = await self._attempt(call, endpoint, chunk, max_attempts)
+            if answer is not None:
+                call.results[chunk.index] = answer
+                call.pending.popleft()
+                return
+
+    async def _attempt(
+        self, call: _Call, endpoint: Endpoint, chunk: _Chunk, max_attempts: int
+    ) -> pa.Array | None:
+        """The chunk's answer from ``endpoint``, or None after a transport failure that leaves
+        attempts to make (the failure is recorded on the chunk)."""
+        try:
+            return await self._send(call, endpoint, chunk)
+        except TransportError as error:
+            chunk.attempts += 1
+            chunk.tried.append(endpoint.target)
+            chunk.last_error = error
+            if chunk.attempts >= max_attempts:
+                raise _transport_error(call, chunk) from None
+            return None
 
     async def _send(self, call: _Call, endpoint: Endpoint, chunk: _Chunk) -> pa.Array:
         try:
@@ -669,7 +703,8 @@ def _arguments(call: _Call, args: Sequence[pa.Array]) -> pa.RecordBatch:
 
 def _one_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     if isinstance(column, pa.ChunkedArray):
-        return column.combine_chunks()
+        # combine_chunks copies even a single chunk (8 MB for 1M float64 rows).
+        return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
     return column
 
 
