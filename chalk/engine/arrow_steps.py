@@ -101,7 +101,9 @@ def evaluate(
             # Call refuses a catalog_call whose first argument is not the name as a literal.
             name = str(cast(Literal, call.args[0]).value)
             assert model_caller is not None, "execute() checks for a caller first"
-            answer = model_caller.call_blocking(feature=fqn, name=name, args=arguments)
+            answer = model_caller.call_blocking(
+                feature=fqn, name=name, args=arguments, as_chunks=True
+            )
             answers[call] = answer
         return answer
 

@@ -358,6 +358,26 @@ def test_rows_are_chunked_one_call_each_and_rejoined_in_order(
     assert calls_served(model) == 10
 
 
+def test_answers_as_chunks_are_the_chunks_answers_in_row_order(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    [model] = double_on(runtime)
+    deploy("double", [model.target], inputs=schema(("x", INT)), output=schema(("y", INT)))
+    caller = make_caller(max_chunk_rows=300)
+    values = pa.array(range(1000), INT)
+
+    doubled = caller.call_blocking(
+        feature="t.y", name="model.double", args=[values], as_chunks=True
+    )
+    empty = caller.call_blocking(
+        feature="t.y", name="model.double", args=[pa.array([], INT)], as_chunks=True
+    )
+
+    assert [len(chunk) for chunk in doubled.chunks] == [300, 300, 300, 100]
+    assert doubled.combine_chunks().equals(pc.multiply(values, 2))
+    assert (empty.type, len(empty)) == (INT, 0)
+
+
 def test_chunks_carry_the_rows_they_were_cut_to(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
