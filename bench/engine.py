@@ -17,7 +17,10 @@ It then measures, alternating the two sides block by block so that machine noise
   64k, 256k and 1M rows per call, one call at a time and four at once; the best of those is
   the baseline. Target: the query moves at least 0.8 of the baseline's rows per second.
 - **Online.** ``ChalkClient.query`` of ``Row.y`` for one row: p50 and p99 of the wall time.
-  Target: p50 under 2 ms. For context, the bare client's one-row call p50 on the same runtime.
+  Target: p50 under 2 ms. For context, the bare client's one-row call p50 on the same runtime,
+  and the CPU time this process spends per call on each side (``time.process_time``: every
+  thread, so the model calls' event loop and gRPC's threads too), which a loaded machine
+  disturbs less than the wall time.
 
 The engine runs with its defaults. Two extra lines show ``ModelCaller`` alone on the 1M rows
 (one call, no query planning or blocks), with its default chunks and with bigger ones. It
@@ -243,25 +246,48 @@ def _online_block(bench: Bench, calls: int, into: list[float]) -> None:
             raise RuntimeError(f"the online query answered {result.to_dict()}: expected y = 3.0")
 
 
+@dataclass(slots=True)
+class Online:
+    """One side's one-row latencies, and the CPU time this process spent on them (all threads:
+    the query's, the model calls' event loop and gRPC's)."""
+
+    latencies_s: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+
+    def cpu_ms_per_call(self) -> float:
+        return self.cpu_s / len(self.latencies_s) * 1e3
+
+
+@contextmanager
+def _cpu_into(online: Online) -> Iterator[None]:
+    started = time.process_time()
+    yield
+    online.cpu_s += time.process_time() - started
+
+
 def _measure_online(
     bench: Bench, plan: Plan, progress: Callable[[str], None]
-) -> tuple[list[float], list[float]]:
+) -> tuple[Online, Online]:
     one_row = bench.values.slice(0, 1)
     progress(f"online: {plan.online_warmup} warm-up calls per side")
     _online_block(bench, plan.online_warmup, [])
     bench.loop.run(_bare_one_row(bench.bare, bench.target, one_row, plan.online_warmup))
     progress(f"online: {plan.online_calls} one-row calls per side")
-    query: list[float] = []
-    bare: list[float] = []
+    query, bare = Online(), Online()
+
+    def query_block(calls: int) -> None:
+        with _cpu_into(query):
+            _online_block(bench, calls, query.latencies_s)
+
+    def bare_block(calls: int) -> None:
+        with _cpu_into(bare):
+            latencies = bench.loop.run(_bare_one_row(bench.bare, bench.target, one_row, calls))
+        bare.latencies_s.extend(latencies)
+
     base, extra = divmod(plan.online_calls, plan.rounds)
     for round_index in range(plan.rounds):
         block = base + (1 if round_index < extra else 0)
-        sides = [
-            lambda n=block: _online_block(bench, n, query),
-            lambda n=block: bare.extend(
-                bench.loop.run(_bare_one_row(bench.bare, bench.target, one_row, n))
-            ),
-        ]
+        sides = [lambda n=block: query_block(n), lambda n=block: bare_block(n)]
         for side in sides if round_index % 2 == 0 else list(reversed(sides)):
             side()
     return query, bare
@@ -272,13 +298,11 @@ def _percentile_ms(latencies: Sequence[float], q: int) -> float:
 
 
 def _figures(
-    offline: Passes,
-    bare: dict[str, Passes],
-    query_s: Sequence[float],
-    bare_s: Sequence[float],
+    offline: Passes, bare: dict[str, Passes], query: Online, bare_call: Online
 ) -> list[Figure]:
     best_label = max(bare, key=lambda label: bare[label].best())
     baseline = bare[best_label].best()
+    query_s, bare_s = query.latencies_s, bare_call.latencies_s
     query_p50 = _percentile_ms(query_s, 50)
     bare_p50 = _percentile_ms(bare_s, 50)
     return [
@@ -289,11 +313,23 @@ def _figures(
             "offline best / bare best", "ratio", offline.best() / baseline, (">=", OFFLINE_TARGET)
         ),
         Figure("offline median / bare best", "ratio", offline.median() / baseline),
+        Figure(
+            "offline median / bare median (same config)",
+            "ratio",
+            offline.median() / bare[best_label].median(),
+        ),
         Figure("online 1-row query p50", "ms", query_p50, ("<", ONLINE_P50_TARGET_MS)),
         Figure("online 1-row query p99", "ms", _percentile_ms(query_s, 99)),
         Figure("bare client 1-row call p50", "ms", bare_p50),
         Figure("bare client 1-row call p99", "ms", _percentile_ms(bare_s, 99)),
         Figure("online p50 / bare p50", "ratio", query_p50 / bare_p50),
+        Figure("online 1-row query, client CPU", "ms", query.cpu_ms_per_call()),
+        Figure("bare client 1-row call, client CPU", "ms", bare_call.cpu_ms_per_call()),
+        Figure(
+            "online CPU / bare CPU",
+            "ratio",
+            query.cpu_ms_per_call() / bare_call.cpu_ms_per_call(),
+        ),
         Figure(
             f"online p50 / Ray Serve HTTP {RAY_SERVE_P50_MS} ms",
             "ratio",
@@ -458,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         progress("runtime serving, catalog ready; warming up")
         _warm_up(bench)
         offline, bare, callers = _measure_offline(bench, plan, progress)
-        query_s, bare_s = _measure_online(bench, plan, progress)
+        query, bare_call = _measure_online(bench, plan, progress)
     print("\n".join(_environment_lines()))
     print(
         f"mode: {'quick' if args.quick else 'full'}; {plan.offline_reps} passes over {ROWS:,} rows "
@@ -466,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"blocks; one runtime on 127.0.0.1; total {time.perf_counter() - began:.0f} s"
     )
     print()
-    print(_format_figures(_figures(offline, bare, query_s, bare_s)))
+    print(_format_figures(_figures(offline, bare, query, bare_call)))
     print()
     print(_format_passes(offline, bare, callers))
     print()

@@ -306,7 +306,35 @@ def _graph_for(inputs: Any, outputs: Sequence[Any]) -> FeatureGraph:
     else:
         names = list(inputs) if isinstance(inputs, Mapping) else []
     namespaces = {feature_name(name).split(".", 1)[0] for name in [*names, *outputs]}
-    return graph_for(namespaces)
+    return _GRAPHS.reuse(graph_for(namespaces))
+
+
+class _Graphs:
+    """Graphs by the identity of their classes' definitions.
+
+    ``graph_for`` builds a new graph on every query; handing back an earlier graph of the same
+    definitions keeps its fingerprint (the plan cache's key: a JSON dump and a hash, about
+    40 us) computed once. A cached graph holds its definitions, so their ids stay unique.
+    """
+
+    def __init__(self, maxsize: int = 64) -> None:
+        self._maxsize = maxsize
+        self._graphs: dict[tuple[int, ...], FeatureGraph] = {}
+        self._lock = threading.Lock()
+
+    def reuse(self, graph: FeatureGraph) -> FeatureGraph:
+        key = tuple(id(class_def) for class_def in graph.classes)
+        with self._lock:
+            found = self._graphs.get(key)
+            if found is not None:
+                return found
+            if len(self._graphs) >= self._maxsize:
+                self._graphs.clear()
+            self._graphs[key] = graph
+        return graph
+
+
+_GRAPHS = _Graphs()
 
 
 def _blocks(table: pa.Table) -> list[pa.Table]:

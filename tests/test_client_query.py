@@ -108,3 +108,25 @@ def test_to_pandas_without_pandas_says_what_to_install(client: ChalkClient) -> N
 
     with pytest.raises(ImportError, match="pip install pandas"):
         dataset.to_pandas()
+
+
+def test_a_redefined_class_is_queried_as_redefined(client: ChalkClient) -> None:
+    # A notebook redefining a class: the client reuses graphs, never a stale one.
+    @features
+    class Kiosk:
+        id: int
+        name: str
+        shown: str = F.upper(_.name)
+
+    first = client.query(input={Kiosk.id: 1, Kiosk.name: "tea"}, output=[Kiosk.shown])
+
+    @features  # type: ignore[no-redef]
+    class Kiosk:
+        id: int
+        name: str
+        shown: str = F.lower(_.name)
+
+    again = client.query(input={Kiosk.id: 1, Kiosk.name: "Tea"}, output=[Kiosk.shown])
+
+    assert first.get_feature_value("kiosk.shown") == "TEA"
+    assert again.get_feature_value("kiosk.shown") == "tea"

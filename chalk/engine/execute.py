@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from chalk.engine import arrow_steps
 from chalk.engine.plan import Plan, Step
 from chalk.features.expr import BinaryOp, Call, Expr, FeatureRef, Literal, UnaryOp
 from chalk.features.graph import FeatureGraph
@@ -42,8 +43,6 @@ _FLOAT: Final = pa.float64()
 _STR: Final = pa.large_string()
 _BOOL: Final = pa.bool_()
 _NULL: Final = pa.null()
-_INT64_MIN: Final = -(2**63)
-_INT64_MAX: Final = 2**63 - 1
 _ARITHMETIC: Final = frozenset({"+", "-", "*", "/", "//", "%", "**"})
 _COMPARISONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">="})
 # polars expressions overload Python's operators; & and | on bools are three-valued.
@@ -94,6 +93,7 @@ def execute(
     graph: FeatureGraph,
     *,
     model_caller: ModelCaller | None = None,
+    arrow_steps_first: bool = True,
 ) -> pa.Table:
     """Compute the plan's outputs from ``table``, vectorised, as an Arrow table.
 
@@ -114,6 +114,10 @@ def execute(
     the expression. A call written twice in one expression is made once. Without a caller,
     ``catalog_call`` raises ``ModelCallNotWiredError``.
 
+    Steps that only pass columns along (a feature, a literal, or a ``catalog_call`` on those)
+    run on the Arrow columns directly, giving what polars would; ``arrow_steps_first=False``
+    runs every step through polars (the reference the tests compare the two with).
+
     Examples
     --------
     >>> from chalk.engine.plan import plan
@@ -131,19 +135,97 @@ def execute(
             f"the plan was made from another feature graph: expected fingerprint "
             f"{graph.fingerprint[:12]}, got {plan.fingerprint[:12]}; plan the query again"
         )
-    frame = _inputs(plan, table, graph)
+    columns = _Columns(*_inputs(plan, table, graph))
     types = {step.fqn: graph.features[step.fqn].arrow_type for step in plan.steps}
     for step in plan.steps:
-        if step.node is not None:
-            frame = _derive(frame, step, step.node, types, model_caller)
-    result = frame.select(plan.outputs).to_arrow()
-    return pa.table(
-        [_cast_column(result.column(fqn), types[fqn], fqn) for fqn in plan.outputs],
-        names=list(plan.outputs),
-    )
+        node = step.node
+        if node is None:
+            continue
+        if arrow_steps_first and _on_arrow(node, model_caller):
+            value = arrow_steps.evaluate(
+                node,
+                fqn=step.fqn,
+                namespace=step.namespace,
+                column=columns.get,
+                rows=columns.rows,
+                model_caller=model_caller,
+            )
+            columns.add(step.fqn, _stored(value, types[step.fqn], step.fqn, node))
+        else:
+            columns.frame = _derive(columns.polars(), step, node, types, model_caller)
+    return columns.table(plan.outputs, types)
 
 
-def _inputs(plan: Plan, table: pa.Table | pl.DataFrame, graph: FeatureGraph) -> pl.DataFrame:
+def _on_arrow(node: Expr, model_caller: ModelCaller | None) -> bool:
+    # Without a caller a model call goes through polars, which raises ModelCallNotWiredError.
+    return arrow_steps.evaluates(node) and (model_caller is not None or not model_calls(node))
+
+
+class _Columns:
+    """A query's columns so far: Arrow ones, and a polars frame made when a step needs one.
+
+    Columns that steps computed on Arrow join the frame when a later step needs polars.
+    """
+
+    def __init__(self, arrow: dict[str, pa.ChunkedArray], rows: int) -> None:
+        self.arrow: dict[str, pa.Array | pa.ChunkedArray] = dict(arrow)
+        self.rows = rows
+        self.frame: pl.DataFrame | None = None
+
+    def get(self, fqn: str) -> pa.Array | pa.ChunkedArray:
+        found = self.arrow.get(fqn)
+        if found is not None:
+            return found
+        assert self.frame is not None  # the plan orders every step after its inputs
+        return self.frame.get_column(fqn).to_arrow()
+
+    def add(self, fqn: str, column: pa.Array | pa.ChunkedArray) -> None:
+        self.arrow[fqn] = column
+
+    def polars(self) -> pl.DataFrame:
+        """The frame, holding every column computed so far."""
+        if self.frame is None:
+            if not self.arrow:
+                return pl.DataFrame({_ROWS: pl.repeat(None, self.rows, dtype=pl.Null, eager=True)})
+            self.frame = pl.DataFrame(pa.table(self.arrow))
+            return self.frame
+        missing = [name for name in self.arrow if name not in self.frame.columns]
+        if missing:
+            self.frame = self.frame.with_columns(pl.Series(n, self.arrow[n]) for n in missing)
+        return self.frame
+
+    def table(self, outputs: Sequence[str], types: Mapping[str, pa.DataType]) -> pa.Table:
+        """The outputs, typed by their declared types, in the order asked."""
+        in_frame = [fqn for fqn in outputs if fqn not in self.arrow]
+        from_frame = self.polars().select(in_frame).to_arrow() if in_frame else None
+        columns = [
+            self.arrow[fqn] if from_frame is None or fqn in self.arrow else from_frame[fqn]
+            for fqn in outputs
+        ]
+        return pa.table(
+            [
+                _cast_column(column, types[fqn], fqn)
+                for column, fqn in zip(columns, outputs, strict=True)
+            ],
+            names=list(outputs),
+        )
+
+
+def _stored(
+    value: pa.Array | pa.ChunkedArray, declared: pa.DataType, fqn: str, node: Expr
+) -> pa.Array | pa.ChunkedArray:
+    """An Arrow step's value as its feature's declared type, as polars would cast it."""
+    if value.type == declared:
+        return value
+    frame = pl.DataFrame({_MODEL_COLUMN.format(0): value})
+    typed = _Typed(pl.col(_MODEL_COLUMN.format(0)), value.type)
+    stored = _collect(frame.lazy().select(_cast_to_declared(typed, declared, fqn)), fqn, node)
+    return stored.get_column(fqn).to_arrow()
+
+
+def _inputs(
+    plan: Plan, table: pa.Table | pl.DataFrame, graph: FeatureGraph
+) -> tuple[dict[str, pa.ChunkedArray], int]:
     needed = plan.needed_inputs
     names = table.columns if isinstance(table, pl.DataFrame) else table.column_names
     for fqn in needed:
@@ -168,9 +250,7 @@ def _inputs(plan: Plan, table: pa.Table | pl.DataFrame, graph: FeatureGraph) -> 
                 f"declared {_text(declared)}: expected a column of {_text(declared)}"
             )
         columns[fqn] = _cast_column(column, declared, fqn)
-    if not columns:
-        return pl.DataFrame({_ROWS: pl.repeat(None, rows, dtype=pl.Null, eager=True)})
-    return pl.DataFrame(pa.table(columns))
+    return columns, rows
 
 
 def _derive(
@@ -188,8 +268,7 @@ def _derive(
                 frame, step, call, index, types, answers, model_caller
             )
     typed = _Compiler(step.fqn, step.namespace, types, answers).compile(node)
-    check_declared_type(step.fqn, typed.type, declared)
-    column = typed.expr.cast(_polars_type(declared), strict=True).alias(step.fqn)
+    column = _cast_to_declared(typed, declared, step.fqn)
     # Through the lazy engine: polars 2.1's eager with_columns gives `lit == when(...)` one
     # row where the condition is all null; the lazy engine broadcasts it.
     derived = _collect(frame.lazy().with_columns(column), step.fqn, node)
@@ -244,6 +323,12 @@ def check_declared_type(fqn: str, given: pa.DataType, declared: pa.DataType) -> 
             f"{_text(declared)}: expected an expression of {_text(declared)}; use cast() or "
             f"change the feature's type"
         )
+
+
+def _cast_to_declared(typed: _Typed, declared: pa.DataType, fqn: str) -> pl.Expr:
+    """The feature ``fqn``'s column from its expression: cast strictly to its declared type."""
+    check_declared_type(fqn, typed.type, declared)
+    return typed.expr.cast(_polars_type(declared), strict=True).alias(fqn)
 
 
 def model_calls(node: Expr) -> list[Call]:
@@ -303,7 +388,9 @@ def _collect(lazy: pl.LazyFrame, fqn: str, node: Expr) -> pl.DataFrame:
         raise EngineError(f"{fqn}: evaluating {node!r} failed: {first_line}") from error
 
 
-def _cast_column(column: pa.ChunkedArray, declared: pa.DataType, fqn: str) -> pa.ChunkedArray:
+def _cast_column(
+    column: pa.Array | pa.ChunkedArray, declared: pa.DataType, fqn: str
+) -> pa.Array | pa.ChunkedArray:
     if column.type == declared:
         return column
     try:
@@ -358,20 +445,13 @@ class _Compiler:
 
     def _literal(self, node: Literal) -> _Typed:
         value = node.value
-        if value is None:
-            return _Typed(pl.lit(None, dtype=pl.Null), _NULL)
-        if isinstance(value, bool):
-            return _Typed(pl.lit(value, dtype=pl.Boolean), _BOOL)
-        if isinstance(value, int):
-            if not _INT64_MIN <= value <= _INT64_MAX:
-                raise EngineTypeError(
-                    f"{self._fqn}: the integer {value} does not fit int64: expected a value "
-                    f"from {_INT64_MIN} to {_INT64_MAX}"
-                )
-            return _Typed(pl.lit(value, dtype=pl.Int64), _INT)
-        if isinstance(value, float):
-            return _Typed(pl.lit(value, dtype=pl.Float64), _FLOAT)
-        return _Typed(pl.lit(value, dtype=pl.String), _STR)
+        if type(value) is int and not arrow_steps.fits_int64(value):
+            raise EngineTypeError(
+                f"{self._fqn}: the integer {value} does not fit int64: expected a value "
+                f"from {arrow_steps.INT64_MIN} to {arrow_steps.INT64_MAX}"
+            )
+        kind = arrow_steps.literal_type(value)
+        return _Typed(pl.lit(value, dtype=_polars_type(kind)), kind)
 
     def _binary(self, node: BinaryOp) -> _Typed:
         left, right = self.compile(node.left), self.compile(node.right)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,10 @@ Deploy = Callable[..., None]
 MakeCaller = Callable[..., ModelCaller]
 
 
-@pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    """A fresh SQLite catalog file; its pooled connections are closed afterwards."""
-    url = f"sqlite:///{tmp_path / 'catalog.db'}"
+@contextmanager
+def sqlite_catalog(directory: Path) -> Iterator[Catalog]:
+    """A fresh SQLite catalog file in ``directory``; its pooled connections closed afterwards."""
+    url = f"sqlite:///{directory / 'catalog.db'}"
     yield open_catalog(url)
     with store._engines_lock:
         engine = store._engines.pop(url, None)
@@ -37,15 +38,23 @@ def catalog(tmp_path: Path) -> Iterator[Catalog]:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[StartRuntime]:
-    """Start our runtime (``runtime("call_handlers.entities")``) with metrics on, and wait until
-    it is SERVING; handlers come from tests/engine unless ``cwd`` says otherwise. The
-    reference runtime is started with ``command=...`` and ``pick_port=True``. All are reaped.
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    """A fresh SQLite catalog file; its pooled connections are closed afterwards."""
+    with sqlite_catalog(tmp_path) as fresh:
+        yield fresh
+
+
+@contextmanager
+def runtimes(directory: Path) -> Iterator[StartRuntime]:
+    """Start our runtime (``start("call_handlers.entities")``) with metrics on, and wait until
+    it is SERVING; handlers come from tests/engine unless ``cwd`` says otherwise, logs go to
+    ``directory``. The reference runtime is started with ``command=...`` and
+    ``pick_port=True``. All are reaped on leaving.
     """
     started: list[RuntimeProcess] = []
 
     def _start(handler: str, **kwargs: Any) -> RuntimeProcess:
-        kwargs.setdefault("log_path", tmp_path / f"runtime-{len(started)}.log")
+        kwargs.setdefault("log_path", directory / f"runtime-{len(started)}.log")
         kwargs.setdefault("cwd", ENGINE_HANDLERS)
         ours = not kwargs.get("pick_port", False)
         if ours:
@@ -56,40 +65,54 @@ def runtime(tmp_path: Path) -> Iterator[StartRuntime]:
             asyncio.run(wait_until_serving(process.target, timeout_s=20))
         return process
 
-    yield _start
-    for process in started:
-        if process.process.poll() is None:
-            process.process.kill()
-            process.process.wait()
+    try:
+        yield _start
+    finally:
+        for process in started:
+            if process.process.poll() is None:
+                process.process.kill()
+                process.process.wait()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[StartRuntime]:
+    """``runtimes(tmp_path)`` for one test: ``runtime("call_handlers.entities")``."""
+    with runtimes(tmp_path) as start:
+        yield start
+
+
+def deploy_group(
+    catalog: Catalog, group: str, targets: Sequence[str], *, inputs: pa.Schema, output: pa.Schema
+) -> None:
+    """Register a model named like its group, create the group, and report its endpoints.
+
+    The kubernetes backend keeps the endpoints without a local controller's heartbeat.
+    """
+    version = catalog.models.register(group, input_schema=inputs, output_schema=output, image="x")
+    model = {"name": version.model_name, "version": version.model_version}
+    created = catalog.groups.create(
+        group, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"
+    )
+    count = len(targets)
+    catalog.groups.report(
+        created.id,
+        status="Ready",
+        desired=count,
+        ready=count,
+        available=count,
+        endpoints=[Endpoint(target) for target in targets],
+    )
 
 
 @pytest.fixture
 def deploy(catalog: Catalog) -> Deploy:
-    """Register a model named like its group, create the group, and report its endpoints.
-
-    ``deploy("ner", ["127.0.0.1:7001"], inputs=pa.schema(...), output=pa.schema(...))``. The
-    kubernetes backend keeps the endpoints without a local controller's heartbeat.
-    """
+    """``deploy("ner", ["127.0.0.1:7001"], inputs=pa.schema(...), output=pa.schema(...))``:
+    ``deploy_group`` on the test's catalog."""
 
     def _deploy(
         group: str, targets: Sequence[str], *, inputs: pa.Schema, output: pa.Schema
     ) -> None:
-        version = catalog.models.register(
-            group, input_schema=inputs, output_schema=output, image="x"
-        )
-        model = {"name": version.model_name, "version": version.model_version}
-        created = catalog.groups.create(
-            group, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"
-        )
-        count = len(targets)
-        catalog.groups.report(
-            created.id,
-            status="Ready",
-            desired=count,
-            ready=count,
-            available=count,
-            endpoints=[Endpoint(target) for target in targets],
-        )
+        deploy_group(catalog, group, targets, inputs=inputs, output=output)
 
     return _deploy
 

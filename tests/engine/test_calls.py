@@ -120,6 +120,15 @@ def double_on(runtime: StartRuntime, count: int = 1, **kwargs: Any) -> list[Runt
     return [runtime("model_handlers.double", cwd=SHIM_HANDLERS, **kwargs) for _ in range(count)]
 
 
+def double_deployed(runtime: StartRuntime, deploy: Deploy, count: int) -> list[RuntimeProcess]:
+    """``count`` runtimes doubling int64s, all serving scaling group ``double``."""
+    models = double_on(runtime, count)
+    deploy(
+        "double", [m.target for m in models], inputs=schema(("x", INT)), output=schema(("y", INT))
+    )
+    return models
+
+
 def test_document_entities_through_the_executor(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
@@ -349,6 +358,26 @@ def test_rows_are_chunked_one_call_each_and_rejoined_in_order(
     assert calls_served(model) == 10
 
 
+def test_answers_as_chunks_are_the_chunks_answers_in_row_order(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    [model] = double_on(runtime)
+    deploy("double", [model.target], inputs=schema(("x", INT)), output=schema(("y", INT)))
+    caller = make_caller(max_chunk_rows=300)
+    values = pa.array(range(1000), INT)
+
+    doubled = caller.call_blocking(
+        feature="t.y", name="model.double", args=[values], as_chunks=True
+    )
+    empty = caller.call_blocking(
+        feature="t.y", name="model.double", args=[pa.array([], INT)], as_chunks=True
+    )
+
+    assert [len(chunk) for chunk in doubled.chunks] == [300, 300, 300, 100]
+    assert doubled.combine_chunks().equals(pc.multiply(values, 2))
+    assert (empty.type, len(empty)) == (INT, 0)
+
+
 def test_chunks_carry_the_rows_they_were_cut_to(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
@@ -365,10 +394,7 @@ def test_chunks_carry_the_rows_they_were_cut_to(
 def test_two_endpoints_share_the_work(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
-    models = double_on(runtime, 2)
-    deploy(
-        "double", [m.target for m in models], inputs=schema(("x", INT)), output=schema(("y", INT))
-    )
+    models = double_deployed(runtime, deploy, 2)
     values = pa.array(range(2000), INT)
 
     doubled = make_caller(max_chunk_rows=100, max_in_flight_per_endpoint=2).call_blocking(
@@ -379,6 +405,21 @@ def test_two_endpoints_share_the_work(
     served = [calls_served(m) for m in models]
     assert all(count > 0 for count in served), served
     assert sum(served) == 20
+
+
+def test_one_chunk_calls_take_turns_over_the_endpoints(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    models = double_deployed(runtime, deploy, 2)
+    caller = make_caller()
+
+    answers = [
+        caller.call_blocking(feature="t.y", name="model.double", args=[pa.array([n])])
+        for n in range(6)
+    ]
+
+    assert [answer.to_pylist() for answer in answers] == [[2 * n] for n in range(6)]
+    assert [calls_served(m) for m in models] == [3, 3]
 
 
 def test_a_refused_endpoint_is_retried_on_the_live_one(
@@ -563,10 +604,7 @@ def test_calls_inside_expressions_are_made_once_each_and_nest(
 def test_callers_on_one_shared_loop_serve_several_threads(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
-    models = double_on(runtime, 2)
-    deploy(
-        "double", [m.target for m in models], inputs=schema(("x", INT)), output=schema(("y", INT))
-    )
+    double_deployed(runtime, deploy, 2)
     shared = EventLoopThread()
     try:
         callers = [make_caller(loop=shared.loop, max_chunk_rows=50) for _ in range(2)]
@@ -618,10 +656,7 @@ def test_chunks_rejoin_to_the_input_within_their_limits(
 def test_one_million_rows_through_double(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
-    models = double_on(runtime, 2)
-    deploy(
-        "double", [m.target for m in models], inputs=schema(("x", INT)), output=schema(("y", INT))
-    )
+    models = double_deployed(runtime, deploy, 2)
     values = pa.array(range(1_000_000), INT)
 
     doubled = make_caller().call_blocking(feature="t.y", name="model.double", args=[values])

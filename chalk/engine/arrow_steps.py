@@ -1,0 +1,122 @@
+"""Steps that only move columns (a feature, a literal, a model call on those) run on Arrow.
+
+``chalk.engine.execute`` evaluates a step here when ``evaluates`` accepts its expression, and
+through polars otherwise. Each value is the one the polars path gives: a model receives its
+arguments with the Arrow types polars would hand it, so both paths agree on values and errors.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, TypeAlias, cast
+
+import polars as pl
+import pyarrow as pa
+
+from chalk.features.expr import Call, Expr, FeatureRef, Literal
+
+if TYPE_CHECKING:
+    from chalk.engine.calls import ModelCaller
+
+__all__ = ["INT64_MAX", "INT64_MIN", "evaluate", "evaluates", "fits_int64", "literal_type"]
+
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+Column: TypeAlias = pa.Array | pa.ChunkedArray
+
+
+def literal_type(value: object) -> pa.DataType:
+    """The Arrow type of a literal's column: null, bool, int64, float64 or large_string.
+
+    Examples
+    --------
+    >>> literal_type(2), literal_type("a"), literal_type(None)
+    (DataType(int64), DataType(large_string), DataType(null))
+    """
+    if value is None:
+        return pa.null()
+    if isinstance(value, bool):
+        return pa.bool_()
+    if isinstance(value, int):
+        return pa.int64()
+    if isinstance(value, float):
+        return pa.float64()
+    return pa.large_string()
+
+
+def fits_int64(value: int) -> bool:
+    """Whether an int literal fits int64, the type of its column."""
+    return INT64_MIN <= value <= INT64_MAX
+
+
+@functools.lru_cache(maxsize=1024)
+def evaluates(node: Expr) -> bool:
+    """Whether ``evaluate`` takes ``node``: a feature, a literal (ints within int64), or a
+    ``catalog_call`` whose arguments are such nodes.
+
+    Examples
+    --------
+    >>> from chalk.engine.parse import parse
+    >>> evaluates(parse('catalog_call("model.ner", _.text)')), evaluates(parse("_.n + 1"))
+    (True, False)
+    """
+    if isinstance(node, FeatureRef):
+        return True
+    if isinstance(node, Literal):
+        return not (type(node.value) is int and not fits_int64(node.value))
+    if isinstance(node, Call) and node.function == "catalog_call":
+        return all(evaluates(argument) for argument in node.args[1:])
+    return False
+
+
+def evaluate(
+    node: Expr,
+    *,
+    fqn: str,
+    namespace: str,
+    column: Callable[[str], Column],
+    rows: int,
+    model_caller: ModelCaller | None,
+) -> Column:
+    """The column of ``node`` (one ``evaluates`` accepts) for feature ``fqn``.
+
+    ``column(name)`` gives a feature's column by fully qualified name; ``rows`` is the row
+    count literals are repeated to. Each ``catalog_call`` is made once, arguments first;
+    ``model_caller`` may be None only when ``node`` calls no model.
+    """
+    answers: dict[Call, Column] = {}
+
+    def value(current: Expr) -> Column:
+        if isinstance(current, FeatureRef):
+            return column(f"{namespace}.{current.name}")
+        if isinstance(current, Literal):
+            kind = literal_type(current.value)
+            return pa.repeat(pa.scalar(current.value, kind), rows)
+        call = cast(Call, current)
+        answer = answers.get(call)
+        if answer is None:
+            arguments = [_as_polars_gives(value(argument)) for argument in call.args[1:]]
+            # Call refuses a catalog_call whose first argument is not the name as a literal.
+            name = str(cast(Literal, call.args[0]).value)
+            assert model_caller is not None, "execute() checks for a caller first"
+            answer = model_caller.call_blocking(
+                feature=fqn, name=name, args=arguments, as_chunks=True
+            )
+            answers[call] = answer
+        return answer
+
+    return value(node)
+
+
+def _as_polars_gives(column: Column) -> Column:
+    """``column`` as polars hands it back to Arrow (a list comes back a large_list, ...)."""
+    if _polars_keeps(column.type):
+        return column
+    return pl.Series(column).to_arrow()
+
+
+@functools.lru_cache(maxsize=256)
+def _polars_keeps(arrow_type: pa.DataType) -> bool:
+    return bool(pl.Series(pa.array([], type=arrow_type)).to_arrow().type == arrow_type)
