@@ -6,11 +6,13 @@ it. Nothing here talks to a cluster: what the server supports comes in as ``Serv
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from chalk.catalog.config import Project
 from chalk.catalog.errors import ConfigError
+from chalk.catalog.records import Endpoint
 from chalk.catalog.resources import GPU_RESOURCE_NAME
 from chalk.catalog.specs import GroupSpec
 
@@ -29,9 +31,11 @@ __all__ = [
     "ServerFeatures",
     "autoscaler",
     "deployment",
+    "group_endpoints",
     "group_labels",
     "group_manifests",
     "http_route",
+    "placement_of",
     "selector_labels",
     "service",
 ]
@@ -103,6 +107,21 @@ class Placement:
         return f"{name}.{self.namespace}.svc.cluster.local"
 
 
+def placement_of(project: Project) -> Placement:
+    """Where ``project``'s groups go, from chalk.yaml's ``environment`` and ``kubernetes``."""
+    kubernetes = project.config.kubernetes
+    try:
+        return Placement(
+            namespace=kubernetes.namespace,
+            environment=project.config.environment,
+            gateway_name=kubernetes.gateway.name,
+            gateway_namespace=kubernetes.gateway.namespace,
+            gateway_domain=kubernetes.gateway.domain,
+        )
+    except ConfigError as error:
+        raise ConfigError(f"{project.config_path}: {error}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class ServerFeatures:
     """What the API server serves that changes the manifests.
@@ -126,6 +145,34 @@ class ServerFeatures:
         served = set(group_versions)
         autoscaling = AUTOSCALING_V2 if AUTOSCALING_V2 in served else AUTOSCALING_V2BETA2
         return cls(grpc_probe=version >= GRPC_PROBE_SINCE, autoscaling=autoscaling)
+
+
+def group_endpoints(
+    name: str, spec: GroupSpec, placement: Placement, env: Mapping[str, str]
+) -> tuple[list[Endpoint], str | None, str]:
+    """The group's endpoints for the catalog, its URL, and a note when it has no endpoint.
+
+    Where the command runs decides (``env``): inside the cluster (``KUBERNETES_SERVICE_HOST``
+    set) the headless Service by DNS, for round-robin over its pods; outside, the gateway's
+    hostname on 443 with TLS; none without a gateway.
+
+    Examples
+    --------
+    >>> spec = GroupSpec(image="ghcr.io/acme/ner:1", port=6666)
+    >>> group_endpoints("ner", spec, Placement("ml", "dev"), {"KUBERNETES_SERVICE_HOST": "x"})
+    ([Endpoint(target='dns:///ner.ml.svc.cluster.local:6666', tls=False)], None, '')
+    """
+    url = placement.url(name)
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return [Endpoint(f"dns:///{placement.service_dns(name)}:{spec.port}")], url, ""
+    host = placement.hostname(name)
+    if host is None:
+        note = (
+            f"no kubernetes.gateway in chalk.yaml: reachable only inside the cluster, at "
+            f"{placement.service_dns(name)}:{spec.port}"
+        )
+        return [], None, note
+    return [Endpoint(f"{host}:443", tls=True)], url, ""
 
 
 def selector_labels(name: str) -> dict[str, str]:
