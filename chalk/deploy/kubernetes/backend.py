@@ -194,7 +194,7 @@ class KubernetesBackend:
     def observe(self, name: str, group_id: str) -> GroupState:
         """Read the Deployment's status, its pods and the events about them."""
         namespace = self.placement.namespace
-        deployment = self._read_path(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
+        deployment = self._read_path(self.path("apps/v1", "Deployment", name))
         if deployment is None:
             return GroupState(
                 status="Failed",
@@ -248,6 +248,12 @@ class KubernetesBackend:
                 deleted.append(f"{kind}/{name}")
         return deleted
 
+    def path(self, api_version: str, kind: str, name: str | None = None) -> str:
+        """The API path of the object ``kind``/``name`` in the backend's namespace, or of
+        the collection of ``kind`` without a name."""
+        collection = _collection(api_version, kind, self.placement.namespace)
+        return collection if name is None else f"{collection}/{name}"
+
     # --- requests
 
     def _optional_kinds(self) -> list[tuple[str, str]]:
@@ -268,7 +274,7 @@ class KubernetesBackend:
         # Background: the garbage collector removes ReplicaSets and pods after the Deployment.
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
-            self._request("DELETE", self._path(obj), body=body)
+            self.request("DELETE", self._path(obj), body=body)
         except KubeError as error:
             if error.status != 404:
                 raise
@@ -277,7 +283,7 @@ class KubernetesBackend:
 
     def _apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
-        stored = self._request(
+        stored = self.request(
             "PATCH", self._path(obj), query=query, body=dict(obj), content_type=APPLY_PATCH
         )
         return dict(stored)
@@ -295,12 +301,12 @@ class KubernetesBackend:
 
     def _list(self, api_version: str, kind: str, selector: str) -> list[dict[str, Any]]:
         path = _collection(api_version, kind, self.placement.namespace)
-        reply = self._request("GET", path, query=[("labelSelector", selector)])
+        reply = self.request("GET", path, query=[("labelSelector", selector)])
         return list(reply.get("items") or [])
 
     def _events(self, group_id: str, involved: set[tuple[str, str]]) -> list[Event]:
         path = _collection("v1", "Event", self.placement.namespace)
-        items = self._request("GET", path).get("items") or []
+        items = self.request("GET", path).get("items") or []
         events = []
         for item in items:
             about = item.get("involvedObject") or {}
@@ -321,13 +327,12 @@ class KubernetesBackend:
         return events
 
     def _path(self, obj: Mapping[str, Any]) -> str:
-        collection = _collection(obj["apiVersion"], obj["kind"], self.placement.namespace)
-        return f"{collection}/{obj['metadata']['name']}"
+        return self.path(obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
 
     def _get(self, path: str) -> Any:
-        return self._request("GET", path)
+        return self.request("GET", path)
 
-    def _request(
+    def request(
         self,
         method: str,
         path: str,
@@ -336,6 +341,9 @@ class KubernetesBackend:
         body: Any = None,
         content_type: str = "application/json",
     ) -> Any:
+        """One request on the backend's connection: ``body`` sent as JSON, the reply's JSON
+        returned. A refusal is a ``KubeError`` carrying the HTTP status and the server's
+        message."""
         serialized = self._api.param_serialize(
             method=method,
             resource_path=path,
