@@ -7,9 +7,6 @@ Our server runs no controllers: tests write Deployment and Pod status and Events
 from __future__ import annotations
 
 import datetime as dt
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,13 +28,13 @@ from chalk.deploy.groups import (
     update_group,
 )
 from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend, connect
+from tests.deploy.kubernetes.helpers import scaling_group
 
 try:
     from tests.support.kube import KubeCluster
 except ImportError:  # pragma: no cover - the API server fixture comes from branch kube-server
     pytest.skip("the Kubernetes API server fixture is not in this tree", allow_module_level=True)
 
-CHALK = str(Path(sys.executable).with_name("chalk"))
 IMAGE = "ghcr.io/acme/ner:1"
 HOST = "dev-ner.models.example.com"
 MERGE_PATCH = "application/merge-patch+json"
@@ -337,7 +334,7 @@ def test_events_explain_trouble_and_get_shows_them(
         ("FailedScheduling", "Warning"),
         ("Failed", "Warning"),
     ]
-    result = _chalk(project, "get", "--name", "ner")
+    result = scaling_group(project.root, "get", "--name", "ner")
     assert result.returncode == 0, result.stderr
     assert "ImagePullBackOff" in result.stdout
     assert "FailedScheduling" in result.stdout
@@ -441,39 +438,30 @@ def test_the_autoscaler_version_follows_discovery(kube: KubernetesBackend) -> No
         )
 
 
-def _chalk(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHALK, "scaling-group", *args],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        check=False,
-    )
-
-
 def test_the_cli_runs_a_group_end_to_end(project: Project, kube: KubernetesBackend) -> None:
-    created = _chalk(project, "create", "--name", "ner", "--image", IMAGE, "--tags", "team=nlp")
+    created = scaling_group(
+        project.root, "create", "--name", "ner", "--image", IMAGE, "--tags", "team=nlp"
+    )
     assert created.returncode == 0, created.stderr
     assert f"namespace {kube.placement.namespace}" in created.stdout
-    again = _chalk(project, "create", "--name", "ner", "--image", IMAGE)
+    again = scaling_group(project.root, "create", "--name", "ner", "--image", IMAGE)
     assert again.returncode == 1
     assert "already exists" in again.stderr
-    updated = _chalk(project, "update", "--name", "ner", "--replicas", "2")
+    updated = scaling_group(project.root, "update", "--name", "ner", "--replicas", "2")
     assert updated.returncode == 0, updated.stderr
     assert _read(kube, "apps/v1", "Deployment")["spec"]["replicas"] == 2
     _write_deployment_status(
         kube, replicas=2, updatedReplicas=2, readyReplicas=2, availableReplicas=2
     )
-    listed = _chalk(project, "list", "-o", "json")
+    listed = scaling_group(project.root, "list", "-o", "json")
     assert listed.returncode == 0, listed.stderr
     (row,) = yaml.safe_load(listed.stdout)
     assert (row["name"], row["status"], row["readyReplicas"]) == ("ner", "Ready", 2)
     assert row["url"] == f"https://{HOST}"
-    got = _chalk(project, "get", "--name", "ner", "-o", "yaml")
+    got = scaling_group(project.root, "get", "--name", "ner", "-o", "yaml")
     assert got.returncode == 0, got.stderr
     assert yaml.safe_load(got.stdout)["backend"] == "kubernetes"
-    deleted = _chalk(project, "delete", "--name", "ner")
+    deleted = scaling_group(project.root, "delete", "--name", "ner")
     assert deleted.returncode == 0, deleted.stderr
     assert _absent(kube, "apps/v1", "Deployment")
     assert _absent(kube, "v1", "Service")

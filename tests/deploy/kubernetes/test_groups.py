@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +22,8 @@ from chalk.deploy.backends import backend_for
 from chalk.deploy.groups import create_group
 from chalk.deploy.kubernetes.groups import KubernetesGroups, is_registry_image
 from chalk.deploy.kubernetes.manifests import Placement, group_endpoints
+from tests.deploy.kubernetes.helpers import scaling_group
 
-CHALK = str(Path(sys.executable).with_name("chalk"))
 CREATE = ("create", "--name", "ner", "--image", "ghcr.io/acme/ner:1")
 CHALK_YAML = """\
 project: demo
@@ -172,20 +171,9 @@ def test_endpoints_follow_where_the_command_runs(
     assert ("reachable only inside the cluster" in note) is (not gateway and not env)
 
 
-def _chalk(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHALK, "scaling-group", *args],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        check=False,
-    )
-
-
 def test_dry_run_prints_the_manifests_without_a_cluster(project: Project, catalog: Catalog) -> None:
     flags = "--min-replicas 2 --max-replicas 4 --gpu nvidia-tesla-t4:1 --tags team=nlp"
-    result = _chalk(project, *CREATE, *flags.split(), "--dry-run", "-o", "yaml")
+    result = scaling_group(project.root, *CREATE, *flags.split(), "--dry-run", "-o", "yaml")
     assert result.returncode == 0, result.stderr
     documents = list(yaml.safe_load_all(result.stdout))
     assert [d["kind"] for d in documents] == [
@@ -209,7 +197,7 @@ def test_dry_run_prints_the_manifests_without_a_cluster(project: Project, catalo
 
 
 def test_dry_run_as_json_is_a_list(project: Project) -> None:
-    result = _chalk(project, *CREATE, "--dry-run", "-o", "json")
+    result = scaling_group(project.root, *CREATE, "--dry-run", "-o", "json")
     assert result.returncode == 0, result.stderr
     document = json.loads(result.stdout)
     assert document["kind"] == "List"
@@ -219,8 +207,8 @@ def test_dry_run_as_json_is_a_list(project: Project) -> None:
 def test_dry_run_of_an_update_shows_the_new_objects(project: Project, catalog: Catalog) -> None:
     spec = GroupSpec(image="ghcr.io/acme/ner:1", scaling=AutoScalingSpec())
     catalog.groups.create("ner", spec.to_dict(), backend="kubernetes")
-    result = _chalk(
-        project, "update", "--name", "ner", "--image", "ghcr.io/acme/ner:2", "--dry-run"
+    result = scaling_group(
+        project.root, "update", "--name", "ner", "--image", "ghcr.io/acme/ner:2", "--dry-run"
     )
     assert result.returncode == 0, result.stderr
     deployment = next(yaml.safe_load_all(result.stdout))
@@ -229,7 +217,7 @@ def test_dry_run_of_an_update_shows_the_new_objects(project: Project, catalog: C
 
 
 def test_a_command_that_needs_the_cluster_says_which_kubeconfig_failed(project: Project) -> None:
-    result = _chalk(project, *CREATE)
+    result = scaling_group(project.root, *CREATE)
     assert result.returncode == 1
     assert "no-such-kubeconfig" in result.stderr
     assert "Traceback" not in result.stderr
