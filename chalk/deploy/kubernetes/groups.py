@@ -193,14 +193,14 @@ class KubernetesGroups:
         self, catalog: Catalog, group: ScalingGroup, spec: GroupSpec
     ) -> ScalingGroup:
         endpoints, url, note = self._endpoints(group.name, spec)
-        desired = spec.scaling.min_replicas
+        state = self._backend().observe(group.name, group.id)
         catalog.groups.report(
             group.id,
-            status="Progressing",
-            reason=note or f"applied revision {group.revision} to the cluster",
-            desired=desired,
-            ready=group.ready_replicas,
-            available=group.available_replicas,
+            status=state.status,
+            reason=state.reason or note,
+            desired=state.desired,
+            ready=state.ready,
+            available=state.available,
             endpoints=endpoints,
             url=url,
         )

@@ -159,6 +159,7 @@ def test_create_applies_the_objects_and_records_the_gateway_endpoint(
     spec = _spec(model=ModelRef("ner", 1), env={"CHALK_INPUT_ARGS": "text"})
     group, stored = create_group(project, catalog, "ner", spec, port_given=False)
     assert group is not None
+    assert group.status == "Progressing"
     deployment = _read(kube, "apps/v1", "Deployment")
     labels = deployment["metadata"]["labels"]
     assert labels["app.kubernetes.io/managed-by"] == "scalegroup"
@@ -169,8 +170,8 @@ def test_create_applies_the_objects_and_records_the_gateway_endpoint(
     probe = container["readinessProbe"]
     assert ("grpc" in probe) is kube.features().grpc_probe
     assert ("tcpSocket" in probe) is not kube.features().grpc_probe
-    managers = {entry["manager"] for entry in deployment["metadata"]["managedFields"]}
-    assert managers == {"scalegroup"}
+    fields = deployment["metadata"]["managedFields"]
+    assert ("scalegroup", "Apply") in {(f["manager"], f["operation"]) for f in fields}
     service = _read(kube, "v1", "Service")
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["ports"][0]["appProtocol"] == "kubernetes.io/h2c"
