@@ -30,13 +30,17 @@ def kube_cluster() -> Iterator[KubeCluster]:
         try:
             cluster = stack.enter_context(open_cluster())
         except KubeUnavailableError as error:
+            problem = str(error)
+        else:
+            problem = None
+        if problem is not None:
             if os.environ.get(REQUIRE_ENV) == "1" or os.environ.get("CI") == "true":
                 pytest.fail(
                     f"no Kubernetes API server for the tests, and {REQUIRE_ENV}=1 or CI=true "
-                    f"says they may not be skipped: {error}",
+                    f"says they may not be skipped: {problem}",
                     pytrace=False,
                 )
-            pytest.skip(f"no Kubernetes API server: {error}")
+            pytest.skip(f"no Kubernetes API server: {problem}")
         yield cluster
 
 
