@@ -37,7 +37,27 @@ logged() {
   fi
 }
 
-if [ -x "$BINARY" ]; then
+# Installs the Debian packages that are missing (as root; otherwise says what to install).
+install_missing_packages() {
+  local package missing=()
+  for package in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$package")
+    fi
+  done
+  [ ${#missing[@]} -gt 0 ] || return 0
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    die "the Kubernetes tests need the Debian packages ${missing[*]}; install them" \
+      "(sudo apt-get install ${missing[*]}) or run this script as root"
+  fi
+  say "installing ${missing[*]}"
+  mkdir -p "$CACHE"
+  logged apt-install sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends "$@"' apt-install "${missing[@]}"
+}
+
+# The fast path, taken by every test session after the first: nothing to install or build.
+if [ -x "$BINARY" ] && command -v etcd >/dev/null; then
   echo "$BINARY"
   exit 0
 fi
@@ -46,25 +66,10 @@ mkdir -p "$CACHE"
 # One build at a time: a second caller waits here and then finds the binary.
 exec 9>"$CACHE/.lock"
 flock 9
+install_missing_packages
 if [ -x "$BINARY" ]; then
   echo "$BINARY"
   exit 0
-fi
-
-missing=()
-for package in "${PACKAGES[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$package")
-  fi
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
-    die "building kube-apiserver needs the Debian packages ${missing[*]}; install them" \
-      "(sudo apt-get install ${missing[*]}) or run this script as root"
-  fi
-  say "installing ${missing[*]}"
-  logged apt-install env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 [ -x "$GO" ] || die "golang-1.19-go is installed but $GO is missing"
 [ -d "$REFLECT2_SRC" ] || die "golang-github-modern-go-reflect2-dev is installed but" \
