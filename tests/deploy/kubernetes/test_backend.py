@@ -29,11 +29,9 @@ from chalk.deploy.groups import (
 )
 from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend, connect
 from tests.deploy.kubernetes.helpers import scaling_group
+from tests.support.kube import KubeCluster
 
-try:
-    from tests.support.kube import KubeCluster
-except ImportError:  # pragma: no cover - the API server fixture comes from branch kube-server
-    pytest.skip("the Kubernetes API server fixture is not in this tree", allow_module_level=True)
+pytestmark = pytest.mark.kube
 
 IMAGE = "ghcr.io/acme/ner:1"
 HOST = "dev-ner.models.example.com"
