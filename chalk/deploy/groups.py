@@ -205,8 +205,10 @@ def wait_until_serving(
             group = backend.observe(catalog, group).group
         if group.status == "Failed":
             raise CatalogError(f"scaling group {name!r} failed: {group.reason}")
+        # On Kubernetes, Ready means rolled out; a group with no gateway has no endpoint
+        # outside the cluster and still serves inside it.
         serving = (
-            group.status == "Ready" and bool(group.endpoints)
+            group.status == "Ready"
             if backend is not None
             else _serves_current_revision(catalog, group)
         )

@@ -21,11 +21,13 @@ from chalk.catalog.errors import ConflictError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.deploy.groups import (
+    DeployTimeout,
     create_group,
     delete_group,
     deploy_model_version,
     observe_group,
     update_group,
+    wait_until_serving,
 )
 from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend, connect
 from tests.deploy.kubernetes.helpers import scaling_group
@@ -260,6 +262,18 @@ def test_status_follows_the_deployment(
     stored = catalog.groups.get("ner")
     assert (stored.status, stored.ready_replicas) == ("Ready", 2)
     assert stored.endpoints == (Endpoint(f"{HOST}:443", tls=True),)
+
+
+def test_waiting_for_a_group_reads_the_cluster(
+    project: Project, catalog: Catalog, kube: KubernetesBackend
+) -> None:
+    create_group(project, catalog, "ner", _spec(), port_given=False)
+    with pytest.raises(DeployTimeout, match="status Progressing"):
+        wait_until_serving(catalog, "ner", project=project, timeout_s=2)
+    _write_deployment_status(
+        kube, replicas=1, updatedReplicas=1, readyReplicas=1, availableReplicas=1
+    )
+    assert wait_until_serving(catalog, "ner", project=project).status == "Ready"
 
 
 def test_pods_in_trouble_give_the_reason(
