@@ -21,7 +21,13 @@ from chalk.catalog.config import Project, find_project
 from chalk.catalog.guard import check_write
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
-from chalk.deploy.groups import delete_group, deploy_model_version, wait_until_serving
+from chalk.deploy.groups import (
+    delete_group,
+    deploy_model_version,
+    list_groups,
+    observe_group,
+    wait_until_serving,
+)
 from chalk.engine.calls import ModelCaller
 from chalk.engine.query import feature_name, input_table, run_query
 from chalk.features import FeatureGraph, graph_for
@@ -104,7 +110,7 @@ class ChalkClient:
         >>> ChalkClient(project_dir=root).list_scaling_groups()
         []
         """
-        return self._catalog.groups.list()
+        return list_groups(self.project, self._catalog)
 
     def get_scaling_group(self, name: str) -> ScalingGroup:
         """The live scaling group ``name``: its spec, status, replica counts and URL.
@@ -122,7 +128,7 @@ class ChalkClient:
         ...
         chalk.catalog.errors.NotFoundError: there is no scaling group named 'ner'
         """
-        return self._catalog.groups.get(name)
+        return observe_group(self.project, self._catalog, name).group
 
     def delete_scaling_group(self, name: str) -> ScalingGroup:
         """Delete the scaling group ``name`` and return its record, now marked deleted.
@@ -182,7 +188,7 @@ class ChalkClient:
         )
         assert group is not None  # not a dry run
         if wait:
-            return wait_until_serving(self._catalog, name)
+            return wait_until_serving(self._catalog, name, project=self.project)
         return group
 
     def query(self, input: Mapping[Any, Any], output: Sequence[Any]) -> OnlineQueryResult:

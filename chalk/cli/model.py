@@ -133,7 +133,7 @@ def _deploy(args: argparse.Namespace) -> int:
         emit({"name": args.name, "changed": changed, "spec": spec.to_dict()}, _dry_format(args))
         return 0
     if args.wait:
-        group = wait_until_serving(catalog, args.name)
+        group = wait_until_serving(catalog, args.name, project=project)
     if args.output_format != "table":
         emit(
             {"name": group.name, "revision": group.revision, "spec": spec.to_dict()},

@@ -1,7 +1,8 @@
 """``chalk scaling-group create|update|list|get|delete``: scaling groups from the command line.
 
 Flags are read and checked here, each error naming its flag, before the catalog is touched;
-``chalk.deploy.groups`` stores the spec (pinning the image) and wakes the local controller.
+``chalk.deploy.groups`` does the rest on the project's backend: it stores the spec and wakes the
+local controller, or applies the group's objects to the Kubernetes cluster.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
+
+import yaml
 
 from chalk.catalog import Catalog, ConflictError, ScalingGroup, ValidationError, open_catalog
 from chalk.catalog.config import Project, find_project
@@ -21,7 +25,14 @@ from chalk.catalog.records import Event, Replica
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, parse_entrypoint, parse_env, parse_tags
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.deploy.groups import create_group, delete_group, update_group
+from chalk.deploy.groups import (
+    create_group,
+    delete_group,
+    dry_run_manifests,
+    list_groups,
+    observe_group,
+    update_group,
+)
 
 __all__ = ["SpecFlags", "add_spec_flags", "read_spec_flags", "register"]
 
@@ -333,11 +344,12 @@ def _create(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
     )
     if group is None:
-        _emit_dry_run({"name": args.name, "spec": stored.to_dict()}, args.output_format)
+        document = {"name": args.name, "spec": stored.to_dict()}
+        _emit_dry_run(project, args.name, stored, document, args.output_format)
     elif args.output_format == "table":
         print(
             f"created scaling group {group.name!r} ({_image_text(stored)}, port {stored.port}); "
-            f"the local controller starts its replicas: see "
+            f"{_who_starts(project)} starts its replicas: see "
             f"`chalk scaling-group get --name {group.name}`"
         )
     else:
@@ -360,7 +372,7 @@ def _update(args: argparse.Namespace) -> int:
     )
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": stored.to_dict()}
-        _emit_dry_run(document, args.output_format)
+        _emit_dry_run(project, args.name, stored, document, args.output_format)
     elif args.output_format != "table":
         emit(_group_json(group), args.output_format)
     elif changed:
@@ -373,12 +385,29 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit_dry_run(document: dict[str, Any], fmt: str) -> None:
-    emit(document, "json" if fmt == "json" else "yaml")
+def _emit_dry_run(
+    project: Project, name: str, spec: GroupSpec, document: dict[str, Any], fmt: str
+) -> None:
+    """The stored spec (local), or the objects Kubernetes would get: YAML documents, or a
+    ``List`` with ``-o json``."""
+    manifests = dry_run_manifests(project, name, spec)
+    if manifests is None:
+        emit(document, "json" if fmt == "json" else "yaml")
+    elif fmt == "json":
+        emit({"apiVersion": "v1", "kind": "List", "items": manifests}, "json")
+    else:
+        sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
+
+
+def _who_starts(project: Project) -> str:
+    if project.config.backend == "kubernetes":
+        return f"Kubernetes (namespace {project.config.kubernetes.namespace})"
+    return "the local controller"
 
 
 def _list(args: argparse.Namespace) -> int:
-    groups = open_catalog(find_project()).groups.list()
+    project = find_project()
+    groups = list_groups(project, open_catalog(project))
     if args.output_format != "table":
         emit([_group_json(group) for group in groups], args.output_format)
         return 0
@@ -401,10 +430,10 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
-    catalog = open_catalog(find_project())
-    group = catalog.groups.get(args.name)
-    replicas = catalog.state.replicas(group.id)
-    events = catalog.state.events(group.id, limit=_EVENTS_SHOWN)
+    project = find_project()
+    catalog = open_catalog(project)
+    view = observe_group(project, catalog, args.name)
+    group, replicas, events = view.group, view.replicas, view.events[-_EVENTS_SHOWN:]
     if args.output_format != "table":
         document = _group_json(group)
         document["replicas"] = [_replica_json(replica) for replica in replicas]

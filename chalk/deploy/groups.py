@@ -1,15 +1,15 @@
-"""Creating, updating and deleting scaling groups on the project's backend.
+"""Creating, updating, observing and deleting scaling groups on the project's backend.
 
-The client and the CLI call these; they store the desired spec in the catalog (pinning the
-image digest and resolving the port on the local backend) and make sure the local controller
-runs to act on it. The controller does the rest.
+The client and the CLI call these, whichever backend chalk.yaml names: each function asks
+``backend_for`` for it. The local backend stores the desired spec (pinning the image digest
+and resolving the port) and wakes the local controller; the Kubernetes backend applies the
+group's objects to the cluster and stores the spec beside them.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any, Final
 
 from chalk.catalog import Catalog, ScalingGroup
@@ -17,40 +17,23 @@ from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError, ValidationError
 from chalk.catalog.groups import validate_group_name
 from chalk.catalog.guard import check_write
-from chalk.catalog.images import normalize_tag
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
-from chalk.deploy.local import daemon
-from chalk.deploy.local.images import image_argv, image_port
+from chalk.deploy.backends import Backend, GroupView, backend_for, pin_image
 
 __all__ = [
     "DeployTimeout",
+    "GroupView",
     "create_group",
     "delete_group",
     "deploy_model_version",
+    "dry_run_manifests",
+    "list_groups",
+    "observe_group",
     "pin_image",
     "update_group",
     "wait_until_serving",
 ]
-
-
-def pin_image(catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSpec:
-    """Fix the spec's image to its current digest; take the port from the image if not given.
-
-    A tag rebuilt later touches no running group until the group is updated.
-    """
-    image = catalog.images.get(spec.image)
-    port = spec.port
-    from_image = spec.port_from_image and not port_given
-    if from_image:
-        port = image_port(image, image_argv(image, spec.entrypoint))
-    return replace(
-        spec,
-        image=normalize_tag(spec.image),
-        image_digest=image.digest,
-        port=port,
-        port_from_image=from_image,
-    )
 
 
 def create_group(
@@ -62,17 +45,16 @@ def create_group(
     port_given: bool,
     dry_run: bool = False,
 ) -> tuple[ScalingGroup | None, GroupSpec]:
-    """Store a new group; with ``dry_run`` only build and check the spec it would store."""
+    """Store and start a new group; with ``dry_run`` only build and check the spec it would
+    store (no cluster is asked)."""
     if not dry_run:
         check_write(f"creating scaling group {name!r}")
     validate_group_name(name, project.config.environment)
-    _require_local(project)
-    spec = pin_image(catalog, spec, port_given=port_given)
+    backend = backend_for(project)
+    spec = backend.prepare(catalog, spec, port_given=port_given)
     if dry_run:
         return None, spec
-    group = catalog.groups.create(name, spec.to_dict(), backend=project.config.backend)
-    daemon.ensure_running(project)
-    return group, spec
+    return backend.create(catalog, name, spec), spec
 
 
 def update_group(
@@ -94,29 +76,42 @@ def update_group(
     """
     if not dry_run:
         check_write(f"updating scaling group {name!r}")
-    _require_local(project)
+    backend = backend_for(project)
     group = catalog.groups.get(name)
     current = GroupSpec.from_dict(group.spec)
     unknown = set(changes) - set(GroupSpec.__dataclass_fields__)
     if unknown:
         raise ValidationError(f"cannot change {', '.join(sorted(unknown))} of a scaling group")
     spec = current.with_changes(**changes)
-    spec = pin_image(catalog, spec, port_given=changes.get("port") is not None)
+    spec = backend.prepare(catalog, spec, port_given=changes.get("port") is not None)
     if dry_run:
         return None, spec, spec != current
     revision = group.revision if expected_revision is None else expected_revision
-    stored, changed = catalog.groups.update(name, spec.to_dict(), expected_revision=revision)
-    daemon.ensure_running(project)
+    stored, changed = backend.update(catalog, name, spec, expected_revision=revision)
     return stored, spec, changed
 
 
 def delete_group(project: Project, catalog: Catalog, name: str) -> ScalingGroup:
-    """Soft-delete the group; the controller stops its replicas and its URL."""
+    """Stop the group (its replicas, objects and URL) and soft-delete its record."""
     check_write(f"deleting scaling group {name!r}")
-    deleted = catalog.groups.delete(name)
-    if project.config.backend == "local":
-        daemon.ensure_running(project)
-    return deleted
+    return backend_for(project).delete(catalog, name)
+
+
+def observe_group(project: Project, catalog: Catalog, name: str) -> GroupView:
+    """The live group ``name`` as its backend shows it now, with replicas and events."""
+    return backend_for(project).observe(catalog, catalog.groups.get(name))
+
+
+def list_groups(project: Project, catalog: Catalog) -> list[ScalingGroup]:
+    """Every live group, its status refreshed from its backend, oldest first."""
+    backend = backend_for(project)
+    return [backend.observe(catalog, group).group for group in catalog.groups.list()]
+
+
+def dry_run_manifests(project: Project, name: str, spec: GroupSpec) -> list[dict[str, Any]] | None:
+    """What the backend would apply for ``spec`` (Kubernetes objects), or None on a backend
+    whose whole plan is the stored spec (local)."""
+    return backend_for(project).manifests(name, spec)
 
 
 INPUT_ARGS_ENV: Final = "CHALK_INPUT_ARGS"
@@ -196,16 +191,38 @@ def deploy_model_version(
 
 
 def wait_until_serving(
-    catalog: Catalog, name: str, *, timeout_s: float = 300.0, poll_s: float = 0.1
+    catalog: Catalog,
+    name: str,
+    *,
+    project: Project | None = None,
+    timeout_s: float = 300.0,
+    poll_s: float = 0.1,
 ) -> ScalingGroup:
-    """Wait until the group's current revision serves and no older replica does."""
+    """Wait until the group's current revision serves and no older replica does.
+
+    A Kubernetes group (``project`` given) serves when its Deployment is rolled out and
+    every replica is ready; its status is read from the cluster each poll.
+    """
+    backend: Backend | None = None
+    if project is not None and project.config.backend == "kubernetes":
+        backend = backend_for(project)
+        poll_s = max(poll_s, 1.0)
     give_up = time.monotonic() + timeout_s
     group = catalog.groups.get(name)
     while time.monotonic() < give_up:
         group = catalog.groups.get(name)
+        if backend is not None:
+            group = backend.observe(catalog, group).group
         if group.status == "Failed":
             raise CatalogError(f"scaling group {name!r} failed: {group.reason}")
-        if _serves_current_revision(catalog, group):
+        # On Kubernetes, Ready means rolled out; a group with no gateway has no endpoint
+        # outside the cluster and still serves inside it.
+        serving = (
+            group.status == "Ready"
+            if backend is not None
+            else _serves_current_revision(catalog, group)
+        )
+        if serving:
             return group
         time.sleep(poll_s)
     raise DeployTimeout(
@@ -220,11 +237,3 @@ def _serves_current_revision(catalog: Catalog, group: ScalingGroup) -> bool:
     old_serving = any(r.revision != group.revision and r.ready for r in rows)
     wanted = max(1, GroupSpec.from_dict(group.spec).scaling.min_replicas)
     return ready_new >= wanted and not old_serving and bool(group.endpoints)
-
-
-def _require_local(project: Project) -> None:
-    if project.config.backend != "local":
-        raise ValidationError(
-            f"backend {project.config.backend!r} in {project.config_path} is not available in "
-            f"this version: expected 'local'; the Kubernetes backend is being built"
-        )

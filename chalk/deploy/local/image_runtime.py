@@ -16,6 +16,7 @@ from chalk.catalog.records import LocalImage
 
 __all__ = [
     "DEFAULT_PORT",
+    "argv_port",
     "clean_container_path",
     "image_argv",
     "image_port",
@@ -76,7 +77,7 @@ def image_port(image: LocalImage, argv: Sequence[str] | None = None) -> int:
     if image.exposed_port is not None:
         return image.exposed_port
     command = [*image.entrypoint, *image.cmd] if argv is None else list(argv)
-    port = _argv_port(command)
+    port = argv_port(command)
     return DEFAULT_PORT if port is None else port
 
 
@@ -143,7 +144,14 @@ def clean_container_path(path: str) -> str:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def _argv_port(argv: Sequence[str]) -> int | None:
+def argv_port(argv: Sequence[str]) -> int | None:
+    """The port of the first ``--port N`` or ``--port=N`` in ``argv``; None when there is none.
+
+    Examples
+    --------
+    >>> argv_port(["serve", "--port=9000"]), argv_port(["serve"])
+    (9000, None)
+    """
     for index, arg in enumerate(argv):
         if arg == "--port" and index + 1 < len(argv):
             value = argv[index + 1]

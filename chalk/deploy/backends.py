@@ -1,0 +1,122 @@
+"""The seam between the group commands and the backend that runs groups.
+
+``chalk.deploy.groups`` (called by the CLI and ``ChalkClient`` alike) asks ``backend_for`` for
+the project's backend and calls the same methods on either: the local one stores the spec and
+wakes the local controller; the Kubernetes one applies objects to the cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from chalk.catalog import Catalog, ScalingGroup
+from chalk.catalog.config import Project
+from chalk.catalog.images import normalize_tag
+from chalk.catalog.records import Event, Replica
+from chalk.catalog.specs import GroupSpec
+from chalk.deploy.local import daemon
+from chalk.deploy.local.images import image_argv, image_port
+
+__all__ = ["Backend", "GroupView", "LocalBackend", "backend_for", "pin_image"]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """A group with what its backend shows of it now: its replicas and recent events."""
+
+    group: ScalingGroup
+    replicas: tuple[Replica, ...]
+    events: tuple[Event, ...]
+
+
+class Backend(Protocol):
+    """What every backend does for the group commands."""
+
+    def prepare(self, catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSpec:
+        """The spec to store: its image checked (and pinned where the backend can)."""
+        ...
+
+    def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
+        """Store and start a new group."""
+        ...
+
+    def update(
+        self, catalog: Catalog, name: str, spec: GroupSpec, *, expected_revision: int
+    ) -> tuple[ScalingGroup, bool]:
+        """Store and roll out a changed spec; returns the group and whether it changed."""
+        ...
+
+    def delete(self, catalog: Catalog, name: str) -> ScalingGroup:
+        """Stop the group and soft-delete its record."""
+        ...
+
+    def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
+        """The group as it runs now (the record refreshed where the backend keeps none)."""
+        ...
+
+    def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]] | None:
+        """What ``--dry-run`` shows for the backend, or None when the stored spec is all."""
+        ...
+
+
+def pin_image(catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSpec:
+    """Fix the spec's image to its current digest; take the port from the image if not given.
+
+    A tag rebuilt later touches no running group until the group is updated.
+    """
+    image = catalog.images.get(spec.image)
+    port = spec.port
+    from_image = spec.port_from_image and not port_given
+    if from_image:
+        port = image_port(image, image_argv(image, spec.entrypoint))
+    return replace(
+        spec,
+        image=normalize_tag(spec.image),
+        image_digest=image.digest,
+        port=port,
+        port_from_image=from_image,
+    )
+
+
+class LocalBackend:
+    """Groups as local processes: the catalog holds the spec, the local controller acts."""
+
+    def __init__(self, project: Project) -> None:
+        self._project = project
+
+    def prepare(self, catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSpec:
+        return pin_image(catalog, spec, port_given=port_given)
+
+    def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
+        group = catalog.groups.create(name, spec.to_dict(), backend=self._project.config.backend)
+        daemon.ensure_running(self._project)
+        return group
+
+    def update(
+        self, catalog: Catalog, name: str, spec: GroupSpec, *, expected_revision: int
+    ) -> tuple[ScalingGroup, bool]:
+        stored = catalog.groups.update(name, spec.to_dict(), expected_revision=expected_revision)
+        daemon.ensure_running(self._project)
+        return stored
+
+    def delete(self, catalog: Catalog, name: str) -> ScalingGroup:
+        deleted = catalog.groups.delete(name)
+        daemon.ensure_running(self._project)
+        return deleted
+
+    def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
+        replicas = tuple(catalog.state.replicas(group.id))
+        return GroupView(group, replicas, tuple(catalog.state.events(group.id)))
+
+    def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]] | None:
+        return None
+
+
+def backend_for(project: Project) -> Backend:
+    """The backend chalk.yaml names; the Kubernetes client loads only for Kubernetes."""
+    if project.config.backend == "kubernetes":
+        from chalk.deploy.kubernetes.groups import KubernetesGroups  # noqa: PLC0415
+
+        return KubernetesGroups(project)
+    return LocalBackend(project)

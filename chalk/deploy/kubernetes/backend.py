@@ -1,0 +1,517 @@
+"""The Kubernetes backend: discovery, server-side apply, status, events and delete.
+
+``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. The only module
+that imports the official ``kubernetes`` client; it sends every request as plain JSON on the
+client's connection (one code path for built-in kinds and the HTTPRoute custom resource).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import urllib3
+from kubernetes import client as kube_client
+from kubernetes import config as kube_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.config.config_exception import ConfigException
+
+from chalk.catalog.config import Project
+from chalk.catalog.errors import CatalogError, ConfigError, ConflictError
+from chalk.catalog.records import Event, Replica
+from chalk.catalog.specs import GroupSpec
+from chalk.deploy.kubernetes.manifests import (
+    AUTOSCALING_V2,
+    AUTOSCALING_V2BETA2,
+    FIELD_MANAGER,
+    GATEWAY_API_VERSION,
+    GROUP_LABEL,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    Placement,
+    ServerFeatures,
+    group_manifests,
+    placement_of,
+    selector_labels,
+)
+
+__all__ = [
+    "APPLY_PATCH",
+    "GroupState",
+    "KubeError",
+    "KubernetesBackend",
+    "connect",
+]
+
+APPLY_PATCH: Final = "application/apply-patch+yaml"
+_EVENTS_SHOWN: Final = 20
+# Waiting reasons of a container that mean the group is in trouble, not merely starting.
+_TROUBLE: Final = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+_PULL_TROUBLE: Final = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+# Warning events that say why pods do not run, and the group status each stands for.
+_TROUBLE_EVENTS: Final = {
+    "FailedScheduling": "Pending",
+    "Failed": "ImagePullBackOff",
+    "ErrImagePull": "ImagePullBackOff",
+    "BackOff": "CrashLoopBackOff",
+    "FailedCreate": "Failed",
+}
+
+
+class KubeError(CatalogError):
+    """The cluster refused or could not serve a request; ``status`` is its HTTP status (0:
+    no answer)."""
+
+    def __init__(self, message: str, *, status: int = 0) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class GroupState:
+    """A group as the cluster shows it: counts, status with its reason, pods and events."""
+
+    status: str
+    reason: str
+    desired: int
+    ready: int
+    available: int
+    replicas: tuple[Replica, ...]
+    events: tuple[Event, ...]
+
+
+def connect(project: Project, env: Mapping[str, str] | None = None) -> KubernetesBackend:
+    """A backend on the cluster of chalk.yaml's ``kubernetes.context`` (default: the kubeconfig's
+    current context; inside a pod with no kubeconfig, the pod's service account)."""
+    env = os.environ if env is None else env
+    context = project.config.kubernetes.context
+    kubeconfig = env.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    has_file = any(os.path.exists(path) for path in kubeconfig.split(os.pathsep) if path)
+    try:
+        if has_file or context is not None or not env.get("KUBERNETES_SERVICE_HOST"):
+            api = kube_config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        else:
+            configuration = kube_client.Configuration()
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            api = kube_client.ApiClient(configuration)
+    except (ConfigException, OSError) as error:
+        where = f"context {context!r} of " if context else ""
+        raise ConfigError(
+            f"{project.config_path}: cannot load {where}the kubeconfig {kubeconfig}: {error}; "
+            f"expected a kubeconfig (KUBECONFIG) with that context (kubernetes.context in "
+            f"chalk.yaml)"
+        ) from None
+    return KubernetesBackend(api, placement_of(project))
+
+
+class KubernetesBackend:
+    """Applies, observes and deletes scaling groups' objects in one namespace.
+
+    Parameters
+    ----------
+    api
+        A connected ``kubernetes.client.ApiClient``.
+    placement
+        The namespace, environment and gateway from chalk.yaml.
+    """
+
+    def __init__(self, api: kube_client.ApiClient, placement: Placement) -> None:
+        self._api = api
+        self.placement = placement
+        self._features: ServerFeatures | None = None
+        self._served: frozenset[str] | None = None
+
+    def close(self) -> None:
+        self._api.close()  # type: ignore[no-untyped-call]
+
+    # --- discovery
+
+    def served(self) -> frozenset[str]:
+        """Every ``group/version`` the server serves (``v1`` for the core group)."""
+        if self._served is None:
+            core = self._get("/api")["versions"]
+            groups = self._get("/apis")["groups"]
+            names = {version["groupVersion"] for g in groups for version in g["versions"]}
+            self._served = frozenset({*core, *names})
+        return self._served
+
+    def features(self) -> ServerFeatures:
+        """What the server supports that changes the manifests (found once per backend)."""
+        if self._features is None:
+            version = self._get("/version")
+            self._features = ServerFeatures.from_discovery(
+                (_number(version["major"]), _number(version["minor"])), self.served()
+            )
+        return self._features
+
+    # --- apply
+
+    def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
+        """The group's objects for this server."""
+        return group_manifests(name, spec, self.placement, self.features())
+
+    def check(self, name: str, objects: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse objects the server cannot take, or whose names another owner holds."""
+        if self.placement.has_gateway and GATEWAY_API_VERSION not in self.served():
+            raise KubeError(
+                f"scaling group {name!r} needs an HTTPRoute for kubernetes.gateway, but the "
+                f"cluster serves no {GATEWAY_API_VERSION}: expected the Gateway API CRDs "
+                f"installed; install them, or remove kubernetes.gateway from chalk.yaml"
+            )
+        for obj in objects:
+            current = self._read(obj)
+            if current is not None:
+                _require_ours(name, obj, current)
+
+    def apply(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
+        """Server-side apply the group's objects and remove the ones it no longer has (an
+        HPA once it stops autoscaling, an HTTPRoute once the gateway goes). Returns the
+        objects as the server stored them. Unchanged objects are not changed."""
+        objects = self.manifests(name, spec)
+        self.check(name, objects)
+        stored = [self._apply(obj) for obj in objects]
+        kept = {(obj["apiVersion"], obj["kind"]) for obj in objects}
+        for api_version, kind in self._optional_kinds():
+            if (api_version, kind) not in kept:
+                self._delete_if_ours(name, api_version, kind)
+        return stored
+
+    # --- observe
+
+    def observe(self, name: str, group_id: str) -> GroupState:
+        """Read the Deployment's status, its pods and the events about them."""
+        namespace = self.placement.namespace
+        deployment = self._read_path(self.path("apps/v1", "Deployment", name))
+        if deployment is None:
+            return GroupState(
+                status="Failed",
+                reason=(
+                    f"its Deployment {namespace}/{name} is gone: apply it again with "
+                    f"`chalk scaling-group update --name {name}`"
+                ),
+                desired=0,
+                ready=0,
+                available=0,
+                replicas=(),
+                events=(),
+            )
+        selector = ",".join(f"{k}={v}" for k, v in selector_labels(name).items())
+        replica_sets = self._list("apps/v1", "ReplicaSet", selector)
+        pods = self._list("v1", "Pod", selector)
+        revisions = {
+            rs["metadata"]["name"]: _number(
+                rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0)
+            )
+            for rs in replica_sets
+        }
+        replicas = tuple(_replica(group_id, pod, revisions) for pod in pods)
+        involved = {("Deployment", name), ("HorizontalPodAutoscaler", name)}
+        involved |= {("ReplicaSet", rs["metadata"]["name"]) for rs in replica_sets}
+        involved |= {("Pod", pod["metadata"]["name"]) for pod in pods}
+        events = self._events(group_id, involved)
+        status, reason = _status(deployment, pods, events)
+        counts = deployment.get("status") or {}
+        return GroupState(
+            status=status,
+            reason=reason,
+            desired=int(deployment["spec"].get("replicas", 0)),
+            ready=int(counts.get("readyReplicas") or 0),
+            available=int(counts.get("availableReplicas") or 0),
+            replicas=replicas,
+            events=tuple(events[-_EVENTS_SHOWN:]),
+        )
+
+    # --- delete
+
+    def delete(self, name: str) -> list[str]:
+        """Delete every object of the group; returns ``Kind/name`` of those deleted."""
+        deleted = []
+        for api_version, kind in (
+            *self._optional_kinds(),
+            ("v1", "Service"),
+            ("apps/v1", "Deployment"),
+        ):
+            if self._delete_if_ours(name, api_version, kind):
+                deleted.append(f"{kind}/{name}")
+        return deleted
+
+    def path(self, api_version: str, kind: str, name: str | None = None) -> str:
+        """The API path of the object ``kind``/``name`` in the backend's namespace, or of
+        the collection of ``kind`` without a name."""
+        collection = _collection(api_version, kind, self.placement.namespace)
+        return collection if name is None else f"{collection}/{name}"
+
+    # --- requests
+
+    def _optional_kinds(self) -> list[tuple[str, str]]:
+        kinds = []
+        autoscaling = self.features().autoscaling
+        if autoscaling in (AUTOSCALING_V2, AUTOSCALING_V2BETA2):
+            kinds.append((autoscaling, "HorizontalPodAutoscaler"))
+        if GATEWAY_API_VERSION in self.served():
+            kinds.append((GATEWAY_API_VERSION, "HTTPRoute"))
+        return kinds
+
+    def _delete_if_ours(self, name: str, api_version: str, kind: str) -> bool:
+        obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}
+        current = self._read(obj)
+        if current is None:
+            return False
+        _require_ours(name, obj, current)
+        # Background: the garbage collector removes ReplicaSets and pods after the Deployment.
+        body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
+        try:
+            self.request("DELETE", self._path(obj), body=body)
+        except KubeError as error:
+            if error.status != 404:
+                raise
+            return False
+        return True
+
+    def _apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
+        stored = self.request(
+            "PATCH", self._path(obj), query=query, body=dict(obj), content_type=APPLY_PATCH
+        )
+        return dict(stored)
+
+    def _read(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
+        return self._read_path(self._path(obj))
+
+    def _read_path(self, path: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._get(path))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def _list(self, api_version: str, kind: str, selector: str) -> list[dict[str, Any]]:
+        path = _collection(api_version, kind, self.placement.namespace)
+        reply = self.request("GET", path, query=[("labelSelector", selector)])
+        return list(reply.get("items") or [])
+
+    def _events(self, group_id: str, involved: set[tuple[str, str]]) -> list[Event]:
+        path = _collection("v1", "Event", self.placement.namespace)
+        items = self.request("GET", path).get("items") or []
+        events = []
+        for item in items:
+            about = item.get("involvedObject") or {}
+            key = (about.get("kind", ""), about.get("name", ""))
+            if key not in involved:
+                continue
+            prefix = "" if key[0] == "Deployment" else f"{key[0].lower()}/{key[1]}: "
+            events.append(
+                Event(
+                    group_id=group_id,
+                    time=_event_time(item),
+                    type=item.get("type") or "Normal",
+                    reason=item.get("reason") or "",
+                    message=prefix + (item.get("message") or "").strip(),
+                )
+            )
+        events.sort(key=lambda event: event.time)
+        return events
+
+    def _path(self, obj: Mapping[str, Any]) -> str:
+        return self.path(obj["apiVersion"], obj["kind"], obj["metadata"]["name"])
+
+    def _get(self, path: str) -> Any:
+        return self.request("GET", path)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Iterable[tuple[str, str]] = (),
+        body: Any = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        """One request on the backend's connection: ``body`` sent as JSON, the reply's JSON
+        returned. A refusal is a ``KubeError`` carrying the HTTP status and the server's
+        message."""
+        serialized = self._api.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list(query),
+            header_params={"Accept": "application/json", "Content-Type": content_type},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        method_, url, headers, payload, _post = serialized
+        host = self._api.configuration.host
+        try:
+            response = self._api.call_api(method_, url, header_params=headers, body=payload)
+            data = response.read()  # type: ignore[no-untyped-call]
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise KubeError(
+                f"cannot reach the Kubernetes API server at {host}: {error}", status=0
+            ) from None
+        except ApiException as error:
+            raise KubeError(
+                f"the Kubernetes API server at {host}: {error.reason}", status=0
+            ) from None
+        if not 200 <= response.status <= 299:
+            raise KubeError(
+                _api_message(method, path, response.status, data), status=response.status
+            )
+        return json.loads(data) if data else {}
+
+
+def _api_message(method: str, path: str, status: int, data: bytes) -> str:
+    try:
+        message = str(json.loads(data).get("message") or "")
+    except (ValueError, AttributeError):
+        message = data.decode("utf-8", "replace")[:500]
+    return f"the Kubernetes API server refused {method} {path} ({status}): {message}"
+
+
+def _collection(api_version: str, kind: str, namespace: str) -> str:
+    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    # Every kind the backend touches has the regular plural.
+    return f"{prefix}/namespaces/{namespace}/{kind.lower()}s"
+
+
+def _require_ours(name: str, obj: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    metadata = current.get("metadata") or {}
+    labels = metadata.get("labels") or {}
+    if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(GROUP_LABEL) == name:
+        return
+    managers = sorted({entry.get("manager", "?") for entry in metadata.get("managedFields") or []})
+    by = f" (written by {', '.join(managers)})" if managers else ""
+    where = f"{metadata.get('namespace', '')}/{metadata.get('name', name)}"
+    raise ConflictError(
+        f"scaling group {name!r}: a {obj['kind']} named {where} already exists and is not "
+        f"managed by scalegroup{by}: expected no object of that name, or one labelled "
+        f"{MANAGED_BY_LABEL}={MANAGED_BY} and {GROUP_LABEL}={name}; choose another group name "
+        f"or remove that {obj['kind']}"
+    )
+
+
+def _status(
+    deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], events: Sequence[Event]
+) -> tuple[str, str]:
+    """The group's status and its reason, from the Deployment, then pods, then events."""
+    desired = int(deployment["spec"].get("replicas", 0))
+    counts = deployment.get("status") or {}
+    ready = int(counts.get("readyReplicas") or 0)
+    updated = int(counts.get("updatedReplicas") or 0)
+    current = int(counts.get("observedGeneration") or 0) >= int(
+        deployment["metadata"].get("generation") or 0
+    )
+    if current and ready >= desired and updated >= desired:
+        return "Ready", ""
+    for condition in counts.get("conditions") or []:
+        if condition.get("reason") == "ProgressDeadlineExceeded":
+            return "Failed", str(condition.get("message") or "the rollout made no progress")
+    trouble = _pod_trouble(pods)
+    if trouble is not None:
+        return trouble
+    for event in reversed(events):
+        if event.type == "Warning" and event.reason in _TROUBLE_EVENTS:
+            status = _TROUBLE_EVENTS[event.reason]
+            if event.reason == "Failed" and "pull" not in event.message.lower():
+                status = "Failed"
+            return status, f"{event.reason}: {event.message}"
+    if not current:
+        return "Progressing", "the Deployment's new spec is not yet rolled out"
+    return "Progressing", f"{ready} of {desired} replicas ready"
+
+
+def _pod_trouble(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    for pod in pods:
+        name = pod["metadata"]["name"]
+        status = pod.get("status") or {}
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            reason = waiting.get("reason")
+            if reason in _TROUBLE:
+                kind = "ImagePullBackOff" if reason in _PULL_TROUBLE else reason
+                message = waiting.get("message") or reason
+                return kind, f"pod {name}: {reason}: {message}"
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                why = condition.get("message") or condition.get("reason") or "unschedulable"
+                return "Pending", f"pod {name} cannot be scheduled: {why}"
+    return None
+
+
+def _replica(group_id: str, pod: Mapping[str, Any], revisions: Mapping[str, int]) -> Replica:
+    metadata = pod["metadata"]
+    status = pod.get("status") or {}
+    containers = status.get("containerStatuses") or []
+    owner = next(
+        (
+            ref["name"]
+            for ref in metadata.get("ownerReferences") or []
+            if ref["kind"] == "ReplicaSet"
+        ),
+        "",
+    )
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    state = "Terminating" if metadata.get("deletionTimestamp") else status.get("phase", "Pending")
+    last_exit = ""
+    for container in containers:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason"):
+            state = waiting["reason"]
+        terminated = (container.get("lastState") or {}).get("terminated") or {}
+        if terminated:
+            last_exit = (
+                f"{terminated.get('reason', 'Exited')} (exit code {terminated.get('exitCode')})"
+            )
+    started = status.get("startTime")
+    ip = status.get("podIP")
+    ports = [
+        port["containerPort"]
+        for container in pod.get("spec", {}).get("containers", [])
+        for port in container.get("ports") or []
+    ]
+    port = ports[0] if ports else None
+    return Replica(
+        group_id=group_id,
+        replica_id=metadata["name"],
+        revision=revisions.get(owner, 0),
+        state=state,
+        ready=ready,
+        port=port,
+        endpoint=f"{ip}:{port}" if ip and port else None,
+        restarts=sum(int(c.get("restartCount") or 0) for c in containers),
+        last_exit_reason=last_exit,
+        started_at=_timestamp(started) if started else None,
+    )
+
+
+def _event_time(item: Mapping[str, Any]) -> dt.datetime:
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        if item.get(key):
+            return _timestamp(str(item[key]))
+    return _timestamp(str(item["metadata"].get("creationTimestamp") or "1970-01-01T00:00:00Z"))
+
+
+def _timestamp(text: str) -> dt.datetime:
+    # RFC 3339, as the catalog keeps times: timezone-aware UTC.
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
+
+
+def _number(text: object) -> int:
+    """A version number such as ``"20"`` or ``"20+"`` (as some providers report minors)."""
+    digits = "".join(ch for ch in str(text) if ch.isdigit())
+    return int(digits) if digits else 0

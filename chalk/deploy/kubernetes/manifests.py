@@ -1,0 +1,370 @@
+"""A scaling group's Kubernetes objects as plain dicts: pure functions of its spec.
+
+The Kubernetes backend applies what ``group_manifests`` returns; ``--dry-run -o yaml`` prints
+it. Nothing here talks to a cluster: what the server supports comes in as ``ServerFeatures``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from chalk.catalog.config import Project
+from chalk.catalog.errors import ConfigError
+from chalk.catalog.records import Endpoint
+from chalk.catalog.resources import GPU_RESOURCE_NAME
+from chalk.catalog.specs import GroupSpec
+
+__all__ = [
+    "AUTOSCALING_V2",
+    "AUTOSCALING_V2BETA2",
+    "FIELD_MANAGER",
+    "GATEWAY_API_VERSION",
+    "GKE_ACCELERATOR_LABEL",
+    "GROUP_LABEL",
+    "H2C",
+    "MANAGED_BY",
+    "MANAGED_BY_LABEL",
+    "NAME_LABEL",
+    "Placement",
+    "ServerFeatures",
+    "autoscaler",
+    "deployment",
+    "group_endpoints",
+    "group_labels",
+    "group_manifests",
+    "http_route",
+    "placement_of",
+    "selector_labels",
+    "service",
+]
+
+FIELD_MANAGER: Final = "scalegroup"
+MANAGED_BY: Final = "scalegroup"
+NAME_LABEL: Final = "app.kubernetes.io/name"
+MANAGED_BY_LABEL: Final = "app.kubernetes.io/managed-by"
+GROUP_LABEL: Final = "chalk.ai/scaling-group"
+GKE_ACCELERATOR_LABEL: Final = "cloud.google.com/gke-accelerator"
+H2C: Final = "kubernetes.io/h2c"
+AUTOSCALING_V2: Final = "autoscaling/v2"
+AUTOSCALING_V2BETA2: Final = "autoscaling/v2beta2"
+GATEWAY_API_VERSION: Final = "gateway.networking.k8s.io/v1"
+PORT_NAME: Final = "serve"
+# gRPC readiness probes are on by default from Kubernetes 1.24 (GRPCContainerProbe beta).
+GRPC_PROBE_SINCE: Final = (1, 24)
+_PROBE_PERIOD_S: Final = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where a project's groups go: the namespace, the environment id and the gateway.
+
+    ``gateway_name`` and ``gateway_domain`` are both set or both None (no HTTPRoute then).
+
+    Examples
+    --------
+    >>> Placement("ml", "dev", "public", "infra", "models.example.com").hostname("ner")
+    'dev-ner.models.example.com'
+    >>> Placement("ml", "dev").hostname("ner") is None
+    True
+    """
+
+    namespace: str
+    environment: str
+    gateway_name: str | None = None
+    gateway_namespace: str | None = None
+    gateway_domain: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.gateway_name is None) != (self.gateway_domain is None):
+            given, missing = ("name", "domain")
+            if self.gateway_name is None:
+                given, missing = missing, given
+            raise ConfigError(
+                f"kubernetes.gateway has a {given} but no {missing}: expected both "
+                f"kubernetes.gateway.name and kubernetes.gateway.domain, or neither (no URL "
+                f"outside the cluster)"
+            )
+
+    @property
+    def has_gateway(self) -> bool:
+        return self.gateway_name is not None
+
+    def hostname(self, name: str) -> str | None:
+        """``<environment>-<name>.<gateway domain>``; None without a gateway."""
+        if self.gateway_domain is None:
+            return None
+        return f"{self.environment}-{name}.{self.gateway_domain}"
+
+    def url(self, name: str) -> str | None:
+        """The group's HTTPS URL through the gateway; None without one."""
+        host = self.hostname(name)
+        return None if host is None else f"https://{host}"
+
+    def service_dns(self, name: str) -> str:
+        """The headless Service's name inside the cluster."""
+        return f"{name}.{self.namespace}.svc.cluster.local"
+
+
+def placement_of(project: Project) -> Placement:
+    """Where ``project``'s groups go, from chalk.yaml's ``environment`` and ``kubernetes``."""
+    kubernetes = project.config.kubernetes
+    try:
+        return Placement(
+            namespace=kubernetes.namespace,
+            environment=project.config.environment,
+            gateway_name=kubernetes.gateway.name,
+            gateway_namespace=kubernetes.gateway.namespace,
+            gateway_domain=kubernetes.gateway.domain,
+        )
+    except ConfigError as error:
+        raise ConfigError(f"{project.config_path}: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFeatures:
+    """What the API server serves that changes the manifests.
+
+    Examples
+    --------
+    >>> ServerFeatures.from_discovery((1, 20), {"autoscaling/v1", "autoscaling/v2beta2"})
+    ServerFeatures(grpc_probe=False, autoscaling='autoscaling/v2beta2')
+    >>> ServerFeatures.from_discovery((1, 31), {"autoscaling/v2"})
+    ServerFeatures(grpc_probe=True, autoscaling='autoscaling/v2')
+    """
+
+    grpc_probe: bool = True
+    autoscaling: str = AUTOSCALING_V2
+
+    @classmethod
+    def from_discovery(
+        cls, version: tuple[int, int], group_versions: Iterable[str]
+    ) -> ServerFeatures:
+        """From the server's version and the ``group/version`` names its discovery lists."""
+        served = set(group_versions)
+        autoscaling = AUTOSCALING_V2 if AUTOSCALING_V2 in served else AUTOSCALING_V2BETA2
+        return cls(grpc_probe=version >= GRPC_PROBE_SINCE, autoscaling=autoscaling)
+
+
+def group_endpoints(
+    name: str, spec: GroupSpec, placement: Placement, env: Mapping[str, str]
+) -> tuple[list[Endpoint], str | None, str]:
+    """The group's endpoints for the catalog, its URL, and a note when it has no endpoint.
+
+    Where the command runs decides (``env``): inside the cluster (``KUBERNETES_SERVICE_HOST``
+    set) the headless Service by DNS, for round-robin over its pods; outside, the gateway's
+    hostname on 443 with TLS; none without a gateway.
+
+    Examples
+    --------
+    >>> spec = GroupSpec(image="ghcr.io/acme/ner:1", port=6666)
+    >>> group_endpoints("ner", spec, Placement("ml", "dev"), {"KUBERNETES_SERVICE_HOST": "x"})
+    ([Endpoint(target='dns:///ner.ml.svc.cluster.local:6666', tls=False)], None, '')
+    """
+    url = placement.url(name)
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return [Endpoint(f"dns:///{placement.service_dns(name)}:{spec.port}")], url, ""
+    host = placement.hostname(name)
+    if host is None:
+        note = (
+            f"no kubernetes.gateway in chalk.yaml: reachable only inside the cluster, at "
+            f"{placement.service_dns(name)}:{spec.port}"
+        )
+        return [], None, note
+    return [Endpoint(f"{host}:443", tls=True)], url, ""
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The labels that pick a group's pods (the Deployment's and the Service's selector)."""
+    return {NAME_LABEL: name, GROUP_LABEL: name}
+
+
+def group_labels(name: str, spec: GroupSpec) -> dict[str, str]:
+    """Every label of a group's objects: name, manager, group, then its tags.
+
+    Examples
+    --------
+    >>> group_labels("ner", GroupSpec(image="ner:1", tags={"team": "nlp"}))["chalk.ai/tag-team"]
+    'nlp'
+    """
+    return {**selector_labels(name), MANAGED_BY_LABEL: MANAGED_BY, **spec.labels()}
+
+
+def group_manifests(
+    name: str,
+    spec: GroupSpec,
+    placement: Placement,
+    features: ServerFeatures | None = None,
+) -> list[dict[str, Any]]:
+    """The objects a group becomes, in apply order: Deployment, Service, HTTPRoute, HPA.
+
+    The HTTPRoute comes only with a gateway, the HorizontalPodAutoscaler only when the group
+    autoscales.
+
+    Examples
+    --------
+    >>> spec = GroupSpec(image="ghcr.io/acme/ner:1")
+    >>> [m["kind"] for m in group_manifests("ner", spec, Placement("ml", "dev"))]
+    ['Deployment', 'Service']
+    """
+    features = features or ServerFeatures()
+    objects = [deployment(name, spec, placement, features), service(name, spec, placement)]
+    route = http_route(name, spec, placement)
+    if route is not None:
+        objects.append(route)
+    hpa = autoscaler(name, spec, placement, features)
+    if hpa is not None:
+        objects.append(hpa)
+    return objects
+
+
+def deployment(
+    name: str, spec: GroupSpec, placement: Placement, features: ServerFeatures
+) -> dict[str, Any]:
+    """The group's Deployment: rolling update with no replica down, resources, probe, GPUs.
+
+    ``replicas`` is left to the HorizontalPodAutoscaler when the group autoscales, so an
+    apply never undoes its scaling.
+    """
+    labels = group_labels(name, spec)
+    pod: dict[str, Any] = {
+        "containers": [_container(name, spec, features)],
+        "terminationGracePeriodSeconds": spec.scaling.effective_shutdown_delay_seconds,
+    }
+    gpu = spec.resources.gpu_request
+    if gpu is not None:
+        pod["tolerations"] = [
+            {"key": GPU_RESOURCE_NAME, "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        if gpu.type is not None:
+            pod["nodeSelector"] = {GKE_ACCELERATOR_LABEL: gpu.type}
+    body: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(name)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {"metadata": {"labels": labels}, "spec": pod},
+    }
+    if not spec.scaling.autoscales:
+        body = {"replicas": spec.scaling.min_replicas, **body}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(name, placement, labels),
+        "spec": body,
+    }
+
+
+def _container(name: str, spec: GroupSpec, features: ServerFeatures) -> dict[str, Any]:
+    # The port variables first, so a user's own value for one wins, as on the local backend.
+    env = {"PORT": str(spec.port), "CHALK_REMOTE_CALL_PORT": str(spec.port), **spec.env}
+    container: dict[str, Any] = {"name": name, "image": spec.image}
+    if spec.entrypoint is not None:
+        # Replaces ENTRYPOINT and drops CMD: the entrypoint override's meaning everywhere.
+        container["command"] = list(spec.entrypoint)
+    container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
+    container["env"] = [{"name": key, "value": value} for key, value in env.items()]
+    container["resources"] = spec.resources.requests_and_limits()
+    container["readinessProbe"] = _readiness_probe(spec, features)
+    return container
+
+
+def _readiness_probe(spec: GroupSpec, features: ServerFeatures) -> dict[str, Any]:
+    check: dict[str, Any]
+    if spec.model is not None and features.grpc_probe:
+        # The standard gRPC health service, overall status (service ""), which our runtime
+        # and the reference both serve.
+        check = {"grpc": {"port": spec.port}}
+    else:
+        check = {"tcpSocket": {"port": spec.port}}
+    return {**check, "periodSeconds": _PROBE_PERIOD_S, "failureThreshold": 3}
+
+
+def service(name: str, spec: GroupSpec, placement: Placement) -> dict[str, Any]:
+    """The group's headless Service: one DNS name resolving to every ready pod."""
+    port: dict[str, Any] = {
+        "name": PORT_NAME,
+        "port": spec.port,
+        "targetPort": spec.port,
+        "protocol": "TCP",
+    }
+    if spec.model is not None:
+        port["appProtocol"] = H2C
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(name, placement, group_labels(name, spec)),
+        "spec": {"clusterIP": "None", "selector": selector_labels(name), "ports": [port]},
+    }
+
+
+def http_route(name: str, spec: GroupSpec, placement: Placement) -> dict[str, Any] | None:
+    """The HTTPRoute giving the group ``https://<environment>-<name>.<domain>``; None
+    without a gateway."""
+    hostname = placement.hostname(name)
+    if hostname is None or placement.gateway_name is None:
+        return None
+    parent: dict[str, Any] = {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": placement.gateway_name,
+    }
+    if placement.gateway_namespace is not None:
+        parent["namespace"] = placement.gateway_namespace
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": _metadata(name, placement, group_labels(name, spec)),
+        "spec": {
+            "parentRefs": [parent],
+            "hostnames": [hostname],
+            "rules": [
+                {
+                    "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                    "backendRefs": [{"kind": "Service", "name": name, "port": spec.port}],
+                }
+            ],
+        },
+    }
+
+
+def autoscaler(
+    name: str, spec: GroupSpec, placement: Placement, features: ServerFeatures
+) -> dict[str, Any] | None:
+    """The group's HorizontalPodAutoscaler on CPU; None when it does not autoscale.
+
+    ``autoscaling/v2`` and ``v2beta2`` share this shape. ``queue_depth_target`` needs a
+    custom-metrics adapter, so on Kubernetes the group scales on CPU alone.
+    """
+    scaling = spec.scaling
+    target_cpu = scaling.effective_target_cpu
+    if not scaling.autoscales or target_cpu is None:
+        return None
+    return {
+        "apiVersion": features.autoscaling,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(name, placement, group_labels(name, spec)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": target_cpu},
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleDown": {"stabilizationWindowSeconds": scaling.effective_window_seconds}
+            },
+        },
+    }
+
+
+def _metadata(name: str, placement: Placement, labels: dict[str, str]) -> dict[str, Any]:
+    return {"name": name, "namespace": placement.namespace, "labels": dict(labels)}

@@ -1,0 +1,59 @@
+"""Kubernetes fixtures: one real API server for the session, and a fresh namespace per test.
+
+The server is our own etcd + kube-apiserver 1.20 on 127.0.0.1 (``tests/support/kube.py``), or
+the cluster of ``$SCALEGROUP_TEST_KUBECONFIG`` (and ``$SCALEGROUP_TEST_KUBE_CONTEXT``) when set.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+
+import pytest
+from kubernetes import client
+
+from tests.support.kube import (
+    REQUIRE_ENV,
+    KubeCluster,
+    KubeUnavailableError,
+    create_namespace,
+    delete_namespace,
+    open_cluster,
+)
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[KubeCluster]:
+    """The session's API server; skips without one, fails when one is required (CI)."""
+    with ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(open_cluster())
+        except KubeUnavailableError as error:
+            problem = str(error)
+        else:
+            problem = None
+        if problem is not None:
+            if os.environ.get(REQUIRE_ENV) == "1" or os.environ.get("CI") == "true":
+                pytest.fail(
+                    f"no Kubernetes API server for the tests, and {REQUIRE_ENV}=1 or CI=true "
+                    f"says they may not be skipped: {problem}",
+                    pytrace=False,
+                )
+            pytest.skip(f"no Kubernetes API server: {problem}")
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def kube_api_client(kube_cluster: KubeCluster) -> Iterator[client.ApiClient]:
+    """An ``ApiClient`` for the session's cluster, shared by the tests."""
+    with kube_cluster.api_client() as api_client:
+        yield api_client
+
+
+@pytest.fixture
+def kube_namespace(kube_api_client: client.ApiClient) -> Iterator[str]:
+    """The name of a new, empty namespace, deleted after the test."""
+    name = create_namespace(kube_api_client)
+    yield name
+    delete_namespace(kube_api_client, name)
