@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import urllib3
 import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -140,27 +141,21 @@ def own_cluster(apiserver: Path, etcd: Path) -> Iterator[KubeCluster]:
 
 def find_apiserver() -> Path:
     """The cached kube-apiserver binary, built by ``scripts/kube_apiserver.sh`` when missing."""
-    log = Path(tempfile.gettempdir()) / f"scalegroup-kube-apiserver-build-{os.getpid()}.log"
     try:
-        with log.open("w") as output:
-            done = subprocess.run(
-                ["bash", str(BUILD_SCRIPT)],
-                stdout=subprocess.PIPE,
-                stderr=output,
-                text=True,
-                timeout=_BUILD_TIMEOUT_S,
-                check=False,
-            )
-        progress = log.read_text(errors="replace")
+        done = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=_BUILD_TIMEOUT_S,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise KubeUnavailableError(f"running {BUILD_SCRIPT} failed: {error}") from None
-    finally:
-        log.unlink(missing_ok=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines or not os.access(lines[-1], os.X_OK):
         raise KubeUnavailableError(
             f"no kube-apiserver for the Kubernetes tests: {BUILD_SCRIPT} failed (exit code "
-            f"{done.returncode}):\n{_tail(progress)}\nexpected it to print the path of the "
+            f"{done.returncode}):\n{_tail(done.stderr)}\nexpected it to print the path of the "
             f"binary it built; or set {KUBECONFIG_ENV} to the kubeconfig of a cluster to test on"
         )
     return Path(lines[-1])
@@ -209,12 +204,13 @@ def _external_cluster(kubeconfig: Path, context: str | None) -> Iterator[KubeClu
             f"{KUBECONFIG_ENV}={kubeconfig} names no file: expected a kubeconfig, e.g. "
             f"~/.kube/config"
         )
-    try:
-        contexts, current = config.list_kube_config_contexts(config_file=str(kubeconfig))
-    except config.ConfigException as error:
-        raise KubeUnavailableError(f"cannot read the kubeconfig {kubeconfig}: {error}") from None
-    names = [entry["name"] for entry in contexts]
-    chosen = context or current["name"]
+    names, current = _contexts(kubeconfig)
+    chosen = context or current
+    if chosen is None:
+        raise KubeUnavailableError(
+            f"the kubeconfig {kubeconfig} has no current-context: expected "
+            f"{CONTEXT_ENV} to name one of {', '.join(names) or '(none)'}"
+        )
     if chosen not in names:
         raise KubeUnavailableError(
             f"the kubeconfig {kubeconfig} has no context {chosen!r}: expected one of "
@@ -223,11 +219,26 @@ def _external_cluster(kubeconfig: Path, context: str | None) -> Iterator[KubeClu
     cluster = KubeCluster(kubeconfig=kubeconfig, context=chosen, runs_controllers=True)
     try:
         _install_httproute_crd(cluster)
-    except (ApiException, OSError) as error:
+    except (ApiException, config.ConfigException, urllib3.exceptions.HTTPError, OSError) as error:
         raise KubeUnavailableError(
             f"cannot use the cluster of context {chosen!r} in {kubeconfig}: {error}"
         ) from None
     yield cluster
+
+
+def _contexts(kubeconfig: Path) -> tuple[list[str], str | None]:
+    """The context names in ``kubeconfig``, and its current-context if it has one."""
+    try:
+        document = yaml.safe_load(kubeconfig.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise KubeUnavailableError(f"cannot read the kubeconfig {kubeconfig}: {error}") from None
+    if not isinstance(document, dict):
+        raise KubeUnavailableError(
+            f"the kubeconfig {kubeconfig} is not a kubeconfig: expected a YAML mapping with "
+            f"clusters, users and contexts"
+        )
+    names = [entry.get("name", "") for entry in document.get("contexts") or []]
+    return names, document.get("current-context") or None
 
 
 def _find_etcd() -> Path:

@@ -23,6 +23,14 @@ from tests.support.kube import (
 )
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``kube`` every test that uses the cluster, so ``-m "not kube"`` leaves it out."""
+    for item in items:
+        if "kube_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kube)
+
+
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:
     """The session's API server; skips without one, fails when one is required (CI)."""

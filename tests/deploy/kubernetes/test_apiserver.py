@@ -67,7 +67,6 @@ def _httproute(name: str, port: int) -> dict[str, Any]:
     }
 
 
-@pytest.mark.kube
 def test_the_server_is_kubernetes_1_20(kube_cluster: KubeCluster) -> None:
     _ours_only(kube_cluster)
     with kube_cluster.api_client() as api_client:
@@ -75,7 +74,6 @@ def test_the_server_is_kubernetes_1_20(kube_cluster: KubeCluster) -> None:
     assert (version.major, version.minor, version.git_version) == ("1", "20", "v1.20.2")
 
 
-@pytest.mark.kube
 def test_discovery_serves_autoscaling_v2beta2_and_not_v2(kube_cluster: KubeCluster) -> None:
     _ours_only(kube_cluster)
     with kube_cluster.api_client() as api_client:
@@ -86,7 +84,6 @@ def test_discovery_serves_autoscaling_v2beta2_and_not_v2(kube_cluster: KubeClust
     assert "v2" not in versions
 
 
-@pytest.mark.kube
 def test_a_client_from_the_kubeconfig_sees_the_tests_namespace(
     kube_cluster: KubeCluster, kube_namespace: str
 ) -> None:
@@ -95,7 +92,6 @@ def test_a_client_from_the_kubeconfig_sees_the_tests_namespace(
     assert namespace.status.phase == "Active"
 
 
-@pytest.mark.kube
 def test_server_side_apply_of_a_deployment_then_reapplying_changes_nothing(
     kube_api_client: client.ApiClient, kube_namespace: str
 ) -> None:
@@ -109,7 +105,6 @@ def test_server_side_apply_of_a_deployment_then_reapplying_changes_nothing(
     assert (FIELD_MANAGER, "Apply") in managers
 
 
-@pytest.mark.kube
 def test_server_side_apply_of_a_changed_deployment_updates_it(
     kube_api_client: client.ApiClient, kube_namespace: str
 ) -> None:
@@ -124,7 +119,6 @@ def test_server_side_apply_of_a_changed_deployment_updates_it(
     assert second.spec.template.spec.containers[0].image == "registry.example.com/ner:2"
 
 
-@pytest.mark.kube
 def test_a_test_writes_the_status_a_deployment_controller_would(
     kube_api_client: client.ApiClient, kube_namespace: str
 ) -> None:
@@ -137,7 +131,6 @@ def test_a_test_writes_the_status_a_deployment_controller_would(
     assert (read.status.replicas, read.status.ready_replicas) == (2, 2)
 
 
-@pytest.mark.kube
 def test_the_httproute_crd_accepts_a_valid_route(
     kube_api_client: client.ApiClient, kube_namespace: str
 ) -> None:
@@ -160,7 +153,6 @@ def test_the_httproute_crd_accepts_a_valid_route(
     assert read["spec"]["rules"][0]["backendRefs"][0]["port"] == 8080
 
 
-@pytest.mark.kube
 @pytest.mark.parametrize(
     ("route", "complaint"),
     [
@@ -186,7 +178,6 @@ def test_the_httproute_crd_rejects_an_invalid_route(
     assert raised.value.status == 422
 
 
-@pytest.mark.kube
 def test_a_service_delete_reply_is_read_without_preloading(
     kube_api_client: client.ApiClient, kube_namespace: str
 ) -> None:
