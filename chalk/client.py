@@ -18,6 +18,7 @@ from rich.progress import Progress
 
 from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.config import Project, find_project
+from chalk.catalog.guard import check_write
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.deploy.groups import delete_group, deploy_model_version, wait_until_serving
@@ -72,6 +73,7 @@ class ChalkClient:
         ``input_schema`` lists the model's arguments in call order: ``catalog_call``'s
         argument i becomes field i. ``output_schema`` has exactly one field.
         """
+        check_write(f"registering model {name!r}")
         return self._catalog.models.register(
             name,
             input_schema=schema_from_mapping(input_schema, what=f"model {name!r} input_schema"),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 import sqlalchemy as sa
 
 from chalk.catalog.errors import ConflictError, NotFoundError, ValidationError
+from chalk.catalog.guard import check_write
 from chalk.catalog.records import Endpoint, ScalingGroup
 from chalk.catalog.schema import scaling_group_revisions, scaling_groups
 from chalk.catalog.specs import GroupSpec
@@ -75,6 +76,7 @@ class GroupStore:
         self, name: str, spec: dict[str, Any], *, backend: str, status: str = "Pending"
     ) -> ScalingGroup:
         """Store a new group at revision 1; a live group of that name is a ConflictError."""
+        check_write(f"creating scaling group {name!r}")
         now = self._catalog.clock()
         group_id = f"sg-{secrets.token_hex(6)}"
         with self._catalog.write() as connection:
@@ -119,6 +121,7 @@ class GroupStore:
         ConflictError rather than a silently lost change. Returns the group and whether
         anything changed.
         """
+        check_write(f"updating scaling group {name!r}")
         now = self._catalog.clock()
         with self._catalog.write() as connection:
             row = self._require_live(connection, name)
@@ -174,6 +177,7 @@ class GroupStore:
 
     def delete(self, name: str) -> ScalingGroup:
         """Soft-delete: the record stays in history, its endpoints go, the name is free."""
+        check_write(f"deleting scaling group {name!r}")
         now = self._catalog.clock()
         with self._catalog.write() as connection:
             row = self._require_live(connection, name)

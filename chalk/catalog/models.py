@@ -15,6 +15,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from chalk.catalog.errors import ConflictError, NotFoundError, ValidationError
+from chalk.catalog.guard import check_write
 from chalk.catalog.records import ModelVersion
 from chalk.catalog.schema import model_aliases, model_versions
 
@@ -111,6 +112,7 @@ class ModelRegistry:
         metadata: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Store the next version of ``name``; concurrent registrations get distinct numbers."""
+        check_write(f"registering model {name!r}")
         alias_list = _validate(name, input_schema, output_schema, image, aliases)
         stored_metadata = dict(metadata or {})
         for key, value in stored_metadata.items():

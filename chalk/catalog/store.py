@@ -97,8 +97,11 @@ class Catalog:
                 _lock_for_writing(connection)
                 yield connection
 
-    def resolve(self, name: str) -> Route:
+    def resolve(self, name: str, *, serving: bool = True) -> Route:
         """Where to send ``catalog_call(name, ...)``: the model's schemas and live endpoints.
+
+        With ``serving=False`` the group need only exist and host a model version (what
+        ``chalk apply`` validates against); its endpoints may be empty.
 
         Examples
         --------
@@ -134,9 +137,9 @@ class Catalog:
                 f"deploy one with deploy_model_version_to_scaling_group(name={group_name!r}, ...)"
             )
         version = self.models.get(model[0], model[1])
-        if group.backend == "local":
+        if serving and group.backend == "local":
             self._require_live_controller(name)
-        if not group.endpoints:
+        if serving and not group.endpoints:
             detail = f" ({group.reason})" if group.reason else ""
             raise NoReadyReplicaError(
                 f"cannot call {name!r}: scaling group {group_name!r} has no ready replica; "

@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 
 from chalk import __version__
 from chalk.catalog.errors import CatalogError
+from chalk.cli.apply import register as register_apply
 from chalk.cli.controller import register as register_controller
 from chalk.cli.image import register as register_image
 from chalk.cli.init import register as register_init
@@ -24,7 +25,8 @@ from chalk.cli.scaling_group import register as register_scaling_group
 from chalk.engine.execute import EngineError
 from chalk.engine.plan import PlanError
 from chalk.engine.query import QueryError
-from chalk.features import ExpressionError, GraphError
+from chalk.features import ExpressionError, FeatureClassError, GraphError
+from chalk.features.project import ProjectFilesError
 
 __all__ = ["build_parser", "main"]
 
@@ -35,9 +37,19 @@ _COMMANDS = (
     register_controller,
     register_scaling_group,
     register_query,
+    register_apply,
 )
 # Errors the parts raise on purpose for the user's input: reported, never a traceback.
-_USER_ERRORS = (CatalogError, QueryError, EngineError, ExpressionError, GraphError, PlanError)
+_USER_ERRORS = (
+    CatalogError,
+    QueryError,
+    EngineError,
+    ExpressionError,
+    GraphError,
+    PlanError,
+    FeatureClassError,
+    ProjectFilesError,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

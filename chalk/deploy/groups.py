@@ -16,6 +16,7 @@ from chalk.catalog import Catalog, ScalingGroup
 from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError, ValidationError
 from chalk.catalog.groups import validate_group_name
+from chalk.catalog.guard import check_write
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
@@ -62,6 +63,8 @@ def create_group(
     dry_run: bool = False,
 ) -> tuple[ScalingGroup | None, GroupSpec]:
     """Store a new group; with ``dry_run`` only build and check the spec it would store."""
+    if not dry_run:
+        check_write(f"creating scaling group {name!r}")
     validate_group_name(name, project.config.environment)
     _require_local(project)
     spec = pin_image(catalog, spec, port_given=port_given)
@@ -89,6 +92,8 @@ def update_group(
     A new image reference, or the same tag rebuilt, is pinned again. Returns the group, the
     spec and whether anything changed (an unchanged spec stores nothing and rolls nothing).
     """
+    if not dry_run:
+        check_write(f"updating scaling group {name!r}")
     _require_local(project)
     group = catalog.groups.get(name)
     current = GroupSpec.from_dict(group.spec)
@@ -107,6 +112,7 @@ def update_group(
 
 def delete_group(project: Project, catalog: Catalog, name: str) -> ScalingGroup:
     """Soft-delete the group; the controller stops its replicas and its URL."""
+    check_write(f"deleting scaling group {name!r}")
     deleted = catalog.groups.delete(name)
     if project.config.backend == "local":
         daemon.ensure_running(project)
@@ -143,6 +149,10 @@ def deploy_model_version(
     current scaling, resources, environment and port. Returns the group (None on a dry run),
     the spec, and whether anything changed.
     """
+    if not dry_run:
+        check_write(
+            f"deploying model {model_name!r} version {model_version} to scaling group {name!r}"
+        )
     version = catalog.models.get(model_name, model_version)
     model = ModelRef(version.model_name, version.model_version)
     input_args = {INPUT_ARGS_ENV: ",".join(version.input_schema.names)}

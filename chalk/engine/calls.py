@@ -39,6 +39,7 @@ __all__ = [
     "ModelResultError",
     "ModelTransportError",
     "Resolver",
+    "check_arguments",
     "chunk_batch",
     "converts_without_loss",
 ]
@@ -643,17 +644,49 @@ class ModelCaller:
         return _typed_answer(call, endpoint, answer)
 
 
+def check_arguments(
+    feature: str, name: str, route: Route, argument_types: Sequence[pa.DataType]
+) -> None:
+    """Raise as a call of ``name`` for ``feature`` would with arguments of these types: one
+    argument per input_schema field, each converting to its field's type without loss.
+
+    ``chalk apply`` checks a graph's calls with it; ``ModelCaller`` checks each call.
+
+    Examples
+    --------
+    >>> route = Route("ner", "ner", 1, pa.schema({"text": pa.large_string()}),
+    ...               pa.schema({"entities": pa.large_string()}), None, ())
+    >>> check_arguments("doc.entities", "model.ner", route, [pa.string()])
+    >>> check_arguments("doc.entities", "model.ner", route, [pa.string(), pa.int64()])
+    Traceback (most recent call last):
+    ...
+    chalk.engine.calls.ModelArgumentCountError: doc.entities: catalog_call('model.ner') passes 2 arguments but model ner version 1 takes 1 (text): expected one argument per input_schema field, in that order
+    """  # noqa: E501
+    call = _Call(feature, name, route, {}, deque())
+    fields = list(route.input_schema)
+    if len(argument_types) != len(fields):
+        names = ", ".join(f.name for f in fields)
+        plural = "" if len(argument_types) == 1 else "s"
+        raise ModelArgumentCountError(
+            f"{call.prefix} passes {len(argument_types)} argument{plural} but {call.model} "
+            f"takes {len(fields)} ({names}): expected one argument per input_schema field, in "
+            f"that order"
+        )
+    for index, (source, target) in enumerate(zip(argument_types, fields, strict=True)):
+        if not converts_without_loss(source, target.type):
+            where = f"argument {index + 1}"
+            raise ModelCallTypeError(
+                f"{call.prefix} {where} is {_text(source)}, but {call.model} takes field "
+                f"{target.name!r} ({where}) as {_text(target.type)}: expected a type that "
+                f"converts to {_text(target.type)} without loss ({_SAFE_CASTS}); convert it "
+                f'with cast(..., "{_text(target.type)}") or change the feature\'s type'
+            )
+
+
 def _arguments(call: _Call, args: Sequence[pa.Array]) -> pa.RecordBatch:
     """The arguments as a batch named and typed by input_schema, argument i as field i."""
     fields = list(call.route.input_schema)
-    if len(args) != len(fields):
-        names = ", ".join(f.name for f in fields)
-        plural = "" if len(args) == 1 else "s"
-        raise ModelArgumentCountError(
-            f"{call.prefix} passes {len(args)} argument{plural} but {call.model} takes "
-            f"{len(fields)} ({names}): expected one argument per input_schema field, in that "
-            f"order"
-        )
+    check_arguments(call.feature, call.name, call.route, [column.type for column in args])
     columns = [_one_array(column) for column in args]
     lengths = {len(column) for column in columns}
     if len(lengths) > 1:
@@ -678,13 +711,6 @@ def _cast_argument(call: _Call, index: int, column: pa.Array, target: pa.Field) 
     if source == target.type:
         return column
     where = f"argument {index + 1}"
-    if not converts_without_loss(source, target.type):
-        raise ModelCallTypeError(
-            f"{call.prefix} {where} is {_text(source)}, but {call.model} takes field "
-            f"{target.name!r} ({where}) as {_text(target.type)}: expected a type that converts "
-            f"to {_text(target.type)} without loss ({_SAFE_CASTS}); convert it with "
-            f'cast(..., "{_text(target.type)}") or change the feature\'s type'
-        )
     try:
         return pc.cast(column, target.type, safe=True)
     except pa.ArrowException as error:

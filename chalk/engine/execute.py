@@ -27,7 +27,15 @@ if TYPE_CHECKING:
     # calls.py imports this module's errors; the executor only calls a caller it is given.
     from chalk.engine.calls import ModelCaller
 
-__all__ = ["EngineError", "EngineTypeError", "ModelCallNotWiredError", "execute"]
+__all__ = [
+    "EngineError",
+    "EngineTypeError",
+    "ModelCallNotWiredError",
+    "check_declared_type",
+    "execute",
+    "expression_type",
+    "model_calls",
+]
 
 _INT: Final = pa.int64()
 _FLOAT: Final = pa.float64()
@@ -175,17 +183,12 @@ def _derive(
     declared = types[step.fqn]
     answers: dict[Call, _Typed] = {}
     if model_caller is not None:
-        for index, call in enumerate(_model_calls(node)):
+        for index, call in enumerate(model_calls(node)):
             frame, answers[call] = _call_model(
                 frame, step, call, index, types, answers, model_caller
             )
     typed = _Compiler(step.fqn, step.namespace, types, answers).compile(node)
-    if not _fits(typed.type, declared):
-        raise EngineTypeError(
-            f"{step.fqn}: its expression gives {_text(typed.type)}, but the feature is declared "
-            f"{_text(declared)}: expected an expression of {_text(declared)}; use cast() or "
-            f"change the feature's type"
-        )
+    check_declared_type(step.fqn, typed.type, declared)
     column = typed.expr.cast(_polars_type(declared), strict=True).alias(step.fqn)
     # Through the lazy engine: polars 2.1's eager with_columns gives `lit == when(...)` one
     # row where the condition is all null; the lazy engine broadcasts it.
@@ -193,7 +196,57 @@ def _derive(
     return derived.drop([_MODEL_COLUMN.format(index) for index in range(len(answers))])
 
 
-def _model_calls(node: Expr) -> list[Call]:
+def expression_type(
+    fqn: str,
+    namespace: str,
+    node: Expr,
+    types: Mapping[str, pa.DataType],
+    model_types: Mapping[Call, pa.DataType],
+) -> pa.DataType:
+    """The type of the column ``node`` computes for ``fqn``, checked as ``execute`` checks it,
+    without data. ``types`` holds every feature's declared type by fully qualified name, and
+    ``model_types`` the answer type of each ``catalog_call`` node (its output_schema's field).
+
+    Raises ``EngineTypeError`` where ``execute`` would, naming the feature and both types.
+
+    Examples
+    --------
+    >>> from chalk.engine.parse import parse
+    >>> types = {"doc.text": pa.large_string()}
+    >>> expression_type("doc.n", "doc", parse("length(_.text)"), types, {})
+    DataType(int64)
+    >>> expression_type("doc.n", "doc", parse("abs(_.text)"), types, {})
+    Traceback (most recent call last):
+    ...
+    chalk.engine.execute.EngineTypeError: doc.n: abs() expects a number, got large_string
+    """
+    answers = {
+        call: _Typed(pl.lit(None, dtype=_polars_type(answer)), answer)
+        for call, answer in model_types.items()
+    }
+    return _Compiler(fqn, namespace, types, answers).compile(node).type
+
+
+def check_declared_type(fqn: str, given: pa.DataType, declared: pa.DataType) -> None:
+    """Raise ``EngineTypeError`` unless an expression of ``given`` may be stored as ``declared``.
+
+    Examples
+    --------
+    >>> check_declared_type("doc.n", pa.int32(), pa.int64())
+    >>> check_declared_type("doc.n", pa.large_string(), pa.int64())
+    Traceback (most recent call last):
+    ...
+    chalk.engine.execute.EngineTypeError: doc.n: its expression gives large_string, but the feature is declared int64: expected an expression of int64; use cast() or change the feature's type
+    """  # noqa: E501
+    if not _fits(given, declared):
+        raise EngineTypeError(
+            f"{fqn}: its expression gives {_text(given)}, but the feature is declared "
+            f"{_text(declared)}: expected an expression of {_text(declared)}; use cast() or "
+            f"change the feature's type"
+        )
+
+
+def model_calls(node: Expr) -> list[Call]:
     """The ``catalog_call`` nodes of ``node``, each once, calls in arguments first."""
     found: dict[Call, None] = {}
 

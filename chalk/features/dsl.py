@@ -5,10 +5,12 @@ Users' feature modules apply the decorator; ``chalk apply`` and the client read 
 
 from __future__ import annotations
 
+import ast
 import inspect
 import re
+import textwrap
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Final, TypeVar, overload
 
@@ -22,9 +24,11 @@ __all__ = [
     "FeatureClassError",
     "FeatureReference",
     "feature",
+    "feature_classes",
     "features",
     "graph_for",
     "graph_of",
+    "namespace_clashes",
     "namespace_of",
 ]
 
@@ -195,22 +199,56 @@ def graph_of(classes: Iterable[type] | None = None) -> FeatureGraph:
     '(_.x * 2)'
     """
     chosen = list(_REGISTRY.values()) if classes is None else list(dict.fromkeys(classes))
-    by_namespace: dict[str, type] = {}
-    for cls in chosen:
-        class_def = _class_def_of(cls)
-        earlier = by_namespace.setdefault(class_def.namespace, cls)
+    clashes = namespace_clashes(chosen)
+    if clashes:
+        raise FeatureClassError(clashes[0])
+    return FeatureGraph.from_classes(_class_def_of(cls) for cls in chosen)
+
+
+def feature_classes() -> list[type]:
+    """Every ``@features`` class this process has defined (the latest under each name).
+
+    Examples
+    --------
+    >>> from chalk.features import features
+    >>> @features
+    ... class Parcel:
+    ...     id: int
+    >>> Parcel in feature_classes()
+    True
+    """
+    return list(_REGISTRY.values())
+
+
+def namespace_clashes(classes: Iterable[type]) -> list[str]:
+    """One message for each class that shares its namespace with an earlier one of ``classes``.
+
+    Examples
+    --------
+    >>> from chalk.features import features
+    >>> @features
+    ... class Cart:
+    ...     id: int
+    >>> namespace_clashes([Cart])
+    []
+    """
+    first_of: dict[str, type] = {}
+    messages = []
+    for cls in dict.fromkeys(classes):
+        earlier = first_of.setdefault(_class_def_of(cls).namespace, cls)
         if earlier is not cls:
-            raise FeatureClassError(_shared_namespace_message(earlier, cls))
-    return FeatureGraph.from_classes(_class_def_of(cls) for cls in by_namespace.values())
+            messages.append(_shared_namespace_message(earlier, cls))
+    return messages
 
 
 def _decorate(cls: T) -> T:
-    source = _source_of(cls)
+    source, lines = _source_of(cls)
     namespace = namespace_of(cls.__name__)
     hints = _own_features(cls, _type_hints(cls, source))
     names = list(hints)
     defs = tuple(
-        _feature_def(cls, name, hint, namespace, source, names) for name, hint in hints.items()
+        _feature_def(cls, name, hint, namespace, lines.get(name, source), names)
+        for name, hint in hints.items()
     )
     defs = _with_primary_key(cls.__name__, defs, source)
     for definition in defs:
@@ -223,17 +261,33 @@ def _decorate(cls: T) -> T:
     return cls
 
 
-def _source_of(cls: type) -> str:
-    """``file:line`` of the class statement; the module name where its source is not at hand."""
+def _source_of(cls: type) -> tuple[str, dict[str, str]]:
+    """``file:line`` of the class statement, and of each annotated attribute by name.
+
+    The module name stands for the file where the source is not at hand.
+    """
     try:
         path = inspect.getsourcefile(cls) or inspect.getfile(cls)
     except (OSError, TypeError):  # defined at a prompt, in `python -c` or a notebook
-        return cls.__module__
+        return cls.__module__, {}
     try:
-        _, line = inspect.getsourcelines(cls)
+        text, first = inspect.getsourcelines(cls)
     except (OSError, TypeError):
-        return path
-    return f"{path}:{line}"
+        return path, {}
+    lines = {name: f"{path}:{first + offset}" for name, offset in _attribute_offsets(text)}
+    return f"{path}:{first}", lines
+
+
+def _attribute_offsets(text: list[str]) -> Iterator[tuple[str, int]]:
+    """Each ``name: type`` statement of the class body in ``text``, with its offset in lines."""
+    try:
+        tree = ast.parse(textwrap.dedent("".join(text)))
+    except SyntaxError:  # the source on disk changed since the class was defined
+        return
+    body = next((node for node in tree.body if isinstance(node, ast.ClassDef)), None)
+    for node in body.body if body is not None else ():
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            yield node.target.id, node.lineno - 1
 
 
 def _type_hints(cls: type, source: str) -> dict[str, Any]:

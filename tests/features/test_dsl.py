@@ -218,10 +218,13 @@ def test_feature_carries_an_expression_and_a_description() -> None:
 
 def test_the_class_and_its_features_name_their_source_line() -> None:
     document = class_def(Document)
-    _lines, line = inspect.getsourcelines(Document)
+    lines, first = inspect.getsourcelines(Document)
+    line_of = {text.split(":")[0].strip(): first + n for n, text in enumerate(lines)}
 
-    assert document.source == f"{__file__}:{line}"
-    assert {f.source for f in document.features} == {document.source}
+    assert document.source == f"{__file__}:{first}"
+    assert {f.name: f.source for f in document.features} == {
+        name: f"{__file__}:{line_of[name]}" for name in ("id", "text", "entities")
+    }
 
 
 def test_an_expression_naming_an_unknown_feature_fails_at_class_definition() -> None:

@@ -1,0 +1,174 @@
+"""``chalk apply``: import the project's feature modules, check the graph against the catalog,
+print the plan against the active graph, and store the new graph as the active version.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from chalk.catalog import Catalog, open_catalog
+from chalk.catalog.config import find_project
+from chalk.catalog.guard import ApplyGuard, WriteDuringApplyError, refusing_writes
+from chalk.cli.output import add_output_flag, emit
+from chalk.engine.validate import validate_graph
+from chalk.features.diff import GraphDiff, diff_graphs, feature_summary
+from chalk.features.dsl import graph_of, namespace_clashes
+from chalk.features.graph import FeatureDef, FeatureGraph, GraphError
+from chalk.features.project import ImportedProject, import_project
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add ``chalk apply``."""
+    parser = subparsers.add_parser(
+        "apply",
+        help="check the project's feature classes against the catalog and make them active",
+        description=(
+            "Import every .py file under the project root (minus .chalkignore), check the "
+            "@features classes against the catalog, print the plan against the active graph "
+            "and store the new graph as the active version."
+        ),
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and store nothing")
+    add_output_flag(parser)
+    parser.set_defaults(run=_apply)
+
+
+def _apply(args: argparse.Namespace) -> int:
+    project = find_project()
+    root = project.root
+    with refusing_writes(root) as guard:
+        imported = import_project(root)
+    problems = _import_problems(guard, imported)
+    if problems:
+        return _fail(problems, "importing the project's modules")
+    catalog = open_catalog(project)
+    clashes = namespace_clashes(imported.classes)
+    if clashes:
+        return _fail(clashes, "reading the feature classes")
+    graph = graph_of(imported.classes)
+    invalid = [
+        _located(root, problem.source, problem.message)
+        for problem in validate_graph(graph, functools.partial(catalog.resolve, serving=False))
+    ]
+    if invalid:
+        return _fail(invalid, "checking the feature graph against the catalog")
+    active_version, active = _active_graph(catalog)
+    diff = diff_graphs(active, graph)
+    stored = None
+    if not args.dry_run and (active_version is None or not diff.is_empty):
+        stored = catalog.graphs.apply(graph.to_json()).version
+    if args.output_format == "table":
+        _print_plan(root, diff, active_version, stored, dry_run=args.dry_run)
+    else:
+        data = _plan_data(root, diff, active_version, stored, dry_run=args.dry_run)
+        emit(data, args.output_format)
+    return 0
+
+
+def _import_problems(guard: ApplyGuard, imported: ImportedProject) -> list[str]:
+    """Refused writes first (even those the project's code caught), then failed imports."""
+    refused = [violation.message for violation in guard.violations]
+    failed = [
+        problem.message
+        for problem in imported.problems
+        if not isinstance(problem.error, WriteDuringApplyError)
+    ]
+    return refused + failed
+
+
+def _active_graph(catalog: Catalog) -> tuple[int | None, FeatureGraph | None]:
+    record = catalog.graphs.active()
+    if record is None:
+        return None, None
+    try:
+        return record.version, FeatureGraph.from_json(record.graph)
+    except (GraphError, KeyError, TypeError, ValueError):
+        # Written by another version of scalegroup: every feature shows as added.
+        return record.version, None
+
+
+def _fail(problems: Sequence[str], stage: str) -> int:
+    count = "1 problem" if len(problems) == 1 else f"{len(problems)} problems"
+    lines = [f"error: chalk apply found {count} while {stage}; nothing was stored:"]
+    lines.extend(f"  {problem}" for problem in problems)
+    print("\n".join(lines), file=sys.stderr)
+    return 1
+
+
+def _located(root: Path, source: str | None, message: str) -> str:
+    return message if source is None else f"{_shown(root, source)}: {message}"
+
+
+def _shown(root: Path, source: str | None) -> str:
+    """A ``file:line`` source relative to the project root when it lies inside it."""
+    if source is None:
+        return ""
+    path, sep, line = source.rpartition(":")
+    if not sep or not line.isdigit():
+        path, line = source, ""
+    try:
+        relative = Path(path).resolve().relative_to(root).as_posix()
+    except ValueError:
+        return source
+    return f"{relative}:{line}" if line else relative
+
+
+def _print_plan(
+    root: Path, diff: GraphDiff, active: int | None, stored: int | None, *, dry_run: bool
+) -> None:
+    against = "nothing applied yet" if active is None else f"active version {active}"
+    lines = [f"Plan against the feature graph ({against}):"]
+    lines.extend(
+        f"  + {f.fqn}  {feature_summary(f)}  ({_shown(root, f.source)})" for f in diff.added
+    )
+    lines.extend(f"  - {f.fqn}  {feature_summary(f)}" for f in diff.removed)
+    for change in diff.changed:
+        details = "; ".join(f"{what} {old} -> {new}" for what, old, new in change.differences)
+        lines.append(f"  ~ {change.fqn}  {details}  ({_shown(root, change.new.source)})")
+    lines.append(
+        f"{len(diff.added)} to add, {len(diff.removed)} to remove, {len(diff.changed)} to "
+        f"change, {len(diff.kept)} unchanged."
+    )
+    if dry_run:
+        lines.append("Dry run: nothing stored.")
+    elif stored is None:
+        lines.append(f"No changes: feature graph version {active} stays active; nothing stored.")
+    else:
+        lines.append(f"Stored feature graph version {stored}; it is now active.")
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def _plan_data(
+    root: Path, diff: GraphDiff, active: int | None, stored: int | None, *, dry_run: bool
+) -> dict[str, Any]:
+    def described(feature: FeatureDef) -> dict[str, Any]:
+        return {
+            "feature": feature.fqn,
+            "summary": feature_summary(feature),
+            "source": _shown(root, feature.source) or None,
+        }
+
+    return {
+        "active_version": active,
+        "stored_version": stored,
+        "dry_run": dry_run,
+        "added": [described(f) for f in diff.added],
+        "removed": [described(f) for f in diff.removed],
+        "changed": [
+            {
+                **described(change.new),
+                "changes": [
+                    {"what": what, "old": old, "new": new} for what, old, new in change.differences
+                ],
+            }
+            for change in diff.changed
+        ],
+        "unchanged": [f.fqn for f in diff.kept],
+    }
