@@ -145,4 +145,7 @@ def test_running_it_again_deploys_version_two_and_changes_no_feature(
     assert summary["offline_rows"] == 100
     catalog = open_catalog(load_project(project / "chalk.yaml"))
     assert catalog.groups.get("ner").model == ("ner", 2)
+    active = catalog.graphs.active()
+    assert active is not None
+    assert active.version == 1  # the features did not change: apply stored nothing new
     assert processes_under(project) == []
