@@ -80,6 +80,7 @@ class ReplicaWatch:
 
 
 def online(client: ChalkClient, summary: Summary) -> None:
+    """One row: the entities of ``SENTENCE`` and the first one's label, as a table."""
     console.print(f"==> online query: the entities of {SENTENCE!r}")
     result = client.query(
         input={Document.id: 1, Document.text: SENTENCE},
@@ -95,6 +96,7 @@ def online(client: ChalkClient, summary: Summary) -> None:
 
 
 def offline(client: ChalkClient, count: int, summary: Summary) -> None:
+    """``count`` generated documents through ``offline_query``, timed, under a progress bar."""
     texts = documents(count)
     console.print(f"==> offline query: the entities of {count} generated documents")
     columns = (
@@ -130,6 +132,7 @@ def offline(client: ChalkClient, count: int, summary: Summary) -> None:
 
 
 def report(summary: Summary) -> None:
+    """Rows, rows per second, entities by label and the group's ready replicas."""
     top = ", ".join(f"{label} {n}" for label, n in list(summary.entities_by_label.items())[:6])
     console.print("==> summary")
     console.print(
