@@ -7,12 +7,15 @@ same project, as a user re-running the README's command would.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,9 +48,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_quickstart(project: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], Any]:
-    summary = project / "summary.json"
+@dataclass(frozen=True)
+class Run:
+    """One run of the quickstart: its output, its summary, the project's files around it."""
+
+    stdout: str
+    summary: dict[str, Any]
+    files_before: dict[str, bytes]
+    files_after: dict[str, bytes]
+
+
+def run_quickstart(project: Path, *args: str) -> Run:
+    summary = project.parent / "summary.json"
     summary.unlink(missing_ok=True)
+    before = files_of(project)
     env = {k: v for k, v in os.environ.items() if k != "CHALK_CATALOG_URL"}
     # The scripts call `python` and `chalk`: this interpreter's, as scripts/quickstart's .venv.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -61,7 +75,16 @@ def run_quickstart(project: Path, *args: str) -> tuple[subprocess.CompletedProce
         check=False,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return done, json.loads(summary.read_text())
+    return Run(done.stdout, json.loads(summary.read_text()), before, files_of(project))
+
+
+def files_of(project: Path) -> dict[str, bytes]:
+    """The project's files and contents, minus its state (.chalk/) and Python's caches."""
+    return {
+        str(path.relative_to(project)): path.read_bytes()
+        for path in sorted(project.rglob("*"))
+        if path.is_file() and not {".chalk", "__pycache__"} & set(path.relative_to(project).parts)
+    }
 
 
 def processes_under(folder: Path) -> list[psutil.Process]:
@@ -74,28 +97,50 @@ def processes_under(folder: Path) -> list[psutil.Process]:
     return found
 
 
+def left_running(folder: Path) -> list[str]:
+    """The processes of ``folder`` that have not exited within a few seconds, described.
+
+    ``chalk down`` returns once the controller has stopped every replica and released its
+    lock; its own interpreter may still be finishing its exit for a moment then.
+    """
+    _gone, alive = psutil.wait_procs(processes_under(folder), timeout=10)
+    described = []
+    for process in alive:
+        with contextlib.suppress(psutil.Error):
+            described.append(f"pid {process.pid} ({process.status()}): {process.cmdline()}")
+    return described
+
+
+def stop_what_is_left(project: Path) -> None:
+    """After a failure: the controller, then any process of the project it left running."""
+    if daemon.controller_pid(load_project(project / "chalk.yaml")) is not None:
+        subprocess.run([sys.executable, "-m", "chalk.cli", "down"], cwd=project, check=False)
+    for process in processes_under(project):
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
 @pytest.fixture(scope="module")
-def first_run(project: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
+def first_run(project: Path) -> Iterator[Run]:
     try:
-        return run_quickstart(project)
+        yield run_quickstart(project)
     finally:
-        # A failed run must not leave its controller behind for the rest of the suite.
-        if daemon.controller_pid(load_project(project / "chalk.yaml")) is not None:
-            subprocess.run([sys.executable, "-m", "chalk.cli", "down"], cwd=project, check=False)
+        # Whatever failed, nothing of the quickstart outlives this module's tests.
+        stop_what_is_left(project)
 
 
-def test_online_query_prints_the_entities_of_the_sentence(first_run: Any) -> None:
-    done, summary = first_run
+def test_online_query_prints_the_entities_of_the_sentence(first_run: Run) -> None:
+    summary = first_run.summary
 
     found = {(entity["text"], entity["label"]) for entity in summary["online_entities"]}
     assert {("Apple", "ORG"), ("London", "GPE"), ("Tim Cook", "PERSON")} <= found
     assert summary["online_first_label"] == "ORG"
     # The printed table: one row per entity.
-    assert any("London" in line and "GPE" in line for line in done.stdout.splitlines())
+    assert any("London" in line and "GPE" in line for line in first_run.stdout.splitlines())
 
 
-def test_offline_query_covers_every_document(first_run: Any) -> None:
-    done, summary = first_run
+def test_offline_query_covers_every_document(first_run: Run) -> None:
+    summary = first_run.summary
 
     assert summary["offline_rows"] == 1000
     assert summary["rows_per_second"] > 0
@@ -103,12 +148,12 @@ def test_offline_query_covers_every_document(first_run: Any) -> None:
     assert summary["entities_by_label"]["ORG"] >= 900
     assert summary["entities_by_label"]["GPE"] >= 900
     assert 1 <= summary["replicas_ready_peak"] <= 2
-    assert "rows: 1000 in " in done.stdout
+    assert "rows: 1000 in " in first_run.stdout
+    assert "1000/1000" in first_run.stdout  # the progress bar, drawn once at the end off a terminal
 
 
-def test_each_step_says_what_it_does(first_run: Any) -> None:
-    done, _summary = first_run
-    lines = done.stdout.splitlines()
+def test_each_step_says_what_it_does(first_run: Run) -> None:
+    lines = first_run.stdout.splitlines()
 
     steps = [
         "==> building the model image from models/",
@@ -125,27 +170,32 @@ def test_each_step_says_what_it_does(first_run: Any) -> None:
     found = [next((i for i, line in enumerate(lines) if line.startswith(s)), -1) for s in steps]
     assert -1 not in found, [step for step, i in zip(steps, found, strict=True) if i < 0]
     assert found == sorted(found)
-    assert "registered model ner version 1" in done.stdout
+    assert "registered model ner version 1" in first_run.stdout
 
 
 def test_the_controller_and_its_replicas_are_stopped_afterwards(
-    project: Path, first_run: Any
+    project: Path, first_run: Run
 ) -> None:
     assert daemon.controller_pid(load_project(project / "chalk.yaml")) is None
-    assert processes_under(project) == []
+    assert left_running(project) == []
+
+
+def test_the_project_files_are_left_as_they_were(first_run: Run) -> None:
+    assert "models/model.py" in first_run.files_before
+    assert first_run.files_after == first_run.files_before
 
 
 def test_running_it_again_deploys_version_two_and_changes_no_feature(
-    project: Path, first_run: Any
+    project: Path, first_run: Run
 ) -> None:
-    done, summary = run_quickstart(project, "--documents", "100")
+    again = run_quickstart(project, "--documents", "100")
 
-    assert "tagged ner-model:latest (unchanged)" in done.stdout
-    assert "registered model ner version 2" in done.stdout
-    assert summary["offline_rows"] == 100
+    assert "tagged ner-model:latest (unchanged)" in again.stdout
+    assert "registered model ner version 2" in again.stdout
+    assert again.summary["offline_rows"] == 100
     catalog = open_catalog(load_project(project / "chalk.yaml"))
     assert catalog.groups.get("ner").model == ("ner", 2)
     active = catalog.graphs.active()
     assert active is not None
     assert active.version == 1  # the features did not change: apply stored nothing new
-    assert processes_under(project) == []
+    assert left_running(project) == []
