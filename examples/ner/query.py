@@ -22,6 +22,7 @@ from typing import Any
 from documents import documents
 from features import Document
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -90,7 +91,8 @@ def online(client: ChalkClient, summary: Summary) -> None:
     summary.online_first_label = result.get_feature_value(Document.first_label)
     table = Table("ENTITY", "LABEL", "CHARACTERS")
     for entity in summary.online_entities:
-        table.add_row(entity["text"], entity["label"], f"{entity['start']}-{entity['end']}")
+        # Cells are rich markup: a text such as "[Reuters]" must print as written.
+        table.add_row(escape(entity["text"]), entity["label"], f"{entity['start']}-{entity['end']}")
     console.print(table)
     console.print(f"    document.first_label = {summary.online_first_label!r}")
 
