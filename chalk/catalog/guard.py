@@ -29,6 +29,7 @@ __all__ = [
 
 # chalk's own frames never count as the user's call site.
 _PACKAGE_DIR: Final = Path(__file__).resolve().parent.parent
+_INSTALLED: Final = frozenset({"site-packages", "dist-packages"})
 
 
 class WriteDuringApplyError(CatalogError):
@@ -76,13 +77,18 @@ class ApplyGuard:
         outside = None
         for current, line in traceback.walk_stack(frame):
             path = Path(current.f_code.co_filename)
-            if not path.is_absolute() or path.resolve().is_relative_to(_PACKAGE_DIR):
+            if not path.is_absolute() or _installed(path.resolve()):
                 continue
             resolved = path.resolve()
             if resolved.is_relative_to(self.root):
                 return f"{resolved.relative_to(self.root).as_posix()}:{line}"
             outside = outside or f"{resolved}:{line}"
         return outside or "code outside the project"
+
+
+def _installed(path: Path) -> bool:
+    """chalk itself, or a package installed in an environment (even one inside the project)."""
+    return path.is_relative_to(_PACKAGE_DIR) or not _INSTALLED.isdisjoint(path.parts)
 
 
 _lock = threading.Lock()

@@ -125,6 +125,8 @@ def _print_plan(
 ) -> None:
     against = "nothing applied yet" if active is None else f"active version {active}"
     lines = [f"Plan against the feature graph ({against}):"]
+    if not (diff.added or diff.changed or diff.kept):
+        lines.append(f"  (no @features classes found under {root})")
     lines.extend(
         f"  + {f.fqn}  {feature_summary(f)}  ({_shown(root, f.source)})" for f in diff.added
     )

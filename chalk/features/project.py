@@ -37,6 +37,7 @@ __all__ = [
 IGNORE_FILE: Final = ".chalkignore"
 # Folders never searched, wherever they are and whatever .chalkignore says.
 BUILTIN_IGNORES: Final = frozenset({".git", ".venv", "venv", "__pycache__", ".chalk"})
+_INSTALLED: Final = frozenset({"site-packages", "dist-packages"})
 
 
 class ProjectFilesError(ValueError):
@@ -213,7 +214,7 @@ def _error_location(root: Path, relative: str, error: BaseException) -> str:
     location = relative
     for frame, line in traceback.walk_tb(error.__traceback__):
         path = Path(frame.f_code.co_filename)
-        if path.is_absolute() and path.resolve().is_relative_to(root):
+        if path.is_absolute() and _in_project(root, path.resolve()):
             location = f"{_shown(root, path.resolve())}:{line}"
     return location
 
@@ -222,8 +223,17 @@ def _defined_under(root: Path, classes: Iterable[type]) -> Iterator[type]:
     for cls in classes:
         module = sys.modules.get(cls.__module__)
         found = getattr(module, "__file__", None)
-        if found is not None and Path(found).resolve().is_relative_to(root):
+        if found is not None and _in_project(root, Path(found).resolve()):
             yield cls
+
+
+def _in_project(root: Path, path: Path) -> bool:
+    """Whether ``path`` is the project's own code: under ``root``, not in a virtual environment
+    or installed packages kept there."""
+    if not path.is_relative_to(root):
+        return False
+    parts = path.relative_to(root).parts
+    return not any(part in BUILTIN_IGNORES or part in _INSTALLED for part in parts)
 
 
 def _shown(root: Path, path: Path) -> str:

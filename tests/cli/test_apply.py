@@ -73,12 +73,12 @@ Apply = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def apply(capsys: pytest.CaptureFixture[str]) -> Apply:
+def apply(capsys: pytest.CaptureFixture[str], project: Path) -> Apply:
     """``chalk apply ARGS`` in this process: exit code, stdout, stderr."""
 
     def run(*args: str) -> tuple[int, str, str]:
         capsys.readouterr()
-        with imports_undone(), pytest.raises(SystemExit) as done:
+        with imports_undone(project), pytest.raises(SystemExit) as done:
             main(["apply", *args])
         captured = capsys.readouterr()
         return int(done.value.code or 0), captured.out, captured.err
@@ -418,3 +418,12 @@ def test_the_console_script_runs_from_a_subfolder_and_the_graph_serves_a_query(
     assert "Stored feature graph version 1; it is now active." in applied.stdout
     assert queried.returncode == 0, queried.stderr
     assert json.loads(queried.stdout)["document.shout"] == "HI"
+
+
+def test_a_project_without_feature_classes_says_so(project: Path, apply: Apply) -> None:
+    write_files(project, {"helpers.py": "VALUE = 1\n"})
+
+    code, out, _err = apply("--dry-run")
+
+    assert code == 0
+    assert f"  (no @features classes found under {project})" in out.splitlines()

@@ -246,3 +246,26 @@ def test_a_module_whose_name_is_taken_is_a_problem_not_a_silent_stand_in(
     assert [p.location for p in problems] == ["json.py", "my-jobs/run.py"]
     assert "the module name 'json' is already taken" in problems[0].message
     assert "add it to .chalkignore" in problems[1].message
+
+
+@pytest.mark.usefixtures("isolated_imports")
+def test_an_error_inside_a_package_installed_in_the_project_names_the_project_line(
+    tmp_path: Path,
+) -> None:
+    site = ".venv/lib/python3.11/site-packages"
+    write_files(
+        tmp_path,
+        {
+            f"{site}/vendored_lib_xyz.py": "def load():\n    raise OSError('no disk')\n",
+            "uses.py": f"""
+                import sys
+                sys.path.append({str(tmp_path / site)!r})
+                import vendored_lib_xyz
+                vendored_lib_xyz.load()
+            """,
+        },
+    )
+
+    [problem] = import_project(tmp_path).problems
+
+    assert problem.message == "uses.py:4: OSError: no disk"

@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -37,8 +38,9 @@ def write_files(root: Path, files: Mapping[str, str]) -> Path:
 
 
 @contextmanager
-def imports_undone() -> Iterator[None]:
-    """Importing a project in the block leaves no module, path entry or feature class."""
+def imports_undone(root: Path) -> Iterator[None]:
+    """Importing the project at ``root`` in the block leaves none of its modules, no sys.path
+    entry and no feature class behind; modules from elsewhere (chalk's own) stay loaded."""
     modules = set(sys.modules)
     path = list(sys.path)
     registry = dict(dsl._REGISTRY)
@@ -46,14 +48,20 @@ def imports_undone() -> Iterator[None]:
         yield
     finally:
         for name in set(sys.modules) - modules:
-            del sys.modules[name]
+            if _loaded_from(sys.modules[name], root.resolve()):
+                del sys.modules[name]
         sys.path[:] = path
         dsl._REGISTRY.clear()
         dsl._REGISTRY.update(registry)
 
 
 @pytest.fixture
-def isolated_imports() -> Iterator[None]:
-    """``imports_undone`` around a whole test."""
-    with imports_undone():
+def isolated_imports(tmp_path: Path) -> Iterator[None]:
+    """``imports_undone`` around a whole test, for a project under ``tmp_path``."""
+    with imports_undone(tmp_path):
         yield
+
+
+def _loaded_from(module: ModuleType, root: Path) -> bool:
+    places = [getattr(module, "__file__", None), *getattr(module, "__path__", [])]
+    return any(place and Path(place).resolve().is_relative_to(root) for place in places)
