@@ -52,13 +52,15 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Run:
     """One run of the quickstart: its output, its summary, the project's files around it."""
 
+    returncode: int
     stdout: str
-    summary: dict[str, Any]
+    stderr: str
+    summary: dict[str, Any] | None
     files_before: dict[str, bytes]
     files_after: dict[str, bytes]
 
 
-def run_quickstart(project: Path, *args: str) -> Run:
+def run_quickstart(project: Path, *args: str, succeeds: bool = True) -> Run:
     summary = project.parent / "summary.json"
     summary.unlink(missing_ok=True)
     before = files_of(project)
@@ -74,8 +76,9 @@ def run_quickstart(project: Path, *args: str) -> Run:
         timeout=600,
         check=False,
     )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    return Run(done.stdout, json.loads(summary.read_text()), before, files_of(project))
+    assert (done.returncode == 0) == succeeds, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    found = json.loads(summary.read_text()) if summary.exists() else None
+    return Run(done.returncode, done.stdout, done.stderr, found, before, files_of(project))
 
 
 def files_of(project: Path) -> dict[str, bytes]:
@@ -131,6 +134,7 @@ def first_run(project: Path) -> Iterator[Run]:
 
 def test_online_query_prints_the_entities_of_the_sentence(first_run: Run) -> None:
     summary = first_run.summary
+    assert summary is not None
 
     found = {(entity["text"], entity["label"]) for entity in summary["online_entities"]}
     assert {("Apple", "ORG"), ("London", "GPE"), ("Tim Cook", "PERSON")} <= found
@@ -141,6 +145,7 @@ def test_online_query_prints_the_entities_of_the_sentence(first_run: Run) -> Non
 
 def test_offline_query_covers_every_document(first_run: Run) -> None:
     summary = first_run.summary
+    assert summary is not None
 
     assert summary["offline_rows"] == 1000
     assert summary["rows_per_second"] > 0
@@ -192,10 +197,22 @@ def test_running_it_again_deploys_version_two_and_changes_no_feature(
 
     assert "tagged ner-model:latest (unchanged)" in again.stdout
     assert "registered model ner version 2" in again.stdout
+    assert again.summary is not None
     assert again.summary["offline_rows"] == 100
     catalog = open_catalog(load_project(project / "chalk.yaml"))
     assert catalog.groups.get("ner").model == ("ner", 2)
     active = catalog.graphs.active()
     assert active is not None
     assert active.version == 1  # the features did not change: apply stored nothing new
+    assert left_running(project) == []
+
+
+def test_a_failing_step_stops_the_controller_it_started(project: Path, first_run: Run) -> None:
+    failed = run_quickstart(project, "--documents", "0", succeeds=False)
+
+    assert failed.returncode == 2  # query.py's usage error, passed on
+    assert "--documents expects at least 1 document, got 0" in failed.stderr
+    assert "the quickstart failed (exit 2); stopping the local controller" in failed.stderr
+    assert "stopped the local controller and its replicas" in failed.stderr
+    assert daemon.controller_pid(load_project(project / "chalk.yaml")) is None
     assert left_running(project) == []
