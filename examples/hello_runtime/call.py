@@ -1,6 +1,7 @@
 """Start ``chalk-remote-call`` on the example handler, call it over gRPC, and stop it.
 
-This is the main job until the NER quickstart lands: ``bash scripts/quickstart``.
+The smallest example: ``python examples/hello_runtime/call.py`` (the main job is the NER
+quickstart, ``bash scripts/quickstart``).
 """
 
 from __future__ import annotations
