@@ -15,7 +15,7 @@ import yaml
 from chalk.catalog.config import Project, load_project
 from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend
 
-__all__ = ["is_absent", "kube_project", "read_object", "scaling_group"]
+__all__ = ["chalk", "is_absent", "kube_project", "read_object", "scaling_group"]
 
 CHALK = str(Path(sys.executable).with_name("chalk"))
 GATEWAY = {"name": "public", "namespace": "infra", "domain": "models.example.com"}
@@ -53,13 +53,13 @@ def is_absent(kube: KubernetesBackend, api_version: str, kind: str, name: str = 
     return False
 
 
-def scaling_group(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``chalk scaling-group ARGS`` in the project at ``root``, with this process's env."""
+def chalk(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``chalk ARGS`` in the project at ``root``, with this process's env."""
     return subprocess.run(
-        [CHALK, "scaling-group", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        check=False,
+        [CHALK, *args], cwd=root, capture_output=True, text=True, env=dict(os.environ), check=False
     )
+
+
+def scaling_group(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``chalk scaling-group ARGS`` in the project at ``root``."""
+    return chalk(root, "scaling-group", *args)
