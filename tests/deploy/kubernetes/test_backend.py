@@ -148,6 +148,9 @@ def test_create_applies_the_objects_and_records_the_gateway_endpoint(
     probe = container["readinessProbe"]
     assert ("grpc" in probe) is kube.features().grpc_probe
     assert ("tcpSocket" in probe) is not kube.features().grpc_probe
+    # A preStop sleep needs 1.30; our 1.20 server gets none (an exec of sleep would need the image
+    # to have one).
+    assert ("lifecycle" in container) is kube.features().prestop_sleep
     fields = deployment["metadata"]["managedFields"]
     assert ("scalegroup", "Apply") in {(f["manager"], f["operation"]) for f in fields}
     service = _read(kube, "v1", "Service")

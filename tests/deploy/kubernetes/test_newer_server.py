@@ -1,7 +1,7 @@
 """The Kubernetes backend against a newer server than our kube-apiserver 1.20: kmock's stateful
 emulator (``tests/support/kube_fake.py``) reporting 1.31 (or the version a test asks for) and
-serving ``autoscaling/v2``, so the v2 HorizontalPodAutoscaler and the gRPC readiness probe
-are applied through discovery, as on a real cluster.
+serving ``autoscaling/v2``, so the v2 HorizontalPodAutoscaler, the gRPC readiness probe and the
+preStop sleep are applied through discovery, as on a real cluster.
 """
 
 from __future__ import annotations
@@ -56,14 +56,6 @@ def kube(project: Project) -> Iterator[KubernetesBackend]:
     backend = connect(project)
     yield backend
     backend.close()
-
-
-def _probe(kube: KubernetesBackend) -> dict[str, Any]:
-    deployment = _read(kube, "apps/v1", "Deployment")
-    probe: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0][
-        "readinessProbe"
-    ]
-    return probe
 
 
 def test_discovery_finds_autoscaling_v2_and_the_version(kube: KubernetesBackend) -> None:
@@ -139,20 +131,32 @@ def test_delete_removes_every_object(
 
 
 @pytest.mark.parametrize(
-    ("fake", "check"),
-    [((1, 31), "grpc"), ((1, 24), "grpc"), ((1, 23), "tcpSocket")],
+    ("fake", "check", "sleep"),
+    [
+        ((1, 31), "grpc", {"preStop": {"sleep": {"seconds": 5}}}),
+        ((1, 30), "grpc", {"preStop": {"sleep": {"seconds": 5}}}),
+        ((1, 29), "grpc", None),
+        ((1, 24), "grpc", None),
+        ((1, 23), "tcpSocket", None),
+    ],
     indirect=["fake"],
-    ids=["1.31", "1.24", "1.23"],
+    ids=["1.31", "1.30", "1.29", "1.24", "1.23"],
 )
-def test_a_model_group_gets_the_grpc_probe_from_1_24(
-    project: Project, catalog: Catalog, kube: KubernetesBackend, check: str
+def test_the_probe_and_the_prestop_sleep_follow_the_server_version(
+    project: Project,
+    catalog: Catalog,
+    kube: KubernetesBackend,
+    check: str,
+    sleep: dict[str, Any] | None,
 ) -> None:
     spec = GroupSpec(image=IMAGE, model=ModelRef("ner", 1), port=6666)
     create_group(project, catalog, "ner", spec, port_given=True)
-    probe = _probe(kube)
+    container = _read(kube, "apps/v1", "Deployment")["spec"]["template"]["spec"]["containers"][0]
+    probe = container["readinessProbe"]
     assert probe[check] == {"port": 6666}
     (other,) = {"grpc", "tcpSocket"} - {check}
     assert other not in probe
+    assert container.get("lifecycle") == sleep
 
 
 def test_the_cli_creates_an_autoscaling_group(project: Project, kube: KubernetesBackend) -> None:
