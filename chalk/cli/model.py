@@ -12,7 +12,7 @@ from chalk.catalog.config import find_project
 from chalk.catalog.models import parse_arrow_type
 from chalk.catalog.specs import GroupSpec
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.cli.scaling_group import add_spec_flags, read_spec_flags
+from chalk.cli.scaling_group import add_spec_flags, emit_dry_run, read_spec_flags
 from chalk.deploy.groups import deploy_model_version, wait_until_serving
 
 __all__ = ["register"]
@@ -130,7 +130,8 @@ def _deploy(args: argparse.Namespace) -> int:
         expected_revision=live.revision if live else None,
     )
     if group is None:
-        emit({"name": args.name, "changed": changed, "spec": spec.to_dict()}, _dry_format(args))
+        document = {"name": args.name, "changed": changed, "spec": spec.to_dict()}
+        emit_dry_run(project, args.name, spec, document, args.output_format)
         return 0
     if args.wait:
         group = wait_until_serving(catalog, args.name, project=project)
@@ -148,10 +149,6 @@ def _deploy(args: argparse.Namespace) -> int:
     else:
         print(f"scaling group {group.name!r} already serves that version (unchanged)")
     return 0
-
-
-def _dry_format(args: argparse.Namespace) -> str:
-    return "json" if args.output_format == "json" else "yaml"
 
 
 def _row(version: ModelVersion) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from chalk.deploy.groups import (
     update_group,
 )
 
-__all__ = ["SpecFlags", "add_spec_flags", "read_spec_flags", "register"]
+__all__ = ["SpecFlags", "add_spec_flags", "emit_dry_run", "read_spec_flags", "register"]
 
 _MAX_PORT: Final = 65535
 _EVENTS_SHOWN: Final = 20
@@ -183,8 +183,9 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="check everything and print the spec that would be stored (as YAML, or as JSON "
-        "with -o json); store nothing and start nothing",
+        help="check everything and print what would be stored: the spec, or with backend "
+        "kubernetes the objects to apply (as YAML, or as JSON with -o json); store nothing "
+        "and start nothing",
     )
     add_output_flag(parser)
 
@@ -345,7 +346,7 @@ def _create(args: argparse.Namespace) -> int:
     )
     if group is None:
         document = {"name": args.name, "spec": stored.to_dict()}
-        _emit_dry_run(project, args.name, stored, document, args.output_format)
+        emit_dry_run(project, args.name, stored, document, args.output_format)
     elif args.output_format == "table":
         print(
             f"created scaling group {group.name!r} ({_image_text(stored)}, port {stored.port}); "
@@ -372,7 +373,7 @@ def _update(args: argparse.Namespace) -> int:
     )
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": stored.to_dict()}
-        _emit_dry_run(project, args.name, stored, document, args.output_format)
+        emit_dry_run(project, args.name, stored, document, args.output_format)
     elif args.output_format != "table":
         emit(_group_json(group), args.output_format)
     elif changed:
@@ -385,7 +386,7 @@ def _update(args: argparse.Namespace) -> int:
     return 0
 
 
-def _emit_dry_run(
+def emit_dry_run(
     project: Project, name: str, spec: GroupSpec, document: dict[str, Any], fmt: str
 ) -> None:
     """The stored spec (local), or the objects Kubernetes would get: YAML documents, or a

@@ -86,3 +86,9 @@ def as_chunked(event: dict[str, pa.Array], context: Any) -> pa.ChunkedArray:
 def slow(event: dict[str, pa.Array], context: Any) -> pa.Array:
     time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
     return _only(event)
+
+
+def replica_name(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """Which runtime answered: its ``REPLICA_NAME``, once per row."""
+    rows = len(_only(event))
+    return pa.array([os.environ.get("REPLICA_NAME", "")] * rows)

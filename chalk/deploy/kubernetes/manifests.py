@@ -27,6 +27,8 @@ __all__ = [
     "MANAGED_BY",
     "MANAGED_BY_LABEL",
     "NAME_LABEL",
+    "PRESTOP_SLEEP_S",
+    "PRESTOP_SLEEP_SINCE",
     "Placement",
     "ServerFeatures",
     "autoscaler",
@@ -53,6 +55,11 @@ GATEWAY_API_VERSION: Final = "gateway.networking.k8s.io/v1"
 PORT_NAME: Final = "serve"
 # gRPC readiness probes are on by default from Kubernetes 1.24 (GRPCContainerProbe beta).
 GRPC_PROBE_SINCE: Final = (1, 24)
+# The preStop sleep action is on by default from Kubernetes 1.30 (PodLifecycleSleepAction beta).
+PRESTOP_SLEEP_SINCE: Final = (1, 30)
+# How long a leaving pod waits, still serving, for its endpoint removal to reach every client
+# before it gets SIGTERM; at most half the grace period, which the wait counts against.
+PRESTOP_SLEEP_S: Final = 5
 _PROBE_PERIOD_S: Final = 5
 
 
@@ -129,13 +136,14 @@ class ServerFeatures:
     Examples
     --------
     >>> ServerFeatures.from_discovery((1, 20), {"autoscaling/v1", "autoscaling/v2beta2"})
-    ServerFeatures(grpc_probe=False, autoscaling='autoscaling/v2beta2')
+    ServerFeatures(grpc_probe=False, autoscaling='autoscaling/v2beta2', prestop_sleep=False)
     >>> ServerFeatures.from_discovery((1, 31), {"autoscaling/v2"})
-    ServerFeatures(grpc_probe=True, autoscaling='autoscaling/v2')
+    ServerFeatures(grpc_probe=True, autoscaling='autoscaling/v2', prestop_sleep=True)
     """
 
     grpc_probe: bool = True
     autoscaling: str = AUTOSCALING_V2
+    prestop_sleep: bool = True
 
     @classmethod
     def from_discovery(
@@ -144,7 +152,11 @@ class ServerFeatures:
         """From the server's version and the ``group/version`` names its discovery lists."""
         served = set(group_versions)
         autoscaling = AUTOSCALING_V2 if AUTOSCALING_V2 in served else AUTOSCALING_V2BETA2
-        return cls(grpc_probe=version >= GRPC_PROBE_SINCE, autoscaling=autoscaling)
+        return cls(
+            grpc_probe=version >= GRPC_PROBE_SINCE,
+            autoscaling=autoscaling,
+            prestop_sleep=version >= PRESTOP_SLEEP_SINCE,
+        )
 
 
 def group_endpoints(
@@ -268,7 +280,20 @@ def _container(name: str, spec: GroupSpec, features: ServerFeatures) -> dict[str
     container["env"] = [{"name": key, "value": value} for key, value in env.items()]
     container["resources"] = spec.resources.requests_and_limits()
     container["readinessProbe"] = _readiness_probe(spec, features)
+    lifecycle = _lifecycle(spec, features)
+    if lifecycle is not None:
+        container["lifecycle"] = lifecycle
     return container
+
+
+def _lifecycle(spec: GroupSpec, features: ServerFeatures) -> dict[str, Any] | None:
+    """A preStop sleep, so a leaving pod is removed from the endpoints before its SIGTERM
+    (DESIGN "Shutdown"). Older servers get none: an exec of ``sleep`` would need the image
+    to have one."""
+    seconds = min(PRESTOP_SLEEP_S, spec.scaling.effective_shutdown_delay_seconds // 2)
+    if not features.prestop_sleep or seconds < 1:
+        return None
+    return {"preStop": {"sleep": {"seconds": seconds}}}
 
 
 def _readiness_probe(spec: GroupSpec, features: ServerFeatures) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""What the Kubernetes backend's tests share: the ``chalk`` console script, run for real."""
+"""What the Kubernetes backend's tests share: a project on a cluster, reading its objects, and
+the ``chalk`` console script, run for real."""
 
 from __future__ import annotations
 
@@ -6,19 +7,59 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["scaling_group"]
+import pytest
+import yaml
+
+from chalk.catalog.config import Project, load_project
+from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend
+
+__all__ = ["chalk", "is_absent", "kube_project", "read_object", "scaling_group"]
 
 CHALK = str(Path(sys.executable).with_name("chalk"))
+GATEWAY = {"name": "public", "namespace": "infra", "domain": "models.example.com"}
+
+
+def kube_project(
+    root: Path, monkeypatch: pytest.MonkeyPatch, kubeconfig: Path, context: str, namespace: str
+) -> Project:
+    """A ``backend: kubernetes`` project at ``root`` on that cluster, with the gateway, run
+    from outside the cluster (``KUBERNETES_SERVICE_HOST`` unset) and its catalog in ``root``."""
+    config = {
+        "project": "demo",
+        "backend": "kubernetes",
+        "kubernetes": {"namespace": namespace, "context": context, "gateway": GATEWAY},
+    }
+    (root / "chalk.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
+    monkeypatch.chdir(root)
+    return load_project(root / "chalk.yaml")
+
+
+def read_object(kube: KubernetesBackend, api_version: str, kind: str, name: str = "ner") -> Any:
+    """The object ``kind``/``name`` in the backend's namespace, as the server stores it."""
+    return kube.request("GET", kube.path(api_version, kind, name))
+
+
+def is_absent(kube: KubernetesBackend, api_version: str, kind: str, name: str = "ner") -> bool:
+    """Whether the server answers 404 for that object."""
+    try:
+        read_object(kube, api_version, kind, name)
+    except KubeError as error:
+        return error.status == 404
+    return False
+
+
+def chalk(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``chalk ARGS`` in the project at ``root``, with this process's env."""
+    return subprocess.run(
+        [CHALK, *args], cwd=root, capture_output=True, text=True, env=dict(os.environ), check=False
+    )
 
 
 def scaling_group(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``chalk scaling-group ARGS`` in the project at ``root``, with this process's env."""
-    return subprocess.run(
-        [CHALK, "scaling-group", *args],
-        cwd=root,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ),
-        check=False,
-    )
+    """``chalk scaling-group ARGS`` in the project at ``root``."""
+    return chalk(root, "scaling-group", *args)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -22,9 +23,11 @@ from chalk.deploy.backends import backend_for
 from chalk.deploy.groups import create_group
 from chalk.deploy.kubernetes.groups import KubernetesGroups, is_registry_image
 from chalk.deploy.kubernetes.manifests import Placement, group_endpoints
-from tests.deploy.kubernetes.helpers import scaling_group
+from tests.deploy.kubernetes.helpers import chalk, scaling_group
 
 CREATE = ("create", "--name", "ner", "--image", "ghcr.io/acme/ner:1")
+# What an autoscaling group becomes with a gateway, in apply order.
+ALL_KINDS = ["Deployment", "Service", "HTTPRoute", "HorizontalPodAutoscaler"]
 CHALK_YAML = """\
 project: demo
 environment: staging
@@ -176,12 +179,7 @@ def test_dry_run_prints_the_manifests_without_a_cluster(project: Project, catalo
     result = scaling_group(project.root, *CREATE, *flags.split(), "--dry-run", "-o", "yaml")
     assert result.returncode == 0, result.stderr
     documents = list(yaml.safe_load_all(result.stdout))
-    assert [d["kind"] for d in documents] == [
-        "Deployment",
-        "Service",
-        "HTTPRoute",
-        "HorizontalPodAutoscaler",
-    ]
+    assert [d["kind"] for d in documents] == ALL_KINDS
     deployment, _service, route, hpa = documents
     assert deployment["metadata"]["namespace"] == "ml"
     assert deployment["metadata"]["labels"]["chalk.ai/tag-team"] == "nlp"
@@ -214,6 +212,32 @@ def test_dry_run_of_an_update_shows_the_new_objects(project: Project, catalog: C
     deployment = next(yaml.safe_load_all(result.stdout))
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "ghcr.io/acme/ner:2"
     assert catalog.groups.get("ner").revision == 1
+
+
+def test_model_deploy_dry_run_prints_the_manifests(project: Project, catalog: Catalog) -> None:
+    schema = pa.schema([("text", pa.large_string()), ("lang", pa.large_string())])
+    catalog.models.register(
+        "ner",
+        input_schema=schema,
+        output_schema=pa.schema([("entities", pa.large_string())]),
+        image="ghcr.io/acme/ner:1",
+    )
+    deploy = ("model", "deploy", "--name", "ner", "--model", "ner", "--version", "1")
+    scaling = ("--min-replicas", "1", "--max-replicas", "3", "--dry-run")
+    result = chalk(project.root, *deploy, *scaling, "-o", "yaml")
+    assert result.returncode == 0, result.stderr
+    documents = list(yaml.safe_load_all(result.stdout))
+    assert [d["kind"] for d in documents] == ALL_KINDS
+    container = documents[0]["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "ghcr.io/acme/ner:1"
+    assert {"name": "CHALK_INPUT_ARGS", "value": "text,lang"} in container["env"]
+    assert container["readinessProbe"]["grpc"] == {"port": 8080}
+    assert documents[1]["spec"]["ports"][0]["appProtocol"] == "kubernetes.io/h2c"
+    as_json = chalk(project.root, *deploy, "--dry-run", "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    listed = json.loads(as_json.stdout)
+    assert (listed["kind"], len(listed["items"])) == ("List", 3)
+    assert catalog.groups.find("ner") is None
 
 
 def test_a_command_that_needs_the_cluster_says_which_kubeconfig_failed(project: Project) -> None:

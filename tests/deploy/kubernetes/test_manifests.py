@@ -31,6 +31,7 @@ SCHEMAS = "1.31"
 
 PLACEMENT = Placement("ml", "dev", "public", "infra", "models.example.com")
 NEW_SERVER = ServerFeatures()
+V2 = AUTOSCALING_V2
 OLD_SERVER = ServerFeatures.from_discovery((1, 20), {"autoscaling/v1", "autoscaling/v2beta2"})
 MODEL = ModelRef("ner", 3)
 MODEL_ENV = {"CHALK_INPUT_ARGS": "text,lang"}
@@ -182,17 +183,64 @@ def test_an_old_server_gets_a_tcp_probe_for_a_model_group() -> None:
 @pytest.mark.parametrize(
     ("version", "served", "expected"),
     [
-        ((1, 20), {"autoscaling/v2beta2"}, ServerFeatures(False, AUTOSCALING_V2BETA2)),
-        ((1, 23), {"autoscaling/v2", "autoscaling/v2beta2"}, ServerFeatures(False, AUTOSCALING_V2)),
-        ((1, 24), {"autoscaling/v2"}, ServerFeatures(True, AUTOSCALING_V2)),
-        ((1, 31), {"autoscaling/v1", "autoscaling/v2"}, ServerFeatures(True, AUTOSCALING_V2)),
+        ((1, 20), {"autoscaling/v2beta2"}, ServerFeatures(False, AUTOSCALING_V2BETA2, False)),
+        ((1, 23), {"autoscaling/v2", "autoscaling/v2beta2"}, ServerFeatures(False, V2, False)),
+        ((1, 24), {"autoscaling/v2"}, ServerFeatures(True, V2, False)),
+        ((1, 29), {"autoscaling/v2"}, ServerFeatures(True, V2, False)),
+        ((1, 30), {"autoscaling/v2"}, ServerFeatures(True, V2, True)),
+        ((1, 31), {"autoscaling/v1", "autoscaling/v2"}, ServerFeatures(True, V2, True)),
     ],
-    ids=["1.20", "1.23", "1.24", "1.31"],
+    ids=["1.20", "1.23", "1.24", "1.29", "1.30", "1.31"],
 )
 def test_server_features_follow_discovery(
     version: tuple[int, int], served: set[str], expected: ServerFeatures
 ) -> None:
     assert ServerFeatures.from_discovery(version, served) == expected
+
+
+@pytest.mark.parametrize(
+    ("version", "grace_s", "sleep_s"),
+    [
+        ((1, 31), None, 5),
+        ((1, 30), 30, 5),
+        ((1, 31), 6, 3),
+        ((1, 31), 2, 1),
+        ((1, 31), 1, None),
+        ((1, 31), 0, None),
+        ((1, 29), 30, None),
+        ((1, 20), 30, None),
+    ],
+    ids=[
+        "1.31-default-grace",
+        "1.30",
+        "half-of-6s",
+        "half-of-2s",
+        "no-room-in-1s",
+        "no-grace",
+        "1.29",
+        "1.20",
+    ],
+)
+def test_a_leaving_pod_sleeps_before_sigterm_from_1_30(
+    version: tuple[int, int], grace_s: int | None, sleep_s: int | None
+) -> None:
+    features = ServerFeatures.from_discovery(version, {"autoscaling/v2"})
+    spec = GroupSpec(
+        image="ghcr.io/acme/ner:1",
+        model=MODEL,
+        scaling=AutoScalingSpec(shutdown_delay_seconds=grace_s),
+    )
+    deployment = group_manifests("ner", spec, PLACEMENT, features)[0]
+    container = _container([deployment])
+    if sleep_s is None:
+        assert "lifecycle" not in container
+    else:
+        assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": sleep_s}}}
+    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == (
+        30 if grace_s is None else grace_s
+    )
+    # 1.31's schema knows the sleep action; 1.25's (strict) would refuse it, as older servers do.
+    _validate(deployment, version=SCHEMAS if version >= (1, 30) else V2BETA2_SCHEMAS)
 
 
 def test_labels_name_the_group_the_manager_and_the_tags() -> None:
