@@ -8,6 +8,7 @@ then works in its own namespace from ``create_namespace``.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -402,6 +403,40 @@ def _install_httproute_crd(cluster: KubeCluster) -> None:
                     f"the CRD {name} did not become Established within {_START_TIMEOUT_S:.0f} s"
                 )
             time.sleep(0.1)
+        _wait_for_openapi(api_client, crd, deadline)
+
+
+def _wait_for_openapi(api_client: client.ApiClient, crd: dict[str, Any], deadline: float) -> None:
+    """Wait until the server publishes the CRD's schema in /openapi/v2.
+
+    Until then server-side apply treats the custom objects as schemaless, and an apply made in
+    that window is re-recorded (a new resourceVersion) by the same apply made after it.
+    """
+    group = crd["spec"]["group"]
+    kind = crd["spec"]["names"]["kind"]
+    # /openapi/v2 names definitions by the reversed group: io.k8s.networking.gateway.v1.HTTPRoute
+    wanted = {
+        ".".join([*reversed(group.split(".")), version["name"], kind])
+        for version in crd["spec"]["versions"]
+        if version.get("served", True)
+    }
+    while True:
+        method, url, headers, body, _post = api_client.param_serialize(
+            method="GET",
+            resource_path="/openapi/v2",
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        response = api_client.call_api(method, url, header_params=headers, body=body)
+        definitions = json.loads(response.read()).get("definitions", {})
+        if wanted <= definitions.keys():
+            return
+        if time.monotonic() > deadline:
+            raise KubeUnavailableError(
+                f"the server did not publish the schema of {sorted(wanted)} within "
+                f"{_START_TIMEOUT_S:.0f} s"
+            )
+        time.sleep(0.2)
 
 
 def _established(crd: client.V1CustomResourceDefinition) -> bool:
