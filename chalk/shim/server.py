@@ -43,6 +43,7 @@ from chalk.shim.arrow_io import (
     name_columns,
     result_batch,
 )
+from chalk.shim.config import ServerConfig
 from chalk.shim.errors import error_payload
 from chalk.shim.loader import Hooks, load_hooks
 from chalk.shim.metrics import ServerMetrics
@@ -67,22 +68,6 @@ _M_TRIM_THRESHOLD: Final = -1
 _M_MMAP_THRESHOLD: Final = -3
 _TRIM_THRESHOLD_BYTES: Final = 1 << 30
 _MMAP_THRESHOLD_BYTES: Final = 1 << 28
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """Everything ``chalk-remote-call`` takes from its flags and environment."""
-
-    handler: str
-    host: str = "[::]"
-    port: int = 6666
-    workers: int = 10
-    on_startup: str | None = None
-    on_shutdown: str | None = None
-    grace_period_s: float = 30.0
-    metrics_port: int | None = None
-    input_args: tuple[str, ...] | None = None
-    log_level: str = "INFO"
 
 
 class _CallFailed(Exception):

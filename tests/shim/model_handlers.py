@@ -86,3 +86,8 @@ def as_chunked(event: dict[str, pa.Array], context: Any) -> pa.ChunkedArray:
 def slow(event: dict[str, pa.Array], context: Any) -> pa.Array:
     time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
     return _only(event)
+
+
+def grpc_experiments(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    rows = len(_only(event))
+    return pa.array([os.environ.get("GRPC_EXPERIMENTS")] * rows, pa.string())

@@ -233,6 +233,28 @@ def test_a_result_with_two_columns_is_refused(serving: Serving) -> None:
         call(runtime.target, {"x": pa.array([1])})
 
 
+@pytest.mark.parametrize(
+    ("env", "seen"),
+    [
+        pytest.param({}, None, id="unset"),
+        pytest.param(
+            {"GRPC_EXPERIMENTS": "-event_engine_callback_cq"},
+            "-event_engine_callback_cq",
+            id="users_own",
+        ),
+    ],
+)
+def test_the_handler_sees_grpc_experiments_as_the_user_set_them(
+    serving: Serving, env: dict[str, str], seen: str | None
+) -> None:
+    # The runtime sets GRPC_EXPERIMENTS only while gRPC loads (chalk.shim.cli).
+    runtime = serving("model_handlers.grpc_experiments", env=env)
+
+    result = call(runtime.target, {"x": pa.array([1])})
+
+    assert result.to_pylist() == [seen]
+
+
 def test_handler_context_has_function_name_peer_and_metadata(serving: Serving) -> None:
     runtime = serving("model_handlers.context_echo")
 
@@ -363,6 +385,27 @@ def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(
     assert outcome["result"].to_pylist() == [7, 8]
     assert slow.wait() == 0
     assert runtime.process.poll() is None
+
+
+def test_health_answers_while_every_handler_thread_is_busy(serving: Serving) -> None:
+    runtime = serving(
+        "model_handlers.slow",
+        env={"SLOW_SECONDS": "4"},
+        args=["--workers", "1", "--metrics-port", "0"],
+    )
+    outcome: dict[str, Any] = {}
+
+    def in_flight() -> None:
+        outcome["result"] = call(runtime.target, {"x": pa.array([5])})
+
+    caller = threading.Thread(target=in_flight)
+    caller.start()
+    runtime.wait_in_flight(1)
+
+    # health() gives up after 1 s, well before the handler's 4 s end.
+    assert health(runtime.target) == "SERVING"
+    caller.join(timeout=20)
+    assert outcome["result"].to_pylist() == [5]
 
 
 def test_the_grace_period_bounds_the_drain(serving: Serving) -> None:
