@@ -38,10 +38,10 @@ from chalk.shim import _wire
 from chalk.shim._codec import DecodeError, Request, decode_request, encode_response
 from chalk.shim.arrow_io import (
     InputArgsError,
-    encode_batch,
     iter_batches,
     name_columns,
     result_batch,
+    stream_pieces,
 )
 from chalk.shim.config import ServerConfig
 from chalk.shim.errors import error_payload
@@ -136,7 +136,7 @@ class RemoteCallServicer:
                     handler_context = _handler_context(request.name, context)
                 yield from self._answer(request.feather_stream, handler_context)
         except _CallFailed as failure:
-            self._metrics.errors.labels(failure.kind).inc()
+            self._metrics.call_failed(failure.kind)
             context.abort(failure.code, failure.details)
         finally:
             self._leave()
@@ -146,12 +146,11 @@ class RemoteCallServicer:
             if self._draining:
                 return False
             self._in_flight += 1
-        self._metrics.calls.inc()
-        self._metrics.in_flight.inc()
+        self._metrics.call_started()
         return True
 
     def _leave(self) -> None:
-        self._metrics.in_flight.dec()
+        self._metrics.call_ended()
         with self._lock:
             self._in_flight -= 1
             if self._draining and self._in_flight == 0:
@@ -172,13 +171,12 @@ class RemoteCallServicer:
         return responses
 
     def _respond(self, value: Any, num_rows: int, started: float) -> bytes:
-        self._metrics.handler_seconds.observe(time.perf_counter() - started)
-        self._metrics.rows.inc(num_rows)
+        self._metrics.batch_handled(rows=num_rows, seconds=time.perf_counter() - started)
         try:
-            stream = encode_batch(result_batch(value, num_rows))
+            pieces = stream_pieces(result_batch(value, num_rows))
         except Exception as error:
             raise _CallFailed(grpc.StatusCode.UNKNOWN, error, None) from error
-        return encode_response(stream)
+        return encode_response(*pieces)
 
     def _decode(self, stream: memoryview) -> list[pa.RecordBatch]:
         try:
