@@ -91,3 +91,9 @@ def slow(event: dict[str, pa.Array], context: Any) -> pa.Array:
 def grpc_experiments(event: dict[str, pa.Array], context: Any) -> pa.Array:
     rows = len(_only(event))
     return pa.array([os.environ.get("GRPC_EXPERIMENTS")] * rows, pa.string())
+
+
+async def async_boom(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    await asyncio.sleep(0)
+    _validate(_only(event))
+    return _only(event)

@@ -193,6 +193,17 @@ def test_handler_error_payload_shows_the_handler_frames(serving: Serving) -> Non
     assert "Remote traceback" in str(error)
 
 
+def test_an_async_handler_error_payload_starts_at_the_handler(serving: Serving) -> None:
+    runtime = serving("model_handlers.async_boom")
+
+    with pytest.raises(RemoteHandlerError) as info:
+        call(runtime.target, {"x": pa.array([1, 2, 3])})
+
+    frames = [line for line in info.value.remote_traceback.splitlines() if "File " in line]
+    assert [frame.rsplit(" in ", 1)[1] for frame in frames] == ["async_boom", "_validate"]
+    assert info.value.kind == "ValueError"
+
+
 def test_server_keeps_serving_after_a_handler_error(serving: Serving) -> None:
     runtime = serving("model_handlers.boom")
     for _ in range(3):
