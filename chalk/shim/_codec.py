@@ -51,31 +51,33 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _field(tag: bytes, payload: Any) -> list[Any]:
-    size = memoryview(payload).nbytes
-    return [tag, _varint(size), payload] if size else []
+def _field(tag: bytes, *pieces: Any) -> list[Any]:
+    size = sum(memoryview(piece).nbytes for piece in pieces)
+    return [tag, _varint(size), *pieces] if size else []
 
 
-def encode_request(name: str, feather_stream: Any) -> bytes:
-    """A serialised ``CallFunctionRequest``; ``feather_stream`` is any bytes-like object.
+def encode_request(name: str, *feather_stream: Any) -> bytes:
+    """A serialised ``CallFunctionRequest``; ``feather_stream`` is bytes-like pieces to join.
 
     Examples
     --------
     >>> encode_request("a", b"b")
     b'\\n\\x01a\\x12\\x01b'
+    >>> encode_request("a", b"b", b"c")
+    b'\\n\\x01a\\x12\\x02bc'
     """
-    return b"".join(_field(_REQUEST_NAME, name.encode()) + _field(_REQUEST_STREAM, feather_stream))
+    return b"".join(_field(_REQUEST_NAME, name.encode()) + _field(_REQUEST_STREAM, *feather_stream))
 
 
-def encode_response(feather_stream: Any) -> bytes:
-    """A serialised ``CallFunctionResponse`` from any bytes-like payload (one copy).
+def encode_response(*feather_stream: Any) -> bytes:
+    """A serialised ``CallFunctionResponse`` from bytes-like pieces (one copy of each).
 
     Examples
     --------
     >>> encode_response(b"r")
     b'\\n\\x01r'
     """
-    return b"".join(_field(_RESPONSE_STREAM, feather_stream))
+    return b"".join(_field(_RESPONSE_STREAM, *feather_stream))
 
 
 def decode_request(data: bytes) -> Request:

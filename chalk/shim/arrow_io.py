@@ -23,12 +23,15 @@ __all__ = [
     "name_columns",
     "parse_input_args",
     "result_batch",
+    "stream_pieces",
     "to_record_batch",
 ]
 
 RESULT_COLUMN: Final = "result"
 # Side-channel columns keep their own name and take no position in CHALK_INPUT_ARGS.
 RESERVED_COLUMNS: Final = frozenset({"__chalk_row_metadata__"})
+# The continuation marker and a zero length: what ends an Arrow IPC stream.
+_END_OF_STREAM: Final = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
 class InputArgsError(ValueError):
@@ -90,12 +93,32 @@ def iter_batches(stream: Any) -> Iterator[pa.RecordBatch]:
         yield from reader
 
 
-def encode_batch(batch: pa.RecordBatch) -> pa.Buffer:
-    """One record batch as a complete Arrow IPC stream (an Arrow buffer: no copy to bytes)."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, batch.schema) as writer:
-        writer.write_batch(batch)
-    return sink.getvalue()
+def stream_pieces(batch: pa.RecordBatch) -> tuple[Any, ...]:
+    """One record batch as a complete Arrow IPC stream, in bytes-like pieces to be joined.
+
+    The schema message, the batch message and the end-of-stream mark, byte for byte what
+    ``pa.ipc.new_stream`` writes, for about a fifth of its cost on a small batch (the writer's
+    Python layer is most of it); the caller joins them into its message, so the payload is
+    copied once, as it is by the writer. A schema with dictionaries goes through the writer,
+    which also writes their dictionary batches.
+
+    Examples
+    --------
+    >>> batch = pa.record_batch({"x": [1.5]})
+    >>> list(iter_batches(b"".join(stream_pieces(batch)))) == [batch]
+    True
+    """
+    if any(_has_dictionary(field.type) for field in batch.schema):
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        return (sink.getvalue(),)
+    return (batch.schema.serialize(), batch.serialize(), _END_OF_STREAM)
+
+
+def encode_batch(batch: pa.RecordBatch) -> bytes:
+    """One record batch as a complete Arrow IPC stream."""
+    return b"".join(stream_pieces(batch))
 
 
 def to_record_batch(columns: pa.RecordBatch | Mapping[str, Any]) -> pa.RecordBatch:
@@ -137,6 +160,12 @@ def decode_result(stream: Any) -> list[pa.Array]:
             )
         arrays.append(batch.column(0))
     return arrays
+
+
+def _has_dictionary(type_: pa.DataType) -> bool:
+    if pa.types.is_dictionary(type_):
+        return True
+    return any(_has_dictionary(type_.field(index).type) for index in range(type_.num_fields))
 
 
 def _result_array(value: Any) -> pa.Array:

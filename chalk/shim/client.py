@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from chalk.shim import _wire
 from chalk.shim._codec import decode_response, encode_request
-from chalk.shim.arrow_io import ResultShapeError, decode_result, encode_batch, to_record_batch
+from chalk.shim.arrow_io import ResultShapeError, decode_result, stream_pieces, to_record_batch
 from chalk.shim.errors import (
     RemoteCallError,
     RemoteHandlerError,
@@ -139,7 +139,7 @@ class RemoteCallClient:
     async def _call_once(
         self, target: str, tls: bool, name: str, batch: pa.RecordBatch, deadline_s: float
     ) -> pa.Array:
-        request = encode_request(name, encode_batch(batch))
+        request = encode_request(name, *stream_pieces(batch))
         try:
             response = await self._method(target, tls)(request, timeout=deadline_s)
             arrays = decode_result(response)

@@ -92,3 +92,14 @@ def replica_name(event: dict[str, pa.Array], context: Any) -> pa.Array:
     """Which runtime answered: its ``REPLICA_NAME``, once per row."""
     rows = len(_only(event))
     return pa.array([os.environ.get("REPLICA_NAME", "")] * rows)
+
+
+def grpc_experiments(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    rows = len(_only(event))
+    return pa.array([os.environ.get("GRPC_EXPERIMENTS")] * rows, pa.string())
+
+
+async def async_boom(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    await asyncio.sleep(0)
+    _validate(_only(event))
+    return _only(event)

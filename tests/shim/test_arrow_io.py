@@ -16,6 +16,7 @@ from chalk.shim.arrow_io import (
     name_columns,
     parse_input_args,
     result_batch,
+    stream_pieces,
 )
 
 
@@ -93,3 +94,37 @@ def test_encode_then_iter_batches_round_trips() -> None:
     batch = pa.record_batch({"x": pa.array(["a", None])})
 
     assert list(iter_batches(encode_batch(batch))) == [batch]
+
+
+def _written_stream(batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue())
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        pytest.param(pa.array([1.5, None, 3.0]), id="float64"),
+        pytest.param(pa.array(["a", None, "ünï"], pa.large_string()), id="large_string"),
+        pytest.param(pa.array([[1, 2], None, []], pa.list_(pa.int64())), id="list"),
+        pytest.param(pa.array([{"a": 1}, None], pa.struct([("a", pa.int64())])), id="struct"),
+        pytest.param(pa.array(range(10), pa.int64()).slice(3, 4), id="sliced"),
+        pytest.param(pa.array([], pa.float64()), id="empty"),
+        pytest.param(pa.array(["x", "y", "x"]).dictionary_encode(), id="dictionary"),
+        pytest.param(
+            pa.array([["x"], ["y", "x"]], pa.list_(pa.dictionary(pa.int8(), pa.string()))),
+            id="nested_dictionary",
+        ),
+    ],
+)
+def test_stream_pieces_join_to_what_the_ipc_writer_writes(values: pa.Array) -> None:
+    batch = pa.RecordBatch.from_arrays(
+        [values], schema=pa.schema([("x", values.type)], {b"k": b"v"})
+    )
+
+    joined = b"".join(stream_pieces(batch))
+
+    assert joined == _written_stream(batch)
+    assert list(iter_batches(joined)) == [batch]

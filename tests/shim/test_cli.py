@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from chalk.shim.cli import config_from_args
@@ -54,3 +57,14 @@ def test_bad_flags_exit_2_naming_the_flag(
 def test_a_bad_port_variable_names_the_variable() -> None:
     with pytest.raises(SystemExit, match="CHALK_REMOTE_CALL_PORT must be an integer"):
         config_from_args(["--handler", "m.h"], {"CHALK_REMOTE_CALL_PORT": "66a"})
+
+
+def test_importing_the_cli_leaves_grpc_unloaded() -> None:
+    # gRPC reads GRPC_EXPERIMENTS once, when it loads: main() must get to set it first.
+    probe = "import sys, chalk.shim.cli; print('grpc' in sys.modules)"
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+
+    assert loaded.strip() == "False"

@@ -193,6 +193,17 @@ def test_handler_error_payload_shows_the_handler_frames(serving: Serving) -> Non
     assert "Remote traceback" in str(error)
 
 
+def test_an_async_handler_error_payload_starts_at_the_handler(serving: Serving) -> None:
+    runtime = serving("model_handlers.async_boom")
+
+    with pytest.raises(RemoteHandlerError) as info:
+        call(runtime.target, {"x": pa.array([1, 2, 3])})
+
+    frames = [line for line in info.value.remote_traceback.splitlines() if "File " in line]
+    assert [frame.rsplit(" in ", 1)[1] for frame in frames] == ["async_boom", "_validate"]
+    assert info.value.kind == "ValueError"
+
+
 def test_server_keeps_serving_after_a_handler_error(serving: Serving) -> None:
     runtime = serving("model_handlers.boom")
     for _ in range(3):
@@ -231,6 +242,28 @@ def test_a_result_with_two_columns_is_refused(serving: Serving) -> None:
 
     with pytest.raises(RemoteHandlerError, match=r"2 columns \(a, b\)"):
         call(runtime.target, {"x": pa.array([1])})
+
+
+@pytest.mark.parametrize(
+    ("env", "seen"),
+    [
+        pytest.param({}, None, id="unset"),
+        pytest.param(
+            {"GRPC_EXPERIMENTS": "-event_engine_callback_cq"},
+            "-event_engine_callback_cq",
+            id="users_own",
+        ),
+    ],
+)
+def test_the_handler_sees_grpc_experiments_as_the_user_set_them(
+    serving: Serving, env: dict[str, str], seen: str | None
+) -> None:
+    # The runtime sets GRPC_EXPERIMENTS only while gRPC loads (chalk.shim.cli).
+    runtime = serving("model_handlers.grpc_experiments", env=env)
+
+    result = call(runtime.target, {"x": pa.array([1])})
+
+    assert result.to_pylist() == [seen]
 
 
 def test_handler_context_has_function_name_peer_and_metadata(serving: Serving) -> None:
@@ -363,6 +396,27 @@ def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(
     assert outcome["result"].to_pylist() == [7, 8]
     assert slow.wait() == 0
     assert runtime.process.poll() is None
+
+
+def test_health_answers_while_every_handler_thread_is_busy(serving: Serving) -> None:
+    runtime = serving(
+        "model_handlers.slow",
+        env={"SLOW_SECONDS": "4"},
+        args=["--workers", "1", "--metrics-port", "0"],
+    )
+    outcome: dict[str, Any] = {}
+
+    def in_flight() -> None:
+        outcome["result"] = call(runtime.target, {"x": pa.array([5])})
+
+    caller = threading.Thread(target=in_flight)
+    caller.start()
+    runtime.wait_in_flight(1)
+
+    # health() gives up after 1 s, well before the handler's 4 s end.
+    assert health(runtime.target) == "SERVING"
+    caller.join(timeout=20)
+    assert outcome["result"].to_pylist() == [5]
 
 
 def test_the_grace_period_bounds_the_drain(serving: Serving) -> None:
