@@ -155,10 +155,14 @@ def chunk_rows(
     max_bytes: int,
     chunks_per_endpoint: int = DEFAULT_CHUNKS_PER_ENDPOINT,
     min_rows: int = DEFAULT_MIN_CHUNK_ROWS,
+    in_flight_per_endpoint: int = DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT,
 ) -> int:
     """The most rows per chunk for a call of ``rows`` rows (``nbytes`` Arrow bytes) spread over
     ``endpoints`` replicas: about ``chunks_per_endpoint`` chunks per endpoint, none smaller than
-    ``min_rows``, none over ``max_rows``; the limits alone when they already cut that many.
+    ``min_rows``, none over ``max_rows``. The limits alone apply when they already cut that
+    many chunks, or (two or more) enough to fill every endpoint's ``in_flight_per_endpoint``
+    slots: smaller chunks then only add calls (a fast model on one replica moved 10-20% fewer
+    rows per second in 125k-row chunks than in 256k-row ones).
 
     Examples
     --------
@@ -168,10 +172,14 @@ def chunk_rows(
     334
     >>> chunk_rows(1_000_000, 8_000_000, endpoints=2, max_rows=262_144, max_bytes=16 << 20)
     62500
+    >>> chunk_rows(1_000_000, 8_000_000, endpoints=1, max_rows=262_144, max_bytes=16 << 20)
+    262144
     """
-    wanted = min(max(endpoints, 1) * chunks_per_endpoint, rows // max(min_rows, 1))
+    endpoints = max(endpoints, 1)
+    wanted = min(endpoints * chunks_per_endpoint, rows // max(min_rows, 1))
     by_limits = max(math.ceil(rows / max_rows), math.ceil(nbytes / max_bytes))
-    if wanted <= by_limits:
+    fills_the_slots = by_limits > 1 and by_limits >= endpoints * in_flight_per_endpoint
+    if by_limits >= wanted or fills_the_slots:
         return max_rows
     return min(max_rows, math.ceil(rows / wanted))
 
@@ -515,7 +523,8 @@ class ModelCaller:
     at most ``max_chunk_rows`` rows and ``max_chunk_bytes`` bytes, and a call of at least
     twice ``min_chunk_rows`` rows into about ``chunks_per_endpoint`` chunks per endpoint of the
     group (none under ``min_chunk_rows`` rows), so that every replica gets work and a faster
-    one takes more; smaller calls (an online query's) stay one chunk. Each chunk is one call to
+    one takes more, unless the limits already cut enough chunks to fill every replica's
+    in-flight slots (see ``chunk_rows``); smaller calls (an online query's) stay one chunk. Each chunk is one call to
     one replica, with at most ``max_in_flight_per_endpoint`` chunks of a call in flight per
     replica. Between chunks a long call reads the group's route again (at most every
     ``ROUTE_TTL_S``): replicas that became ready meanwhile (the autoscaler added them) take
@@ -674,6 +683,7 @@ class ModelCaller:
             max_bytes=self._max_chunk_bytes,
             chunks_per_endpoint=self._chunks_per_endpoint,
             min_rows=self._min_chunk_rows,
+            in_flight_per_endpoint=self._max_in_flight,
         )
         chunks = chunk_batch(batch, max_rows=max_rows, max_bytes=self._max_chunk_bytes)
         start = 0

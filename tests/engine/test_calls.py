@@ -457,6 +457,9 @@ def test_a_small_call_stays_one_chunk_over_several_endpoints(
         pytest.param(100_000, 2, {}, 6250, id="chunks_per_endpoint"),
         pytest.param(1000, 2, {"max_rows": 100}, 100, id="the_row_limit_already_spreads"),
         pytest.param(1000, 2, {"max_bytes": 800}, 262_144, id="the_byte_limit_already_spreads"),
+        pytest.param(5000, 1, {}, 625, id="one_endpoint_spread_too"),
+        pytest.param(5000, 1, {"in_flight_per_endpoint": 1}, 625, id="one_slot_spread_too"),
+        pytest.param(1_000_000, 1, {}, 262_144, id="the_row_limit_fills_the_slots"),
         pytest.param(10_000_000, 1, {}, 262_144, id="one_endpoint_by_the_row_limit"),
     ],
 )
