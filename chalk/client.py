@@ -228,10 +228,10 @@ class ChalkClient:
         console = _progress_console(show_progress)
         bar = _QueryBar(console, table.num_rows) if console is not None else None
         recorder = CallRecorder(on_rows=bar.answered if bar is not None else None)
+        run = bar.run if bar is not None else execute
         results = []
         with recording(recorder), bar or contextlib.nullcontext():
             for block in _blocks(table):
-                run = bar.run if bar is not None else execute
                 results.append(run_query(graph, block, output, run=run, **self._run()))
                 if bar is not None:
                     bar.finished(block.num_rows)
