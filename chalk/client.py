@@ -5,6 +5,7 @@ Finds the project (``chalk.yaml``, walking up from the working directory) and op
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import threading
@@ -14,7 +15,8 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-from rich.progress import Progress
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.config import Project, find_project
@@ -28,11 +30,13 @@ from chalk.deploy.groups import (
     observe_group,
     wait_until_serving,
 )
-from chalk.engine.calls import ModelCaller
+from chalk.engine.calls import CallRecorder, GroupCalls, ModelCaller, recording
+from chalk.engine.execute import execute, model_calls
+from chalk.engine.plan import Plan
 from chalk.engine.query import feature_name, input_table, run_query
 from chalk.features import FeatureGraph, graph_for
 
-__all__ = ["ChalkClient", "Dataset", "OnlineQueryResult"]
+__all__ = ["ChalkClient", "Dataset", "GroupCalls", "OnlineQueryResult"]
 
 
 class ChalkClient:
@@ -208,27 +212,31 @@ class ChalkClient:
         input: Mapping[Any, Any] | pl.DataFrame | pa.Table,
         output: Sequence[Any],
         *,
-        show_progress: bool = True,
+        show_progress: bool | Console = True,
     ) -> Dataset:
         """Compute ``output`` for every row of ``input`` (a dict of lists, polars or Arrow).
 
-        Rows come back in input order, the primary key first when it was an input. A rich
-        progress bar shows on large inputs when stderr is a terminal (``show_progress=False``
-        turns it off).
+        Rows come back in input order, the primary key first when it was an input. A query
+        still running after half a second shows a rich progress bar on stderr when stderr is a
+        terminal, advancing as the model calls' chunks are answered; ``show_progress=False``
+        turns it off, and a ``rich.console.Console`` draws it there instead (when that console
+        is a terminal). The dataset's ``model_calls`` says, per scaling group, how many calls
+        and rows the query sent and which replicas answered.
         """
         graph = _graph_for(input, output)
         table = input_table(graph, input, online=False)
-        blocks = _blocks(table)
-        if show_progress and len(blocks) > 1 and sys.stderr.isatty():
-            results = []
-            with Progress(transient=True) as progress:
-                task = progress.add_task("offline query", total=table.num_rows)
-                for block in blocks:
-                    results.append(run_query(graph, block, output, **self._run()))
-                    progress.advance(task, block.num_rows)
-        else:
-            results = [run_query(graph, block, output, **self._run()) for block in blocks]
-        return Dataset(pa.concat_tables(results) if len(results) > 1 else results[0])
+        console = _progress_console(show_progress)
+        bar = _QueryBar(console, table.num_rows) if console is not None else None
+        recorder = CallRecorder(on_rows=bar.answered if bar is not None else None)
+        run = bar.run if bar is not None else execute
+        results = []
+        with recording(recorder), bar or contextlib.nullcontext():
+            for block in _blocks(table):
+                results.append(run_query(graph, block, output, run=run, **self._run()))
+                if bar is not None:
+                    bar.finished(block.num_rows)
+        table = pa.concat_tables(results) if len(results) > 1 else results[0]
+        return Dataset(table, model_calls=recorder.groups())
 
     def _run(self) -> dict[str, Any]:
         # One ModelCaller, and so one background event loop, for every query of this client,
@@ -270,10 +278,25 @@ class OnlineQueryResult:
 
 
 class Dataset:
-    """The rows of an offline query."""
+    """The rows of an offline query, and what its model calls did.
 
-    def __init__(self, table: pa.Table) -> None:
+    ``model_calls`` maps each scaling group the query called to its ``GroupCalls``: ``calls``
+    (chunks sent, one gRPC call each), ``rows``, ``endpoints`` (the replicas that answered,
+    in the order they first did) and ``retries`` (attempts that failed in transport and went
+    to a replica again).
+
+    Examples
+    --------
+    >>> dataset = Dataset(pa.table({"doc.id": [1, 2]}))
+    >>> len(dataset), dataset.model_calls
+    (2, {})
+    """
+
+    def __init__(
+        self, table: pa.Table, *, model_calls: Mapping[str, GroupCalls] | None = None
+    ) -> None:
         self._table = table
+        self.model_calls: dict[str, GroupCalls] = dict(model_calls or {})
 
     def to_arrow(self) -> pa.Table:
         return self._table
@@ -298,9 +321,84 @@ class Dataset:
         return int(self._table.num_rows)
 
 
-# Blocks only pace the progress bar: each is chunked and spread over the replicas by the
-# model caller, so a block must hold several chunks (bench/README.md, bench/engine.py).
+# An offline query runs its rows in blocks of this many: each is chunked and spread over the
+# replicas by the model caller, so a block must hold several chunks (bench/README.md,
+# bench/engine.py). The progress bar advances by chunks, not blocks.
 _BLOCK_ROWS = 1_000_000
+# How long an offline query runs before its progress bar shows (as tqdm's delay does).
+_BAR_DELAY_S = 0.5
+
+
+def _progress_console(show_progress: bool | Console) -> Console | None:
+    """Where the offline query's bar draws: stderr when it is a terminal, or the given console
+    when that is a terminal; None for no bar."""
+    if isinstance(show_progress, Console):
+        return show_progress if show_progress.is_terminal else None
+    if show_progress and sys.stderr.isatty():
+        return Console(stderr=True)
+    return None
+
+
+class _QueryBar:
+    """An offline query's progress bar over its ``rows``, drawn once ``delay_s`` has passed.
+
+    Rows count as done as the model calls answer them: a chunk of n rows answered advances
+    the bar by n / (model calls per row of the plan). A plan without model calls advances by
+    blocks (``finished``).
+    """
+
+    def __init__(self, console: Console, rows: int, *, delay_s: float = _BAR_DELAY_S) -> None:
+        self._progress = Progress(
+            TextColumn("offline query"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        )
+        self._task = self._progress.add_task("offline query", total=rows)
+        self._calls_per_row = 0
+        self._finished_rows = 0
+        self._timer = threading.Timer(delay_s, self._show)
+        self._timer.daemon = True
+        self._lock = threading.Lock()
+        self._shown = self._done = False
+
+    def run(self, plan: Plan, table: pa.Table, graph: FeatureGraph, **options: Any) -> pa.Table:
+        """``execute``, for ``run_query``: notes the plan's model calls per row first."""
+        self._calls_per_row = sum(
+            len(model_calls(step.node)) for step in plan.steps if step.node is not None
+        )
+        return execute(plan, table, graph, **options)
+
+    def answered(self, rows: int) -> None:
+        """A chunk of ``rows`` rows was answered (``CallRecorder``'s ``on_rows``)."""
+        if self._calls_per_row:
+            self._progress.advance(self._task, rows / self._calls_per_row)
+
+    def finished(self, rows: int) -> None:
+        """A block of ``rows`` rows is done: the bar stands at the rows so far."""
+        with self._lock:
+            self._finished_rows += rows
+            self._progress.update(self._task, completed=self._finished_rows)
+
+    def _show(self) -> None:
+        with self._lock:
+            if not self._done:
+                self._shown = True
+                self._progress.start()
+
+    def __enter__(self) -> _QueryBar:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+            if self._shown:
+                self._progress.stop()
 
 
 def _graph_for(inputs: Any, outputs: Sequence[Any]) -> FeatureGraph:

@@ -1,18 +1,25 @@
-"""ChalkClient.query and offline_query over the process's feature classes (no model calls)."""
+"""ChalkClient.query and offline_query over the process's feature classes; the offline
+query's progress bar and call stats against a real (slow) runtime."""
 
 from __future__ import annotations
 
 import importlib.util
+import io
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pytest
+from rich.console import Console
 
 from chalk import functions as F
-from chalk.client import ChalkClient
+from chalk.catalog import open_catalog
+from chalk.client import ChalkClient, Dataset, GroupCalls
 from chalk.engine.query import QueryError
 from chalk.features import _, features
+from tests.engine.conftest import SHIM_HANDLERS, deploy_group, runtimes
 
 
 @features
@@ -23,11 +30,78 @@ class Shop:
     score: float = F.length(_.name) * 1.5
 
 
+@features
+class Paced:
+    id: int
+    x: int
+    y: int = F.catalog_call("model.paced", _.x)
+
+
+# Eight chunks of 320 rows on one replica, four at a time: two waves of SLOW_SECONDS each.
+PACED_ROWS = 2560
+
+
 @pytest.fixture
-def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ChalkClient:
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChalkClient]:
     (tmp_path / "chalk.yaml").write_text("project: demo\n")
     monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
-    return ChalkClient(project_dir=tmp_path)
+    client = ChalkClient(project_dir=tmp_path)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def paced(client: ChalkClient, tmp_path: Path) -> Iterator[str]:
+    """Scaling group ``paced``: one runtime answering each call after 0.6 s; its target."""
+    with runtimes(tmp_path) as start:
+        model = start("model_handlers.slow", cwd=SHIM_HANDLERS, env={"SLOW_SECONDS": "0.6"})
+        deploy_group(
+            open_catalog(client.project),
+            "paced",
+            [model.target],
+            inputs=pa.schema({"x": pa.int64()}),
+            output=pa.schema({"y": pa.int64()}),
+        )
+        yield model.target
+
+
+def paced_query(client: ChalkClient, show_progress: bool | Console) -> Dataset:
+    rows = list(range(PACED_ROWS))
+    dataset = client.offline_query(
+        input={Paced.id: rows, Paced.x: rows}, output=[Paced.y], show_progress=show_progress
+    )
+    assert dataset.to_arrow().column("paced.y").to_pylist() == rows
+    return dataset
+
+
+def test_a_slow_offline_query_shows_its_bar_advancing_by_chunks(
+    client: ChalkClient, paced: str
+) -> None:
+    screen = io.StringIO()
+
+    dataset = paced_query(client, Console(file=screen, force_terminal=True, width=100))
+
+    drawn = screen.getvalue()
+    assert "offline query" in drawn
+    shown = {int(done) for done in re.findall(rf"(\d+)/{PACED_ROWS}", drawn)}
+    assert any(0 < done < PACED_ROWS for done in shown), shown
+    assert dataset.model_calls == {"paced": GroupCalls("paced", 8, PACED_ROWS, (paced,), 0)}
+
+
+@pytest.mark.parametrize(
+    "terminal", [pytest.param(True, id="turned_off"), pytest.param(False, id="not_a_terminal")]
+)
+def test_no_bar_when_turned_off_or_not_on_a_terminal(
+    client: ChalkClient, paced: str, terminal: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=terminal, width=100)
+
+    paced_query(client, False if terminal else console)
+    paced_query(client, True)
+
+    assert screen.getvalue() == ""
+    assert capsys.readouterr().err == ""
 
 
 def test_an_online_query_returns_plain_values(client: ChalkClient) -> None:

@@ -4,8 +4,10 @@ Run it from the project root once the `ner` group serves and `chalk apply` store
 
     python query.py [--documents 1000] [--summary-json summary.json]
 
-It prints the entities of one sentence, runs the offline query with a progress bar, then a
-summary: rows, rows per second, entities by label and the replicas of the `ner` group.
+It prints the entities of one sentence, runs one offline query over every document (its
+progress bar shows on a terminal), then a summary: rows, rows per second, entities by label,
+the replicas of the `ner` group that answered the query's calls (the dataset's
+`model_calls`), and how many replicas were ready as it ran.
 """
 
 from __future__ import annotations
@@ -23,16 +25,12 @@ from documents import documents
 from features import Document
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from chalk.client import ChalkClient
 
 SENTENCE = "Apple is opening a new office in London next year, Tim Cook said on Monday."
 SCALING_GROUP = "ner"
-# offline_query draws its own bar only for inputs of millions of rows; sending the documents
-# in blocks lets this one move.
-_BLOCK_ROWS = 100
 
 console = Console(soft_wrap=True)
 
@@ -48,6 +46,9 @@ class Summary:
     offline_seconds: float = 0.0
     rows_per_second: float = 0.0
     entities_by_label: dict[str, int] = field(default_factory=dict)
+    calls: int = 0
+    retries: int = 0
+    replicas_used: list[str] = field(default_factory=list)
     replicas_ready_at_start: int = 0
     replicas_ready_peak: int = 0
     replicas_ready_at_end: int = 0
@@ -98,36 +99,26 @@ def online(client: ChalkClient, summary: Summary) -> None:
 
 
 def offline(client: ChalkClient, count: int, summary: Summary) -> None:
-    """``count`` generated documents through ``offline_query``, timed, under a progress bar."""
+    """``count`` generated documents through one ``offline_query``, timed."""
     texts = documents(count)
     console.print(f"==> offline query: the entities of {count} generated documents")
-    columns = (
-        TextColumn("    {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    labels: Counter[str] = Counter()
-    with ReplicaWatch(client, SCALING_GROUP) as watch, Progress(*columns, console=console) as bar:
-        task = bar.add_task("documents", total=count)
+    with ReplicaWatch(client, SCALING_GROUP) as watch:
         started = time.perf_counter()
-        for offset in range(0, count, _BLOCK_ROWS):
-            block = texts[offset : offset + _BLOCK_ROWS]
-            dataset = client.offline_query(
-                input={
-                    Document.id: list(range(offset + 1, offset + len(block) + 1)),
-                    Document.text: block,
-                },
-                output=[Document.entities],
-                show_progress=False,
-            )
-            summary.offline_rows += len(dataset)
-            for found in dataset.to_arrow().column("document.entities").to_pylist():
-                labels.update(entity["label"] for entity in json.loads(found))
-            bar.advance(task, len(block))
+        dataset = client.offline_query(
+            input={Document.id: list(range(1, count + 1)), Document.text: texts},
+            output=[Document.entities],
+            show_progress=console,
+        )
         summary.offline_seconds = time.perf_counter() - started
+    labels: Counter[str] = Counter()
+    for found in dataset.to_arrow().column("document.entities").to_pylist():
+        labels.update(entity["label"] for entity in json.loads(found))
+    calls = dataset.model_calls[SCALING_GROUP]
+    summary.offline_rows = len(dataset)
     summary.rows_per_second = summary.offline_rows / summary.offline_seconds
     summary.entities_by_label = dict(labels.most_common())
+    summary.calls, summary.retries = calls.calls, calls.retries
+    summary.replicas_used = list(calls.endpoints)
     summary.replicas_ready_at_start = watch.start
     summary.replicas_ready_peak = watch.peak
     summary.replicas_ready_at_end = watch.end
@@ -142,6 +133,11 @@ def report(summary: Summary) -> None:
         f"({summary.rows_per_second:.0f} rows/s)"
     )
     console.print(f"    entities: {sum(summary.entities_by_label.values())} ({top})")
+    used = ", ".join(summary.replicas_used)
+    console.print(
+        f"    replicas used: {len(summary.replicas_used)} ({used}) answered "
+        f"{summary.calls} calls, {summary.retries} retried"
+    )
     console.print(
         f"    replicas of scaling group {SCALING_GROUP!r} (min 1, max 2): "
         f"{summary.replicas_ready_at_start} ready at the start, "

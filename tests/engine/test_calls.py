@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -22,9 +21,12 @@ from chalk import functions as F
 from chalk.catalog import Catalog, Endpoint, Route
 from chalk.catalog.errors import UnknownGroupError
 from chalk.engine.calls import (
-    DEFAULT_MAX_CHUNK_ROWS,
+    DEFAULT_CHUNKS_PER_ENDPOINT,
+    DEFAULT_MIN_CHUNK_ROWS,
     ROUTE_TTL_S,
+    CallRecorder,
     EventLoopThread,
+    GroupCalls,
     ModelArgumentCountError,
     ModelCaller,
     ModelCallTypeError,
@@ -32,7 +34,9 @@ from chalk.engine.calls import (
     ModelResultError,
     ModelTransportError,
     chunk_batch,
+    chunk_rows,
     converts_without_loss,
+    recording,
 )
 from chalk.engine.execute import EngineTypeError, execute
 from chalk.engine.plan import plan
@@ -407,6 +411,91 @@ def test_two_endpoints_share_the_work(
     assert sum(served) == 20
 
 
+def test_a_call_of_many_rows_is_spread_over_every_endpoint_in_row_order(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    models = double_deployed(runtime, deploy, 2)
+    values = pa.array(range(10_000), INT)
+
+    with recording(CallRecorder()) as recorder:
+        doubled = make_caller().call_blocking(feature="t.y", name="model.double", args=[values])
+
+    assert doubled.equals(pc.multiply(values, 2))
+    served = [calls_served(m) for m in models]
+    assert all(count > 0 for count in served), served
+    assert sum(served) == 2 * DEFAULT_CHUNKS_PER_ENDPOINT
+    assert recorder.groups() == {
+        "double": GroupCalls(
+            "double", sum(served), 10_000, recorder.groups()["double"].endpoints, retries=0
+        )
+    }
+    assert sorted(recorder.groups()["double"].endpoints) == sorted(m.target for m in models)
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [pytest.param(1, id="one_row"), pytest.param(2 * DEFAULT_MIN_CHUNK_ROWS - 1, id="small")],
+)
+def test_a_small_call_stays_one_chunk_over_several_endpoints(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller, rows: int
+) -> None:
+    models = double_deployed(runtime, deploy, 2)
+    values = pa.array(range(rows), INT)
+
+    doubled = make_caller().call_blocking(feature="t.y", name="model.double", args=[values])
+
+    assert doubled.equals(pc.multiply(values, 2))
+    assert calls_served(*models) == 1
+
+
+@pytest.mark.parametrize(
+    ("rows", "endpoints", "limits", "expected"),
+    [
+        pytest.param(1, 2, {}, 262_144, id="one_row_keeps_the_limit"),
+        pytest.param(511, 4, {}, 262_144, id="under_two_minimum_chunks"),
+        pytest.param(1000, 2, {}, 334, id="as_many_minimum_chunks_as_fit"),
+        pytest.param(100_000, 2, {}, 6250, id="chunks_per_endpoint"),
+        pytest.param(1000, 2, {"max_rows": 100}, 100, id="the_row_limit_already_spreads"),
+        pytest.param(1000, 2, {"max_bytes": 800}, 262_144, id="the_byte_limit_already_spreads"),
+        pytest.param(5000, 1, {}, 625, id="one_endpoint_spread_too"),
+        pytest.param(5000, 1, {"in_flight_per_endpoint": 1}, 625, id="one_slot_spread_too"),
+        pytest.param(1_000_000, 1, {}, 262_144, id="the_row_limit_fills_the_slots"),
+        pytest.param(10_000_000, 1, {}, 262_144, id="one_endpoint_by_the_row_limit"),
+    ],
+)
+def test_chunk_rows(rows: int, endpoints: int, limits: dict[str, int], expected: int) -> None:
+    limits = {"max_rows": 262_144, "max_bytes": 16 << 20, **limits}
+
+    assert chunk_rows(rows, rows * 8, endpoints=endpoints, **limits) == expected
+
+
+def test_a_replica_ready_mid_call_takes_chunks(
+    runtime: StartRuntime, deploy: Deploy, catalog: Catalog, make_caller: MakeCaller
+) -> None:
+    first, second = (
+        runtime("model_handlers.slow", cwd=SHIM_HANDLERS, env={"SLOW_SECONDS": "0.3"})
+        for _ in range(2)
+    )
+    deploy("slow", [first.target], inputs=schema(("x", INT)), output=schema(("y", INT)))
+    values = pa.array(range(20 * DEFAULT_MIN_CHUNK_ROWS), INT)
+    caller = make_caller(max_in_flight_per_endpoint=1)
+
+    pending = asyncio.run_coroutine_threadsafe(
+        caller.call(feature="t.y", name="model.slow", args=[values]), caller.loop
+    )
+    first.wait_in_flight(1)
+    group = catalog.groups.get("slow")
+    endpoints = [Endpoint(first.target), Endpoint(second.target)]
+    catalog.groups.report(
+        group.id, status="Ready", desired=2, ready=2, available=2, endpoints=endpoints
+    )
+    answer = pending.result(timeout=120)
+
+    assert answer.equals(values)
+    assert calls_served(second) > 0
+    assert calls_served(first, second) == DEFAULT_CHUNKS_PER_ENDPOINT
+
+
 def test_one_chunk_calls_take_turns_over_the_endpoints(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
@@ -429,13 +518,22 @@ def test_a_refused_endpoint_is_retried_on_the_live_one(
     refused = f"127.0.0.1:{free_port()}"
     deploy("double", [refused, live.target], inputs=schema(("x", INT)), output=schema(("y", INT)))
     values = pa.array(range(5000), INT)
+    recorder = CallRecorder()
 
     doubled = make_caller(max_chunk_rows=100).call_blocking(
-        feature="t.y", name="model.double", args=[values]
+        feature="t.y", name="model.double", args=[values], recorder=recorder
     )
 
     assert doubled.equals(pc.multiply(values, 2))
     assert calls_served(live) == 50
+    [calls] = recorder.groups().values()
+    assert (calls.group, calls.calls, calls.rows, calls.endpoints) == (
+        "double",
+        50,
+        5000,
+        (live.target,),
+    )
+    assert calls.retries >= 1
 
 
 def test_endpoints_that_all_refuse_fail_naming_them(
@@ -662,7 +760,7 @@ def test_one_million_rows_through_double(
     doubled = make_caller().call_blocking(feature="t.y", name="model.double", args=[values])
 
     assert doubled.equals(pc.multiply(values, 2))
-    assert calls_served(*models) == math.ceil(1_000_000 / DEFAULT_MAX_CHUNK_ROWS)
+    assert calls_served(*models) == 2 * DEFAULT_CHUNKS_PER_ENDPOINT
 
 
 class _CountingResolver:
