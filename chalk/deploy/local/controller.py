@@ -413,7 +413,7 @@ class LocalController:
             handle.probe_failures = 0 if ok else handle.probe_failures + 1
             was_ready = handle.ready
             if ok and not was_ready:
-                handle.ready = True
+                handle.mark_ready()
                 self._save_row(slot, handle, state="Running")
                 self._event(group, "Normal", "Ready", f"replica {slot.replica_id} is ready")
             elif was_ready and handle.probe_failures >= self._settings.unready_after_failures:
