@@ -4,19 +4,23 @@ state and the controller's heartbeat. Reached as ``catalog.state``.
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
 
 from chalk.catalog.records import ControllerInfo, Event, Replica
-from chalk.catalog.schema import autoscaler_state, controller, events, replicas
+from chalk.catalog.schema import autoscaler_state, controller, events, replicas, scaling_groups
 
 if TYPE_CHECKING:
     from chalk.catalog.store import Catalog
 
-__all__ = ["EVENTS_KEPT_PER_GROUP", "RuntimeState"]
+__all__ = ["EVENTS_KEPT_AFTER_DELETE", "EVENTS_KEPT_PER_GROUP", "RuntimeState"]
 
 EVENTS_KEPT_PER_GROUP: Final = 200
+# A deleted group's events stay this long (why its replicas left), then go with the next event
+# anyone records, so deleted groups do not keep theirs forever.
+EVENTS_KEPT_AFTER_DELETE: Final = dt.timedelta(days=1)
 
 
 class RuntimeState:
@@ -70,7 +74,11 @@ class RuntimeState:
             )
 
     def add_event(self, group_id: str, *, type: str, reason: str, message: str) -> Event:
-        """Record an event (``type`` Normal or Warning); only the newest few hundred stay."""
+        """Record an event (``type`` Normal or Warning); only the newest few hundred stay.
+
+        Recording one also forgets the events of groups deleted more than
+        ``EVENTS_KEPT_AFTER_DELETE`` ago.
+        """
         event = Event(
             group_id=group_id, time=self._catalog.clock(), type=type, reason=reason, message=message
         )
@@ -80,17 +88,10 @@ class RuntimeState:
                     group_id=group_id, time=event.time, type=type, reason=reason, message=message
                 )
             )
-            cutoff = connection.execute(
-                sa.select(events.c.id)
-                .where(events.c.group_id == group_id)
-                .order_by(events.c.id.desc())
-                .offset(EVENTS_KEPT_PER_GROUP)
-                .limit(1)
-            ).scalar()
-            if cutoff is not None:
-                connection.execute(
-                    sa.delete(events).where(events.c.group_id == group_id, events.c.id <= cutoff)
-                )
+            _keep_newest_events(connection, group_id)
+            _forget_events_of_groups_deleted_before(
+                connection, event.time - EVENTS_KEPT_AFTER_DELETE
+            )
         return event
 
     def events(self, group_id: str, *, limit: int = 20) -> list[Event]:
@@ -183,3 +184,22 @@ def _replica(row: Any) -> Replica:
         started_at=row.started_at,
         updated_at=row.updated_at,
     )
+
+
+def _keep_newest_events(connection: sa.Connection, group_id: str) -> None:
+    cutoff = connection.execute(
+        sa.select(events.c.id)
+        .where(events.c.group_id == group_id)
+        .order_by(events.c.id.desc())
+        .offset(EVENTS_KEPT_PER_GROUP)
+        .limit(1)
+    ).scalar()
+    if cutoff is not None:
+        connection.execute(
+            sa.delete(events).where(events.c.group_id == group_id, events.c.id <= cutoff)
+        )
+
+
+def _forget_events_of_groups_deleted_before(connection: sa.Connection, cutoff: dt.datetime) -> None:
+    deleted = sa.select(scaling_groups.c.id).where(scaling_groups.c.deleted_at < cutoff)
+    connection.execute(sa.delete(events).where(events.c.group_id.in_(deleted)))

@@ -25,6 +25,7 @@ from chalk.catalog.errors import (
 )
 from chalk.catalog.records import Replica
 from chalk.catalog.schema import SCHEMA_VERSION, migrate, model_versions, schema_version
+from chalk.catalog.state import EVENTS_KEPT_AFTER_DELETE
 
 TEXT = pa.schema([("text", pa.large_string())])
 
@@ -248,6 +249,25 @@ def test_events_are_kept_newest_first_within_a_bound(catalog: Catalog, clock: Fa
 
     assert [e.message for e in latest] == ["#202", "#203", "#204"]
     assert len(catalog.state.events(group_id, limit=1000)) == 200
+
+
+def test_events_of_a_group_deleted_over_a_day_ago_are_forgotten(
+    catalog: Catalog, clock: FakeClock
+) -> None:
+    long_gone = _serving_group(catalog, "old")
+    catalog.state.add_event(long_gone, type="Normal", reason="Started", message="old")
+    catalog.groups.delete("old")
+    clock.advance(EVENTS_KEPT_AFTER_DELETE.total_seconds() + 1)
+    just_gone = _serving_group(catalog, "recent")
+    catalog.state.add_event(just_gone, type="Normal", reason="Started", message="recent")
+    catalog.groups.delete("recent")
+    live = _serving_group(catalog, "live")
+
+    catalog.state.add_event(live, type="Normal", reason="Started", message="live")
+
+    assert catalog.state.events(long_gone) == []
+    assert [e.message for e in catalog.state.events(just_gone)] == ["recent"]
+    assert [e.message for e in catalog.state.events(live)] == ["live"]
 
 
 def test_autoscaler_state_round_trips(catalog: Catalog) -> None:

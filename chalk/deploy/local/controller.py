@@ -38,6 +38,7 @@ from chalk.deploy.local.gpus import (
     parse_cuda_visible_devices,
 )
 from chalk.deploy.local.images import image_argv, replica_cwd, replica_env
+from chalk.deploy.local.logs import tidy_logs
 from chalk.deploy.local.processes import (
     ReplicaHandle,
     adopt,
@@ -79,6 +80,11 @@ class ControllerSettings:
     # How long a leaving replica stays out of the endpoints before its SIGTERM.
     endpoint_drain_s: float = 1.0
     metrics_timeout_s: float = 0.5
+    # Each log under logs_dir is cut back (to <name>.1) past this size; logs of replicas gone
+    # and unchanged for log_keep_unused_s are removed. Checked every log_check_interval_s.
+    log_max_bytes: int = 10 * 2**20
+    log_keep_unused_s: float = 7 * 24 * 3600.0
+    log_check_interval_s: float = 30.0
     interpreter_bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
     nvidia_smi_path: str | None = None
 
@@ -127,6 +133,7 @@ class LocalController:
         self._groups: dict[str, _GroupState] = {}
         self._host = socket.gethostname()
         self._gpus = GpuAllocator([])
+        self._logs_tidied_at: float | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt what an earlier controller left running, then reconcile until ``stop``."""
@@ -142,6 +149,7 @@ class LocalController:
                     raise
                 except Exception:  # the catalog hiccuped: try again next pass
                     logger.exception("a reconcile pass failed")
+                await self._tidy_logs_when_due()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=self._settings.pass_interval_s)
         finally:
@@ -231,6 +239,31 @@ class LocalController:
         self._groups.clear()
         with contextlib.suppress(Exception):
             self._catalog.state.clear_controller(BACKEND)
+
+    async def _tidy_logs_when_due(self) -> None:
+        now = self._monotonic()
+        due = self._logs_tidied_at is None or (
+            now - self._logs_tidied_at >= self._settings.log_check_interval_s
+        )
+        if not due:
+            return
+        self._logs_tidied_at = now
+        in_use = [
+            self._log_path(state.name, replica_id)
+            for state in self._groups.values()
+            for replica_id in [*state.slots, *(h.replica_id for h in state.leaving)]
+        ]
+        try:
+            await asyncio.to_thread(
+                tidy_logs,
+                self._settings.logs_dir,
+                max_bytes=self._settings.log_max_bytes,
+                keep_unused_s=self._settings.log_keep_unused_s,
+                in_use=in_use,
+                now_s=self._wall_clock(),
+            )
+        except OSError:  # a full or read-only disk must not stop the controller
+            logger.exception("tidying the logs in %s failed", self._settings.logs_dir)
 
     # --- one group ------------------------------------------------------------------------
 
@@ -413,7 +446,7 @@ class LocalController:
             handle.probe_failures = 0 if ok else handle.probe_failures + 1
             was_ready = handle.ready
             if ok and not was_ready:
-                handle.ready = True
+                handle.mark_ready()
                 self._save_row(slot, handle, state="Running")
                 self._event(group, "Normal", "Ready", f"replica {slot.replica_id} is ready")
             elif was_ready and handle.probe_failures >= self._settings.unready_after_failures:

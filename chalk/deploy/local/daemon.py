@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Final
 
+import psutil
+
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
@@ -156,24 +158,75 @@ def ensure_running(project: Project) -> int | None:
 
 
 def stop(project: Project, *, timeout_s: float | None = None) -> bool:
-    """SIGTERM the running controller and wait until it has stopped its replicas and exited.
+    """SIGTERM the running controller and return once it and every replica have exited.
 
-    Returns False when no controller was running (then ``stop_orphans`` cleans up after one
-    that died).
+    The controller stops its replicas before it exits; replicas it could not stop (it was
+    killed meanwhile) are stopped here, as ``stop_orphans`` does. Returns False when no
+    controller was running (then ``stop_orphans`` cleans up after one that died).
+
+    Raises
+    ------
+    CatalogError
+        When the controller has not exited within ``timeout_s`` (default: the longest
+        ``shutdown_delay_seconds`` of any group plus a minute); the message names its pid.
     """
-    pid = controller_pid(project)
-    if pid is None or pid <= 0:
+    pid = _running_pid(project)
+    if pid is None:
         return False
+    process = _process(pid)
     if timeout_s is None:
         timeout_s = _STOP_MARGIN_S + _longest_grace_s(open_catalog(project))
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     give_up = time.monotonic() + timeout_s
-    while controller_pid(project) is not None:
+    # The lock goes when run_foreground returns; the process exits a moment later.
+    while _is_running(process) or controller_pid(project) == pid:
         if time.monotonic() > give_up:
-            raise CatalogError(f"the local controller (pid {pid}) did not stop in {timeout_s}s")
+            raise _did_not_stop(project, pid, timeout_s)
         time.sleep(0.05)
+    with contextlib.suppress(ControllerAlreadyRunning):
+        # A controller started meanwhile holds the lock: the replicas are its own.
+        stop_orphans(project)
     return True
+
+
+def _running_pid(project: Project) -> int | None:
+    """The controller's pid; waits a moment for a controller that has the lock but no pid yet."""
+    give_up = time.monotonic() + _START_TIMEOUT_S
+    pid = controller_pid(project)
+    while pid is not None and pid <= 0 and time.monotonic() < give_up:
+        time.sleep(0.05)
+        pid = controller_pid(project)
+    return pid if pid is not None and pid > 0 else None
+
+
+def _process(pid: int) -> psutil.Process | None:
+    try:
+        return psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return None
+
+
+def _is_running(process: psutil.Process | None) -> bool:
+    """Whether ``process`` (the same one: pid and start time) runs; a zombie has exited."""
+    if process is None or not process.is_running():
+        return False
+    with contextlib.suppress(ChildProcessError):
+        # This process started it (``ensure_running``): reap it, or it stays a zombie.
+        os.waitpid(process.pid, os.WNOHANG)
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _did_not_stop(project: Project, pid: int, timeout_s: float) -> CatalogError:
+    log = logs_dir(project) / "controller.log"
+    return CatalogError(
+        f"the local controller (pid {pid}) did not exit within {timeout_s:g}s of SIGTERM; "
+        f"see {log}. Stop it with `kill -KILL {pid}`, then run `chalk down` again to stop "
+        "the replicas it leaves"
+    )
 
 
 def _longest_grace_s(catalog: Catalog) -> float:

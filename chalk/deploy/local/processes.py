@@ -113,6 +113,16 @@ class ReplicaHandle:
             pass
         return "exited (exit status unknown: started by an earlier controller)"
 
+    def mark_ready(self) -> None:
+        """Ready from now on; its CPU use is measured afresh from this moment.
+
+        Start-up work (imports, loading a model) is not load: counted, it would scale every
+        new replica's group up, so, as the HPA does, only CPU used since readiness counts.
+        """
+        self.ready = True
+        self._cpu_sample = None
+        self.cpu_millicores = None
+
     def signal_group(self, signum: int) -> None:
         """Send ``signum`` to the replica's whole process group (it leads its own session)."""
         try:

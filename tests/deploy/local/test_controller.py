@@ -27,7 +27,7 @@ from tests.deploy.local.conftest import (
     wait_for,
 )
 
-Start = Callable[[], RunningController]
+Start = Callable[..., RunningController]
 
 
 def create(catalog: Catalog, name: str, spec: GroupSpec) -> str:
@@ -246,3 +246,35 @@ def test_an_update_to_an_image_with_another_port_takes_that_port(
 
     assert derived.port == 9000
     assert pinned.port == 8500
+
+
+CHATTY = """
+import itertools, time
+for n in itertools.count():
+    print(n, flush=True)
+    time.sleep(0.001)
+"""
+
+
+def test_a_chatty_replicas_log_is_cut_back_to_its_bound(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    save_image(
+        catalog,
+        project,
+        "chatty:latest",
+        files={"/app/chatty.py": CHATTY},
+        entrypoint=(sys.executable, "chatty.py"),
+    )
+    group_id = create(catalog, "chatty", GroupSpec(image="chatty:latest"))
+    controller(log_max_bytes=4096, log_check_interval_s=0.2)
+    [row] = wait_for(lambda: catalog.state.replicas(group_id), what="the replica")
+    log = project.state_dir / "logs" / "chatty" / f"{row.replica_id}.log"
+    previous = log.with_name(f"{log.name}.1")
+
+    wait_for(previous.exists, what=previous.name)
+    wait_for(lambda: log.read_bytes().count(b"\n") > 10, what="lines after the rotation")
+
+    assert previous.stat().st_size > 4096
+    first_line = int(log.read_bytes().split(b"\n", 1)[0])
+    assert first_line > 0

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from chalk.catalog import Catalog
 from chalk.catalog.config import Project
+from chalk.catalog.errors import CatalogError
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.deploy.groups import pin_image
@@ -22,6 +24,21 @@ from tests.deploy.local.conftest import alive, save_image, wait_for
 
 CHALK = str(Path(sys.executable).with_name("chalk"))
 HTTP_SERVER = (sys.executable, "-m", "http.server", "8000", "--bind", "127.0.0.1")
+# Holds the controller's lock as a controller does; on SIGTERM ignores it or dies at once
+# (without stopping any replica).
+LOCK_HOLDER = r"""
+import fcntl, os, signal, sys, time
+lock = open(sys.argv[1], "a+")
+fcntl.flock(lock, fcntl.LOCK_EX)
+lock.seek(0)
+lock.truncate()
+lock.write(str(os.getpid()))
+lock.flush()
+signal.signal(signal.SIGTERM, signal.SIG_IGN if sys.argv[2] == "ignore" else signal.SIG_DFL)
+print("locked", flush=True)
+while True:
+    time.sleep(1)
+"""
 
 
 def chalk(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
@@ -35,6 +52,29 @@ def chalk(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
 def stopped_afterwards(project: Project) -> Iterator[None]:
     yield
     chalk(project, "down")
+
+
+@pytest.fixture
+def lock_holder(project: Project) -> Iterator[Callable[[str], subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def _start(on_sigterm: str) -> subprocess.Popen[str]:
+        lock = project.state_dir / "controller.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        holder = subprocess.Popen(
+            [sys.executable, "-c", LOCK_HOLDER, str(lock), on_sigterm],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        started.append(holder)
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "locked\n"
+        return holder
+
+    yield _start
+    for holder in started:
+        holder.kill()
+        holder.wait()
 
 
 def web_group(catalog: Catalog, replicas: int = 2) -> str:
@@ -57,6 +97,19 @@ def ready_pids(catalog: Catalog, group_id: str, count: int) -> list[int]:
         return None
 
     return list(wait_for(check, what=f"{count} ready replicas"))
+
+
+def replicas_of_a_killed_controller(catalog: Catalog, project: Project) -> tuple[str, list[int]]:
+    """Two ready replicas of group ``web``, left running by a controller killed with SIGKILL."""
+    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
+    group_id = web_group(catalog)
+    chalk(project, "up", "--detach")
+    pids = ready_pids(catalog, group_id, 2)
+    controller = daemon.controller_pid(project)
+    assert controller is not None
+    os.kill(controller, signal.SIGKILL)
+    wait_for(lambda: daemon.controller_pid(project) is None, what="the lock to be released")
+    return group_id, pids
 
 
 @pytest.mark.usefixtures("stopped_afterwards")
@@ -85,15 +138,7 @@ def test_up_detach_status_and_down(catalog: Catalog, project: Project) -> None:
 def test_a_restarted_controller_adopts_replicas_without_duplicates(
     catalog: Catalog, project: Project
 ) -> None:
-    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
-    group_id = web_group(catalog)
-    chalk(project, "up", "--detach")
-    pids = ready_pids(catalog, group_id, 2)
-    controller = daemon.controller_pid(project)
-    assert controller is not None
-
-    os.kill(controller, signal.SIGKILL)
-    wait_for(lambda: daemon.controller_pid(project) is None, what="the lock to be released")
+    group_id, pids = replicas_of_a_killed_controller(catalog, project)
     assert all(alive(pid) for pid in pids)
     chalk(project, "up", "--detach")
 
@@ -123,18 +168,61 @@ def test_a_second_foreground_controller_is_refused(
 def test_down_after_a_controller_crash_stops_the_replicas_it_left(
     catalog: Catalog, project: Project
 ) -> None:
-    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
-    group_id = web_group(catalog)
-    chalk(project, "up", "--detach")
-    pids = ready_pids(catalog, group_id, 2)
-    controller = daemon.controller_pid(project)
-    assert controller is not None
-    os.kill(controller, signal.SIGKILL)
-    wait_for(lambda: daemon.controller_pid(project) is None, what="the lock to be released")
+    group_id, pids = replicas_of_a_killed_controller(catalog, project)
 
     result = chalk(project, "down")
 
     assert "was not running" in result.stdout
+    assert not any(alive(pid) for pid in pids)
+    assert catalog.state.replicas(group_id) == []
+    assert catalog.groups.get("web").endpoints == ()
+
+
+@pytest.mark.usefixtures("stopped_afterwards")
+def test_down_returns_only_once_the_controller_and_its_replicas_have_exited(
+    catalog: Catalog, project: Project
+) -> None:
+    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
+    group_id = web_group(catalog)
+    left_running = []
+
+    for _ in range(3):
+        chalk(project, "up", "--detach")
+        controller = daemon.controller_pid(project)
+        assert controller is not None
+        pids = [controller, *ready_pids(catalog, group_id, 2)]
+        stopped = chalk(project, "down")
+        assert stopped.returncode == 0, stopped.stderr
+        left_running.append([pid for pid in pids if alive(pid)])
+
+    assert left_running == [[], [], []]
+
+
+def test_down_names_the_pid_of_a_controller_that_does_not_exit(
+    project: Project, lock_holder: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    holder = lock_holder("ignore")
+
+    expected = f"controller (pid {holder.pid}) did not exit within 0.5s of SIGTERM"
+    with pytest.raises(CatalogError, match=re.escape(expected)) as raised:
+        daemon.stop(project, timeout_s=0.5)
+
+    assert f"`kill -KILL {holder.pid}`, then run `chalk down` again" in str(raised.value)
+    assert alive(holder.pid)
+
+
+@pytest.mark.usefixtures("stopped_afterwards")
+def test_down_stops_the_replicas_a_controller_left_when_it_exited(
+    catalog: Catalog, project: Project, lock_holder: Callable[[str], subprocess.Popen[str]]
+) -> None:
+    group_id, pids = replicas_of_a_killed_controller(catalog, project)
+    # A controller that exits on SIGTERM without stopping the replicas it runs.
+    holder = lock_holder("die")
+
+    result = chalk(project, "down")
+
+    assert "stopped the local controller" in result.stdout, result.stderr
+    assert not alive(holder.pid)
     assert not any(alive(pid) for pid in pids)
     assert catalog.state.replicas(group_id) == []
     assert catalog.groups.get("web").endpoints == ()

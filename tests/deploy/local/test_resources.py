@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import stat
 import sys
 import threading
@@ -198,6 +199,18 @@ def slow_model_image(catalog: Catalog, project: Project) -> None:
     )
 
 
+def in_flight_scale_ups(catalog: Catalog, group_id: str) -> list[tuple[int, int]]:
+    """(from, to) of each scale-up made while more than one call per replica was in flight."""
+    found = []
+    for event in catalog.state.events(group_id, limit=200):
+        match = re.search(r"in-flight ([\d.]+) per replica .*: (\d+) -> (\d+)", event.message)
+        if event.reason == "Scaled" and match and float(match[1]) > 1:
+            before, after = int(match[2]), int(match[3])
+            if after > before:
+                found.append((before, after))
+    return found
+
+
 def test_in_flight_calls_scale_a_slow_model_up(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
@@ -209,17 +222,18 @@ def test_in_flight_calls_scale_a_slow_model_up(
             min_replicas=1, max_replicas=3, queue_depth_target=1, shutdown_delay_seconds=6
         ),
     )
-    create(catalog, "slow", spec)
+    group_id = create(catalog, "slow", spec)
     controller()
-    [endpoint] = wait_for(
+    endpoints = wait_for(
         lambda: (g := catalog.groups.get("slow")).status == "Ready" and g.endpoints,
         what="the first replica",
     )
 
     async def four_calls() -> None:
         async with RemoteCallClient() as client:
+            target = endpoints[0].target
             await asyncio.gather(
-                *(client.call(endpoint.target, {"x": pa.array([i])}, name="slow") for i in range(4))
+                *(client.call(target, {"x": pa.array([i])}, name="slow") for i in range(4))
             )
 
     calling = threading.Thread(target=asyncio.run, args=(four_calls(),))
@@ -230,6 +244,11 @@ def test_in_flight_calls_scale_a_slow_model_up(
         )
     finally:
         calling.join(timeout=30)
+
+    # The calls scaled it, not the replica's CPU-heavy start (which counts for nothing).
+    scale_ups = in_flight_scale_ups(catalog, group_id)
+    assert scale_ups, "no scale-up while calls were in flight"
+    assert scale_ups[-1][1] == 3
 
 
 def in_flight(catalog: Catalog, name: str) -> float:
