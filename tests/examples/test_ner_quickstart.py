@@ -101,12 +101,12 @@ def processes_under(folder: Path) -> list[psutil.Process]:
 
 
 def left_running(folder: Path) -> list[str]:
-    """The processes of ``folder`` that have not exited within a few seconds, described.
+    """The processes of ``folder`` still running, described.
 
-    ``chalk down`` returns once the controller has stopped every replica and released its
-    lock; its own interpreter may still be finishing its exit for a moment then.
+    ``chalk down`` returns only once the controller process and every replica have exited; the
+    short wait covers no more than the OS reaping them.
     """
-    _gone, alive = psutil.wait_procs(processes_under(folder), timeout=10)
+    _gone, alive = psutil.wait_procs(processes_under(folder), timeout=2)
     described = []
     for process in alive:
         with contextlib.suppress(psutil.Error):
