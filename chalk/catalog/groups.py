@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from chalk.catalog.errors import ConflictError, NotFoundError, ValidationError
 from chalk.catalog.guard import check_write
 from chalk.catalog.records import Endpoint, ScalingGroup
-from chalk.catalog.schema import scaling_group_revisions, scaling_groups
+from chalk.catalog.schema import autoscaler_state, scaling_group_revisions, scaling_groups
 from chalk.catalog.specs import GroupSpec
 
 if TYPE_CHECKING:
@@ -193,6 +193,10 @@ class GroupStore:
                     available_replicas=0,
                     desired_replicas=0,
                 )
+            )
+            # The autoscaler's memory of the group means nothing once it is gone.
+            connection.execute(
+                sa.delete(autoscaler_state).where(autoscaler_state.c.group_id == row.id)
             )
             deleted = connection.execute(
                 sa.select(scaling_groups).where(scaling_groups.c.id == row.id)

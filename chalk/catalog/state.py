@@ -117,10 +117,16 @@ class RuntimeState:
         return dict(state or {})
 
     def save_autoscaler_state(self, group_id: str, state: dict[str, Any]) -> None:
-        """Replace the autoscaler's state for a group."""
+        """Replace the autoscaler's state for a group; a deleted group keeps none (a controller
+        pass that began before the delete stores nothing)."""
         now = self._catalog.clock()
         key = autoscaler_state.c.group_id == group_id
         with self._catalog.write() as connection:
+            deleted = connection.execute(
+                sa.select(scaling_groups.c.deleted_at).where(scaling_groups.c.id == group_id)
+            ).scalar()
+            if deleted is not None:
+                return
             updated = connection.execute(
                 sa.update(autoscaler_state).where(key).values(state=state, updated_at=now)
             )

@@ -280,6 +280,17 @@ def test_autoscaler_state_round_trips(catalog: Catalog) -> None:
     assert catalog.state.autoscaler_state(group_id) == {"recommendations": [[2.0, 3]]}
 
 
+def test_a_deleted_group_keeps_no_autoscaler_state(catalog: Catalog) -> None:
+    group_id = _serving_group(catalog)
+    catalog.state.save_autoscaler_state(group_id, {"recommendations": [[1.0, 2]]})
+
+    catalog.groups.delete("ner")
+    # A controller pass that read the group before the delete saves after it.
+    catalog.state.save_autoscaler_state(group_id, {"recommendations": [[2.0, 3]]})
+
+    assert catalog.state.autoscaler_state(group_id) == {}
+
+
 def test_heartbeat_tracks_the_running_controller(catalog: Catalog, clock: FakeClock) -> None:
     catalog.state.heartbeat("local", pid=10, host="laptop")
     clock.advance(5)
