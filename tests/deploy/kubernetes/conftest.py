@@ -1,5 +1,8 @@
 """Kubernetes fixtures: one real API server for the session, and a fresh namespace per test.
 
+Each test module defines ``project`` (a chalk.yaml pointing at its cluster); ``catalog`` and
+``kube`` here build on whichever it defines.
+
 The server is our own etcd + kube-apiserver 1.20 on 127.0.0.1 (``tests/support/kube.py``), or
 the cluster of ``$SCALEGROUP_TEST_KUBECONFIG`` (and ``$SCALEGROUP_TEST_KUBE_CONTEXT``) when set.
 """
@@ -13,6 +16,9 @@ from contextlib import ExitStack
 import pytest
 from kubernetes import client
 
+from chalk.catalog import Catalog, open_catalog
+from chalk.catalog.config import Project
+from chalk.deploy.kubernetes.backend import KubernetesBackend, connect
 from tests.support.kube import (
     REQUIRE_ENV,
     KubeCluster,
@@ -65,3 +71,15 @@ def kube_namespace(kube_api_client: client.ApiClient) -> Iterator[str]:
     name = create_namespace(kube_api_client)
     yield name
     delete_namespace(kube_api_client, name)
+
+
+@pytest.fixture
+def catalog(project: Project) -> Catalog:
+    return open_catalog(project)
+
+
+@pytest.fixture
+def kube(project: Project) -> Iterator[KubernetesBackend]:
+    backend = connect(project)
+    yield backend
+    backend.close()

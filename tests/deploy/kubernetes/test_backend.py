@@ -7,7 +7,6 @@ Our server runs no controllers: tests write Deployment and Pod status and Events
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from chalk.catalog import Catalog, Endpoint, open_catalog
+from chalk.catalog import Catalog, Endpoint
 from chalk.catalog.config import Project
 from chalk.catalog.errors import ConflictError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
@@ -29,7 +28,7 @@ from chalk.deploy.groups import (
     update_group,
     wait_until_serving,
 )
-from chalk.deploy.kubernetes.backend import KubernetesBackend, connect
+from chalk.deploy.kubernetes.backend import KubernetesBackend
 from tests.deploy.kubernetes.helpers import is_absent as _absent
 from tests.deploy.kubernetes.helpers import kube_project, scaling_group
 from tests.deploy.kubernetes.helpers import read_object as _read
@@ -57,18 +56,6 @@ def project(
     return kube_project(
         tmp_path, monkeypatch, kube_cluster.kubeconfig, kube_cluster.context, kube_namespace
     )
-
-
-@pytest.fixture
-def catalog(project: Project) -> Catalog:
-    return open_catalog(project)
-
-
-@pytest.fixture
-def kube(project: Project) -> Iterator[KubernetesBackend]:
-    backend = connect(project)
-    yield backend
-    backend.close()
 
 
 def _versions(kube: KubernetesBackend, kinds: list[tuple[str, str]]) -> dict[str, str]:

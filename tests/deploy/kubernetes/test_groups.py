@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from chalk.catalog import Catalog, Endpoint, open_catalog
+from chalk.catalog import Catalog, Endpoint
 from chalk.catalog.config import Project, load_project
 from chalk.catalog.errors import ValidationError
 from chalk.catalog.records import LocalImage
@@ -48,11 +48,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     # No cluster anywhere: a command that tried to reach one would fail.
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
     return load_project(tmp_path / "chalk.yaml")
-
-
-@pytest.fixture
-def catalog(project: Project) -> Catalog:
-    return open_catalog(project)
 
 
 def _no_cluster(project: Project) -> object:

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from chalk.catalog import Catalog, open_catalog
+from chalk.catalog import Catalog
 from chalk.catalog.config import Project
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.deploy.groups import create_group, delete_group, update_group
-from chalk.deploy.kubernetes.backend import KubernetesBackend, connect
+from chalk.deploy.kubernetes.backend import KubernetesBackend
 from tests.deploy.kubernetes.helpers import is_absent as _absent
 from tests.deploy.kubernetes.helpers import kube_project, scaling_group
 from tests.deploy.kubernetes.helpers import read_object as _read
@@ -44,18 +44,6 @@ def fake(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[FakeKube]:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake: FakeKube) -> Project:
     return kube_project(tmp_path, monkeypatch, fake.kubeconfig, fake.context, "ml")
-
-
-@pytest.fixture
-def catalog(project: Project) -> Catalog:
-    return open_catalog(project)
-
-
-@pytest.fixture
-def kube(project: Project) -> Iterator[KubernetesBackend]:
-    backend = connect(project)
-    yield backend
-    backend.close()
 
 
 def test_discovery_finds_autoscaling_v2_and_the_version(kube: KubernetesBackend) -> None:
