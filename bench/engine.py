@@ -51,7 +51,7 @@ from typing import Final
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
-from report import format_grid, number
+from report import format_grid, number, progress_printer
 
 from chalk import functions as F
 from chalk.catalog import Endpoint, open_catalog
@@ -487,8 +487,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     _add_repo_root()
     began = time.perf_counter()
 
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+    progress = progress_printer()
 
     with tempfile.TemporaryDirectory(prefix="bench-engine-") as work, _bench(Path(work)) as bench:
         progress("runtime serving, catalog ready; warming up")

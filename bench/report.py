@@ -3,9 +3,11 @@ sys.path and they import this module as ``report``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+import time
+from collections.abc import Callable, Sequence
 
-__all__ = ["format_grid", "number"]
+__all__ = ["format_grid", "number", "progress_printer"]
 
 
 def number(value: float) -> str:
@@ -32,3 +34,13 @@ def format_grid(header: Sequence[str], body: Sequence[Sequence[str]], left: int)
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
     return "\n".join(lines)
+
+
+def progress_printer() -> Callable[[str], None]:
+    """A function printing a message to stderr after the seconds since this call."""
+    began = time.perf_counter()
+
+    def progress(message: str) -> None:
+        print(f"[{time.perf_counter() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return progress

@@ -38,7 +38,7 @@ from typing import Final
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
-from report import format_grid, number
+from report import format_grid, number, progress_printer
 
 from chalk.shim import RemoteCallClient
 
@@ -405,8 +405,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     began = time.perf_counter()
 
-    def progress(message: str) -> None:
-        print(f"[{time.perf_counter() - began:6.1f}s] {message}", file=sys.stderr, flush=True)
+    progress = progress_printer()
 
     with (
         tempfile.TemporaryDirectory(prefix="bench-shim-") as log_dir,
