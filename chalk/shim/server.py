@@ -3,18 +3,18 @@
 ``chalk-remote-call`` (``chalk.shim.cli``) builds a ``ServerConfig`` and calls ``serve``; tests
 and embedders may call ``run_server`` on their own event loop.
 
-The gRPC server is grpcio's synchronous one: each call runs start to end in one thread of a pool
-of ``workers`` threads, which is also where the handler runs, so a call crosses no thread or
-event loop of ours on its way (grpcio's asyncio server cost about 1.4 times the reference
-runtime's whole one-row call; bench/README.md). The event loop that ``run_server`` runs on only
-drives the lifecycle (startup, drain, shutdown) and awaits ``async def`` handlers.
+The gRPC server is ``chalk.shim._core``: the ``workers`` threads that run handlers are the ones
+polling gRPC's completion queue, so the thread that receives a call's message runs the handler
+and sends the answer, crossing no thread on the way (grpcio's own servers cost 1.3 to 1.8 times
+the reference runtime's whole one-row call; bench/README.md). The event loop that
+``run_server`` runs on only drives the lifecycle (startup, drain, shutdown) and awaits
+``async def`` handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
-import functools
 import inspect
 import logging
 import os
@@ -23,19 +23,20 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
 
 import grpc
 import pyarrow as pa
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
 from chalk.shim import _wire
 from chalk.shim._codec import DecodeError, Request, decode_request, encode_response
+from chalk.shim._core import Abort, Method, Responder, ServerCore, Stream
+from chalk.shim._services import Health, reflection_methods
 from chalk.shim.arrow_io import (
     InputArgsError,
     iter_batches,
@@ -55,9 +56,7 @@ logger = logging.getLogger("chalk.shim.server")
 _SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
 _HEALTH_NAMES: Final = ("", _wire.SERVICE_NAME)
-# Threads for health checks and reflection, apart from the handler's: they answer while every
-# handler thread is busy.
-_CONTROL_THREADS: Final = 2
+_CALL_FUNCTION: Final = f"/{_wire.SERVICE_NAME}/CallFunction"
 # Leading traceback frames that belong to the dispatch, not to the handler: ours, and those of
 # the futures an ``async def`` handler's result travels back through.
 _DISPATCH_MODULES: Final = frozenset(
@@ -70,21 +69,19 @@ _TRIM_THRESHOLD_BYTES: Final = 1 << 30
 _MMAP_THRESHOLD_BYTES: Final = 1 << 28
 
 
-class _CallFailed(Exception):
+class _CallFailed(Abort):
     """Ends one call with a status code and the JSON error payload as details."""
 
     def __init__(self, code: grpc.StatusCode, error: BaseException, handler_tb: Any) -> None:
-        super().__init__(str(error))
-        self.code = code
+        super().__init__(code, error_payload(error, handler_tb))
         self.kind = type(error).__name__
-        self.details = error_payload(error, handler_tb)
 
 
 class RemoteCallServicer:
     """Answers each record batch of each request message with one ``result`` batch.
 
-    ``CallFunction`` runs in a gRPC pool thread; an ``async def`` handler is awaited on
-    ``loop`` while that thread waits for it.
+    A call's messages are answered in a handler slot of the server core; an ``async def``
+    handler is awaited on ``loop`` while that thread waits for it.
     """
 
     def __init__(
@@ -120,26 +117,14 @@ class RemoteCallServicer:
         """Block until no call is in flight after ``start_draining``; False on timeout."""
         return self._idle.wait(timeout_s)
 
-    def CallFunction(
-        self, requests: Iterator[Request], context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
+    def method(self) -> Method:
+        """``CallFunction`` for the server core."""
+        return Method(self._open, in_handler_slot=True)
+
+    def _open(self, stream: Stream) -> Responder:
         if not self._enter():
-            # Take the request off the wire first: aborting while the client still sends makes
-            # some clients see a reset stream (INTERNAL) instead of this status.
-            for _ in requests:
-                pass
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the model replica is shutting down")
-        try:
-            handler_context: dict[str, Any] | None = None
-            for request in requests:
-                if handler_context is None:
-                    handler_context = _handler_context(request.name, context)
-                yield from self._answer(request.feather_stream, handler_context)
-        except _CallFailed as failure:
-            self._metrics.call_failed(failure.kind)
-            context.abort(failure.code, failure.details)
-        finally:
-            self._leave()
+            return _Refused()
+        return _Call(self, stream)
 
     def _enter(self) -> bool:
         with self._lock:
@@ -192,6 +177,48 @@ class RemoteCallServicer:
         return dict(zip(names, batch.columns, strict=True))
 
 
+class _Call:
+    """One ``CallFunction`` call: its messages, answered in order."""
+
+    def __init__(self, servicer: RemoteCallServicer, stream: Stream) -> None:
+        self._servicer = servicer
+        self._stream = stream
+        self._context: dict[str, Any] | None = None
+
+    def message(self, data: bytes) -> list[bytes]:
+        request = _checked_request(data)
+        if self._context is None:
+            self._context = _handler_context(request.name, self._stream)
+        try:
+            return self._servicer._answer(request.feather_stream, self._context)
+        except _CallFailed as failure:
+            self._servicer._metrics.call_failed(failure.kind)
+            raise
+
+    def end_of_input(self) -> bool:
+        return True
+
+    def closed(self) -> None:
+        self._servicer._leave()
+
+
+class _Refused:
+    """A call that arrived while draining: its input is taken off the wire, then UNAVAILABLE.
+
+    Refusing while the client still sends makes some clients see a reset stream (INTERNAL)
+    instead of this status.
+    """
+
+    def message(self, data: bytes) -> list[bytes]:
+        return []
+
+    def end_of_input(self) -> bool:
+        raise Abort(grpc.StatusCode.UNAVAILABLE, "the model replica is shutting down")
+
+    def closed(self) -> None:
+        pass
+
+
 async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
@@ -204,21 +231,23 @@ def _below_us(error: BaseException) -> TracebackType | None:
     return tb
 
 
-def _handler_context(name: str, context: grpc.ServicerContext) -> dict[str, Any]:
-    metadata = context.invocation_metadata() or ()
+def _handler_context(name: str, stream: Stream) -> dict[str, Any]:
     return {
         "function_name": name,
-        "peer": _peer_address(context.peer()),
-        "metadata": {item.key: item.value for item in metadata},
+        "peer": _peer_address(stream.peer()),
+        "metadata": dict(stream.metadata),
     }
 
 
 def _checked_request(data: bytes) -> Request:
     try:
         return decode_request(data)
-    except DecodeError:
+    except DecodeError as error:
         logger.warning("a request was not a CallFunctionRequest", exc_info=True)
-        raise
+        raise Abort(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"expected a chalk.runtime.v1.CallFunctionRequest, got undecodable bytes: {error}",
+        ) from error
 
 
 def _peer_address(peer: str) -> str:
@@ -231,33 +260,33 @@ def _peer_address(peer: str) -> str:
 
 @dataclass(slots=True)
 class _Runtime:
-    """The gRPC server, its thread pools and servicers, built and torn down together."""
+    """The gRPC server core and its services, built and torn down together."""
 
-    server: grpc.Server
+    core: ServerCore
     servicer: RemoteCallServicer
-    health: health.HealthServicer
-    pools: tuple[ThreadPoolExecutor, ...]
+    health: Health
 
     def set_health(self, status: int) -> None:
-        for name in _HEALTH_NAMES:
-            self.health.set(name, status)
+        self.health.set(_HEALTH_NAMES, status)
 
     def stop(self) -> None:
-        self.server.stop(0).wait()
-        for pool in self.pools:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self.core.stop()
 
 
 def _build_runtime(config: ServerConfig, hooks: Hooks, metrics: ServerMetrics) -> _Runtime:
-    control_pool = ThreadPoolExecutor(_CONTROL_THREADS, thread_name_prefix="chalk-grpc")
-    handler_pool = ThreadPoolExecutor(config.workers, thread_name_prefix="chalk-handler")
-    server = grpc.server(control_pool, options=_wire.channel_options())
     servicer = RemoteCallServicer(
         hooks, input_args=config.input_args, metrics=metrics, loop=asyncio.get_running_loop()
     )
-    health_servicer = health.HealthServicer()
-    _add_services(server, servicer, health_servicer, handler_pool)
-    runtime = _Runtime(server, servicer, health_servicer, (handler_pool, control_pool))
+    health_service = Health()
+    methods = {
+        _CALL_FUNCTION: servicer.method(),
+        **health_service.methods(),
+        **reflection_methods(
+            (_wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), _wire.pool
+        ),
+    }
+    core = ServerCore(methods, handler_slots=config.workers, options=_wire.channel_options())
+    runtime = _Runtime(core, servicer, health_service)
     runtime.set_health(_NOT_SERVING)
     return runtime
 
@@ -284,13 +313,11 @@ async def _run(
     """The exit code, and how many calls were still running in handler threads at the end."""
     metrics = ServerMetrics()
     runtime = _build_runtime(config, hooks, metrics)
-    try:
-        port = runtime.server.add_insecure_port(f"{config.host}:{config.port}")
-    except RuntimeError:
-        logger.exception("cannot listen on %s:%s", config.host, config.port)
-        runtime.stop()
+    port = runtime.core.add_port(f"{config.host}:{config.port}")
+    if port == 0:
+        logger.error("cannot listen on %s:%s", config.host, config.port)
         return 1, 0
-    runtime.server.start()
+    runtime.core.start()
     logger.info("listening on %s:%d", config.host, port, extra={"port": port})
     if on_bound is not None:
         on_bound(port)
@@ -340,29 +367,6 @@ async def _serve_until_signalled(config: ServerConfig, hooks: Hooks) -> tuple[in
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     return await _run(config, hooks, stop=stop, on_bound=None)
-
-
-def _add_services(
-    server: grpc.Server,
-    servicer: RemoteCallServicer,
-    health_servicer: health.HealthServicer,
-    handler_pool: ThreadPoolExecutor,
-) -> None:
-    # grpcio runs a method in the pool its behaviour names as experimental_thread_pool; the
-    # partial carries it so that health and reflection keep the server's own pool.
-    call_function = functools.partial(servicer.CallFunction)
-    call_function.experimental_thread_pool = handler_pool  # type: ignore[attr-defined]
-    # Responses are serialised by the servicer itself (encode_response), so no serializer.
-    method = grpc.stream_stream_rpc_method_handler(
-        call_function, request_deserializer=_checked_request
-    )
-    server.add_generic_rpc_handlers(
-        (grpc.method_handlers_generic_handler(_wire.SERVICE_NAME, {"CallFunction": method}),)
-    )
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (_wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=_wire.pool
-    )
 
 
 async def _run_hook(hook: Callable[[], Any] | None, name: str) -> bool:

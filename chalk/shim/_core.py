@@ -1,0 +1,442 @@
+"""The runtime's gRPC server core: grpcio's Cython layer, polled by the threads that run handlers.
+
+``chalk.shim.server`` builds one ``ServerCore`` with its methods (``CallFunction``, health,
+reflection). grpcio's synchronous server hands each event of a call from the thread polling
+its completion queue to the call's pool thread and back, about four crossings each way for a
+one-row call, and its asyncio server runs a dozen loop iterations per call (bench/README.md).
+Here every thread of the pool polls the completion queue itself: the thread that receives a
+message runs the handler on it and starts the reply, so a call crosses no thread of ours.
+One thread more than there are handler slots keeps polling while every slot is busy, so that
+health checks and network reads go on.
+
+This drives ``grpc._cython.cygrpc``, the layer grpcio's own servers are written on. It is not
+grpcio's public API, so pyproject.toml bounds grpcio and the runtime's tests cover every
+behaviour used here.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+import grpc
+from grpc._cython import cygrpc
+
+__all__ = ["Abort", "Method", "Responder", "ServerCore", "Stream"]
+
+logger = logging.getLogger("chalk.shim.server")
+
+_OK: Final = (grpc.StatusCode.OK.value[0], b"")
+_CANCELLED: Final = (grpc.StatusCode.CANCELLED.value[0], b"")
+_INTERNAL: Final = (grpc.StatusCode.INTERNAL.value[0], b"the server failed; see its log")
+_SHUTDOWN_WAIT_S: Final = 5.0
+
+
+class Abort(Exception):
+    """Raised by a responder: ends the call with ``code`` and ``details`` (after any answers
+    already given)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.status = (code.value[0], details.encode("utf-8", "replace"))
+
+
+class Responder(Protocol):
+    """What one call of a method does with the messages it receives.
+
+    ``message`` runs for one message at a time, in the order they arrived, and returns the
+    serialised answers (it may raise ``Abort``). ``end_of_input`` runs once the client has
+    half-closed and every message was answered: True ends the call with OK, False keeps it
+    open (a server-streaming method answering later through ``Stream.send``); it runs under
+    the stream's lock, so it must not call back into the stream. ``closed`` runs once when the
+    call is over, whether it ended with a status or was cancelled by the client.
+    """
+
+    def message(self, data: bytes) -> Iterable[bytes]: ...
+
+    def end_of_input(self) -> bool: ...
+
+    def closed(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """A method the core serves: ``open`` starts a call (it may raise ``Abort``).
+
+    ``in_handler_slot``: the messages run in one of the ``handler_slots`` (user code, possibly
+    slow); otherwise at once, on whichever polling thread received them (short work only).
+    """
+
+    open: Callable[[Stream], Responder]
+    in_handler_slot: bool = False
+
+
+class Stream:
+    """One call in progress: its received messages, its answers and its status.
+
+    Messages are read one ahead of the one being answered, so that the end of a one-message
+    call is usually known by the time its answer is ready, and answer and status leave in one
+    batch. At most one send is in flight; later answers wait in order.
+    """
+
+    __slots__ = (
+        "_call",
+        "_close_seen",
+        "_core",
+        "_end_handled",
+        "_inbox",
+        "_input_ended",
+        "_lock",
+        "_metadata_sent",
+        "_outbox",
+        "_processing",
+        "_receiving",
+        "_released",
+        "_responder",
+        "_sending",
+        "_status",
+        "_status_started",
+        "in_handler_slot",
+        "metadata",
+        "method",
+    )
+
+    def __init__(self, core: ServerCore, call: Any, method: str, metadata: Sequence[Any]) -> None:
+        self.method = method
+        self.metadata = tuple(metadata)
+        self.in_handler_slot = False
+        self._core = core
+        self._call: Any = call
+        self._lock = threading.Lock()
+        self._responder: Responder | None = None
+        self._inbox: collections.deque[bytes] = collections.deque()
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._receiving = False
+        self._input_ended = False
+        self._processing = False
+        self._end_handled = False
+        self._sending = False
+        self._status: tuple[int, bytes] | None = None
+        self._status_started = False
+        self._metadata_sent = False
+        self._close_seen = False
+        self._released = False
+
+    def peer(self) -> str:
+        """The client's address as gRPC reports it (``ipv4:127.0.0.1:5000``)."""
+        call = self._call
+        if call is None:
+            return ""
+        peer: bytes = call.peer()
+        return peer.decode("utf-8", "replace")
+
+    def send(self, data: bytes) -> None:
+        """Queue one answer; safe from any thread (a server-streaming method's updates)."""
+        with self._lock:
+            if self._status is None:
+                self._outbox.append(data)
+                self._flush_locked()
+
+    def finish(self, status: tuple[int, bytes]) -> None:
+        """End the call with ``status`` once the answers already queued have left."""
+        with self._lock:
+            if self._status is None:
+                self._status = status
+                self._inbox.clear()
+                self._flush_locked()
+
+    def _begin(self, method: Method | None) -> None:
+        """Open the call and start reading; ``method`` None: the path names no method."""
+        status = None
+        if method is None:
+            status = Abort(grpc.StatusCode.UNIMPLEMENTED, f"no method {self.method}").status
+        else:
+            try:
+                self._responder = method.open(self)
+            except Abort as abort:
+                status = abort.status
+            self.in_handler_slot = method.in_handler_slot
+        # Opened first, so that a cancellation seen at once still closes the responder.
+        self._core.start_batch(
+            self._call, (cygrpc.ReceiveCloseOnServerOperation(0),), self._on_closed
+        )
+        if status is not None:
+            self.finish(status)
+            return
+        with self._lock:
+            self._receive_locked()
+
+    def _on_received(self, event: Any) -> None:
+        data = event.batch_operations[0].message() if event.success else None
+        run = False
+        with self._lock:
+            self._receiving = False
+            if data is None:
+                self._input_ended = True
+            elif self._status is None:
+                self._inbox.append(data)
+            if self._processing:
+                return
+            if self._inbox:
+                self._processing = run = True
+            elif self._ends_now_locked():
+                self._end_locked()
+                self._flush_locked()
+        if run:
+            self._core.run(self)
+
+    def _process(self) -> None:
+        """Answer the inbox in order; runs in one thread at a time (``_processing``)."""
+        responder = self._responder
+        assert responder is not None
+        while True:
+            with self._lock:
+                if self._status is not None or not self._inbox:
+                    self._processing = False
+                    if self._ends_now_locked():
+                        self._end_locked()
+                        self._flush_locked()
+                    release = self._close_seen and not self._released
+                    if release:
+                        self._released = True
+                        self._call = None
+                    break
+                data = self._inbox.popleft()
+                self._receive_locked()
+            try:
+                answers = list(responder.message(data))
+            except Abort as abort:
+                self.finish(abort.status)
+                continue
+            except Exception:
+                logger.exception("answering a message of %s failed", self.method)
+                self.finish(_INTERNAL)
+                continue
+            with self._lock:
+                if self._status is None:
+                    self._outbox.extend(answers)
+                    if not self._inbox and self._ends_now_locked():
+                        self._end_locked()
+                    self._flush_locked()
+        if release:
+            self._release()
+
+    def _on_sent(self, event: Any) -> None:
+        with self._lock:
+            self._sending = False
+            if event.success:
+                self._flush_locked()
+            else:
+                self._outbox.clear()
+
+    def _on_closed(self, event: Any) -> None:
+        cancelled = bool(event.batch_operations[0].cancelled()) if event.success else True
+        with self._lock:
+            self._close_seen = True
+            if cancelled and self._status is None:
+                self._status = _CANCELLED
+                self._status_started = True
+            self._inbox.clear()
+            release = not self._processing and not self._released
+            if release:
+                self._released = True
+                self._call = None
+        if release:
+            self._release()
+
+    def _release(self) -> None:
+        # The call itself was dropped under the lock, so that the core can shut down even
+        # while a handler still runs.
+        if self._responder is not None:
+            self._responder.closed()
+
+    def _ends_now_locked(self) -> bool:
+        return (
+            self._input_ended
+            and not self._inbox
+            and not self._end_handled
+            and self._status is None
+            and self._responder is not None
+        )
+
+    def _end_locked(self) -> None:
+        assert self._responder is not None
+        self._end_handled = True
+        try:
+            if self._responder.end_of_input():
+                self._status = _OK
+        except Abort as abort:
+            self._status = abort.status
+        except Exception:
+            logger.exception("ending the input of %s failed", self.method)
+            self._status = _INTERNAL
+
+    def _receive_locked(self) -> None:
+        if self._receiving or self._input_ended or self._status is not None:
+            return
+        if self._core.start_batch(
+            self._call, (cygrpc.ReceiveMessageOperation(0),), self._on_received
+        ):
+            self._receiving = True
+
+    def _flush_locked(self) -> None:
+        if self._sending or self._status_started or self._call is None:
+            return
+        if not self._outbox and self._status is None:
+            return
+        operations: list[Any] = []
+        if not self._metadata_sent:
+            operations.append(cygrpc.SendInitialMetadataOperation(None, 0))
+            self._metadata_sent = True
+        if self._outbox:
+            operations.append(cygrpc.SendMessageOperation(self._outbox.popleft(), 0))
+        if not self._outbox and self._status is not None:
+            code, details = self._status
+            operations.append(cygrpc.SendStatusFromServerOperation(None, code, details, 0))
+            self._status_started = True
+        if self._core.start_batch(self._call, operations, self._on_sent):
+            self._sending = True
+
+
+class _HandlerSlots:
+    """At most ``count`` streams answer in handler slots at once; the rest wait in order."""
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiting: collections.deque[Stream] = collections.deque()
+        self._lock = threading.Lock()
+
+    def run(self, stream: Stream) -> None:
+        with self._lock:
+            if self._free == 0:
+                self._waiting.append(stream)
+                return
+            self._free -= 1
+        next_stream: Stream | None = stream
+        while next_stream is not None:
+            next_stream._process()
+            with self._lock:
+                if self._waiting:
+                    next_stream = self._waiting.popleft()
+                else:
+                    next_stream = None
+                    self._free += 1
+
+
+class ServerCore:
+    """A gRPC server serving ``methods`` (keyed by path, ``/package.Service/Method``).
+
+    ``handler_slots`` bounds how many calls of ``in_handler_slot`` methods answer at once;
+    ``handler_slots + 1`` threads poll the completion queue.
+    """
+
+    def __init__(
+        self,
+        methods: Mapping[str, Method],
+        *,
+        handler_slots: int,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        if handler_slots < 1:
+            raise ValueError(f"handler_slots must be at least 1, got {handler_slots}")
+        self._methods = {path.encode(): method for path, method in methods.items()}
+        self._thread_count = handler_slots + 1
+        self._slots = _HandlerSlots(handler_slots)
+        self._queue = cygrpc.CompletionQueue()
+        self._server = cygrpc.Server(tuple(options), False)
+        self._server.register_completion_queue(self._queue)
+        # Guards starting operations against the queue's shutdown (an operation started on a
+        # queue that is shut down aborts the process in gRPC's core).
+        self._lock = threading.Lock()
+        self._accepting = False
+        self._stopping = False
+        self._closed = False
+        self._shut_down = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def add_port(self, address: str) -> int:
+        """Listen on ``host:port`` (port 0 picks one); returns the port, 0 when it cannot bind."""
+        port: int = self._server.add_http2_port(address.encode())
+        return port
+
+    def start(self) -> None:
+        self._server.start()
+        with self._lock:
+            self._accepting = True
+            self._request_call_locked()
+        for index in range(self._thread_count):
+            thread = threading.Thread(target=self._poll, name=f"chalk-grpc-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> bool:
+        """Cancel every call and stop; False when gRPC's core did not finish shutting down
+        (a handler still holds a call), in which case the polling threads are left running."""
+        with self._lock:
+            if self._stopping or not self._threads:
+                return True
+            self._stopping = True
+            self._accepting = False
+            self._server.shutdown(self._queue, self._on_shut_down)
+            self._server.cancel_all_calls()
+        if not self._shut_down.wait(_SHUTDOWN_WAIT_S):
+            logger.warning("gRPC did not finish shutting down within %ss", _SHUTDOWN_WAIT_S)
+            return False
+        with self._lock:
+            self._closed = True
+            self._queue.shutdown()
+        for thread in self._threads:
+            thread.join(_SHUTDOWN_WAIT_S)
+        self._server.destroy()
+        return True
+
+    def start_batch(self, call: Any, operations: Sequence[Any], tag: Callable[[Any], None]) -> bool:
+        """Start ``operations`` on ``call``; ``tag(event)`` runs on their completion."""
+        with self._lock:
+            if self._closed or call is None:
+                return False
+            call.start_server_batch(operations, tag)
+        return True
+
+    def run(self, stream: Stream) -> None:
+        if stream.in_handler_slot:
+            self._slots.run(stream)
+        else:
+            stream._process()
+
+    def _request_call_locked(self) -> None:
+        if self._accepting:
+            self._server.request_call(self._queue, self._queue, self._on_new_call)
+
+    def _on_new_call(self, event: Any) -> None:
+        with self._lock:
+            self._request_call_locked()
+        if not event.success:
+            return
+        path: bytes = event.call_details.method
+        method = path.decode("utf-8", "replace")
+        stream = Stream(self, event.call, method, event.invocation_metadata)
+        stream._begin(self._methods.get(path))
+
+    def _on_shut_down(self, event: Any) -> None:
+        self._shut_down.set()
+
+    def _poll(self) -> None:
+        queue = self._queue
+        while True:
+            event = queue.poll()
+            if event.completion_type == cygrpc.CompletionType.queue_shutdown:
+                return
+            tag = event.tag
+            if tag is None:
+                continue
+            try:
+                tag(event)
+            except Exception:
+                logger.exception("a gRPC event could not be handled")
+            # Drop the event (and the call it may hold) before waiting again.
+            event = tag = None
