@@ -34,6 +34,8 @@ _OK: Final = (grpc.StatusCode.OK.value[0], b"")
 _CANCELLED: Final = (grpc.StatusCode.CANCELLED.value[0], b"")
 _INTERNAL: Final = (grpc.StatusCode.INTERNAL.value[0], b"the server failed; see its log")
 _SHUTDOWN_WAIT_S: Final = 5.0
+# Threads polling the completion queue while no handler runs.
+_POLLERS: Final = 2
 
 
 class Abort(Exception):
@@ -69,10 +71,14 @@ class Method:
 
     ``in_handler_slot``: the messages run in one of the ``handler_slots`` (user code, possibly
     slow); otherwise at once, on whichever polling thread received them (short work only).
+    ``long_lived``: the call may stay open with nothing to send or receive (a server stream
+    waiting for news), so its cancellation is watched from the start; other calls learn that
+    they ended from their status batch, one completion less per call.
     """
 
     open: Callable[[Stream], Responder]
     in_handler_slot: bool = False
+    long_lived: bool = False
 
 
 class Stream:
@@ -86,6 +92,7 @@ class Stream:
     __slots__ = (
         "_call",
         "_close_seen",
+        "_close_separately",
         "_core",
         "_end_handled",
         "_inbox",
@@ -124,6 +131,7 @@ class Stream:
         self._status_started = False
         self._metadata_sent = False
         self._close_seen = False
+        self._close_separately = False
         self._released = False
 
     def peer(self) -> str:
@@ -160,10 +168,13 @@ class Stream:
             except Abort as abort:
                 status = abort.status
             self.in_handler_slot = method.in_handler_slot
-        # Opened first, so that a cancellation seen at once still closes the responder.
-        self._core.start_batch(
-            self._call, (cygrpc.ReceiveCloseOnServerOperation(0),), self._on_closed
-        )
+        if method is not None and method.long_lived:
+            # Started after open, so that a cancellation seen at once still closes the
+            # responder. Other calls learn of their end from their status batch.
+            self._close_separately = True
+            self._core.start_batch(
+                self._call, (cygrpc.ReceiveCloseOnServerOperation(0),), self._on_closed
+            )
         if status is not None:
             self.finish(status)
             return
@@ -228,10 +239,24 @@ class Stream:
     def _on_sent(self, event: Any) -> None:
         with self._lock:
             self._sending = False
-            if event.success:
-                self._flush_locked()
-            else:
+            if not event.success:
+                # The call is over (cancelled): only the status is left to start, so that
+                # its batch tells us when the call ended.
                 self._outbox.clear()
+            self._flush_locked()
+
+    def _on_finished(self, event: Any) -> None:
+        """The status batch with its ReceiveCloseOnServer completed: the call is over."""
+        with self._lock:
+            self._sending = False
+            self._close_seen = True
+            self._inbox.clear()
+            release = not self._processing and not self._released
+            if release:
+                self._released = True
+                self._call = None
+        if release:
+            self._release()
 
     def _on_closed(self, event: Any) -> None:
         cancelled = bool(event.batch_operations[0].cancelled()) if event.success else True
@@ -294,19 +319,69 @@ class Stream:
             self._metadata_sent = True
         if self._outbox:
             operations.append(cygrpc.SendMessageOperation(self._outbox.popleft(), 0))
+        tag = self._on_sent
         if not self._outbox and self._status is not None:
             code, details = self._status
             operations.append(cygrpc.SendStatusFromServerOperation(None, code, details, 0))
             self._status_started = True
-        if self._core.start_batch(self._call, operations, self._on_sent):
+            if not self._close_separately:
+                operations.append(cygrpc.ReceiveCloseOnServerOperation(0))
+                tag = self._on_finished
+        if self._core.start_batch(self._call, operations, tag):
             self._sending = True
+
+
+class _Pollers:
+    """How many threads poll the completion queue: two, and one more whenever all are in
+    handler slots, so that something always reads the network and answers health checks.
+
+    Every thread of the pool could poll, but each extra poller costs CPU on every call
+    (about a tenth of the server's per-call CPU with ten threads polling against two;
+    bench/README.md), so the threads beyond two wait until one is needed.
+    """
+
+    def __init__(self, wanted: int) -> None:
+        self._wanted = wanted
+        self._active = 0
+        self._closed = False
+        self._changed = threading.Condition(threading.Lock())
+
+    def wait_turn(self) -> None:
+        """Before polling: wait while enough threads poll (until every one of them is in a
+        handler slot, or the queue is shut down)."""
+        with self._changed:
+            if self._active >= self._wanted:
+                while not self._closed and self._active >= 1:
+                    self._changed.wait()
+            self._active += 1
+
+    def leave_for_handler(self) -> None:
+        with self._changed:
+            self._active -= 1
+            if self._active == 0:
+                self._changed.notify()
+
+    def back_from_handler(self) -> None:
+        with self._changed:
+            self._active += 1
+
+    def polled(self) -> None:
+        """After a thread handled what its poll returned."""
+        with self._changed:
+            self._active -= 1
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
 
 
 class _HandlerSlots:
     """At most ``count`` streams answer in handler slots at once; the rest wait in order."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, pollers: _Pollers) -> None:
         self._free = count
+        self._pollers = pollers
         self._waiting: collections.deque[Stream] = collections.deque()
         self._lock = threading.Lock()
 
@@ -316,22 +391,27 @@ class _HandlerSlots:
                 self._waiting.append(stream)
                 return
             self._free -= 1
+        self._pollers.leave_for_handler()
         next_stream: Stream | None = stream
-        while next_stream is not None:
-            next_stream._process()
-            with self._lock:
-                if self._waiting:
-                    next_stream = self._waiting.popleft()
-                else:
-                    next_stream = None
-                    self._free += 1
+        try:
+            while next_stream is not None:
+                next_stream._process()
+                with self._lock:
+                    if self._waiting:
+                        next_stream = self._waiting.popleft()
+                    else:
+                        next_stream = None
+                        self._free += 1
+        finally:
+            self._pollers.back_from_handler()
 
 
 class ServerCore:
     """A gRPC server serving ``methods`` (keyed by path, ``/package.Service/Method``).
 
-    ``handler_slots`` bounds how many calls of ``in_handler_slot`` methods answer at once;
-    ``handler_slots + 1`` threads poll the completion queue.
+    ``handler_slots`` bounds how many calls of ``in_handler_slot`` methods answer at once. The
+    pool has ``handler_slots + 1`` threads, of which those not in a handler slot poll the
+    completion queue, two at a time (``_Pollers``).
     """
 
     def __init__(
@@ -345,7 +425,8 @@ class ServerCore:
             raise ValueError(f"handler_slots must be at least 1, got {handler_slots}")
         self._methods = {path.encode(): method for path, method in methods.items()}
         self._thread_count = handler_slots + 1
-        self._slots = _HandlerSlots(handler_slots)
+        self._pollers = _Pollers(min(_POLLERS, self._thread_count))
+        self._slots = _HandlerSlots(handler_slots, self._pollers)
         self._queue = cygrpc.CompletionQueue()
         self._server = cygrpc.Server(tuple(options), False)
         self._server.register_completion_queue(self._queue)
@@ -389,6 +470,7 @@ class ServerCore:
         with self._lock:
             self._closed = True
             self._queue.shutdown()
+        self._pollers.close()
         for thread in self._threads:
             thread.join(_SHUTDOWN_WAIT_S)
         self._server.destroy()
@@ -427,16 +509,18 @@ class ServerCore:
 
     def _poll(self) -> None:
         queue = self._queue
+        pollers = self._pollers
         while True:
+            pollers.wait_turn()
             event = queue.poll()
             if event.completion_type == cygrpc.CompletionType.queue_shutdown:
                 return
             tag = event.tag
-            if tag is None:
-                continue
-            try:
-                tag(event)
-            except Exception:
-                logger.exception("a gRPC event could not be handled")
+            if tag is not None:
+                try:
+                    tag(event)
+                except Exception:
+                    logger.exception("a gRPC event could not be handled")
             # Drop the event (and the call it may hold) before waiting again.
             event = tag = None
+            pollers.polled()

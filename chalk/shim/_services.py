@@ -133,7 +133,7 @@ class Health:
         servicer = self._servicer
         return {
             f"{_HEALTH}/Check": Method(lambda stream: _Check(servicer, stream)),
-            f"{_HEALTH}/Watch": Method(lambda stream: _Watch(servicer, stream)),
+            f"{_HEALTH}/Watch": Method(lambda stream: _Watch(servicer, stream), long_lived=True),
         }
 
     def set(self, names: Iterable[str], status: int) -> None:
