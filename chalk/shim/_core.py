@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
@@ -249,29 +250,29 @@ class Stream:
         """The status batch with its ReceiveCloseOnServer completed: the call is over."""
         with self._lock:
             self._sending = False
-            self._close_seen = True
-            self._inbox.clear()
-            release = not self._processing and not self._released
-            if release:
-                self._released = True
-                self._call = None
+            release = self._call_over_locked()
         if release:
             self._release()
 
     def _on_closed(self, event: Any) -> None:
         cancelled = bool(event.batch_operations[0].cancelled()) if event.success else True
         with self._lock:
-            self._close_seen = True
             if cancelled and self._status is None:
                 self._status = _CANCELLED
                 self._status_started = True
-            self._inbox.clear()
-            release = not self._processing and not self._released
-            if release:
-                self._released = True
-                self._call = None
+            release = self._call_over_locked()
         if release:
             self._release()
+
+    def _call_over_locked(self) -> bool:
+        """Note that the call is over; True: release it now (no thread is answering it)."""
+        self._close_seen = True
+        self._inbox.clear()
+        release = not self._processing and not self._released
+        if release:
+            self._released = True
+            self._call = None
+        return release
 
     def _release(self) -> None:
         # The call itself was dropped under the lock, so that the core can shut down even
@@ -454,9 +455,11 @@ class ServerCore:
             thread.start()
             self._threads.append(thread)
 
-    def stop(self) -> bool:
-        """Cancel every call and stop; False when gRPC's core did not finish shutting down
-        (a handler still holds a call), in which case the polling threads are left running."""
+    def stop(self, timeout_s: float = _SHUTDOWN_WAIT_S) -> bool:
+        """Cancel every call and stop within about ``timeout_s``; False when a thread still
+        runs a handler then, or gRPC's core did not finish shutting down (those threads are
+        daemons: the process leaves without them)."""
+        give_up = time.monotonic() + timeout_s
         with self._lock:
             if self._stopping or not self._threads:
                 return True
@@ -464,15 +467,18 @@ class ServerCore:
             self._accepting = False
             self._server.shutdown(self._queue, self._on_shut_down)
             self._server.cancel_all_calls()
-        if not self._shut_down.wait(_SHUTDOWN_WAIT_S):
-            logger.warning("gRPC did not finish shutting down within %ss", _SHUTDOWN_WAIT_S)
+        if not self._shut_down.wait(timeout_s):
+            logger.warning("gRPC did not finish shutting down within %ss", timeout_s)
             return False
         with self._lock:
             self._closed = True
             self._queue.shutdown()
         self._pollers.close()
         for thread in self._threads:
-            thread.join(_SHUTDOWN_WAIT_S)
+            thread.join(max(0.0, give_up - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            # A handler still runs in its thread; the process leaves without it.
+            return False
         self._server.destroy()
         return True
 

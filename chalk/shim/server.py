@@ -270,7 +270,9 @@ class _Runtime:
         self.health.set(_HEALTH_NAMES, status)
 
     def stop(self) -> None:
-        self.core.stop()
+        # A handler running past the grace period holds its call, so gRPC cannot finish
+        # shutting down; the process leaves without it (``serve``).
+        self.core.stop(timeout_s=5.0 if self.servicer.in_flight == 0 else 0.2)
 
 
 def _build_runtime(config: ServerConfig, hooks: Hooks, metrics: ServerMetrics) -> _Runtime:
