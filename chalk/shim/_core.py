@@ -183,7 +183,10 @@ class Stream:
             self._receive_locked()
 
     def _on_received(self, event: Any) -> None:
-        data = event.batch_operations[0].message() if event.success else None
+        if not event.success:
+            self._cancelled()
+            return
+        data = event.batch_operations[0].message()
         run = False
         with self._lock:
             self._receiving = False
@@ -200,6 +203,28 @@ class Stream:
                 self._flush_locked()
         if run:
             self._core.run(self)
+
+    def _cancelled(self) -> None:
+        """A receive failed: the client cancelled or the deadline passed. The status batch
+        fails at once too, and tells us when the call is over."""
+        with self._lock:
+            self._receiving = False
+            self._input_ended = True
+            self._inbox.clear()
+            if self._status is None:
+                self._status = _CANCELLED
+            self._flush_locked()
+
+    def watch_cancellation(self) -> None:
+        """Learn of a cancellation while no operation is pending (the call waits for a
+        handler slot), so that a call its client gave up on is dropped, not answered."""
+        with self._lock:
+            if self._close_separately or self._status_started or self._call is None:
+                return
+            self._close_separately = True
+            self._core.start_batch(
+                self._call, (cygrpc.ReceiveCloseOnServerOperation(0),), self._on_closed
+            )
 
     def _process(self) -> None:
         """Answer the inbox in order; runs in one thread at a time (``_processing``)."""
@@ -224,7 +249,9 @@ class Stream:
             except Abort as abort:
                 self.finish(abort.status)
                 continue
-            except Exception:
+            except BaseException:
+                # Not only Exception: a SystemExit out of user code must not leave the call
+                # without a status and its handler slot taken.
                 logger.exception("answering a message of %s failed", self.method)
                 self.finish(_INTERNAL)
                 continue
@@ -388,10 +415,14 @@ class _HandlerSlots:
 
     def run(self, stream: Stream) -> None:
         with self._lock:
-            if self._free == 0:
+            wait = self._free == 0
+            if wait:
                 self._waiting.append(stream)
-                return
-            self._free -= 1
+            else:
+                self._free -= 1
+        if wait:
+            stream.watch_cancellation()
+            return
         self._pollers.leave_for_handler()
         next_stream: Stream | None = stream
         try:
@@ -525,7 +556,7 @@ class ServerCore:
             if tag is not None:
                 try:
                     tag(event)
-                except Exception:
+                except BaseException:
                     logger.exception("a gRPC event could not be handled")
             # Drop the event (and the call it may hold) before waiting again.
             event = tag = None

@@ -150,7 +150,8 @@ class RemoteCallServicer:
                 value = self._handler(event, handler_context)
                 if inspect.isawaitable(value):
                     value = asyncio.run_coroutine_threadsafe(_awaited(value), self._loop).result()
-            except Exception as error:
+            except BaseException as error:
+                # A handler's SystemExit fails its call, like any other exception of its own.
                 raise _CallFailed(grpc.StatusCode.UNKNOWN, error, _below_us(error)) from error
             responses.append(self._respond(value, batch.num_rows, started))
         return responses
