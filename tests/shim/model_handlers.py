@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
+import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -86,6 +89,30 @@ def as_chunked(event: dict[str, pa.Array], context: Any) -> pa.ChunkedArray:
 def slow(event: dict[str, pa.Array], context: Any) -> pa.Array:
     time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
     return _only(event)
+
+
+_running_lock = threading.Lock()
+_running = {"now": 0, "peak": 0}
+
+
+def peak_tracking(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """``slow``, also writing to ``PEAK_FILE`` the most calls seen in the handler at once."""
+    with _running_lock:
+        _running["now"] += 1
+        if _running["now"] > _running["peak"]:
+            _running["peak"] = _running["now"]
+            Path(os.environ["PEAK_FILE"]).write_text(str(_running["peak"]))
+    try:
+        time.sleep(float(os.environ.get("SLOW_SECONDS", "2")))
+    finally:
+        with _running_lock:
+            _running["now"] -= 1
+    return _only(event)
+
+
+def exits(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """What a library that calls ``sys.exit`` on bad input does to a handler."""
+    sys.exit(f"cannot score {len(_only(event))} rows")
 
 
 def replica_name(event: dict[str, pa.Array], context: Any) -> pa.Array:
