@@ -33,10 +33,15 @@ logger = logging.getLogger("chalk.shim.server")
 
 _OK: Final = (grpc.StatusCode.OK.value[0], b"")
 _CANCELLED: Final = (grpc.StatusCode.CANCELLED.value[0], b"")
-_INTERNAL: Final = (grpc.StatusCode.INTERNAL.value[0], b"the server failed; see its log")
 _SHUTDOWN_WAIT_S: Final = 5.0
 # Threads polling the completion queue while no handler runs.
 _POLLERS: Final = 2
+
+
+def _failure_status(method: str) -> tuple[int, bytes]:
+    # UNKNOWN, as grpcio's own servers answer an exception of the server's.
+    details = f"the server failed answering {method}; see its log"
+    return (grpc.StatusCode.UNKNOWN.value[0], details.encode())
 
 
 class Abort(Exception):
@@ -162,13 +167,14 @@ class Stream:
         """Open the call and start reading; ``method`` None: the path names no method."""
         status = None
         if method is None:
-            status = Abort(grpc.StatusCode.UNIMPLEMENTED, f"no method {self.method}").status
+            status = Abort(grpc.StatusCode.UNIMPLEMENTED, f"Method not found: {self.method}").status
         else:
+            # Set before open, which may clear it (a call refused while draining).
+            self.in_handler_slot = method.in_handler_slot
             try:
                 self._responder = method.open(self)
             except Abort as abort:
                 status = abort.status
-            self.in_handler_slot = method.in_handler_slot
         if method is not None and method.long_lived:
             # Started after open, so that a cancellation seen at once still closes the
             # responder. Other calls learn of their end from their status batch.
@@ -228,20 +234,37 @@ class Stream:
 
     def _process(self) -> None:
         """Answer the inbox in order; runs in one thread at a time (``_processing``)."""
+        try:
+            release = self._answer_inbox()
+        except BaseException:
+            # A bug of ours, not the handler's (``_answer_inbox`` catches those): end the call
+            # rather than leave it, and the handler slot, taken for good.
+            logger.exception("answering %s failed", self.method)
+            with self._lock:
+                self._processing = False
+                if self._status is None:
+                    self._status = _failure_status(self.method)
+                    self._inbox.clear()
+                self._flush_locked()
+                release = self._release_now_locked()
+        if release:
+            self._release()
+
+    def _answer_inbox(self) -> bool:
+        """The loop of ``_process``; True: release the call (it ended meanwhile)."""
         responder = self._responder
         assert responder is not None
         while True:
             with self._lock:
-                if self._status is not None or not self._inbox:
+                # Answers still queued behind the one being sent pause the stream (``_on_sent``
+                # resumes it): reading on would buffer answers without bound for a client that
+                # reads slowly, where waiting lets HTTP/2 flow control hold the client back.
+                if self._status is not None or not self._inbox or self._outbox:
                     self._processing = False
                     if self._ends_now_locked():
                         self._end_locked()
                         self._flush_locked()
-                    release = self._close_seen and not self._released
-                    if release:
-                        self._released = True
-                        self._call = None
-                    break
+                    return self._release_now_locked()
                 data = self._inbox.popleft()
                 self._receive_locked()
             try:
@@ -253,7 +276,7 @@ class Stream:
                 # Not only Exception: a SystemExit out of user code must not leave the call
                 # without a status and its handler slot taken.
                 logger.exception("answering a message of %s failed", self.method)
-                self.finish(_INTERNAL)
+                self.finish(_failure_status(self.method))
                 continue
             with self._lock:
                 if self._status is None:
@@ -261,17 +284,33 @@ class Stream:
                     if not self._inbox and self._ends_now_locked():
                         self._end_locked()
                     self._flush_locked()
+
+    def _release_now_locked(self) -> bool:
+        """After answering: True when the call ended meanwhile and is to be released now."""
+        release = self._close_seen and not self._released
         if release:
-            self._release()
+            self._released = True
+            self._call = None
+        return release
 
     def _on_sent(self, event: Any) -> None:
+        if not event.success:
+            # The call is over (cancelled); only its status is left to start, so that the
+            # status batch tells us when it ended.
+            with self._lock:
+                self._sending = False
+                self._outbox.clear()
+            self._cancelled()
+            return
+        run = False
         with self._lock:
             self._sending = False
-            if not event.success:
-                # The call is over (cancelled): only the status is left to start, so that
-                # its batch tells us when the call ended.
-                self._outbox.clear()
             self._flush_locked()
+            if self._inbox and not self._outbox and not self._processing:
+                # A stream paused for its answers to leave goes on.
+                self._processing = run = self._status is None
+        if run:
+            self._core.run(self)
 
     def _on_finished(self, event: Any) -> None:
         """The status batch with its ReceiveCloseOnServer completed: the call is over."""
@@ -304,8 +343,9 @@ class Stream:
     def _release(self) -> None:
         # The call itself was dropped under the lock, so that the core can shut down even
         # while a handler still runs.
-        if self._responder is not None:
-            self._responder.closed()
+        responder, self._responder = self._responder, None
+        if responder is not None:
+            responder.closed()
 
     def _ends_now_locked(self) -> bool:
         return (
@@ -324,9 +364,9 @@ class Stream:
                 self._status = _OK
         except Abort as abort:
             self._status = abort.status
-        except Exception:
+        except BaseException:
             logger.exception("ending the input of %s failed", self.method)
-            self._status = _INTERNAL
+            self._status = _failure_status(self.method)
 
     def _receive_locked(self) -> None:
         if self._receiving or self._input_ended or self._status is not None:
@@ -514,11 +554,22 @@ class ServerCore:
         return True
 
     def start_batch(self, call: Any, operations: Sequence[Any], tag: Callable[[Any], None]) -> bool:
-        """Start ``operations`` on ``call``; ``tag(event)`` runs on their completion."""
+        """Start ``operations`` on ``call``; ``tag(event)`` runs on their completion.
+
+        False when nothing was started: the core is shut down, the call is gone, or gRPC
+        refused the batch (a bug of ours, logged: an operation of that type already pending).
+        """
         with self._lock:
             if self._closed or call is None:
                 return False
-            call.start_server_batch(operations, tag)
+            try:
+                error: int = call.start_server_batch(operations, tag)
+            except Exception:
+                logger.exception("gRPC refused a batch of %d operations", len(operations))
+                return False
+        if error:
+            logger.error("gRPC refused a batch of %d operations: error %d", len(operations), error)
+            return False
         return True
 
     def run(self, stream: Stream) -> None:

@@ -54,6 +54,10 @@ class _Context:
     def invocation_metadata(self) -> Sequence[Any]:
         return self._stream.metadata
 
+    @property
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
     def raise_if_failed(self) -> None:
         if self._code is not grpc.StatusCode.OK:
             raise Abort(self._code, self._details or self._code.name)
@@ -74,20 +78,37 @@ def _parse(message_type: Any, data: bytes) -> Any:
         ) from error
 
 
+def _second_request(method: str) -> Abort:
+    return Abort(grpc.StatusCode.INVALID_ARGUMENT, f"{method} takes one request message, got more")
+
+
+def _no_request(method: str) -> Abort:
+    # UNIMPLEMENTED, as grpcio's own servers answer a unary method called without a request.
+    return Abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} takes one request message, got none")
+
+
 class _Check:
     """``Health/Check``: one request, one answer (or NOT_FOUND for an unknown service)."""
 
     def __init__(self, servicer: health.HealthServicer, stream: Stream) -> None:
         self._servicer = servicer
         self._context = _Context(stream)
+        self._answered = False
 
     def message(self, data: bytes) -> Iterable[bytes]:
+        if self._answered:
+            raise _second_request("Check")
+        self._answered = True
         request = _parse(health_pb2.HealthCheckRequest, data)
         response = self._servicer.Check(request, self._context)
+        if self._context.code is grpc.StatusCode.NOT_FOUND:
+            raise Abort(grpc.StatusCode.NOT_FOUND, f"no health status for {request.service!r}")
         self._context.raise_if_failed()
         return (response.SerializeToString(),)
 
     def end_of_input(self) -> bool:
+        if not self._answered:
+            raise _no_request("Check")
         return True
 
     def closed(self) -> None:
@@ -105,7 +126,7 @@ class _Watch:
 
     def message(self, data: bytes) -> Iterable[bytes]:
         if self._watching:
-            raise Abort(grpc.StatusCode.INVALID_ARGUMENT, "Watch takes one request")
+            raise _second_request("Watch")
         self._watching = True
         request = _parse(health_pb2.HealthCheckRequest, data)
         self._servicer.Watch(request, self._context, send_response_callback=self._send)
@@ -117,7 +138,9 @@ class _Watch:
             self._stream.send(response.SerializeToString())
 
     def end_of_input(self) -> bool:
-        return not self._watching
+        if not self._watching:
+            raise _no_request("Watch")
+        return False
 
     def closed(self) -> None:
         self._context.run_callbacks()

@@ -123,6 +123,8 @@ class RemoteCallServicer:
 
     def _open(self, stream: Stream) -> Responder:
         if not self._enter():
+            # Refusing runs no user code, so it does not wait for a handler slot.
+            stream.in_handler_slot = False
             return _Refused()
         return _Call(self, stream)
 
@@ -334,8 +336,9 @@ async def _run(
         logger.info("serving", extra={"handler": config.handler})
         await stop.wait()
         logger.info("draining", extra={"in_flight": runtime.servicer.in_flight})
-        runtime.health.enter_graceful_shutdown()
+        # Calls are refused before health says so: a client that saw NOT_SERVING is refused.
         runtime.servicer.start_draining()
+        runtime.health.enter_graceful_shutdown()
         await _drain(runtime.servicer, config.grace_period_s)
     finally:
         await asyncio.to_thread(runtime.stop)

@@ -475,3 +475,97 @@ def test_a_handler_raising_system_exit_fails_its_call_and_frees_its_slot(
 
     assert codes == [grpc.StatusCode.UNKNOWN, grpc.StatusCode.UNKNOWN]
     runtime.wait_in_flight(0)
+
+
+def test_a_client_that_reads_nothing_is_held_back_not_buffered(serving: Serving) -> None:
+    # 100 messages of 2 MB each: a server that went on answering while its answers could not
+    # leave would take them all (and hold 200 MB of answers); HTTP/2 flow control must stop
+    # the client well before that.
+    runtime = serving("model_handlers.identity", args=["--workers", "2"])
+    request = message([pa.record_batch({"x": pa.array(range(250_000), pa.float64())})])
+    total = 100
+    taken = threading.Semaphore(0)
+    taken_count = [0]
+
+    def requests() -> Iterator[Any]:
+        for _ in range(total):
+            taken_count[0] += 1
+            taken.release()
+            yield request
+
+    options = [("grpc.max_receive_message_length", 1 << 30)]
+    with grpc.insecure_channel(runtime.target, options=options) as channel:
+        responses = call_function(channel)(requests(), timeout=60)
+        # Wait until the client stack stops taking requests (or has taken them all).
+        while taken.acquire(timeout=1.5):
+            pass
+        held_at = taken_count[0]
+        answered = sum(1 for _ in responses)
+
+    assert held_at < total // 2
+    assert answered == total
+
+
+def test_a_call_refused_while_draining_does_not_wait_for_a_busy_handler(
+    serving: Serving,
+) -> None:
+    runtime = serving(
+        "model_handlers.slow",
+        env={"SLOW_SECONDS": "4"},
+        args=["--workers", "1", "--metrics-port", "0"],
+    )
+    outcome: dict[str, Any] = {}
+
+    def slow_call() -> None:
+        outcome["result"] = call(runtime.target, pa.array([1.0]))
+
+    caller = threading.Thread(target=slow_call)
+    caller.start()
+    runtime.wait_in_flight(1)
+    runtime.signal(signal.SIGTERM)
+    # Health says NOT_SERVING once new calls are refused.
+    while health(runtime.target) == "SERVING":
+        pass
+    with grpc.insecure_channel(runtime.target) as channel:
+        request = message([floats(2.0)])
+        _rest, refused = drain(call_function(channel)(iter([request]), timeout=10))
+    busy_handler_done = "result" in outcome
+    caller.join(timeout=20)
+
+    assert refused == grpc.StatusCode.UNAVAILABLE
+    assert not busy_handler_done
+    assert outcome["result"] == [1.0]
+    assert runtime.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize(
+    ("count", "code"),
+    [
+        pytest.param(0, grpc.StatusCode.UNIMPLEMENTED, id="none"),
+        pytest.param(2, grpc.StatusCode.INVALID_ARGUMENT, id="two"),
+    ],
+)
+def test_health_check_takes_exactly_one_request(
+    serving: Serving, count: int, code: grpc.StatusCode
+) -> None:
+    runtime = serving("model_handlers.identity")
+    request = health_pb2.HealthCheckRequest(service="").SerializeToString()
+
+    with grpc.insecure_channel(runtime.target) as channel:
+        check = channel.stream_stream(HEALTH_CHECK)
+        _answers, got = drain(check(iter([request] * count), timeout=10))
+
+    assert got == code
+    assert health(runtime.target) == "SERVING"
+
+
+def test_health_check_of_an_unknown_service_names_it(serving: Serving) -> None:
+    runtime = serving("model_handlers.identity")
+
+    with grpc.insecure_channel(runtime.target) as channel, pytest.raises(grpc.RpcError) as info:
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5
+        )
+
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no.such.Service" in info.value.details()
