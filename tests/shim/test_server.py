@@ -472,6 +472,7 @@ def test_health_service_answers_for_unknown_names_with_not_found(serving: Servin
         )
 
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert "no.such.Service" in info.value.details()
 
 
 def test_metrics_count_calls_rows_errors(serving: Serving) -> None:

@@ -557,15 +557,3 @@ def test_health_check_takes_exactly_one_request(
 
     assert got == code
     assert health(runtime.target) == "SERVING"
-
-
-def test_health_check_of_an_unknown_service_names_it(serving: Serving) -> None:
-    runtime = serving("model_handlers.identity")
-
-    with grpc.insecure_channel(runtime.target) as channel, pytest.raises(grpc.RpcError) as info:
-        health_pb2_grpc.HealthStub(channel).Check(
-            health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5
-        )
-
-    assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "no.such.Service" in info.value.details()
