@@ -160,8 +160,11 @@ class KubernetesBackend:
     # --- apply
 
     def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
-        """The group's objects for this server."""
-        return group_manifests(name, spec, self.placement, self.features())
+        """The group's objects for this server, carrying the Deployment's live replica count
+        (an autoscaling group keeps what its autoscaler set)."""
+        current = self._read_path(self.path("apps/v1", "Deployment", name))
+        live = None if current is None else current.get("spec", {}).get("replicas")
+        return group_manifests(name, spec, self.placement, self.features(), live_replicas=live)
 
     def check(self, name: str, objects: Sequence[Mapping[str, Any]]) -> None:
         """Refuse objects the server cannot take, or whose names another owner holds."""

@@ -203,16 +203,26 @@ def group_labels(name: str, spec: GroupSpec) -> dict[str, str]:
     return {**selector_labels(name), MANAGED_BY_LABEL: MANAGED_BY, **spec.labels()}
 
 
+def _replicas(spec: GroupSpec, live_replicas: int | None) -> int:
+    scaling = spec.scaling
+    if not scaling.autoscales or live_replicas is None:
+        return scaling.min_replicas
+    return min(max(live_replicas, scaling.min_replicas), scaling.max_replicas)
+
+
 def group_manifests(
     name: str,
     spec: GroupSpec,
     placement: Placement,
     features: ServerFeatures | None = None,
+    *,
+    live_replicas: int | None = None,
 ) -> list[dict[str, Any]]:
     """The objects a group becomes, in apply order: Deployment, Service, HTTPRoute, HPA.
 
     The HTTPRoute comes only with a gateway, the HorizontalPodAutoscaler only when the group
-    autoscales.
+    autoscales. ``live_replicas``: the Deployment's replica count in the cluster now, if it
+    exists (see ``deployment``).
 
     Examples
     --------
@@ -221,7 +231,10 @@ def group_manifests(
     ['Deployment', 'Service']
     """
     features = features or ServerFeatures()
-    objects = [deployment(name, spec, placement, features), service(name, spec, placement)]
+    objects = [
+        deployment(name, spec, placement, features, live_replicas=live_replicas),
+        service(name, spec, placement),
+    ]
     route = http_route(name, spec, placement)
     if route is not None:
         objects.append(route)
@@ -232,12 +245,20 @@ def group_manifests(
 
 
 def deployment(
-    name: str, spec: GroupSpec, placement: Placement, features: ServerFeatures
+    name: str,
+    spec: GroupSpec,
+    placement: Placement,
+    features: ServerFeatures,
+    *,
+    live_replicas: int | None = None,
 ) -> dict[str, Any]:
     """The group's Deployment: rolling update with no replica down, resources, probe, GPUs.
 
-    ``replicas`` is left to the HorizontalPodAutoscaler when the group autoscales, so an
-    apply never undoes its scaling.
+    ``replicas`` is always stated, so that no apply ever drops it: a field an applier stops
+    stating goes back to its default (1), which scaled a group that started autoscaling down
+    to one pod. For an autoscaling group it is the count in the cluster (``live_replicas``,
+    what the HorizontalPodAutoscaler last set) kept within min and max, so an apply never
+    undoes the autoscaler's scaling and a new group starts at its minimum.
     """
     labels = group_labels(name, spec)
     pod: dict[str, Any] = {
@@ -259,8 +280,7 @@ def deployment(
         },
         "template": {"metadata": {"labels": labels}, "spec": pod},
     }
-    if not spec.scaling.autoscales:
-        body = {"replicas": spec.scaling.min_replicas, **body}
+    body = {"replicas": _replicas(spec, live_replicas), **body}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

@@ -407,6 +407,48 @@ def test_an_autoscaler_comes_and_goes_with_autoscaling(
     assert _read(kube, "apps/v1", "Deployment")["spec"]["replicas"] == 3
 
 
+def _replicas(kube: KubernetesBackend) -> int:
+    return int(_read(kube, "apps/v1", "Deployment")["spec"]["replicas"])
+
+
+def test_a_group_that_starts_autoscaling_keeps_its_pods(
+    project: Project, catalog: Catalog, kube: KubernetesBackend
+) -> None:
+    fixed = AutoScalingSpec(min_replicas=3, max_replicas=3)
+    create_group(project, catalog, "ner", _spec(scaling=fixed), port_given=False)
+
+    scaling = AutoScalingSpec(min_replicas=2, max_replicas=5)
+    update_group(project, catalog, "ner", {"scaling": scaling})
+
+    # Not dropped to the default of 1 when the apply stopped stating a fixed count.
+    assert _replicas(kube) == 3
+
+
+def test_an_apply_keeps_the_count_the_autoscaler_set_within_bounds(
+    project: Project, catalog: Catalog, kube: KubernetesBackend
+) -> None:
+    scaling = AutoScalingSpec(min_replicas=2, max_replicas=5)
+    create_group(project, catalog, "ner", _spec(scaling=scaling), port_given=False)
+    started_at = _replicas(kube)
+    # The autoscaler scales through the scale subresource, as the HPA controller does.
+    scale = kube.path("apps/v1", "Deployment", "ner") + "/scale"
+    kube.request(
+        "PATCH",
+        scale,
+        query=[("fieldManager", "kube-controller-manager")],
+        body={"spec": {"replicas": 4}},
+        content_type=MERGE_PATCH,
+    )
+
+    update_group(project, catalog, "ner", {"tags": {"team": "nlp"}})
+    after_update = _replicas(kube)
+    update_group(
+        project, catalog, "ner", {"scaling": AutoScalingSpec(min_replicas=2, max_replicas=3)}
+    )
+
+    assert (started_at, after_update, _replicas(kube)) == (2, 4, 3)
+
+
 def test_the_autoscaler_version_follows_discovery(kube: KubernetesBackend) -> None:
     served = kube.served()
     expected = "autoscaling/v2" if "autoscaling/v2" in served else "autoscaling/v2beta2"

@@ -309,6 +309,30 @@ def test_no_gpu_means_no_toleration() -> None:
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
 
 
+@pytest.mark.parametrize(
+    ("live", "expected"),
+    [
+        pytest.param(None, 2, id="new"),
+        pytest.param(1, 2, id="below-min"),
+        pytest.param(4, 4, id="autoscaler-set"),
+        pytest.param(9, 6, id="above-max"),
+    ],
+)
+def test_an_autoscaling_group_keeps_its_live_count_within_bounds(
+    live: int | None, expected: int
+) -> None:
+    objects = group_manifests("ner", SPECS["autoscaling"], PLACEMENT, live_replicas=live)
+    assert _by_kind(objects)["Deployment"]["spec"]["replicas"] == expected
+
+
+def test_a_fixed_size_group_ignores_the_live_count() -> None:
+    fixed = GroupSpec(
+        image="ghcr.io/acme/ner:1", scaling=AutoScalingSpec(min_replicas=3, max_replicas=3)
+    )
+    objects = group_manifests("ner", fixed, PLACEMENT, live_replicas=5)
+    assert _by_kind(objects)["Deployment"]["spec"]["replicas"] == 3
+
+
 def test_a_fixed_size_group_has_replicas_and_no_autoscaler() -> None:
     fixed = AutoScalingSpec(min_replicas=3, max_replicas=3)
     spec = GroupSpec(image="ghcr.io/acme/ner:1", scaling=fixed)
@@ -345,8 +369,8 @@ def test_an_autoscaling_group_gets_an_hpa(features: ServerFeatures) -> None:
         ],
         "behavior": {"scaleDown": {"stabilizationWindowSeconds": 120}},
     }
-    # The autoscaler owns the replica count: an apply must not reset it.
-    assert "replicas" not in objects["Deployment"]["spec"]
+    # A new group starts at its minimum.
+    assert objects["Deployment"]["spec"]["replicas"] == 2
     assert objects["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 45
 
 

@@ -72,8 +72,8 @@ def test_an_autoscaling_group_gets_a_v2_autoscaler(
     assert (metric["type"], metric["resource"]["name"]) == ("Resource", "cpu")
     assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
     assert spec["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": 30}}
-    # The autoscaler owns the replica count, so the Deployment does not state one.
-    assert "replicas" not in _read(kube, "apps/v1", "Deployment")["spec"]
+    # A new group starts at its minimum; the autoscaler takes it from there.
+    assert _read(kube, "apps/v1", "Deployment")["spec"]["replicas"] == 2
 
 
 def test_defaults_are_80_percent_cpu_and_a_60_second_window(
