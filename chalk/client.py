@@ -9,6 +9,7 @@ import contextlib
 import importlib
 import sys
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,9 @@ class ChalkClient:
     def __init__(self, *, project_dir: str | Path | None = None) -> None:
         self.project: Project = find_project(Path(project_dir) if project_dir else None)
         self._catalog = open_catalog(self.project)
-        self._caller: ModelCaller | None = None
-        self._caller_lock = threading.Lock()
+        self._calls = _Calls(self._catalog)
+        # A client dropped without close() still stops its event loop thread and channels.
+        weakref.finalize(self, _close_calls, self._calls)
 
     def register_model_version(
         self,
@@ -239,19 +241,47 @@ class ChalkClient:
         return Dataset(table, model_calls=recorder.groups())
 
     def _run(self) -> dict[str, Any]:
-        # One ModelCaller, and so one background event loop, for every query of this client,
-        # whichever thread runs it: gRPC's asyncio objects belong to one loop.
-        with self._caller_lock:
-            if self._caller is None:
-                self._caller = ModelCaller(self._catalog)
-            return {"model_caller": self._caller}
+        return {"model_caller": self._calls.caller()}
 
     def close(self) -> None:
-        """Close the model calls' channels and their background loop."""
-        with self._caller_lock:
-            if self._caller is not None:
-                self._caller.close()
-                self._caller = None
+        """Close the model calls' channels and their background loop; the client makes
+        them again if used after."""
+        self._calls.close()
+
+    def __enter__(self) -> ChalkClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _close_calls(calls: _Calls) -> None:
+    # A client collected on its own calls' loop thread cannot wait for that loop; the
+    # thread then stays (a daemon) rather than the collection failing.
+    with contextlib.suppress(RuntimeError):
+        calls.close()
+
+
+class _Calls:
+    """One ModelCaller, and so one background event loop, for every query of a client,
+    whichever thread runs it: gRPC's asyncio objects belong to one loop."""
+
+    def __init__(self, catalog: Any) -> None:
+        self._catalog = catalog
+        self._caller: ModelCaller | None = None
+        self._lock = threading.Lock()
+
+    def caller(self) -> ModelCaller:
+        with self._lock:
+            if self._caller is None:
+                self._caller = ModelCaller(self._catalog)
+            return self._caller
+
+    def close(self) -> None:
+        with self._lock:
+            caller, self._caller = self._caller, None
+        if caller is not None:
+            caller.close()
 
 
 class OnlineQueryResult:

@@ -3,9 +3,11 @@ query's progress bar and call stats against a real (slow) runtime."""
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import io
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -204,3 +206,33 @@ def test_a_redefined_class_is_queried_as_redefined(client: ChalkClient) -> None:
 
     assert first.get_feature_value("kiosk.shown") == "TEA"
     assert again.get_feature_value("kiosk.shown") == "tea"
+
+
+def _model_call_threads() -> int:
+    return sum(t.name == "chalk-model-calls" for t in threading.enumerate())
+
+
+def test_a_client_used_as_a_context_manager_stops_its_model_call_thread(
+    client: ChalkClient, paced: str
+) -> None:
+    before = _model_call_threads()
+
+    with ChalkClient(project_dir=client.project.root) as other:
+        assert other.query(input={Paced.id: 1, Paced.x: 7}, output=[Paced.y]).to_dict()
+        during = _model_call_threads()
+
+    assert (during, _model_call_threads()) == (before + 1, before)
+
+
+def test_a_client_dropped_without_close_stops_its_model_call_thread(
+    client: ChalkClient, paced: str
+) -> None:
+    before = _model_call_threads()
+    other = ChalkClient(project_dir=client.project.root)
+    other.query(input={Paced.id: 1, Paced.x: 7}, output=[Paced.y])
+    during = _model_call_threads()
+
+    del other
+    gc.collect()
+
+    assert (during, _model_call_threads()) == (before + 1, before)

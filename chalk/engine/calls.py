@@ -66,6 +66,8 @@ DEFAULT_MIN_CHUNK_ROWS: Final = 256
 # Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
 _PASSING_RESOLVE_ERRORS: Final = (NoReadyReplicaError, ControllerDownError)
 _TIMESTAMP_UNITS: Final = ("s", "ms", "us", "ns")
+# How long a blocking wait for the event loop sleeps before it checks for Ctrl-C again.
+_WAIT_SLICE_S: Final = 0.2
 _SAFE_CASTS: Final = "string <-> large_string, a wider int, int -> float64"
 
 T = TypeVar("T")
@@ -460,13 +462,20 @@ def _run_on(
             "instead"
         )
     future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    give_up = None if timeout_s is None else time.monotonic() + timeout_s
     try:
-        return future.result(timeout_s)
-    except TimeoutError:
-        if future.done():
-            raise  # the coroutine's own TimeoutError
-        future.cancel()
-        raise TimeoutError(f"the call did not finish within {timeout_s}s") from None
+        # Waited for in short slices: an untimed wait does not see Ctrl-C once polars is
+        # loaded, so a query would only stop when the model answered.
+        while True:
+            left = _WAIT_SLICE_S if give_up is None else give_up - time.monotonic()
+            try:
+                return future.result(max(0.0, min(left, _WAIT_SLICE_S)))
+            except TimeoutError:
+                if future.done():
+                    raise  # the coroutine's own TimeoutError
+                if give_up is not None and time.monotonic() >= give_up:
+                    future.cancel()
+                    raise TimeoutError(f"the call did not finish within {timeout_s}s") from None
     except BaseException:
         # KeyboardInterrupt in the waiting thread: stop the call too.
         future.cancel()
