@@ -164,6 +164,12 @@ def test_a_large_offline_query_runs_in_blocks_and_stays_in_order(client: ChalkCl
         pytest.param({Shop.name: ["a", "b"]}, [Shop.loud], "one value per feature", id="list"),
         pytest.param({Shop.id: "seven"}, [Shop.loud], "shop.id: the input does not fit", id="type"),
         pytest.param({}, [Shop.loud], "a query needs inputs", id="no_inputs"),
+        pytest.param(
+            {Shop.id: 1, Shop.name: "bad \udc80 text"},
+            [Shop.loud],
+            "shop.name: the input does not fit",
+            id="lone_surrogate",
+        ),
     ],
 )
 def test_bad_queries_name_the_feature(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 from typing import Any
+
+import pyarrow as pa
 
 from chalk.catalog import open_catalog
 from chalk.catalog.config import find_project
@@ -12,7 +15,7 @@ from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.cli.output import add_output_flag, emit, emit_table
 from chalk.engine.calls import ModelCaller
 from chalk.engine.query import input_table, run_query
-from chalk.features.graph import FeatureGraph
+from chalk.features.graph import FeatureGraph, GraphError
 
 __all__ = ["register"]
 
@@ -28,7 +31,10 @@ def register(subparsers: Any) -> None:
         action="append",
         required=True,
         metavar="FEATURE=VALUE",
-        help='an input value (repeatable), e.g. --in document.text="Alice met Bob"',
+        help=(
+            'an input value (repeatable), e.g. --in document.text="Alice met Bob": text as '
+            "given for string features, ISO 8601 for timestamps and dates, JSON otherwise"
+        ),
     )
     parser.add_argument(
         "--out",
@@ -50,7 +56,7 @@ def _query(args: argparse.Namespace) -> int:
             "no feature graph has been applied to this project: run `chalk apply` first"
         )
     graph = FeatureGraph.from_json(active.graph)
-    values = dict(_pair(text) for text in args.inputs)
+    values = dict(_pair(text, graph) for text in args.inputs)
     with ModelCaller(catalog) as caller:
         table = run_query(
             graph, input_table(graph, values, online=True), args.outputs, model_caller=caller
@@ -63,14 +69,48 @@ def _query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pair(text: str) -> tuple[str, Any]:
+def _pair(text: str, graph: FeatureGraph) -> tuple[str, Any]:
     name, sep, raw = text.partition("=")
-    if not sep or not name.strip():
+    name = name.strip()
+    if not sep or not name:
         raise ValidationError(
             f"--in takes FEATURE=VALUE: expected e.g. --in document.id=1, got {text!r}"
         )
     try:
-        value = json.loads(raw)
+        arrow_type = graph.feature(name).arrow_type
+    except GraphError:
+        arrow_type = None  # the query names the unknown feature, with suggestions
+    return name, _value(name, raw, arrow_type)
+
+
+def _value(name: str, raw: str, arrow_type: pa.DataType | None) -> Any:
+    """The value of ``--in name=raw`` read as the feature's type asks."""
+    if arrow_type is not None and (
+        pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+    ):
+        # Text as given (12345, true and null are text too); a JSON string literal is
+        # unquoted, so "..." keeps working.
+        if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+            return json.loads(raw)
+        return raw
+    if arrow_type is not None and (
+        pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
+    ):
+        return _instant(name, raw, arrow_type)
+    try:
+        return json.loads(raw)
     except ValueError:
-        value = raw  # plain text needs no quotes: --in document.text=hello
-    return name.strip(), value
+        return raw  # the query then says how it does not fit the feature's type
+
+
+def _instant(name: str, raw: str, arrow_type: pa.DataType) -> dt.date:
+    is_date = pa.types.is_date(arrow_type)
+    try:
+        return dt.date.fromisoformat(raw) if is_date else dt.datetime.fromisoformat(raw)
+    except ValueError:
+        kind, example = (
+            ("date", "2024-05-01") if is_date else ("timestamp", "2024-05-01T12:30+02:00")
+        )
+        raise ValidationError(
+            f"--in {name}: expected an ISO 8601 {kind} such as {example}, got {raw!r}"
+        ) from None

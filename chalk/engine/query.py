@@ -69,7 +69,8 @@ def input_table(
             )
         try:
             columns[fqn] = pa.array(values, graph.feature(fqn).arrow_type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError) as error:
+        except (pa.ArrowException, TypeError, ValueError) as error:
+            # ValueError also covers text Arrow cannot encode (a lone surrogate).
             raise QueryError(
                 f"{fqn}: the input does not fit its type {graph.feature(fqn).arrow_type}: {error}"
             ) from None
