@@ -41,6 +41,12 @@ def chalk(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def apply_graph(project: Path, *classes: type) -> None:
+    """What `chalk apply` stores for ``classes``."""
+    catalog = open_catalog(f"sqlite:///{project}/.chalk/catalog.db")
+    catalog.graphs.apply(graph_of(list(classes)).to_json())
+
+
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     (tmp_path / "chalk.yaml").write_text("project: demo\n")
@@ -48,7 +54,7 @@ def project(tmp_path: Path) -> Path:
 
 
 def test_a_query_runs_on_the_active_graph(project: Path) -> None:
-    open_catalog(f"sqlite:///{project}/.chalk/catalog.db").graphs.apply(graph_of([Memo]).to_json())
+    apply_graph(project, Memo)
 
     result = chalk(
         project,
@@ -75,7 +81,7 @@ def test_without_an_applied_graph_the_error_says_to_apply(project: Path) -> None
 
 
 def test_an_unknown_feature_is_named(project: Path) -> None:
-    open_catalog(f"sqlite:///{project}/.chalk/catalog.db").graphs.apply(graph_of([Memo]).to_json())
+    apply_graph(project, Memo)
 
     result = chalk(project, "query", "--in", "memo.txt=x", "--out", "memo.shout")
 
@@ -94,7 +100,7 @@ def test_an_unknown_feature_is_named(project: Path) -> None:
     ],
 )
 def test_a_string_feature_takes_its_text_as_given(project: Path, given: str, expected: str) -> None:
-    open_catalog(f"sqlite:///{project}/.chalk/catalog.db").graphs.apply(graph_of([Memo]).to_json())
+    apply_graph(project, Memo)
 
     result = chalk(
         project,
@@ -114,7 +120,7 @@ def test_a_string_feature_takes_its_text_as_given(project: Path, given: str, exp
 
 
 def test_timestamps_and_dates_are_read_as_iso_8601(project: Path) -> None:
-    open_catalog(f"sqlite:///{project}/.chalk/catalog.db").graphs.apply(graph_of([Stamp]).to_json())
+    apply_graph(project, Stamp)
 
     result = chalk(
         project,
@@ -142,7 +148,7 @@ def test_timestamps_and_dates_are_read_as_iso_8601(project: Path) -> None:
 
 
 def test_a_timestamp_that_is_not_iso_8601_names_the_feature(project: Path) -> None:
-    open_catalog(f"sqlite:///{project}/.chalk/catalog.db").graphs.apply(graph_of([Stamp]).to_json())
+    apply_graph(project, Stamp)
 
     result = chalk(
         project,
