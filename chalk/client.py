@@ -47,6 +47,10 @@ class ChalkClient:
     ----------
     project_dir
         Where to start looking for ``chalk.yaml`` (default: the working directory).
+    model_call_deadline_s
+        How long one model call (one chunk of a ``catalog_call``) may take before it is
+        given up on (default 120 s). A call that lets it pass is not sent again to the same
+        replica.
 
     Examples
     --------
@@ -64,10 +68,19 @@ class ChalkClient:
     ('my-model', 1)
     """
 
-    def __init__(self, *, project_dir: str | Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        project_dir: str | Path | None = None,
+        model_call_deadline_s: float | None = None,
+    ) -> None:
+        if model_call_deadline_s is not None and model_call_deadline_s <= 0:
+            raise ValueError(
+                f"model_call_deadline_s must be more than 0, got {model_call_deadline_s}"
+            )
         self.project: Project = find_project(Path(project_dir) if project_dir else None)
         self._catalog = open_catalog(self.project)
-        self._calls = _Calls(self._catalog)
+        self._calls = _Calls(self._catalog, model_call_deadline_s)
         # A client dropped without close() still stops its event loop thread and channels.
         weakref.finalize(self, _close_calls, self._calls)
 
@@ -266,15 +279,16 @@ class _Calls:
     """One ModelCaller, and so one background event loop, for every query of a client,
     whichever thread runs it: gRPC's asyncio objects belong to one loop."""
 
-    def __init__(self, catalog: Any) -> None:
+    def __init__(self, catalog: Any, deadline_s: float | None) -> None:
         self._catalog = catalog
+        self._deadline_s = deadline_s
         self._caller: ModelCaller | None = None
         self._lock = threading.Lock()
 
     def caller(self) -> ModelCaller:
         with self._lock:
             if self._caller is None:
-                self._caller = ModelCaller(self._catalog)
+                self._caller = ModelCaller(self._catalog, deadline_s=self._deadline_s)
             return self._caller
 
     def close(self) -> None:

@@ -65,3 +65,8 @@ def test_no_project_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     with pytest.raises(ConfigError, match="chalk init"):
         ChalkClient()
+
+
+def test_a_model_call_deadline_must_be_positive(project: Path) -> None:
+    with pytest.raises(ValueError, match="model_call_deadline_s must be more than 0, got 0"):
+        ChalkClient(project_dir=project, model_call_deadline_s=0)

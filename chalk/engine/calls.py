@@ -25,7 +25,7 @@ from chalk.catalog.errors import ControllerDownError, NoReadyReplicaError, Resol
 from chalk.catalog.records import Endpoint, Route
 from chalk.engine.execute import EngineError, EngineTypeError
 from chalk.features.types import FeatureTypeError, type_to_text
-from chalk.shim.client import DEFAULT_MAX_REQUEST_BYTES, RemoteCallClient
+from chalk.shim.client import DEFAULT_DEADLINE_S, DEFAULT_MAX_REQUEST_BYTES, RemoteCallClient
 from chalk.shim.errors import RemoteCallError, RemoteHandlerError, TransportError
 
 __all__ = [
@@ -68,6 +68,7 @@ _PASSING_RESOLVE_ERRORS: Final = (NoReadyReplicaError, ControllerDownError)
 _TIMESTAMP_UNITS: Final = ("s", "ms", "us", "ns")
 # How long a blocking wait for the event loop sleeps before it checks for Ctrl-C again.
 _WAIT_SLICE_S: Final = 0.2
+_DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
 _SAFE_CASTS: Final = "string <-> large_string, a wider int, int -> float64"
 
 T = TypeVar("T")
@@ -492,6 +493,9 @@ class _Chunk:
     attempts: int = 0
     tried: list[str] = field(default_factory=list)
     last_error: TransportError | None = None
+    # Endpoints that let the chunk's deadline pass: the model is slow there, so it is not
+    # sent there again (that would only wait out the deadline once more).
+    timed_out: set[str] = field(default_factory=set)
 
     @property
     def rows(self) -> str:
@@ -800,7 +804,7 @@ class ModelCaller:
             await self._round(call, list(dict.fromkeys(endpoints)), max_attempts)
             if not call.pending:
                 return
-        raise _transport_error(call, call.pending[0])
+        raise _transport_error(call, call.pending[0], self._deadline_s)
 
     async def _endpoints_again(self, call: _Call) -> tuple[Endpoint, ...]:
         """The group's endpoints now: replicas come and go while a call runs."""
@@ -938,8 +942,11 @@ class ModelCaller:
             chunk.attempts += 1
             chunk.tried.append(endpoint.target)
             chunk.last_error = error
-            if chunk.attempts >= max_attempts:
-                raise _transport_error(call, chunk) from None
+            if error.code == _DEADLINE_EXCEEDED:
+                chunk.timed_out.add(endpoint.target)
+            timed_out_everywhere = {e.target for e in call.route.endpoints} <= chunk.timed_out
+            if chunk.attempts >= max_attempts or timed_out_everywhere:
+                raise _transport_error(call, chunk, self._deadline_s) from None
             if call.recorder is not None:
                 call.recorder.retried(call.route.group)
             return None
@@ -1094,8 +1101,17 @@ def _handler_error(call: _Call, chunk: _Chunk, error: RemoteHandlerError) -> Mod
     )
 
 
-def _transport_error(call: _Call, chunk: _Chunk) -> ModelTransportError:
+def _transport_error(call: _Call, chunk: _Chunk, deadline_s: float | None) -> ModelTransportError:
     tried = list(dict.fromkeys(chunk.tried))
+    if chunk.last_error is not None and chunk.last_error.code == _DEADLINE_EXCEEDED:
+        deadline = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
+        return ModelTransportError(
+            f"{call.prefix}: scaling group {call.route.group!r} did not answer {chunk.rows} "
+            f"within the deadline of {deadline:g}s (tried {', '.join(tried)}): expected each "
+            f"model call to finish within it; give a slow model a longer one with "
+            f"ChalkClient(model_call_deadline_s=...)",
+            endpoints=tried,
+        )
     if chunk.last_error is None:
         detail = "no replica was ready to take them"
     else:

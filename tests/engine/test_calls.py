@@ -557,6 +557,29 @@ def test_endpoints_that_all_refuse_fail_naming_them(
     assert all(target in str(caught.value) for target in targets)
 
 
+@pytest.mark.parametrize("replicas", [1, 2], ids=["one_replica", "two_replicas"])
+def test_a_model_slower_than_the_deadline_is_tried_once_per_replica(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller, replicas: int
+) -> None:
+    slow = [
+        runtime("model_handlers.slow", cwd=SHIM_HANDLERS, env={"SLOW_SECONDS": "3"})
+        for _ in range(replicas)
+    ]
+    deploy("slow", [r.target for r in slow], inputs=schema(("x", INT)), output=schema(("y", INT)))
+
+    with pytest.raises(
+        ModelTransportError,
+        match=r"^t\.y: catalog_call\('model\.slow'\): scaling group 'slow' did not answer "
+        r"rows 0-0 within the deadline of 0\.5s .*ChalkClient\(model_call_deadline_s=",
+    ):
+        make_caller(deadline_s=0.5).call_blocking(
+            feature="t.y", name="model.slow", args=[pa.array([1])]
+        )
+
+    # Not sent to a replica again once it let the deadline pass there.
+    assert [calls_served(r) for r in slow] == [1] * replicas
+
+
 def test_a_replica_killed_mid_call_loses_and_duplicates_no_row(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
