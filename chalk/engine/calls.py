@@ -63,6 +63,9 @@ DEFAULT_CHUNKS_PER_ENDPOINT: Final = 8
 # ... but no chunk is cut smaller than this for spreading: a call of fewer rows than twice
 # this stays one chunk (an online query's fast path).
 DEFAULT_MIN_CHUNK_ROWS: Final = 256
+# How long a call keeps trying while no replica can take a chunk: long enough for a replica
+# that died to be restarted (a local one is back in about 2 s).
+DEFAULT_RECOVERY_S: Final = 10.0
 # Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
 _PASSING_RESOLVE_ERRORS: Final = (NoReadyReplicaError, ControllerDownError)
 _TIMESTAMP_UNITS: Final = ("s", "ms", "us", "ns")
@@ -493,6 +496,7 @@ class _Chunk:
     attempts: int = 0
     tried: list[str] = field(default_factory=list)
     last_error: TransportError | None = None
+    failing_since: float | None = None
     # Endpoints that let the chunk's deadline pass: the model is slow there, so it is not
     # sent there again (that would only wait out the deadline once more).
     timed_out: set[str] = field(default_factory=set)
@@ -544,8 +548,10 @@ class ModelCaller:
     chunks too, and replicas that left take no more. A chunk that fails in transport (refused, UNAVAILABLE, deadline, reset) goes to
     another replica; when every replica of the route has failed, the caller backs off,
     resolves the group again (picking up replaced replicas) and goes on, up to
-    ``max_attempts`` attempts per chunk (default: the number of endpoints plus 2). A handler
-    error is never retried. Answers are re-joined in row order and typed by output_schema;
+    ``max_attempts`` attempts per chunk (default: the number of endpoints plus 2) and for at
+    least ``recovery_s`` after the first failure, so that a replica being restarted can take
+    the chunk. A chunk that let its deadline pass on a replica is not sent there again. A
+    handler error is never retried. Answers are re-joined in row order and typed by output_schema;
     nulls pass through to the model and back.
 
     A caller belongs to one event loop: ``loop`` when given (share one across a process, e.g.
@@ -564,6 +570,9 @@ class ModelCaller:
         The gRPC client; by default one of the caller's own, closed by ``close``.
     deadline_s
         Deadline of each chunk's call; None keeps the client's default.
+    recovery_s
+        How long after a chunk's first transport failure the caller keeps trying (with its
+        back-off) before it gives up, once ``max_attempts`` are spent.
 
     Examples
     --------
@@ -590,6 +599,7 @@ class ModelCaller:
         backoff_s: float = 0.05,
         max_backoff_s: float = 2.0,
         deadline_s: float | None = None,
+        recovery_s: float = DEFAULT_RECOVERY_S,
     ) -> None:
         for label, value in (
             ("max_chunk_rows", max_chunk_rows),
@@ -623,6 +633,7 @@ class ModelCaller:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._deadline_s = deadline_s
+        self._recovery_s = recovery_s
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -796,7 +807,9 @@ class ModelCaller:
     async def _send_all(self, call: _Call) -> None:
         max_attempts = self._max_attempts or len(call.route.endpoints) + 2
         endpoints = call.route.endpoints
-        for round_number in range(max_attempts):
+        failing_since = None
+        round_number = 0
+        while True:
             if round_number:
                 backoff_s = self._backoff_s * 2 ** (round_number - 1)
                 await asyncio.sleep(min(backoff_s, self._max_backoff_s))
@@ -804,7 +817,14 @@ class ModelCaller:
             await self._round(call, list(dict.fromkeys(endpoints)), max_attempts)
             if not call.pending:
                 return
-        raise _transport_error(call, call.pending[0], self._deadline_s)
+            failing_since = failing_since or time.monotonic()
+            round_number += 1
+            if self._gave_up(round_number, failing_since, max_attempts):
+                raise _transport_error(call, call.pending[0], self._deadline_s)
+
+    def _gave_up(self, attempts: int, failing_since: float, max_attempts: int) -> bool:
+        """Enough attempts, and long enough for a replica to have been restarted."""
+        return attempts >= max_attempts and time.monotonic() - failing_since >= self._recovery_s
 
     async def _endpoints_again(self, call: _Call) -> tuple[Endpoint, ...]:
         """The group's endpoints now: replicas come and go while a call runs."""
@@ -944,8 +964,12 @@ class ModelCaller:
             chunk.last_error = error
             if error.code == _DEADLINE_EXCEEDED:
                 chunk.timed_out.add(endpoint.target)
+            if chunk.failing_since is None:
+                chunk.failing_since = time.monotonic()
             timed_out_everywhere = {e.target for e in call.route.endpoints} <= chunk.timed_out
-            if chunk.attempts >= max_attempts or timed_out_everywhere:
+            if self._gave_up(chunk.attempts, chunk.failing_since, max_attempts) or (
+                timed_out_everywhere
+            ):
                 raise _transport_error(call, chunk, self._deadline_s) from None
             if call.recorder is not None:
                 call.recorder.retried(call.route.group)

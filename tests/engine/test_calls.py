@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -549,7 +550,7 @@ def test_endpoints_that_all_refuse_fail_naming_them(
         match=r"^t\.y: catalog_call\('model\.double'\) could not reach scaling group 'double' "
         r"for rows 0-2: they failed 3 times \(tried ",
     ) as caught:
-        make_caller(max_attempts=3).call_blocking(
+        make_caller(max_attempts=3, recovery_s=0).call_blocking(
             feature="t.y", name="model.double", args=[pa.array([1, 2, 3])]
         )
 
@@ -578,6 +579,31 @@ def test_a_model_slower_than_the_deadline_is_tried_once_per_replica(
 
     # Not sent to a replica again once it let the deadline pass there.
     assert [calls_served(r) for r in slow] == [1] * replicas
+
+
+def test_a_call_waits_for_the_only_replica_to_be_restarted(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    port = free_port()
+    args = ("--metrics-port", "0", "--port", str(port))
+    first = runtime("model_handlers.double", cwd=SHIM_HANDLERS, args=args)
+    deploy("double", [f"127.0.0.1:{port}"], inputs=schema(("x", INT)), output=schema(("y", INT)))
+    caller = make_caller()
+    assert caller.call_blocking(feature="t.y", name="model.double", args=[pa.array([1])]) == (
+        pa.array([2], INT)
+    )
+    first.process.kill()
+    first.process.wait()
+    # Back a second later, as the local controller restarts a replica that died.
+    restart = threading.Timer(
+        1.0, runtime, ("model_handlers.double",), {"cwd": SHIM_HANDLERS, "args": args}
+    )
+    restart.start()
+
+    answer = caller.call_blocking(feature="t.y", name="model.double", args=[pa.array([5, 6])])
+    restart.join()
+
+    assert answer.to_pylist() == [10, 12]
 
 
 def test_a_replica_killed_mid_call_loses_and_duplicates_no_row(
