@@ -29,8 +29,12 @@ _DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _MAX_LABEL: Final = 63
 
 
-def validate_group_name(name: str, environment: str = "dev") -> str:
+def validate_group_name(name: str, environment: str = "dev", *, new: bool = False) -> str:
     """Check a scaling group name: a DNS-1123 label such that ``<environment>-<name>`` fits 63.
+
+    ``new``: the name of a group about to be created, which must also start with a letter
+    (a DNS-1035 label, as Kubernetes Service names must be), so that a group made on the
+    local backend can move to Kubernetes. Existing groups keep their names.
 
     Examples
     --------
@@ -45,6 +49,11 @@ def validate_group_name(name: str, environment: str = "dev") -> str:
         raise ValidationError(
             f"scaling group name {name!r} is not valid: expected a DNS-1123 label (lowercase "
             f"letters, digits and '-', starting and ending with a letter or digit)"
+        )
+    if new and not name[0].isalpha():
+        raise ValidationError(
+            f"scaling group name {name!r} is not valid: expected it to start with a letter, "
+            f"as Kubernetes Service names must (a DNS-1035 label); e.g. 'm-{name}'"
         )
     full = f"{environment}-{name}"
     if len(full) > _MAX_LABEL:

@@ -74,6 +74,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     try:
         code = run(args)
+    except KeyboardInterrupt:
+        # What was stored stays stored (every write is one transaction); no traceback.
+        print("interrupted", file=sys.stderr)
+        code = 130
     except _USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         code = 1

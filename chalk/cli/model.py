@@ -34,7 +34,11 @@ def register(subparsers: Any) -> None:
         help="an argument field in call order (repeat), e.g. text=large_string",
     )
     add.add_argument(
-        "--output", required=True, metavar="FIELD=TYPE", help="the result field, e.g. e=string"
+        "--output",
+        action="append",
+        required=True,
+        metavar="FIELD=TYPE",
+        help="the result field, e.g. e=string (exactly one)",
     )
     add.add_argument("--alias", action="append", default=[], help="an alias (repeatable)")
     add.add_argument(
@@ -72,7 +76,7 @@ def _register(args: argparse.Namespace) -> int:
     version = catalog.models.register(
         args.name,
         input_schema=pa.schema([_field(text, "--input") for text in args.input]),
-        output_schema=pa.schema([_field(args.output, "--output")]),
+        output_schema=pa.schema([_field(text, "--output") for text in args.output]),
         image=args.image,
         aliases=args.alias,
         metadata=dict(_pair(text, "--metadata") for text in args.metadata),

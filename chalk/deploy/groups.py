@@ -49,7 +49,7 @@ def create_group(
     store (no cluster is asked)."""
     if not dry_run:
         check_write(f"creating scaling group {name!r}")
-    validate_group_name(name, project.config.environment)
+    validate_group_name(name, project.config.environment, new=True)
     backend = backend_for(project)
     spec = backend.prepare(catalog, spec, port_given=port_given)
     if dry_run:

@@ -114,6 +114,12 @@ def test_group_names_must_be_dns_labels_that_fit(name: str, environment: str, me
         validate_group_name(name, environment)
 
 
+def test_a_new_group_name_starts_with_a_letter_an_existing_one_may_not() -> None:
+    with pytest.raises(ValidationError, match=r"expected it to start with a letter.*'m-1abc'"):
+        validate_group_name("1abc", new=True)
+    assert validate_group_name("1abc") == "1abc"
+
+
 def test_a_name_that_fits_exactly_is_accepted() -> None:
     assert validate_group_name("a" * 59, "dev") == "a" * 59
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -427,3 +429,20 @@ def test_a_project_without_feature_classes_says_so(project: Path, apply: Apply) 
 
     assert code == 0
     assert f"  (no @features classes found under {project})" in out.splitlines()
+
+
+def test_ctrl_c_ends_a_command_with_130_and_no_traceback(project: Path) -> None:
+    # An apply importing a feature module that takes long: interrupted in the middle.
+    (project / "features").mkdir(exist_ok=True)
+    (project / "features" / "slow.py").write_text("import time\ntime.sleep(30)\n")
+    env = {k: v for k, v in os.environ.items() if k != "CHALK_CATALOG_URL"}
+    process = subprocess.Popen(
+        [CHALK, "apply"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    _out, err = process.communicate(timeout=30)
+
+    assert process.returncode == 130
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in err

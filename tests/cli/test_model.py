@@ -86,6 +86,7 @@ def test_list_as_yaml(project: Path) -> None:
         pytest.param(["--input", "text"], 1, "--input takes NAME=VALUE", id="no_type"),
         pytest.param(["--input", "t=strng"], 1, "unknown Arrow type.*'strng'", id="bad_type"),
         pytest.param(["--output", "a=int64", "--output"], 2, "expected one argument", id="usage"),
+        pytest.param(["--output", "b=int64"], 1, "expected exactly one", id="two_outputs"),
     ],
 )
 def test_bad_register_flags(project: Path, args: list[str], code: int, message: str) -> None:
