@@ -156,12 +156,16 @@ class Catalog:
             endpoints=group.endpoints,
         )
 
-    def _require_live_controller(self, name: str) -> None:
+    def local_controller_running(self) -> bool:
+        """Whether the local controller's heartbeat is fresh (it runs the local groups)."""
         controller = self.state.controller("local")
-        if controller is not None:
-            age_s = (self.clock() - controller.heartbeat_at).total_seconds()
-            if age_s < HEARTBEAT_TIMEOUT_S:
-                return
+        if controller is None:
+            return False
+        return (self.clock() - controller.heartbeat_at).total_seconds() < HEARTBEAT_TIMEOUT_S
+
+    def _require_live_controller(self, name: str) -> None:
+        if self.local_controller_running():
+            return
         raise ControllerDownError(
             f"cannot call {name!r}: the local controller is not running (chalk up)"
         )

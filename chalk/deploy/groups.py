@@ -17,6 +17,7 @@ from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError, ValidationError
 from chalk.catalog.groups import validate_group_name
 from chalk.catalog.guard import check_write
+from chalk.catalog.records import Replica
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.deploy.backends import Backend, GroupView, backend_for, pin_image
@@ -190,6 +191,10 @@ def deploy_model_version(
     )
 
 
+# Restarts of one replica of the revision being waited for after which the wait gives up.
+CRASH_RESTARTS: Final = 3
+
+
 def wait_until_serving(
     catalog: Catalog,
     name: str,
@@ -201,7 +206,9 @@ def wait_until_serving(
     """Wait until the group's current revision serves and no older replica does.
 
     A Kubernetes group (``project`` given) serves when its Deployment is rolled out and
-    every replica is ready; its status is read from the cluster each poll.
+    every replica is ready; its status is read from the cluster each poll. A local group's
+    wait gives up at once when the revision cannot come up: its replicas keep crashing
+    (``CRASH_RESTARTS`` restarts), or no local controller runs to start them.
     """
     backend: Backend | None = None
     if project is not None and project.config.backend == "kubernetes":
@@ -211,10 +218,28 @@ def wait_until_serving(
     group = catalog.groups.get(name)
     while time.monotonic() < give_up:
         group = catalog.groups.get(name)
+        # Local replicas carry the group's revision (a pod carries its ReplicaSet's).
+        replicas: list[Replica] = []
         if backend is not None:
             group = backend.observe(catalog, group).group
+        else:
+            replicas = list(catalog.state.replicas(group.id))
+            if not catalog.local_controller_running():
+                raise CatalogError(
+                    f"scaling group {name!r} cannot roll out revision {group.revision}: the "
+                    f"local controller is not running: expected it to start the replicas; "
+                    f"run `chalk up`"
+                )
         if group.status == "Failed":
             raise CatalogError(f"scaling group {name!r} failed: {group.reason}")
+        if group.status == "CrashLoopBackOff" and any(
+            r.revision == group.revision and r.restarts >= CRASH_RESTARTS for r in replicas
+        ):
+            raise CatalogError(
+                f"scaling group {name!r} cannot serve revision {group.revision}: its replicas "
+                f"keep crashing ({group.reason}): expected them to start; their last log lines "
+                f"are in `chalk scaling-group get --name {name}`"
+            )
         # On Kubernetes, Ready means rolled out; a group with no gateway has no endpoint
         # outside the cluster and still serves inside it.
         serving = (

@@ -18,7 +18,7 @@ from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
-from chalk.deploy.groups import pin_image
+from chalk.deploy.groups import pin_image, wait_until_serving
 from chalk.deploy.local import daemon
 from tests.deploy.local.conftest import alive, save_image, wait_for
 
@@ -226,3 +226,13 @@ def test_down_stops_the_replicas_a_controller_left_when_it_exited(
     assert not any(alive(pid) for pid in pids)
     assert catalog.state.replicas(group_id) == []
     assert catalog.groups.get("web").endpoints == ()
+
+
+def test_waiting_for_a_group_with_no_controller_says_to_start_one(
+    catalog: Catalog, project: Project
+) -> None:
+    save_image(catalog, project, "web:latest", entrypoint=HTTP_SERVER, exposed_port=8000)
+    web_group(catalog)
+
+    with pytest.raises(CatalogError, match=r"the local controller is not running.*chalk up"):
+        wait_until_serving(catalog, "web", project=project)

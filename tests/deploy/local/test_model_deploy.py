@@ -16,6 +16,7 @@ import pytest
 
 from chalk.catalog import open_catalog
 from chalk.catalog.config import Project
+from chalk.catalog.errors import CatalogError
 from chalk.client import ChalkClient
 from chalk.scaling import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.shim import RemoteCallClient, TransportError
@@ -245,3 +246,29 @@ def test_chalk_model_deploy_from_the_command_line(project: Project, client: Chal
     assert call_group(project, "g", ["xyz"]) == ["v1:3"]
     assert bad.returncode == 1
     assert "model 'm' has no version '7'" in bad.stderr
+
+
+def test_waiting_for_a_model_that_crashes_at_start_fails_fast_naming_it(
+    project: Project, client: ChalkClient
+) -> None:
+    context = project.root / "models" / "crash"
+    context.mkdir(parents=True)
+    (context / "model.py").write_text('raise RuntimeError("weights not found")\n')
+    (context / "Dockerfile").write_text(DOCKERFILE.format(version="crash"))
+    built = chalk(project, "image", "build", str(context), "-t", "crash:1")
+    assert built.returncode == 0, built.stderr
+    client.register_model_version(
+        name="crash",
+        input_schema={"text": pa.large_string()},
+        output_schema={"entities": pa.large_string()},
+        model_image="crash:1",
+    )
+
+    with pytest.raises(CatalogError, match=r"'crash' cannot serve revision 1: its replicas keep"):
+        client.deploy_model_version_to_scaling_group(
+            name="crash", model_name="crash", model_version=1, wait=True
+        )
+    group = client.get_scaling_group("crash")
+
+    # Given up after CRASH_RESTARTS restarts, long before the 300 s the wait allows.
+    assert group.status == "CrashLoopBackOff"
