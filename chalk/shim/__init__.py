@@ -9,7 +9,13 @@ use, so that ``chalk-remote-call`` can set gRPC's environment before gRPC is imp
 from __future__ import annotations
 
 import importlib
+import os
 from typing import TYPE_CHECKING, Any, Final
+
+# gRPC's core logs INFO lines on stderr (a peer's GOAWAY on every rolling update), which land
+# in users' programs and break the runtime's JSON-lines log. Read once when gRPC loads, which
+# is after this package (its modules load lazily); a value the user set is kept.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 if TYPE_CHECKING:
     from chalk.shim.client import RemoteCallClient, split_batch

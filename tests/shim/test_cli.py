@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -68,3 +69,20 @@ def test_importing_the_cli_leaves_grpc_unloaded() -> None:
     ).stdout
 
     assert loaded.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("given", "seen"),
+    [pytest.param(None, "ERROR", id="default"), pytest.param("INFO", "INFO", id="user_set")],
+)
+def test_grpc_logs_only_errors_unless_the_user_says_otherwise(given: str | None, seen: str) -> None:
+    # gRPC's INFO lines (a GOAWAY on every rolling update) would land in users' programs.
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    if given is not None:
+        env["GRPC_VERBOSITY"] = given
+    probe = "import os, chalk.shim; print(os.environ['GRPC_VERBOSITY'])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+
+    assert done.stdout.strip() == seen
