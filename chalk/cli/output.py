@@ -38,8 +38,9 @@ def emit(data: Any, fmt: str) -> None:
 def emit_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """Print rows as a table whose headers are ``columns`` (keys into each row)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in columns:
-        table.add_column(column, no_wrap=True)
+    for index, column in enumerate(columns):
+        # Only the last column wraps on a narrow terminal; the others keep their width.
+        table.add_column(column, no_wrap=index < len(columns) - 1)
     for row in rows:
         table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     # Piped output is read by scripts and people alike: never wrap it at 80 columns.

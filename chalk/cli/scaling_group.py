@@ -458,12 +458,21 @@ def _get(args: argparse.Namespace) -> int:
                     "TIME": f"{e.time:{_TIME}}",
                     "TYPE": e.type,
                     "REASON": e.reason,
-                    "MESSAGE": e.message,
+                    "MESSAGE": _one_line(e.message),
                 }
                 for e in events
             ],
         )
     return 0
+
+
+def _one_line(message: str) -> str:
+    """A multi-line event message (a crash with its log's last lines) as its first line and
+    its last, the one that usually says what went wrong; -o json/yaml keep it whole."""
+    lines = [line for line in message.splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return message.strip()
+    return f"{lines[0]} ... {lines[-1]}"
 
 
 def _delete(args: argparse.Namespace) -> int:

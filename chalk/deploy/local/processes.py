@@ -7,6 +7,7 @@ one reconcile pass can look at every replica without blocking the others.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import signal
 import socket
@@ -251,7 +252,23 @@ def log_tail(path: Path, *, lines: int = 10, max_bytes: int = 4096) -> str:
             text = log.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
-    return "\n".join(text.splitlines()[-lines:])
+    return "\n".join(_readable(line) for line in text.splitlines()[-lines:])
+
+
+def _readable(line: str) -> str:
+    """A JSON log record (the runtime's own) as ``SEVERITY message | last exception line``;
+    any other line as it is."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(record, dict) or not isinstance(record.get("message"), str):
+        return line
+    text = f"{record.get('severity', '')} {record['message']}".strip()
+    exception = record.get("exception")
+    if isinstance(exception, str) and exception.strip():
+        text += f" | {exception.strip().splitlines()[-1]}"
+    return text
 
 
 def _same_process(process: psutil.Process, started_at: dt.datetime) -> bool:

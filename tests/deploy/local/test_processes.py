@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 from pathlib import Path
 
-from chalk.deploy.local.processes import free_port, launch
+from chalk.deploy.local.processes import free_port, launch, log_tail
 from tests.deploy.local.conftest import wait_for
 
 # Uses half a second of CPU, as importing a framework or loading a model does, then idles.
@@ -53,3 +54,23 @@ def test_cpu_used_before_readiness_is_not_counted_as_load(tmp_path: Path) -> Non
     assert (at_ready, first_after_ready) == (None, None)
     assert since_ready is not None
     assert since_ready < 100
+
+
+def test_a_log_tail_shows_the_runtime_records_as_severity_message_and_error(
+    tmp_path: Path,
+) -> None:
+    record = {
+        "timestamp": "2026-11-22T10:00:00+00:00",
+        "severity": "ERROR",
+        "logger": "chalk.shim.server",
+        "message": "cannot load the handler 'model.handler'",
+        "exception": 'Traceback (most recent call last):\n  File "model.py", line 1\n'
+        "RuntimeError: weights not found",
+    }
+    log = tmp_path / "replica.log"
+    log.write_text("plain output of the model\n" + json.dumps(record) + "\n")
+
+    assert log_tail(log).splitlines() == [
+        "plain output of the model",
+        "ERROR cannot load the handler 'model.handler' | RuntimeError: weights not found",
+    ]
