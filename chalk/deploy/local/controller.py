@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -63,6 +64,8 @@ _IN_FLIGHT_METRIC: Final = "chalk_remote_call_in_flight"
 # A replica that ran this long before crashing starts its back-off afresh, as Kubernetes does.
 _BACKOFF_RESET_S: Final = 600.0
 _MAX_BACKOFF_STEP: Final = 30
+# Spec fields a running replica does not depend on: changing only these restarts nothing.
+_NOT_IN_REPLICAS: Final = frozenset({"scaling", "tags"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,8 @@ class _GroupState:
     proxy: GroupProxy | None = None
     last_error: str = ""
     last_report: tuple[Any, ...] = ()
+    # The revision last reconciled and what its replicas run (``_replica_template``).
+    template: tuple[int, str] | None = None
 
 
 class LocalController:
@@ -272,6 +277,7 @@ class LocalController:
         state.grace_s = float(spec.scaling.effective_shutdown_delay_seconds)
         await self._ensure_proxy(group, state)
         self._observe(group, spec, state)
+        self._carry_over(group, state)
         self._reap_leaving(group.id, state)
         await self._check_readiness(group, spec, state)
         current = [s for s in state.slots.values() if s.revision == group.revision]
@@ -286,6 +292,21 @@ class LocalController:
         self._start_due(group, spec, current)
         self._retire_outdated(group, state, current, desired)
         self._report(group, state, desired)
+
+    def _carry_over(self, group: ScalingGroup, state: _GroupState) -> None:
+        """A revision that changed nothing its replicas run (only scaling or tags) keeps the
+        replicas of the one before, instead of restarting every warm model."""
+        template = _replica_template(group.spec)
+        previous = state.template
+        state.template = (group.revision, template)
+        if previous is None or previous[0] == group.revision or previous[1] != template:
+            return
+        for slot in state.slots.values():
+            if slot.revision == previous[0]:
+                slot.revision = group.revision
+                if slot.handle is not None:
+                    running = "Running" if slot.handle.ready else "Starting"
+                    self._save_row(slot, slot.handle, state=running)
 
     def _start_due(self, group: ScalingGroup, spec: GroupSpec, slots: list[_Slot]) -> None:
         now = self._monotonic()
@@ -718,3 +739,11 @@ async def _is_ready(endpoint: str, *, hosts_model: bool) -> bool:
         return False
     writer.close()
     return True
+
+
+def _replica_template(spec: dict[str, Any]) -> str:
+    """What a replica runs: the spec without the fields no running replica depends on."""
+    return json.dumps(
+        {key: value for key, value in spec.items() if key not in _NOT_IN_REPLICAS},
+        sort_keys=True,
+    )

@@ -214,6 +214,28 @@ def test_an_update_rolls_to_the_new_revision(
     wait_for(lambda: not alive(old_row.pid), what="the old replica to exit")
 
 
+def test_scaling_or_retagging_keeps_the_running_replicas(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    model_image(catalog, project)
+    group_id = create(catalog, "doubler", model_spec())
+    controller()
+    ready_group(catalog, "doubler")
+    [first] = catalog.state.replicas(group_id)
+
+    spec = GroupSpec.from_dict(catalog.groups.get("doubler").spec)
+    scaling = AutoScalingSpec(min_replicas=2, max_replicas=2, shutdown_delay_seconds=2)
+    catalog.groups.update(
+        "doubler", spec.with_changes(scaling=scaling, tags={"team": "nlp"}).to_dict()
+    )
+    group = ready_group(catalog, "doubler", replicas=2)
+    rows = catalog.state.replicas(group_id)
+
+    assert first.pid in {row.pid for row in rows}
+    assert {row.revision for row in rows} == {group.revision}  # type: ignore[attr-defined]
+    assert alive(first.pid)
+
+
 def test_stopping_the_controller_leaves_no_process(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
