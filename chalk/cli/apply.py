@@ -36,6 +36,11 @@ def register(subparsers: Any) -> None:
         ),
     )
     parser.add_argument("--dry-run", action="store_true", help="print the plan and store nothing")
+    parser.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="store a graph with no features even though the active one has some",
+    )
     add_output_flag(parser)
     parser.set_defaults(run=_apply)
 
@@ -60,6 +65,17 @@ def _apply(args: argparse.Namespace) -> int:
     if invalid:
         return _fail(invalid, "checking the feature graph against the catalog")
     active_version, active = _active_graph(catalog)
+    if not imported.classes and active is not None and active.features and not args.allow_empty:
+        return _fail(
+            [
+                f"found no @features classes under {root}, so this apply would remove all "
+                f"{len(active.features)} features of the active graph (version "
+                f"{active_version}): expected the project's feature classes; check that "
+                f".chalkignore does not ignore their files, or pass --allow-empty to remove "
+                f"every feature"
+            ],
+            "reading the feature classes",
+        )
     diff = diff_graphs(active, graph)
     stored = None
     if not args.dry_run and (active_version is None or not diff.is_empty):

@@ -303,6 +303,26 @@ def test_chalkignore_keeps_files_out_of_apply(project: Path, apply: Apply) -> No
     assert (code, err) == (0, "")
 
 
+def test_an_apply_that_finds_no_classes_does_not_wipe_the_active_graph(
+    project: Path, apply: Apply
+) -> None:
+    host_ner(project)
+    write_files(project, {"features/documents.py": DOCUMENT})
+    assert apply()[0] == 0
+    write_files(project, {".chalkignore": "*\n"})
+
+    code, _out, err = apply()
+    version_after_refusal = catalog_of(project).graphs.active().version  # type: ignore[union-attr]
+    emptied, _out, _err = apply("--allow-empty")
+
+    assert code == 1
+    assert "found no @features classes" in err
+    assert "pass --allow-empty" in err
+    assert version_after_refusal == 1
+    assert emptied == 0
+    assert catalog_of(project).graphs.active().version == 2  # type: ignore[union-attr]
+
+
 def test_a_registration_in_the_project_fails_apply_even_when_caught(
     project: Path, apply: Apply
 ) -> None:
