@@ -238,7 +238,10 @@ class ModelRegistry:
         ).scalars()
         known = [str(v) for v in versions]
         if not known:
-            return f"no model named {name!r} is registered; register it with register_model_version"
+            return (
+                f"no model named {name!r} is registered; register it with `chalk model "
+                f"register` or ChalkClient.register_model_version"
+            )
         aliases = sorted({a for names in _aliases_of(connection, name).values() for a in names})
         wanted = "version" if str(version_or_alias).isdigit() else "alias"
         return (

@@ -134,7 +134,8 @@ class Catalog:
         if model is None:
             raise NoModelError(
                 f"cannot call {name!r}: scaling group {group_name!r} hosts no model version; "
-                f"deploy one with deploy_model_version_to_scaling_group(name={group_name!r}, ...)"
+                f"deploy one with `chalk model deploy --name {group_name} ...` or "
+                f"deploy_model_version_to_scaling_group(name={group_name!r}, ...)"
             )
         version = self.models.get(model[0], model[1])
         if serving and group.backend == "local":

@@ -124,6 +124,7 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
 
 def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
     keep = " (default: keep the current value)" if on_update else ""
+    one = " (default: keep the current value; 1 for a new group)" if on_update else " (default 1)"
     parser.add_argument(
         "--replicas",
         type=int,
@@ -134,13 +135,13 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
         "--min-replicas",
         type=int,
         metavar="N",
-        help=f"the fewest replicas, at least 1 (default 1){keep}",
+        help=f"the fewest replicas, at least 1{one}",
     )
     parser.add_argument(
         "--max-replicas",
         type=int,
         metavar="N",
-        help=f"the most replicas; autoscales when above --min-replicas (default 1){keep}",
+        help=f"the most replicas; autoscales when above --min-replicas{one}",
     )
     parser.add_argument(
         "--target-cpu",
