@@ -107,6 +107,17 @@ class LocalBackend:
 
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
         replicas = tuple(catalog.state.replicas(group.id))
+        # Pending: no controller reported yet; Stopped: `chalk down` said so itself.
+        reported = group.status not in ("Pending", "Stopped")
+        if reported and not catalog.local_controller_running():
+            # What the controller last reported is stale once it stopped heartbeating (killed,
+            # or the machine slept): say so rather than show a Ready group nothing serves.
+            group = replace(
+                group,
+                status="Unknown",
+                reason=f"the local controller is not running (chalk up); it last reported "
+                f"{group.status}",
+            )
         return GroupView(group, replicas, tuple(catalog.state.events(group.id)))
 
     def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]] | None:

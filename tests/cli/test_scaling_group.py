@@ -444,6 +444,22 @@ def test_update_of_a_missing_group_fails(project: Path, catalog: Catalog) -> Non
     assert "there is no scaling group named 'nre' (did you mean 'ner'?)" in result.stderr
 
 
+def test_a_group_whose_controller_stopped_is_unknown_not_ready(
+    project: Path, catalog: Catalog
+) -> None:
+    make_group(catalog, name="ner")
+    ner = catalog.groups.get("ner")
+    catalog.groups.report(ner.id, status="Ready", desired=1, ready=1, available=1)
+
+    listed = json.loads(chalk(project, "list", "-o", "json").stdout)
+
+    assert listed[0]["status"] == "Unknown"
+    assert (
+        "the local controller is not running (chalk up); it last reported Ready"
+        in (listed[0]["reason"])
+    )
+
+
 def test_list_as_table_and_json(project: Path, catalog: Catalog) -> None:
     make_group(catalog, name="ner", tags={"team": "nlp"})
     make_group(catalog, name="sentiment")
@@ -451,6 +467,8 @@ def test_list_as_table_and_json(project: Path, catalog: Catalog) -> None:
     catalog.groups.report(
         ner.id, status="Running", desired=2, ready=1, available=1, url="http://127.0.0.1:9100"
     )
+    # What the controller reports stands while it heartbeats.
+    catalog.state.heartbeat("local", pid=os.getpid(), host="test")
 
     table = chalk(project, "list")
     listed = json.loads(chalk(project, "list", "-o", "json").stdout)
@@ -489,6 +507,7 @@ def test_get_as_json_has_status_counts_replicas_and_events(project: Path, catalo
         Replica(group.id, "ner-0", 1, "Running", ready=True, port=7001, restarts=2)
     )
     catalog.state.add_event(group.id, type="Normal", reason="Started", message="ner-0 started")
+    catalog.state.heartbeat("local", pid=os.getpid(), host="test")
 
     result = chalk(project, "get", "--name", "ner", "-o", "json")
 
