@@ -23,26 +23,27 @@ from hypothesis import strategies as st
 from chalk import functions as F
 from chalk.catalog import Catalog, Endpoint, Route
 from chalk.catalog.errors import UnknownGroupError
-from chalk.engine.calls import (
+from chalk.engine.arrow_types import converts_without_loss
+from chalk.engine.calls import ModelCaller
+from chalk.engine.chunking import (
     DEFAULT_CHUNKS_PER_ENDPOINT,
     DEFAULT_MIN_CHUNK_ROWS,
-    ROUTE_TTL_S,
-    CallRecorder,
-    EventLoopThread,
-    GroupCalls,
+    chunk_batch,
+    chunk_rows,
+)
+from chalk.engine.errors import (
+    EngineTypeError,
     ModelArgumentCountError,
-    ModelCaller,
     ModelCallTypeError,
     ModelHandlerError,
     ModelResultError,
     ModelTransportError,
-    chunk_batch,
-    chunk_rows,
-    converts_without_loss,
-    recording,
 )
-from chalk.engine.execute import EngineTypeError, execute
+from chalk.engine.event_loop import EventLoopThread
+from chalk.engine.execute import execute
 from chalk.engine.plan import plan
+from chalk.engine.recorder import CallRecorder, GroupCalls, recording
+from chalk.engine.routes import ROUTE_TTL_S
 from chalk.features import ClassDef, Deferred, FeatureDef, FeatureGraph, _
 from chalk.features.dsl import namespace_of
 from chalk.features.expr import node_of
@@ -858,7 +859,7 @@ def test_a_route_is_reused_within_its_ttl_and_a_refused_endpoint_is_retried(
 _INTERRUPTED_WAIT = """
 import asyncio, os, signal, sys, threading
 import polars  # noqa: F401  (with polars loaded, an untimed wait did not see Ctrl-C)
-from chalk.engine.calls import EventLoopThread
+from chalk.engine.event_loop import EventLoopThread
 
 finished = []
 
