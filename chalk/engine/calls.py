@@ -23,8 +23,7 @@ from chalk.engine.chunking import (
     DEFAULT_MAX_CHUNK_ROWS,
     DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT,
     DEFAULT_MIN_CHUNK_ROWS,
-    chunk_batch,
-    chunk_rows,
+    ChunkLimits,
 )
 from chalk.engine.dispatch import DEFAULT_RECOVERY_S, Dispatcher
 from chalk.engine.event_loop import EventLoopThread, run_on
@@ -40,23 +39,27 @@ class ModelCaller:
     """Calls models for ``catalog_call``: resolve, cast, chunk, send, retry, re-join.
 
     Argument i becomes input_schema field i (by position, never by name) and is cast to its
-    type when that loses nothing (see ``chalk.engine.arrow_types.converts_without_loss``). Rows are cut into chunks of
-    at most ``max_chunk_rows`` rows and ``max_chunk_bytes`` bytes, and a call of at least
-    twice ``min_chunk_rows`` rows into about ``chunks_per_endpoint`` chunks per endpoint of the
-    group (none under ``min_chunk_rows`` rows), so that every replica gets work and a faster
-    one takes more, unless the limits already cut enough chunks to fill every replica's
-    in-flight slots (see ``chalk.engine.chunking.chunk_rows``); smaller calls (an online query's) stay one chunk. Each chunk is one call to
-    one replica, with at most ``max_in_flight_per_endpoint`` chunks of a call in flight per
-    replica. Between chunks a long call reads the group's route again (at most every
-    ``chalk.engine.routes.ROUTE_TTL_S``): replicas that became ready meanwhile (the autoscaler added them) take
-    chunks too, and replicas that left take no more. A chunk that fails in transport (refused, UNAVAILABLE, deadline, reset) goes to
-    another replica; when every replica of the route has failed, the caller backs off,
-    resolves the group again (picking up replaced replicas) and goes on, up to
-    ``max_attempts`` attempts per chunk (default: the number of endpoints plus 2) and for at
-    least ``recovery_s`` after the first failure, so that a replica being restarted can take
-    the chunk. A chunk that let its deadline pass on a replica is not sent there again. A
-    handler error is never retried. Answers are re-joined in row order and typed by output_schema;
-    nulls pass through to the model and back.
+    type when that loses nothing (see ``chalk.engine.arrow_types.converts_without_loss``).
+    Rows are cut into chunks of at most ``max_chunk_rows`` rows and ``max_chunk_bytes``
+    bytes, and a call of at least twice ``min_chunk_rows`` rows into about
+    ``chunks_per_endpoint`` chunks per endpoint of the group (none under ``min_chunk_rows``
+    rows), so that every replica gets work and a faster one takes more, unless the limits
+    already cut enough chunks to fill every replica's in-flight slots (see
+    ``chalk.engine.chunking.chunk_rows``); smaller calls (an online query's) stay one chunk.
+
+    The caller's ``Dispatcher`` (``chalk.engine.dispatch``) then sends each chunk as one call
+    to one replica, with at most ``max_in_flight_per_endpoint`` chunks of a call in flight
+    per replica. Between chunks a long call reads the group's route again (at most every
+    ``chalk.engine.routes.ROUTE_TTL_S``): replicas that became ready meanwhile (the
+    autoscaler added them) take chunks too, and replicas that left take no more. A chunk that
+    fails in transport (refused, UNAVAILABLE, deadline, reset) goes to another replica; when
+    every replica of the route has failed, the caller backs off, resolves the group again
+    (picking up replaced replicas) and goes on, up to ``max_attempts`` attempts per chunk
+    (default: the number of endpoints plus 2) and for at least ``recovery_s`` after the first
+    failure, so that a replica being restarted can take the chunk. A chunk that let its
+    deadline pass on a replica is not sent there again. A handler error is never retried.
+    Answers are re-joined in row order and typed by output_schema; nulls pass through to the
+    model and back.
 
     A caller belongs to one event loop: ``loop`` when given (share one across a process, e.g.
     an ``EventLoopThread``'s), else the loop its ``call`` is first awaited on, else a
@@ -134,11 +137,13 @@ class ModelCaller:
         )
         self._thread: EventLoopThread | None = None
         self._lock = threading.Lock()
-        self._max_chunk_rows = max_chunk_rows
-        self._max_chunk_bytes = max_chunk_bytes
-        self._max_in_flight = max_in_flight_per_endpoint
-        self._chunks_per_endpoint = chunks_per_endpoint
-        self._min_chunk_rows = min_chunk_rows
+        self._limits = ChunkLimits(
+            max_rows=max_chunk_rows,
+            max_bytes=max_chunk_bytes,
+            chunks_per_endpoint=chunks_per_endpoint,
+            min_rows=min_chunk_rows,
+            in_flight_per_endpoint=max_in_flight_per_endpoint,
+        )
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -189,15 +194,7 @@ class ModelCaller:
         ``ModelCallError`` subclasses naming ``feature``; the catalog's ``ResolveError``
         subclasses keep their class and gain the feature as a prefix.
         """
-        running = asyncio.get_running_loop()
-        with self._lock:
-            if self._loop is None:
-                self._loop = running
-            elif self._loop is not running:
-                raise RuntimeError(
-                    f"{feature}: this ModelCaller belongs to another event loop: expected "
-                    f"call() awaited on its loop; use call_blocking() from other threads"
-                )
+        self._claim_loop(feature)
         route, resolved_at = await self._routes.resolve(feature, name)
         recorder = recorder or current_recorder()
         call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
@@ -205,17 +202,7 @@ class ModelCaller:
         if batch.num_rows == 0:
             empty = pa.array([], type=call.output_type)
             return pa.chunked_array([empty]) if as_chunks else empty
-        max_rows = chunk_rows(
-            batch.num_rows,
-            batch.nbytes,
-            endpoints=len(route.endpoints),
-            max_rows=self._max_chunk_rows,
-            max_bytes=self._max_chunk_bytes,
-            chunks_per_endpoint=self._chunks_per_endpoint,
-            min_rows=self._min_chunk_rows,
-            in_flight_per_endpoint=self._max_in_flight,
-        )
-        chunks = chunk_batch(batch, max_rows=max_rows, max_bytes=self._max_chunk_bytes)
+        chunks = self._limits.cut(batch, endpoints=len(route.endpoints))
         start = 0
         for index, chunk in enumerate(chunks):
             call.pending.append(Chunk(index, start, chunk))
@@ -225,6 +212,18 @@ class ModelCaller:
         if as_chunks:
             return pa.chunked_array(answers, type=call.output_type)
         return answers[0] if len(answers) == 1 else pa.concat_arrays(answers)
+
+    def _claim_loop(self, feature: str) -> None:
+        """Make the running loop this caller's, unless it already has another."""
+        running = asyncio.get_running_loop()
+        with self._lock:
+            if self._loop is None:
+                self._loop = running
+            elif self._loop is not running:
+                raise RuntimeError(
+                    f"{feature}: this ModelCaller belongs to another event loop: expected "
+                    f"call() awaited on its loop; use call_blocking() from other threads"
+                )
 
     @overload
     def call_blocking(

@@ -1,12 +1,13 @@
 """How a model call's rows are cut into chunks: the limits, the rows per chunk, the slices.
 
-``ModelCaller`` cuts each call's argument batch with ``chunk_rows`` and ``chunk_batch``; each
-chunk is then one gRPC call to one replica.
+``ModelCaller`` cuts each call's argument batch with its ``ChunkLimits`` (``chunk_rows``, then
+``chunk_batch``); each chunk is then one gRPC call to one replica.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Final
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ __all__ = [
     "DEFAULT_MAX_CHUNK_ROWS",
     "DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT",
     "DEFAULT_MIN_CHUNK_ROWS",
+    "ChunkLimits",
     "chunk_batch",
     "chunk_rows",
 ]
@@ -30,6 +32,42 @@ DEFAULT_CHUNKS_PER_ENDPOINT: Final = 8
 # ... but no chunk is cut smaller than this for spreading: a call of fewer rows than twice
 # this stays one chunk (an online query's fast path).
 DEFAULT_MIN_CHUNK_ROWS: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkLimits:
+    """The limits a call's rows are cut by; ``cut`` applies them (see ``chunk_rows``).
+
+    Examples
+    --------
+    >>> batch = pa.record_batch({"x": pa.array(range(1000), pa.float64())})
+    >>> [len(chunk) for chunk in ChunkLimits().cut(batch, endpoints=2)]
+    [334, 334, 332]
+    >>> [len(chunk) for chunk in ChunkLimits(max_rows=200).cut(batch, endpoints=2)]
+    [200, 200, 200, 200, 200]
+    >>> [len(chunk) for chunk in ChunkLimits().cut(batch.slice(0, 300), endpoints=2)]
+    [300]
+    """
+
+    max_rows: int = DEFAULT_MAX_CHUNK_ROWS
+    max_bytes: int = DEFAULT_MAX_CHUNK_BYTES
+    chunks_per_endpoint: int = DEFAULT_CHUNKS_PER_ENDPOINT
+    min_rows: int = DEFAULT_MIN_CHUNK_ROWS
+    in_flight_per_endpoint: int = DEFAULT_MAX_IN_FLIGHT_PER_ENDPOINT
+
+    def cut(self, batch: pa.RecordBatch, *, endpoints: int) -> list[pa.RecordBatch]:
+        """``batch`` in chunks, in row order, for a group of ``endpoints`` replicas."""
+        max_rows = chunk_rows(
+            batch.num_rows,
+            batch.nbytes,
+            endpoints=endpoints,
+            max_rows=self.max_rows,
+            max_bytes=self.max_bytes,
+            chunks_per_endpoint=self.chunks_per_endpoint,
+            min_rows=self.min_rows,
+            in_flight_per_endpoint=self.in_flight_per_endpoint,
+        )
+        return chunk_batch(batch, max_rows=max_rows, max_bytes=self.max_bytes)
 
 
 def chunk_batch(batch: pa.RecordBatch, *, max_rows: int, max_bytes: int) -> list[pa.RecordBatch]:
