@@ -1,9 +1,8 @@
 """A model call's two edges: its arguments as the model's input_schema, its answers as the
 output_schema's type, both converted only where nothing is lost.
 
-``chalk apply`` (through ``chalk.engine.validate``) checks a graph's calls with
-``check_arguments``; ``ModelCaller`` builds each call's batch with ``argument_batch`` and the
-dispatch types each answer with ``typed_answer``.
+``chalk.engine.validate`` checks a graph's calls with ``check_arguments``; ``ModelCaller``
+builds each call's batch with ``argument_batch``; the dispatch types answers with ``typed_answer``.
 """
 
 from __future__ import annotations

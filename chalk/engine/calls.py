@@ -1,10 +1,8 @@
 """Model calls: the argument columns of ``catalog_call("model.<group>", ...)`` sent to a group.
 
-``chalk.engine.execute`` and ``chalk.engine.arrow_steps`` hand a call's argument columns to
-``ModelCaller``, which resolves the group (``routes``), casts (``call_schema``), chunks
-(``chunking``), has the chunks spread over the group's replicas and retried (``dispatch``) and
-re-joins the answers in row order. ``ChalkClient``, ``chalk query`` and the server make one
-caller per process.
+The executor hands a call's columns to ``ModelCaller`` (one per process: ``ChalkClient``,
+``chalk query``, the server), which resolves the group, casts, chunks, has the ``Dispatcher``
+send the chunks, and re-joins the answers in row order.
 """
 
 from __future__ import annotations
