@@ -56,7 +56,9 @@ from report import format_grid, number, progress_printer
 from chalk import functions as F
 from chalk.catalog import Endpoint, open_catalog
 from chalk.client import ChalkClient
-from chalk.engine.calls import DEFAULT_MAX_CHUNK_ROWS, EventLoopThread, ModelCaller
+from chalk.engine.calls import ModelCaller
+from chalk.engine.chunking import DEFAULT_MAX_CHUNK_ROWS
+from chalk.engine.event_loop import EventLoopThread
 from chalk.features import _, features
 from chalk.shim import RemoteCallClient
 from chalk.shim.client import wait_until_serving

@@ -31,10 +31,11 @@ from chalk.deploy.groups import (
     observe_group,
     wait_until_serving,
 )
-from chalk.engine.calls import CallRecorder, GroupCalls, ModelCaller, recording
+from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, model_calls
 from chalk.engine.plan import Plan
 from chalk.engine.query import feature_name, input_table, run_query
+from chalk.engine.recorder import CallRecorder, GroupCalls, recording
 from chalk.features import FeatureGraph, graph_for
 
 __all__ = ["ChalkClient", "Dataset", "GroupCalls", "OnlineQueryResult"]

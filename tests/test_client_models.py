@@ -15,7 +15,7 @@ import pytest
 from chalk import functions as F
 from chalk.catalog import Endpoint, open_catalog
 from chalk.client import ChalkClient
-from chalk.engine.calls import ModelHandlerError
+from chalk.engine.errors import ModelHandlerError
 from chalk.features import _, features
 from chalk.shim.client import wait_until_serving
 from tests.support.runtime_process import RuntimeProcess, start_runtime

@@ -22,7 +22,7 @@ from chalk.cli.init import register as register_init
 from chalk.cli.model import register as register_model
 from chalk.cli.query import register as register_query
 from chalk.cli.scaling_group import register as register_scaling_group
-from chalk.engine.execute import EngineError
+from chalk.engine.errors import EngineError
 from chalk.engine.plan import PlanError
 from chalk.engine.query import QueryError
 from chalk.features import ExpressionError, FeatureClassError, GraphError

@@ -9,46 +9,18 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final, TypeAlias, cast
+from typing import TypeAlias, cast
 
 import polars as pl
 import pyarrow as pa
 
+from chalk.engine.arrow_types import fits_int64, literal_type, polars_keeps
+from chalk.engine.calls import ModelCaller
 from chalk.features.expr import Call, Expr, FeatureRef, Literal
 
-if TYPE_CHECKING:
-    from chalk.engine.calls import ModelCaller
-
-__all__ = ["INT64_MAX", "INT64_MIN", "evaluate", "evaluates", "fits_int64", "literal_type"]
-
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
+__all__ = ["evaluate", "evaluates"]
 
 Column: TypeAlias = pa.Array | pa.ChunkedArray
-
-
-def literal_type(value: object) -> pa.DataType:
-    """The Arrow type of a literal's column: null, bool, int64, float64 or large_string.
-
-    Examples
-    --------
-    >>> literal_type(2), literal_type("a"), literal_type(None)
-    (DataType(int64), DataType(large_string), DataType(null))
-    """
-    if value is None:
-        return pa.null()
-    if isinstance(value, bool):
-        return pa.bool_()
-    if isinstance(value, int):
-        return pa.int64()
-    if isinstance(value, float):
-        return pa.float64()
-    return pa.large_string()
-
-
-def fits_int64(value: int) -> bool:
-    """Whether an int literal fits int64, the type of its column."""
-    return INT64_MIN <= value <= INT64_MAX
 
 
 @functools.lru_cache(maxsize=1024)
@@ -112,11 +84,6 @@ def evaluate(
 
 def _as_polars_gives(column: Column) -> Column:
     """``column`` as polars hands it back to Arrow (a list comes back a large_list, ...)."""
-    if _polars_keeps(column.type):
+    if polars_keeps(column.type):
         return column
     return pl.Series(column).to_arrow()
-
-
-@functools.lru_cache(maxsize=256)
-def _polars_keeps(arrow_type: pa.DataType) -> bool:
-    return bool(pl.Series(pa.array([], type=arrow_type)).to_arrow().type == arrow_type)

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from chalk.engine.arrow_types import is_list
 from chalk.engine.execute import execute
 from chalk.engine.plan import cached_plan
 from chalk.features.graph import FeatureGraph, GraphError
@@ -121,5 +122,4 @@ def _known(graph: FeatureGraph, fqn: str) -> str:
 
 
 def _is_list_feature(graph: FeatureGraph, fqn: str) -> bool:
-    arrow_type = graph.feature(fqn).arrow_type
-    return bool(pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type))
+    return is_list(graph.feature(fqn).arrow_type)

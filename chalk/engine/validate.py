@@ -16,8 +16,10 @@ import pyarrow as pa
 
 from chalk.catalog.errors import ResolveError
 from chalk.catalog.records import Route
-from chalk.engine.calls import check_arguments
-from chalk.engine.execute import EngineError, check_declared_type, expression_type, model_calls
+from chalk.engine.call_schema import check_arguments
+from chalk.engine.compiler import check_declared_type, expression_type
+from chalk.engine.errors import EngineError
+from chalk.engine.execute import model_calls
 from chalk.engine.parse import parse
 from chalk.engine.plan import PlanError, plan
 from chalk.features.expr import Call, Expr, ExpressionError, Literal

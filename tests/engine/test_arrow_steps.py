@@ -13,7 +13,8 @@ import pytest
 
 from chalk.engine import arrow_steps
 from chalk.engine.calls import ModelCaller
-from chalk.engine.execute import EngineError, execute
+from chalk.engine.errors import EngineError
+from chalk.engine.execute import execute
 from chalk.engine.parse import parse
 from chalk.engine.plan import plan
 from chalk.features.graph import ClassDef, FeatureDef, FeatureGraph

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -17,32 +15,28 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from chalk import functions as F
 from chalk.catalog import Catalog, Endpoint, Route
 from chalk.catalog.errors import UnknownGroupError
-from chalk.engine.calls import (
+from chalk.engine.calls import ModelCaller
+from chalk.engine.chunking import (
     DEFAULT_CHUNKS_PER_ENDPOINT,
     DEFAULT_MIN_CHUNK_ROWS,
-    ROUTE_TTL_S,
-    CallRecorder,
-    EventLoopThread,
-    GroupCalls,
+)
+from chalk.engine.errors import (
+    EngineTypeError,
     ModelArgumentCountError,
-    ModelCaller,
     ModelCallTypeError,
     ModelHandlerError,
     ModelResultError,
     ModelTransportError,
-    chunk_batch,
-    chunk_rows,
-    converts_without_loss,
-    recording,
 )
-from chalk.engine.execute import EngineTypeError, execute
+from chalk.engine.event_loop import EventLoopThread
+from chalk.engine.execute import execute
 from chalk.engine.plan import plan
+from chalk.engine.recorder import CallRecorder, GroupCalls, recording
+from chalk.engine.routes import ROUTE_TTL_S
 from chalk.features import ClassDef, Deferred, FeatureDef, FeatureGraph, _
 from chalk.features.dsl import namespace_of
 from chalk.features.expr import node_of
@@ -294,29 +288,6 @@ def test_safe_casts_reach_the_model_as_the_field_type(
     assert types.type == STR
 
 
-@pytest.mark.parametrize(
-    ("source", "target", "expected"),
-    [
-        pytest.param(pa.int8(), INT, True, id="int_widening"),
-        pytest.param(pa.uint32(), INT, True, id="unsigned_to_wider_signed"),
-        pytest.param(pa.uint32(), pa.int32(), False, id="unsigned_to_same_width_signed"),
-        pytest.param(pa.int32(), pa.uint64(), False, id="signed_to_unsigned"),
-        pytest.param(pa.float32(), FLOAT, True, id="float_widening"),
-        pytest.param(FLOAT, pa.float32(), False, id="float_narrowing"),
-        pytest.param(pa.binary(), pa.large_binary(), True, id="binary_to_large_binary"),
-        pytest.param(pa.list_(pa.int32()), pa.list_(INT), True, id="list_of_widening"),
-        pytest.param(pa.list_(INT), pa.list_(pa.int32()), False, id="list_of_narrowing"),
-        pytest.param(
-            pa.timestamp("us", "UTC"), pa.timestamp("ns", "UTC"), True, id="finer_timestamp"
-        ),
-        pytest.param(pa.timestamp("us", "UTC"), pa.timestamp("us"), False, id="other_time_zone"),
-        pytest.param(pa.bool_(), INT, False, id="bool_to_int"),
-    ],
-)
-def test_converts_without_loss(source: pa.DataType, target: pa.DataType, expected: bool) -> None:
-    assert converts_without_loss(source, target) is expected
-
-
 def test_nulls_pass_through_the_model(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
@@ -449,27 +420,6 @@ def test_a_small_call_stays_one_chunk_over_several_endpoints(
 
     assert doubled.equals(pc.multiply(values, 2))
     assert calls_served(*models) == 1
-
-
-@pytest.mark.parametrize(
-    ("rows", "endpoints", "limits", "expected"),
-    [
-        pytest.param(1, 2, {}, 262_144, id="one_row_keeps_the_limit"),
-        pytest.param(511, 4, {}, 262_144, id="under_two_minimum_chunks"),
-        pytest.param(1000, 2, {}, 334, id="as_many_minimum_chunks_as_fit"),
-        pytest.param(100_000, 2, {}, 6250, id="chunks_per_endpoint"),
-        pytest.param(1000, 2, {"max_rows": 100}, 100, id="the_row_limit_already_spreads"),
-        pytest.param(1000, 2, {"max_bytes": 800}, 262_144, id="the_byte_limit_already_spreads"),
-        pytest.param(5000, 1, {}, 625, id="one_endpoint_spread_too"),
-        pytest.param(5000, 1, {"in_flight_per_endpoint": 1}, 625, id="one_slot_spread_too"),
-        pytest.param(1_000_000, 1, {}, 262_144, id="the_row_limit_fills_the_slots"),
-        pytest.param(10_000_000, 1, {}, 262_144, id="one_endpoint_by_the_row_limit"),
-    ],
-)
-def test_chunk_rows(rows: int, endpoints: int, limits: dict[str, int], expected: int) -> None:
-    limits = {"max_rows": 262_144, "max_bytes": 16 << 20, **limits}
-
-    assert chunk_rows(rows, rows * 8, endpoints=endpoints, **limits) == expected
 
 
 def test_a_replica_ready_mid_call_takes_chunks(
@@ -783,24 +733,6 @@ def test_a_blocking_call_on_its_own_loop_is_refused(make_caller: MakeCaller) -> 
         asyncio.run_coroutine_threadsafe(blocking_inside(), caller.loop).result(timeout=10)
 
 
-@given(
-    lengths=st.lists(st.integers(0, 40), max_size=60),
-    max_rows=st.integers(1, 30),
-    max_bytes=st.integers(1, 400),
-)
-def test_chunks_rejoin_to_the_input_within_their_limits(
-    lengths: list[int], max_rows: int, max_bytes: int
-) -> None:
-    batch = pa.record_batch({"s": pa.array(["x" * n for n in lengths], STR)})
-
-    chunks = chunk_batch(batch, max_rows=max_rows, max_bytes=max_bytes)
-
-    assert pa.Table.from_batches(chunks, schema=batch.schema).equals(pa.Table.from_batches([batch]))
-    for chunk in chunks:
-        assert 1 <= chunk.num_rows <= max_rows
-        assert chunk.num_rows == 1 or chunk.nbytes <= max_bytes
-
-
 @pytest.mark.slow
 def test_one_million_rows_through_double(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
@@ -853,40 +785,3 @@ def test_a_route_is_reused_within_its_ttl_and_a_refused_endpoint_is_retried(
 
     assert reads_while_fresh == 1
     assert answer.to_pylist() == [2.0, 4.0]
-
-
-_INTERRUPTED_WAIT = """
-import asyncio, os, signal, sys, threading
-import polars  # noqa: F401  (with polars loaded, an untimed wait did not see Ctrl-C)
-from chalk.engine.calls import EventLoopThread
-
-finished = []
-
-
-async def slow_call():
-    await asyncio.sleep(20)
-    finished.append(True)
-
-
-thread = EventLoopThread()
-threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
-try:
-    thread.run(slow_call())
-except KeyboardInterrupt:
-    print("interrupted after the call ended" if finished else "interrupted", flush=True)
-    sys.exit(3)
-print("the call ran to its end", flush=True)
-"""
-
-
-def test_ctrl_c_interrupts_a_blocking_wait_for_a_model_call() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED_WAIT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert done.stdout.strip() == "interrupted", done.stderr
-    assert done.returncode == 3

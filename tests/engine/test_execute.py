@@ -14,7 +14,8 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from chalk.engine.execute import EngineError, EngineTypeError, ModelCallNotWiredError, execute
+from chalk.engine.errors import EngineError, EngineTypeError, ModelCallNotWiredError
+from chalk.engine.execute import execute
 from chalk.engine.parse import negate
 from chalk.engine.plan import Plan, plan
 from chalk.features.expr import BinaryOp, Call, Expr, FeatureRef, Literal, UnaryOp

@@ -1,0 +1,108 @@
+"""Where a ``model.<group>`` call goes: routes read through the catalog, reused for a second.
+
+``ModelCaller`` owns one ``RouteCache`` for all its calls and resolves each call's route with
+it; the dispatch reads a long call's route again between chunks and after a failed round.
+Used on the caller's event loop thread only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Final, Protocol
+
+from chalk.catalog.errors import ControllerDownError, NoReadyReplicaError, ResolveError
+from chalk.catalog.records import Endpoint, Route
+from chalk.engine.errors import ModelCallError
+from chalk.engine.model_call import ModelCall
+
+__all__ = ["ROUTE_TTL_S", "Resolver", "RouteCache"]
+
+# How long a resolved route is reused before the catalog is read again.
+ROUTE_TTL_S: Final = 1.0
+# Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
+_PASSING_RESOLVE_ERRORS: Final = (NoReadyReplicaError, ControllerDownError)
+
+
+class Resolver(Protocol):
+    """Anything that routes ``model.<group>`` calls: ``chalk.catalog.Catalog`` does."""
+
+    def resolve(self, name: str) -> Route: ...
+
+
+class RouteCache:
+    """Routes by ``catalog_call`` name, each with when it was read, reused for ``ROUTE_TTL_S``.
+
+    Resolving reads the database (~0.5 ms, and a thread hop) on every call otherwise. A call
+    that finds an endpoint gone resolves afresh (``endpoints_again``), so a stale route costs
+    one retry at most.
+    """
+
+    def __init__(self, catalog: Resolver) -> None:
+        self._catalog = catalog
+        self._routes: dict[str, tuple[Route, float]] = {}
+
+    async def resolve(self, feature: str, name: str) -> tuple[Route, float]:
+        """The route of ``name`` for a new call of ``feature``, and when it was read.
+
+        The catalog's ``ResolveError`` subclasses keep their class and gain the feature as a
+        prefix.
+        """
+        cached = self._routes.get(name)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < ROUTE_TTL_S:
+            return cached
+        try:
+            # The catalog reads a database: off the loop, which serves every call of the process.
+            route = await asyncio.to_thread(self._catalog.resolve, name)
+        except ResolveError as error:
+            self._routes.pop(name, None)
+            raise type(error)(f"{feature}: {error}") from None
+        self._routes[name] = (route, now)
+        return route, now
+
+    async def endpoints_again(self, call: ModelCall) -> tuple[Endpoint, ...]:
+        """The group's endpoints now: replicas come and go while a call runs."""
+        route = await self._route_again(call)
+        return () if route is None else route.endpoints
+
+    async def endpoints_between_chunks(self, call: ModelCall) -> tuple[Endpoint, ...] | None:
+        """The group's endpoints, read again when the call's route is older than ROUTE_TTL_S
+        (another call's fresher read serves too); None when it is not, or none is ready."""
+        now = time.monotonic()
+        if now - call.resolved_at < ROUTE_TTL_S:
+            return None
+        # Claimed before the read, so the call's other workers do not read it as well.
+        call.resolved_at = now
+        cached = self._routes.get(call.name)
+        if cached is not None and now - cached[1] < ROUTE_TTL_S:
+            route: Route | None = _checked_route(call, cached[0])
+        else:
+            route = await self._route_again(call)
+        return None if route is None or not route.endpoints else route.endpoints
+
+    async def _route_again(self, call: ModelCall) -> Route | None:
+        """The group's route read now (None while no replica is ready), for ``call``."""
+        try:
+            route = await asyncio.to_thread(self._catalog.resolve, call.name)
+        except _PASSING_RESOLVE_ERRORS:
+            return None
+        except ResolveError as error:
+            raise type(error)(f"{call.feature}: {error}") from None
+        self._routes[call.name] = (route, time.monotonic())
+        return _checked_route(call, route)
+
+
+def _checked_route(call: ModelCall, route: Route) -> Route:
+    """``route`` as the call's route, unless the model's schemas changed since it began."""
+    if not (
+        route.input_schema.equals(call.route.input_schema)
+        and route.output_schema.equals(call.route.output_schema)
+    ):
+        raise ModelCallError(
+            f"{call.prefix}: scaling group {route.group!r} changed its model's schemas during "
+            f"the call (to model {route.model_name} version {route.model_version}): expected "
+            f"the schemas the call started with; run the query again"
+        )
+    call.route = route
+    return route
