@@ -24,9 +24,10 @@ import psutil
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
-from chalk.catalog.specs import GroupSpec
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
 from chalk.deploy.local.processes import ReplicaHandle, adopt
+from chalk.deploy.local.replicas import DEFAULT_GRACE_S
+from chalk.deploy.local.stored import StoredSpecError, stored_spec
 
 __all__ = [
     "ControllerAlreadyRunning",
@@ -230,10 +231,12 @@ def _did_not_stop(project: Project, pid: int, timeout_s: float) -> CatalogError:
 
 
 def _longest_grace_s(catalog: Catalog) -> float:
-    delays = [
-        GroupSpec.from_dict(g.spec).scaling.effective_shutdown_delay_seconds
-        for g in catalog.groups.list()
-    ]
+    delays: list[float] = []
+    for group in catalog.groups.list():
+        try:
+            delays.append(stored_spec(group).scaling.effective_shutdown_delay_seconds)
+        except StoredSpecError:  # the controller stops its replicas with its default grace
+            delays.append(DEFAULT_GRACE_S)
     return float(max(delays, default=0))
 
 
