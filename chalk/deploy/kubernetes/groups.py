@@ -20,7 +20,6 @@ from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError, NotFoundError, ValidationError
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.specs import DEFAULT_PORT, GroupSpec
-from chalk.deploy.backends import GroupView
 from chalk.deploy.kubernetes.manifests import (
     Placement,
     ServerFeatures,
@@ -29,6 +28,7 @@ from chalk.deploy.kubernetes.manifests import (
     placement_of,
 )
 from chalk.deploy.local.image_runtime import argv_port
+from chalk.deploy.views import GroupView
 
 if TYPE_CHECKING:
     from chalk.deploy.kubernetes.backend import KubernetesBackend
