@@ -205,6 +205,7 @@ def test_a_transition_no_replica_makes_is_refused(state: S, event: ReplicaEvent)
 
 def test_states_print_and_compare_as_the_strings_the_catalog_stores() -> None:
     assert str(GroupStatus.CRASH_LOOP_BACK_OFF) == "CrashLoopBackOff"
-    assert GroupStatus.FAILED == "Failed"
+    assert GroupStatus("Failed") is GroupStatus.FAILED
+    assert isinstance(GroupStatus.FAILED, str)
     assert ReplicaState("Terminating") is S.TERMINATING
     assert f"{S.RUNNING}" == "Running"
