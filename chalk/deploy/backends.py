@@ -17,6 +17,7 @@ from chalk.catalog.specs import GroupSpec
 from chalk.deploy.kubernetes.groups import KubernetesGroups
 from chalk.deploy.local import daemon
 from chalk.deploy.local.images import image_argv, image_port
+from chalk.deploy.states import GroupStatus
 from chalk.deploy.views import Backend, GroupView
 
 __all__ = ["Backend", "GroupView", "LocalBackend", "backend_for", "pin_image"]
@@ -70,13 +71,13 @@ class LocalBackend:
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
         replicas = tuple(catalog.state.replicas(group.id))
         # Pending: no controller reported yet; Stopped: `chalk down` said so itself.
-        reported = group.status not in ("Pending", "Stopped")
+        reported = group.status not in (GroupStatus.PENDING, GroupStatus.STOPPED)
         if reported and not catalog.local_controller_running():
             # What the controller last reported is stale once it stopped heartbeating (killed,
             # or the machine slept): say so rather than show a Ready group nothing serves.
             group = replace(
                 group,
-                status="Unknown",
+                status=GroupStatus.UNKNOWN.value,
                 reason=f"the local controller is not running (chalk up); it last reported "
                 f"{group.status}",
             )

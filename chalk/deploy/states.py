@@ -20,9 +20,13 @@ class GroupStatus(StrEnum):
     PROGRESSING = "Progressing"  # replicas starting, or a roll to a new revision
     READY = "Ready"  # the current revision serves with every desired replica
     CRASH_LOOP_BACK_OFF = "CrashLoopBackOff"  # a replica keeps exiting; restarts back off
-    FAILED = "Failed"  # the stored spec cannot run as written (a permanent error)
+    FAILED = "Failed"  # cannot run as stored (a permanent error; on Kubernetes, a stuck rollout)
     STOPPED = "Stopped"  # `chalk down` stopped the controller and every replica
     UNKNOWN = "Unknown"  # what was reported is stale: the controller stopped heartbeating
+    # Kubernetes only: a container that cannot be created or whose image cannot be pulled.
+    IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
+    CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
+    CREATE_CONTAINER_ERROR = "CreateContainerError"
     # The next wave adds IDLE ("scaled to zero, waiting for demand") here.
 
 

@@ -38,6 +38,7 @@ from chalk.deploy.kubernetes.manifests import (
     selector_labels,
 )
 from chalk.deploy.kubernetes.observed import event_time, group_status, pod_replica, version_number
+from chalk.deploy.states import GroupStatus
 
 __all__ = [
     "APPLY_PATCH",
@@ -180,7 +181,7 @@ class KubernetesBackend:
         deployment = self._read_path(self.path("apps/v1", "Deployment", name))
         if deployment is None:
             return GroupState(
-                status="Failed",
+                status=GroupStatus.FAILED.value,
                 reason=(
                     f"its Deployment {namespace}/{name} is gone: apply it again with "
                     f"`chalk scaling-group update --name {name}`"
@@ -208,7 +209,7 @@ class KubernetesBackend:
         status, reason = group_status(deployment, pods, events)
         counts = deployment.get("status") or {}
         return GroupState(
-            status=status,
+            status=status.value,
             reason=reason,
             desired=int(deployment["spec"].get("replicas", 0)),
             ready=int(counts.get("readyReplicas") or 0),

@@ -28,6 +28,7 @@ from chalk.deploy.kubernetes.manifests import (
     placement_of,
 )
 from chalk.deploy.local.image_runtime import argv_port
+from chalk.deploy.states import GroupStatus
 from chalk.deploy.views import GroupView
 
 if TYPE_CHECKING:
@@ -141,7 +142,7 @@ class KubernetesGroups:
         except CatalogError as error:
             catalog.groups.report(
                 stored.id,
-                status="Failed",
+                status=GroupStatus.FAILED.value,
                 reason=str(error),
                 desired=stored.desired_replicas,
                 ready=stored.ready_replicas,

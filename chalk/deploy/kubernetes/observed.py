@@ -9,34 +9,34 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from chalk.catalog.records import Event, Replica
+from chalk.deploy.states import GroupStatus
 
 __all__ = ["event_time", "group_status", "pod_replica", "version_number"]
 
-# Waiting reasons of a container that mean the group is in trouble, not merely starting.
-_TROUBLE: Final = frozenset(
-    {
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CrashLoopBackOff",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-    }
-)
-_PULL_TROUBLE: Final = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+_G = GroupStatus
+# Waiting reasons of a container that mean the group is in trouble, not merely starting, and
+# the group status each stands for.
+_TROUBLE: Final = {
+    "ErrImagePull": _G.IMAGE_PULL_BACK_OFF,
+    "ImagePullBackOff": _G.IMAGE_PULL_BACK_OFF,
+    "InvalidImageName": _G.IMAGE_PULL_BACK_OFF,
+    "CrashLoopBackOff": _G.CRASH_LOOP_BACK_OFF,
+    "CreateContainerConfigError": _G.CREATE_CONTAINER_CONFIG_ERROR,
+    "CreateContainerError": _G.CREATE_CONTAINER_ERROR,
+}
 # Warning events that say why pods do not run, and the group status each stands for.
 _TROUBLE_EVENTS: Final = {
-    "FailedScheduling": "Pending",
-    "Failed": "ImagePullBackOff",
-    "ErrImagePull": "ImagePullBackOff",
-    "BackOff": "CrashLoopBackOff",
-    "FailedCreate": "Failed",
+    "FailedScheduling": _G.PENDING,
+    "Failed": _G.IMAGE_PULL_BACK_OFF,
+    "ErrImagePull": _G.IMAGE_PULL_BACK_OFF,
+    "BackOff": _G.CRASH_LOOP_BACK_OFF,
+    "FailedCreate": _G.FAILED,
 }
 
 
 def group_status(
     deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], events: Sequence[Event]
-) -> tuple[str, str]:
+) -> tuple[GroupStatus, str]:
     """The group's status and its reason, from the Deployment, then pods, then events."""
     desired = int(deployment["spec"].get("replicas", 0))
     counts = deployment.get("status") or {}
@@ -46,10 +46,12 @@ def group_status(
         deployment["metadata"].get("generation") or 0
     )
     if current and ready >= desired and updated >= desired:
-        return "Ready", ""
+        return GroupStatus.READY, ""
     for condition in counts.get("conditions") or []:
         if condition.get("reason") == "ProgressDeadlineExceeded":
-            return "Failed", str(condition.get("message") or "the rollout made no progress")
+            return GroupStatus.FAILED, str(
+                condition.get("message") or "the rollout made no progress"
+            )
     trouble = _pod_trouble(pods)
     if trouble is not None:
         return trouble
@@ -57,14 +59,14 @@ def group_status(
         if event.type == "Warning" and event.reason in _TROUBLE_EVENTS:
             status = _TROUBLE_EVENTS[event.reason]
             if event.reason == "Failed" and "pull" not in event.message.lower():
-                status = "Failed"
+                status = GroupStatus.FAILED
             return status, f"{event.reason}: {event.message}"
     if not current:
-        return "Progressing", "the Deployment's new spec is not yet rolled out"
-    return "Progressing", f"{ready} of {desired} replicas ready"
+        return GroupStatus.PROGRESSING, "the Deployment's new spec is not yet rolled out"
+    return GroupStatus.PROGRESSING, f"{ready} of {desired} replicas ready"
 
 
-def _pod_trouble(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+def _pod_trouble(pods: Sequence[Mapping[str, Any]]) -> tuple[GroupStatus, str] | None:
     for pod in pods:
         name = pod["metadata"]["name"]
         status = pod.get("status") or {}
@@ -72,13 +74,12 @@ def _pod_trouble(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
             waiting = (container.get("state") or {}).get("waiting") or {}
             reason = waiting.get("reason")
             if reason in _TROUBLE:
-                kind = "ImagePullBackOff" if reason in _PULL_TROUBLE else reason
                 message = waiting.get("message") or reason
-                return kind, f"pod {name}: {reason}: {message}"
+                return _TROUBLE[reason], f"pod {name}: {reason}: {message}"
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 why = condition.get("message") or condition.get("reason") or "unschedulable"
-                return "Pending", f"pod {name} cannot be scheduled: {why}"
+                return GroupStatus.PENDING, f"pod {name} cannot be scheduled: {why}"
     return None
 
 

@@ -28,6 +28,7 @@ from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalCont
 from chalk.deploy.local.processes import ReplicaHandle, adopt
 from chalk.deploy.local.replicas import DEFAULT_GRACE_S
 from chalk.deploy.local.stored import StoredSpecError, stored_spec
+from chalk.deploy.states import GroupStatus
 
 __all__ = [
     "ControllerAlreadyRunning",
@@ -265,7 +266,12 @@ def _stop_orphans(project: Project, *, grace_s: float) -> int:
         for row in catalog.state.replicas(group.id):
             catalog.state.remove_replica(group.id, row.replica_id)
         catalog.groups.report(
-            group.id, status="Stopped", desired=0, ready=0, available=0, endpoints=[]
+            group.id,
+            status=GroupStatus.STOPPED.value,
+            desired=0,
+            ready=0,
+            available=0,
+            endpoints=[],
         )
     return len(handles)
 
