@@ -7,57 +7,20 @@ wakes the local controller; the Kubernetes one applies objects to the cluster.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 from chalk.catalog import Catalog, ScalingGroup
 from chalk.catalog.config import Project
 from chalk.catalog.images import normalize_tag
-from chalk.catalog.records import Event, Replica
 from chalk.catalog.specs import GroupSpec
+from chalk.deploy.kubernetes.groups import KubernetesGroups
 from chalk.deploy.local import daemon
 from chalk.deploy.local.images import image_argv, image_port
+from chalk.deploy.states import GroupStatus
+from chalk.deploy.views import Backend, GroupView
 
 __all__ = ["Backend", "GroupView", "LocalBackend", "backend_for", "pin_image"]
-
-
-@dataclass(frozen=True, slots=True)
-class GroupView:
-    """A group with what its backend shows of it now: its replicas and recent events."""
-
-    group: ScalingGroup
-    replicas: tuple[Replica, ...]
-    events: tuple[Event, ...]
-
-
-class Backend(Protocol):
-    """What every backend does for the group commands."""
-
-    def prepare(self, catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSpec:
-        """The spec to store: its image checked (and pinned where the backend can)."""
-        ...
-
-    def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
-        """Store and start a new group."""
-        ...
-
-    def update(
-        self, catalog: Catalog, name: str, spec: GroupSpec, *, expected_revision: int
-    ) -> tuple[ScalingGroup, bool]:
-        """Store and roll out a changed spec; returns the group and whether it changed."""
-        ...
-
-    def delete(self, catalog: Catalog, name: str) -> ScalingGroup:
-        """Stop the group and soft-delete its record."""
-        ...
-
-    def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
-        """The group as it runs now (the record refreshed where the backend keeps none)."""
-        ...
-
-    def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]] | None:
-        """What ``--dry-run`` shows for the backend, or None when the stored spec is all."""
-        ...
 
 
 def pin_image(catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSpec:
@@ -108,13 +71,13 @@ class LocalBackend:
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
         replicas = tuple(catalog.state.replicas(group.id))
         # Pending: no controller reported yet; Stopped: `chalk down` said so itself.
-        reported = group.status not in ("Pending", "Stopped")
+        reported = group.status not in (GroupStatus.PENDING, GroupStatus.STOPPED)
         if reported and not catalog.local_controller_running():
             # What the controller last reported is stale once it stopped heartbeating (killed,
             # or the machine slept): say so rather than show a Ready group nothing serves.
             group = replace(
                 group,
-                status="Unknown",
+                status=GroupStatus.UNKNOWN.value,
                 reason=f"the local controller is not running (chalk up); it last reported "
                 f"{group.status}",
             )
@@ -127,7 +90,5 @@ class LocalBackend:
 def backend_for(project: Project) -> Backend:
     """The backend chalk.yaml names; the Kubernetes client loads only for Kubernetes."""
     if project.config.backend == "kubernetes":
-        from chalk.deploy.kubernetes.groups import KubernetesGroups  # noqa: PLC0415
-
         return KubernetesGroups(project)
     return LocalBackend(project)

@@ -21,6 +21,7 @@ from chalk.catalog.records import Replica
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.deploy.backends import Backend, GroupView, backend_for, pin_image
+from chalk.deploy.states import GroupStatus
 
 __all__ = [
     "DeployTimeout",
@@ -230,9 +231,9 @@ def wait_until_serving(
                     f"local controller is not running: expected it to start the replicas; "
                     f"run `chalk up`"
                 )
-        if group.status == "Failed":
+        if group.status == GroupStatus.FAILED:
             raise CatalogError(f"scaling group {name!r} failed: {group.reason}")
-        if group.status == "CrashLoopBackOff" and any(
+        if group.status == GroupStatus.CRASH_LOOP_BACK_OFF and any(
             r.revision == group.revision and r.restarts >= CRASH_RESTARTS for r in replicas
         ):
             raise CatalogError(
@@ -243,7 +244,7 @@ def wait_until_serving(
         # On Kubernetes, Ready means rolled out; a group with no gateway has no endpoint
         # outside the cluster and still serves inside it.
         serving = (
-            group.status == "Ready"
+            group.status == GroupStatus.READY
             if backend is not None
             else _serves_current_revision(catalog, group)
         )

@@ -7,7 +7,6 @@ client's connection (one code path for built-in kinds and the HTTPRoute custom r
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +37,8 @@ from chalk.deploy.kubernetes.manifests import (
     placement_of,
     selector_labels,
 )
+from chalk.deploy.kubernetes.observed import event_time, group_status, pod_replica, version_number
+from chalk.deploy.states import GroupStatus
 
 __all__ = [
     "APPLY_PATCH",
@@ -49,26 +50,6 @@ __all__ = [
 
 APPLY_PATCH: Final = "application/apply-patch+yaml"
 _EVENTS_SHOWN: Final = 20
-# Waiting reasons of a container that mean the group is in trouble, not merely starting.
-_TROUBLE: Final = frozenset(
-    {
-        "ErrImagePull",
-        "ImagePullBackOff",
-        "InvalidImageName",
-        "CrashLoopBackOff",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-    }
-)
-_PULL_TROUBLE: Final = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
-# Warning events that say why pods do not run, and the group status each stands for.
-_TROUBLE_EVENTS: Final = {
-    "FailedScheduling": "Pending",
-    "Failed": "ImagePullBackOff",
-    "ErrImagePull": "ImagePullBackOff",
-    "BackOff": "CrashLoopBackOff",
-    "FailedCreate": "Failed",
-}
 
 
 class KubeError(CatalogError):
@@ -153,7 +134,7 @@ class KubernetesBackend:
         if self._features is None:
             version = self._get("/version")
             self._features = ServerFeatures.from_discovery(
-                (_number(version["major"]), _number(version["minor"])), self.served()
+                (version_number(version["major"]), version_number(version["minor"])), self.served()
             )
         return self._features
 
@@ -200,7 +181,7 @@ class KubernetesBackend:
         deployment = self._read_path(self.path("apps/v1", "Deployment", name))
         if deployment is None:
             return GroupState(
-                status="Failed",
+                status=GroupStatus.FAILED.value,
                 reason=(
                     f"its Deployment {namespace}/{name} is gone: apply it again with "
                     f"`chalk scaling-group update --name {name}`"
@@ -215,20 +196,20 @@ class KubernetesBackend:
         replica_sets = self._list("apps/v1", "ReplicaSet", selector)
         pods = self._list("v1", "Pod", selector)
         revisions = {
-            rs["metadata"]["name"]: _number(
+            rs["metadata"]["name"]: version_number(
                 rs["metadata"].get("annotations", {}).get("deployment.kubernetes.io/revision", 0)
             )
             for rs in replica_sets
         }
-        replicas = tuple(_replica(group_id, pod, revisions) for pod in pods)
+        replicas = tuple(pod_replica(group_id, pod, revisions) for pod in pods)
         involved = {("Deployment", name), ("HorizontalPodAutoscaler", name)}
         involved |= {("ReplicaSet", rs["metadata"]["name"]) for rs in replica_sets}
         involved |= {("Pod", pod["metadata"]["name"]) for pod in pods}
         events = self._events(group_id, involved)
-        status, reason = _status(deployment, pods, events)
+        status, reason = group_status(deployment, pods, events)
         counts = deployment.get("status") or {}
         return GroupState(
-            status=status,
+            status=status.value,
             reason=reason,
             desired=int(deployment["spec"].get("replicas", 0)),
             ready=int(counts.get("readyReplicas") or 0),
@@ -320,7 +301,7 @@ class KubernetesBackend:
             events.append(
                 Event(
                     group_id=group_id,
-                    time=_event_time(item),
+                    time=event_time(item),
                     type=item.get("type") or "Normal",
                     reason=item.get("reason") or "",
                     message=prefix + (item.get("message") or "").strip(),
@@ -403,118 +384,3 @@ def _require_ours(name: str, obj: Mapping[str, Any], current: Mapping[str, Any])
         f"{MANAGED_BY_LABEL}={MANAGED_BY} and {GROUP_LABEL}={name}; choose another group name "
         f"or remove that {obj['kind']}"
     )
-
-
-def _status(
-    deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], events: Sequence[Event]
-) -> tuple[str, str]:
-    """The group's status and its reason, from the Deployment, then pods, then events."""
-    desired = int(deployment["spec"].get("replicas", 0))
-    counts = deployment.get("status") or {}
-    ready = int(counts.get("readyReplicas") or 0)
-    updated = int(counts.get("updatedReplicas") or 0)
-    current = int(counts.get("observedGeneration") or 0) >= int(
-        deployment["metadata"].get("generation") or 0
-    )
-    if current and ready >= desired and updated >= desired:
-        return "Ready", ""
-    for condition in counts.get("conditions") or []:
-        if condition.get("reason") == "ProgressDeadlineExceeded":
-            return "Failed", str(condition.get("message") or "the rollout made no progress")
-    trouble = _pod_trouble(pods)
-    if trouble is not None:
-        return trouble
-    for event in reversed(events):
-        if event.type == "Warning" and event.reason in _TROUBLE_EVENTS:
-            status = _TROUBLE_EVENTS[event.reason]
-            if event.reason == "Failed" and "pull" not in event.message.lower():
-                status = "Failed"
-            return status, f"{event.reason}: {event.message}"
-    if not current:
-        return "Progressing", "the Deployment's new spec is not yet rolled out"
-    return "Progressing", f"{ready} of {desired} replicas ready"
-
-
-def _pod_trouble(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
-    for pod in pods:
-        name = pod["metadata"]["name"]
-        status = pod.get("status") or {}
-        for container in status.get("containerStatuses") or []:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            reason = waiting.get("reason")
-            if reason in _TROUBLE:
-                kind = "ImagePullBackOff" if reason in _PULL_TROUBLE else reason
-                message = waiting.get("message") or reason
-                return kind, f"pod {name}: {reason}: {message}"
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                why = condition.get("message") or condition.get("reason") or "unschedulable"
-                return "Pending", f"pod {name} cannot be scheduled: {why}"
-    return None
-
-
-def _replica(group_id: str, pod: Mapping[str, Any], revisions: Mapping[str, int]) -> Replica:
-    metadata = pod["metadata"]
-    status = pod.get("status") or {}
-    containers = status.get("containerStatuses") or []
-    owner = next(
-        (
-            ref["name"]
-            for ref in metadata.get("ownerReferences") or []
-            if ref["kind"] == "ReplicaSet"
-        ),
-        "",
-    )
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    state = "Terminating" if metadata.get("deletionTimestamp") else status.get("phase", "Pending")
-    last_exit = ""
-    for container in containers:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason"):
-            state = waiting["reason"]
-        terminated = (container.get("lastState") or {}).get("terminated") or {}
-        if terminated:
-            last_exit = (
-                f"{terminated.get('reason', 'Exited')} (exit code {terminated.get('exitCode')})"
-            )
-    started = status.get("startTime")
-    ip = status.get("podIP")
-    ports = [
-        port["containerPort"]
-        for container in pod.get("spec", {}).get("containers", [])
-        for port in container.get("ports") or []
-    ]
-    port = ports[0] if ports else None
-    return Replica(
-        group_id=group_id,
-        replica_id=metadata["name"],
-        revision=revisions.get(owner, 0),
-        state=state,
-        ready=ready,
-        port=port,
-        endpoint=f"{ip}:{port}" if ip and port else None,
-        restarts=sum(int(c.get("restartCount") or 0) for c in containers),
-        last_exit_reason=last_exit,
-        started_at=_timestamp(started) if started else None,
-    )
-
-
-def _event_time(item: Mapping[str, Any]) -> dt.datetime:
-    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
-        if item.get(key):
-            return _timestamp(str(item[key]))
-    return _timestamp(str(item["metadata"].get("creationTimestamp") or "1970-01-01T00:00:00Z"))
-
-
-def _timestamp(text: str) -> dt.datetime:
-    # RFC 3339, as the catalog keeps times: timezone-aware UTC.
-    return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(dt.UTC)
-
-
-def _number(text: object) -> int:
-    """A version number such as ``"20"`` or ``"20+"`` (as some providers report minors)."""
-    digits = "".join(ch for ch in str(text) if ch.isdigit())
-    return int(digits) if digits else 0

@@ -20,7 +20,6 @@ from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError, NotFoundError, ValidationError
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.specs import DEFAULT_PORT, GroupSpec
-from chalk.deploy.backends import GroupView
 from chalk.deploy.kubernetes.manifests import (
     Placement,
     ServerFeatures,
@@ -29,6 +28,8 @@ from chalk.deploy.kubernetes.manifests import (
     placement_of,
 )
 from chalk.deploy.local.image_runtime import argv_port
+from chalk.deploy.states import GroupStatus
+from chalk.deploy.views import GroupView
 
 if TYPE_CHECKING:
     from chalk.deploy.kubernetes.backend import KubernetesBackend
@@ -141,7 +142,7 @@ class KubernetesGroups:
         except CatalogError as error:
             catalog.groups.report(
                 stored.id,
-                status="Failed",
+                status=GroupStatus.FAILED.value,
                 reason=str(error),
                 desired=stored.desired_replicas,
                 ready=stored.ready_replicas,

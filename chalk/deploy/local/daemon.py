@@ -24,9 +24,11 @@ import psutil
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
-from chalk.catalog.specs import GroupSpec
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
 from chalk.deploy.local.processes import ReplicaHandle, adopt
+from chalk.deploy.local.replicas import DEFAULT_GRACE_S
+from chalk.deploy.local.stored import StoredSpecError, stored_spec
+from chalk.deploy.states import GroupStatus
 
 __all__ = [
     "ControllerAlreadyRunning",
@@ -230,10 +232,12 @@ def _did_not_stop(project: Project, pid: int, timeout_s: float) -> CatalogError:
 
 
 def _longest_grace_s(catalog: Catalog) -> float:
-    delays = [
-        GroupSpec.from_dict(g.spec).scaling.effective_shutdown_delay_seconds
-        for g in catalog.groups.list()
-    ]
+    delays: list[float] = []
+    for group in catalog.groups.list():
+        try:
+            delays.append(stored_spec(group).scaling.effective_shutdown_delay_seconds)
+        except StoredSpecError:  # the controller stops its replicas with its default grace
+            delays.append(DEFAULT_GRACE_S)
     return float(max(delays, default=0))
 
 
@@ -262,7 +266,12 @@ def _stop_orphans(project: Project, *, grace_s: float) -> int:
         for row in catalog.state.replicas(group.id):
             catalog.state.remove_replica(group.id, row.replica_id)
         catalog.groups.report(
-            group.id, status="Stopped", desired=0, ready=0, available=0, endpoints=[]
+            group.id,
+            status=GroupStatus.STOPPED.value,
+            desired=0,
+            ready=0,
+            available=0,
+            endpoints=[],
         )
     return len(handles)
 

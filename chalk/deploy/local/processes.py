@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -70,14 +70,13 @@ class ReplicaHandle:
     started_at: dt.datetime
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
-    ready: bool = False
     restarts: int = 0
     last_exit_reason: str = ""
     # Leaving: SIGTERM at terminate_at (after it left the endpoints), SIGKILL at the deadline.
     terminate_at: float | None = None
     terminate_deadline: float | None = None
-    signalled: bool = False
-    killed: bool = field(default=False)
+    # The last signal sent while leaving: none, then SIGTERM, then SIGKILL.
+    stop_signal: signal.Signals | None = None
     probe_failures: int = 0
     oom_reason: str | None = None
     cpu_millicores: float | None = None
@@ -115,12 +114,11 @@ class ReplicaHandle:
         return "exited (exit status unknown: started by an earlier controller)"
 
     def mark_ready(self) -> None:
-        """Ready from now on; its CPU use is measured afresh from this moment.
+        """Ready from now on: its CPU use is measured afresh from this moment.
 
         Start-up work (imports, loading a model) is not load: counted, it would scale every
         new replica's group up, so, as the HPA does, only CPU used since readiness counts.
         """
-        self.ready = True
         self._cpu_sample = None
         self.cpu_millicores = None
 
@@ -133,6 +131,18 @@ class ReplicaHandle:
         except PermissionError:
             # An adopted pid that was reused by someone else: never signal it.
             pass
+
+    def signal_when_due(self, now_s: float) -> None:
+        """While leaving: SIGTERM once ``terminate_at`` has passed, SIGKILL once the deadline
+        has; each is sent once."""
+        term_due = self.terminate_at is not None and now_s >= self.terminate_at
+        kill_due = self.terminate_deadline is not None and now_s >= self.terminate_deadline
+        if self.stop_signal is None and term_due:
+            self.signal_group(signal.SIGTERM)
+            self.stop_signal = signal.SIGTERM
+        elif self.stop_signal is signal.SIGTERM and kill_due:
+            self.signal_group(signal.SIGKILL)
+            self.stop_signal = signal.SIGKILL
 
     def kill_leftovers(self) -> None:
         """SIGKILL what is left of the replica's process group once its leader has exited.
