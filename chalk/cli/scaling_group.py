@@ -18,13 +18,13 @@ from typing import Any, Final, TypeVar
 import yaml
 
 from chalk.catalog import Catalog, ConflictError, ScalingGroup, ValidationError, open_catalog
-from chalk.catalog.config import Project, find_project
 from chalk.catalog.groups import validate_group_name
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.records import Event, Replica
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, parse_entrypoint, parse_env, parse_tags
 from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.common.config import Project, find_project
 from chalk.deploy.groups import (
     create_group,
     delete_group,

@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from chalk.catalog import Catalog, ScalingGroup
-from chalk.catalog.config import Project
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.records import Event, Replica
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import Project
 from chalk.deploy.local import daemon
 from chalk.deploy.local.images import image_argv, image_port
 

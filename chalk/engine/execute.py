@@ -18,6 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from chalk.common.errors import ChalkError
 from chalk.engine import arrow_steps
 from chalk.engine.plan import Plan, Step
 from chalk.features.expr import BinaryOp, Call, Expr, FeatureRef, Literal, UnaryOp
@@ -75,7 +76,7 @@ _MODEL_COLUMN: Final = "__chalk_model_call_{}__"
 _ARGUMENT_COLUMN: Final = "__chalk_model_argument_{}__"
 
 
-class EngineError(ValueError):
+class EngineError(ChalkError, ValueError):
     """A planned query that cannot run; the message names the feature."""
 
 

@@ -350,7 +350,7 @@ def test_a_group_write_through_the_deploy_module_fails_apply(project: Path, appl
         {
             "ops/cleanup.py": """
                 from chalk.catalog import open_catalog
-                from chalk.catalog.config import find_project
+                from chalk.common.config import find_project
                 from chalk.deploy.groups import delete_group
 
                 project = find_project()

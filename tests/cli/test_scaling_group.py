@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from chalk.catalog import Catalog, open_catalog
-from chalk.catalog.config import find_project
 from chalk.catalog.records import LocalImage, Replica
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import find_project
 from chalk.deploy.local import daemon
 
 CHALK = str(Path(sys.executable).with_name("chalk"))

@@ -20,10 +20,12 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from chalk.catalog.config import Project
-from chalk.catalog.errors import CatalogError, ConfigError, ConflictError
+from chalk.catalog.errors import ConflictError
 from chalk.catalog.records import Event, Replica
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import Project
+from chalk.common.errors import ConfigError
+from chalk.deploy.errors import DeployError
 from chalk.deploy.kubernetes.manifests import (
     AUTOSCALING_V2,
     AUTOSCALING_V2BETA2,
@@ -71,7 +73,7 @@ _TROUBLE_EVENTS: Final = {
 }
 
 
-class KubeError(CatalogError):
+class KubeError(DeployError):
     """The cluster refused or could not serve a request; ``status`` is its HTTP status (0:
     no answer)."""
 

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any, Final
 
 from chalk.catalog import Catalog, Endpoint, ScalingGroup
-from chalk.catalog.errors import CatalogError
-from chalk.catalog.quantities import parse_memory
 from chalk.catalog.records import LocalImage, Replica
 from chalk.catalog.resources import DEFAULT_CPU_REQUEST
 from chalk.catalog.specs import GroupSpec
+from chalk.common.errors import ChalkError
+from chalk.common.quantities import parse_memory
 from chalk.deploy.autoscale import AutoscaleContext, decide
 from chalk.deploy.local.gpus import (
     GpuAllocator,
@@ -633,13 +633,11 @@ class LocalController:
         )
 
     def _fail(self, group: ScalingGroup, state: _GroupState, error: Exception) -> None:
-        reason = (
-            str(error) if isinstance(error, CatalogError) else f"{type(error).__name__}: {error}"
-        )
+        reason = str(error) if isinstance(error, ChalkError) else f"{type(error).__name__}: {error}"
         if reason != state.last_error:
             # Said once per distinct error, not on every pass.
             state.last_error = reason
-            if not isinstance(error, CatalogError):
+            if not isinstance(error, ChalkError):
                 logger.error("reconciling %s failed", group.name, exc_info=error)
             with contextlib.suppress(Exception):
                 self._event(group, "Warning", "Failed", reason)
