@@ -11,7 +11,7 @@ from chalk.catalog import ModelVersion, ValidationError, open_catalog
 from chalk.catalog.models import parse_arrow_type
 from chalk.catalog.specs import GroupSpec
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.cli.scaling_group import add_spec_flags, emit_dry_run, read_spec_flags
+from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, read_spec_flags
 from chalk.common.config import find_project
 from chalk.deploy.groups import deploy_model_version, wait_until_serving
 

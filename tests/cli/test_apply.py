@@ -153,7 +153,7 @@ def test_the_plan_shows_added_removed_and_changed_features(project: Path, apply:
 
     assert (code, err) == (0, "")
     plan = json.loads(out)
-    assert (plan["active_version"], plan["stored_version"]) == (1, 2)
+    assert (plan["activeVersion"], plan["storedVersion"]) == (1, 2)
     assert [f["feature"] for f in plan["added"]] == ["document.lang", "document.words"]
     assert plan["removed"] == []
     assert [(f["feature"], f["changes"]) for f in plan["changed"]] == [
