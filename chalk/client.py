@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
-from chalk.catalog.config import Project, find_project
-from chalk.catalog.guard import check_write
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.common.apply_guard import check_write
+from chalk.common.config import Project, find_project
 from chalk.deploy.groups import (
     delete_group,
     deploy_model_version,

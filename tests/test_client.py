@@ -7,8 +7,9 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from chalk.catalog import ConfigError, ValidationError
+from chalk.catalog import ValidationError
 from chalk.client import ChalkClient
+from chalk.common import ConfigError
 
 
 @pytest.fixture

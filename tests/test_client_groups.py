@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from chalk.catalog import NotFoundError, open_catalog
-from chalk.catalog.config import find_project
 from chalk.catalog.specs import GroupSpec
 from chalk.client import ChalkClient
+from chalk.common.config import find_project
 from chalk.deploy.local import daemon
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from chalk.catalog.errors import (
     CatalogError,
-    ConfigError,
     ConflictError,
     NotFoundError,
     ResolveError,
@@ -20,7 +19,6 @@ from chalk.catalog.store import Catalog, open_catalog
 __all__ = [
     "Catalog",
     "CatalogError",
-    "ConfigError",
     "ConflictError",
     "Endpoint",
     "ModelVersion",

@@ -1,14 +1,16 @@
-"""The catalog's errors: each names the user's thing (the file, the key, the model, the group).
+"""The catalog's errors: each names the user's thing (the model, the group, the call name).
 
-The CLI turns any ``CatalogError`` into a message and exit code 1.
+All are ``ChalkError``s, which the CLI prints as one line. ``ValidationError`` is the shared one
+of ``chalk.common``, re-exported because the catalog raises it for every malformed value.
 """
 
 from __future__ import annotations
 
+from chalk.common.errors import ChalkError, ValidationError
+
 __all__ = [
     "BadCallNameError",
     "CatalogError",
-    "ConfigError",
     "ConflictError",
     "ControllerDownError",
     "DeletedGroupError",
@@ -22,16 +24,8 @@ __all__ = [
 ]
 
 
-class CatalogError(Exception):
+class CatalogError(ChalkError):
     """Base of every error the catalog raises on purpose."""
-
-
-class ConfigError(CatalogError):
-    """chalk.yaml is missing or invalid."""
-
-
-class ValidationError(CatalogError, ValueError):
-    """A value given by the user does not have the expected form."""
 
 
 class NotFoundError(CatalogError, LookupError):

@@ -6,16 +6,14 @@ Reached as ``catalog.graphs``; ``chalk apply`` writes, queries from the CLI read
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from chalk.catalog.errors import NotFoundError
 from chalk.catalog.records import FeatureGraphRecord
 from chalk.catalog.schema import feature_graphs
-
-if TYPE_CHECKING:
-    from chalk.catalog.store import Catalog
+from chalk.catalog.transactions import Transactions
 
 __all__ = ["GraphStore"]
 
@@ -23,7 +21,7 @@ __all__ = ["GraphStore"]
 class GraphStore:
     """Stores feature graphs (JSON) by version; exactly one is active once any exists."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Transactions) -> None:
         self._catalog = catalog
 
     def apply(self, graph: dict[str, Any]) -> FeatureGraphRecord:

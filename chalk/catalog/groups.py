@@ -8,25 +8,20 @@ from __future__ import annotations
 
 import builtins
 import difflib
-import re
 import secrets
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any
 
 import sqlalchemy as sa
 
 from chalk.catalog.errors import ConflictError, NotFoundError, ValidationError
-from chalk.catalog.guard import check_write
 from chalk.catalog.records import Endpoint, ScalingGroup
 from chalk.catalog.schema import autoscaler_state, scaling_group_revisions, scaling_groups
 from chalk.catalog.specs import GroupSpec
-
-if TYPE_CHECKING:
-    from chalk.catalog.store import Catalog
+from chalk.catalog.transactions import Transactions
+from chalk.common.apply_guard import check_write
+from chalk.common.names import DNS_LABEL_MAX_LENGTH, is_dns_label
 
 __all__ = ["GroupRevision", "GroupStore", "validate_group_name"]
-
-_DNS_LABEL: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_MAX_LABEL: Final = 63
 
 
 def validate_group_name(name: str, environment: str = "dev", *, new: bool = False) -> str:
@@ -43,9 +38,9 @@ def validate_group_name(name: str, environment: str = "dev", *, new: bool = Fals
     >>> validate_group_name("My_Model")
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: scaling group name 'My_Model' is not valid: expected a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit)
+    chalk.common.errors.ValidationError: scaling group name 'My_Model' is not valid: expected a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit)
     """  # noqa: E501
-    if not isinstance(name, str) or not _DNS_LABEL.match(name):
+    if not isinstance(name, str) or not is_dns_label(name, max_length=None):
         raise ValidationError(
             f"scaling group name {name!r} is not valid: expected a DNS-1123 label (lowercase "
             f"letters, digits and '-', starting and ending with a letter or digit)"
@@ -56,10 +51,10 @@ def validate_group_name(name: str, environment: str = "dev", *, new: bool = Fals
             f"as Kubernetes Service names must (a DNS-1035 label); e.g. 'm-{name}'"
         )
     full = f"{environment}-{name}"
-    if len(full) > _MAX_LABEL:
+    if len(full) > DNS_LABEL_MAX_LENGTH:
         raise ValidationError(
-            f"scaling group name {name!r} is too long: '{full}' must fit {_MAX_LABEL} "
-            f"characters, expected a name of at most {_MAX_LABEL - len(environment) - 1}"
+            f"scaling group name {name!r} is too long: '{full}' must fit {DNS_LABEL_MAX_LENGTH} "
+            f"characters, expected a name of at most {DNS_LABEL_MAX_LENGTH - len(environment) - 1}"
         )
     return name
 
@@ -78,7 +73,7 @@ class GroupRevision:
 class GroupStore:
     """Creates, updates, lists and soft-deletes scaling groups."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Transactions) -> None:
         self._catalog = catalog
 
     def create(

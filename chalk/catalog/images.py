@@ -7,16 +7,14 @@ snapshot itself lives on disk under ``.chalk/images/<digest>/rootfs``.
 from __future__ import annotations
 
 import builtins
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
 from chalk.catalog.errors import NotFoundError
 from chalk.catalog.records import LocalImage
 from chalk.catalog.schema import image_tags, images
-
-if TYPE_CHECKING:
-    from chalk.catalog.store import Catalog
+from chalk.catalog.transactions import Transactions
 
 __all__ = ["ImageStore", "normalize_tag"]
 
@@ -40,7 +38,7 @@ def normalize_tag(reference: str) -> str:
 class ImageStore:
     """Records images and moves tags between them."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Transactions) -> None:
         self._catalog = catalog
 
     def save(self, image: LocalImage, tags: builtins.list[str]) -> LocalImage:

@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import pyarrow as pa
 import sqlalchemy as sa
 
 from chalk.catalog.errors import ConflictError, NotFoundError, ValidationError
-from chalk.catalog.guard import check_write
 from chalk.catalog.records import ModelVersion
 from chalk.catalog.schema import model_aliases, model_versions
-
-if TYPE_CHECKING:
-    from chalk.catalog.store import Catalog
+from chalk.catalog.transactions import Transactions
+from chalk.common.apply_guard import check_write
 
 __all__ = ["ModelRegistry", "parse_arrow_type", "schema_from_mapping"]
 
@@ -68,7 +66,7 @@ def schema_from_mapping(fields: Mapping[str, Any] | pa.Schema, *, what: str) -> 
     >>> schema_from_mapping({"text": str}, what="input_schema")
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: input_schema field 'text' is not an Arrow type: expected a pyarrow DataType such as pa.large_string(), got type
+    chalk.common.errors.ValidationError: input_schema field 'text' is not an Arrow type: expected a pyarrow DataType such as pa.large_string(), got type
     """  # noqa: E501
     if isinstance(fields, pa.Schema):
         return fields
@@ -98,7 +96,7 @@ def schema_from_mapping(fields: Mapping[str, Any] | pa.Schema, *, what: str) -> 
 class ModelRegistry:
     """Registers, finds and lists model versions."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Transactions) -> None:
         self._catalog = catalog
 
     def register(

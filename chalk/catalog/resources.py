@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Self
 
-from chalk.catalog.quantities import (
+from chalk.common.quantities import (
     GpuRequest,
     format_cpu,
     format_memory,
@@ -29,13 +29,7 @@ __all__ = [
     "DEFAULT_WINDOW_SECONDS",
     "GPU_RESOURCE_NAME",
     "AutoScalingSpec",
-    "GpuRequest",
     "ScalingGroupResourceRequest",
-    "format_cpu",
-    "format_memory",
-    "parse_cpu",
-    "parse_gpu",
-    "parse_memory",
 ]
 
 DEFAULT_CPU_REQUEST: Final = "100m"
@@ -47,9 +41,9 @@ DEFAULT_SHUTDOWN_DELAY_SECONDS: Final = 30
 DEFAULT_WINDOW_SECONDS: Final = 60
 GPU_RESOURCE_NAME: Final = "nvidia.com/gpu"
 
-# Frozen dataclasses, not pydantic models: validation raises the catalog's own ValidationError
-# with our message (pydantic would wrap it in pydantic.ValidationError, which the CLI's
-# CatalogError handling would not catch), and the strict-int rule is a few lines here.
+# Frozen dataclasses, not pydantic models: validation raises our own ValidationError with our
+# message (pydantic would wrap it in pydantic.ValidationError, which the CLI's ChalkError
+# handling would not catch), and the strict-int rule is a few lines here.
 
 
 def _check_count(field: str, value: object, *, minimum: int, maximum: int | None = None) -> None:
@@ -134,7 +128,7 @@ class AutoScalingSpec:
     >>> AutoScalingSpec(min_replicas=0)
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: min_replicas is 0, but scaling to zero comes in a \
+    chalk.common.errors.ValidationError: min_replicas is 0, but scaling to zero comes in a \
 later version: expected min_replicas >= 1, got 0; set min_replicas=1
     """
 

@@ -13,6 +13,7 @@ from typing import Any, Final, Self
 
 from chalk.catalog.errors import ValidationError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.common.names import LABEL_MAX_LENGTH, is_label_name, is_label_value
 
 __all__ = [
     "DEFAULT_PORT",
@@ -26,9 +27,7 @@ __all__ = [
 
 DEFAULT_PORT: Final = 8080
 TAG_LABEL_PREFIX: Final = "chalk.ai/tag-"
-_LABEL_NAME: Final = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_MAX_LABEL: Final = 63
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,15 +203,15 @@ def _check_env(name: object, value: object) -> None:
 def _check_tag(key: str, value: str) -> None:
     label = f"{TAG_LABEL_PREFIX}{key}"
     name = label.split("/", 1)[1]
-    if len(name) > _MAX_LABEL or not _LABEL_NAME.match(name):
+    if not is_label_name(name):
         raise ValidationError(
             f"tag key {key!r} does not make a valid label name ({label}): expected letters, "
             f"digits, '-', '_' or '.', starting and ending with a letter or digit, at most "
-            f"{_MAX_LABEL - len('tag-')} characters"
+            f"{LABEL_MAX_LENGTH - len('tag-')} characters"
         )
-    if value and (len(value) > _MAX_LABEL or not _LABEL_NAME.match(value)):
+    if not is_label_value(value):
         raise ValidationError(
             f"tag {key}={value!r} has a value that is not a valid label value: expected at most "
-            f"{_MAX_LABEL} letters, digits, '-', '_' or '.', starting and ending with a letter or "
-            f"digit"
+            f"{LABEL_MAX_LENGTH} letters, digits, '-', '_' or '.', starting and ending with a "
+            f"letter or digit"
         )

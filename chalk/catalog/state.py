@@ -5,15 +5,13 @@ state and the controller's heartbeat. Reached as ``catalog.state``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import sqlalchemy as sa
 
 from chalk.catalog.records import ControllerInfo, Event, Replica
 from chalk.catalog.schema import autoscaler_state, controller, events, replicas, scaling_groups
-
-if TYPE_CHECKING:
-    from chalk.catalog.store import Catalog
+from chalk.catalog.transactions import Transactions
 
 __all__ = ["EVENTS_KEPT_AFTER_DELETE", "EVENTS_KEPT_PER_GROUP", "RuntimeState"]
 
@@ -26,7 +24,7 @@ EVENTS_KEPT_AFTER_DELETE: Final = dt.timedelta(days=1)
 class RuntimeState:
     """Replica rows, events, autoscaler state and heartbeats."""
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Transactions) -> None:
         self._catalog = catalog
 
     def save_replica(self, replica: Replica) -> None:

@@ -8,12 +8,10 @@ shared per URL and process, and a ``Catalog`` may be used from several threads a
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -37,25 +35,19 @@ from chalk.catalog.models import ModelRegistry
 from chalk.catalog.records import Route
 from chalk.catalog.schema import migrate
 from chalk.catalog.state import RuntimeState
+from chalk.catalog.transactions import Clock, utc_now
+from chalk.common.names import group_of_call_name
 
 __all__ = ["HEARTBEAT_TIMEOUT_S", "Catalog", "Clock", "HasCatalogUrl", "open_catalog"]
 
 # Local endpoints count only while the controller's heartbeat is younger than this.
 HEARTBEAT_TIMEOUT_S: Final = 10.0
-_CALL_NAME: Final = re.compile(r"^model\.([a-z0-9]([-a-z0-9]*[a-z0-9])?)$")
-
-Clock = Callable[[], dt.datetime]
 
 
 class HasCatalogUrl(Protocol):
     """Anything that knows its catalog URL (a loaded project does)."""
 
     def catalog_url(self) -> str: ...
-
-
-def utc_now() -> dt.datetime:
-    """The current time, timezone-aware UTC."""
-    return dt.datetime.now(dt.UTC)
 
 
 class Catalog:
@@ -111,13 +103,12 @@ class Catalog:
         ...
         chalk.catalog.errors.BadCallNameError: cannot call 'ner': expected a name of the form 'model.<scaling group>', e.g. 'model.ner'
         """  # noqa: E501
-        match = _CALL_NAME.match(name)
-        if match is None:
+        group_name = group_of_call_name(name)
+        if group_name is None:
             raise BadCallNameError(
                 f"cannot call {name!r}: expected a name of the form 'model.<scaling group>', "
                 f"e.g. 'model.ner'"
             )
-        group_name = match.group(1)
         group = self.groups.find(group_name)
         if group is None:
             deleted = self.groups.find_deleted(group_name)

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from sqlalchemy import exc as sa_exc
 
 from chalk import __version__
-from chalk.catalog.errors import CatalogError
 from chalk.cli.apply import register as register_apply
 from chalk.cli.controller import register as register_controller
 from chalk.cli.image import register as register_image
@@ -22,11 +21,7 @@ from chalk.cli.init import register as register_init
 from chalk.cli.model import register as register_model
 from chalk.cli.query import register as register_query
 from chalk.cli.scaling_group import register as register_scaling_group
-from chalk.engine.errors import EngineError
-from chalk.engine.plan import PlanError
-from chalk.engine.query import QueryError
-from chalk.features import ExpressionError, FeatureClassError, GraphError
-from chalk.features.project import ProjectFilesError
+from chalk.common.errors import ChalkError
 
 __all__ = ["build_parser", "main"]
 
@@ -38,17 +33,6 @@ _COMMANDS = (
     register_scaling_group,
     register_query,
     register_apply,
-)
-# Errors the parts raise on purpose for the user's input: reported, never a traceback.
-_USER_ERRORS = (
-    CatalogError,
-    QueryError,
-    EngineError,
-    ExpressionError,
-    GraphError,
-    PlanError,
-    FeatureClassError,
-    ProjectFilesError,
 )
 
 
@@ -78,7 +62,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # What was stored stays stored (every write is one transaction); no traceback.
         print("interrupted", file=sys.stderr)
         code = 130
-    except _USER_ERRORS as error:
+    except ChalkError as error:
+        # Every part raises its errors on purpose for the user: one line, never a traceback.
         print(f"error: {error}", file=sys.stderr)
         code = 1
     except sa_exc.SQLAlchemyError as error:

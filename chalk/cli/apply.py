@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from chalk.catalog import Catalog, open_catalog
-from chalk.catalog.config import find_project
-from chalk.catalog.guard import ApplyGuard, WriteDuringApplyError, refusing_writes
 from chalk.cli.output import add_output_flag, emit
+from chalk.common.apply_guard import ApplyGuard, WriteDuringApplyError, refusing_writes
+from chalk.common.config import find_project
 from chalk.engine.validate import validate_graph
 from chalk.features.diff import GraphDiff, diff_graphs, feature_summary
 from chalk.features.dsl import graph_of, namespace_clashes

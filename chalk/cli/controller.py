@@ -9,8 +9,8 @@ import sys
 from typing import Any
 
 from chalk.catalog import open_catalog
-from chalk.catalog.config import find_project
 from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.common.config import find_project
 from chalk.deploy.local import daemon
 from chalk.deploy.local.controller import BACKEND
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from chalk.catalog import Catalog, NotFoundError, open_catalog
-from chalk.catalog.config import find_project
 from chalk.catalog.records import LocalImage
 from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.common.config import find_project
 from chalk.deploy.local.images import BuildResult, build_image, check_tag, image_port
 
 __all__ = ["register"]

@@ -14,7 +14,8 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from chalk.catalog.config import CONFIG_FILENAME, to_dns_label
+from chalk.common.config import CONFIG_FILENAME
+from chalk.common.names import to_dns_label
 
 __all__ = ["Scaffold", "create_project", "register", "run"]
 

@@ -8,11 +8,11 @@ from typing import Any
 import pyarrow as pa
 
 from chalk.catalog import ModelVersion, ValidationError, open_catalog
-from chalk.catalog.config import find_project
 from chalk.catalog.models import parse_arrow_type
 from chalk.catalog.specs import GroupSpec
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.cli.scaling_group import add_spec_flags, emit_dry_run, read_spec_flags
+from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, read_spec_flags
+from chalk.common.config import find_project
 from chalk.deploy.groups import deploy_model_version, wait_until_serving
 
 __all__ = ["register"]

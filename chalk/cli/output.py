@@ -1,4 +1,8 @@
-"""Formats command results: ``-o json``, ``-o yaml``, or a human table (rich)."""
+"""Formats command results: ``-o json``, ``-o yaml``, or a human table (rich).
+
+Our documents print with camelCase keys, as kubectl prints objects, the stored ``spec`` included;
+maps keyed by the user's own names (env, tags, metadata, labels) print as written.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,16 @@ import argparse
 import json
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import yaml
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["add_output_flag", "emit", "emit_table"]
+__all__ = ["add_output_flag", "camel_case_keys", "emit", "emit_as_given", "emit_table"]
+
+# Keys whose values are maps of the user's names: their keys are data, never restyled.
+_KEYED_BY_USER: Final = frozenset({"env", "tags", "metadata", "labels"})
 
 
 def add_output_flag(parser: argparse.ArgumentParser, *, default: str = "table") -> None:
@@ -27,8 +34,22 @@ def add_output_flag(parser: argparse.ArgumentParser, *, default: str = "table") 
     )
 
 
-def emit(data: Any, fmt: str) -> None:
-    """Print ``data`` (JSON-able) as JSON or YAML."""
+def emit(document: Any, fmt: str) -> None:
+    """Print one of our documents (JSON-able) as JSON or YAML, its keys in camelCase.
+
+    Examples
+    --------
+    >>> emit({"image_digest": None, "scaling": {"min_replicas": 1}}, "yaml")
+    imageDigest: null
+    scaling:
+      minReplicas: 1
+    """
+    emit_as_given(camel_case_keys(document), fmt)
+
+
+def emit_as_given(data: Any, fmt: str) -> None:
+    """Print ``data`` as JSON or YAML with its keys as they are: feature names in a query's
+    row, or Kubernetes objects (already in Kubernetes' own style)."""
     if fmt == "yaml":
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
     else:
@@ -49,3 +70,28 @@ def emit_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> Non
     if not console.is_terminal:
         console = Console(width=1_000, markup=False, emoji=False, highlight=False)
     console.print(table)
+
+
+def camel_case_keys(data: Any) -> Any:
+    """``data`` with every mapping key in camelCase, except inside maps of the user's names.
+
+    Examples
+    --------
+    >>> camel_case_keys({"port_from_image": True, "env": {"MODEL_NAME": "small"}})
+    {'portFromImage': True, 'env': {'MODEL_NAME': 'small'}}
+    """
+    if isinstance(data, Mapping):
+        return {
+            _camel_case(key): value if key in _KEYED_BY_USER else camel_case_keys(value)
+            for key, value in data.items()
+        }
+    if isinstance(data, list | tuple):
+        return [camel_case_keys(item) for item in data]
+    return data
+
+
+def _camel_case(key: object) -> object:
+    if not isinstance(key, str):
+        return key
+    first, *rest = key.split("_")
+    return first + "".join(word[:1].upper() + word[1:] for word in rest)

@@ -10,9 +10,9 @@ from typing import Any
 import pyarrow as pa
 
 from chalk.catalog import open_catalog
-from chalk.catalog.config import find_project
 from chalk.catalog.errors import NotFoundError, ValidationError
-from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.cli.output import add_output_flag, emit_as_given, emit_table
+from chalk.common.config import find_project
 from chalk.engine.calls import ModelCaller
 from chalk.engine.query import input_table, run_query
 from chalk.features.graph import FeatureGraph, GraphError
@@ -65,7 +65,7 @@ def _query(args: argparse.Namespace) -> int:
     if args.output_format == "table":
         emit_table(["FEATURE", "VALUE"], [{"FEATURE": k, "VALUE": v} for k, v in row.items()])
     else:
-        emit(row, args.output_format)
+        emit_as_given(row, args.output_format)
     return 0
 
 

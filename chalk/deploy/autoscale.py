@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from chalk.catalog.quantities import invalid_value
+from chalk.common.quantities import invalid_value
 
 __all__ = ["DEFAULT_TOLERANCE", "AutoscaleContext", "AutoscaleDecision", "decide"]
 
@@ -69,7 +69,7 @@ class AutoscaleContext:
     ... )
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: min_replicas is larger than max_replicas: expected \
+    chalk.common.errors.ValidationError: min_replicas is larger than max_replicas: expected \
 min_replicas <= max_replicas, got min_replicas=2, max_replicas=1
     """
 

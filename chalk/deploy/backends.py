@@ -11,9 +11,9 @@ from dataclasses import replace
 from typing import Any
 
 from chalk.catalog import Catalog, ScalingGroup
-from chalk.catalog.config import Project
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import Project
 from chalk.deploy.kubernetes.groups import KubernetesGroups
 from chalk.deploy.local import daemon
 from chalk.deploy.local.images import image_argv, image_port

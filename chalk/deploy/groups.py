@@ -13,14 +13,15 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from chalk.catalog import Catalog, ScalingGroup
-from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError, ValidationError
 from chalk.catalog.groups import validate_group_name
-from chalk.catalog.guard import check_write
 from chalk.catalog.records import Replica
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.apply_guard import check_write
+from chalk.common.config import Project
 from chalk.deploy.backends import Backend, GroupView, backend_for, pin_image
+from chalk.deploy.errors import DeployError
 from chalk.deploy.states import GroupStatus
 
 __all__ = [
@@ -119,7 +120,7 @@ def dry_run_manifests(project: Project, name: str, spec: GroupSpec) -> list[dict
 INPUT_ARGS_ENV: Final = "CHALK_INPUT_ARGS"
 
 
-class DeployTimeout(CatalogError):
+class DeployTimeout(DeployError):
     """A deployment did not start serving in time."""
 
 

@@ -17,6 +17,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from chalk.common.errors import ChalkError
 from chalk.engine.arrow_types import (
     INT64_MAX,
     INT64_MIN,
@@ -134,7 +135,7 @@ def cast_to_declared(typed: Typed, declared: pa.DataType, fqn: str) -> pl.Expr:
     return typed.expr.cast(polars_type(declared), strict=True).alias(fqn)
 
 
-class CastFailure(Exception):
+class CastFailure(ChalkError):
     """A value ``cast()`` cannot convert, raised inside polars; the executor re-raises it as
     ``EngineTypeError``."""
 

@@ -15,6 +15,7 @@ from typing import Final
 import pyarrow as pa
 
 from chalk.catalog.records import Endpoint
+from chalk.common.backoff import capped_backoff
 from chalk.engine.call_schema import typed_answer
 from chalk.engine.errors import ModelCallError, ModelResultError
 from chalk.engine.model_call import (
@@ -79,8 +80,11 @@ class Dispatcher:
         round_number = 0
         while True:
             if round_number:
-                backoff_s = self._backoff_s * 2 ** (round_number - 1)
-                await asyncio.sleep(min(backoff_s, self._max_backoff_s))
+                await asyncio.sleep(
+                    capped_backoff(
+                        round_number, initial_s=self._backoff_s, max_s=self._max_backoff_s
+                    )
+                )
                 endpoints = await self.routes.endpoints_again(call)
             await self._round(call, list(dict.fromkeys(endpoints)), max_attempts)
             if not call.pending:

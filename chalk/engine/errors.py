@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from chalk.common.errors import ChalkError
+
 __all__ = [
     "EngineError",
     "EngineTypeError",
@@ -21,7 +23,7 @@ __all__ = [
 ]
 
 
-class EngineError(ValueError):
+class EngineError(ChalkError, ValueError):
     """A planned query that cannot run; the message names the feature."""
 
 

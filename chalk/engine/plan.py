@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
+from chalk.common.errors import ChalkError
 from chalk.engine.parse import parse
 from chalk.features.expr import Expr, ExpressionError, features_used
 from chalk.features.graph import FeatureDef, FeatureGraph
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class PlanError(ValueError):
+class PlanError(ChalkError, ValueError):
     """A query that cannot be planned: an unknown feature, a cycle, or a missing input."""
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from chalk.common.errors import ChalkError
 from chalk.engine.arrow_types import is_list
 from chalk.engine.execute import execute
 from chalk.engine.plan import cached_plan
@@ -22,7 +23,7 @@ from chalk.features.graph import FeatureGraph, GraphError
 __all__ = ["QueryError", "feature_name", "input_table", "run_query"]
 
 
-class QueryError(ValueError):
+class QueryError(ChalkError, ValueError):
     """A query's inputs or outputs do not fit the feature graph."""
 
 

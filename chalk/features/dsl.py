@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Final, TypeVar, overload
 
 import pyarrow as pa
 
+from chalk.common.errors import ChalkError
 from chalk.features.expr import Deferred, Expr, ExpressionError, features_used, node_of
 from chalk.features.graph import ClassDef, FeatureDef, FeatureGraph
 from chalk.features.types import FeatureTypeError, arrow_type_of
@@ -42,7 +43,7 @@ _WORD_START: Final = re.compile(r"(.)([A-Z][a-z]+)")
 _LOWER_UPPER: Final = re.compile(r"([a-z0-9])([A-Z])")
 
 
-class FeatureClassError(ValueError):
+class FeatureClassError(ChalkError, ValueError):
     """A ``@features`` class is written wrongly; the message names the class and its file."""
 
 

@@ -17,6 +17,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, NoReturn
 
+from chalk.common.errors import ChalkError
+from chalk.common.names import group_of_call_name
+
 __all__ = [
     "BINARY_OPERATORS",
     "FUNCTIONS",
@@ -58,10 +61,9 @@ FUNCTIONS: Final[dict[str, tuple[int, int | None]]] = {
     "cast": (2, 2),
 }
 _IDENTIFIER: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_CATALOG_CALL_NAME: Final = re.compile(r"^model\.[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
-class ExpressionError(ValueError):
+class ExpressionError(ChalkError, ValueError):
     """An expression was built or written wrongly; the message says what was expected."""
 
 
@@ -219,7 +221,7 @@ def check_catalog_call_name(name: str) -> str:
     ...
     chalk.features.expr.ExpressionError: catalog_call name 'ner' is not valid: expected 'model.<scaling group>', such as 'model.ner', where the group is lowercase letters, digits and '-'
     """  # noqa: E501
-    if not isinstance(name, str) or not _CATALOG_CALL_NAME.match(name):
+    if not isinstance(name, str) or group_of_call_name(name) is None:
         raise ExpressionError(
             f"catalog_call name {name!r} is not valid: expected 'model.<scaling group>', such "
             f"as 'model.ner', where the group is lowercase letters, digits and '-'"

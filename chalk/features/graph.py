@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import pyarrow as pa
 
+from chalk.common.errors import ChalkError
 from chalk.features.types import type_from_text, type_to_text
 
 __all__ = ["GRAPH_FORMAT", "ClassDef", "FeatureDef", "FeatureGraph", "GraphError"]
@@ -23,7 +24,7 @@ __all__ = ["GRAPH_FORMAT", "ClassDef", "FeatureDef", "FeatureGraph", "GraphError
 GRAPH_FORMAT: Final = 1
 
 
-class GraphError(ValueError):
+class GraphError(ChalkError, ValueError):
     """A graph that is inconsistent, or a feature it does not have."""
 
 

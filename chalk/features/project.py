@@ -19,6 +19,7 @@ from typing import Final
 
 import pathspec
 
+from chalk.common.errors import ChalkError
 from chalk.features.dsl import feature_classes
 
 __all__ = [
@@ -40,7 +41,7 @@ BUILTIN_IGNORES: Final = frozenset({".git", ".venv", "venv", "__pycache__", ".ch
 _INSTALLED: Final = frozenset({"site-packages", "dist-packages"})
 
 
-class ProjectFilesError(ValueError):
+class ProjectFilesError(ChalkError, ValueError):
     """A ``.chalkignore`` or a module path the project's import cannot work with."""
 
 

@@ -14,6 +14,8 @@ from typing import Any, Final, Union
 
 import pyarrow as pa
 
+from chalk.common.errors import ChalkError
+
 __all__ = ["FeatureTypeError", "arrow_type_of", "type_from_text", "type_to_text"]
 
 _SCALARS: Final[dict[Any, pa.DataType]] = {
@@ -50,7 +52,7 @@ _TIMESTAMP: Final = re.compile(r"^timestamp\[(s|ms|us|ns)(?:, tz=(.+))?\]$")
 _LIST: Final = re.compile(r"^(large_)?list<(.+)>$")
 
 
-class FeatureTypeError(TypeError):
+class FeatureTypeError(ChalkError, TypeError):
     """An annotation has no Arrow type in DESIGN.md's table."""
 
 

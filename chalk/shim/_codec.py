@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from chalk.common.errors import ChalkError
+
 __all__ = [
     "DecodeError",
     "Request",
@@ -28,7 +30,7 @@ _RESPONSE_STREAM: Final = b"\x0a"  # field 1, length-delimited
 _EMPTY: Final = memoryview(b"")
 
 
-class DecodeError(ValueError):
+class DecodeError(ChalkError, ValueError):
     """The bytes are not a well-formed message."""
 
 

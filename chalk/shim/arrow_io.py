@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import pyarrow as pa
 
+from chalk.common.errors import ChalkError
+
 __all__ = [
     "RESERVED_COLUMNS",
     "RESULT_COLUMN",
@@ -34,15 +36,15 @@ RESERVED_COLUMNS: Final = frozenset({"__chalk_row_metadata__"})
 _END_OF_STREAM: Final = b"\xff\xff\xff\xff\x00\x00\x00\x00"
 
 
-class InputArgsError(ValueError):
+class InputArgsError(ChalkError, ValueError):
     """The request's columns do not match ``CHALK_INPUT_ARGS``."""
 
 
-class ResultShapeError(ValueError):
+class ResultShapeError(ChalkError, ValueError):
     """A response batch does not have exactly one column."""
 
 
-class ResultLengthError(ValueError):
+class ResultLengthError(ChalkError, ValueError):
     """A handler answered a batch with a different number of values than it had rows."""
 
 

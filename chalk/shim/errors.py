@@ -12,6 +12,8 @@ import traceback
 from types import TracebackType
 from typing import Any, Final
 
+from chalk.common.errors import ChalkError
+
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "TRUNCATION_MARK",
@@ -28,7 +30,7 @@ TRUNCATION_MARK: Final = "\n... [truncated by chalk-remote-call] ...\n"
 _MAX_KIND_CHARS: Final = 256
 
 
-class RemoteCallError(Exception):
+class RemoteCallError(ChalkError):
     """A call to a model runtime failed; ``endpoint`` names the replica it went to."""
 
     def __init__(self, message: str, *, endpoint: str) -> None:

@@ -153,7 +153,7 @@ def test_the_plan_shows_added_removed_and_changed_features(project: Path, apply:
 
     assert (code, err) == (0, "")
     plan = json.loads(out)
-    assert (plan["active_version"], plan["stored_version"]) == (1, 2)
+    assert (plan["activeVersion"], plan["storedVersion"]) == (1, 2)
     assert [f["feature"] for f in plan["added"]] == ["document.lang", "document.words"]
     assert plan["removed"] == []
     assert [(f["feature"], f["changes"]) for f in plan["changed"]] == [
@@ -350,7 +350,7 @@ def test_a_group_write_through_the_deploy_module_fails_apply(project: Path, appl
         {
             "ops/cleanup.py": """
                 from chalk.catalog import open_catalog
-                from chalk.catalog.config import find_project
+                from chalk.common.config import find_project
                 from chalk.deploy.groups import delete_group
 
                 project = find_project()

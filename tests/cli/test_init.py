@@ -14,8 +14,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from chalk.catalog.config import load_project
 from chalk.cli import init
+from chalk.common.config import load_project
 
 LAYOUT = [
     "chalk.yaml",

@@ -20,10 +20,10 @@ import pytest
 import yaml
 
 from chalk.catalog import Catalog, open_catalog
-from chalk.catalog.config import find_project
 from chalk.catalog.records import LocalImage, Replica
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import find_project
 from chalk.deploy.local import daemon
 
 CHALK = str(Path(sys.executable).with_name("chalk"))
@@ -242,19 +242,20 @@ def test_dry_run_prints_the_pinned_spec_as_yaml_and_stores_nothing(
     assert result.returncode == 0, result.stderr
     document = yaml.safe_load(result.stdout)
     assert document["name"] == "ner"
-    spec = GroupSpec.from_dict(document["spec"])
-    assert spec.image_digest == image.digest
-    assert spec.scaling == AutoScalingSpec(
-        min_replicas=2, max_replicas=4, target_cpu_utilization_percentage=60
-    )
-    assert (spec.resources.cpu, spec.resources.memory, spec.resources.gpu) == (
-        "500m",
-        "512Mi",
-        None,
-    )
-    assert spec.tags == {"team": "nlp", "tier": "gold"}
-    assert spec.entrypoint == ("python", "-m", "server", "--port", "8000")
-    assert spec.env == {"MODEL": "small", "THREADS": "2"}
+    spec = document["spec"]
+    assert spec["imageDigest"] == image.digest
+    assert spec["scaling"] == {
+        "minReplicas": 2,
+        "maxReplicas": 4,
+        "targetCpuUtilizationPercentage": 60,
+        "queueDepthTarget": None,
+        "shutdownDelaySeconds": None,
+        "windowSeconds": None,
+    }
+    assert spec["resources"] == {"cpu": "500m", "memory": "512Mi", "gpu": None}
+    assert spec["tags"] == {"team": "nlp", "tier": "gold"}
+    assert spec["entrypoint"] == ["python", "-m", "server", "--port", "8000"]
+    assert spec["env"] == {"MODEL": "small", "THREADS": "2"}
     assert catalog.groups.list(include_deleted=True) == []
 
 
@@ -266,7 +267,7 @@ def test_dry_run_as_json_takes_the_port_from_the_image(
     assert result.returncode == 0, result.stderr
     spec = json.loads(result.stdout)["spec"]
     assert spec["port"] == image.exposed_port
-    assert (spec["scaling"]["min_replicas"], spec["scaling"]["max_replicas"]) == (3, 3)
+    assert (spec["scaling"]["minReplicas"], spec["scaling"]["maxReplicas"]) == (3, 3)
     assert catalog.groups.list() == []
 
 
@@ -281,7 +282,7 @@ def test_an_image_name_without_a_tag_means_latest(project: Path) -> None:
     result = chalk(project, "create", "--name", "ner", "--image", "ner", "--dry-run", "-o", "json")
 
     spec = json.loads(result.stdout)["spec"]
-    assert (spec["image"], spec["image_digest"]) == ("ner:latest", DIGEST)
+    assert (spec["image"], spec["imageDigest"]) == ("ner:latest", DIGEST)
 
 
 def test_create_of_an_image_not_built_fails_saying_how_to_build_it(project: Path) -> None:
@@ -393,11 +394,11 @@ def test_update_dry_run_merges_and_stores_nothing(project: Path, catalog: Catalo
     assert result.returncode == 0, result.stderr
     document = yaml.safe_load(result.stdout)
     assert document["changed"] is True
-    spec = GroupSpec.from_dict(document["spec"])
-    assert (spec.scaling.min_replicas, spec.scaling.max_replicas) == (3, 3)
-    assert spec.resources.memory == "2Gi"
-    assert spec.env == {"MODEL": "small", "THREADS": "2"}
-    assert spec.tags == {}
+    spec = document["spec"]
+    assert (spec["scaling"]["minReplicas"], spec["scaling"]["maxReplicas"]) == (3, 3)
+    assert spec["resources"]["memory"] == "2Gi"
+    assert spec["env"] == {"MODEL": "small", "THREADS": "2"}
+    assert spec["tags"] == {}
     stored = catalog.groups.get("ner")
     assert (stored.revision, stored.tags) == (1, {"team": "nlp"})
 

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from chalk.catalog import open_catalog
-from chalk.catalog.config import load_project
+from chalk.common.config import load_project
 from chalk.deploy.local import daemon
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ner"

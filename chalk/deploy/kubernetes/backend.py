@@ -19,10 +19,12 @@ from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from chalk.catalog.config import Project
-from chalk.catalog.errors import CatalogError, ConfigError, ConflictError
+from chalk.catalog.errors import ConflictError
 from chalk.catalog.records import Event, Replica
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import Project
+from chalk.common.errors import ConfigError
+from chalk.deploy.errors import DeployError
 from chalk.deploy.kubernetes.manifests import (
     AUTOSCALING_V2,
     AUTOSCALING_V2BETA2,
@@ -52,7 +54,7 @@ APPLY_PATCH: Final = "application/apply-patch+yaml"
 _EVENTS_SHOWN: Final = 20
 
 
-class KubeError(CatalogError):
+class KubeError(DeployError):
     """The cluster refused or could not serve a request; ``status`` is its HTTP status (0:
     no answer)."""
 

@@ -16,10 +16,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Final
 
 from chalk.catalog import Catalog, Endpoint, ScalingGroup
-from chalk.catalog.config import Project
-from chalk.catalog.errors import CatalogError, NotFoundError, ValidationError
+from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.specs import DEFAULT_PORT, GroupSpec
+from chalk.common.config import Project
+from chalk.common.errors import ChalkError
 from chalk.deploy.kubernetes.manifests import (
     Placement,
     ServerFeatures,
@@ -139,7 +140,7 @@ class KubernetesGroups:
         )
         try:
             self._backend().apply(name, spec)
-        except CatalogError as error:
+        except ChalkError as error:
             catalog.groups.report(
                 stored.id,
                 status=GroupStatus.FAILED.value,

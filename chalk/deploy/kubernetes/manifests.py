@@ -10,11 +10,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from chalk.catalog.config import Project
-from chalk.catalog.errors import ConfigError
 from chalk.catalog.records import Endpoint
 from chalk.catalog.resources import GPU_RESOURCE_NAME
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import Project
+from chalk.common.errors import ConfigError
 
 __all__ = [
     "AUTOSCALING_V2",

@@ -22,12 +22,12 @@ from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from chalk.catalog import Catalog, Endpoint, ScalingGroup
-from chalk.catalog.errors import CatalogError
 from chalk.catalog.records import LocalImage, Replica
 from chalk.catalog.resources import DEFAULT_CPU_REQUEST
 from chalk.catalog.specs import GroupSpec
+from chalk.common.backoff import capped_backoff
+from chalk.common.errors import ChalkError
 from chalk.deploy.autoscale import AutoscaleContext, decide
-from chalk.deploy.backoff import capped_backoff
 from chalk.deploy.local.gpus import GpuAllocator, GpuError, parse_cuda_visible_devices
 from chalk.deploy.local.launching import METRICS_PORT_ENV
 from chalk.deploy.local.logs import tidy_logs
@@ -47,8 +47,10 @@ logger = logging.getLogger("chalk.deploy.local.controller")
 BACKEND: Final = "local"
 # Spec fields a running replica does not depend on: changing only these restarts nothing.
 _NOT_IN_REPLICAS: Final = frozenset({"scaling", "tags"})
-# Errors that retrying cannot cure: the group's stored spec asks for what cannot run.
-_PERMANENT: Final = (CatalogError, GpuError)
+# Errors that retrying cannot cure: the group's stored spec asks for what cannot run. Every
+# error our parts raise on purpose is a ChalkError (a bad image, spec, Dockerfile or GPU
+# request); anything else (a locked database, an OS error) is worth another try.
+_PERMANENT: Final = (ChalkError,)
 
 
 class LocalController:

@@ -22,8 +22,9 @@ from typing import IO, Final
 import psutil
 
 from chalk.catalog import Catalog, open_catalog
-from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
+from chalk.common.config import Project
+from chalk.deploy.errors import DeployError
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
 from chalk.deploy.local.processes import ReplicaHandle, adopt
 from chalk.deploy.local.replicas import DEFAULT_GRACE_S
@@ -46,7 +47,7 @@ _START_TIMEOUT_S: Final = 20.0
 _STOP_MARGIN_S: Final = 60.0
 
 
-class ControllerAlreadyRunning(CatalogError):
+class ControllerAlreadyRunning(DeployError):
     """Another controller holds this project's lock."""
 
 

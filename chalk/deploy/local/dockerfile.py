@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from chalk.catalog.errors import CatalogError, ValidationError
+from chalk.common.errors import ValidationError
+from chalk.deploy.errors import DeployError
 
 __all__ = [
     "VARIABLE_NAME",
@@ -43,7 +44,7 @@ _OPERATOR = re.compile(r":?[-+?]")
 # --- errors ------------------------------------------------------------------------------
 
 
-class BuildError(CatalogError):
+class BuildError(DeployError):
     """An image build failed: no build context or Dockerfile, a COPY source missing, ..."""
 
 
@@ -51,7 +52,7 @@ class DockerfileError(BuildError, ValidationError):
     """The Dockerfile does not parse; the message names the file and the line."""
 
 
-class WordError(ValueError):
+class WordError(DeployError, ValueError):
     """A quoting or ``${...}`` mistake in an instruction's arguments; the caller adds where."""
 
 

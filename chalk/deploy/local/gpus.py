@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final
 
+from chalk.deploy.errors import DeployError
+
 __all__ = [
     "Gpu",
     "GpuAllocator",
@@ -29,7 +31,7 @@ __all__ = [
 _GPU_LINE: Final = re.compile(r"GPU (?P<index>\d+): (?P<name>.+?) \(UUID: (?P<uuid>[^)\s]+)\)")
 
 
-class GpuError(ValueError):
+class GpuError(DeployError, ValueError):
     """A GPU request or claim that the allocator cannot honour as asked."""
 
 

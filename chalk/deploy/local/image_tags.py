@@ -25,7 +25,7 @@ def check_tag(reference: str) -> str:
     >>> check_tag("NER:v1")
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: image tag 'NER:v1' is not valid: expected \
+    chalk.common.errors.ValidationError: image tag 'NER:v1' is not valid: expected \
 name[:tag] with a lowercase name (letters, digits, '.', '_', '-', '/'), e.g. ner:latest; \
 try 'ner:v1'
     """

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from chalk.catalog import Catalog, ScalingGroup
-from chalk.catalog.quantities import parse_memory
 from chalk.catalog.records import LocalImage, Replica
 from chalk.catalog.specs import GroupSpec
-from chalk.deploy.backoff import capped_backoff
+from chalk.common.backoff import capped_backoff
+from chalk.common.quantities import parse_memory
 from chalk.deploy.local.gpus import GpuAllocator, gpu_environment
 from chalk.deploy.local.image_runtime import replica_cwd
 from chalk.deploy.local.launching import replica_argv, replica_environment

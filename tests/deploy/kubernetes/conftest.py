@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from chalk.catalog import Catalog, open_catalog
-from chalk.catalog.config import Project
+from chalk.common.config import Project
 from chalk.deploy.kubernetes.backend import KubernetesBackend, connect
 from tests.support.kube import (
     REQUIRE_ENV,

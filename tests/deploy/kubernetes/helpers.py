@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chalk.catalog.config import Project, load_project
+from chalk.common.config import Project, load_project
 from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend
 
 __all__ = ["chalk", "is_absent", "kube_project", "read_object", "scaling_group"]

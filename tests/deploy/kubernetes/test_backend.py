@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from chalk.catalog import Catalog, Endpoint
-from chalk.catalog.config import Project
 from chalk.catalog.errors import ConflictError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.config import Project
 from chalk.deploy.groups import (
     DeployTimeout,
     create_group,

@@ -14,11 +14,11 @@ import pytest
 import yaml
 
 from chalk.catalog import Catalog, Endpoint
-from chalk.catalog.config import Project, load_project
 from chalk.catalog.errors import ValidationError
 from chalk.catalog.records import LocalImage
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import Project, load_project
 from chalk.deploy.backends import backend_for
 from chalk.deploy.groups import create_group
 from chalk.deploy.kubernetes.groups import KubernetesGroups, is_registry_image

@@ -13,9 +13,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from chalk.catalog.errors import ConfigError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.errors import ConfigError
 from chalk.deploy.kubernetes.manifests import (
     AUTOSCALING_V2,
     AUTOSCALING_V2BETA2,

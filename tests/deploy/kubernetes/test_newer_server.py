@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from chalk.catalog import Catalog
-from chalk.catalog.config import Project
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.config import Project
 from chalk.deploy.groups import create_group, delete_group, update_group
 from chalk.deploy.kubernetes.backend import KubernetesBackend
 from tests.deploy.kubernetes.helpers import is_absent as _absent

@@ -15,8 +15,8 @@ import psutil
 import pytest
 
 from chalk.catalog import Catalog, open_catalog
-from chalk.catalog.config import Project, load_project
 from chalk.catalog.records import LocalImage
+from chalk.common.config import Project, load_project
 from chalk.deploy.local.controller import ControllerSettings, LocalController
 
 MODEL_HANDLER = """

@@ -14,9 +14,9 @@ import pyarrow as pa
 import pytest
 
 from chalk.catalog import Catalog
-from chalk.catalog.config import Project
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.config import Project
 from chalk.deploy.groups import pin_image, update_group
 from chalk.shim import RemoteCallClient
 from tests.deploy.local.conftest import (

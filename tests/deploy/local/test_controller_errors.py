@@ -11,9 +11,9 @@ import pytest
 import sqlalchemy.exc
 
 from chalk.catalog import Catalog
-from chalk.catalog.config import Project
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.config import Project
 from chalk.deploy.groups import pin_image
 from chalk.deploy.local.controller import ControllerSettings, LocalController
 from tests.deploy.local.conftest import RunningController, model_image, wait_for

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from chalk.catalog import Catalog
-from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
+from chalk.common.config import Project
 from chalk.deploy.groups import pin_image, wait_until_serving
 from chalk.deploy.local import daemon
 from tests.deploy.local.conftest import alive, save_image, wait_for

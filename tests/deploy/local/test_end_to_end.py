@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from chalk.catalog.config import Project
+from chalk.common.config import Project
 from chalk.deploy.local import daemon
 from tests.deploy.local.conftest import alive, wait_for
 

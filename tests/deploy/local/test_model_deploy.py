@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 
 from chalk.catalog import open_catalog
-from chalk.catalog.config import Project
 from chalk.catalog.errors import CatalogError
 from chalk.client import ChalkClient
+from chalk.common.config import Project
 from chalk.scaling import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.shim import RemoteCallClient, TransportError
 from chalk.shim.errors import RemoteCallError

@@ -15,9 +15,9 @@ import psutil
 import pyarrow as pa
 
 from chalk.catalog import Catalog
-from chalk.catalog.config import Project
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.config import Project
 from chalk.deploy.groups import pin_image
 from chalk.shim import RemoteCallClient
 from tests.deploy.local.conftest import RunningController, save_image, wait_for

@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from chalk.catalog.errors import ConfigError
+from chalk.common.errors import ConfigError
+from chalk.common.names import is_dns_label, is_dns_name, to_dns_label
 
 __all__ = [
     "CONFIG_FILENAME",
@@ -30,13 +30,10 @@ __all__ = [
     "ProjectConfig",
     "find_project",
     "load_project",
-    "to_dns_label",
 ]
 
 CONFIG_FILENAME = "chalk.yaml"
 
-_DNS_LABEL = re.compile(r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?")
-_DNS_NAME = re.compile(rf"(?=.{{1,253}}$){_DNS_LABEL.pattern}(?:\.{_DNS_LABEL.pattern})*")
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.*")
 _SQLITE_FILE_URL = re.compile(r"(?P<scheme>sqlite(?:\+\w+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?")
 
@@ -58,13 +55,13 @@ _REQUIRED = {"project": "the project's name, e.g. 'project: fraud'"}
 
 
 def _dns_label(value: str) -> str:
-    if not _DNS_LABEL.fullmatch(value):
+    if not is_dns_label(value):
         raise PydanticCustomError("dns_label", "not a DNS-1123 label")
     return value
 
 
 def _dns_name(value: str) -> str:
-    if not _DNS_NAME.fullmatch(value):
+    if not is_dns_name(value):
         raise PydanticCustomError("dns_name", "not a DNS name")
     return value
 
@@ -218,7 +215,7 @@ def load_project(config_path: Path) -> Project:
     ...     load_project(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ConfigError: ...chalk.yaml: kubernetes.namespace: expected a DNS-1123 ...
+    chalk.common.errors.ConfigError: ...chalk.yaml: kubernetes.namespace: expected a DNS-1123 ...
     """
     path = config_path.resolve()
     document = _read_yaml(path)
@@ -233,19 +230,6 @@ def load_project(config_path: Path) -> Project:
         problems = (_describe(detail) for detail in error.errors(include_url=False))
         raise ConfigError("\n".join(f"{path}: {problem}" for problem in problems)) from None
     return Project(root=path.parent, config_path=path, config=config)
-
-
-def to_dns_label(text: str) -> str:
-    """The DNS-1123 label closest to ``text``; ``""`` when it holds no letter or digit.
-
-    Examples
-    --------
-    >>> to_dns_label("My Project_v2"), to_dns_label("Café"), to_dns_label("__")
-    ('my-project-v2', 'cafe', '')
-    """
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    label = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    return label[:63].rstrip("-")
 
 
 def _read_yaml(path: Path) -> Any:

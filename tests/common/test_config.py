@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from chalk.catalog.config import (
+from chalk.common.config import (
     GatewayConfig,
     KubernetesConfig,
     ProjectConfig,
     find_project,
     load_project,
-    to_dns_label,
 )
-from chalk.catalog.errors import ConfigError
+from chalk.common.errors import ConfigError
+from chalk.common.names import to_dns_label
 
 EVERY_KEY = """\
 project: fraud

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from chalk.deploy.backoff import capped_backoff
+from chalk.common.backoff import capped_backoff
 
 
 def test_the_delay_doubles_from_the_initial_one_up_to_the_cap() -> None:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Final
 
-from chalk.catalog.errors import ValidationError
+from chalk.common.errors import ValidationError
+from chalk.common.names import is_dns_label
 
 __all__ = [
     "GpuRequest",
@@ -55,8 +56,6 @@ _MEMORY = re.compile(
 )
 _MEMORY_WITH_UNIT = re.compile(rf"(?P<number>{_NUMBER})\s*(?P<unit>[A-Za-z]+)", re.ASCII)
 _LOOKALIKE_UNIT = re.compile(r"(?P<letter>[kmgtpe])(?P<binary>i?)b?")
-# The type becomes a nodeSelector label value on Kubernetes, so it follows label-value rules.
-_GPU_TYPE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 _COUNT = re.compile(r"\d+", re.ASCII)
 
 _CPU_EXPECTED: Final = "cores such as '2' or '0.5', or millicores such as '500m'"
@@ -65,6 +64,11 @@ _MEMORY_EXPECTED: Final = (
     "or none, such as '4Gi' or '512Mi'"
 )
 _GPU_EXPECTED: Final = "'type:count' such as 'nvidia-tesla-t4:1', or a count such as '2'"
+
+
+def _is_gpu_type(text: str) -> bool:
+    # The type becomes a nodeSelector label value on Kubernetes: a DNS label keeps it valid.
+    return is_dns_label(text)
 
 
 def invalid_value(statement: str, *, expected: str, got: str, fix: str = "") -> ValidationError:
@@ -112,7 +116,7 @@ def parse_cpu(text: str) -> int:
     >>> parse_cpu("2 cores")
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: cpu is not a Kubernetes quantity: expected cores such \
+    chalk.common.errors.ValidationError: cpu is not a Kubernetes quantity: expected cores such \
 as '2' or '0.5', or millicores such as '500m', got '2 cores'; did you mean '2'?
     """
     text = _require_text("cpu", text, "500m")
@@ -206,7 +210,7 @@ def parse_memory(text: str) -> int:
     >>> parse_memory("4GB")
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: memory has a unit Kubernetes does not read: expected \
+    chalk.common.errors.ValidationError: memory has a unit Kubernetes does not read: expected \
 bytes with a binary suffix (Ki, Mi, Gi, Ti, Pi, Ei), a decimal suffix (k, M, G, T, P, E) or \
 none, such as '4Gi' or '512Mi', got '4GB'; did you mean 4Gi or 4G?
     """
@@ -385,14 +389,14 @@ def parse_gpu(text: str) -> GpuRequest:
     >>> parse_gpu("nvidia-tesla-t4")
     Traceback (most recent call last):
     ...
-    chalk.catalog.errors.ValidationError: gpu has no count: expected 'type:count' such as \
+    chalk.common.errors.ValidationError: gpu has no count: expected 'type:count' such as \
 'nvidia-tesla-t4:1', or a count such as '2', got 'nvidia-tesla-t4'; did you mean \
 'nvidia-tesla-t4:1'?
     """
     text = _require_text("gpu", text, "nvidia-tesla-t4:1")
     gpu_type, separator, count_text = text.rpartition(":")
     if not separator:
-        if _GPU_TYPE.fullmatch(text.lower()) and not _COUNT.fullmatch(text):
+        if _is_gpu_type(text.lower()) and not _COUNT.fullmatch(text):
             error = invalid_value(
                 "gpu has no count",
                 expected=_GPU_EXPECTED,
@@ -432,10 +436,10 @@ def _gpu_count(count_text: str, text: str) -> int:
 
 
 def _check_gpu_type(gpu_type: object, *, got: str) -> None:
-    if isinstance(gpu_type, str) and _GPU_TYPE.fullmatch(gpu_type):
+    if isinstance(gpu_type, str) and _is_gpu_type(gpu_type):
         return
     fix = ""
-    if isinstance(gpu_type, str) and _GPU_TYPE.fullmatch(gpu_type.lower()):
+    if isinstance(gpu_type, str) and _is_gpu_type(gpu_type.lower()):
         fix = f"did you mean {gpu_type.lower()!r}?"
     error = invalid_value(
         "gpu type is not a valid accelerator name",

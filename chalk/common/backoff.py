@@ -1,6 +1,5 @@
-"""The one capped exponential back-off every retry in ``chalk`` waits by.
-
-Pure and dependency-free, so it can move to ``chalk/common`` for the engine's retries.
+"""The one capped exponential back-off every retry in ``chalk`` waits by: the local
+controller's restarts and retries, and the engine's rounds of model-call retries.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Final
 
-from chalk.catalog.errors import CatalogError
+from chalk.common.errors import ChalkError
 
 __all__ = [
     "ApplyGuard",
@@ -27,12 +27,12 @@ __all__ = [
     "refusing_writes",
 ]
 
-# chalk's own frames never count as the user's call site.
+# chalk's own frames (this file is chalk/common/apply_guard.py) never count as the user's call site.
 _PACKAGE_DIR: Final = Path(__file__).resolve().parent.parent
 _INSTALLED: Final = frozenset({"site-packages", "dist-packages"})
 
 
-class WriteDuringApplyError(CatalogError):
+class WriteDuringApplyError(ChalkError):
     """Model registration or deployment attempted while ``chalk apply`` imported the project."""
 
 
@@ -108,7 +108,7 @@ def refusing_writes(root: Path) -> Iterator[ApplyGuard]:
     ...     check_write("register model 'ner'")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    chalk.catalog.guard.WriteDuringApplyError: ...: register model 'ner' while `chalk apply` ...
+    chalk.common.apply_guard.WriteDuringApplyError: ...: register model 'ner' while `chalk apply`...
     >>> [v.action for v in guard.violations]
     ["register model 'ner'"]
     """

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 
 from chalk.catalog import Catalog, open_catalog
-from chalk.catalog.guard import WriteDuringApplyError, check_write, refusing_writes
+from chalk.common.apply_guard import WriteDuringApplyError, check_write, refusing_writes
 from tests.catalog.conftest import _forget_engine
 
 HERE = Path(__file__).resolve()

@@ -1,0 +1,239 @@
+"""The spec flags of ``chalk scaling-group create|update`` and ``chalk model deploy``: read and
+checked here, each error naming its flag, before the catalog is touched; and what ``--dry-run``
+prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import yaml
+
+from chalk.catalog import ValidationError
+from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.catalog.specs import GroupSpec, parse_entrypoint, parse_env, parse_tags
+from chalk.cli.output import add_output_flag, emit, emit_as_given
+from chalk.common.config import Project
+from chalk.deploy.groups import dry_run_manifests
+
+__all__ = ["SpecFlags", "add_spec_flags", "emit_dry_run", "naming_flag", "read_spec_flags"]
+
+_MAX_PORT: Final = 65535
+# The flag that sets each AutoScalingSpec field, to put the library's messages in flag terms.
+_SCALING_FLAGS: Final = {
+    "min_replicas": "--min-replicas",
+    "max_replicas": "--max-replicas",
+    "target_cpu_utilization_percentage": "--target-cpu",
+}
+_BOUNDS: Final = ("min_replicas", "max_replicas")
+_RESOURCE_FIELDS: Final = ("cpu", "memory", "gpu")
+
+_T = TypeVar("_T")
+
+
+def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
+    """The flags of a group's spec, ``--dry-run`` and ``-o``; ``on_update``: absent ones keep."""
+    keep = " (default: keep the current value)" if on_update else ""
+    one = " (default: keep the current value; 1 for a new group)" if on_update else " (default 1)"
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help=f"run exactly N replicas: sets both --min-replicas and --max-replicas{keep}",
+    )
+    parser.add_argument(
+        "--min-replicas",
+        type=int,
+        metavar="N",
+        help=f"the fewest replicas, at least 1{one}",
+    )
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        metavar="N",
+        help=f"the most replicas; autoscales when above --min-replicas{one}",
+    )
+    parser.add_argument(
+        "--target-cpu",
+        type=int,
+        metavar="PERCENT",
+        help="CPU use, in percent of the requested CPU, to keep replicas at (1 to 100; "
+        f"default 80 when the group autoscales){keep}",
+    )
+    parser.add_argument(
+        "--cpu", help=f"CPU per replica such as 2 or 500m (default request 100m, limit 1){keep}"
+    )
+    parser.add_argument(
+        "--memory",
+        help=f"memory per replica such as 4Gi or 512Mi (default request 256Mi, limit 1Gi){keep}",
+    )
+    parser.add_argument(
+        "--gpu", help=f"GPUs per replica: type:count such as nvidia-tesla-t4:1, or count{keep}"
+    )
+    parser.add_argument(
+        "--tags",
+        metavar="K=V,...",
+        help='tags such as --tags="team=nlp,tier=gold"'
+        + ("; replaces the whole set (--tags= removes every tag)" if on_update else ""),
+    )
+    parser.add_argument(
+        "--entrypoint",
+        metavar="ARG,...",
+        help="the command to run instead of the image's, comma-separated and never run "
+        'through a shell, e.g. --entrypoint="python,-m,server"'
+        + ("; replaces the current one" if on_update else ""),
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable of every replica (repeatable)"
+        + ("; merged into the current ones, a KEY given replaces its value" if on_update else ""),
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print what would be stored: the spec, or with backend "
+        "kubernetes the objects to apply (as YAML, or as JSON with -o json); store nothing "
+        "and start nothing",
+    )
+    add_output_flag(parser)
+
+
+@dataclass(frozen=True, slots=True)
+class SpecFlags:
+    """The spec flags given on the command line, each checked on its own; None when not given.
+
+    ``scaling`` and ``resources`` hold only the fields given, to merge into a current spec;
+    ``scaling_flags`` names the flag that set each scaling field, for messages.
+    """
+
+    image: str | None
+    port: int | None
+    scaling: dict[str, int]
+    scaling_flags: dict[str, str]
+    resources: dict[str, str]
+    env: dict[str, str]
+    entrypoint: tuple[str, ...] | None
+    tags: dict[str, str] | None
+
+    def changes(self, current: GroupSpec) -> dict[str, Any]:
+        """GroupSpec fields to replace; scaling, resources and env merged into ``current``'s."""
+        scaling = None
+        if self.scaling:
+            merged = {**current.scaling.to_dict(), **self.scaling}
+            scaling = _scaling_spec(merged, self.scaling_flags)
+        resources = None
+        if self.resources:
+            resources = ScalingGroupResourceRequest.from_dict(
+                {**current.resources.to_dict(), **self.resources}
+            )
+        return {
+            "image": self.image,
+            "port": self.port,
+            "scaling": scaling,
+            "resources": resources,
+            "env": {**current.env, **self.env} if self.env else None,
+            "entrypoint": self.entrypoint,
+            "tags": self.tags,
+        }
+
+
+def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
+    """The spec flags given, each checked on its own (a ValidationError names its flag)."""
+    if args.port is not None and not 1 <= args.port <= _MAX_PORT:
+        raise ValidationError(f"--port is out of range: expected 1..{_MAX_PORT}, got {args.port}")
+    scaling, scaling_flags = _scaling_flags(args)
+    resources: dict[str, str] = {}
+    for field in _RESOURCE_FIELDS:
+        value = getattr(args, field)
+        if value is not None:
+            naming_flag(f"--{field}", field, ScalingGroupResourceRequest.from_dict, {field: value})
+            resources[field] = value
+    entrypoint = None
+    if args.entrypoint is not None:
+        entrypoint = naming_flag("--entrypoint", "entrypoint", parse_entrypoint, args.entrypoint)
+    tags = None
+    if args.tags is not None:
+        tags = naming_flag("--tags", "tags", parse_tags, args.tags)
+    return SpecFlags(
+        image=args.image,
+        port=args.port,
+        scaling=scaling,
+        scaling_flags=scaling_flags,
+        resources=resources,
+        env=naming_flag("--env", "env", parse_env, args.env),
+        entrypoint=entrypoint,
+        tags=tags,
+    )
+
+
+def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, str]]:
+    """The AutoScalingSpec fields given and the flag of each, checked without the current spec."""
+    flags = dict(_SCALING_FLAGS)
+    given = {
+        "min_replicas": args.min_replicas,
+        "max_replicas": args.max_replicas,
+        "target_cpu_utilization_percentage": args.target_cpu,
+    }
+    if args.replicas is not None:
+        for field in _BOUNDS:
+            if given[field] is not None and given[field] != args.replicas:
+                flag = _SCALING_FLAGS[field]
+                raise ValidationError(
+                    f"--replicas {args.replicas} sets both --min-replicas and --max-replicas: "
+                    f"expected {flag} {args.replicas} or no {flag}, got {flag} {given[field]}; "
+                    f"give --min-replicas and --max-replicas instead to autoscale"
+                )
+            given[field] = args.replicas
+            flags[field] = "--replicas"
+    scaling = {field: value for field, value in given.items() if value is not None}
+    for field, value in scaling.items():
+        # A replica count alone stands for both bounds, so only its own range is checked.
+        alone = dict.fromkeys(_BOUNDS, value) if field in _BOUNDS else {field: value}
+        _scaling_spec(alone, dict.fromkeys(_SCALING_FLAGS, flags[field]))
+    if set(_BOUNDS) <= scaling.keys():
+        _scaling_spec({field: scaling[field] for field in _BOUNDS}, flags)
+    return scaling, flags
+
+
+def naming_flag(flag: str, field: str, build: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    """``build(...)``, its ValidationError reworded to name ``flag`` (the field's flag)."""
+    try:
+        return build(*args, **kwargs)
+    except ValidationError as error:
+        message = str(error)
+        if message.startswith(flag):
+            raise
+        if message.startswith(f"{field} "):
+            raise ValidationError(f"{flag}{message[len(field) :]}") from None
+        raise ValidationError(f"{flag}: {message}") from None
+
+
+def _scaling_spec(values: Mapping[str, object], flags: Mapping[str, str]) -> AutoScalingSpec:
+    """``AutoScalingSpec.from_dict(values)``, its errors naming flags instead of fields."""
+    try:
+        return AutoScalingSpec.from_dict(values)
+    except ValidationError as error:
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, flags)) + r")\b")
+        raise ValidationError(pattern.sub(lambda m: flags[m[1]], str(error))) from None
+
+
+def emit_dry_run(
+    project: Project, name: str, spec: GroupSpec, document: dict[str, Any], fmt: str
+) -> None:
+    """The stored spec (local), or the objects Kubernetes would get: YAML documents, or a
+    ``List`` with ``-o json``."""
+    manifests = dry_run_manifests(project, name, spec)
+    if manifests is None:
+        emit(document, "json" if fmt == "json" else "yaml")
+    elif fmt == "json":
+        emit_as_given({"apiVersion": "v1", "kind": "List", "items": manifests}, "json")
+    else:
+        sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
