@@ -191,7 +191,8 @@ class GrpcioServerCore:
             for data in _until_cancelled(requests):
                 yield from self._answers_to(call, responder, data)
                 yield from call.sent_meanwhile()
-            if responder.end_of_input():
+            if call.over or responder.end_of_input():
+                # Over: the client left before half-closing, so its input has no end to handle.
                 return
             yield from call.sent_later()
         except Abort as abort:
