@@ -2,9 +2,9 @@
 
 Nodes are frozen, slotted, hashable values with structural equality; a node's ``repr`` is
 exactly the text ``chalk/engine/grammar.lark`` parses back into it. ``_`` and the F functions
-return ``Deferred`` wrappers, whose operators build new nodes (so ``_.a == 1`` is an
-expression, not a comparison); ``node_of`` unwraps them. The feature DSL and the engine both
-work on nodes.
+return ``Deferred`` wrappers, whose operators (``chalk.features.operators``) build new nodes
+(so ``_.a == 1`` is an expression, not a comparison); ``node_of`` unwraps them. The feature
+DSL and the engine both work on nodes.
 """
 
 from __future__ import annotations
@@ -13,9 +13,19 @@ import json
 import keyword
 import math
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeAlias, cast
+
+from chalk.features.operators import Operators, Scalar
+
+if TYPE_CHECKING:
+    # To a type checker an expression is assignable to any annotation, so that
+    # ``n: int = _.id + 1`` type-checks in a user's feature class (as ``unittest.mock.Mock``
+    # is typed); its own methods keep their signatures. At run time it is a plain class.
+    _FeatureValue = Any
+else:
+    _FeatureValue = object
 
 from chalk.common.errors import ChalkError
 from chalk.common.names import group_of_call_name
@@ -31,6 +41,7 @@ __all__ = [
     "ExpressionError",
     "FeatureRef",
     "Literal",
+    "Operand",
     "UnaryOp",
     "call",
     "check_catalog_call_name",
@@ -39,7 +50,7 @@ __all__ = [
     "underscore",
 ]
 
-# Binary operators by their text; the Deferred dunder that builds each is in _DUNDERS below.
+# Binary operators by their text; chalk.features.operators has the dunder that builds each.
 BINARY_OPERATORS: Final = frozenset(
     {"+", "-", "*", "/", "//", "%", "**", "==", "!=", "<", "<=", ">", ">=", "&", "|"}
 )
@@ -100,7 +111,7 @@ class FeatureRef(Expr):
 class Literal(Expr):
     """A constant: None, a bool, an int, a finite float or a str."""
 
-    value: bool | int | float | str | None
+    value: Scalar
 
     def __post_init__(self) -> None:
         if self.value is not None and type(self.value) not in (bool, int, float, str):
@@ -245,7 +256,7 @@ def features_used(node: Expr) -> frozenset[str]:
     return found
 
 
-def node_of(value: Any) -> Expr:
+def node_of(value: object) -> Expr:
     """Any operand as a node: a Deferred's node, a node itself, or a Literal.
 
     Examples
@@ -262,29 +273,40 @@ def node_of(value: Any) -> Expr:
             f"{type(value).__name__} values cannot be used in an expression: expected a "
             f"feature (_.name), an F function, or None, a bool, an int, a float or a str"
         )
-    return Literal(value)
+    # Literal checks the rest (a datetime, an object) and says what it expected.
+    return Literal(cast(Scalar, value))
 
 
-def call(function: str, *args: Any) -> Deferred:
+def call(function: str, *args: object) -> Deferred:
     """``Deferred(Call(function, args))`` with every argument coerced to a node."""
     return Deferred(Call(function, tuple(node_of(arg) for arg in args)))
 
 
-class Deferred:
+class Deferred(Operators, _FeatureValue):  # type: ignore[misc]  # see _FeatureValue
     """What ``_`` and the F functions return: an expression under construction.
 
-    Operators build bigger expressions (``_.a + 1``, ``_.a == 1``); ``bool()`` and iteration
-    raise, naming the operator to use instead.
-    """
+    Operators (``chalk.features.operators``) build bigger expressions (``_.a + 1``,
+    ``_.a == 1``); ``bool()`` and iteration raise, naming the operator to use instead.
+
+    Examples
+    --------
+    >>> from chalk.features import _
+    >>> (_.a > 1) & ~_.b
+    ((_.a > 1) & (~_.b))
+    >>> bool(_.a > 1)
+    Traceback (most recent call last):
+    ...
+    TypeError: the truth value of the expression (_.a > 1) is unknown until it runs: use & for 'and', | for 'or', ~ for 'not', and F.if_then_else(cond, a, b) for 'x if c else y'
+    """  # noqa: E501
 
     __slots__ = ("_node",)
-    __hash__: ClassVar[None] = None  # type: ignore[assignment]
 
     def __init__(self, node: Expr | None) -> None:
         self._node = node
 
     @property
     def node(self) -> Expr:
+        """The expression node this stands for."""
         if self._node is None:
             raise ExpressionError("_ alone is not an expression: expected _.<feature>")
         return self._node
@@ -310,44 +332,22 @@ class Deferred:
     def __iter__(self) -> Iterator[Any]:
         raise TypeError(f"the expression {self!r} is not a sequence and cannot be iterated")
 
-    def __neg__(self) -> Deferred:
-        node = self.node
-        if isinstance(node, Literal) and type(node.value) in (int, float):
-            return Deferred(Literal(-node.value))  # type: ignore[operator]
-        return Deferred(UnaryOp("-", node))
-
-    def __invert__(self) -> Deferred:
-        return Deferred(UnaryOp("~", self.node))
-
-    def __abs__(self) -> Deferred:
-        return call("abs", self)
-
-
-def _binary(op: str, *, reflected: bool = False) -> Callable[[Deferred, Any], Deferred]:
-    def build(self: Deferred, other: Any) -> Deferred:
+    def _binary(self, op: str, other: object, *, reflected: bool = False) -> Deferred:
         left, right = self.node, node_of(other)
         if reflected:
             left, right = right, left
         return Deferred(BinaryOp(op, left, right))
 
-    return build
+    def _unary(self, op: str) -> Deferred:
+        if op == "abs":
+            return call("abs", self)
+        node = self.node
+        if op == "-" and isinstance(node, Literal) and type(node.value) in (int, float):
+            return Deferred(Literal(-node.value))  # type: ignore[operator]
+        return Deferred(UnaryOp(op, node))
 
-
-_DUNDERS: Final = {
-    "+": "add",
-    "-": "sub",
-    "*": "mul",
-    "/": "truediv",
-    "//": "floordiv",
-    "%": "mod",
-    "**": "pow",
-    "&": "and",
-    "|": "or",
-}
-for _op, _name in _DUNDERS.items():
-    setattr(Deferred, f"__{_name}__", _binary(_op))
-    setattr(Deferred, f"__r{_name}__", _binary(_op, reflected=True))
-for _op, _name in {"==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}.items():
-    setattr(Deferred, f"__{_name}__", _binary(_op))
 
 underscore: Final = Deferred(None)
+
+Operand: TypeAlias = Deferred | Scalar
+"""What an F function takes as an argument: an expression or a constant."""

@@ -1,7 +1,9 @@
 """The F functions (``from chalk import functions as F``): each builds one call node.
 
 Feature classes call them in their bodies; ``chalk.functions`` re-exports them under the
-product's names and argument order.
+product's names and argument order. Each returns a ``Deferred``, which a type checker lets
+stand for any feature's annotated type (``s: str = F.upper(_.name)``), while wrong arguments
+(bytes, a missing argument, a non-int ``digits``) are still type errors.
 """
 
 from __future__ import annotations
@@ -10,7 +12,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from chalk.features.expr import Deferred, ExpressionError, call, check_catalog_call_name
+from chalk.features.expr import (
+    Deferred,
+    ExpressionError,
+    Operand,
+    call,
+    check_catalog_call_name,
+)
 from chalk.features.types import arrow_type_of, type_from_text, type_to_text
 
 __all__ = [
@@ -30,7 +38,7 @@ __all__ = [
 ]
 
 
-def catalog_call(name: str, *args: Any) -> Deferred:
+def catalog_call(name: str, *args: Operand) -> Deferred:
     """Call the model served by the scaling group ``name`` (``model.<group>``) on ``args``.
 
     Argument i goes to field i of the model's input schema; the result is typed by its
@@ -57,7 +65,7 @@ def catalog_call(name: str, *args: Any) -> Deferred:
     return call("catalog_call", check_catalog_call_name(name), *args)
 
 
-def json_value(expr: Any, path: str) -> Deferred:
+def json_value(expr: Operand, path: str) -> Deferred:
     """The value at a JSONPath inside a JSON string, or None where there is none.
 
     Parameters
@@ -82,7 +90,7 @@ def json_value(expr: Any, path: str) -> Deferred:
     return call("json_value", expr, path)
 
 
-def lower(expr: Any) -> Deferred:
+def lower(expr: Operand) -> Deferred:
     """A string in lower case.
 
     Examples
@@ -95,7 +103,7 @@ def lower(expr: Any) -> Deferred:
     return call("lower", expr)
 
 
-def upper(expr: Any) -> Deferred:
+def upper(expr: Operand) -> Deferred:
     """A string in upper case.
 
     Examples
@@ -108,7 +116,7 @@ def upper(expr: Any) -> Deferred:
     return call("upper", expr)
 
 
-def length(expr: Any) -> Deferred:
+def length(expr: Operand) -> Deferred:
     """The number of characters of a string (of items, for a list).
 
     Examples
@@ -121,7 +129,7 @@ def length(expr: Any) -> Deferred:
     return call("length", expr)
 
 
-def trim(expr: Any) -> Deferred:
+def trim(expr: Operand) -> Deferred:
     """A string without its leading and trailing whitespace.
 
     Examples
@@ -134,7 +142,7 @@ def trim(expr: Any) -> Deferred:
     return call("trim", expr)
 
 
-def concat(*exprs: Any) -> Deferred:
+def concat(*exprs: Operand) -> Deferred:
     """The strings (or lists) one after another.
 
     Examples
@@ -147,7 +155,7 @@ def concat(*exprs: Any) -> Deferred:
     return call("concat", *exprs)
 
 
-def coalesce(*exprs: Any) -> Deferred:
+def coalesce(*exprs: Operand) -> Deferred:
     """The first argument that is not None, row by row.
 
     Examples
@@ -160,7 +168,7 @@ def coalesce(*exprs: Any) -> Deferred:
     return call("coalesce", *exprs)
 
 
-def if_then_else(condition: Any, if_true: Any, if_false: Any) -> Deferred:
+def if_then_else(condition: Operand, if_true: Operand, if_false: Operand) -> Deferred:
     """``if_true`` where ``condition`` holds, else ``if_false``: the expression's ``x if c else y``.
 
     Examples
@@ -173,7 +181,7 @@ def if_then_else(condition: Any, if_true: Any, if_false: Any) -> Deferred:
     return call("if_then_else", condition, if_true, if_false)
 
 
-def is_null(expr: Any) -> Deferred:
+def is_null(expr: Operand) -> Deferred:
     """Whether a value is None (missing).
 
     Examples
@@ -186,7 +194,7 @@ def is_null(expr: Any) -> Deferred:
     return call("is_null", expr)
 
 
-def abs(expr: Any) -> Deferred:
+def abs(expr: Operand) -> Deferred:
     """The absolute value of a number.
 
     Examples
@@ -199,7 +207,7 @@ def abs(expr: Any) -> Deferred:
     return call("abs", expr)
 
 
-def round(expr: Any, digits: int = 0) -> Deferred:
+def round(expr: Operand, digits: int = 0) -> Deferred:
     """A number rounded to ``digits`` decimal places.
 
     Examples
@@ -218,7 +226,7 @@ def round(expr: Any, digits: int = 0) -> Deferred:
     return call("round", expr, digits)
 
 
-def cast(expr: Any, dtype: pa.DataType | type | str | Any) -> Deferred:
+def cast(expr: Operand, dtype: pa.DataType | type | str | Any) -> Deferred:
     """A value converted to another Arrow type.
 
     Parameters

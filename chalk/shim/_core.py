@@ -1,5 +1,12 @@
 """The runtime's gRPC server core: grpcio's Cython layer, polled by the threads that run handlers.
 
+One module of about 570 lines on purpose: ``Stream``, ``_Pollers``, ``_HandlerSlots`` and
+``ServerCore`` share one threading discipline (an event's tag runs on the thread that polled
+it; a stream's fields change only under its lock; the core's lock guards every operation
+started against the queue's shutdown) and none is used without the others, so each part reads
+only beside the rules the others keep. What is core-independent (``Method``, ``Responder``,
+``Abort``) is in ``chalk.shim._methods``, shared with ``chalk.shim._grpcio_core``.
+
 ``chalk.shim.server`` builds one ``ServerCore`` with its methods (``CallFunction``, health,
 reflection). grpcio's synchronous server hands each event of a call from the thread polling
 its completion queue to the call's pool thread and back, about four crossings each way for a
@@ -10,8 +17,43 @@ One thread more than there are handler slots keeps polling while every slot is b
 health checks and network reads go on.
 
 This drives ``grpc._cython.cygrpc``, the layer grpcio's own servers are written on. It is not
-grpcio's public API, so pyproject.toml bounds grpcio and the runtime's tests cover every
-behaviour used here.
+grpcio's public API, so pyproject.toml bounds grpcio, the runtime's tests cover every
+behaviour used here, and ``--server-core grpcio`` serves the same methods on the public API.
+
+A ``Stream`` (one call) goes through these states; its fields say which it is in:
+
+=================  =========================================  ===================================
+state              what holds                                 left for
+=================  =========================================  ===================================
+Reading            a receive is pending (``_receiving``),     Answering (a message came),
+                   nothing is left to answer                  Ending (the client half-closed),
+                                                              Finishing (a receive failed:
+                                                              CANCELLED)
+Waiting for a      an ``in_handler_slot`` call queued in      Answering (a slot freed), Over
+slot               ``_HandlerSlots``; cancellation watched    (the client gave up)
+Answering          ``_processing``: one thread runs           Reading or Ending (inbox empty),
+                   ``responder.message`` over ``_inbox``,     Paused, Finishing (``Abort`` or
+                   reading one message ahead                  a failure)
+Paused             answers wait behind a send in flight       Answering (``_on_sent`` emptied
+                   (``_outbox``, ``_sending``): no more is    the outbox)
+                   answered, so flow control holds the client
+Ending             ``_input_ended`` and nothing to answer:    Finishing (True: OK), Streaming
+                   ``end_of_input`` runs once                 out (False)
+                   (``_end_handled``)
+Streaming out      open after ``end_of_input`` said False;    Finishing or Over (the client
+                   answers come through ``send``              leaves, the server stops)
+                   (``long_lived``: Health/Watch)
+Finishing          ``_status`` decided; queued answers leave  Over (the status batch with
+                   first, then the status (``_status_        ReceiveCloseOnServer completed)
+                   started``)
+Over               ``_close_seen``: gRPC is done with the     Released, once no thread answers
+                   call                                       it
+Released           ``_released``: ``_call`` dropped,          (final)
+                   ``responder.closed()`` ran once
+=================  =========================================  ===================================
+
+A failed send or receive (the client cancelled, the deadline passed, the server stops) sets
+the status to CANCELLED: Finishing, whose batch fails at once, then Over.
 """
 
 from __future__ import annotations
@@ -20,14 +62,15 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Final
 
 import grpc
 from grpc._cython import cygrpc
 
-__all__ = ["Abort", "Method", "Responder", "ServerCore", "Stream"]
+from chalk.shim._methods import Abort, Method, Responder, check_handler_slots, failure_details
+
+__all__ = ["ServerCore", "Stream"]
 
 logger = logging.getLogger("chalk.shim.server")
 
@@ -40,51 +83,7 @@ _POLLERS: Final = 2
 
 def _failure_status(method: str) -> tuple[int, bytes]:
     # UNKNOWN, as grpcio's own servers answer an exception of the server's.
-    details = f"the server failed answering {method}; see its log"
-    return (grpc.StatusCode.UNKNOWN.value[0], details.encode())
-
-
-class Abort(Exception):
-    """Raised by a responder: ends the call with ``code`` and ``details`` (after any answers
-    already given)."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.status = (code.value[0], details.encode("utf-8", "replace"))
-
-
-class Responder(Protocol):
-    """What one call of a method does with the messages it receives.
-
-    ``message`` runs for one message at a time, in the order they arrived, and returns the
-    serialised answers (it may raise ``Abort``). ``end_of_input`` runs once the client has
-    half-closed and every message was answered: True ends the call with OK, False keeps it
-    open (a server-streaming method answering later through ``Stream.send``); it runs under
-    the stream's lock, so it must not call back into the stream. ``closed`` runs once when the
-    call is over, whether it ended with a status or was cancelled by the client.
-    """
-
-    def message(self, data: bytes) -> Iterable[bytes]: ...
-
-    def end_of_input(self) -> bool: ...
-
-    def closed(self) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Method:
-    """A method the core serves: ``open`` starts a call (it may raise ``Abort``).
-
-    ``in_handler_slot``: the messages run in one of the ``handler_slots`` (user code, possibly
-    slow); otherwise at once, on whichever polling thread received them (short work only).
-    ``long_lived``: the call may stay open with nothing to send or receive (a server stream
-    waiting for news), so its cancellation is watched from the start; other calls learn that
-    they ended from their status batch, one completion less per call.
-    """
-
-    open: Callable[[Stream], Responder]
-    in_handler_slot: bool = False
-    long_lived: bool = False
+    return (grpc.StatusCode.UNKNOWN.value[0], failure_details(method).encode())
 
 
 class Stream:
@@ -493,8 +492,7 @@ class ServerCore:
         handler_slots: int,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        if handler_slots < 1:
-            raise ValueError(f"handler_slots must be at least 1, got {handler_slots}")
+        check_handler_slots(handler_slots)
         self._methods = {path.encode(): method for path, method in methods.items()}
         self._thread_count = handler_slots + 1
         self._pollers = _Pollers(min(_POLLERS, self._thread_count))

@@ -15,7 +15,7 @@ from google.protobuf import descriptor_pool, message
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from chalk.shim._core import Abort, Method, Responder, Stream
+from chalk.shim._methods import Abort, CallStream, Method, Responder
 
 __all__ = ["Health", "reflection_methods"]
 
@@ -26,7 +26,7 @@ _REFLECTION: str = f"/{reflection.SERVICE_NAME}"
 class _Context:
     """The part of grpc.ServicerContext that the two servicers use."""
 
-    def __init__(self, stream: Stream) -> None:
+    def __init__(self, stream: CallStream) -> None:
         self._stream = stream
         self._code = grpc.StatusCode.OK
         self._details = ""
@@ -90,7 +90,7 @@ def _no_request(method: str) -> Abort:
 class _Check:
     """``Health/Check``: one request, one answer (or NOT_FOUND for an unknown service)."""
 
-    def __init__(self, servicer: health.HealthServicer, stream: Stream) -> None:
+    def __init__(self, servicer: health.HealthServicer, stream: CallStream) -> None:
         self._servicer = servicer
         self._context = _Context(stream)
         self._answered = False
@@ -118,7 +118,7 @@ class _Check:
 class _Watch:
     """``Health/Watch``: the status now, then each change, until the client leaves."""
 
-    def __init__(self, servicer: health.HealthServicer, stream: Stream) -> None:
+    def __init__(self, servicer: health.HealthServicer, stream: CallStream) -> None:
         self._servicer = servicer
         self._stream = stream
         self._context = _Context(stream)
@@ -171,7 +171,7 @@ class Health:
 class _Reflect:
     """``ServerReflectionInfo``: each request answered on its own, as the servicer does."""
 
-    def __init__(self, servicer: reflection.ReflectionServicer, stream: Stream) -> None:
+    def __init__(self, servicer: reflection.ReflectionServicer, stream: CallStream) -> None:
         self._servicer = servicer
         self._context = _Context(stream)
 
@@ -193,7 +193,7 @@ def reflection_methods(
     """Server reflection (v1alpha) listing ``service_names``, described from ``pool``."""
     servicer = reflection.ReflectionServicer(service_names, pool=pool)
 
-    def open_reflect(stream: Stream) -> Responder:
+    def open_reflect(stream: CallStream) -> Responder:
         return _Reflect(servicer, stream)
 
     return {f"{_REFLECTION}/ServerReflectionInfo": Method(open_reflect)}

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequenc
 from typing import Final
 
 from chalk.shim.arrow_io import InputArgsError, parse_input_args
-from chalk.shim.config import ServerConfig
+from chalk.shim.config import SERVER_CORES, ServerConfig
 from chalk.shim.logs import configure_logging
 
 __all__ = ["GRPC_EXPERIMENTS", "build_parser", "config_from_args", "main"]
@@ -68,6 +68,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         default=_env_int(env, "CHALK_REMOTE_CALL_METRICS_PORT", None),
         help="serve Prometheus metrics on this port (env CHALK_REMOTE_CALL_METRICS_PORT)",
     )
+    parser.add_argument(
+        "--server-core",
+        choices=SERVER_CORES,
+        default=env.get("CHALK_REMOTE_CALL_SERVER_CORE") or SERVER_CORES[0],
+        help="gRPC server core: cython (grpcio's Cython layer, the faster) or grpcio (its "
+        "public API) (default cython, env CHALK_REMOTE_CALL_SERVER_CORE)",
+    )
     return parser
 
 
@@ -77,6 +84,12 @@ def config_from_args(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfi
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    if args.server_core not in SERVER_CORES:
+        # argparse checks choices of flags given, not of defaults from the environment.
+        parser.error(
+            f"CHALK_REMOTE_CALL_SERVER_CORE must be one of {', '.join(SERVER_CORES)}, "
+            f"got {args.server_core!r}"
+        )
     try:
         input_args = parse_input_args(env.get("CHALK_INPUT_ARGS"))
     except InputArgsError as error:
@@ -92,6 +105,7 @@ def config_from_args(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfi
         metrics_port=args.metrics_port,
         input_args=input_args,
         log_level=args.log_level,
+        server_core=args.server_core,
     )
 
 

@@ -15,8 +15,8 @@ import grpc
 import pyarrow as pa
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from chalk.shim import _wire
 from chalk.shim._codec import decode_response, encode_request
+from chalk.shim._wire import CALL_FUNCTION_METHOD, channel_options
 from chalk.shim.arrow_io import ResultShapeError, decode_result, stream_pieces, to_record_batch
 from chalk.shim.errors import (
     RemoteCallError,
@@ -174,14 +174,14 @@ class RemoteCallClient:
             # CPU of a streaming one (0.35 against 0.65 ms a call, bench/README.md).
             # Requests arrive serialised (encode_request); responses are read as views.
             method = channel.unary_unary(
-                _wire.CALL_FUNCTION_METHOD, response_deserializer=decode_response
+                CALL_FUNCTION_METHOD, response_deserializer=decode_response
             )
             self._methods[key] = method
         return method
 
 
 def _open_channel(target: str, tls: bool) -> grpc.aio.Channel:
-    options: list[tuple[str, Any]] = list(_wire.channel_options())
+    options: list[tuple[str, Any]] = list(channel_options())
     if target.startswith("dns:"):
         # A headless Service resolves to every pod; spread calls over all of them.
         options.append(("grpc.lb_policy_name", "round_robin"))

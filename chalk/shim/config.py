@@ -7,8 +7,14 @@ server (see ``chalk.shim.cli`` for why gRPC must load after that).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-__all__ = ["ServerConfig"]
+__all__ = ["SERVER_CORES", "ServerConfig"]
+
+# The gRPC server cores the runtime can run on: "cython" (chalk.shim._core, the default:
+# grpcio's Cython layer, the faster) and "grpcio" (chalk.shim._grpcio_core, grpcio's public API,
+# for a grpcio release whose internals the first no longer fits).
+SERVER_CORES: Final = ("cython", "grpcio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +31,4 @@ class ServerConfig:
     metrics_port: int | None = None
     input_args: tuple[str, ...] | None = None
     log_level: str = "INFO"
+    server_core: str = "cython"

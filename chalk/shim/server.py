@@ -3,12 +3,13 @@
 ``chalk-remote-call`` (``chalk.shim.cli``) builds a ``ServerConfig`` and calls ``serve``; tests
 and embedders may call ``run_server`` on their own event loop.
 
-The gRPC server is ``chalk.shim._core``: the ``workers`` threads that run handlers are the ones
-polling gRPC's completion queue, so the thread that receives a call's message runs the handler
-and sends the answer, crossing no thread on the way (grpcio's own servers cost 1.3 to 1.8 times
-the reference runtime's whole one-row call; bench/README.md). The event loop that
-``run_server`` runs on only drives the lifecycle (startup, drain, shutdown) and awaits
-``async def`` handlers.
+The gRPC server is by default ``chalk.shim._core``: the ``workers`` threads that run handlers
+are the ones polling gRPC's completion queue, so the thread that receives a call's message runs
+the handler and sends the answer, crossing no thread on the way (grpcio's own servers cost 1.3
+to 1.8 times the reference runtime's whole one-row call; bench/README.md). ``--server-core
+grpcio`` serves the same methods on grpcio's public API instead (``chalk.shim._grpcio_core``).
+The event loop that ``run_server`` runs on only drives the lifecycle (startup, drain,
+shutdown) and awaits ``async def`` handlers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final
@@ -33,10 +34,12 @@ import pyarrow as pa
 from grpc_health.v1 import health, health_pb2
 from grpc_reflection.v1alpha import reflection
 
-from chalk.shim import _wire
 from chalk.shim._codec import DecodeError, Request, decode_request, encode_response
-from chalk.shim._core import Abort, Method, Responder, ServerCore, Stream
+from chalk.shim._core import ServerCore
+from chalk.shim._grpcio_core import GrpcioServerCore
+from chalk.shim._methods import Abort, CallStream, Core, Method, Responder
 from chalk.shim._services import Health, reflection_methods
+from chalk.shim._wire import SERVICE_NAME, channel_options, pool
 from chalk.shim.arrow_io import (
     InputArgsError,
     iter_batches,
@@ -44,7 +47,7 @@ from chalk.shim.arrow_io import (
     result_batch,
     stream_pieces,
 )
-from chalk.shim.config import ServerConfig
+from chalk.shim.config import SERVER_CORES, ServerConfig
 from chalk.shim.errors import error_payload
 from chalk.shim.loader import Hooks, load_hooks
 from chalk.shim.metrics import ServerMetrics
@@ -55,8 +58,8 @@ logger = logging.getLogger("chalk.shim.server")
 
 _SERVING: Final = health_pb2.HealthCheckResponse.SERVING
 _NOT_SERVING: Final = health_pb2.HealthCheckResponse.NOT_SERVING
-_HEALTH_NAMES: Final = ("", _wire.SERVICE_NAME)
-_CALL_FUNCTION: Final = f"/{_wire.SERVICE_NAME}/CallFunction"
+_HEALTH_NAMES: Final = ("", SERVICE_NAME)
+_CALL_FUNCTION: Final = f"/{SERVICE_NAME}/CallFunction"
 # Leading traceback frames that belong to the dispatch, not to the handler: ours, and those of
 # the futures an ``async def`` handler's result travels back through.
 _DISPATCH_MODULES: Final = frozenset(
@@ -121,7 +124,7 @@ class RemoteCallServicer:
         """``CallFunction`` for the server core."""
         return Method(self._open, in_handler_slot=True)
 
-    def _open(self, stream: Stream) -> Responder:
+    def _open(self, stream: CallStream) -> Responder:
         if not self._enter():
             # Refusing runs no user code, so it does not wait for a handler slot.
             stream.in_handler_slot = False
@@ -183,7 +186,7 @@ class RemoteCallServicer:
 class _Call:
     """One ``CallFunction`` call: its messages, answered in order."""
 
-    def __init__(self, servicer: RemoteCallServicer, stream: Stream) -> None:
+    def __init__(self, servicer: RemoteCallServicer, stream: CallStream) -> None:
         self._servicer = servicer
         self._stream = stream
         self._context: dict[str, Any] | None = None
@@ -234,7 +237,7 @@ def _below_us(error: BaseException) -> TracebackType | None:
     return tb
 
 
-def _handler_context(name: str, stream: Stream) -> dict[str, Any]:
+def _handler_context(name: str, stream: CallStream) -> dict[str, Any]:
     return {
         "function_name": name,
         "peer": _peer_address(stream.peer()),
@@ -265,7 +268,7 @@ def _peer_address(peer: str) -> str:
 class _Runtime:
     """The gRPC server core and its services, built and torn down together."""
 
-    core: ServerCore
+    core: Core
     servicer: RemoteCallServicer
     health: Health
 
@@ -286,14 +289,22 @@ def _build_runtime(config: ServerConfig, hooks: Hooks, metrics: ServerMetrics) -
     methods = {
         _CALL_FUNCTION: servicer.method(),
         **health_service.methods(),
-        **reflection_methods(
-            (_wire.SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), _wire.pool
-        ),
+        **reflection_methods((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), pool),
     }
-    core = ServerCore(methods, handler_slots=config.workers, options=_wire.channel_options())
+    core = _new_core(config.server_core, methods, handler_slots=config.workers)
     runtime = _Runtime(core, servicer, health_service)
     runtime.set_health(_NOT_SERVING)
     return runtime
+
+
+def _new_core(name: str, methods: Mapping[str, Method], *, handler_slots: int) -> Core:
+    """The server core ``name`` (``ServerConfig.server_core``) serving ``methods``."""
+    options = channel_options()
+    if name == "grpcio":
+        return GrpcioServerCore(methods, handler_slots=handler_slots, options=options)
+    if name == "cython":
+        return ServerCore(methods, handler_slots=handler_slots, options=options)
+    raise ValueError(f"unknown server core {name!r}: expected one of {', '.join(SERVER_CORES)}")
 
 
 async def run_server(

@@ -15,17 +15,29 @@ from tests.support.runtime_process import RuntimeProcess, start_runtime
 
 StartRuntime = Callable[..., RuntimeProcess]
 
+# Both gRPC server cores, for the tests whose behaviour is the core's: they take
+# ``pytestmark = BOTH_CORES`` or ``@BOTH_CORES``; the other tests run on the default one.
+SERVER_CORES = ("cython", "grpcio")
+BOTH_CORES = pytest.mark.parametrize("server_core", SERVER_CORES)
+
 # Imported only by runtime processes, to show how an import failure is reported.
 collect_ignore = ["broken_import.py"]
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[StartRuntime]:
+def server_core() -> str:
+    """The server core the runtimes of a test run on (``BOTH_CORES`` parametrizes it)."""
+    return "cython"
+
+
+@pytest.fixture
+def start(tmp_path: Path, server_core: str) -> Iterator[StartRuntime]:
     """Start our runtime (``start("model_handlers.double", ...)``); every process is reaped."""
     started: list[RuntimeProcess] = []
 
     def _start(handler: str, **kwargs: Any) -> RuntimeProcess:
         kwargs.setdefault("log_path", tmp_path / f"runtime-{len(started)}.log")
+        kwargs["env"] = {"CHALK_REMOTE_CALL_SERVER_CORE": server_core, **(kwargs.get("env") or {})}
         runtime = start_runtime(handler, **kwargs)
         started.append(runtime)
         return runtime

@@ -17,6 +17,7 @@ def test_defaults_match_the_reference() -> None:
     assert (config.port, config.host, config.workers) == (6666, "[::]", 10)
     assert (config.on_startup, config.on_shutdown, config.input_args) == (None, None, None)
     assert config.grace_period_s == 30.0
+    assert config.server_core == "cython"
 
 
 def test_environment_supplies_defaults_and_flags_win() -> None:
@@ -43,6 +44,13 @@ def test_environment_supplies_defaults_and_flags_win() -> None:
         pytest.param(["--handler", "m.h", "--workers", "0"], {}, "--workers", id="no_workers"),
         pytest.param(["--handler", "m.h"], {"CHALK_INPUT_ARGS": "a,,b"}, "empty", id="bad_args"),
         pytest.param(["--handler", "m.h", "--log-level", "LOUD"], {}, "--log-level", id="level"),
+        pytest.param(["--handler", "m.h", "--server-core", "x"], {}, "--server-core", id="core"),
+        pytest.param(
+            ["--handler", "m.h"],
+            {"CHALK_REMOTE_CALL_SERVER_CORE": "fast"},
+            "CHALK_REMOTE_CALL_SERVER_CORE must be one of cython, grpcio, got 'fast'",
+            id="core_variable",
+        ),
     ],
 )
 def test_bad_flags_exit_2_naming_the_flag(
@@ -53,6 +61,25 @@ def test_bad_flags_exit_2_naming_the_flag(
 
     assert info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "core"),
+    [
+        pytest.param([], {"CHALK_REMOTE_CALL_SERVER_CORE": "grpcio"}, "grpcio", id="env"),
+        pytest.param(["--server-core", "grpcio"], {}, "grpcio", id="flag"),
+        pytest.param(
+            ["--server-core", "cython"],
+            {"CHALK_REMOTE_CALL_SERVER_CORE": "grpcio"},
+            "cython",
+            id="flag_wins",
+        ),
+    ],
+)
+def test_the_server_core_comes_from_flag_or_environment(
+    argv: list[str], env: dict[str, str], core: str
+) -> None:
+    assert config_from_args(["--handler", "m.h", *argv], env).server_core == core
 
 
 def test_a_bad_port_variable_names_the_variable() -> None:

@@ -98,12 +98,15 @@ print(json.dumps(out))
 
 @pytest.fixture
 def launch(start: Launch, reference: ReferenceRuntime) -> Launch:
-    """Start ``launch("ours" | "reference", handler, env=...)``, ready to answer calls."""
+    """Start ``launch("ours" | "ours-grpcio" | "reference", handler, env=...)``, ready to answer
+    calls; "ours-grpcio" is our runtime on its grpcio-public-API server core."""
 
     def _launch(runtime: str, handler: str, env: Mapping[str, str] | None = None) -> RuntimeProcess:
         if runtime == "reference":
             # The reference binds only after on_startup, so accepting TCP means ready.
             return start(handler, command=(str(reference.script),), pick_port=True, env=env)
+        if runtime == "ours-grpcio":
+            env = {**(env or {}), "CHALK_REMOTE_CALL_SERVER_CORE": "grpcio"}
         process = start(handler, command=(_OUR_SCRIPT,), env=env)
         asyncio.run(wait_until_serving(process.target, timeout_s=20))
         return process
@@ -429,7 +432,7 @@ def test_reference_client_calls_double(
     assert [response["values"] for response in call["responses"]] == expected
 
 
-@pytest.mark.parametrize("runtime", ["ours", "reference"])
+@pytest.mark.parametrize("runtime", ["ours", "ours-grpcio", "reference"])
 def test_reference_client_gets_the_error_payload(
     launch: Launch, reference_client: ReferenceClient, runtime: str
 ) -> None:
@@ -490,7 +493,7 @@ def test_reference_client_sees_a_wrong_length_answer(
     assert seen == expected
 
 
-@pytest.mark.parametrize("runtime", ["ours", "reference"])
+@pytest.mark.parametrize("runtime", ["ours", "ours-grpcio", "reference"])
 def test_reference_client_checks_health(
     launch: Launch, reference_client: ReferenceClient, runtime: str
 ) -> None:

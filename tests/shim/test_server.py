@@ -1,4 +1,8 @@
-"""The runtime server as a real process on 127.0.0.1: wire behaviour, errors, lifecycle."""
+"""The runtime server as a real process on 127.0.0.1: wire behaviour, errors, lifecycle.
+
+Tests of behaviour a server core gives (errors, health, draining, reflection) run on both
+cores (``@BOTH_CORES``); the data round trips, the same through either, run on the default.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from chalk.shim import RemoteCallClient, RemoteHandlerError, TransportError, _wire
 from chalk.shim.client import health_status
 from chalk.shim.errors import MAX_PAYLOAD_BYTES, TRUNCATION_MARK
+from tests.shim.conftest import BOTH_CORES
 from tests.support.runtime_process import RuntimeProcess
 
 Serving = Callable[..., RuntimeProcess]
@@ -176,6 +181,7 @@ def test_input_args_count_mismatch_is_an_error_naming_both_counts(serving: Servi
     assert info.value.code == "INVALID_ARGUMENT"
 
 
+@BOTH_CORES
 def test_handler_error_payload_shows_the_handler_frames(serving: Serving) -> None:
     runtime = serving("model_handlers.boom")
 
@@ -193,6 +199,7 @@ def test_handler_error_payload_shows_the_handler_frames(serving: Serving) -> Non
     assert "Remote traceback" in str(error)
 
 
+@BOTH_CORES
 def test_an_async_handler_error_payload_starts_at_the_handler(serving: Serving) -> None:
     runtime = serving("model_handlers.async_boom")
 
@@ -204,6 +211,7 @@ def test_an_async_handler_error_payload_starts_at_the_handler(serving: Serving) 
     assert info.value.kind == "ValueError"
 
 
+@BOTH_CORES
 def test_server_keeps_serving_after_a_handler_error(serving: Serving) -> None:
     runtime = serving("model_handlers.boom")
     for _ in range(3):
@@ -214,6 +222,7 @@ def test_server_keeps_serving_after_a_handler_error(serving: Serving) -> None:
     assert runtime.process.poll() is None
 
 
+@BOTH_CORES
 def test_huge_error_payload_is_bounded_and_marked(serving: Serving) -> None:
     runtime = serving("model_handlers.huge_error")
 
@@ -266,6 +275,7 @@ def test_the_handler_sees_grpc_experiments_as_the_user_set_them(
     assert result.to_pylist() == [seen]
 
 
+@BOTH_CORES
 def test_handler_context_has_function_name_peer_and_metadata(serving: Serving) -> None:
     runtime = serving("model_handlers.context_echo")
 
@@ -282,6 +292,7 @@ def test_handler_context_has_function_name_peer_and_metadata(serving: Serving) -
     assert context["metadata"]["x-request-id"] == "abc-123"
 
 
+@BOTH_CORES
 def test_an_undecodable_stream_is_an_invalid_argument(serving: Serving) -> None:
     runtime = serving("model_handlers.identity")
     request = _wire.CallFunctionRequest(name="g", feather_stream=b"not arrow at all")
@@ -333,6 +344,7 @@ def test_a_failing_on_startup_logs_one_error_and_exits_1(
     assert "model weights not found" in errors[0]["exception"]
 
 
+@BOTH_CORES
 def test_health_goes_not_serving_serving_then_exit_runs_on_shutdown(
     start: Callable[..., RuntimeProcess], tmp_path: Path
 ) -> None:
@@ -368,6 +380,7 @@ def test_on_startup_flag_replaces_the_module_hook(serving: Serving, tmp_path: Pa
     assert not (tmp_path / "startup").exists()
 
 
+@BOTH_CORES
 def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(
     serving: Serving, tmp_path: Path
 ) -> None:
@@ -398,6 +411,7 @@ def test_sigterm_lets_an_in_flight_call_finish_and_refuses_new_ones(
     assert runtime.process.poll() is None
 
 
+@BOTH_CORES
 def test_health_answers_while_every_handler_thread_is_busy(serving: Serving) -> None:
     runtime = serving(
         "model_handlers.slow",
@@ -419,6 +433,7 @@ def test_health_answers_while_every_handler_thread_is_busy(serving: Serving) -> 
     assert outcome["result"].to_pylist() == [5]
 
 
+@BOTH_CORES
 def test_the_grace_period_bounds_the_drain(serving: Serving) -> None:
     runtime = serving(
         "model_handlers.slow",
@@ -446,6 +461,7 @@ def test_the_grace_period_bounds_the_drain(serving: Serving) -> None:
     assert any(r["severity"] == "WARNING" for r in runtime.records())
 
 
+@BOTH_CORES
 def test_reflection_lists_the_services(serving: Serving) -> None:
     runtime = serving("model_handlers.identity")
 
@@ -463,6 +479,7 @@ def test_reflection_lists_the_services(serving: Serving) -> None:
     assert _wire.file_descriptor_proto().SerializeToString() == descriptor
 
 
+@BOTH_CORES
 def test_health_service_answers_for_unknown_names_with_not_found(serving: Serving) -> None:
     runtime = serving("model_handlers.identity")
 
@@ -475,6 +492,7 @@ def test_health_service_answers_for_unknown_names_with_not_found(serving: Servin
     assert "no.such.Service" in info.value.details()
 
 
+@BOTH_CORES
 def test_metrics_count_calls_rows_errors(serving: Serving) -> None:
     runtime = serving("model_handlers.wrong_length", args=["--metrics-port", "0"])
     [metrics_port] = [r["metrics_port"] for r in runtime.records() if "metrics_port" in r]

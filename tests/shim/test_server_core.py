@@ -1,4 +1,5 @@
-"""The runtime's gRPC server core (chalk.shim._core, chalk.shim._services) as a real process.
+"""The runtime's gRPC server cores (chalk.shim._core, chalk.shim._grpcio_core, with
+chalk.shim._services) as a real process; every test runs on both cores.
 
 Streams of several messages, handler slots, cancellation, unknown methods, undecodable
 messages, health Watch and reflection, each through a real gRPC client on 127.0.0.1. The
@@ -24,7 +25,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from chalk.shim import RemoteCallClient, _wire
 from chalk.shim.client import health_status
+from tests.shim.conftest import BOTH_CORES
 from tests.support.runtime_process import RuntimeProcess
+
+pytestmark = BOTH_CORES
 
 Serving = Callable[..., RuntimeProcess]
 Start = Callable[..., RuntimeProcess]
