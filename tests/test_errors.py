@@ -15,7 +15,7 @@ from chalk.deploy.errors import DeployError
 
 # Control flow that never reaches a user: the runtime's way to end a gRPC call with a status
 # (its subclasses too); private classes (``_CastFailure``) are left out by their name.
-_INTERNAL = "chalk.shim._core.Abort"
+_INTERNAL = "chalk.shim._methods.Abort"
 
 
 def _error_classes() -> list[type[BaseException]]:
