@@ -6,13 +6,9 @@ _scalegroup_requirements=examples/ner/models/requirements.txt
 _scalegroup_stamp=.venv/.scalegroup-example-installed
 _scalegroup_want=$(sha256sum "$_scalegroup_requirements" | cut -d' ' -f1)
 if [ "$(cat "$_scalegroup_stamp" 2>/dev/null)" != "$_scalegroup_want" ]; then
-  echo "==> installing the NER model's packages into .venv ($_scalegroup_requirements)"
-  _scalegroup_log=.venv/example-install.log
-  if ! .venv/bin/python -m pip install -r "$_scalegroup_requirements" >"$_scalegroup_log" 2>&1
-  then
-    tail -n 40 "$_scalegroup_log" >&2
-    echo "installing $_scalegroup_requirements failed; the whole log is in $_scalegroup_log" >&2
-    exit 1
-  fi
+  echo "==> installing the NER model's packages into .venv ($_scalegroup_requirements: spaCy" \
+    "and its English pipeline; the log in .venv/example-install.log)"
+  run_quietly "installing the NER model's packages" .venv/example-install.log \
+    .venv/bin/python -m pip install -r "$_scalegroup_requirements" || exit 1
   echo "$_scalegroup_want" >"$_scalegroup_stamp"
 fi

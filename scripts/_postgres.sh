@@ -22,15 +22,12 @@ fi
 
 if [ -z "${SCALEGROUP_TEST_POSTGRES_URL:-}" ] && ! _scalegroup_has_postgres; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> installing PostgreSQL (Debian's postgresql package) for the catalog tests"
+    echo "==> as root: apt-get update && apt-get install postgresql (Debian's package, for the" \
+      "catalog's PostgreSQL tests; about a minute; the log in .venv/postgres-install.log)"
     _scalegroup_pg_log="$ROOT/.venv/postgres-install.log"
-    if ! { apt-get update &&
-           DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql
-         } >"$_scalegroup_pg_log" 2>&1; then
-      tail -n 40 "$_scalegroup_pg_log" >&2
-      echo "installing PostgreSQL failed; the whole log is in $_scalegroup_pg_log" >&2
+    run_quietly "installing PostgreSQL" "$_scalegroup_pg_log" sh -c 'apt-get update &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql' ||
       exit 1
-    fi
     if ! _scalegroup_has_postgres; then
       echo "installed Debian's postgresql package, but still found no initdb and pg_ctl on" \
            "PATH or under /usr/lib/postgresql/*/bin; the log is in $_scalegroup_pg_log" >&2

@@ -3,6 +3,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+source "$ROOT/scripts/_steps.sh"
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "scalegroup needs Python 3.11 or newer; '$PYTHON' is $("$PYTHON" --version 2>&1)." >&2
@@ -16,14 +17,11 @@ fi
 stamp=.venv/.scalegroup-installed
 want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "==> installing scalegroup and its development tools into .venv"
-  log=.venv/install.log
-  if ! { .venv/bin/python -m pip install --upgrade pip &&
-         .venv/bin/python -m pip install --editable '.[dev]'; } >"$log" 2>&1; then
-    tail -n 40 "$log" >&2
-    echo "installing into .venv failed; the whole log is in $log" >&2
-    exit 1
-  fi
+  echo "==> installing scalegroup and its development tools into .venv (pip; a few minutes the" \
+    "first time, the log in .venv/install.log)"
+  run_quietly "installing into .venv" .venv/install.log \
+    sh -c ".venv/bin/python -m pip install --upgrade pip &&
+           .venv/bin/python -m pip install --editable '.[dev]'" || exit 1
   echo "$want" >"$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"

@@ -26,12 +26,18 @@ die() {
   exit 1
 }
 
-# Runs a command with its output in $CACHE/$1.log; on failure shows the end of the log and stops.
+# Runs a command with its output in $CACHE/$1.log, saying every 30 s that it still runs; on
+# failure shows the end of the log and stops.
 logged() {
-  local name=$1 log
+  local name=$1 log started=$SECONDS ticker status=0
   shift
   log=$CACHE/$name.log
-  if ! "$@" >"$log" 2>&1; then
+  (while sleep 30; do say "... $name: $((SECONDS - started)) s so far"; done) &
+  ticker=$!
+  "$@" >"$log" 2>&1 || status=$?
+  kill "$ticker" 2>/dev/null || true
+  wait "$ticker" 2>/dev/null || true
+  if [ "$status" -ne 0 ]; then
     tail -n 40 "$log" >&2
     die "$name failed (command: $*); the whole log is in $log"
   fi
@@ -50,7 +56,7 @@ install_missing_packages() {
     die "the Kubernetes tests need the Debian packages ${missing[*]}; install them" \
       "(sudo apt-get install ${missing[*]}) or run this script as root"
   fi
-  say "installing ${missing[*]}"
+  say "as root: apt-get update && apt-get install ${missing[*]} (Debian's packages)"
   mkdir -p "$CACHE"
   logged apt-install sh -c 'apt-get update && DEBIAN_FRONTEND=noninteractive \
     apt-get install -y --no-install-recommends "$@"' apt-install "${missing[@]}"
