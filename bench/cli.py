@@ -70,7 +70,7 @@ def _commands() -> list[Command]:
 def _project(root: Path) -> Path:
     """A project whose catalog holds 10 local groups; no controller is started."""
     from chalk.catalog import open_catalog
-    from chalk.catalog.config import find_project
+    from chalk.common.config import find_project
     from chalk.catalog.specs import GroupSpec
 
     (root / "chalk.yaml").write_text("project: bench-cli\n")
