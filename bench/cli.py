@@ -70,8 +70,8 @@ def _commands() -> list[Command]:
 def _project(root: Path) -> Path:
     """A project whose catalog holds 10 local groups; no controller is started."""
     from chalk.catalog import open_catalog
-    from chalk.common.config import find_project
     from chalk.catalog.specs import GroupSpec
+    from chalk.common.config import find_project
 
     (root / "chalk.yaml").write_text("project: bench-cli\n")
     catalog = open_catalog(find_project(root))
