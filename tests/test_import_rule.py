@@ -23,7 +23,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "deploy": frozenset({"catalog", "shim"}),
     "functions": frozenset({"features"}),
     "scaling": frozenset({"catalog"}),
+    "server": frozenset({"features", "engine", "catalog", "deploy"}),
     "client": frozenset({"*"}),
+    "client_http": frozenset({"features", "engine", "catalog"}),
     "cli": frozenset({"*"}),
     "chalk": frozenset(),
 }

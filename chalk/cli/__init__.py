@@ -22,6 +22,7 @@ from chalk.cli.init import register as register_init
 from chalk.cli.model import register as register_model
 from chalk.cli.query import register as register_query
 from chalk.cli.scaling_group import register as register_scaling_group
+from chalk.cli.serve import register as register_serve
 from chalk.engine.execute import EngineError
 from chalk.engine.plan import PlanError
 from chalk.engine.query import QueryError
@@ -38,6 +39,7 @@ _COMMANDS = (
     register_scaling_group,
     register_query,
     register_apply,
+    register_serve,
 )
 # Errors the parts raise on purpose for the user's input: reported, never a traceback.
 _USER_ERRORS = (
