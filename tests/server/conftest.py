@@ -30,12 +30,15 @@ from tests.support.runtime_process import free_port
 CHALK = str(Path(sys.executable).with_name("chalk"))
 
 MODEL = """
+import time
 import pyarrow.compute as pc
 
 def handler(event, context):
     x = event["x"]
     if pc.any(pc.less(x, 0)).as_py():
         raise ValueError("negative input")
+    if pc.any(pc.equal(x, 999.0)).as_py():
+        time.sleep(3)  # longer than the deadline of the tests' small server
     return pc.multiply(x, 2.0)
 """
 

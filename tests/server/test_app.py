@@ -6,6 +6,7 @@ import base64
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,15 +191,27 @@ def test_malformed_json_is_a_400(server: Server) -> None:
     assert "not valid JSON" in reply.json()["errors"][0]["message"]
 
 
-def test_a_body_over_the_limit_is_a_413(project: Path) -> None:
-    small = start_server(project, "--max-body-bytes", "1024")
-    try:
-        reply = small.http.post("/v1/query/online", json=query_body(**{"reading.name": "x" * 5000}))
-    finally:
-        small.stop()
+@pytest.fixture(scope="module")
+def small(project: Path) -> Iterator[Server]:
+    """A server with a body limit of 1 KiB and a deadline of half a second."""
+    running = start_server(project, "--max-body-bytes", "1024", "--deadline", "0.5")
+    yield running
+    running.stop()
+
+
+def test_a_body_over_the_limit_is_a_413(small: Server) -> None:
+    reply = post(small, "/v1/query/online", query_body(**{"reading.name": "x" * 5000}))
 
     assert reply.status_code == 413
+    assert reply.json()["errors"][0]["code"] == "BODY_TOO_LARGE"
     assert "expected at most 1024" in reply.json()["errors"][0]["message"]
+
+
+def test_a_request_past_its_deadline_is_a_504(small: Server) -> None:
+    reply = post(small, "/v1/query/online", query_body(**{"reading.x": 999.0}))
+
+    assert reply.status_code == 504, reply.text
+    assert "deadline of 0.5 s" in reply.json()["errors"][0]["message"]
 
 
 def test_a_model_failure_is_a_5xx_naming_the_group_and_the_remote_error(server: Server) -> None:
