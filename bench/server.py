@@ -86,13 +86,17 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """Warm-up and timed one-row calls per side (the timed ones in ``rounds`` blocks that
+    alternate with the in-process side), and seconds per ``wrk`` point."""
+
     warmup: int
     sequential: int
+    rounds: int
     load_s: float
 
 
-FULL: Final = Plan(warmup=300, sequential=2000, load_s=8.0)
-QUICK: Final = Plan(warmup=100, sequential=500, load_s=3.0)
+FULL: Final = Plan(warmup=300, sequential=2000, rounds=10, load_s=8.0)
+QUICK: Final = Plan(warmup=100, sequential=500, rounds=4, load_s=3.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,34 +175,55 @@ def _project(work: Path) -> Iterator[Path]:
 # ---------------------------------------------------------------- measuring
 
 
-def _in_process(project: Path, plan: Plan) -> Side:
-    side = Side("in process (ChalkClient.query)")
-    with ChalkClient(project_dir=project) as client:
-        for index in range(plan.warmup + plan.sequential):
-            started = time.perf_counter()
-            result = client.query(input={Row.id: index, Row.x: 1.5}, output=[Row.y])
-            elapsed = time.perf_counter() - started
-            if result.get_feature_value(Row.y) != 3.0:
-                raise RuntimeError(f"in process: answered {result.to_dict()}, expected y = 3.0")
-            if index >= plan.warmup:
-                side.latencies_s.append(elapsed)
-    return side
+def _in_process_block(client: ChalkClient, calls: int, into: list[float] | None) -> None:
+    for index in range(calls):
+        started = time.perf_counter()
+        result = client.query(input={Row.id: index, Row.x: 1.5}, output=[Row.y])
+        elapsed = time.perf_counter() - started
+        if result.get_feature_value(Row.y) != 3.0:
+            raise RuntimeError(f"in process: answered {result.to_dict()}, expected y = 3.0")
+        if into is not None:
+            into.append(elapsed)
 
 
-def _sequential(port: int, path: str, plan: Plan, side: Side) -> None:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+def _http_block(
+    connection: http.client.HTTPConnection, path: str, calls: int, into: list[float] | None
+) -> None:
     headers = {"Content-Type": "application/json"}
+    for _call in range(calls):
+        started = time.perf_counter()
+        connection.request("POST", path, BODY, headers)
+        reply = connection.getresponse()
+        payload = reply.read()
+        elapsed = time.perf_counter() - started
+        if reply.status != 200 or b"3.0" not in payload:
+            raise RuntimeError(f"{path} answered {reply.status} {payload[:300]!r}")
+        if into is not None:
+            into.append(elapsed)
+
+
+def _sequential(
+    port: int, path: str, plan: Plan, side: Side, beside: tuple[ChalkClient, Side] | None
+) -> None:
+    """One-row calls over one keep-alive connection; with ``beside``, in ``plan.rounds``
+    blocks alternating (ABBA) with in-process queries, so machine noise lands on both."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
-        for index in range(plan.warmup + plan.sequential):
-            started = time.perf_counter()
-            connection.request("POST", path, BODY, headers)
-            reply = connection.getresponse()
-            payload = reply.read()
-            elapsed = time.perf_counter() - started
-            if reply.status != 200 or b"3.0" not in payload:
-                raise RuntimeError(f"{side.name}: answered {reply.status} {payload[:300]!r}")
-            if index >= plan.warmup:
-                side.latencies_s.append(elapsed)
+        _http_block(connection, path, plan.warmup, None)
+        if beside is not None:
+            _in_process_block(beside[0], plan.warmup, None)
+        block = plan.sequential // plan.rounds
+        for round_index in range(plan.rounds):
+            steps: list[Callable[[], None]] = [
+                lambda: _http_block(connection, path, block, side.latencies_s)
+            ]
+            if beside is not None:
+                client, local = beside
+                steps.append(
+                    lambda c=client, into=local.latencies_s: _in_process_block(c, block, into)
+                )
+            for step in steps if round_index % 2 == 0 else steps[::-1]:
+                step()
     finally:
         connection.close()
 
@@ -271,9 +296,15 @@ def _tree_cpu_s(process: psutil.Process) -> float:
 
 
 def _measure_http(
-    side: Side, port: int, path: str, server: psutil.Process, plan: Plan, work: Path
+    side: Side,
+    port: int,
+    path: str,
+    server: psutil.Process,
+    plan: Plan,
+    work: Path,
+    beside: tuple[ChalkClient, Side] | None = None,
 ) -> Side:
-    _sequential(port, path, plan, side)
+    _sequential(port, path, plan, side, beside)
     for connections in CONNECTIONS:
         side.loads.append(_wrk(port, path, connections, plan.load_s, server, work))
     return side
@@ -317,7 +348,9 @@ def _running(
             process.wait()
 
 
-def _ours(stack: str, project: Path, plan: Plan, work: Path) -> Side:
+def _ours(
+    stack: str, project: Path, plan: Plan, work: Path, beside: tuple[ChalkClient, Side]
+) -> Side:
     from tests.support.runtime_process import free_port
 
     port = free_port()
@@ -351,7 +384,8 @@ def _ours(stack: str, project: Path, plan: Plan, work: Path) -> Side:
     with _running(command, cwd=project, env=env, log=work / f"{stack}.log") as process:
         _wait_http(port, "/readyz", process, f"chalk serve on {stack}")
         side = Side(f"ours over HTTP, {stack}")
-        return _measure_http(side, port, PATH, psutil.Process(process.pid), plan, work)
+        server = psutil.Process(process.pid)
+        return _measure_http(side, port, PATH, server, plan, work, beside)
 
 
 # ---------------------------------------------------------------- Ray Serve
@@ -432,6 +466,8 @@ def _ray(python: Path, plan: Plan, work: Path) -> Side:
     app.write_text(_RAY_APP.format(bench_dir=str(BENCH_DIR), port=port))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray's workers (the replica) import handlers.double by name: bench/ on their path.
+    env["PYTHONPATH"] = str(BENCH_DIR)
     ray_tmp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     env["RAY_TMPDIR"] = str(ray_tmp)
     log = work / "ray.log"
@@ -492,11 +528,12 @@ def _verdict(value: float, op: str, bound: float) -> str:
     return f"{value:.3f} {op} {bound:.3f}: {'yes' if met else 'NO'}"
 
 
-def _target_lines(local: Side, ours: Sequence[Side], ray: Side | None) -> list[str]:
+def _target_lines(ours: Sequence[tuple[Side, Side]], ray: Side | None) -> list[str]:
+    """Each of our sides against the in-process side measured beside it, and against Ray."""
     lines = []
-    for side in ours:
+    for side, local in ours:
         lines.append(
-            f"{side.name}: p50 vs in-process p50 + {P50_MARGIN_MS} ms: "
+            f"{side.name}: p50 vs in-process p50 ({local.p(50):.3f}) + {P50_MARGIN_MS} ms: "
             + _verdict(side.p(50), "<=", local.p(50) + P50_MARGIN_MS)
         )
         if ray is None:
@@ -542,13 +579,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ray_problem = ""
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         work = Path(tmp)
-        with _project(work) as project:
-            progress("in process: ChalkClient.query")
-            local = _in_process(project, plan)
-            ours = []
+        with _project(work) as project, ChalkClient(project_dir=project) as client:
+            ours, locals_ = [], []
             for stack in ("uvicorn", "granian"):
-                progress(f"ours on {stack}: sequential, then wrk at {CONNECTIONS} connections")
-                ours.append(_ours(stack, project, plan, work))
+                progress(
+                    f"ours on {stack}: sequential beside in-process queries, then wrk at "
+                    f"{CONNECTIONS} connections"
+                )
+                local = Side(f"in process (ChalkClient.query), rounds with {stack}")
+                ours.append(_ours(stack, project, plan, work, (client, local)))
+                locals_.append(local)
         if not args.no_ray:
             try:
                 python = ensure_ray(progress)
@@ -557,14 +597,18 @@ def main(argv: Sequence[str] | None = None) -> None:
             except (RuntimeError, OSError, subprocess.SubprocessError) as error:
                 ray_problem = f"Ray Serve was not measured: {error}"
     print("\n".join(_environment_lines()))
-    print(f"mode: {'quick' if args.quick else 'full'}; wrk {plan.load_s:g} s per point")
+    print(
+        f"mode: {'quick' if args.quick else 'full'}; {plan.sequential} timed one-row calls per "
+        f"side in {plan.rounds} alternating blocks; wrk {plan.load_s:g} s per point"
+    )
     print()
-    sides = [local, *ours, *([ray] if ray else [])]
+    sides = [side for pair in zip(locals_, ours, strict=True) for side in pair]
+    sides += [ray] if ray else []
     print(_sequential_lines(sides))
     print()
     print(_load_lines([*ours, *([ray] if ray else [])]))
     print()
-    print("\n".join(_target_lines(local, ours, ray)))
+    print("\n".join(_target_lines(list(zip(ours, locals_, strict=True)), ray)))
     if ray_problem:
         print(ray_problem)
 
