@@ -60,9 +60,25 @@ class _State:
         self.graph = ActiveGraph(self.catalog, ttl_s=settings.graph_ttl_s)
         self.schemas = Schemas(self.catalog)
         self.metrics = ServerMetrics(registry)
-        self.caller = ModelCaller(self.catalog, deadline_s=settings.deadline_s)
+        self._caller: ModelCaller | None = None
         # Query threads: a plain executor hands work over faster than anyio's thread pool.
         self.queries = ThreadPoolExecutor(_QUERY_THREADS, thread_name_prefix="chalk-query")
+
+    @property
+    def caller(self) -> ModelCaller:
+        if self._caller is None:
+            raise RuntimeError("the server's model caller is made at startup (lifespan)")
+        return self._caller
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The model calls run on the server's own loop: a query thread hands its calls to
+        the loop that also answers HTTP, with no third thread between them."""
+        self._caller = ModelCaller(self.catalog, loop=loop, deadline_s=self.settings.deadline_s)
+
+    async def stop(self) -> None:
+        if self._caller is not None:
+            await self._caller.aclose()
+        self.queries.shutdown(wait=False, cancel_futures=True)
 
 
 def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None = None) -> ASGIApp:
@@ -71,11 +87,11 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        state.start(asyncio.get_running_loop())
         try:
             yield
         finally:
-            await run_in_threadpool(state.caller.close)
-            state.queries.shutdown(wait=False, cancel_futures=True)
+            await state.stop()
 
     routes = [
         Route("/v1/query/online", _endpoint(state, "query_online", _query), methods=["POST"]),

@@ -70,7 +70,7 @@ async def invoke(
         args=args,
         recorder=recorder,
     )
-    answer = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(call, caller.loop))
+    answer = await call  # the caller runs on the server's loop
     output_type = route.output_schema.field(0).type
     return {
         "outputs": [value_to_json(value, output_type) for value in answer.to_pylist()],
