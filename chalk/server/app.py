@@ -1,7 +1,8 @@
 """The ASGI app of ``chalk serve``: routes, the JSON error shape, bearer auth, limits.
 
-Handlers are thin: read and validate the body, run the library function on a request
-thread (or the model caller's loop), answer JSON. ``create_app`` builds one per worker.
+Handlers are thin: read and validate the body, run the library function (a query on a
+query thread; its model calls, and invoke's, on this server's event loop), answer JSON.
+``create_app`` builds one app per worker process.
 """
 
 from __future__ import annotations
