@@ -80,6 +80,7 @@ class ApiServerClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=_TIMEOUT_S)
+        self._transport_errors = httpx.TransportError
 
     def query(
         self, graph: FeatureGraph, inputs: Mapping[Any, Any], outputs: Sequence[Any]
@@ -92,7 +93,15 @@ class ApiServerClient:
         wanted = [feature_name(output) for output in outputs]
         fingerprints = {fqn: feature_fingerprint(_feature(graph, fqn)) for fqn in [*row, *wanted]}
         body = {"inputs": row, "outputs": wanted, "fingerprints": fingerprints}
-        reply = self._http.post("/v1/query/online", json=body)
+        try:
+            reply = self._http.post("/v1/query/online", json=body)
+        except self._transport_errors as error:
+            raise ApiServerError(
+                f"cannot reach the feature server at {self.url}: {error}: expected `chalk "
+                f"serve` answering there ({API_SERVER_ENV} or ChalkClient(api_server=...))",
+                status=0,
+                code="UNREACHABLE",
+            ) from None
         answer = _json(reply)
         if reply.status_code != 200:
             raise _error(self.url, reply.status_code, answer)

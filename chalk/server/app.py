@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.config import find_project
 from chalk.engine.calls import CallRecorder, ModelCaller
-from chalk.server.errors import ApiError, api_error, error_body
+from chalk.server.errors import ApiError, api_error, error_body, on_graph
 from chalk.server.graphs import ActiveGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
 from chalk.server.metrics import ServerMetrics
@@ -159,7 +159,10 @@ async def _query(state: _State, request: Request) -> Response:
     def run() -> Any:
         loaded = state.graph.current()
         state.metrics.graph_version.set(loaded.version)
-        return run_online_query(loaded, query, state.caller)
+        try:
+            return run_online_query(loaded, query, state.caller)
+        except Exception as error:
+            raise on_graph(error, loaded.version) from None
 
     loop = asyncio.get_running_loop()
     outcome = await _within_deadline(state, loop.run_in_executor(state.queries, run))

@@ -32,7 +32,7 @@ from chalk.features import ExpressionError, GraphError
 from chalk.features.wire import WireValueError
 from chalk.server.graphs import NoGraphError
 
-__all__ = ["ApiError", "api_error", "error_body"]
+__all__ = ["ApiError", "api_error", "error_body", "on_graph"]
 
 
 class ApiError(Exception):
@@ -47,9 +47,24 @@ class ApiError(Exception):
         self.code = code
         self.message = message
         self.feature = feature
+        # The applied graph a failed query ran on, when it got that far (see ``on_graph``).
+        self.graph_version: int | None = None
 
     def body(self) -> dict[str, Any]:
-        return error_body([self])
+        body = error_body([self])
+        if self.graph_version is not None:
+            body["meta"] = {"graph_version": self.graph_version}
+        return body
+
+
+def on_graph(error: Exception, graph_version: int) -> Exception:
+    """``error`` as answered for a query that ran on ``graph_version`` (ours gain the version;
+    any other error is left as it is)."""
+    found = api_error(error)
+    if found is None:
+        return error
+    found.graph_version = graph_version
+    return found
 
 
 # First match wins: subclasses before their bases. (status, code) per class of error.

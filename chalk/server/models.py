@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "ErrorItem",
+    "ErrorMeta",
     "ErrorResponse",
     "FeatureResult",
     "HealthResponse",
@@ -100,9 +101,16 @@ class InvokeResponse(_Strict):
     meta: InvokeMeta
 
 
+class ErrorMeta(_Strict):
+    graph_version: int = Field(description="The applied feature graph the query ran on.")
+
+
 class ErrorResponse(_Strict):
     data: list[Any]
     errors: list[ErrorItem]
+    meta: ErrorMeta | None = Field(
+        None, description="Present when a query failed after its graph was chosen."
+    )
 
 
 class HealthResponse(_Strict):

@@ -220,6 +220,7 @@ def test_a_model_failure_is_a_5xx_naming_the_group_and_the_remote_error(server: 
 
     assert reply.status_code == 502, reply.text
     assert invoked.status_code == 502, invoked.text
+    assert reply.json()["meta"]["graph_version"] >= 1
     for answer in (reply, invoked):
         message = answer.json()["errors"][0]["message"]
         assert "double" in message

@@ -10,11 +10,12 @@ import pyarrow as pa
 import pytest
 
 from chalk.client import ChalkClient
-from chalk.client_http import ApiServerClient, FeatureMismatchError
+from chalk.client_http import ApiServerClient, ApiServerError, FeatureMismatchError
 from chalk.engine.calls import ModelCallError
 from chalk.engine.query import QueryError
 from chalk.features import ClassDef, FeatureDef, FeatureGraph, graph_of
 from tests.server.conftest import OUTPUTS, ROW, Reading, Server
+from tests.support.runtime_process import free_port
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +102,11 @@ def test_a_feature_defined_differently_on_the_server_is_a_409_naming_it(server: 
             client.query(missing, {"memo.id": 1}, ["memo.id"])
     finally:
         client.close()
+
+
+def test_a_server_that_does_not_answer_is_named(project: Path) -> None:
+    with (
+        ChalkClient(project_dir=project, api_server=f"http://127.0.0.1:{free_port()}") as client,
+        pytest.raises(ApiServerError, match="cannot reach the feature server at http://127"),
+    ):
+        client.query(ROW, [Reading.loud])
