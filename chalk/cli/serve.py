@@ -49,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Imported here: the HTTP stack is an extra (scalegroup[server]).
     try:
         from chalk.server.run import serve  # noqa: PLC0415
-        from chalk.server.settings import read_token  # noqa: PLC0415
+        from chalk.server.settings import check_bindable, read_token  # noqa: PLC0415
     except ImportError as error:
         print(
             f"error: chalk serve needs the server extra ({error.name} is missing): "
@@ -68,6 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             deadline_s=args.deadline,
         )
+        check_bindable(settings.host, settings.port)
     except ServerSettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
@@ -19,6 +20,7 @@ __all__ = [
     "SETTINGS_ENV",
     "ServerSettings",
     "ServerSettingsError",
+    "check_bindable",
     "is_loopback",
     "read_token",
 ]
@@ -105,6 +107,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False  # a name other than localhost may resolve anywhere
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse, naming the address, when ``host:port`` cannot be bound (in use, not ours).
+
+    Examples
+    --------
+    >>> import socket
+    >>> with socket.socket() as taken:
+    ...     taken.bind(("127.0.0.1", 0)); taken.listen()
+    ...     check_bindable("127.0.0.1", taken.getsockname()[1])
+    Traceback (most recent call last):
+    ...
+    chalk.server.settings.ServerSettingsError: cannot listen on 127.0.0.1:...
+    """
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the HTTP server binds: a port in TIME_WAIT after a restart is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as error:
+            raise ServerSettingsError(
+                f"cannot listen on {host}:{port}: {error.strerror}: expected a free port on an "
+                f"address of this machine; pick another with --port or --host"
+            ) from None
 
 
 def read_token(path: Path) -> str:

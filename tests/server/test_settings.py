@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,12 @@ from chalk.engine.query import QueryError
 from chalk.features import GraphError
 from chalk.server.errors import api_error
 from chalk.server.graphs import NoGraphError
-from chalk.server.settings import ServerSettings, ServerSettingsError, read_token
+from chalk.server.settings import (
+    ServerSettings,
+    ServerSettingsError,
+    check_bindable,
+    read_token,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +88,13 @@ def test_each_error_class_has_its_status(error: Exception, status: int, code: st
 
 def test_an_error_of_no_known_class_is_left_to_the_caller() -> None:
     assert api_error(KeyError("x")) is None
+
+
+def test_a_port_in_use_is_refused_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(ServerSettingsError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_bindable("127.0.0.1", port)
