@@ -30,7 +30,20 @@ class ActiveGraph:
     """The catalog's active graph, parsed once per version and re-checked every ``ttl_s``.
 
     Thread-safe: request threads call ``current`` at once; one of them reads the catalog.
-    """
+
+    Examples
+    --------
+    >>> from chalk.catalog import open_catalog
+    >>> catalog = open_catalog("sqlite://")
+    >>> active = ActiveGraph(catalog, ttl_s=0)
+    >>> active.current()
+    Traceback (most recent call last):
+    ...
+    chalk.server.graphs.NoGraphError: no feature graph has been applied to this project: run `chalk apply` first
+    >>> _ = catalog.graphs.apply({"format": 1, "classes": []})
+    >>> active.current().version
+    1
+    """  # noqa: E501
 
     def __init__(
         self, catalog: Catalog, *, ttl_s: float, clock: Callable[[], float] = time.monotonic

@@ -24,7 +24,16 @@ _LATENCY_BUCKETS: Final = (
 
 
 class ServerMetrics:
-    """Requests by endpoint and outcome, their latency, and model calls per scaling group."""
+    """Requests by endpoint and outcome, their latency, and model calls per scaling group.
+
+    Examples
+    --------
+    >>> metrics = ServerMetrics(CollectorRegistry())
+    >>> metrics.answered("query_online", 404, 0.002)
+    >>> text = metrics.exposition().decode()
+    >>> 'chalk_server_requests_total{endpoint="query_online",outcome="client_error"} 1.0' in text
+    True
+    """
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
