@@ -1,5 +1,8 @@
 """One online query three ways: in process, over HTTP from ``chalk serve``, and from Ray Serve.
 
+(Over 500 lines on purpose: a benchmark run by path keeps its sides, Ray's app and installer,
+and its report in one file, as ``bench/engine.py`` does.)
+
 The feature is the engine bench's one model call, a float64 times two (``bench/handlers.py``'s
 ``double``, one runtime replica on 127.0.0.1, routed through the catalog)::
 
