@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 import threading
 import weakref
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.client_http import API_SERVER_ENV, ApiServerClient
 from chalk.common.apply_guard import check_write
 from chalk.common.config import Project, find_project
 from chalk.deploy.groups import (
@@ -52,6 +54,10 @@ class ChalkClient:
         How long one model call (one chunk of a ``catalog_call``) may take before it is
         given up on (default 120 s). A call that lets it pass is not sent again to the same
         replica.
+    api_server
+        The URL of a ``chalk serve`` (default: ``$CHALK_API_SERVER``): ``query`` then runs
+        there, on the applied graph, with the same results and errors (and a
+        ``FeatureMismatchError`` for a feature the server defines differently).
 
     Examples
     --------
@@ -74,6 +80,7 @@ class ChalkClient:
         *,
         project_dir: str | Path | None = None,
         model_call_deadline_s: float | None = None,
+        api_server: str | None = None,
     ) -> None:
         if model_call_deadline_s is not None and model_call_deadline_s <= 0:
             raise ValueError(
@@ -82,6 +89,8 @@ class ChalkClient:
         self.project: Project = find_project(Path(project_dir) if project_dir else None)
         self._catalog = open_catalog(self.project)
         self._calls = _Calls(self._catalog, model_call_deadline_s)
+        api_server = api_server or os.environ.get(API_SERVER_ENV)
+        self._api = ApiServerClient(api_server) if api_server else None
         # A client dropped without close() still stops its event loop thread and channels.
         weakref.finalize(self, _close_calls, self._calls)
 
@@ -218,6 +227,8 @@ class ChalkClient:
         The graph is the ``@features`` classes this process has defined.
         """
         graph = _graph_for(input, output)
+        if self._api is not None:
+            return OnlineQueryResult(self._api.query(graph, input, output))
         table = run_query(graph, input_table(graph, input, online=True), output, **self._run())
         return OnlineQueryResult(
             {name: table.column(name)[0].as_py() for name in table.column_names}
@@ -261,6 +272,8 @@ class ChalkClient:
         """Close the model calls' channels and their background loop; the client makes
         them again if used after."""
         self._calls.close()
+        if self._api is not None:
+            self._api.close()
 
     def __enter__(self) -> ChalkClient:
         return self

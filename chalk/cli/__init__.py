@@ -21,6 +21,7 @@ from chalk.cli.init import register as register_init
 from chalk.cli.model import register as register_model
 from chalk.cli.query import register as register_query
 from chalk.cli.scaling_group import register as register_scaling_group
+from chalk.cli.serve import register as register_serve
 from chalk.common.errors import ChalkError
 
 __all__ = ["build_parser", "main"]
@@ -33,6 +34,7 @@ _COMMANDS = (
     register_scaling_group,
     register_query,
     register_apply,
+    register_serve,
 )
 
 

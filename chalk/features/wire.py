@@ -1,0 +1,119 @@
+"""Feature values as JSON, and the fingerprint of a feature's definition.
+
+The one copy of both rules shared by the HTTP feature server (``chalk serve``) and its client
+(``ChalkClient(api_server=...)``): timestamps and dates travel as ISO 8601 text, bytes as
+base64, lists item by item; two sides agree on a feature when their fingerprints are equal.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from typing import Any
+
+import pyarrow as pa
+
+from chalk.common.errors import ChalkError
+from chalk.features.graph import FeatureDef
+
+__all__ = ["WireValueError", "feature_fingerprint", "value_from_json", "value_to_json"]
+
+
+class WireValueError(ChalkError, ValueError):
+    """A JSON value that cannot be read as its feature's type."""
+
+
+def feature_fingerprint(feature: FeatureDef) -> str:
+    """A digest of what defines ``feature``: its type, nullability, key role and expression.
+
+    Where it was written (``source``) and its description do not count.
+
+    Examples
+    --------
+    >>> a = FeatureDef("doc", "n", pa.int64(), expression="(_.id + 1)")
+    >>> b = FeatureDef("doc", "n", pa.int64(), expression="(_.id + 2)")
+    >>> feature_fingerprint(a) == feature_fingerprint(a), feature_fingerprint(a) == feature_fingerprint(b)
+    (True, False)
+    """  # noqa: E501
+    data = feature.to_json()
+    defining = {key: data[key] for key in ("name", "type", "nullable", "primary", "expression")}
+    text = json.dumps([feature.namespace, defining], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def value_to_json(value: Any, arrow_type: pa.DataType) -> Any:
+    """A plain Python value of ``arrow_type`` (as ``as_py`` gives it) as a JSON value.
+
+    Examples
+    --------
+    >>> value_to_json(dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC), pa.timestamp("us", "UTC"))
+    '2024-05-01T12:00:00+00:00'
+    >>> value_to_json([b"hi", None], pa.list_(pa.large_binary()))
+    ['aGk=', None]
+    """
+    if value is None:
+        return None
+    if _is_list(arrow_type):
+        return [value_to_json(item, arrow_type.value_type) for item in value]
+    if isinstance(value, dt.date):  # datetime is a date too
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    return value
+
+
+def value_from_json(value: Any, arrow_type: pa.DataType, *, what: str) -> Any:
+    """A JSON value read as ``arrow_type``: ISO 8601 text for timestamps and dates, base64 for
+    bytes; other values pass as they are (Arrow then checks them). ``what`` names the value
+    in the error.
+
+    Examples
+    --------
+    >>> value_from_json("2024-02-29", pa.date32(), what="doc.on")
+    datetime.date(2024, 2, 29)
+    >>> value_from_json("yesterday", pa.date32(), what="doc.on")
+    Traceback (most recent call last):
+    ...
+    chalk.features.wire.WireValueError: doc.on: expected an ISO 8601 date such as 2024-05-01, got 'yesterday'
+    """  # noqa: E501
+    if value is None:
+        return None
+    if _is_list(arrow_type):
+        if not isinstance(value, list):
+            raise WireValueError(f"{what}: expected a JSON list, got {_shown(value)}")
+        return [value_from_json(item, arrow_type.value_type, what=what) for item in value]
+    if pa.types.is_timestamp(arrow_type):
+        return _instant(value, what, dt.datetime.fromisoformat, "timestamp", "2024-05-01T12:30Z")
+    if pa.types.is_date(arrow_type):
+        return _instant(value, what, dt.date.fromisoformat, "date", "2024-05-01")
+    if pa.types.is_binary(arrow_type) or pa.types.is_large_binary(arrow_type):
+        if not isinstance(value, str):
+            raise WireValueError(f"{what}: expected base64 text for bytes, got {_shown(value)}")
+        try:
+            return base64.b64decode(value, validate=True)
+        except binascii.Error:
+            raise WireValueError(
+                f"{what}: expected base64 text for bytes, got {_shown(value)}"
+            ) from None
+    return value
+
+
+def _instant(value: Any, what: str, parse: Any, kind: str, example: str) -> Any:
+    if isinstance(value, str):
+        try:
+            return parse(value)
+        except ValueError:
+            pass
+    raise WireValueError(f"{what}: expected an ISO 8601 {kind} such as {example}, got {value!r}")
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_list(arrow_type: pa.DataType) -> bool:
+    return bool(pa.types.is_list(arrow_type) or pa.types.is_large_list(arrow_type))

@@ -1,0 +1,98 @@
+"""The server's Prometheus figures, on a registry the app is given (never the global one).
+
+With several workers each process writes its figures to prometheus_client's multiprocess
+directory and ``/metrics`` sums them over the workers.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from chalk.engine.recorder import CallRecorder
+
+__all__ = ["MULTIPROCESS_ENV", "ServerMetrics"]
+
+# prometheus_client reads it when first imported: the parent sets it before workers start.
+MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+_LATENCY_BUCKETS: Final = (
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
+)  # fmt: skip
+
+
+class ServerMetrics:
+    """Requests by endpoint and outcome, their latency, and model calls per scaling group.
+
+    Examples
+    --------
+    >>> metrics = ServerMetrics(CollectorRegistry())
+    >>> metrics.answered("query_online", 404, 0.002)
+    >>> text = metrics.exposition().decode()
+    >>> 'chalk_server_requests_total{endpoint="query_online",outcome="client_error"} 1.0' in text
+    True
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "chalk_server_requests",
+            "Requests answered, by endpoint and outcome (ok, client_error, server_error).",
+            ["endpoint", "outcome"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "chalk_server_request_duration_seconds",
+            "Time from a request's body read to its answer, by endpoint.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.model_calls = Counter(
+            "chalk_server_model_calls",
+            "Model calls (chunks, one gRPC call each) answered, by scaling group.",
+            ["group"],
+            registry=registry,
+        )
+        self.model_rows = Counter(
+            "chalk_server_model_rows",
+            "Rows answered by model calls, by scaling group.",
+            ["group"],
+            registry=registry,
+        )
+        self.model_retries = Counter(
+            "chalk_server_model_retries",
+            "Model call attempts that failed in transport and were sent again, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.graph_version = Gauge(
+            "chalk_server_graph_version",
+            "The applied feature graph version the server last answered with.",
+            registry=registry,
+            multiprocess_mode="max",
+        )
+
+    def answered(self, endpoint: str, status: int, seconds: float) -> None:
+        outcome = "ok" if status < 400 else "client_error" if status < 500 else "server_error"
+        self.requests.labels(endpoint, outcome).inc()
+        self.latency.labels(endpoint).observe(seconds)
+
+    def called(self, recorder: CallRecorder) -> None:
+        for group, calls in recorder.groups().items():
+            self.model_calls.labels(group).inc(calls.calls)
+            self.model_rows.labels(group).inc(calls.rows)
+            if calls.retries:
+                self.model_retries.labels(group).inc(calls.retries)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of every worker's figures (this process's alone without a
+        multiprocess directory)."""
+        directory = os.environ.get(MULTIPROCESS_ENV)
+        if not directory:
+            return bytes(generate_latest(self.registry))
+        summed = CollectorRegistry()
+        MultiProcessCollector(summed, path=directory)  # type: ignore[no-untyped-call]
+        return bytes(generate_latest(summed))

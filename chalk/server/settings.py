@@ -1,0 +1,151 @@
+"""What one ``chalk serve`` runs with: address, workers, token, limits.
+
+Built by the CLI; handed to each worker process as JSON in an environment variable, since
+the HTTP server starts its workers by import string.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Final
+
+__all__ = [
+    "DEFAULT_DEADLINE_S",
+    "DEFAULT_MAX_BODY_BYTES",
+    "SETTINGS_ENV",
+    "ServerSettings",
+    "ServerSettingsError",
+    "check_bindable",
+    "is_loopback",
+    "read_token",
+]
+
+SETTINGS_ENV: Final = "CHALK_SERVER_SETTINGS"
+DEFAULT_MAX_BODY_BYTES: Final = 16 << 20
+DEFAULT_DEADLINE_S: Final = 30.0
+# How old the server's idea of the active graph may get before it reads the catalog again.
+DEFAULT_GRAPH_TTL_S: Final = 1.0
+
+
+class ServerSettingsError(ValueError):
+    """Settings ``chalk serve`` refuses to start with; the message says what to change."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """One server's settings; ``token`` None means no authentication (loopback only).
+
+    Examples
+    --------
+    >>> settings = ServerSettings(project_dir="/srv/app", port=8123)
+    >>> ServerSettings.from_json(settings.to_json()) == settings
+    True
+    """
+
+    project_dir: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    token: str | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    deadline_s: float = DEFAULT_DEADLINE_S
+    graph_ttl_s: float = DEFAULT_GRAPH_TTL_S
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ServerSettingsError(f"--workers must be at least 1, got {self.workers}")
+        if self.max_body_bytes < 1:
+            raise ServerSettingsError(
+                f"--max-body-bytes must be at least 1, got {self.max_body_bytes}"
+            )
+        if self.deadline_s <= 0:
+            raise ServerSettingsError(f"--deadline must be more than 0 s, got {self.deadline_s}")
+        if self.token is None and not is_loopback(self.host):
+            raise ServerSettingsError(
+                f"chalk serve refuses to listen on {self.host} without a token: anyone who "
+                f"reaches that address could query features and call models. Expected "
+                f"--token-file FILE (a file holding the bearer token clients send), or "
+                f"--host 127.0.0.1"
+            )
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServerSettings:
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        """The settings the parent process left for this worker."""
+        text = os.environ.get(SETTINGS_ENV)
+        if not text:
+            raise ServerSettingsError(
+                f"{SETTINGS_ENV} is not set: expected the worker to be started by chalk serve"
+            )
+        return cls.from_json(text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is an address only this machine reaches.
+
+    Examples
+    --------
+    >>> is_loopback("127.0.0.1"), is_loopback("::1"), is_loopback("localhost")
+    (True, True, True)
+    >>> is_loopback("0.0.0.0"), is_loopback("192.168.1.4")
+    (False, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name other than localhost may resolve anywhere
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse, naming the address, when ``host:port`` cannot be bound (in use, not ours).
+
+    Examples
+    --------
+    >>> import socket
+    >>> with socket.socket() as taken:
+    ...     taken.bind(("127.0.0.1", 0)); taken.listen()
+    ...     check_bindable("127.0.0.1", taken.getsockname()[1])
+    Traceback (most recent call last):
+    ...
+    chalk.server.settings.ServerSettingsError: cannot listen on 127.0.0.1:...
+    """
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As the HTTP server binds: a port in TIME_WAIT after a restart is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as error:
+            raise ServerSettingsError(
+                f"cannot listen on {host}:{port}: {error.strerror}: expected a free port on an "
+                f"address of this machine; pick another with --port or --host"
+            ) from None
+
+
+def read_token(path: Path) -> str:
+    """The bearer token in ``path`` (surrounding whitespace dropped); it must not be empty."""
+    try:
+        token = path.read_text().strip()
+    except OSError as error:
+        raise ServerSettingsError(
+            f"--token-file {path}: cannot read it ({error.strerror}): expected a file holding "
+            f"the bearer token"
+        ) from None
+    if not token:
+        raise ServerSettingsError(
+            f"--token-file {path} is empty: expected the bearer token clients send"
+        )
+    return token

@@ -1,0 +1,313 @@
+"""Every endpoint of a real ``chalk serve`` over HTTP, and each bad request it answers 4xx."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from chalk.server.models import ErrorResponse, InvokeResponse, OnlineQueryResponse
+from tests.deploy.local.conftest import alive, wait_for
+from tests.server.conftest import (
+    ROW_JSON,
+    Reading,
+    Server,
+    apply,
+    query_body,
+    replica_pids,
+    start_server,
+)
+
+
+def post(server: Server, path: str, body: Any) -> httpx.Response:
+    return server.http.post(path, json=body)
+
+
+def values(data: list[dict[str, Any]]) -> dict[str, Any]:
+    return {item["field"]: item["value"] for item in data}
+
+
+def test_an_online_query_answers_every_type_as_json(server: Server) -> None:
+    reply = post(server, "/v1/query/online", query_body())
+
+    assert reply.status_code == 200, reply.text
+    body = OnlineQueryResponse.model_validate(reply.json()).model_dump()
+    assert body["errors"] == []
+    assert values(reply.json()["data"]) == {
+        "reading.id": 7,
+        "reading.doubled": 2.5,
+        "reading.loud": "BOB",
+        "reading.same_flag": True,
+        "reading.same_blob": base64.b64encode(b"\x00\xffhi").decode(),
+        "reading.same_at": "2024-05-01T12:30:00+00:00",
+        "reading.same_on": "2024-02-29",
+        "reading.same_tags": ["a", "b"],
+        "reading.same_maybe": None,
+    }
+    meta = reply.json()["meta"]
+    assert meta["graph_version"] >= 1
+    assert meta["execution_duration_s"] > 0
+    assert len(meta["query_id"]) == 32
+
+
+def test_several_rows_answer_one_data_list_per_row(server: Server) -> None:
+    rows = [{**ROW_JSON, "reading.id": n, "reading.x": float(n)} for n in range(3)]
+
+    reply = post(server, "/v1/query/online", {"rows": rows, "outputs": ["reading.doubled"]})
+
+    assert reply.status_code == 200, reply.text
+    assert [values(row) for row in reply.json()["data"]] == [
+        {"reading.id": n, "reading.doubled": 2.0 * n} for n in range(3)
+    ]
+
+
+def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Server) -> None:
+    reply = post(server, "/v1/models/double/invoke", {"inputs": {"x": [1.0, 2.5, None]}})
+
+    assert reply.status_code == 200, reply.text
+    InvokeResponse.model_validate(reply.json())
+    assert reply.json()["outputs"] == [2.0, 5.0, None]
+    assert reply.json()["meta"]["model_name"] == "double"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code", "named"),
+    [
+        pytest.param(
+            "/v1/query/online",
+            query_body(outputs=["reading.dubled"]),
+            400,
+            "UNKNOWN_FEATURE",
+            "did you mean 'reading.doubled'",
+            id="unknown_output",
+        ),
+        pytest.param(
+            "/v1/query/online",
+            {"inputs": {**ROW_JSON, "reading.nmae": "x"}, "outputs": ["reading.loud"]},
+            400,
+            "UNKNOWN_FEATURE",
+            "'reading.nmae'",
+            id="unknown_input",
+        ),
+        pytest.param(
+            "/v1/query/online",
+            query_body(**{"reading.x": "many"}),
+            400,
+            "INVALID_TYPE",
+            "reading.x: the input does not fit its type double",
+            id="wrong_type",
+        ),
+        pytest.param(
+            "/v1/query/online",
+            query_body(**{"reading.at": "yesterday"}),
+            400,
+            "INVALID_TYPE",
+            "reading.at: expected an ISO 8601 timestamp",
+            id="not_a_timestamp",
+        ),
+        pytest.param(
+            "/v1/query/online",
+            query_body(**{"reading.blob": "not base64!"}),
+            400,
+            "INVALID_TYPE",
+            "reading.blob: expected base64 text",
+            id="not_base64",
+        ),
+        pytest.param(
+            "/v1/query/online",
+            {"inputs": {"reading.x": 1.0}, "outputs": ["reading.doubled"]},
+            400,
+            "MISSING_PRIMARY_KEY",
+            "lacks the primary key reading.id",
+            id="missing_primary_key",
+        ),
+        pytest.param(
+            "/v1/query/online",
+            {"outputs": ["reading.loud"]},
+            400,
+            "INVALID_REQUEST",
+            "expected exactly one of 'inputs' (one row) or 'rows'",
+            id="no_inputs",
+        ),
+        pytest.param(
+            "/v1/query/online",
+            {"inputs": ROW_JSON, "outputs": "reading.loud"},
+            400,
+            "INVALID_REQUEST",
+            "outputs: Input should be a valid array",
+            id="outputs_not_a_list",
+        ),
+        pytest.param(
+            "/v1/models/nope/invoke",
+            {"inputs": {"x": [1.0]}},
+            404,
+            "UNKNOWN_GROUP",
+            "there is no scaling group named 'nope'",
+            id="unknown_group",
+        ),
+        pytest.param(
+            "/v1/models/double/invoke",
+            {"inputs": {"text": ["a"]}},
+            400,
+            "INVALID_INPUT",
+            "expected columns x: double, got text",
+            id="wrong_model_column",
+        ),
+        pytest.param(
+            "/v1/models/double/invoke",
+            {"inputs": {"x": ["a"]}},
+            400,
+            "INVALID_TYPE",
+            "input 'x' of scaling group 'double': the values do not fit its type double",
+            id="wrong_model_type",
+        ),
+    ],
+)
+def test_a_bad_request_is_a_4xx_naming_what_is_wrong(
+    server: Server, path: str, body: Any, status: int, code: str, named: str
+) -> None:
+    reply = post(server, path, body)
+
+    assert reply.status_code == status, reply.text
+    ErrorResponse.model_validate(reply.json())
+    (error,) = reply.json()["errors"]
+    assert error["code"] == code
+    assert named in error["message"]
+
+
+def test_malformed_json_is_a_400(server: Server) -> None:
+    reply = server.http.post("/v1/query/online", content=b'{"inputs": {')
+
+    assert reply.status_code == 400
+    assert reply.json()["errors"][0]["code"] == "MALFORMED_JSON"
+    assert "not valid JSON" in reply.json()["errors"][0]["message"]
+
+
+@pytest.fixture(scope="module")
+def small(project: Path) -> Iterator[Server]:
+    """A server with a body limit of 1 KiB and a deadline of half a second."""
+    running = start_server(project, "--max-body-bytes", "1024", "--deadline", "0.5")
+    yield running
+    running.stop()
+
+
+def test_a_body_over_the_limit_is_a_413(small: Server) -> None:
+    reply = post(small, "/v1/query/online", query_body(**{"reading.name": "x" * 5000}))
+
+    assert reply.status_code == 413
+    assert reply.json()["errors"][0]["code"] == "BODY_TOO_LARGE"
+    assert "expected at most 1024" in reply.json()["errors"][0]["message"]
+
+
+def test_a_request_past_its_deadline_is_a_504(small: Server) -> None:
+    reply = post(small, "/v1/query/online", query_body(**{"reading.x": 999.0}))
+
+    assert reply.status_code == 504, reply.text
+    assert "deadline of 0.5 s" in reply.json()["errors"][0]["message"]
+
+
+def test_a_model_failure_is_a_5xx_naming_the_group_and_the_remote_error(server: Server) -> None:
+    reply = post(server, "/v1/query/online", query_body(**{"reading.x": -1.0}))
+    invoked = post(server, "/v1/models/double/invoke", {"inputs": {"x": [-1.0]}})
+
+    assert reply.status_code == 502, reply.text
+    assert invoked.status_code == 502, invoked.text
+    assert reply.json()["meta"]["graph_version"] >= 1
+    for answer in (reply, invoked):
+        message = answer.json()["errors"][0]["message"]
+        assert "double" in message
+        assert "negative input" in message
+
+
+def test_an_unknown_path_is_a_json_404(server: Server) -> None:
+    reply = server.http.get("/v1/nothing")
+
+    assert reply.status_code == 404
+    assert "is not served" in reply.json()["errors"][0]["message"]
+
+
+def test_probes_say_healthy_and_ready(server: Server) -> None:
+    assert server.http.get("/healthz").json() == {"status": "ok"}
+    ready = server.http.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json()["status"] == "ready"
+
+
+def test_the_openapi_document_describes_the_answers(server: Server) -> None:
+    document = server.http.get("/openapi.json").json()
+    answer = post(server, "/v1/query/online", query_body()).json()
+    schema = {
+        "$ref": "#/components/schemas/OnlineQueryResponse",
+        "components": document["components"],
+    }
+
+    jsonschema.validate(answer, schema)
+    assert set(document["paths"]) >= {"/v1/query/online", "/v1/models/{group}/invoke"}
+
+
+def test_metrics_count_queries_and_model_calls(server: Server) -> None:
+    post(server, "/v1/query/online", query_body())
+    post(server, "/v1/query/online", query_body(outputs=["reading.nope"]))
+
+    text = server.http.get("/metrics").text
+
+    assert 'chalk_server_requests_total{endpoint="query_online",outcome="ok"}' in text
+    assert 'chalk_server_requests_total{endpoint="query_online",outcome="client_error"}' in text
+    assert 'chalk_server_model_calls_total{group="double"}' in text
+    assert "chalk_server_request_duration_seconds_bucket" in text
+
+
+def test_a_newly_applied_graph_is_served_without_a_restart(server: Server, project: Path) -> None:
+    before = post(server, "/v1/query/online", query_body()).json()["meta"]["graph_version"]
+
+    version = apply(project, Reading, extra={"twice_loud": "concat(_.loud, _.loud)"})
+
+    def answered() -> dict[str, Any] | None:
+        reply = post(server, "/v1/query/online", query_body(outputs=["reading.twice_loud"]))
+        return reply.json() if reply.status_code == 200 else None
+
+    found = wait_for(answered, what="the new graph")
+    assert version > before
+    assert found["meta"]["graph_version"] == version
+    assert values(found["data"])["reading.twice_loud"] == "BOBBOB"
+
+
+def test_a_replica_killed_during_requests_costs_no_request(server: Server, project: Path) -> None:
+    pids = wait_for(
+        lambda: (found := replica_pids(project, "double")) and len(found) == 2 and found,
+        what="two ready replicas",
+    )
+    failures: list[str] = []
+    answered = 0
+    stop = threading.Event()
+
+    def stream() -> None:
+        nonlocal answered
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            while not stop.is_set():
+                reply = http.post("/v1/query/online", json=query_body(outputs=["reading.doubled"]))
+                if reply.status_code != 200:
+                    failures.append(reply.text)
+                answered += 1
+
+    threads = [threading.Thread(target=stream) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    wait_for(lambda: answered >= 20, what="requests before the kill")
+    os.kill(pids[0], signal.SIGKILL)
+    counted = answered
+    wait_for(lambda: answered >= counted + 60, what="requests after the kill", timeout_s=60)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert failures == []
+    assert not alive(pids[0])

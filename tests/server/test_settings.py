@@ -1,0 +1,100 @@
+"""``chalk serve``'s settings and error table, without a server."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from chalk.catalog.errors import NoReadyReplicaError, UnknownGroupError
+from chalk.engine.calls import ModelHandlerError
+from chalk.engine.query import QueryError
+from chalk.features import GraphError
+from chalk.server.errors import api_error
+from chalk.server.graphs import NoGraphError
+from chalk.server.settings import (
+    ServerSettings,
+    ServerSettingsError,
+    check_bindable,
+    read_token,
+)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"host": "0.0.0.0"}, "refuses to listen on 0.0.0.0 without a token",
+                     id="wildcard_without_token"),
+        pytest.param({"workers": 0}, "--workers must be at least 1, got 0", id="no_workers"),
+        pytest.param({"max_body_bytes": 0}, "--max-body-bytes must be at least 1",
+                     id="no_body"),
+        pytest.param({"deadline_s": 0}, "--deadline must be more than 0 s", id="no_deadline"),
+    ],
+)  # fmt: skip
+def test_settings_it_refuses_name_the_flag(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(ServerSettingsError, match=message):
+        ServerSettings(project_dir="/p", **changes)  # type: ignore[arg-type]
+
+
+def test_a_token_allows_any_address() -> None:
+    assert ServerSettings(project_dir="/p", host="0.0.0.0", token="t").host == "0.0.0.0"
+
+
+def test_a_token_file_is_read_without_its_newline(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("abc\n")
+
+    assert read_token(tmp_path / "token") == "abc"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(None, "cannot read it", id="missing"),
+        pytest.param(" \n", "is empty", id="empty"),
+    ],
+)
+def test_a_token_file_that_holds_no_token_is_refused(
+    tmp_path: Path, text: str | None, message: str
+) -> None:
+    if text is not None:
+        (tmp_path / "token").write_text(text)
+
+    with pytest.raises(ServerSettingsError, match=message):
+        read_token(tmp_path / "token")
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code"),
+    [
+        pytest.param(QueryError("q"), 400, "INVALID_QUERY", id="query"),
+        pytest.param(GraphError("g"), 400, "UNKNOWN_FEATURE", id="graph"),
+        pytest.param(UnknownGroupError("u"), 404, "UNKNOWN_GROUP", id="group"),
+        pytest.param(NoReadyReplicaError("n"), 503, "MODEL_UNAVAILABLE", id="no_replica"),
+        pytest.param(NoGraphError("n"), 503, "NO_GRAPH", id="no_graph"),
+        pytest.param(
+            ModelHandlerError("h", kind="ValueError", remote_message="m", remote_traceback="",
+                              endpoint="e"),
+            502, "MODEL_HANDLER_ERROR", id="handler",
+        ),
+    ],
+)  # fmt: skip
+def test_each_error_class_has_its_status(error: Exception, status: int, code: str) -> None:
+    found = api_error(error)
+
+    assert found is not None
+    assert (found.status, found.code, found.message) == (status, code, str(error))
+
+
+def test_an_error_of_no_known_class_is_left_to_the_caller() -> None:
+    assert api_error(KeyError("x")) is None
+
+
+def test_a_port_in_use_is_refused_naming_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+
+        with pytest.raises(ServerSettingsError, match=f"cannot listen on 127.0.0.1:{port}"):
+            check_bindable("127.0.0.1", port)
