@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from chalk.catalog.errors import NotFoundError, UnknownGroupError
+from chalk.common.errors import ChalkError
 from chalk.engine.errors import EngineError, ModelCallError
 from chalk.engine.plan import PlanError
 from chalk.engine.query import QueryError, feature_name
@@ -30,7 +31,7 @@ API_TOKEN_ENV: Final = "CHALK_API_TOKEN"
 _TIMEOUT_S: Final = 60.0
 
 
-class ApiServerError(RuntimeError):
+class ApiServerError(ChalkError, RuntimeError):
     """The feature server answered an error no in-process query raises (auth, limits, ...)."""
 
     def __init__(self, message: str, *, status: int, code: str) -> None:

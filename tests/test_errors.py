@@ -64,7 +64,7 @@ def test_a_deploy_error_is_no_catalog_error(name: str) -> None:
 
 def test_an_error_keeps_its_builtin_base_beside_the_root() -> None:
     from chalk.deploy.local.dockerfile import DockerfileError
-    from chalk.engine.execute import EngineTypeError
+    from chalk.engine.errors import EngineTypeError
     from chalk.features.expr import ExpressionError
 
     assert issubclass(DockerfileError, ValueError)

@@ -36,7 +36,7 @@ from chalk.server.graphs import NoGraphError
 __all__ = ["ApiError", "api_error", "error_body", "on_graph"]
 
 
-class ApiError(Exception):
+class ApiError(ChalkError):
     """An error answered as JSON: ``status``, a stable ``code`` and a message for people.
 
     ``feature`` names the feature, input or field concerned when there is one.

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
+from chalk.common.errors import ChalkError
+
 __all__ = [
     "DEFAULT_DEADLINE_S",
     "DEFAULT_MAX_BODY_BYTES",
@@ -32,7 +34,7 @@ DEFAULT_DEADLINE_S: Final = 30.0
 DEFAULT_GRAPH_TTL_S: Final = 1.0
 
 
-class ServerSettingsError(ValueError):
+class ServerSettingsError(ChalkError, ValueError):
     """Settings ``chalk serve`` refuses to start with; the message says what to change."""
 
 

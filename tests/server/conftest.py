@@ -18,11 +18,11 @@ from pathlib import Path
 import httpx
 import pyarrow as pa
 import pytest
-from chalk.catalog.config import load_project
 
 from chalk import functions as F
 from chalk.catalog import open_catalog
 from chalk.client import ChalkClient
+from chalk.common.config import load_project
 from chalk.features import _, features, graph_of
 from chalk.scaling import AutoScalingSpec
 from tests.support.runtime_process import free_port
