@@ -11,7 +11,7 @@ import pytest
 
 from chalk.client import ChalkClient
 from chalk.client_http import ApiServerClient, ApiServerError, FeatureMismatchError
-from chalk.engine.calls import ModelCallError
+from chalk.engine.errors import ModelCallError
 from chalk.engine.query import QueryError
 from chalk.features import ClassDef, FeatureDef, FeatureGraph, graph_of
 from tests.server.conftest import OUTPUTS, ROW, Reading, Server

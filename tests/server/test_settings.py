@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from chalk.catalog.errors import NoReadyReplicaError, UnknownGroupError
-from chalk.engine.calls import ModelHandlerError
+from chalk.engine.errors import ModelHandlerError
 from chalk.engine.query import QueryError
 from chalk.features import GraphError
 from chalk.server.errors import api_error
