@@ -46,7 +46,7 @@ from chalk.server.settings import ServerSettings
 __all__ = ["app_from_env", "create_app"]
 
 _LOG = logging.getLogger("chalk.server")
-# Paths a load balancer probes: open even when a token is required (DESIGN.md).
+# Paths a load balancer probes: open even when a token is required.
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 M = TypeVar("M", bound=BaseModel)
 # Queries running at once per worker (each mostly waits on its model calls).
