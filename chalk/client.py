@@ -1,4 +1,4 @@
-"""``ChalkClient``: the Python entry point (register models; deploy and query as they land).
+"""``ChalkClient``: the Python entry point (register and deploy models, query features).
 
 Finds the project (``chalk.yaml``, walking up from the working directory) and opens its catalog.
 """
