@@ -166,7 +166,7 @@ def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Serve
             {"inputs": {"x": ["a"]}},
             400,
             "INVALID_TYPE",
-            "input 'x' of scaling group 'double': the values do not fit its type double",
+            "input 'x' of scaling group 'double': the input does not fit its type double",
             id="wrong_model_type",
         ),
     ],
@@ -311,3 +311,48 @@ def test_a_replica_killed_during_requests_costs_no_request(server: Server, proje
 
     assert failures == []
     assert not alive(pids[0])
+
+
+def raw_query(server: Server, inputs: str) -> httpx.Response:
+    """A query of ``reading.loud`` whose inputs are this JSON text, sent as it is."""
+    body = '{"inputs": {"reading.name": "bob", ' + inputs + '}, "outputs": ["reading.loud"]}'
+    return server.http.post(
+        "/v1/query/online", content=body, headers={"content-type": "application/json"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("inputs", "feature", "named"),
+    [
+        pytest.param('"reading.id": 1.9', "reading.id", "expected an integer, got 1.9",
+                     id="fraction_for_int"),
+        pytest.param('"reading.id": true', "reading.id", "expected an integer, got true",
+                     id="bool_for_int"),
+        pytest.param('"reading.id": 1, "reading.x": false', "reading.x",
+                     "expected a number, got false", id="bool_for_float"),
+        pytest.param('"reading.id": 99999999999999999999999', "reading.id",
+                     "expected an integer from -9223372036854775808 to 9223372036854775807",
+                     id="int_out_of_range"),
+        pytest.param('"reading.id": 1, "reading.x": 1e400', "reading.x",
+                     "expected a finite number", id="float_overflow"),
+        pytest.param('"reading.id": 1, "reading.x": Infinity', "reading.x",
+                     "expected a finite number", id="infinity"),
+        pytest.param('"reading.id": 1, "reading.x": NaN', "reading.x",
+                     "expected a finite number", id="nan"),
+        pytest.param('"reading.id": 1, "reading.flag": 1', "reading.flag",
+                     "expected true or false, got 1", id="int_for_bool"),
+        pytest.param('"reading.id": 1, "reading.tags": ["a", 2]', "reading.tags",
+                     "expected a string, got 2", id="int_in_a_string_list"),
+    ],
+)  # fmt: skip
+def test_a_value_not_of_its_features_type_is_a_400_naming_the_feature(
+    server: Server, inputs: str, feature: str, named: str
+) -> None:
+    reply = raw_query(server, inputs)
+
+    assert reply.status_code == 400, reply.text
+    (error,) = reply.json()["errors"]
+    assert (error["code"], error["feature"]) == ("INVALID_TYPE", feature)
+    assert error["message"].startswith(f"{feature}: the input does not fit its type")
+    assert named in error["message"]
+
