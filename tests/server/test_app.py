@@ -356,3 +356,12 @@ def test_a_value_not_of_its_features_type_is_a_400_naming_the_feature(
     assert error["message"].startswith(f"{feature}: the input does not fit its type")
     assert named in error["message"]
 
+
+def test_a_null_primary_key_is_a_400_naming_it(server: Server) -> None:
+    reply = raw_query(server, '"reading.id": null')
+
+    assert reply.status_code == 400, reply.text
+    (error,) = reply.json()["errors"]
+    assert (error["code"], error["feature"]) == ("INVALID_VALUE", "reading.id")
+    assert "reading.id is null in row 0" in error["message"]
+    assert "primary key" in error["message"]
