@@ -163,7 +163,7 @@ async def _query(state: _State, request: Request) -> Response:
         try:
             return run_online_query(loaded, query, state.caller)
         except Exception as error:
-            raise on_graph(error, loaded.version) from None
+            raise on_graph(error, loaded.version, loaded.graph.features) from None
 
     loop = asyncio.get_running_loop()
     outcome = await _within_deadline(state, loop.run_in_executor(state.queries, run))

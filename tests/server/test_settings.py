@@ -11,7 +11,7 @@ from chalk.catalog.errors import NoReadyReplicaError, UnknownGroupError
 from chalk.engine.errors import ModelHandlerError
 from chalk.engine.query import QueryError
 from chalk.features import GraphError
-from chalk.server.errors import api_error
+from chalk.server.errors import ApiError, api_error, on_graph
 from chalk.server.graphs import NoGraphError
 from chalk.server.settings import (
     ServerSettings,
@@ -98,3 +98,19 @@ def test_a_port_in_use_is_refused_naming_it() -> None:
 
         with pytest.raises(ServerSettingsError, match=f"cannot listen on 127.0.0.1:{port}"):
             check_bindable("127.0.0.1", port)
+
+
+def test_an_error_naming_a_feature_of_the_graph_fills_its_feature() -> None:
+    unavailable = NoReadyReplicaError("reading.doubled: scaling group 'double' has no replica")
+
+    found = on_graph(unavailable, 4, {"reading.doubled"})
+    other = on_graph(QueryError("the query has no outputs: expected one"), 4, {"reading.x"})
+
+    assert isinstance(found, ApiError)
+    assert (found.code, found.feature, found.graph_version) == (
+        "MODEL_UNAVAILABLE",
+        "reading.doubled",
+        4,
+    )
+    assert isinstance(other, ApiError)
+    assert other.feature is None
