@@ -15,7 +15,6 @@ from chalk.catalog.images import normalize_tag
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
 from chalk.deploy.kubernetes.groups import KubernetesGroups
-from chalk.deploy.local import daemon
 from chalk.deploy.local.images import image_argv, image_port
 from chalk.deploy.states import GroupStatus
 from chalk.deploy.views import Backend, GroupView
@@ -53,19 +52,19 @@ class LocalBackend:
 
     def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
         group = catalog.groups.create(name, spec.to_dict(), backend=self._project.config.backend)
-        daemon.ensure_running(self._project)
+        _wake_controller(self._project)
         return group
 
     def update(
         self, catalog: Catalog, name: str, spec: GroupSpec, *, expected_revision: int
     ) -> tuple[ScalingGroup, bool]:
         stored = catalog.groups.update(name, spec.to_dict(), expected_revision=expected_revision)
-        daemon.ensure_running(self._project)
+        _wake_controller(self._project)
         return stored
 
     def delete(self, catalog: Catalog, name: str) -> ScalingGroup:
         deleted = catalog.groups.delete(name)
-        daemon.ensure_running(self._project)
+        _wake_controller(self._project)
         return deleted
 
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
@@ -85,6 +84,14 @@ class LocalBackend:
 
     def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]] | None:
         return None
+
+
+def _wake_controller(project: Project) -> None:
+    # Imported here: the controller's modules are slow to load, and reading groups (`chalk
+    # scaling-group list`) never needs them.
+    from chalk.deploy.local import daemon  # noqa: PLC0415
+
+    daemon.ensure_running(project)
 
 
 def backend_for(project: Project) -> Backend:
