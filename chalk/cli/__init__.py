@@ -21,7 +21,7 @@ import sys
 TYPE_CHECKING = False  # typing costs start-up time; mypy reads this name as True
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Iterator, Sequence
+    from collections.abc import Callable, Iterator, Sequence
     from types import FrameType
 
 __all__ = ["build_parser", "holding_ctrl_c", "main"]
@@ -102,7 +102,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     signal.signal(signal.SIGINT, _end_at_once)
     # A parent may start us with SIGINT blocked (one that came early waits until now).
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    sys.exit(_main(sys.argv[1:], own_sigint=True))
+    try:
+        code = _main(sys.argv[1:], own_sigint=True)
+    finally:
+        # Done (argparse's --help and usage errors end here too, through SystemExit): a Ctrl-C
+        # now could only cut the interpreter's clean-up short, or kill it by the signal once
+        # the interpreter has put the default action back.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def _end_at_once(signum: int, frame: FrameType | None) -> None:
@@ -120,16 +127,22 @@ def _main(argv: Sequence[str], *, own_sigint: bool = False) -> int:
         parser.print_help(sys.stderr)
         return 2
 
-    from chalk.common.errors import ChalkError  # noqa: PLC0415
-
-    if own_sigint:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        code: int = run(args)
-        sys.stdout.flush()
+        if own_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        return _run(run, args)
     except KeyboardInterrupt:
         # What was stored stays stored (every write is one transaction); no traceback.
-        code = _interrupted(own_sigint=own_sigint)
+        return _interrupted(own_sigint=own_sigint)
+
+
+def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """``run(args)``, its errors meant for the user printed as one line (exit code 1)."""
+    from chalk.common.errors import ChalkError  # noqa: PLC0415
+
+    try:
+        code = run(args)
+        sys.stdout.flush()
     except ChalkError as error:
         # Every part raises its errors on purpose for the user: one line, never a traceback.
         print(f"error: {error}", file=sys.stderr)
@@ -140,10 +153,6 @@ def _main(argv: Sequence[str], *, own_sigint: bool = False) -> int:
             raise
         print(f"error: {message}", file=sys.stderr)
         code = 1
-    finally:
-        if own_sigint:
-            # The command is over: a late Ctrl-C cannot leave anything half-done.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return code
 
 
