@@ -14,10 +14,11 @@ from chalk.catalog import Catalog, ScalingGroup
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
-from chalk.deploy.kubernetes.groups import KubernetesGroups
-from chalk.deploy.local.images import image_argv, image_port
 from chalk.deploy.states import GroupStatus
 from chalk.deploy.views import Backend, GroupView
+
+# The image store, the Kubernetes backend and the local controller are imported where they are
+# used: reading groups (`chalk scaling-group list`) needs none of them.
 
 __all__ = ["Backend", "GroupView", "LocalBackend", "backend_for", "pin_image"]
 
@@ -31,6 +32,8 @@ def pin_image(catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSp
     port = spec.port
     from_image = spec.port_from_image and not port_given
     if from_image:
+        from chalk.deploy.local.images import image_argv, image_port  # noqa: PLC0415
+
         port = image_port(image, image_argv(image, spec.entrypoint))
     return replace(
         spec,
@@ -87,8 +90,6 @@ class LocalBackend:
 
 
 def _wake_controller(project: Project) -> None:
-    # Imported here: the controller's modules are slow to load, and reading groups (`chalk
-    # scaling-group list`) never needs them.
     from chalk.deploy.local import daemon  # noqa: PLC0415
 
     daemon.ensure_running(project)
@@ -97,5 +98,7 @@ def _wake_controller(project: Project) -> None:
 def backend_for(project: Project) -> Backend:
     """The backend chalk.yaml names; the Kubernetes client loads only for Kubernetes."""
     if project.config.backend == "kubernetes":
+        from chalk.deploy.kubernetes.groups import KubernetesGroups  # noqa: PLC0415
+
         return KubernetesGroups(project)
     return LocalBackend(project)
