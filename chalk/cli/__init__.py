@@ -130,30 +130,35 @@ def _main(argv: Sequence[str], *, own_sigint: bool = False) -> int:
     try:
         if own_sigint:
             signal.signal(signal.SIGINT, signal.default_int_handler)
-        return _run(run, args)
+        code, error = _run(run, args)
+        if own_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # over: its error prints whole
     except KeyboardInterrupt:
         # What was stored stays stored (every write is one transaction); no traceback.
         return _interrupted(own_sigint=own_sigint)
+    if error is not None:
+        print(f"error: {error}", file=sys.stderr)
+    return code
 
 
-def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
-    """``run(args)``, its errors meant for the user printed as one line (exit code 1)."""
+def _run(
+    run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> tuple[int, str | None]:
+    """``run(args)``: its exit code, and the one line to print for an error meant for the user
+    (every part raises those on purpose: never a traceback)."""
     from chalk.common.errors import ChalkError  # noqa: PLC0415
 
     try:
         code = run(args)
         sys.stdout.flush()
     except ChalkError as error:
-        # Every part raises its errors on purpose for the user: one line, never a traceback.
-        print(f"error: {error}", file=sys.stderr)
-        code = 1
+        return 1, str(error)
     except Exception as error:
         message = _catalog_failure(error)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        code = 1
-    return code
+        return 1, message
+    return code, None
 
 
 @contextlib.contextmanager
