@@ -154,11 +154,27 @@ def _run(
     except ChalkError as error:
         return 1, str(error)
     except Exception as error:
+        if _from_ctrl_c(error):
+            # Python 3.11 wraps a KeyboardInterrupt raised in __set_name__ (a class being
+            # made while a module imports) in a RuntimeError.
+            raise KeyboardInterrupt from None
         message = _catalog_failure(error)
         if message is None:
             raise
         return 1, message
     return code, None
+
+
+def _from_ctrl_c(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the causes of ``error``."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ the catalog only), and Ctrl-C at any moment: one line, exit 130, no traceback.""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 
 from chalk.catalog import open_catalog
 from chalk.catalog.specs import GroupSpec
-from chalk.cli import _COMMANDS, build_parser, holding_ctrl_c, main
+from chalk.cli import _COMMANDS, _run, build_parser, holding_ctrl_c, main
 
 CHALK = str(Path(sys.executable).with_name("chalk"))
 # What no --help loads: each takes tenths of a second to import.
@@ -233,3 +234,18 @@ def test_ctrl_c_during_a_held_write_ends_the_command_once_the_write_is_done() ->
         write()
     assert written == ["chalk.yaml"]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_that_python_wrapped_in_another_error_still_reads_as_ctrl_c() -> None:
+    # Python 3.11 reports a KeyboardInterrupt raised while a class is made (in __set_name__,
+    # as happens when Ctrl-C lands in a module's import) as a RuntimeError.
+    class Interrupted:
+        def __set_name__(self, owner: type, name: str) -> None:
+            raise KeyboardInterrupt
+
+    def command(args: argparse.Namespace) -> int:
+        type("Model", (), {"field": Interrupted()})
+        return 0
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(command, argparse.Namespace())
