@@ -1,7 +1,7 @@
 """scalegroup: serve ML models as autoscaled scaling groups and call them from features.
 
 The package keeps the product documents' import paths (``chalk.features``, ``chalk.functions``,
-``chalk.client``, ``chalk.scaling``); see DESIGN.md for which part may import which.
+``chalk.client``, ``chalk.scaling``); docs/architecture.md says which part may import which.
 """
 
 from __future__ import annotations

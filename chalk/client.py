@@ -1,6 +1,8 @@
-"""``ChalkClient``: the Python entry point (register models; deploy and query as they land).
+"""``ChalkClient``: the Python entry point (register and deploy models, query features).
 
-Finds the project (``chalk.yaml``, walking up from the working directory) and opens its catalog.
+Finds the project (``chalk.yaml``, walking up from the working directory) and its catalog, on
+first use for a client of a feature server. Over 500 lines: the public class and its private
+helpers (progress bar, graph cache) read together.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from chalk.catalog import ModelVersion, ScalingGroup, open_catalog
+from chalk.catalog import Catalog, ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.client_http import API_SERVER_ENV, ApiServerClient
@@ -57,7 +59,8 @@ class ChalkClient:
     api_server
         The URL of a ``chalk serve`` (default: ``$CHALK_API_SERVER``): ``query`` then runs
         there, on the applied graph, with the same results and errors (and a
-        ``FeatureMismatchError`` for a feature the server defines differently).
+        ``FeatureMismatchError`` for a feature the server defines differently). Such a client
+        needs no ``chalk.yaml`` until a call reads the catalog (models, groups, offline queries).
 
     Examples
     --------
@@ -86,13 +89,23 @@ class ChalkClient:
             raise ValueError(
                 f"model_call_deadline_s must be more than 0, got {model_call_deadline_s}"
             )
-        self.project: Project = find_project(Path(project_dir) if project_dir else None)
-        self._catalog = open_catalog(self.project)
-        self._calls = _Calls(self._catalog, model_call_deadline_s)
         api_server = api_server or os.environ.get(API_SERVER_ENV)
         self._api = ApiServerClient(api_server) if api_server else None
+        self._project = _LazyProject(Path(project_dir) if project_dir else Path.cwd())
+        if self._api is None:
+            self._project.catalog()  # in process every query needs the project: find it now
+        self._calls = _Calls(self._project, model_call_deadline_s)
         # A client dropped without close() still stops its event loop thread and channels.
         weakref.finalize(self, _close_calls, self._calls)
+
+    @property
+    def project(self) -> Project:
+        """The project (``ConfigError`` when no ``chalk.yaml`` is found)."""
+        return self._project.project()
+
+    @property
+    def _catalog(self) -> Catalog:
+        return self._project.catalog()
 
     def register_model_version(
         self,
@@ -224,7 +237,8 @@ class ChalkClient:
         """Compute ``output`` features for one row of ``input`` values.
 
         Keys and outputs are features (``Document.text``) or their names (``"document.text"``).
-        The graph is the ``@features`` classes this process has defined.
+        The graph is the ``@features`` classes this process has defined; with ``api_server``
+        it is the server's, and a name this process does not define is checked there.
         """
         graph = _graph_for(input, output)
         if self._api is not None:
@@ -289,12 +303,34 @@ def _close_calls(calls: _Calls) -> None:
         calls.close()
 
 
+class _LazyProject:
+    """The project found from ``start`` and its catalog, on first use."""
+
+    def __init__(self, start: Path) -> None:
+        self._start = start
+        self._found: tuple[Project, Catalog] | None = None
+        self._lock = threading.Lock()
+
+    def project(self) -> Project:
+        return self._open()[0]
+
+    def catalog(self) -> Catalog:
+        return self._open()[1]
+
+    def _open(self) -> tuple[Project, Catalog]:
+        with self._lock:
+            if self._found is None:
+                project = find_project(self._start)
+                self._found = (project, open_catalog(project))
+            return self._found
+
+
 class _Calls:
     """One ModelCaller, and so one background event loop, for every query of a client,
     whichever thread runs it: gRPC's asyncio objects belong to one loop."""
 
-    def __init__(self, catalog: Any, deadline_s: float | None) -> None:
-        self._catalog = catalog
+    def __init__(self, project: _LazyProject, deadline_s: float | None) -> None:
+        self._project = project
         self._deadline_s = deadline_s
         self._caller: ModelCaller | None = None
         self._lock = threading.Lock()
@@ -302,7 +338,7 @@ class _Calls:
     def caller(self) -> ModelCaller:
         with self._lock:
             if self._caller is None:
-                self._caller = ModelCaller(self._catalog, deadline_s=self._deadline_s)
+                self._caller = ModelCaller(self._project.catalog(), deadline_s=self._deadline_s)
             return self._caller
 
     def close(self) -> None:

@@ -1,7 +1,8 @@
 """``ChalkClient(api_server=...)``'s online queries: a thin HTTP client of ``chalk serve``.
 
-Sends each input as JSON by its feature's type with the fingerprint of every feature named,
-and turns the server's JSON errors back into the exceptions an in-process query raises.
+Sends each input as JSON by its feature's type with the fingerprint of every feature named that
+this process defines (the server checks the other names), and turns the server's JSON errors
+back into the exceptions an in-process query raises.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from chalk.common.errors import ChalkError
 from chalk.engine.errors import EngineError, ModelCallError
 from chalk.engine.plan import PlanError
 from chalk.engine.query import QueryError, feature_name
-from chalk.features import FeatureGraph, GraphError
+from chalk.features import FeatureGraph
 from chalk.features.wire import feature_fingerprint, value_from_json, value_to_json
 
 __all__ = [
@@ -85,13 +86,22 @@ class ApiServerClient:
     def query(
         self, graph: FeatureGraph, inputs: Mapping[Any, Any], outputs: Sequence[Any]
     ) -> dict[str, Any]:
-        """One row of ``outputs`` for ``inputs``, as plain Python values by fqn."""
+        """One row of ``outputs`` for ``inputs``, as plain Python values by fqn.
+
+        ``graph`` holds the features this process defines; a feature it lacks travels by its
+        name alone (its value as JSON by its Python type) and comes back as its JSON value.
+        """
         row = {}
         for key, value in inputs.items():
             fqn = feature_name(key)
-            row[fqn] = value_to_json(value, _feature(graph, fqn).arrow_type)
+            known = graph.features.get(fqn)
+            row[fqn] = value_to_json(value, known.arrow_type if known is not None else None)
         wanted = [feature_name(output) for output in outputs]
-        fingerprints = {fqn: feature_fingerprint(_feature(graph, fqn)) for fqn in [*row, *wanted]}
+        fingerprints = {
+            fqn: feature_fingerprint(graph.features[fqn])
+            for fqn in [*row, *wanted]
+            if fqn in graph.features
+        }
         body = {"inputs": row, "outputs": wanted, "fingerprints": fingerprints}
         try:
             reply = self._http.post("/v1/query/online", json=body)
@@ -105,22 +115,17 @@ class ApiServerClient:
         answer = _json(reply)
         if reply.status_code != 200:
             raise _error(self.url, reply.status_code, answer)
-        return {
-            item["field"]: value_from_json(
-                item["value"], graph.feature(item["field"]).arrow_type, what=item["field"]
-            )
-            for item in answer["data"]
-        }
+        return {item["field"]: _value(graph, item) for item in answer["data"]}
 
     def close(self) -> None:
         self._http.close()
 
 
-def _feature(graph: FeatureGraph, fqn: str) -> Any:
-    try:
-        return graph.feature(fqn)
-    except GraphError as error:
-        raise QueryError(str(error)) from None  # as the in-process query says it
+def _value(graph: FeatureGraph, item: Mapping[str, Any]) -> Any:
+    known = graph.features.get(item["field"])
+    if known is None:
+        return item["value"]
+    return value_from_json(item["value"], known.arrow_type, what=item["field"])
 
 
 def _json(reply: Any) -> Any:

@@ -1,4 +1,4 @@
-"""``chalk model register|list|get``: the model registry from the command line."""
+"""``chalk model register|list|get|deploy``: the model registry from the command line."""
 
 from __future__ import annotations
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ def _serve(args: argparse.Namespace) -> int:
     # Imported here: the HTTP stack is an extra (scalegroup[server]).
     try:
         from chalk.server.run import serve  # noqa: PLC0415
-        from chalk.server.settings import check_bindable, read_token  # noqa: PLC0415
+        from chalk.server.settings import check_bindable, read_token, url_of  # noqa: PLC0415
     except ImportError as error:
         print(
             f"error: chalk serve needs the server extra ({error.name} is missing): "
@@ -69,11 +70,12 @@ def _serve(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             deadline_s=args.deadline,
         )
-        check_bindable(settings.host, settings.port)
+        # Port 0: the one the system picks now, so that it can be printed.
+        settings = dataclasses.replace(settings, port=check_bindable(settings.host, settings.port))
     except ServerSettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    where = f"http://{args.host}:{args.port}"
+    where = url_of(settings.host, settings.port)
     auth = "bearer token required" if settings.token else "no token (loopback only)"
     print(f"serving {project.root} on {where} ({args.workers} worker(s), {auth})", flush=True)
     serve(settings)

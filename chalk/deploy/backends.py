@@ -2,7 +2,8 @@
 
 ``chalk.deploy.groups`` (called by the CLI and ``ChalkClient`` alike) asks ``backend_for`` for
 the project's backend and calls the same methods on either: the local one stores the spec and
-wakes the local controller; the Kubernetes one applies objects to the cluster.
+starts the local controller when none runs (it sees the change on its next pass); the
+Kubernetes one applies objects to the cluster.
 """
 
 from __future__ import annotations

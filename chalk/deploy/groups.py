@@ -2,8 +2,8 @@
 
 The client and the CLI call these, whichever backend chalk.yaml names: each function asks
 ``backend_for`` for it. The local backend stores the desired spec (pinning the image digest
-and resolving the port) and wakes the local controller; the Kubernetes backend applies the
-group's objects to the cluster and stores the spec beside them.
+and resolving the port) and starts the local controller when none runs; the Kubernetes
+backend applies the group's objects to the cluster and stores the spec beside them.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ class ModelCaller:
     ``chalk.engine.routes.ROUTE_TTL_S``): replicas that became ready meanwhile (the
     autoscaler added them) take chunks too, and replicas that left take no more. A chunk that
     fails in transport (refused, UNAVAILABLE, deadline, reset) goes to another replica; when
-    every replica of the route has failed, the caller backs off, resolves the group again
+    every replica of the route has failed, its ``Dispatcher`` backs off, resolves the group again
     (picking up replaced replicas) and goes on, up to ``max_attempts`` attempts per chunk
     (default: the number of endpoints plus 2) and for at least ``recovery_s`` after the first
     failure, so that a replica being restarted can take the chunk. A chunk that let its

@@ -1,7 +1,8 @@
 """The engine's errors: a query that cannot run, and a ``catalog_call`` that failed.
 
-The executor, the compiler and the model caller raise them; the CLI and ``ChalkClient`` catch
-``EngineError``, the root of them all. This module imports nothing of the engine.
+The executor, the compiler and the model caller raise them; every one is an ``EngineError``
+(planning and query-shape errors have their own classes in plan.py and query.py; all of them
+are ``ChalkError``s). This module imports nothing of the engine.
 """
 
 from __future__ import annotations

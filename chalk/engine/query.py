@@ -1,9 +1,8 @@
 """Online and offline queries over a feature graph: inputs in, requested features out.
 
 ``ChalkClient.query``/``offline_query`` and ``chalk query`` call ``run_query``; it normalises
-the inputs, plans (cached), executes, and orders the result as DESIGN.md's "Results" says:
-the primary key first when it was an input, then the outputs, named by fully qualified name,
-rows in input order.
+the inputs, plans (cached), executes, and orders the result: the primary key first when it
+was an input, then the outputs, named by fully qualified name, rows in input order.
 """
 
 from __future__ import annotations

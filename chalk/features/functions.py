@@ -234,7 +234,7 @@ def cast(expr: Operand, dtype: pa.DataType | type | str | Any) -> Deferred:
     expr
         The value to convert.
     dtype
-        The target: a ``pyarrow.DataType``, a Python type from DESIGN.md's table (``int``,
+        The target: a ``pyarrow.DataType``, a Python type from the feature type table (``int``,
         ``str``, ``list[float]``, ...) or an Arrow type's text (``"int32"``).
 
     Examples

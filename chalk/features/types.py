@@ -1,4 +1,4 @@
-"""Python annotations to Arrow types (DESIGN.md's table), and Arrow types to and from text.
+"""Python annotations to Arrow types (the README's type table), and Arrow types to and from text.
 
 The feature DSL types each feature with ``arrow_type_of``; the serialised graph writes types
 with ``type_to_text`` and the engine reads them back with ``type_from_text``.
@@ -53,7 +53,7 @@ _LIST: Final = re.compile(r"^(large_)?list<(.+)>$")
 
 
 class FeatureTypeError(ChalkError, TypeError):
-    """An annotation has no Arrow type in DESIGN.md's table."""
+    """An annotation has no Arrow type in the type table."""
 
 
 def arrow_type_of(annotation: Any) -> tuple[pa.DataType, bool]:

@@ -12,6 +12,7 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import math
 from typing import Any
 
 import pyarrow as pa
@@ -44,8 +45,9 @@ def feature_fingerprint(feature: FeatureDef) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def value_to_json(value: Any, arrow_type: pa.DataType) -> Any:
-    """A plain Python value of ``arrow_type`` (as ``as_py`` gives it) as a JSON value.
+def value_to_json(value: Any, arrow_type: pa.DataType | None) -> Any:
+    """A plain Python value of ``arrow_type`` (as ``as_py`` gives it) as a JSON value; with no
+    type (a feature this side does not define), by the value's own Python type.
 
     Examples
     --------
@@ -56,7 +58,9 @@ def value_to_json(value: Any, arrow_type: pa.DataType) -> Any:
     """
     if value is None:
         return None
-    if _is_list(arrow_type):
+    if arrow_type is None and isinstance(value, list | tuple):
+        return [value_to_json(item, None) for item in value]
+    if arrow_type is not None and _is_list(arrow_type):
         return [value_to_json(item, arrow_type.value_type) for item in value]
     if isinstance(value, dt.date):  # datetime is a date too
         return value.isoformat()
@@ -67,8 +71,8 @@ def value_to_json(value: Any, arrow_type: pa.DataType) -> Any:
 
 def value_from_json(value: Any, arrow_type: pa.DataType, *, what: str) -> Any:
     """A JSON value read as ``arrow_type``: ISO 8601 text for timestamps and dates, base64 for
-    bytes; other values pass as they are (Arrow then checks them). ``what`` names the value
-    in the error.
+    bytes; integers only in their type's range, finite numbers, booleans and text only as
+    themselves. ``what`` names the value in the error.
 
     Examples
     --------
@@ -78,6 +82,10 @@ def value_from_json(value: Any, arrow_type: pa.DataType, *, what: str) -> Any:
     Traceback (most recent call last):
     ...
     chalk.features.wire.WireValueError: doc.on: expected an ISO 8601 date such as 2024-05-01, got 'yesterday'
+    >>> value_from_json(1.9, pa.int64(), what="doc.id")
+    Traceback (most recent call last):
+    ...
+    chalk.features.wire.WireValueError: doc.id: the input does not fit its type int64: expected an integer, got 1.9
     """  # noqa: E501
     if value is None:
         return None
@@ -98,7 +106,50 @@ def value_from_json(value: Any, arrow_type: pa.DataType, *, what: str) -> Any:
             raise WireValueError(
                 f"{what}: expected base64 text for bytes, got {_shown(value)}"
             ) from None
+    return _scalar(value, arrow_type, what)
+
+
+def _scalar(value: Any, arrow_type: pa.DataType, what: str) -> Any:
+    """``value`` when it is a JSON value of ``arrow_type``'s kind (and range); other types pass
+    as they are, for Arrow to check."""
+    expected = _unfit(value, arrow_type)
+    if expected is not None:
+        raise WireValueError(
+            f"{what}: the input does not fit its type {arrow_type}: expected {expected}, got "
+            f"{_shown(value)}"
+        )
     return value
+
+
+def _unfit(value: Any, arrow_type: pa.DataType) -> str | None:
+    """What ``arrow_type`` expects, when ``value`` is not that; None when it fits."""
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if pa.types.is_integer(arrow_type):
+        if not is_number or not isinstance(value, int):
+            return "an integer"
+        low, high = _int_range(arrow_type)
+        return None if low <= value <= high else f"an integer from {low} to {high}"
+    if pa.types.is_floating(arrow_type):
+        return "a number" if not is_number else None if _finite(value) else "a finite number"
+    if pa.types.is_boolean(arrow_type):
+        return None if isinstance(value, bool) else "true or false"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return None if isinstance(value, str) else "a string"
+    return None
+
+
+def _int_range(arrow_type: pa.DataType) -> tuple[int, int]:
+    bits = arrow_type.bit_width
+    if pa.types.is_signed_integer(arrow_type):
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer past the largest float
+        return False
 
 
 def _instant(value: Any, what: str, parse: Any, kind: str, example: str) -> Any:
@@ -111,7 +162,7 @@ def _instant(value: Any, what: str, parse: Any, kind: str, example: str) -> Any:
 
 
 def _shown(value: Any) -> str:
-    text = json.dumps(value)
+    text = json.dumps(value, default=repr)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

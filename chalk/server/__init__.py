@@ -1,6 +1,6 @@
 """``chalk serve``: the HTTP feature server (online queries, model invoke, probes, metrics).
 
-Only the CLI imports it; see DESIGN.md's "Seams of the second wave" for its contracts.
+Only the CLI imports it; docs/architecture.md says how it fits.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from chalk.catalog import Catalog, open_catalog
 from chalk.common.config import find_project
 from chalk.engine.calls import ModelCaller
 from chalk.engine.recorder import CallRecorder
-from chalk.server.errors import ApiError, api_error, error_body, on_graph
+from chalk.server.errors import ApiError, api_error, on_graph
 from chalk.server.graphs import ActiveGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
 from chalk.server.metrics import ServerMetrics
@@ -43,14 +43,24 @@ from chalk.server.openapi import openapi_document
 from chalk.server.queries import run_online_query
 from chalk.server.settings import ServerSettings
 
-__all__ = ["app_from_env", "create_app"]
+__all__ = ["app_from_env", "create_app", "log_to_stderr"]
 
 _LOG = logging.getLogger("chalk.server")
-# Paths a load balancer probes: open even when a token is required (DESIGN.md).
+# Paths a load balancer probes: open even when a token is required.
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 M = TypeVar("M", bound=BaseModel)
 # Queries running at once per worker (each mostly waits on its model calls).
 _QUERY_THREADS = 32
+# The metrics' endpoint label of each path served (invoke's path has the group in it).
+_ENDPOINTS = {
+    "/v1/query/online": "query_online",
+    "/healthz": "healthz",
+    "/readyz": "readyz",
+    "/metrics": "metrics",
+    "/openapi.json": "openapi",
+}
+# Body types read as JSON: none given, JSON, and what curl -d sends by default.
+_JSON_MEDIA_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
 
 
 class _State:
@@ -108,14 +118,36 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},  # type: ignore[dict-item]
     )
+    # A path with a trailing slash is answered 404 naming the path without it (not a bare
+    # redirect, which most HTTP clients do not follow for POST).
+    app.router.redirect_slashes = False
+    app.state.chalk = state
     if settings.token is None:
         return app
-    return _BearerAuth(app, settings.token)
+    return _BearerAuth(app, settings.token, state.metrics)
 
 
 def app_from_env() -> ASGIApp:
     """``create_app`` with the settings ``chalk serve`` left for its workers (an app factory)."""
+    log_to_stderr()
     return create_app(ServerSettings.from_env())
+
+
+def log_to_stderr() -> None:
+    """Let the server's log lines (a failed request each; INFO for 4xx) reach stderr."""
+    if not _LOG.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        _LOG.addHandler(handler)
+        _LOG.setLevel(logging.INFO)
+        _LOG.propagate = False
+
+
+def _failed(method: str, path: str, status: int, code: str) -> None:
+    """One log line for a request answered ``status`` >= 400: INFO for 4xx, WARNING for 5xx
+    (the body is not logged: it may hold personal data)."""
+    level = logging.WARNING if status >= 500 else logging.INFO
+    _LOG.log(level, "%s %s answered %d %s", method, path, status, code)
 
 
 _Handler = Callable[[_State, Request], Awaitable[Response]]
@@ -151,6 +183,7 @@ def _error_response(error: Exception, request: Request) -> Response:
                 "INTERNAL_ERROR",
                 f"the server failed on {request.url.path}: {type(error).__name__}: {error}",
             )
+    _failed(request.method, request.url.path, found.status, found.code)
     return _json(found.body(), found.status)
 
 
@@ -163,7 +196,7 @@ async def _query(state: _State, request: Request) -> Response:
         try:
             return run_online_query(loaded, query, state.caller)
         except Exception as error:
-            raise on_graph(error, loaded.version) from None
+            raise on_graph(error, loaded.version, loaded.graph.features) from None
 
     loop = asyncio.get_running_loop()
     outcome = await _within_deadline(state, loop.run_in_executor(state.queries, run))
@@ -210,16 +243,58 @@ async def _openapi(_request: Request) -> Response:
 
 
 async def _http_error(request: Request, error: HTTPException) -> Response:
-    message = (
-        f"{request.method} {request.url.path} is not served: expected one of POST "
-        f"/v1/query/online, POST /v1/models/<group>/invoke, GET /healthz, /readyz, /metrics, "
-        f"/openapi.json"
+    """The router's 404 and 405, in the API's error shape (and counted, and logged)."""
+    path = request.url.path
+    headers = {}
+    if error.status_code == 405:
+        allowed = sorted((error.headers or {}).get("Allow", "").replace(" ", "").split(","))
+        headers["Allow"] = ", ".join(allowed)
+        found = ApiError(
+            405,
+            "METHOD_NOT_ALLOWED",
+            f"{request.method} is not allowed on {path}: expected {' or '.join(allowed)}",
+        )
+    else:
+        found = ApiError(error.status_code, "NOT_FOUND", _not_served(request))
+    state: _State = request.app.state.chalk
+    state.metrics.answered(_endpoint_of(path), found.status, 0.0)
+    _failed(request.method, path, found.status, found.code)
+    response = _json(found.body(), found.status)
+    response.headers.update(headers)
+    return response
+
+
+def _not_served(request: Request) -> str:
+    path = request.url.path
+    bare = path.rstrip("/")
+    if bare != path and any(
+        getattr(route, "path_regex", None) and route.path_regex.match(bare)
+        for route in request.app.router.routes
+    ):
+        return f"{path} is not served: expected {bare}, without the trailing slash"
+    return (
+        f"{request.method} {path} is not served: expected one of POST /v1/query/online, POST "
+        f"/v1/models/<group>/invoke, GET /healthz, /readyz, /metrics, /openapi.json"
     )
-    return _json(error_body([ApiError(error.status_code, "NOT_FOUND", message)]), error.status_code)
+
+
+def _endpoint_of(path: str) -> str:
+    """The endpoint label of ``path`` in the metrics ("unrouted" for a path not served)."""
+    if path.startswith("/v1/models/") and path.endswith("/invoke"):
+        return "invoke"
+    return _ENDPOINTS.get(path, "unrouted")
 
 
 async def _body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 once it passes ``limit`` bytes (declared or read)."""
+    """The body, refused with 413 once it passes ``limit`` bytes (declared or read), and with
+    415 when its Content-Type is not JSON (none, and curl's default form type, are taken)."""
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in _JSON_MEDIA_TYPES and not media.endswith("+json"):
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"the body's Content-Type is {media}: expected application/json",
+        )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
@@ -252,11 +327,12 @@ def _parse(model: type[M], body: bytes) -> M:
             raise ApiError(
                 400, "MALFORMED_JSON", f"the body is not valid JSON: {first['msg']}"
             ) from None
-        where = ".".join(str(part) for part in first["loc"]) or "the body"
+        where = ".".join(str(part) for part in first["loc"]) or None
         raise ApiError(
             400,
             "INVALID_REQUEST",
-            f"{where}: {first['msg']}: expected the body of {model.__name__} in /openapi.json",
+            f"{where or 'the body'}: {first['msg']}: expected the body of {model.__name__} in "
+            f"/openapi.json",
             feature=where,
         ) from None
 
@@ -278,17 +354,20 @@ def _json(body: Any, status: int = 200) -> Response:
 
 
 class _BearerAuth:
-    """Requires ``Authorization: Bearer <token>`` on every path but the probes; compared in
-    constant time. (The dashboard's login cookie will be a second way in, here.)"""
+    """Requires ``Authorization: Bearer <token>`` on every path but the probes (the scheme in
+    any case, the token compared in constant time); counts and logs each 401. (The
+    dashboard's login cookie will be a second way in, here.)"""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, metrics: ServerMetrics) -> None:
         self._app = app
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
+        self._metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in _OPEN_PATHS or self._allowed(scope):
             await self._app(scope, receive, send)
             return
+        started = time.perf_counter()
         error = ApiError(
             401,
             "UNAUTHENTICATED",
@@ -298,9 +377,16 @@ class _BearerAuth:
         response = _json(error.body(), 401)
         response.headers["WWW-Authenticate"] = "Bearer"
         await response(scope, receive, send)
+        path = scope["path"]
+        self._metrics.answered(_endpoint_of(path), 401, time.perf_counter() - started)
+        _failed(scope["method"], path, 401, error.code)
 
     def _allowed(self, scope: Scope) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
-                return hmac.compare_digest(value, self._expected)
+                scheme, _, token = value.strip().partition(b" ")
+                # RFC 7235: the scheme is case-insensitive.
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    token.strip(), self._expected
+                )
         return False

@@ -8,6 +8,7 @@ else in the server names an error class.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Any, Final
 
 from chalk.catalog.errors import (
@@ -58,13 +59,25 @@ class ApiError(ChalkError):
         return body
 
 
-def on_graph(error: Exception, graph_version: int) -> Exception:
-    """``error`` as answered for a query that ran on ``graph_version`` (ours gain the version;
-    any other error is left as it is)."""
+def on_graph(error: Exception, graph_version: int, features: Container[str] = ()) -> Exception:
+    """``error`` as answered for a query that ran on ``graph_version`` (ours gain the version,
+    and the feature among ``features`` their message opens with; any other error is left as
+    it is).
+
+    Examples
+    --------
+    >>> found = on_graph(QueryError("doc.n: no replica"), 3, {"doc.n"})
+    >>> found.feature, found.graph_version
+    ('doc.n', 3)
+    """
     found = api_error(error)
     if found is None:
         return error
     found.graph_version = graph_version
+    if found.feature is None:
+        named = found.message.split(": ", 1)[0]
+        if named in features:
+            found.feature = named
     return found
 
 

@@ -42,7 +42,7 @@ def run_online_query(
     rows = request.rows if request.rows is not None else [request.inputs or {}]
     _check_fingerprints(loaded, request.fingerprints or {})
     table = _inputs(graph, rows)
-    _check_keys(graph, table.column_names, request.outputs)
+    _check_keys(graph, table, request.outputs)
     recorder = CallRecorder()
     with recording(recorder):
         result = run_query(graph, table, request.outputs, model_caller=caller)
@@ -123,8 +123,21 @@ def _value(row: Mapping[str, Any], index: int, fqn: str, arrow_type: pa.DataType
         raise ApiError(400, "INVALID_TYPE", str(error), feature=fqn) from None
 
 
-def _check_keys(graph: FeatureGraph, inputs: Sequence[str], outputs: Sequence[str]) -> None:
-    """An online query is keyed: each output's class needs its primary key among the inputs."""
+def _check_keys(graph: FeatureGraph, table: pa.Table, outputs: Sequence[str]) -> None:
+    """An online query is keyed: each output's class needs its primary key among the inputs,
+    and a primary key given needs a value in every row."""
+    inputs = table.column_names
+    for fqn in inputs:
+        column = table.column(fqn)
+        if graph.features[fqn].primary and column.null_count:
+            row = column.to_pylist().index(None)
+            raise ApiError(
+                400,
+                "INVALID_VALUE",
+                f"{fqn} is null in row {row}: expected a value, since it is the primary key "
+                f"of its class",
+                feature=fqn,
+            )
     for fqn in outputs:
         feature = graph.features.get(fqn)
         if feature is None:

@@ -10,7 +10,7 @@ from typing import Final
 
 import uvicorn
 
-from chalk.server.app import create_app
+from chalk.server.app import create_app, log_to_stderr
 from chalk.server.metrics import MULTIPROCESS_ENV
 from chalk.server.settings import SETTINGS_ENV, ServerSettings
 
@@ -21,6 +21,7 @@ _FACTORY: Final = "chalk.server.app:app_from_env"
 
 def serve(settings: ServerSettings) -> None:
     """Serve until interrupted (SIGINT/SIGTERM), then drain and return."""
+    log_to_stderr()
     common = {
         "host": settings.host,
         "port": settings.port,

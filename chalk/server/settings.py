@@ -25,6 +25,7 @@ __all__ = [
     "check_bindable",
     "is_loopback",
     "read_token",
+    "url_of",
 ]
 
 SETTINGS_ENV: Final = "CHALK_SERVER_SETTINGS"
@@ -32,6 +33,7 @@ DEFAULT_MAX_BODY_BYTES: Final = 16 << 20
 DEFAULT_DEADLINE_S: Final = 30.0
 # How old the server's idea of the active graph may get before it reads the catalog again.
 DEFAULT_GRAPH_TTL_S: Final = 1.0
+_MAX_PORT: Final = 65535
 
 
 class ServerSettingsError(ChalkError, ValueError):
@@ -59,6 +61,10 @@ class ServerSettings:
     graph_ttl_s: float = DEFAULT_GRAPH_TTL_S
 
     def __post_init__(self) -> None:
+        if not 0 <= self.port <= _MAX_PORT:
+            raise ServerSettingsError(
+                f"--port must be from 0 to {_MAX_PORT} (0: any free port), got {self.port}"
+            )
         if self.workers < 1:
             raise ServerSettingsError(f"--workers must be at least 1, got {self.workers}")
         if self.max_body_bytes < 1:
@@ -111,8 +117,21 @@ def is_loopback(host: str) -> bool:
         return False  # a name other than localhost may resolve anywhere
 
 
-def check_bindable(host: str, port: int) -> None:
-    """Refuse, naming the address, when ``host:port`` cannot be bound (in use, not ours).
+def url_of(host: str, port: int) -> str:
+    """The HTTP URL of ``host:port``, an IPv6 address in brackets.
+
+    Examples
+    --------
+    >>> url_of("127.0.0.1", 8000), url_of("::1", 8000), url_of("[::1]", 8000)
+    ('http://127.0.0.1:8000', 'http://[::1]:8000', 'http://[::1]:8000')
+    """
+    bare = host.strip("[]")
+    return f"http://[{bare}]:{port}" if ":" in bare else f"http://{bare}:{port}"
+
+
+def check_bindable(host: str, port: int) -> int:
+    """The port ``host:port`` binds (the one the system picks for port 0); refuses, naming the
+    address, when it cannot be bound (in use, not ours).
 
     Examples
     --------
@@ -135,6 +154,7 @@ def check_bindable(host: str, port: int) -> None:
                 f"cannot listen on {host}:{port}: {error.strerror}: expected a free port on an "
                 f"address of this machine; pick another with --port or --host"
             ) from None
+        return int(probe.getsockname()[1])
 
 
 def read_token(path: Path) -> str:

@@ -127,6 +127,19 @@ class Server:
     process: subprocess.Popen[str]
     url: str
     http: httpx.Client
+    seen: str = ""
+
+    def output_so_far(self) -> str:
+        """What it has written (stdout and stderr) so far, read without waiting."""
+        assert self.process.stdout is not None
+        fd = self.process.stdout.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while chunk := _read_ready(fd):
+                self.seen += chunk.decode(errors="replace")
+        finally:
+            os.set_blocking(fd, True)
+        return self.seen
 
     def stop(self) -> str:
         """Stop it (SIGTERM, then SIGKILL); its output."""
@@ -138,7 +151,14 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         out, _ = self.process.communicate(timeout=10)
-        return out
+        return self.seen + out
+
+
+def _read_ready(fd: int) -> bytes:
+    try:
+        return os.read(fd, 1 << 16)
+    except BlockingIOError:
+        return b""
 
 
 def start_server(root: Path, *args: str, token: str | None = None) -> Server:

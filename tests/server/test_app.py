@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import jsonschema
+import orjson
 import pytest
 
 from chalk.server.models import ErrorResponse, InvokeResponse, OnlineQueryResponse
@@ -166,7 +167,7 @@ def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Serve
             {"inputs": {"x": ["a"]}},
             400,
             "INVALID_TYPE",
-            "input 'x' of scaling group 'double': the values do not fit its type double",
+            "input 'x' of scaling group 'double': the input does not fit its type double",
             id="wrong_model_type",
         ),
     ],
@@ -311,3 +312,136 @@ def test_a_replica_killed_during_requests_costs_no_request(server: Server, proje
 
     assert failures == []
     assert not alive(pids[0])
+
+
+def raw_query(server: Server, inputs: str) -> httpx.Response:
+    """A query of ``reading.loud`` whose inputs are this JSON text, sent as it is."""
+    body = '{"inputs": {"reading.name": "bob", ' + inputs + '}, "outputs": ["reading.loud"]}'
+    return server.http.post(
+        "/v1/query/online", content=body, headers={"content-type": "application/json"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("inputs", "feature", "named"),
+    [
+        pytest.param('"reading.id": 1.9', "reading.id", "expected an integer, got 1.9",
+                     id="fraction_for_int"),
+        pytest.param('"reading.id": true', "reading.id", "expected an integer, got true",
+                     id="bool_for_int"),
+        pytest.param('"reading.id": 1, "reading.x": false', "reading.x",
+                     "expected a number, got false", id="bool_for_float"),
+        pytest.param('"reading.id": 99999999999999999999999', "reading.id",
+                     "expected an integer from -9223372036854775808 to 9223372036854775807",
+                     id="int_out_of_range"),
+        pytest.param('"reading.id": 1, "reading.x": 1e400', "reading.x",
+                     "expected a finite number", id="float_overflow"),
+        pytest.param('"reading.id": 1, "reading.x": Infinity', "reading.x",
+                     "expected a finite number", id="infinity"),
+        pytest.param('"reading.id": 1, "reading.x": NaN', "reading.x",
+                     "expected a finite number", id="nan"),
+        pytest.param('"reading.id": 1, "reading.flag": 1', "reading.flag",
+                     "expected true or false, got 1", id="int_for_bool"),
+        pytest.param('"reading.id": 1, "reading.tags": ["a", 2]', "reading.tags",
+                     "expected a string, got 2", id="int_in_a_string_list"),
+    ],
+)  # fmt: skip
+def test_a_value_not_of_its_features_type_is_a_400_naming_the_feature(
+    server: Server, inputs: str, feature: str, named: str
+) -> None:
+    reply = raw_query(server, inputs)
+
+    assert reply.status_code == 400, reply.text
+    (error,) = reply.json()["errors"]
+    assert (error["code"], error["feature"]) == ("INVALID_TYPE", feature)
+    assert error["message"].startswith(f"{feature}: the input does not fit its type")
+    assert named in error["message"]
+
+
+def test_a_null_primary_key_is_a_400_naming_it(server: Server) -> None:
+    reply = raw_query(server, '"reading.id": null')
+
+    assert reply.status_code == 400, reply.text
+    (error,) = reply.json()["errors"]
+    assert (error["code"], error["feature"]) == ("INVALID_VALUE", "reading.id")
+    assert "reading.id is null in row 0" in error["message"]
+    assert "primary key" in error["message"]
+
+
+def test_a_wrong_method_is_a_405_naming_the_allowed_ones(server: Server) -> None:
+    reply = server.http.get("/v1/query/online")
+
+    assert reply.status_code == 405
+    assert reply.headers["allow"] == "POST"
+    (error,) = reply.json()["errors"]
+    assert error["code"] == "METHOD_NOT_ALLOWED"
+    assert error["message"] == "GET is not allowed on /v1/query/online: expected POST"
+
+
+def test_a_trailing_slash_is_a_json_404_naming_the_path_without_it(server: Server) -> None:
+    reply = post(server, "/v1/query/online/", query_body())
+
+    assert reply.status_code == 404
+    (error,) = reply.json()["errors"]
+    assert error["code"] == "NOT_FOUND"
+    assert "expected /v1/query/online, without the trailing slash" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "feature"),
+    [
+        pytest.param({"outputs": ["reading.loud"]}, None, id="the_body"),
+        pytest.param({"inputs": ROW_JSON, "outputs": "reading.loud"}, "outputs", id="a_field"),
+    ],
+)
+def test_a_request_error_names_a_field_only_when_there_is_one(
+    server: Server, body: Any, feature: str | None
+) -> None:
+    reply = post(server, "/v1/query/online", body)
+
+    assert reply.status_code == 400
+    assert reply.json()["errors"][0]["feature"] == feature
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [
+        pytest.param(None, 200, id="none"),
+        pytest.param("application/json; charset=utf-8", 200, id="json_with_charset"),
+        pytest.param("application/x-www-form-urlencoded", 200, id="curl_default"),
+        pytest.param("application/xml", 415, id="xml"),
+        pytest.param("text/plain", 415, id="text"),
+    ],
+)
+def test_a_body_that_is_not_said_to_be_json_is_a_415(
+    server: Server, content_type: str | None, status: int
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    body = orjson.dumps(query_body(outputs=["reading.loud"]))
+
+    reply = server.http.post("/v1/query/online", content=body, headers=headers)
+
+    assert reply.status_code == status, reply.text
+    if status == 415:
+        (error,) = reply.json()["errors"]
+        assert error["code"] == "UNSUPPORTED_MEDIA_TYPE"
+        assert error["message"] == (
+            f"the body's Content-Type is {content_type}: expected application/json"
+        )
+
+
+def test_each_failed_request_is_one_log_line_without_its_body(server: Server) -> None:
+    post(server, "/v1/query/online", query_body(outputs=["reading.logged_nope"]))
+    post(server, "/v1/query/online", query_body(**{"reading.x": -1.0}))
+    server.http.get("/v1/logged-nothing")
+    expected = [
+        "INFO chalk.server: POST /v1/query/online answered 400 UNKNOWN_FEATURE",
+        "WARNING chalk.server: POST /v1/query/online answered 502 MODEL_HANDLER_ERROR",
+        "INFO chalk.server: GET /v1/logged-nothing answered 404 NOT_FOUND",
+    ]
+
+    def logged() -> bool:
+        return all(line in server.output_so_far() for line in expected)
+
+    wait_for(logged, what="the failed requests' log lines")
+    assert "logged_nope" not in server.output_so_far()

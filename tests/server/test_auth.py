@@ -81,3 +81,17 @@ def test_an_address_off_loopback_needs_a_token(project: Path, host: str) -> None
     assert result.returncode == 1
     assert f"refuses to listen on {host} without a token" in result.stderr
     assert "--token-file" in result.stderr
+
+
+def test_the_bearer_scheme_is_case_insensitive(guarded: Server) -> None:
+    with httpx.Client(base_url=guarded.url, headers={"Authorization": f"bearer {TOKEN}"}) as http:
+        assert http.get("/openapi.json").status_code == 200
+
+
+def test_a_401_is_counted_as_a_client_error(guarded: Server) -> None:
+    with httpx.Client(base_url=guarded.url) as http:
+        assert http.post("/v1/query/online", json=query_body()).status_code == 401
+
+    text = guarded.http.get("/metrics").text
+
+    assert 'chalk_server_requests_total{endpoint="query_online",outcome="client_error"}' in text

@@ -3,6 +3,9 @@ errors as the same query in process, and a 409 for a feature the server defines 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +14,7 @@ import pytest
 
 from chalk.client import ChalkClient
 from chalk.client_http import ApiServerClient, ApiServerError, FeatureMismatchError
+from chalk.common.errors import ConfigError
 from chalk.engine.errors import ModelCallError
 from chalk.engine.query import QueryError
 from chalk.features import ClassDef, FeatureDef, FeatureGraph, graph_of
@@ -110,3 +114,55 @@ def test_a_server_that_does_not_answer_is_named(project: Path) -> None:
         pytest.raises(ApiServerError, match="cannot reach the feature server at http://127"),
     ):
         client.query(ROW, [Reading.loud])
+
+
+def test_a_client_outside_any_project_needs_only_the_url(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    with ChalkClient(api_server=server.url) as client:
+        assert client.query(ROW, [Reading.loud]).get_feature_value(Reading.loud) == "BOB"
+        with pytest.raises(ConfigError, match=r"no chalk\.yaml found"):
+            client.list_scaling_groups()
+    with pytest.raises(ConfigError, match=r"no chalk\.yaml found"):
+        ChalkClient()
+
+
+def test_features_named_as_text_need_no_class_in_the_process(server: Server) -> None:
+    client = ApiServerClient(server.url)
+    nothing = FeatureGraph.from_classes([])
+    try:
+        found = client.query(nothing, {"reading.id": 3, "reading.name": "ann"}, ["reading.loud"])
+        assert found == {"reading.id": 3, "reading.loud": "ANN"}
+        with pytest.raises(QueryError, match=r"there is no feature 'reading\.lod'"):
+            client.query(nothing, {"reading.id": 3}, ["reading.lod"])
+    finally:
+        client.close()
+
+
+SCRIPT = """
+import sys
+from chalk.client import ChalkClient
+
+with ChalkClient(api_server=sys.argv[1]) as client:
+    result = client.query({"reading.id": 5, "reading.name": "eve"}, ["reading.loud"])
+print(result.to_dict())
+"""
+
+
+def test_an_application_outside_the_project_queries_by_name(server: Server, tmp_path: Path) -> None:
+    """A process with no chalk.yaml and no feature classes: the URL and the names suffice."""
+    env = {k: v for k, v in os.environ.items() if k != "CHALK_API_SERVER"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, server.url],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'reading.id': 5, 'reading.loud': 'EVE'}"

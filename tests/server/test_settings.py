@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+import chalk.server.run
 from chalk.catalog.errors import NoReadyReplicaError, UnknownGroupError
+from chalk.cli import main
 from chalk.engine.errors import ModelHandlerError
 from chalk.engine.query import QueryError
 from chalk.features import GraphError
-from chalk.server.errors import api_error
+from chalk.server.errors import ApiError, api_error, on_graph
 from chalk.server.graphs import NoGraphError
 from chalk.server.settings import (
     ServerSettings,
@@ -30,6 +32,7 @@ from chalk.server.settings import (
         pytest.param({"max_body_bytes": 0}, "--max-body-bytes must be at least 1",
                      id="no_body"),
         pytest.param({"deadline_s": 0}, "--deadline must be more than 0 s", id="no_deadline"),
+        pytest.param({"port": 65536}, "--port must be from 0 to 65535", id="port_too_high"),
     ],
 )  # fmt: skip
 def test_settings_it_refuses_name_the_flag(changes: dict[str, object], message: str) -> None:
@@ -98,3 +101,61 @@ def test_a_port_in_use_is_refused_naming_it() -> None:
 
         with pytest.raises(ServerSettingsError, match=f"cannot listen on 127.0.0.1:{port}"):
             check_bindable("127.0.0.1", port)
+
+
+def test_an_error_naming_a_feature_of_the_graph_fills_its_feature() -> None:
+    unavailable = NoReadyReplicaError("reading.doubled: scaling group 'double' has no replica")
+
+    found = on_graph(unavailable, 4, {"reading.doubled"})
+    other = on_graph(QueryError("the query has no outputs: expected one"), 4, {"reading.x"})
+
+    assert isinstance(found, ApiError)
+    assert (found.code, found.feature, found.graph_version) == (
+        "MODEL_UNAVAILABLE",
+        "reading.doubled",
+        4,
+    )
+    assert isinstance(other, ApiError)
+    assert other.feature is None
+
+
+@pytest.fixture
+def in_a_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "chalk.yaml").write_text("project: p\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_a_port_out_of_range_is_one_error_line(
+    in_a_project: Path, capsys: pytest.CaptureFixture[str], port: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--port", port])
+
+    assert exited.value.code == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: --port must be from 0 to 65535 (0: any free port), got {port}"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("host", "shown"), [("127.0.0.1", "http://127.0.0.1:"), ("::1", "http://[::1]:")]
+)
+def test_serve_prints_the_address_it_binds(
+    in_a_project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    host: str,
+    shown: str,
+) -> None:
+    served: list[ServerSettings] = []
+    monkeypatch.setattr(chalk.server.run, "serve", served.append)
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--host", host, "--port", "0"])
+
+    assert exited.value.code == 0
+    (settings,) = served
+    assert settings.port != 0
+    assert f"on {shown}{settings.port} (" in capsys.readouterr().out

@@ -308,8 +308,8 @@ def _container(name: str, spec: GroupSpec, features: ServerFeatures) -> dict[str
 
 def _lifecycle(spec: GroupSpec, features: ServerFeatures) -> dict[str, Any] | None:
     """A preStop sleep, so a leaving pod is removed from the endpoints before its SIGTERM
-    (DESIGN "Shutdown"). Older servers get none: an exec of ``sleep`` would need the image
-    to have one."""
+    (endpoints first, then SIGTERM). Older servers get none: an exec of ``sleep`` would need
+    the image to have one."""
     seconds = min(PRESTOP_SLEEP_S, spec.scaling.effective_shutdown_delay_seconds // 2)
     if not features.prestop_sleep or seconds < 1:
         return None

@@ -28,7 +28,7 @@ __all__ = [
     "url_refusal",
 ]
 
-# What the build says of every FROM and RUN (DESIGN.md: "the build says so").
+# What the build says of every FROM and RUN: neither is carried out, and the user is told.
 FROM_UNUSED: Final = "not used: the project's Python runs the image"
 RUN_NOT_EXECUTED: Final = (
     "not executed: its packages must already be installed in this project's environment"

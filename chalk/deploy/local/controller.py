@@ -27,6 +27,7 @@ from chalk.catalog.resources import DEFAULT_CPU_REQUEST
 from chalk.catalog.specs import GroupSpec
 from chalk.common.backoff import capped_backoff
 from chalk.common.errors import ChalkError
+from chalk.common.quantities import parse_cpu
 from chalk.deploy.autoscale import AutoscaleContext, decide
 from chalk.deploy.local.gpus import GpuAllocator, GpuError, parse_cuda_visible_devices
 from chalk.deploy.local.launching import METRICS_PORT_ENV
@@ -289,7 +290,7 @@ class LocalController:
             target_cpu_percent=scaling.effective_target_cpu,
             cpu_millicores_used=[h.cpu_millicores for h in ready if h.cpu_millicores is not None],
             cpu_millicores_requested=(
-                spec.resources.cpu_millicores or _millicores(DEFAULT_CPU_REQUEST)
+                spec.resources.cpu_millicores or parse_cpu(DEFAULT_CPU_REQUEST)
             ),
             queue_depth_target=scaling.queue_depth_target,
             in_flight=in_flight,
@@ -422,10 +423,6 @@ def _grace_of(group: ScalingGroup) -> float:
         return float(stored_spec(group).scaling.effective_shutdown_delay_seconds)
     except StoredSpecError:  # reported when the group is reconciled; stop it with the default
         return DEFAULT_GRACE_S
-
-
-def _millicores(text: str) -> int:
-    return int(float(text[:-1])) if text.endswith("m") else int(float(text) * 1000)
 
 
 def _port_of(url: str | None) -> int:
