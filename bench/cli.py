@@ -9,9 +9,9 @@ noise lands on all alike, and prints the median and best wall time of each, its 
 - ``chalk scaling-group list`` in a project whose catalog holds 10 groups: target 600 ms.
 
 The 10 groups are written straight into a throwaway project's catalog (no controller runs, so
-``list`` shows them without replicas). A third column lists which of the heavy libraries
-(polars, SQLAlchemy, gRPC, kubernetes, lark) each command imported. Run from the repository
-root::
+``list`` shows them without replicas). The last column lists which of the heavy libraries
+(polars, SQLAlchemy, gRPC, kubernetes, lark, pyarrow, pydantic) each command imported. Run
+from the repository root::
 
     .venv/bin/python bench/cli.py              # about a minute on 2 cores
     .venv/bin/python bench/cli.py --runs 5     # rougher, quicker
@@ -34,7 +34,7 @@ from typing import Final
 
 from report import format_grid
 
-HEAVY: Final = ("polars", "sqlalchemy", "grpc", "kubernetes", "lark")
+HEAVY: Final = ("polars", "sqlalchemy", "grpc", "kubernetes", "lark", "pyarrow", "pydantic")
 CHALK: Final = str(Path(sys.executable).with_name("chalk"))
 # Prints, at exit, the heavy libraries that the command loaded (argparse exits through SystemExit).
 _PROBE: Final = (
@@ -57,7 +57,18 @@ class Command:
 
 
 def _commands() -> list[Command]:
-    subcommands = ("init", "model", "image", "up", "scaling-group", "query", "apply")
+    subcommands = (
+        "init",
+        "model",
+        "image",
+        "up",
+        "down",
+        "status",
+        "scaling-group",
+        "query",
+        "apply",
+        "serve",
+    )
     return [
         Command("python -c pass", (sys.executable, "-c", "pass"), None),
         Command("chalk --version", (CHALK, "--version"), 150),

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import pyarrow as pa
 import sqlalchemy as sa
 
 from chalk.catalog.errors import ConflictError, NotFoundError, ValidationError
@@ -19,6 +18,11 @@ from chalk.catalog.records import ModelVersion
 from chalk.catalog.schema import model_aliases, model_versions
 from chalk.catalog.transactions import Transactions
 from chalk.common.apply_guard import check_write
+
+# pyarrow is imported by the functions that build schemas: opening the catalog to read groups
+# (`chalk scaling-group list`) does not load it.
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 __all__ = ["ModelRegistry", "parse_arrow_type", "schema_from_mapping"]
 
@@ -39,6 +43,8 @@ def parse_arrow_type(text: str, *, what: str) -> pa.DataType:
     >>> parse_arrow_type("timestamp[us, tz=UTC]", what="x")
     TimestampType(timestamp[us, tz=UTC])
     """
+    import pyarrow as pa  # noqa: PLC0415
+
     text = text.strip()
     timestamp = re.fullmatch(r"timestamp\[(s|ms|us|ns)(?:,\s*tz=([^\]]+))?\]", text)
     if timestamp:
@@ -61,6 +67,7 @@ def schema_from_mapping(fields: Mapping[str, Any] | pa.Schema, *, what: str) -> 
 
     Examples
     --------
+    >>> import pyarrow as pa
     >>> schema_from_mapping({"text": pa.large_string()}, what="input_schema").names
     ['text']
     >>> schema_from_mapping({"text": str}, what="input_schema")
@@ -68,6 +75,8 @@ def schema_from_mapping(fields: Mapping[str, Any] | pa.Schema, *, what: str) -> 
     ...
     chalk.common.errors.ValidationError: input_schema field 'text' is not an Arrow type: expected a pyarrow DataType such as pa.large_string(), got type
     """  # noqa: E501
+    import pyarrow as pa  # noqa: PLC0415
+
     if isinstance(fields, pa.Schema):
         return fields
     if not isinstance(fields, Mapping):
@@ -261,6 +270,8 @@ def _aliases_of(connection: sa.Connection, name: str) -> dict[int, tuple[str, ..
 
 
 def _record(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
+    import pyarrow as pa  # noqa: PLC0415
+
     return ModelVersion(
         model_name=row.model_name,
         model_version=int(row.version),

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow loads where schemas are read (models.py), not with every record
+    import pyarrow as pa
 
 __all__ = [
     "ControllerInfo",

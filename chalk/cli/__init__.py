@@ -2,74 +2,215 @@
 
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``run=<function(args) -> exit code>`` as a default. Library code never prints or exits; this
-package does both. Exit codes: 0 success, 1 failure, 2 usage error (argparse's own).
+package does both. Exit codes: 0 success, 1 failure, 2 usage error (argparse's own), 130
+interrupted (Ctrl-C).
+
+Start-up is kept short: this module imports only what the interpreter has loaded already, and a
+command line loads the one subcommand module it names (``_COMMANDS``); that module imports the
+heavy libraries (SQLAlchemy, polars, gRPC, ...) only in the functions that run the command.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import importlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
 
-from sqlalchemy import exc as sa_exc
+TYPE_CHECKING = False  # typing costs start-up time; mypy reads this name as True
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable, Iterator, Sequence
+    from types import FrameType
 
-from chalk import __version__
-from chalk.cli.apply import register as register_apply
-from chalk.cli.controller import register as register_controller
-from chalk.cli.image import register as register_image
-from chalk.cli.init import register as register_init
-from chalk.cli.model import register as register_model
-from chalk.cli.query import register as register_query
-from chalk.cli.scaling_group import register as register_scaling_group
-from chalk.cli.serve import register as register_serve
-from chalk.common.errors import ChalkError
+__all__ = ["build_parser", "holding_ctrl_c", "main"]
 
-__all__ = ["build_parser", "main"]
+# Every subcommand: its module under chalk.cli and its one-line help, written here too so that
+# `chalk --help` lists the commands without importing them (tests/cli/test_startup.py checks
+# that each help matches the module's). One module may register several commands, in a row.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "init": ("init", "lay out a new project (chalk.yaml, features/, models/)"),
+    "model": ("model", "register and inspect model versions"),
+    "image": ("image", "build and list local images"),
+    "up": ("controller", "run the local controller (foreground by default)"),
+    "down": ("controller", "stop the local controller and every replica"),
+    "status": ("controller", "show the local controller and its groups"),
+    "scaling-group": ("scaling_group", "create, change, inspect and delete scaling groups"),
+    "query": ("query", "compute features for one row, with the graph `chalk apply` stored"),
+    "apply": (
+        "apply",
+        "check the project's feature classes against the catalog and make them active",
+    ),
+    "serve": (
+        "serve",
+        "answer online queries and model calls over HTTP (the graph `chalk apply` stored)",
+    ),
+}
+_INTERRUPTED = "interrupted"
+_EXIT_INTERRUPTED = 130
 
-_COMMANDS = (
-    register_init,
-    register_model,
-    register_image,
-    register_controller,
-    register_scaling_group,
-    register_query,
-    register_apply,
-    register_serve,
-)
 
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The top-level parser of ``chalk``.
 
-def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser of ``chalk`` with every subcommand registered."""
+    Without ``argv`` every subcommand is registered in full. With it, only the module of the
+    subcommand ``argv`` names is imported; the others are listed by name and help alone.
+    """
+    import argparse  # noqa: PLC0415 - loaded after main's SIGINT handler is in place
+
+    from chalk import __version__  # noqa: PLC0415
+
     parser = argparse.ArgumentParser(
         prog="chalk", description="Deploy ML models as scaling groups and call them from features."
     )
     parser.add_argument("--version", action="version", version=f"scalegroup {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for register in _COMMANDS:
-        register(subparsers)
+    wanted = None if argv is None else _module_named(argv)
+    loaded: set[str] = set()
+    for name, (module, help_text) in _COMMANDS.items():
+        if module in loaded:
+            continue  # registered with the first command of its module
+        if argv is None or module == wanted:
+            importlib.import_module(f"chalk.cli.{module}").register(subparsers)
+            loaded.add(module)
+        else:
+            subparsers.add_parser(name, help=help_text)
     return parser
 
 
+def _module_named(argv: Sequence[str]) -> str | None:
+    """The module of the subcommand ``argv`` names: its first word that is not an option
+    (``chalk`` itself takes only flags without values)."""
+    for word in argv:
+        if not word.startswith("-"):
+            return _COMMANDS[word][0] if word in _COMMANDS else None
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Entry point of the ``chalk`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``chalk`` console script and ``python -m chalk.cli``.
+
+    Without ``argv``, the process is this command (its own command line) and its Ctrl-C
+    handling is ours from the first line: during start-up the process ends at once (one line,
+    exit 130; nothing is written yet); while the command runs, Ctrl-C raises KeyboardInterrupt,
+    ended the same way (every write is one transaction); once it is over, Ctrl-C is ignored.
+    Called with ``argv`` from another program, the process's signal handling is left as is.
+    """
+    if argv is not None:
+        sys.exit(_main(argv))
+    signal.signal(signal.SIGINT, _end_at_once)
+    # A parent may start us with SIGINT blocked (one that came early waits until now).
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        code = _main(sys.argv[1:], own_sigint=True)
+    finally:
+        # Done (argparse's --help and usage errors end here too, through SystemExit): a Ctrl-C
+        # now could only cut the interpreter's clean-up short, or kill it by the signal once
+        # the interpreter has put the default action back.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
+
+
+def _end_at_once(signum: int, frame: FrameType | None) -> None:
+    """SIGINT before the command runs: nothing is written yet, so end now, with one line."""
+    os.write(2, f"{_INTERRUPTED}\n".encode())
+    os._exit(_EXIT_INTERRUPTED)
+
+
+def _main(argv: Sequence[str], *, own_sigint: bool = False) -> int:
+    """Parse ``argv`` and run its command; the exit code."""
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     run = getattr(args, "run", None)
     if run is None:
         parser.print_help(sys.stderr)
-        sys.exit(2)
+        return 2
+
     try:
-        code = run(args)
+        if own_sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        code, error = _run(run, args)
+        if own_sigint:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # over: its error prints whole
     except KeyboardInterrupt:
         # What was stored stays stored (every write is one transaction); no traceback.
-        print("interrupted", file=sys.stderr)
-        code = 130
-    except ChalkError as error:
-        # Every part raises its errors on purpose for the user: one line, never a traceback.
+        return _interrupted(own_sigint=own_sigint)
+    if error is not None:
         print(f"error: {error}", file=sys.stderr)
-        code = 1
-    except sa_exc.SQLAlchemyError as error:
-        cause = getattr(error, "orig", None) or error
-        print(f"error: the catalog failed: {cause}", file=sys.stderr)
-        code = 1
-    sys.exit(code)
+    return code
+
+
+def _run(
+    run: Callable[[argparse.Namespace], int], args: argparse.Namespace
+) -> tuple[int, str | None]:
+    """``run(args)``: its exit code, and the one line to print for an error meant for the user
+    (every part raises those on purpose: never a traceback)."""
+    from chalk.common.errors import ChalkError  # noqa: PLC0415
+
+    try:
+        code = run(args)
+        sys.stdout.flush()
+    except ChalkError as error:
+        return 1, str(error)
+    except Exception as error:
+        if _from_ctrl_c(error):
+            # Python 3.11 wraps a KeyboardInterrupt raised in __set_name__ (a class being
+            # made while a module imports) in a RuntimeError.
+            raise KeyboardInterrupt from None
+        message = _catalog_failure(error)
+        if message is None:
+            raise
+        return 1, message
+    return code, None
+
+
+def _from_ctrl_c(error: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is among the causes of ``error``."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+@contextlib.contextmanager
+def holding_ctrl_c() -> Iterator[None]:
+    """Hold Ctrl-C while the block writes what must not stop half-way (files); one that came
+    meanwhile is raised as KeyboardInterrupt once the block is done."""
+    import threading  # noqa: PLC0415
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    came: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: came.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if came:
+        raise KeyboardInterrupt
+
+
+def _interrupted(*, own_sigint: bool) -> int:
+    if own_sigint:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C adds no second line
+    print(_INTERRUPTED, file=sys.stderr)
+    return _EXIT_INTERRUPTED
+
+
+def _catalog_failure(error: Exception) -> str | None:
+    """The message of a SQLAlchemy error (the catalog's database failed), else None; loads
+    SQLAlchemy only when the command did."""
+    if "sqlalchemy" not in sys.modules:
+        return None
+    from sqlalchemy import exc as sa_exc  # noqa: PLC0415
+
+    if not isinstance(error, sa_exc.SQLAlchemyError):
+        return None
+    cause = getattr(error, "orig", None) or error
+    return f"the catalog failed: {cause}"

@@ -9,17 +9,16 @@ import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalk.catalog import Catalog, open_catalog
 from chalk.cli.output import add_output_flag, emit
 from chalk.common.apply_guard import ApplyGuard, WriteDuringApplyError, refusing_writes
-from chalk.common.config import find_project
-from chalk.engine.validate import validate_graph
-from chalk.features.diff import GraphDiff, diff_graphs, feature_summary
-from chalk.features.dsl import graph_of, namespace_clashes
-from chalk.features.graph import FeatureDef, FeatureGraph, GraphError
-from chalk.features.project import ImportedProject, import_project
+
+if TYPE_CHECKING:
+    from chalk.catalog import Catalog
+    from chalk.features.diff import GraphDiff
+    from chalk.features.graph import FeatureDef, FeatureGraph
+    from chalk.features.project import ImportedProject
 
 __all__ = ["register"]
 
@@ -46,6 +45,14 @@ def register(subparsers: Any) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
+    # Imported here, not above: `chalk apply --help` loads none of them (chalk.cli's docstring).
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.engine.validate import validate_graph  # noqa: PLC0415
+    from chalk.features.diff import diff_graphs  # noqa: PLC0415
+    from chalk.features.dsl import graph_of, namespace_clashes  # noqa: PLC0415
+    from chalk.features.project import import_project  # noqa: PLC0415
+
     project = find_project()
     root = project.root
     with refusing_writes(root) as guard:
@@ -100,6 +107,8 @@ def _import_problems(guard: ApplyGuard, imported: ImportedProject) -> list[str]:
 
 
 def _active_graph(catalog: Catalog) -> tuple[int | None, FeatureGraph | None]:
+    from chalk.features.graph import FeatureGraph, GraphError  # noqa: PLC0415
+
     record = catalog.graphs.active()
     if record is None:
         return None, None
@@ -139,6 +148,8 @@ def _shown(root: Path, source: str | None) -> str:
 def _print_plan(
     root: Path, diff: GraphDiff, active: int | None, stored: int | None, *, dry_run: bool
 ) -> None:
+    from chalk.features.diff import feature_summary  # noqa: PLC0415
+
     against = "nothing applied yet" if active is None else f"active version {active}"
     lines = [f"Plan against the feature graph ({against}):"]
     if not (diff.added or diff.changed or diff.kept):
@@ -166,6 +177,8 @@ def _print_plan(
 def _plan_data(
     root: Path, diff: GraphDiff, active: int | None, stored: int | None, *, dry_run: bool
 ) -> dict[str, Any]:
+    from chalk.features.diff import feature_summary  # noqa: PLC0415
+
     def described(feature: FeatureDef) -> dict[str, Any]:
         return {
             "feature": feature.fqn,

@@ -8,11 +8,10 @@ import logging
 import sys
 from typing import Any
 
-from chalk.catalog import open_catalog
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.common.config import find_project
-from chalk.deploy.local import daemon
-from chalk.deploy.local.controller import BACKEND
+
+# The catalog and the controller are imported by the functions that run the commands, so that
+# `chalk up --help` loads neither (see chalk.cli's docstring).
 
 __all__ = ["register"]
 
@@ -30,6 +29,9 @@ def register(subparsers: Any) -> None:
 
 
 def _up(args: argparse.Namespace) -> int:
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.local import daemon  # noqa: PLC0415
+
     project = find_project()
     if args.detach:
         pid = daemon.ensure_running(project)
@@ -47,6 +49,9 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.local import daemon  # noqa: PLC0415
+
     project = find_project()
     if daemon.stop(project):
         print("stopped the local controller and its replicas")
@@ -58,6 +63,11 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.local import daemon  # noqa: PLC0415
+    from chalk.deploy.local.controller import BACKEND  # noqa: PLC0415
+
     project = find_project()
     catalog = open_catalog(project)
     beat = catalog.state.controller(BACKEND)

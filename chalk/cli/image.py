@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chalk.catalog import Catalog, NotFoundError, open_catalog
-from chalk.catalog.records import LocalImage
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.common.config import find_project
-from chalk.deploy.local.images import BuildResult, build_image, check_tag, image_port
+
+# The catalog and the image store are imported where a command uses them, so that
+# `chalk image --help` loads neither (see chalk.cli's docstring).
+if TYPE_CHECKING:
+    from chalk.catalog import Catalog
+    from chalk.catalog.records import LocalImage
+    from chalk.deploy.local.images import BuildResult
 
 __all__ = ["register"]
 
@@ -49,6 +52,10 @@ def register(subparsers: Any) -> None:
 
 
 def _build(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.local.images import build_image, check_tag  # noqa: PLC0415
+
     project = find_project()
     tags = [check_tag(tag) for tag in args.tags]
     result = build_image(
@@ -64,6 +71,9 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+
     images = open_catalog(find_project()).images.list()
     if args.output_format != "table":
         emit([_json(image) for image in images], args.output_format)
@@ -73,6 +83,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _current_digest(catalog: Catalog, tag: str) -> str | None:
+    from chalk.catalog import NotFoundError  # noqa: PLC0415
+
     try:
         return catalog.images.get(tag).digest
     except NotFoundError:
@@ -100,6 +112,8 @@ def _command(image: LocalImage) -> str:
 
 
 def _row(image: LocalImage) -> dict[str, Any]:
+    from chalk.deploy.local.images import image_port  # noqa: PLC0415
+
     return {
         "TAGS": ", ".join(image.tags) or "<none>",
         "DIGEST": image.digest[:_SHORT_DIGEST],
@@ -110,6 +124,8 @@ def _row(image: LocalImage) -> dict[str, Any]:
 
 
 def _json(image: LocalImage) -> dict[str, Any]:
+    from chalk.deploy.local.images import image_port  # noqa: PLC0415
+
     return {
         "digest": image.digest,
         "tags": list(image.tags),

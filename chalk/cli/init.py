@@ -14,14 +14,14 @@ from importlib import resources
 from pathlib import Path
 from string import Template
 
-from chalk.common.config import CONFIG_FILENAME
+from chalk.cli import holding_ctrl_c
 from chalk.common.names import to_dns_label
 
 __all__ = ["Scaffold", "create_project", "register", "run"]
 
 # Each file of a new project and its template under chalk/cli/templates/, in creation order.
 _LAYOUT = (
-    (CONFIG_FILENAME, "chalk.yaml.tmpl"),
+    ("chalk.yaml", "chalk.yaml.tmpl"),  # chalk.common.config.CONFIG_FILENAME (pydantic: slow)
     (".chalkignore", "chalkignore.tmpl"),
     ("features/__init__.py", "features/__init__.py.tmpl"),
     ("models/Dockerfile", "models/Dockerfile.tmpl"),
@@ -66,7 +66,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """``chalk init``: make the project, print what was made; 1 when it cannot."""
     try:
-        scaffold = create_project(Path(args.directory))
+        with holding_ctrl_c():  # a project is written whole: Ctrl-C ends the command after it
+            scaffold = create_project(Path(args.directory))
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -100,7 +101,7 @@ def create_project(directory: Path) -> Scaffold:
     ('fraud-scoring', ('chalk.yaml', '.chalkignore', 'features/__init__.py'))
     """
     root = directory.resolve()
-    config_path = root / CONFIG_FILENAME
+    config_path = root / _LAYOUT[0][0]
     if config_path.exists():
         raise FileExistsError(
             f"{config_path} already exists; chalk init never overwrites a project "

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from chalk.catalog import ModelVersion, ValidationError, open_catalog
-from chalk.catalog.models import parse_arrow_type
-from chalk.catalog.specs import GroupSpec
 from chalk.cli.output import add_output_flag, emit, emit_table
 from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, read_spec_flags
-from chalk.common.config import find_project
-from chalk.deploy.groups import deploy_model_version, wait_until_serving
+
+# The catalog, pyarrow and the deployers are imported where a command uses them, so that
+# `chalk model --help` loads none of them (see chalk.cli's docstring).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from chalk.catalog import ModelVersion
 
 __all__ = ["register"]
 
@@ -72,6 +72,11 @@ def register(subparsers: Any) -> None:
 
 
 def _register(args: argparse.Namespace) -> int:
+    import pyarrow as pa  # noqa: PLC0415
+
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+
     catalog = open_catalog(find_project())
     version = catalog.models.register(
         args.name,
@@ -89,6 +94,9 @@ def _register(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+
     versions = open_catalog(find_project()).models.list(args.name)
     if args.output_format != "table":
         emit([version.to_json() for version in versions], args.output_format)
@@ -101,6 +109,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+
     version = open_catalog(find_project()).models.get(args.name, args.version)
     if args.output_format != "table":
         emit(version.to_json(), args.output_format)
@@ -112,6 +123,11 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.catalog.specs import GroupSpec  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.groups import deploy_model_version, wait_until_serving  # noqa: PLC0415
+
     flags = read_spec_flags(args)
     project = find_project()
     catalog = open_catalog(project)
@@ -168,11 +184,17 @@ def _row(version: ModelVersion) -> dict[str, Any]:
 
 
 def _field(text: str, flag: str) -> pa.Field:
+    import pyarrow as pa  # noqa: PLC0415
+
+    from chalk.catalog.models import parse_arrow_type  # noqa: PLC0415
+
     name, arrow_type = _pair(text, flag)
     return pa.field(name, parse_arrow_type(arrow_type, what=f"{flag} {name!r}"))
 
 
 def _pair(text: str, flag: str) -> tuple[str, str]:
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+
     name, sep, value = text.partition("=")
     if not sep or not name.strip() or not value.strip():
         raise ValidationError(

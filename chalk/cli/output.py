@@ -12,9 +12,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-import yaml
-from rich.console import Console
-from rich.table import Table
+# Every parser imports this module for -o: YAML and rich are imported when a command prints.
 
 __all__ = ["add_output_flag", "camel_case_keys", "emit", "emit_as_given", "emit_table"]
 
@@ -51,6 +49,8 @@ def emit_as_given(data: Any, fmt: str) -> None:
     """Print ``data`` as JSON or YAML with its keys as they are: feature names in a query's
     row, or Kubernetes objects (already in Kubernetes' own style)."""
     if fmt == "yaml":
+        import yaml  # noqa: PLC0415 - loaded when used: parsers import this module
+
         sys.stdout.write(yaml.safe_dump(data, sort_keys=False))
     else:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -58,6 +58,9 @@ def emit_as_given(data: Any, fmt: str) -> None:
 
 def emit_table(columns: Sequence[str], rows: Sequence[Mapping[str, Any]]) -> None:
     """Print rows as a table whose headers are ``columns`` (keys into each row)."""
+    from rich.console import Console  # noqa: PLC0415 - loaded when used
+    from rich.table import Table  # noqa: PLC0415
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     for index, column in enumerate(columns):
         # Only the last column wraps on a narrow terminal; the others keep their width.

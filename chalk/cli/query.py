@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
-
-from chalk.catalog import open_catalog
-from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.cli.output import add_output_flag, emit_as_given, emit_table
-from chalk.common.config import find_project
-from chalk.engine.calls import ModelCaller
-from chalk.engine.query import input_table, run_query
-from chalk.features.graph import FeatureGraph, GraphError
+
+# The catalog, pyarrow and the engine are imported where the query runs, so that
+# `chalk query --help` loads none of them (see chalk.cli's docstring).
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from chalk.features.graph import FeatureGraph
 
 __all__ = ["register"]
 
@@ -49,6 +48,13 @@ def register(subparsers: Any) -> None:
 
 
 def _query(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.catalog.errors import NotFoundError  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.engine.calls import ModelCaller  # noqa: PLC0415
+    from chalk.engine.query import input_table, run_query  # noqa: PLC0415
+    from chalk.features.graph import FeatureGraph  # noqa: PLC0415
+
     catalog = open_catalog(find_project())
     active = catalog.graphs.active()
     if active is None:
@@ -70,6 +76,9 @@ def _query(args: argparse.Namespace) -> int:
 
 
 def _pair(text: str, graph: FeatureGraph) -> tuple[str, Any]:
+    from chalk.catalog.errors import ValidationError  # noqa: PLC0415
+    from chalk.features.graph import GraphError  # noqa: PLC0415
+
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name:
@@ -85,6 +94,8 @@ def _pair(text: str, graph: FeatureGraph) -> tuple[str, Any]:
 
 def _value(name: str, raw: str, arrow_type: pa.DataType | None) -> Any:
     """The value of ``--in name=raw`` read as the feature's type asks."""
+    import pyarrow as pa  # noqa: PLC0415
+
     if arrow_type is not None and (
         pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
     ):
@@ -104,6 +115,10 @@ def _value(name: str, raw: str, arrow_type: pa.DataType | None) -> Any:
 
 
 def _instant(name: str, raw: str, arrow_type: pa.DataType) -> dt.date:
+    import pyarrow as pa  # noqa: PLC0415
+
+    from chalk.catalog.errors import ValidationError  # noqa: PLC0415
+
     is_date = pa.types.is_date(arrow_type)
     try:
         return dt.date.fromisoformat(raw) if is_date else dt.datetime.fromisoformat(raw)

@@ -8,26 +8,17 @@ stores the spec and wakes the local controller, or applies the group's objects t
 from __future__ import annotations
 
 import argparse
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from chalk.catalog import Catalog, ConflictError, open_catalog
-from chalk.catalog.groups import validate_group_name
-from chalk.catalog.images import normalize_tag
-from chalk.catalog.specs import GroupSpec
-from chalk.cli.group_views import (
-    TIME_FORMAT,
-    event_json,
-    group_json,
-    image_text,
-    one_line,
-    print_group,
-    replica_json,
-    replica_row,
-)
 from chalk.cli.output import add_output_flag, emit, emit_table
 from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, naming_flag, read_spec_flags
-from chalk.common.config import Project, find_project
-from chalk.deploy.groups import create_group, delete_group, list_groups, observe_group, update_group
+
+# The catalog, the deployers and chalk.cli.group_views (which imports the catalog) are imported
+# where a command uses them, so that `chalk scaling-group --help` loads none of them (see
+# chalk.cli's docstring); `list` loads the catalog and chalk.deploy.groups, not gRPC or polars.
+if TYPE_CHECKING:
+    from chalk.catalog import Catalog
+    from chalk.common.config import Project
 
 __all__ = ["register"]
 
@@ -107,6 +98,8 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
 
 def _image_reference(text: str) -> str:
     """``--image`` as stored: ``name`` means ``name:latest``."""
+    from chalk.catalog.images import normalize_tag  # noqa: PLC0415
+
     if not text.strip():
         raise argparse.ArgumentTypeError(
             f"expected an image reference such as 'ner:latest', got {text!r}"
@@ -115,12 +108,21 @@ def _image_reference(text: str) -> str:
 
 
 def _open(name: str) -> tuple[Project, Catalog]:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.catalog.groups import validate_group_name  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+
     project = find_project()
     naming_flag("--name", "name", validate_group_name, name, project.config.environment)
     return project, open_catalog(project)
 
 
 def _create(args: argparse.Namespace) -> int:
+    from chalk.catalog import ConflictError  # noqa: PLC0415
+    from chalk.catalog.specs import GroupSpec  # noqa: PLC0415
+    from chalk.cli.group_views import TIME_FORMAT, group_json, image_text  # noqa: PLC0415
+    from chalk.deploy.groups import create_group  # noqa: PLC0415
+
     flags = read_spec_flags(args)
     base = GroupSpec(image=args.image)
     spec = base.with_changes(**flags.changes(base))
@@ -156,6 +158,10 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _update(args: argparse.Namespace) -> int:
+    from chalk.catalog.specs import GroupSpec  # noqa: PLC0415
+    from chalk.cli.group_views import group_json, image_text  # noqa: PLC0415
+    from chalk.deploy.groups import update_group  # noqa: PLC0415
+
     flags = read_spec_flags(args)
     project, catalog = _open(args.name)
     read = catalog.groups.get(args.name)
@@ -190,6 +196,11 @@ def _who_starts(project: Project) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.cli.group_views import TIME_FORMAT, group_json  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.groups import list_groups  # noqa: PLC0415
+
     project = find_project()
     groups = list_groups(project, open_catalog(project))
     if args.output_format != "table":
@@ -214,6 +225,20 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _get(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.catalog.specs import GroupSpec  # noqa: PLC0415
+    from chalk.cli.group_views import (  # noqa: PLC0415
+        TIME_FORMAT,
+        event_json,
+        group_json,
+        one_line,
+        print_group,
+        replica_json,
+        replica_row,
+    )
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.groups import observe_group  # noqa: PLC0415
+
     project = find_project()
     catalog = open_catalog(project)
     view = observe_group(project, catalog, args.name)
@@ -250,6 +275,9 @@ def _get(args: argparse.Namespace) -> int:
 
 
 def _delete(args: argparse.Namespace) -> int:
+    from chalk.cli.group_views import group_json  # noqa: PLC0415
+    from chalk.deploy.groups import delete_group  # noqa: PLC0415
+
     project, catalog = _open(args.name)
     deleted = delete_group(project, catalog, args.name)
     if args.output_format != "table":

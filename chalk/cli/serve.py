@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chalk.common.config import find_project
 from chalk.server import ServerSettings, ServerSettingsError
 
 __all__ = ["register"]
@@ -58,6 +57,8 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    from chalk.common.config import find_project  # noqa: PLC0415 - pydantic: not for --help
+
     project = find_project()
     try:
         settings = ServerSettings(

@@ -10,16 +10,16 @@ import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import yaml
-
-from chalk.catalog import ValidationError
-from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
-from chalk.catalog.specs import GroupSpec, parse_entrypoint, parse_env, parse_tags
 from chalk.cli.output import add_output_flag, emit, emit_as_given
-from chalk.common.config import Project
-from chalk.deploy.groups import dry_run_manifests
+
+# The catalog's types and the deployers are imported where they are used, so that a parser that
+# adds these flags loads none of them (see chalk.cli's docstring).
+if TYPE_CHECKING:
+    from chalk.catalog.resources import AutoScalingSpec
+    from chalk.catalog.specs import GroupSpec
+    from chalk.common.config import Project
 
 __all__ = ["SpecFlags", "add_spec_flags", "emit_dry_run", "naming_flag", "read_spec_flags"]
 
@@ -125,6 +125,8 @@ class SpecFlags:
 
     def changes(self, current: GroupSpec) -> dict[str, Any]:
         """GroupSpec fields to replace; scaling, resources and env merged into ``current``'s."""
+        from chalk.catalog.resources import ScalingGroupResourceRequest  # noqa: PLC0415
+
         scaling = None
         if self.scaling:
             merged = {**current.scaling.to_dict(), **self.scaling}
@@ -147,6 +149,10 @@ class SpecFlags:
 
 def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
     """The spec flags given, each checked on its own (a ValidationError names its flag)."""
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+    from chalk.catalog.resources import ScalingGroupResourceRequest  # noqa: PLC0415
+    from chalk.catalog.specs import parse_entrypoint, parse_env, parse_tags  # noqa: PLC0415
+
     if args.port is not None and not 1 <= args.port <= _MAX_PORT:
         raise ValidationError(f"--port is out of range: expected 1..{_MAX_PORT}, got {args.port}")
     scaling, scaling_flags = _scaling_flags(args)
@@ -176,6 +182,8 @@ def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
 
 def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, str]]:
     """The AutoScalingSpec fields given and the flag of each, checked without the current spec."""
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+
     flags = dict(_SCALING_FLAGS)
     given = {
         "min_replicas": args.min_replicas,
@@ -205,6 +213,8 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
 
 def naming_flag(flag: str, field: str, build: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     """``build(...)``, its ValidationError reworded to name ``flag`` (the field's flag)."""
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+
     try:
         return build(*args, **kwargs)
     except ValidationError as error:
@@ -218,6 +228,9 @@ def naming_flag(flag: str, field: str, build: Callable[..., _T], *args: Any, **k
 
 def _scaling_spec(values: Mapping[str, object], flags: Mapping[str, str]) -> AutoScalingSpec:
     """``AutoScalingSpec.from_dict(values)``, its errors naming flags instead of fields."""
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+    from chalk.catalog.resources import AutoScalingSpec  # noqa: PLC0415
+
     try:
         return AutoScalingSpec.from_dict(values)
     except ValidationError as error:
@@ -230,6 +243,10 @@ def emit_dry_run(
 ) -> None:
     """The stored spec (local), or the objects Kubernetes would get: YAML documents, or a
     ``List`` with ``-o json``."""
+    import yaml  # noqa: PLC0415
+
+    from chalk.deploy.groups import dry_run_manifests  # noqa: PLC0415
+
     manifests = dry_run_manifests(project, name, spec)
     if manifests is None:
         emit(document, "json" if fmt == "json" else "yaml")

@@ -15,11 +15,11 @@ from chalk.catalog import Catalog, ScalingGroup
 from chalk.catalog.images import normalize_tag
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
-from chalk.deploy.kubernetes.groups import KubernetesGroups
-from chalk.deploy.local import daemon
-from chalk.deploy.local.images import image_argv, image_port
 from chalk.deploy.states import GroupStatus
 from chalk.deploy.views import Backend, GroupView
+
+# The image store, the Kubernetes backend and the local controller are imported where they are
+# used: reading groups (`chalk scaling-group list`) needs none of them.
 
 __all__ = ["Backend", "GroupView", "LocalBackend", "backend_for", "pin_image"]
 
@@ -33,6 +33,8 @@ def pin_image(catalog: Catalog, spec: GroupSpec, *, port_given: bool) -> GroupSp
     port = spec.port
     from_image = spec.port_from_image and not port_given
     if from_image:
+        from chalk.deploy.local.images import image_argv, image_port  # noqa: PLC0415
+
         port = image_port(image, image_argv(image, spec.entrypoint))
     return replace(
         spec,
@@ -54,19 +56,19 @@ class LocalBackend:
 
     def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
         group = catalog.groups.create(name, spec.to_dict(), backend=self._project.config.backend)
-        daemon.ensure_running(self._project)
+        _wake_controller(self._project)
         return group
 
     def update(
         self, catalog: Catalog, name: str, spec: GroupSpec, *, expected_revision: int
     ) -> tuple[ScalingGroup, bool]:
         stored = catalog.groups.update(name, spec.to_dict(), expected_revision=expected_revision)
-        daemon.ensure_running(self._project)
+        _wake_controller(self._project)
         return stored
 
     def delete(self, catalog: Catalog, name: str) -> ScalingGroup:
         deleted = catalog.groups.delete(name)
-        daemon.ensure_running(self._project)
+        _wake_controller(self._project)
         return deleted
 
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
@@ -88,8 +90,16 @@ class LocalBackend:
         return None
 
 
+def _wake_controller(project: Project) -> None:
+    from chalk.deploy.local import daemon  # noqa: PLC0415
+
+    daemon.ensure_running(project)
+
+
 def backend_for(project: Project) -> Backend:
     """The backend chalk.yaml names; the Kubernetes client loads only for Kubernetes."""
     if project.config.backend == "kubernetes":
+        from chalk.deploy.kubernetes.groups import KubernetesGroups  # noqa: PLC0415
+
         return KubernetesGroups(project)
     return LocalBackend(project)

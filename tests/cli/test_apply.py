@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -454,12 +453,21 @@ def test_a_project_without_feature_classes_says_so(project: Path, apply: Apply) 
 def test_ctrl_c_ends_a_command_with_130_and_no_traceback(project: Path) -> None:
     # An apply importing a feature module that takes long: interrupted in the middle.
     (project / "features").mkdir(exist_ok=True)
-    (project / "features" / "slow.py").write_text("import time\ntime.sleep(30)\n")
+    (project / "features" / "slow.py").write_text(
+        "import time\nprint('importing slow.py', flush=True)\ntime.sleep(30)\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "CHALK_CATALOG_URL"}
     process = subprocess.Popen(
-        [CHALK, "apply"], cwd=project, env=env, stderr=subprocess.PIPE, text=True
+        [CHALK, "apply"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    time.sleep(1.5)
+    assert process.stdout is not None
+    # Sent once apply is at work (importing slow.py), however long start-up took.
+    assert process.stdout.readline() == "importing slow.py\n"
     process.send_signal(signal.SIGINT)
     _out, err = process.communicate(timeout=30)
 

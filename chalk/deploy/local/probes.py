@@ -13,8 +13,6 @@ from typing import Final
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from chalk.shim.client import health_status
-
 __all__ = ["IN_FLIGHT_METRIC", "in_flight_calls", "is_ready", "scrape_in_flight"]
 
 IN_FLIGHT_METRIC: Final = "chalk_remote_call_in_flight"
@@ -23,6 +21,9 @@ IN_FLIGHT_METRIC: Final = "chalk_remote_call_in_flight"
 async def is_ready(endpoint: str, *, hosts_model: bool, timeout_s: float = 1.0) -> bool:
     """Whether the replica at ``endpoint`` (``host:port``) answers as ready."""
     if hosts_model:
+        # Imported here: gRPC loads only in the controller, not in every reader of deploy.
+        from chalk.shim.client import health_status  # noqa: PLC0415
+
         return await health_status(endpoint, timeout_s=timeout_s) == "SERVING"
     host, _, port = endpoint.rpartition(":")
     try:
