@@ -1,7 +1,8 @@
 """The ASGI app of ``chalk serve``: routes, the JSON error shape, bearer auth, limits.
 
-Handlers are thin: read and validate the body, run the library function (a query on a
-query thread; its model calls, and invoke's, on this server's event loop), answer JSON.
+Handlers are thin: read and validate the body, run the library function (a small query on
+this server's event loop, a larger one on a query thread; model calls on the loop), answer
+JSON.
 ``create_app`` builds one app per worker process.
 """
 
@@ -35,12 +36,12 @@ from chalk.common.config import find_project
 from chalk.engine.calls import ModelCaller
 from chalk.engine.recorder import CallRecorder
 from chalk.server.errors import ApiError, api_error, on_graph
-from chalk.server.graphs import ActiveGraph, NoGraphError
+from chalk.server.graphs import ActiveGraph, LoadedGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
 from chalk.server.metrics import ServerMetrics
 from chalk.server.models import InvokeRequest, OnlineQueryRequest
 from chalk.server.openapi import openapi_document
-from chalk.server.queries import run_online_query
+from chalk.server.queries import QueryOutcome, run_online_query, run_online_query_async
 from chalk.server.settings import ServerSettings
 
 __all__ = ["app_from_env", "create_app", "log_to_stderr"]
@@ -49,8 +50,11 @@ _LOG = logging.getLogger("chalk.server")
 # Paths a load balancer probes: open even when a token is required.
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 M = TypeVar("M", bound=BaseModel)
-# Queries running at once per worker (each mostly waits on its model calls).
+# Queries running at once per worker on threads (each mostly waits on its model calls).
 _QUERY_THREADS = 32
+# A query of at most this many rows runs on the event loop (see _query): its polars work
+# takes about a millisecond, less than handing it to a thread and its model calls back costs.
+_LOOP_ROWS = 256
 # The metrics' endpoint label of each path served (invoke's path has the group in it).
 _ENDPOINTS = {
     "/v1/query/online": "query_online",
@@ -189,19 +193,36 @@ def _error_response(error: Exception, request: Request) -> Response:
 
 async def _query(state: _State, request: Request) -> Response:
     query = _parse(OnlineQueryRequest, await _body(request, state.settings.max_body_bytes))
-
-    def run() -> Any:
-        loaded = state.graph.current()
-        state.metrics.graph_version.set(loaded.version)
-        try:
-            return run_online_query(loaded, query, state.caller)
-        except Exception as error:
-            raise on_graph(error, loaded.version, loaded.graph.features) from None
-
-    loop = asyncio.get_running_loop()
-    outcome = await _within_deadline(state, loop.run_in_executor(state.queries, run))
+    rows = 1 if query.rows is None else len(query.rows)
+    fresh = state.graph.fresh() if rows <= _LOOP_ROWS else None
+    if fresh is not None:
+        outcome = await _within_deadline(state, _on_loop(state, fresh, query))
+    else:
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(state.queries, _on_thread, state, query)
+        outcome = await _within_deadline(state, work)
     state.metrics.called(outcome.model_calls)
     return _json(outcome.body)
+
+
+async def _on_loop(state: _State, loaded: LoadedGraph, query: OnlineQueryRequest) -> QueryOutcome:
+    """A small query on the loop: no thread to hand it to, nor its model calls back from."""
+    state.metrics.graph_version.set(loaded.version)
+    try:
+        return await run_online_query_async(loaded, query, state.caller)
+    except Exception as error:
+        raise on_graph(error, loaded.version, loaded.graph.features) from None
+
+
+def _on_thread(state: _State, query: OnlineQueryRequest) -> QueryOutcome:
+    """A larger query (or one whose graph must be read again) on a query thread: its polars
+    work would hold up every other request on the loop."""
+    loaded = state.graph.current()
+    state.metrics.graph_version.set(loaded.version)
+    try:
+        return run_online_query(loaded, query, state.caller)
+    except Exception as error:
+        raise on_graph(error, loaded.version, loaded.graph.features) from None
 
 
 async def _invoke(state: _State, request: Request) -> Response:
