@@ -70,6 +70,18 @@ def test_several_rows_answer_one_data_list_per_row(server: Server) -> None:
     ]
 
 
+def test_many_rows_answer_as_a_few_do(server: Server) -> None:
+    # Past the rows a query runs on the server's event loop: this one runs on a query thread.
+    rows = [{**ROW_JSON, "reading.id": n, "reading.x": float(n)} for n in range(600)]
+
+    reply = post(server, "/v1/query/online", {"rows": rows, "outputs": ["reading.doubled"]})
+
+    assert reply.status_code == 200, reply.text
+    assert [values(row) for row in reply.json()["data"]] == [
+        {"reading.id": n, "reading.doubled": 2.0 * n} for n in range(600)
+    ]
+
+
 def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Server) -> None:
     reply = post(server, "/v1/models/double/invoke", {"inputs": {"x": [1.0, 2.5, None]}})
 
