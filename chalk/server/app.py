@@ -360,7 +360,9 @@ def _parse(model: type[M], body: bytes) -> M:
 
 async def _within_deadline(state: _State, work: Awaitable[Any]) -> Any:
     try:
-        return await asyncio.wait_for(work, state.settings.deadline_s)
+        # A timeout on this task, not wait_for's task around ``work``: one loop turn less.
+        async with asyncio.timeout(state.settings.deadline_s):
+            return await work
     except TimeoutError:
         raise ApiError(
             504,
