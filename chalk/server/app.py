@@ -52,9 +52,10 @@ _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 M = TypeVar("M", bound=BaseModel)
 # Queries running at once per worker on threads (each mostly waits on its model calls).
 _QUERY_THREADS = 32
-# A query of at most this many rows runs on the event loop (see _query): its polars work
-# takes about a millisecond, less than handing it to a thread and its model calls back costs.
-_LOOP_ROWS = 256
+# A query of at most this many values (rows times inputs and outputs) runs on the event loop
+# (see _query): it holds the loop for about 2 ms at most (bench/README.md), and saves the
+# handing of the query to a thread and of each model call back to the loop.
+_LOOP_VALUES = 512
 # The metrics' endpoint label of each path served (invoke's path has the group in it).
 _ENDPOINTS = {
     "/v1/query/online": "query_online",
@@ -193,8 +194,9 @@ def _error_response(error: Exception, request: Request) -> Response:
 
 async def _query(state: _State, request: Request) -> Response:
     query = _parse(OnlineQueryRequest, await _body(request, state.settings.max_body_bytes))
-    rows = 1 if query.rows is None else len(query.rows)
-    fresh = state.graph.fresh() if rows <= _LOOP_ROWS else None
+    rows = [query.inputs] if query.rows is None else query.rows
+    values = len(rows) * (len(rows[0] or {}) + len(query.outputs))
+    fresh = state.graph.fresh() if values <= _LOOP_VALUES else None
     if fresh is not None:
         outcome = await _within_deadline(state, _on_loop(state, fresh, query))
     else:

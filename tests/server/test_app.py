@@ -71,7 +71,7 @@ def test_several_rows_answer_one_data_list_per_row(server: Server) -> None:
 
 
 def test_many_rows_answer_as_a_few_do(server: Server) -> None:
-    # Past the rows a query runs on the server's event loop: this one runs on a query thread.
+    # Past the values a query runs on the event loop with (rows times features): on a thread.
     rows = [{**ROW_JSON, "reading.id": n, "reading.x": float(n)} for n in range(600)]
 
     reply = post(server, "/v1/query/online", {"rows": rows, "outputs": ["reading.doubled"]})
