@@ -88,8 +88,8 @@ class _State:
         return self._caller
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The model calls run on the server's own loop: a query thread hands its calls to
-        the loop that also answers HTTP, with no third thread between them."""
+        """The model calls run on the server's own loop, the one that answers HTTP: a small
+        query runs there too, a larger one's thread hands its calls to it (no third thread)."""
         self._caller = ModelCaller(self.catalog, loop=loop, deadline_s=self.settings.deadline_s)
 
     async def stop(self) -> None:
