@@ -225,6 +225,8 @@ def test_a_request_past_its_deadline_is_a_504(small: Server) -> None:
 
     assert reply.status_code == 504, reply.text
     assert "deadline of 0.5 s" in reply.json()["errors"][0]["message"]
+    # The query given up on leaves nothing behind that a next one would trip over.
+    assert post(small, "/v1/query/online", query_body()).status_code == 200
 
 
 def test_a_model_failure_is_a_5xx_naming_the_group_and_the_remote_error(server: Server) -> None:
