@@ -8,7 +8,10 @@ graph, never on user code.
 #   query        run_query: inputs in, requested features out (ChalkClient, chalk query)
 #   parse        expression text -> nodes (grammar.lark)
 #   plan         which steps compute the outputs from the inputs; the plan cache
-#   execute      runs a plan over Arrow columns; model_calls finds a node's catalog_calls
+#   execute      runs a plan over Arrow columns (execute_async: on an event loop); model_calls
+#                finds a node's catalog_calls
+#   model_requests  the executor's model calls as yielded requests; the blocking and awaiting
+#                drivers that answer them
 #   arrow_steps  steps that only move columns, evaluated on Arrow without polars
 #   compiler     one expression node -> a typed polars expression; type checks without data
 #   arrow_types  the Arrow type rules, one copy each (predicates, safe casts, type_text)

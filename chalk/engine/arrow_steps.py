@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow as pa
 
 from chalk.engine.arrow_types import fits_int64, literal_type, polars_keeps
-from chalk.engine.calls import ModelCaller
+from chalk.engine.model_requests import ModelRequest, Steps
 from chalk.features.expr import Call, Expr, FeatureRef, Literal
 
 __all__ = ["evaluate", "evaluates"]
@@ -50,17 +50,16 @@ def evaluate(
     namespace: str,
     column: Callable[[str], Column],
     rows: int,
-    model_caller: ModelCaller | None,
-) -> Column:
-    """The column of ``node`` (one ``evaluates`` accepts) for feature ``fqn``.
+) -> Steps[Column]:
+    """The column of ``node`` (one ``evaluates`` accepts) for feature ``fqn``, as steps that
+    yield each model call's ``ModelRequest`` and are sent its answer.
 
     ``column(name)`` gives a feature's column by fully qualified name; ``rows`` is the row
-    count literals are repeated to. Each ``catalog_call`` is made once, arguments first;
-    ``model_caller`` may be None only when ``node`` calls no model.
+    count literals are repeated to. Each ``catalog_call`` is made once, arguments first.
     """
     answers: dict[Call, Column] = {}
 
-    def value(current: Expr) -> Column:
+    def value(current: Expr) -> Steps[Column]:
         if isinstance(current, FeatureRef):
             return column(f"{namespace}.{current.name}")
         if isinstance(current, Literal):
@@ -69,17 +68,16 @@ def evaluate(
         call = cast(Call, current)
         answer = answers.get(call)
         if answer is None:
-            arguments = [_as_polars_gives(value(argument)) for argument in call.args[1:]]
+            arguments = []
+            for argument in call.args[1:]:
+                arguments.append(_as_polars_gives((yield from value(argument))))
             # Call refuses a catalog_call whose first argument is not the name as a literal.
             name = str(cast(Literal, call.args[0]).value)
-            assert model_caller is not None, "execute() checks for a caller first"
-            answer = model_caller.call_blocking(
-                feature=fqn, name=name, args=arguments, as_chunks=True
-            )
+            answer = yield ModelRequest(fqn, name, arguments, as_chunks=True)
             answers[call] = answer
         return answer
 
-    return value(node)
+    return (yield from value(node))
 
 
 def _as_polars_gives(column: Column) -> Column:

@@ -1,8 +1,9 @@
 """The vectorised executor: runs a ``Plan`` over whole Arrow columns with polars expressions.
 
-Query runners call ``execute`` with a plan from ``chalk.engine.plan`` and an input table
-whose columns are named by fully qualified feature name. Steps that only move columns run in
-``chalk.engine.arrow_steps``; the others compile through ``chalk.engine.compiler``.
+Query runners call ``execute`` (on an event loop, ``execute_async``) with a plan from
+``chalk.engine.plan`` and an input table whose columns are named by fully qualified feature
+name. Steps that only move columns run in ``chalk.engine.arrow_steps``; the others compile
+through ``chalk.engine.compiler``. Model calls go through ``chalk.engine.model_requests``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from chalk.engine.arrow_types import stores_as, type_text
 from chalk.engine.calls import ModelCaller
 from chalk.engine.compiler import CastFailure, Compiler, Typed, cast_to_declared
 from chalk.engine.errors import EngineError, EngineTypeError
+from chalk.engine.model_requests import ModelRequest, Steps, answer_awaiting, answer_blocking
 from chalk.engine.plan import Plan, Step
 from chalk.features.expr import Call, Expr, Literal
 from chalk.features.graph import FeatureGraph
 
-__all__ = ["execute", "model_calls"]
+__all__ = ["execute", "execute_async", "model_calls"]
 
 # The row count of a table whose plan reads no column (every output a constant).
 _ROWS: Final = "__chalk_rows__"
@@ -77,6 +79,36 @@ def execute(
     >>> execute(query, pa.table({"doc.text": ["hi", None]}), graph).to_pydict()
     {'doc.shout': ['HI', None]}
     """
+    return answer_blocking(
+        _steps(plan, table, graph, model_caller is not None, arrow_steps_first), model_caller
+    )
+
+
+async def execute_async(
+    plan: Plan,
+    table: pa.Table | pl.DataFrame,
+    graph: FeatureGraph,
+    *,
+    model_caller: ModelCaller | None = None,
+    arrow_steps_first: bool = True,
+) -> pa.Table:
+    """``execute`` on the running event loop: each model call is awaited on ``model_caller``
+    (which must belong to this loop), the polars and Arrow work between them runs on the loop
+    itself. Same results and errors as ``execute``; for small tables, since the loop serves
+    nothing else meanwhile (``chalk serve`` runs a one-row online query this way)."""
+    steps = _steps(plan, table, graph, model_caller is not None, arrow_steps_first)
+    return await answer_awaiting(steps, model_caller)
+
+
+def _steps(
+    plan: Plan,
+    table: pa.Table | pl.DataFrame,
+    graph: FeatureGraph,
+    calls_models: bool,
+    arrow_steps_first: bool,
+) -> Steps[pa.Table]:
+    """``execute``'s work, yielding a ``ModelRequest`` per model call (one copy for both
+    drivers); without ``calls_models``, a ``catalog_call`` raises ModelCallNotWiredError."""
     if plan.fingerprint != graph.fingerprint:
         raise EngineError(
             f"the plan was made from another feature graph: expected fingerprint "
@@ -88,24 +120,24 @@ def execute(
         node = step.node
         if node is None:
             continue
-        if arrow_steps_first and _on_arrow(node, model_caller):
-            value = arrow_steps.evaluate(
+        if arrow_steps_first and _on_arrow(node, calls_models):
+            value = yield from arrow_steps.evaluate(
                 node,
                 fqn=step.fqn,
                 namespace=step.namespace,
                 column=columns.get,
                 rows=columns.rows,
-                model_caller=model_caller,
             )
             columns.add(step.fqn, _stored(value, types[step.fqn], step.fqn, node))
         else:
-            columns.frame = _derive(columns.polars(), step, node, types, model_caller)
+            frame = columns.polars()
+            columns.frame = yield from _derive(frame, step, node, types, calls_models)
     return columns.table(plan.outputs, types)
 
 
-def _on_arrow(node: Expr, model_caller: ModelCaller | None) -> bool:
+def _on_arrow(node: Expr, calls_models: bool) -> bool:
     # Without a caller a model call goes through polars, which raises ModelCallNotWiredError.
-    return arrow_steps.evaluates(node) and (model_caller is not None or not model_calls(node))
+    return arrow_steps.evaluates(node) and (calls_models or not model_calls(node))
 
 
 class _Columns:
@@ -205,15 +237,13 @@ def _derive(
     step: Step,
     node: Expr,
     types: Mapping[str, pa.DataType],
-    model_caller: ModelCaller | None,
-) -> pl.DataFrame:
+    calls_models: bool,
+) -> Steps[pl.DataFrame]:
     declared = types[step.fqn]
     answers: dict[Call, Typed] = {}
-    if model_caller is not None:
+    if calls_models:
         for index, call in enumerate(model_calls(node)):
-            frame, answers[call] = _call_model(
-                frame, step, call, index, types, answers, model_caller
-            )
+            frame, answers[call] = yield from _call_model(frame, step, call, index, types, answers)
     typed = Compiler(step.fqn, step.namespace, types, answers).compile(node)
     column = cast_to_declared(typed, declared, step.fqn)
     # Through the lazy engine: polars 2.1's eager with_columns gives `lit == when(...)` one
@@ -243,8 +273,7 @@ def _call_model(
     index: int,
     types: Mapping[str, pa.DataType],
     answers: Mapping[Call, Typed],
-    model_caller: ModelCaller,
-) -> tuple[pl.DataFrame, Typed]:
+) -> Steps[tuple[pl.DataFrame, Typed]]:
     """Evaluate ``call``'s arguments, call the model, and add its answers as a column."""
     compiler = Compiler(step.fqn, step.namespace, types, answers)
     names = [_ARGUMENT_COLUMN.format(n) for n in range(len(call.args) - 1)]
@@ -257,11 +286,8 @@ def _call_model(
     table = evaluated.to_arrow()
     # Call refuses a catalog_call whose first argument is not the name as a string literal.
     name = str(cast(Literal, call.args[0]).value)
-    answer = model_caller.call_blocking(
-        feature=step.fqn,
-        name=name,
-        args=[table.column(n).combine_chunks() for n in names],
-    )
+    args = [table.column(n).combine_chunks() for n in names]
+    answer = yield ModelRequest(step.fqn, name, args, as_chunks=False)
     column = _MODEL_COLUMN.format(index)
     frame = frame.with_columns(pl.Series(column, answer))
     return frame, Typed(pl.col(column), answer.type)

@@ -1,8 +1,9 @@
 """Online and offline queries over a feature graph: inputs in, requested features out.
 
-``ChalkClient.query``/``offline_query`` and ``chalk query`` call ``run_query``; it normalises
-the inputs, plans (cached), executes, and orders the result: the primary key first when it
-was an input, then the outputs, named by fully qualified name, rows in input order.
+``ChalkClient.query``/``offline_query`` and ``chalk query`` call ``run_query`` (``chalk
+serve`` also ``run_query_async``, on its event loop); it normalises the inputs, plans
+(cached), executes, and orders the result: the primary key first when it was an input, then
+the outputs, named by fully qualified name, rows in input order.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import pyarrow as pa
 
 from chalk.common.errors import ChalkError
 from chalk.engine.arrow_types import is_list
-from chalk.engine.execute import execute
-from chalk.engine.plan import cached_plan
+from chalk.engine.calls import ModelCaller
+from chalk.engine.execute import execute, execute_async
+from chalk.engine.plan import Plan, cached_plan
 from chalk.features.graph import FeatureGraph, GraphError
 
-__all__ = ["QueryError", "feature_name", "input_table", "run_query"]
+__all__ = ["QueryError", "feature_name", "input_table", "run_query", "run_query_async"]
 
 
 class QueryError(ChalkError, ValueError):
@@ -93,11 +95,31 @@ def run_query(
     **execute_options: Any,
 ) -> pa.Table:
     """Compute ``outputs`` for every row of ``table`` (columns named by fqn)."""
+    plan, wanted = _planned(graph, table, outputs)
+    return _ordered(graph, table, wanted, run(plan, table, graph, **execute_options))
+
+
+async def run_query_async(
+    graph: FeatureGraph, table: pa.Table, outputs: Iterable[Any], *, model_caller: ModelCaller
+) -> pa.Table:
+    """``run_query`` on the running event loop, its model calls awaited on ``model_caller``
+    (see ``execute_async``): for small tables, on a loop that serves other work too."""
+    plan, wanted = _planned(graph, table, outputs)
+    result = await execute_async(plan, table, graph, model_caller=model_caller)
+    return _ordered(graph, table, wanted, result)
+
+
+def _planned(
+    graph: FeatureGraph, table: pa.Table, outputs: Iterable[Any]
+) -> tuple[Plan, list[str]]:
     wanted = [_known(graph, feature_name(output)) for output in outputs]
     if not wanted:
         raise QueryError("a query needs outputs: expected features such as [Document.entities]")
-    plan = cached_plan(graph, table.column_names, wanted)
-    result = run(plan, table, graph, **execute_options)
+    return cached_plan(graph, table.column_names, wanted), wanted
+
+
+def _ordered(graph: FeatureGraph, table: pa.Table, wanted: list[str], result: pa.Table) -> pa.Table:
+    """The primary keys given as inputs first, then the outputs asked for."""
     keys = [key for key in _primary_keys(graph, wanted) if key in table.column_names]
     columns = {key: table.column(key) for key in keys}
     columns.update({fqn: result.column(fqn) for fqn in wanted if fqn not in columns})

@@ -1,7 +1,8 @@
 """The ASGI app of ``chalk serve``: routes, the JSON error shape, bearer auth, limits.
 
-Handlers are thin: read and validate the body, run the library function (a query on a
-query thread; its model calls, and invoke's, on this server's event loop), answer JSON.
+Handlers are thin: read and validate the body, run the library function (a small query on
+this server's event loop, a larger one on a query thread; model calls on the loop), answer
+JSON.
 ``create_app`` builds one app per worker process.
 """
 
@@ -35,12 +36,12 @@ from chalk.common.config import find_project
 from chalk.engine.calls import ModelCaller
 from chalk.engine.recorder import CallRecorder
 from chalk.server.errors import ApiError, api_error, on_graph
-from chalk.server.graphs import ActiveGraph, NoGraphError
+from chalk.server.graphs import ActiveGraph, LoadedGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
 from chalk.server.metrics import ServerMetrics
 from chalk.server.models import InvokeRequest, OnlineQueryRequest
 from chalk.server.openapi import openapi_document
-from chalk.server.queries import run_online_query
+from chalk.server.queries import QueryOutcome, run_online_query, run_online_query_async
 from chalk.server.settings import ServerSettings
 
 __all__ = ["app_from_env", "create_app", "log_to_stderr"]
@@ -49,8 +50,12 @@ _LOG = logging.getLogger("chalk.server")
 # Paths a load balancer probes: open even when a token is required.
 _OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 M = TypeVar("M", bound=BaseModel)
-# Queries running at once per worker (each mostly waits on its model calls).
+# Queries running at once per worker on threads (each mostly waits on its model calls).
 _QUERY_THREADS = 32
+# A query of at most this many values (rows times inputs and outputs) runs on the event loop
+# (see _query): it holds the loop for about 2 ms at most (bench/README.md), and saves the
+# handing of the query to a thread and of each model call back to the loop.
+_LOOP_VALUES = 512
 # The metrics' endpoint label of each path served (invoke's path has the group in it).
 _ENDPOINTS = {
     "/v1/query/online": "query_online",
@@ -83,8 +88,8 @@ class _State:
         return self._caller
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The model calls run on the server's own loop: a query thread hands its calls to
-        the loop that also answers HTTP, with no third thread between them."""
+        """The model calls run on the server's own loop, the one that answers HTTP: a small
+        query runs there too, a larger one's thread hands its calls to it (no third thread)."""
         self._caller = ModelCaller(self.catalog, loop=loop, deadline_s=self.settings.deadline_s)
 
     async def stop(self) -> None:
@@ -189,19 +194,37 @@ def _error_response(error: Exception, request: Request) -> Response:
 
 async def _query(state: _State, request: Request) -> Response:
     query = _parse(OnlineQueryRequest, await _body(request, state.settings.max_body_bytes))
-
-    def run() -> Any:
-        loaded = state.graph.current()
-        state.metrics.graph_version.set(loaded.version)
-        try:
-            return run_online_query(loaded, query, state.caller)
-        except Exception as error:
-            raise on_graph(error, loaded.version, loaded.graph.features) from None
-
-    loop = asyncio.get_running_loop()
-    outcome = await _within_deadline(state, loop.run_in_executor(state.queries, run))
+    rows = [query.inputs] if query.rows is None else query.rows
+    values = len(rows) * (len(rows[0] or {}) + len(query.outputs))
+    fresh = state.graph.fresh() if values <= _LOOP_VALUES else None
+    if fresh is not None:
+        outcome = await _within_deadline(state, _on_loop(state, fresh, query))
+    else:
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(state.queries, _on_thread, state, query)
+        outcome = await _within_deadline(state, work)
     state.metrics.called(outcome.model_calls)
     return _json(outcome.body)
+
+
+async def _on_loop(state: _State, loaded: LoadedGraph, query: OnlineQueryRequest) -> QueryOutcome:
+    """A small query on the loop: no thread to hand it to, nor its model calls back from."""
+    state.metrics.graph_version.set(loaded.version)
+    try:
+        return await run_online_query_async(loaded, query, state.caller)
+    except Exception as error:
+        raise on_graph(error, loaded.version, loaded.graph.features) from None
+
+
+def _on_thread(state: _State, query: OnlineQueryRequest) -> QueryOutcome:
+    """A larger query (or one whose graph must be read again) on a query thread: its polars
+    work would hold up every other request on the loop."""
+    loaded = state.graph.current()
+    state.metrics.graph_version.set(loaded.version)
+    try:
+        return run_online_query(loaded, query, state.caller)
+    except Exception as error:
+        raise on_graph(error, loaded.version, loaded.graph.features) from None
 
 
 async def _invoke(state: _State, request: Request) -> Response:
@@ -339,7 +362,9 @@ def _parse(model: type[M], body: bytes) -> M:
 
 async def _within_deadline(state: _State, work: Awaitable[Any]) -> Any:
     try:
-        return await asyncio.wait_for(work, state.settings.deadline_s)
+        # A timeout on this task, not wait_for's task around ``work``: one loop turn less.
+        async with asyncio.timeout(state.settings.deadline_s):
+            return await work
     except TimeoutError:
         raise ApiError(
             504,

@@ -68,6 +68,14 @@ class ActiveGraph:
                 self._checked_at = now
             return self._loaded
 
+    def fresh(self) -> LoadedGraph | None:
+        """The graph ``current`` would answer without reading the catalog, or None when it
+        would read it (an event loop takes this, and leaves the read to a thread)."""
+        loaded = self._loaded
+        if loaded is not None and self._clock() - self._checked_at < self._ttl_s:
+            return loaded
+        return None
+
     def _read(self) -> LoadedGraph:
         record = self._catalog.graphs.active()
         if record is None:

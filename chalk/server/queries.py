@@ -1,6 +1,6 @@
 """Online queries over HTTP: JSON rows in, the engine's ``run_query`` on the applied graph,
-JSON results out. Runs on a request thread; the model calls go through the process's one
-``ModelCaller``."""
+JSON results out. A small request runs on the server's loop, its model calls awaited; a
+larger one on a query thread. Either way through the process's one ``ModelCaller``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 from chalk.engine.calls import ModelCaller
-from chalk.engine.query import QueryError, input_table, run_query
+from chalk.engine.query import QueryError, input_table, run_query, run_query_async
 from chalk.engine.recorder import CallRecorder, recording
 from chalk.features import FeatureGraph
 from chalk.features.wire import feature_fingerprint, value_from_json, value_to_json
@@ -20,7 +20,7 @@ from chalk.server.errors import ApiError
 from chalk.server.graphs import LoadedGraph
 from chalk.server.models import OnlineQueryRequest
 
-__all__ = ["QueryOutcome", "run_online_query"]
+__all__ = ["QueryOutcome", "run_online_query", "run_online_query_async"]
 
 
 class QueryOutcome:
@@ -38,15 +38,42 @@ def run_online_query(
 ) -> QueryOutcome:
     """Answer ``request`` on ``loaded``: check fingerprints and keys, decode, run, encode."""
     started = time.perf_counter()
-    graph = loaded.graph
-    rows = request.rows if request.rows is not None else [request.inputs or {}]
-    _check_fingerprints(loaded, request.fingerprints or {})
-    table = _inputs(graph, rows)
-    _check_keys(graph, table, request.outputs)
+    table = _checked_inputs(loaded, request)
     recorder = CallRecorder()
     with recording(recorder):
-        result = run_query(graph, table, request.outputs, model_caller=caller)
-    encoded = _rows(graph, result)
+        result = run_query(loaded.graph, table, request.outputs, model_caller=caller)
+    return _outcome(loaded, request, result, recorder, started)
+
+
+async def run_online_query_async(
+    loaded: LoadedGraph, request: OnlineQueryRequest, caller: ModelCaller
+) -> QueryOutcome:
+    """``run_online_query`` on the running loop (``caller``'s), its model calls awaited: for a
+    small request, which then needs no query thread."""
+    started = time.perf_counter()
+    table = _checked_inputs(loaded, request)
+    recorder = CallRecorder()
+    with recording(recorder):
+        result = await run_query_async(loaded.graph, table, request.outputs, model_caller=caller)
+    return _outcome(loaded, request, result, recorder, started)
+
+
+def _checked_inputs(loaded: LoadedGraph, request: OnlineQueryRequest) -> pa.Table:
+    rows = request.rows if request.rows is not None else [request.inputs or {}]
+    _check_fingerprints(loaded, request.fingerprints or {})
+    table = _inputs(loaded.graph, rows)
+    _check_keys(loaded.graph, table, request.outputs)
+    return table
+
+
+def _outcome(
+    loaded: LoadedGraph,
+    request: OnlineQueryRequest,
+    result: pa.Table,
+    recorder: CallRecorder,
+    started: float,
+) -> QueryOutcome:
+    encoded = _rows(loaded.graph, result)
     body = {
         "data": encoded[0] if request.rows is None else encoded,
         "errors": [],

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import pytest
 from chalk.engine import arrow_steps
 from chalk.engine.calls import ModelCaller
 from chalk.engine.errors import EngineError
-from chalk.engine.execute import execute
+from chalk.engine.execute import execute, execute_async
 from chalk.engine.parse import parse
 from chalk.engine.plan import plan
 from chalk.features.graph import ClassDef, FeatureDef, FeatureGraph
@@ -53,6 +54,8 @@ DERIVED: dict[str, tuple[pa.DataType, str]] = {
     "polars_then_call": (INT, 'catalog_call("model.double", _.n_plus_one)'),
     "n_plus_one": (INT, "(_.n + 1)"),
     "call_on_alias": (INT, 'catalog_call("model.double", _.alias)'),
+    "unknown_group": (INT, 'catalog_call("model.nobody", _.n)'),
+    "handler_fails": (INT, 'catalog_call("model.boom", _.n)'),
 }
 # The features whose queries fail on the rows of ROWS["three_rows"].
 FAILING = frozenset(
@@ -63,6 +66,8 @@ FAILING = frozenset(
         "narrowed",
         "huge_literal",
         "alias_as_text",
+        "unknown_group",
+        "handler_fails",
     }
 )
 GRAPH = FeatureGraph.from_classes(
@@ -110,19 +115,22 @@ class Models:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
-    """``double``, ``echo-int``, ``echo-list``, ``named`` (text, float) and ``both`` (int, int)
-    served by three runtimes, and a caller routed to them through a catalog."""
+    """``double``, ``echo-int``, ``echo-list``, ``named`` (text, float), ``both`` (int, int)
+    and ``boom`` (its handler raises) served by four runtimes, and a caller routed to them
+    through a catalog."""
     directory = tmp_path_factory.mktemp("arrow-steps")
     with sqlite_catalog(directory) as catalog, runtimes(directory) as start:
         double = start("model_handlers.double", cwd=SHIM_HANDLERS)
         echo = start("model_handlers.identity", cwd=SHIM_HANDLERS)
         named = start("call_handlers.named_values")
+        boom = start("model_handlers.boom", cwd=SHIM_HANDLERS)
         groups: dict[str, tuple[RuntimeProcess, list[tuple[str, pa.DataType]], pa.DataType]] = {
             "double": (double, [("x", INT)], INT),
             "echo-int": (echo, [("x", INT)], INT),
             "echo-list": (echo, [("x", INTS)], INTS),
             "named": (named, [("a", STR), ("b", FLOAT)], STR),
             "both": (named, [("a", INT), ("b", INT)], STR),
+            "boom": (boom, [("x", INT)], INT),
         }
         for group, (process, fields, output) in groups.items():
             deploy_group(
@@ -137,15 +145,27 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
 
 
 def outcome(
-    outputs: list[str], columns: Mapping[str, pa.Array], caller: Any, *, arrow_steps_first: bool
+    outputs: list[str],
+    columns: Mapping[str, pa.Array],
+    caller: ModelCaller,
+    *,
+    arrow_steps_first: bool,
+    awaited: bool = False,
 ) -> tuple[Any, ...]:
-    """The result's schema and values, or the error's class and message."""
+    """The result's schema and values, or the error's class and message; ``awaited`` runs
+    ``execute_async`` on the caller's loop instead of ``execute``."""
     table = pa.table({f"item.{name}": column for name, column in columns.items()})
     query = plan(GRAPH, table.column_names, [f"item.{name}" for name in outputs])
     try:
-        result = execute(
-            query, table, GRAPH, model_caller=caller, arrow_steps_first=arrow_steps_first
-        )
+        if awaited:
+            running = execute_async(
+                query, table, GRAPH, model_caller=caller, arrow_steps_first=arrow_steps_first
+            )
+            result = asyncio.run_coroutine_threadsafe(running, caller.loop).result(timeout=60)
+        else:
+            result = execute(
+                query, table, GRAPH, model_caller=caller, arrow_steps_first=arrow_steps_first
+            )
     except Exception as error:
         return ("error", type(error), str(error))
     return ("result", result.schema, result.to_pydict())
@@ -213,6 +233,68 @@ def test_a_call_written_twice_is_made_once(models: Models, arrow_steps_first: bo
 
     assert found[2] == {"item.both_twice": ["a=2,b=2", "a=None,b=None", "a=-8,b=-8"]}
     assert models.double.metric(CALLS) - before == 1
+
+
+@pytest.mark.parametrize("arrow_steps_first", [True, False], ids=["on_arrow", "through_polars"])
+@pytest.mark.parametrize("rows", list(ROWS), ids=list(ROWS))
+@pytest.mark.parametrize("output", list(DERIVED), ids=list(DERIVED))
+def test_awaited_model_calls_give_what_blocking_ones_give(
+    models: Models, output: str, rows: str, arrow_steps_first: bool
+) -> None:
+    options = {"arrow_steps_first": arrow_steps_first}
+    awaited = outcome([output], ROWS[rows], models.caller, awaited=True, **options)
+
+    assert awaited == outcome([output], ROWS[rows], models.caller, **options)
+    if output in FAILING and rows == "three_rows":
+        assert awaited[0] == "error"
+
+
+def test_every_output_at_once_awaited(models: Models) -> None:
+    outputs = [name for name in DERIVED if name not in FAILING]
+    columns = ROWS["three_rows"]
+    before = models.double.metric(CALLS)
+
+    awaited = outcome(outputs, columns, models.caller, arrow_steps_first=True, awaited=True)
+
+    calls = models.double.metric(CALLS) - before
+    assert awaited == outcome(outputs, columns, models.caller, arrow_steps_first=True)
+    assert models.double.metric(CALLS) - before == 2 * calls
+    assert awaited[2]["item.four_times"] == [4, None, -16]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        pytest.param(
+            "unknown_group",
+            r"^item\.unknown_group: cannot call 'model\.nobody': there is no scaling group",
+            id="unknown_group",
+        ),
+        pytest.param(
+            "handler_fails",
+            r"^item\.handler_fails: the handler of scaling group 'boom' .* ValueError: cannot "
+            r"score 3 rows: the model is not trained",
+            id="handler_error",
+        ),
+    ],
+)
+def test_model_call_errors_are_the_same_awaited(models: Models, output: str, expected: str) -> None:
+    columns = ROWS["three_rows"]
+
+    awaited = outcome([output], columns, models.caller, arrow_steps_first=True, awaited=True)
+
+    assert awaited == outcome([output], columns, models.caller, arrow_steps_first=True)
+    assert awaited[0] == "error"
+    assert re.match(expected, awaited[2], re.DOTALL), awaited[2]
+
+
+def test_awaited_calls_need_the_callers_own_loop(models: Models) -> None:
+    assert models.caller.loop.is_running()  # the caller's loop: its own thread's
+    table = pa.table({"item.n": ROWS["one_row"]["n"]})
+    query = plan(GRAPH, table.column_names, ["item.twice"])
+
+    with pytest.raises(RuntimeError, match=r"^item\.twice: this ModelCaller belongs to another"):
+        asyncio.run(execute_async(query, table, GRAPH, model_caller=models.caller))
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@ property against a row-by-row evaluation with SQL null semantics."""
 
 from __future__ import annotations
 
+import asyncio
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from chalk.engine.errors import EngineError, EngineTypeError, ModelCallNotWiredError
-from chalk.engine.execute import execute
+from chalk.engine.execute import execute, execute_async
 from chalk.engine.parse import negate
 from chalk.engine.plan import Plan, plan
 from chalk.features.expr import BinaryOp, Call, Expr, FeatureRef, Literal, UnaryOp
@@ -56,10 +57,15 @@ def graph_of(
 def run(
     derived: Mapping[str, tuple[pa.DataType, str]],
     columns: Mapping[str, pa.Array] = COLUMNS,
+    *,
+    awaited: bool = False,
 ) -> pa.Table:
+    """The derived features' table; ``awaited`` runs ``execute_async`` on a loop of its own."""
     graph = graph_of({name: column.type for name, column in columns.items()}, derived)
     query = plan(graph, [f"document.{n}" for n in columns], [f"document.{n}" for n in derived])
     table = pa.table({f"document.{name}": column for name, column in columns.items()})
+    if awaited:
+        return asyncio.run(execute_async(query, table, graph))
     return execute(query, table, graph)
 
 
@@ -74,78 +80,78 @@ INT, FLOAT, BOOL, STR = pa.int64(), pa.float64(), pa.bool_(), pa.large_string()
 NONE5: list[Any] = [None] * 5
 
 
-@pytest.mark.parametrize(
-    ("kind", "text", "expected"),
-    [
-        pytest.param(INT, "_.a + _.b", [9, -5, None, None, 3], id="add"),
-        pytest.param(INT, "_.a - _.b", [5, -9, None, None, 3], id="subtract"),
-        pytest.param(INT, "_.a * _.b", [14, -14, None, None, 0], id="multiply"),
-        pytest.param(FLOAT, "_.a / _.b", [3.5, -3.5, None, None, None], id="divide_zero_null"),
-        pytest.param(INT, "_.a // _.b", [3, -4, None, None, None], id="floor_divide_int"),
-        pytest.param(INT, "_.a % _.b", [1, 1, None, None, None], id="modulo_int"),
-        pytest.param(FLOAT, "_.x // 1.0", [1.0, -3.0, None, 0.0, 2.0], id="floor_divide_float"),
-        pytest.param(FLOAT, "_.x % 1", [0.5, 0.5, None, 0.5, 0.0], id="modulo_float"),
-        pytest.param(FLOAT, "_.x / 0", NONE5, id="float_divide_by_zero"),
-        pytest.param(FLOAT, "_.x % 0.0", NONE5, id="float_modulo_by_zero"),
-        pytest.param(INT, "_.a ** 2", [49, 49, None, 0, 9], id="power_int"),
-        pytest.param(FLOAT, "_.a ** _.b", [49.0, 49.0, None, None, 1.0], id="power_float"),
-        pytest.param(FLOAT, "2 ** -1", [0.5] * 5, id="negative_power"),
-        pytest.param(FLOAT, "_.a + 1.5", [8.5, -5.5, None, 1.5, 4.5], id="int_plus_float"),
-        pytest.param(INT, "_.a + None", NONE5, id="plus_null"),
-        pytest.param(INT, "-_.a", [-7, 7, None, 0, -3], id="negate"),
-        pytest.param(BOOL, "_.a == _.b", [False, False, None, None, False], id="eq"),
-        pytest.param(BOOL, "_.a != _.b", [True, True, None, None, True], id="ne"),
-        pytest.param(BOOL, "_.a < _.b", [False, True, None, None, False], id="lt"),
-        pytest.param(BOOL, "_.a <= 0", [False, True, None, True, False], id="le"),
-        pytest.param(BOOL, "_.a > _.x", [True, False, None, False, True], id="gt_int_float"),
-        pytest.param(BOOL, "_.a >= 3", [True, False, None, False, True], id="ge"),
-        pytest.param(BOOL, '_.s < "b"', [True, True, None, True, False], id="strings"),
-        pytest.param(BOOL, "_.l == _.l", [True, True, None, True, True], id="lists_eq"),
-        pytest.param(BOOL, "_.a == None", NONE5, id="eq_null_is_null"),
-        pytest.param(BOOL, "_.p & _.q", [None, False, None, False, None], id="and"),
-        pytest.param(BOOL, "_.p | _.q", [True, None, None, True, True], id="or"),
-        pytest.param(BOOL, "~_.p", [False, True, None, False, None], id="not"),
-        pytest.param(BOOL, "_.p & False", [False] * 5, id="false_and_null"),
-        pytest.param(BOOL, "_.p | True", [True] * 5, id="true_or_null"),
-        pytest.param(BOOL, "~None", NONE5, id="not_null"),
-        pytest.param(STR, "lower(_.s)", ["hello", " wörld ", None, "", "x"], id="lower"),
-        pytest.param(STR, "upper(_.s)", ["HELLO", " WÖRLD ", None, "", "X"], id="upper"),
-        pytest.param(STR, "trim(_.s)", ["Hello", "Wörld", None, "", "x"], id="trim"),
-        pytest.param(INT, "length(_.s)", [5, 7, None, 0, 1], id="length_string"),
-        pytest.param(INT, "length(_.l)", [2, 0, None, 1, 3], id="length_list"),
-        pytest.param(
-            STR,
-            'concat(_.s, "!", _.s)',
-            ["Hello!Hello", " Wörld ! Wörld ", None, "!", "x!x"],
-            id="concat",
-        ),
-        pytest.param(STR, "concat(_.s, None)", NONE5, id="concat_null"),
-        pytest.param(INT, "coalesce(_.b, _.a, -1)", [2, 2, 2, 0, 0], id="coalesce"),
-        pytest.param(FLOAT, "coalesce(_.a, _.x)", [7.0, -7.0, None, 0.0, 3.0], id="coalesce_wide"),
-        pytest.param(INT, "if_then_else(_.p, _.a, _.b)", [7, 2, 2, 0, 0], id="if_null_is_else"),
-        pytest.param(BOOL, "is_null(_.a)", [False, False, True, False, False], id="is_null"),
-        pytest.param(INT, "abs(_.a)", [7, 7, None, 0, 3], id="abs_int"),
-        pytest.param(FLOAT, "abs(_.x)", [1.5, 2.5, None, 0.5, 2.0], id="abs_float"),
-        pytest.param(FLOAT, "round(_.x)", [2.0, -3.0, None, 1.0, 2.0], id="round_half_away"),
-        pytest.param(FLOAT, "round(_.a / 3, 2)", [2.33, -2.33, None, 0.0, 1.0], id="round_2"),
-        pytest.param(INT, "round(_.a)", [7, -7, None, 0, 3], id="round_int"),
-        pytest.param(STR, 'cast(_.a, "large_string")', ["7", "-7", None, "0", "3"], id="cast"),
-        pytest.param(FLOAT, 'cast(_.a, "float64")', [7.0, -7.0, None, 0.0, 3.0], id="cast_float"),
-        pytest.param(INT, 'cast("12", "int64")', [12] * 5, id="cast_literal"),
-        pytest.param(
-            STR, 'json_value(_.j, "$.a.b[0].c")', ["1", "x", None, None, None], id="json_value"
-        ),
-        pytest.param(
-            STR,
-            'json_value(_.j, "$[\'a\'][\\"b\\"][0]")',
-            ['{"c":1}', '{"c":"x"}', None, None, None],
-            id="json_value_brackets",
-        ),
-        pytest.param(INT, "1", [1] * 5, id="int_literal"),
-        pytest.param(STR, '"hi"', ["hi"] * 5, id="string_literal"),
-        pytest.param(INT, "None", NONE5, id="null_literal"),
-    ],
-)
+OPERATORS = [
+    pytest.param(INT, "_.a + _.b", [9, -5, None, None, 3], id="add"),
+    pytest.param(INT, "_.a - _.b", [5, -9, None, None, 3], id="subtract"),
+    pytest.param(INT, "_.a * _.b", [14, -14, None, None, 0], id="multiply"),
+    pytest.param(FLOAT, "_.a / _.b", [3.5, -3.5, None, None, None], id="divide_zero_null"),
+    pytest.param(INT, "_.a // _.b", [3, -4, None, None, None], id="floor_divide_int"),
+    pytest.param(INT, "_.a % _.b", [1, 1, None, None, None], id="modulo_int"),
+    pytest.param(FLOAT, "_.x // 1.0", [1.0, -3.0, None, 0.0, 2.0], id="floor_divide_float"),
+    pytest.param(FLOAT, "_.x % 1", [0.5, 0.5, None, 0.5, 0.0], id="modulo_float"),
+    pytest.param(FLOAT, "_.x / 0", NONE5, id="float_divide_by_zero"),
+    pytest.param(FLOAT, "_.x % 0.0", NONE5, id="float_modulo_by_zero"),
+    pytest.param(INT, "_.a ** 2", [49, 49, None, 0, 9], id="power_int"),
+    pytest.param(FLOAT, "_.a ** _.b", [49.0, 49.0, None, None, 1.0], id="power_float"),
+    pytest.param(FLOAT, "2 ** -1", [0.5] * 5, id="negative_power"),
+    pytest.param(FLOAT, "_.a + 1.5", [8.5, -5.5, None, 1.5, 4.5], id="int_plus_float"),
+    pytest.param(INT, "_.a + None", NONE5, id="plus_null"),
+    pytest.param(INT, "-_.a", [-7, 7, None, 0, -3], id="negate"),
+    pytest.param(BOOL, "_.a == _.b", [False, False, None, None, False], id="eq"),
+    pytest.param(BOOL, "_.a != _.b", [True, True, None, None, True], id="ne"),
+    pytest.param(BOOL, "_.a < _.b", [False, True, None, None, False], id="lt"),
+    pytest.param(BOOL, "_.a <= 0", [False, True, None, True, False], id="le"),
+    pytest.param(BOOL, "_.a > _.x", [True, False, None, False, True], id="gt_int_float"),
+    pytest.param(BOOL, "_.a >= 3", [True, False, None, False, True], id="ge"),
+    pytest.param(BOOL, '_.s < "b"', [True, True, None, True, False], id="strings"),
+    pytest.param(BOOL, "_.l == _.l", [True, True, None, True, True], id="lists_eq"),
+    pytest.param(BOOL, "_.a == None", NONE5, id="eq_null_is_null"),
+    pytest.param(BOOL, "_.p & _.q", [None, False, None, False, None], id="and"),
+    pytest.param(BOOL, "_.p | _.q", [True, None, None, True, True], id="or"),
+    pytest.param(BOOL, "~_.p", [False, True, None, False, None], id="not"),
+    pytest.param(BOOL, "_.p & False", [False] * 5, id="false_and_null"),
+    pytest.param(BOOL, "_.p | True", [True] * 5, id="true_or_null"),
+    pytest.param(BOOL, "~None", NONE5, id="not_null"),
+    pytest.param(STR, "lower(_.s)", ["hello", " wörld ", None, "", "x"], id="lower"),
+    pytest.param(STR, "upper(_.s)", ["HELLO", " WÖRLD ", None, "", "X"], id="upper"),
+    pytest.param(STR, "trim(_.s)", ["Hello", "Wörld", None, "", "x"], id="trim"),
+    pytest.param(INT, "length(_.s)", [5, 7, None, 0, 1], id="length_string"),
+    pytest.param(INT, "length(_.l)", [2, 0, None, 1, 3], id="length_list"),
+    pytest.param(
+        STR,
+        'concat(_.s, "!", _.s)',
+        ["Hello!Hello", " Wörld ! Wörld ", None, "!", "x!x"],
+        id="concat",
+    ),
+    pytest.param(STR, "concat(_.s, None)", NONE5, id="concat_null"),
+    pytest.param(INT, "coalesce(_.b, _.a, -1)", [2, 2, 2, 0, 0], id="coalesce"),
+    pytest.param(FLOAT, "coalesce(_.a, _.x)", [7.0, -7.0, None, 0.0, 3.0], id="coalesce_wide"),
+    pytest.param(INT, "if_then_else(_.p, _.a, _.b)", [7, 2, 2, 0, 0], id="if_null_is_else"),
+    pytest.param(BOOL, "is_null(_.a)", [False, False, True, False, False], id="is_null"),
+    pytest.param(INT, "abs(_.a)", [7, 7, None, 0, 3], id="abs_int"),
+    pytest.param(FLOAT, "abs(_.x)", [1.5, 2.5, None, 0.5, 2.0], id="abs_float"),
+    pytest.param(FLOAT, "round(_.x)", [2.0, -3.0, None, 1.0, 2.0], id="round_half_away"),
+    pytest.param(FLOAT, "round(_.a / 3, 2)", [2.33, -2.33, None, 0.0, 1.0], id="round_2"),
+    pytest.param(INT, "round(_.a)", [7, -7, None, 0, 3], id="round_int"),
+    pytest.param(STR, 'cast(_.a, "large_string")', ["7", "-7", None, "0", "3"], id="cast"),
+    pytest.param(FLOAT, 'cast(_.a, "float64")', [7.0, -7.0, None, 0.0, 3.0], id="cast_float"),
+    pytest.param(INT, 'cast("12", "int64")', [12] * 5, id="cast_literal"),
+    pytest.param(
+        STR, 'json_value(_.j, "$.a.b[0].c")', ["1", "x", None, None, None], id="json_value"
+    ),
+    pytest.param(
+        STR,
+        'json_value(_.j, "$[\'a\'][\\"b\\"][0]")',
+        ['{"c":1}', '{"c":"x"}', None, None, None],
+        id="json_value_brackets",
+    ),
+    pytest.param(INT, "1", [1] * 5, id="int_literal"),
+    pytest.param(STR, '"hi"', ["hi"] * 5, id="string_literal"),
+    pytest.param(INT, "None", NONE5, id="null_literal"),
+]
+
+
+@pytest.mark.parametrize(("kind", "text", "expected"), OPERATORS)
 def test_operators_and_functions_on_columns_with_nulls(
     kind: pa.DataType, text: str, expected: list[Any]
 ) -> None:
@@ -289,6 +295,35 @@ def test_model_calls_are_not_run_here() -> None:
         run({"y": (STR, 'catalog_call("model.ner", _.s)')})
 
     assert isinstance(caught.value, NotImplementedError)
+
+
+def test_every_operator_awaited_gives_what_execute_gives() -> None:
+    derived = {f"y{n}": (param.values[0], param.values[1]) for n, param in enumerate(OPERATORS)}
+
+    awaited = run(derived, awaited=True)
+
+    assert awaited.equals(run(derived))
+    assert awaited.column("document.y0").to_pylist() == [9, -5, None, None, 3]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "error"),
+    [
+        pytest.param(STR, "upper(_.a)", EngineTypeError, id="type_error"),
+        pytest.param(pa.int8(), "(_.a * 100)", EngineError, id="lossy_cast"),
+        pytest.param(STR, 'catalog_call("model.ner", _.s)', ModelCallNotWiredError, id="no_caller"),
+    ],
+)
+def test_errors_awaited_are_the_errors_of_execute(
+    kind: pa.DataType, text: str, error: type[Exception]
+) -> None:
+    with pytest.raises(error) as blocking:
+        run({"y": (kind, text)})
+    with pytest.raises(error) as awaited:
+        run({"y": (kind, text)}, awaited=True)
+
+    assert type(awaited.value) is type(blocking.value)
+    assert str(awaited.value) == str(blocking.value)
 
 
 def test_results_are_typed_by_the_declared_types() -> None:

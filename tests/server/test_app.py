@@ -70,6 +70,18 @@ def test_several_rows_answer_one_data_list_per_row(server: Server) -> None:
     ]
 
 
+def test_many_rows_answer_as_a_few_do(server: Server) -> None:
+    # Past the values a query runs on the event loop with (rows times features): on a thread.
+    rows = [{**ROW_JSON, "reading.id": n, "reading.x": float(n)} for n in range(600)]
+
+    reply = post(server, "/v1/query/online", {"rows": rows, "outputs": ["reading.doubled"]})
+
+    assert reply.status_code == 200, reply.text
+    assert [values(row) for row in reply.json()["data"]] == [
+        {"reading.id": n, "reading.doubled": 2.0 * n} for n in range(600)
+    ]
+
+
 def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Server) -> None:
     reply = post(server, "/v1/models/double/invoke", {"inputs": {"x": [1.0, 2.5, None]}})
 
@@ -213,6 +225,8 @@ def test_a_request_past_its_deadline_is_a_504(small: Server) -> None:
 
     assert reply.status_code == 504, reply.text
     assert "deadline of 0.5 s" in reply.json()["errors"][0]["message"]
+    # The query given up on leaves nothing behind that a next one would trip over.
+    assert post(small, "/v1/query/online", query_body()).status_code == 200
 
 
 def test_a_model_failure_is_a_5xx_naming_the_group_and_the_remote_error(server: Server) -> None:
