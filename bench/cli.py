@@ -10,8 +10,12 @@ noise lands on all alike, and prints the median and best wall time of each, its 
 
 The 10 groups are written straight into a throwaway project's catalog (no controller runs, so
 ``list`` shows them without replicas). The last column lists which of the heavy libraries
-(polars, SQLAlchemy, gRPC, kubernetes, lark, pyarrow, pydantic) each command imported. Run
-from the repository root::
+(polars, SQLAlchemy, gRPC, kubernetes, lark, pyarrow, pydantic) each command imported.
+
+Before timing, ``chalk``'s modules are compiled to ``__pycache__`` (``compileall``), as
+``pip install`` does for an installed package: with ``PYTHONDONTWRITEBYTECODE=1`` (set on some
+machines) an editable install would otherwise compile every module it imports on every run,
+about 100 ms of ``list``'s time that no installed copy pays. Run from the repository root::
 
     .venv/bin/python bench/cli.py              # about a minute on 2 cores
     .venv/bin/python bench/cli.py --runs 5     # rougher, quicker
@@ -20,6 +24,7 @@ from the repository root::
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import platform
 import statistics
@@ -119,6 +124,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=15, help="runs of each command (default 15)")
     args = parser.parse_args(argv)
     env = {key: value for key, value in os.environ.items() if key != "CHALK_CATALOG_URL"}
+    import chalk
+
+    compileall.compile_dir(Path(chalk.__file__).parent, quiet=1)
     commands = _commands()
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as directory:
         project = _project(Path(directory))
