@@ -51,10 +51,11 @@ from typing import Final
 import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
+from groups import route_to_runtime
 from report import format_grid, number, progress_printer
 
 from chalk import functions as F
-from chalk.catalog import Endpoint, open_catalog
+from chalk.catalog import open_catalog
 from chalk.client import ChalkClient
 from chalk.engine.calls import ModelCaller
 from chalk.engine.chunking import DEFAULT_MAX_CHUNK_ROWS
@@ -418,24 +419,7 @@ def _bench(work: Path) -> Iterator[Bench]:
         os.environ.pop("CHALK_CATALOG_URL", None)
         client = ChalkClient(project_dir=work)
         catalog = open_catalog(client.project)
-        version = client.register_model_version(
-            GROUP,
-            input_schema={"x": pa.float64()},
-            output_schema={"y": pa.float64()},
-            model_image="x",
-        )
-        model = {"name": version.model_name, "version": version.model_version}
-        group = catalog.groups.create(
-            GROUP, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"
-        )
-        catalog.groups.report(
-            group.id,
-            status="Ready",
-            desired=1,
-            ready=1,
-            available=1,
-            endpoints=[Endpoint(runtime.target)],
-        )
+        route_to_runtime(client, GROUP, runtime.target)
         default_chunks = f"{DEFAULT_MAX_CHUNK_ROWS // 1024}k-row chunks (default)"
         callers = {
             f"ModelCaller alone, {default_chunks}": ModelCaller(catalog),

@@ -59,11 +59,11 @@ from pathlib import Path
 from typing import Final
 
 import psutil
-import pyarrow as pa
+from groups import route_to_runtime
 from report import format_grid, number, progress_printer
 
 from chalk import functions as F
-from chalk.catalog import Endpoint, open_catalog
+from chalk.catalog import open_catalog
 from chalk.client import ChalkClient
 from chalk.features import _, features, graph_of
 
@@ -148,27 +148,8 @@ def _project(work: Path) -> Iterator[Path]:
         (work / "chalk.yaml").write_text("project: bench\n")
         os.environ.pop("CHALK_CATALOG_URL", None)
         with ChalkClient(project_dir=work) as client:
-            version = client.register_model_version(
-                GROUP,
-                input_schema={"x": pa.float64()},
-                output_schema={"y": pa.float64()},
-                model_image="x",
-            )
+            route_to_runtime(client, GROUP, runtime.target)
         catalog = open_catalog(client.project)
-        model = {"name": version.model_name, "version": version.model_version}
-        # The kubernetes backend: the catalog routes to the endpoint reported, with no local
-        # controller to keep (the runtime above is the one replica).
-        group = catalog.groups.create(
-            GROUP, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"
-        )
-        catalog.groups.report(
-            group.id,
-            status="Ready",
-            desired=1,
-            ready=1,
-            available=1,
-            endpoints=[Endpoint(runtime.target)],
-        )
         catalog.graphs.apply(graph_of([Row]).to_json())
         yield work
     finally:

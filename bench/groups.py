@@ -1,0 +1,34 @@
+"""A scaling group routed straight to one runtime, shared by the benchmarks (run as scripts, so
+bench/ is on sys.path and they import this module as ``groups``)."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from chalk.catalog import Endpoint, open_catalog
+from chalk.client import ChalkClient
+
+__all__ = ["route_to_runtime"]
+
+
+def route_to_runtime(client: ChalkClient, group: str, target: str) -> None:
+    """Register model ``group`` (float64 ``x`` in, float64 ``y`` out) and a scaling group of
+    that name whose one endpoint is ``target``, reported Ready.
+
+    The group is stored under the kubernetes backend, so no local controller runs: the catalog
+    routes to the endpoint as reported, and the runtime at ``target`` is the one replica.
+    """
+    version = client.register_model_version(
+        group,
+        input_schema={"x": pa.float64()},
+        output_schema={"y": pa.float64()},
+        model_image="x",
+    )
+    catalog = open_catalog(client.project)
+    model = {"name": version.model_name, "version": version.model_version}
+    stored = catalog.groups.create(
+        group, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"
+    )
+    catalog.groups.report(
+        stored.id, status="Ready", desired=1, ready=1, available=1, endpoints=[Endpoint(target)]
+    )
