@@ -4,7 +4,7 @@ graph, never on user code.
 """
 
 # The modules, roughly in the order a query meets them. They import one another without a
-# circle (tests/engine/test_module_graph.py checks that):
+# circle (tests/test_import_rule.py checks that):
 #   query        run_query: inputs in, requested features out (ChalkClient, chalk query)
 #   parse        expression text -> nodes (grammar.lark)
 #   plan         which steps compute the outputs from the inputs; the plan cache

@@ -111,11 +111,15 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
             await state.stop()
 
     routes = [
-        Route("/v1/query/online", _endpoint(state, "query_online", _query), methods=["POST"]),
+        Route(
+            "/v1/query/online",
+            _endpoint(state, _ENDPOINTS["/v1/query/online"], _query),
+            methods=["POST"],
+        ),
         Route("/v1/models/{group}/invoke", _endpoint(state, "invoke", _invoke), methods=["POST"]),
         Route("/healthz", _healthz, methods=["GET"]),
-        Route("/readyz", _endpoint(state, "readyz", _readyz), methods=["GET"]),
-        Route("/metrics", _endpoint(state, "metrics", _metrics), methods=["GET"]),
+        Route("/readyz", _endpoint(state, _ENDPOINTS["/readyz"], _readyz), methods=["GET"]),
+        Route("/metrics", _endpoint(state, _ENDPOINTS["/metrics"], _metrics), methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
     ]
     app = Starlette(
@@ -179,8 +183,9 @@ def _error_response(error: Exception, request: Request) -> Response:
     found = api_error(error)
     if found is None:
         if isinstance(error, sa_exc.SQLAlchemyError):
-            cause = getattr(error, "orig", None) or error
-            found = ApiError(503, "CATALOG_UNAVAILABLE", f"the catalog failed: {cause}")
+            found = ApiError(
+                503, "CATALOG_UNAVAILABLE", f"the catalog failed: {_catalog_cause(error)}"
+            )
         else:
             _LOG.exception("%s %s failed", request.method, request.url.path)
             found = ApiError(
@@ -250,8 +255,7 @@ async def _readyz(state: _State, _request: Request) -> Response:
     except NoGraphError as error:
         return _json({"status": "not_ready", "reason": str(error)}, 503)
     except sa_exc.SQLAlchemyError as error:
-        cause = getattr(error, "orig", None) or error
-        reason = f"the catalog cannot be read: {cause}"
+        reason = f"the catalog cannot be read: {_catalog_cause(error)}"
         return _json({"status": "not_ready", "reason": reason}, 503)
     return _json({"status": "ready", "graph_version": loaded.version})
 
@@ -299,6 +303,11 @@ def _not_served(request: Request) -> str:
         f"{request.method} {path} is not served: expected one of POST /v1/query/online, POST "
         f"/v1/models/<group>/invoke, GET /healthz, /readyz, /metrics, /openapi.json"
     )
+
+
+def _catalog_cause(error: Exception) -> object:
+    """What a failed catalog read says: the database driver's error, not SQLAlchemy's wrapper."""
+    return getattr(error, "orig", None) or error
 
 
 def _endpoint_of(path: str) -> str:

@@ -3,7 +3,8 @@
 ``chalk image build`` calls ``build_image`` and ``check_tag``. The work is split by job:
 ``build_context`` (the files and .dockerignore), ``image_builder`` (the instructions),
 ``image_store`` (digest and snapshot), ``image_tags`` (tags); the Dockerfile types and the
-replica helpers live in ``dockerfile`` and ``image_runtime``. All are re-exported here.
+replica helpers live in ``dockerfile`` and ``image_runtime``. ``build_image``, ``check_tag``
+and what the CLI and the backends use of those modules are re-exported here.
 """
 
 from __future__ import annotations
@@ -19,16 +20,12 @@ from chalk.deploy.local.build_context import (
     BuildContext,
     context_root,
     dockerfile_path,
-    dockerignore_spec,
     read_dockerfile,
     read_dockerignore,
 )
 from chalk.deploy.local.dockerfile import (
     BuildError,
-    Dockerfile,
     DockerfileError,
-    Instruction,
-    expand_words,
     parse_dockerfile,
 )
 from chalk.deploy.local.image_builder import (
@@ -38,7 +35,6 @@ from chalk.deploy.local.image_builder import (
     ImageBuilder,
 )
 from chalk.deploy.local.image_runtime import (
-    DEFAULT_PORT,
     image_argv,
     image_port,
     replica_cwd,
@@ -49,22 +45,15 @@ from chalk.deploy.local.image_store import image_digest, move_into_place
 from chalk.deploy.local.image_tags import check_tag
 
 __all__ = [
-    "DEFAULT_PORT",
     "FROM_UNUSED",
     "RUN_NOT_EXECUTED",
     "BuildError",
     "BuildResult",
-    "BuildStep",
-    "Dockerfile",
     "DockerfileError",
-    "Instruction",
     "build_image",
     "check_tag",
-    "dockerignore_spec",
-    "expand_words",
     "image_argv",
     "image_port",
-    "parse_dockerfile",
     "replica_cwd",
     "replica_env",
     "rootfs_path",
