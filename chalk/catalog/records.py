@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # pyarrow loads where schemas are read (models.py), not with every record
     import pyarrow as pa
 
 __all__ = [
+    "REACH_ANY",
+    "REACH_CLUSTER",
+    "REACH_GATEWAY",
     "ControllerInfo",
     "Endpoint",
     "Event",
@@ -19,6 +24,8 @@ __all__ = [
     "Replica",
     "Route",
     "ScalingGroup",
+    "reachable",
+    "runs_in_cluster",
 ]
 
 
@@ -49,19 +56,81 @@ class ModelVersion:
         }
 
 
+# Who can reach an endpoint: every reader of the catalog (a local replica), readers inside the
+# Kubernetes cluster (a Service's DNS name), or readers outside it (through the gateway).
+REACH_ANY: Final = "any"
+REACH_CLUSTER: Final = "cluster"
+REACH_GATEWAY: Final = "gateway"
+_REACHES: Final = (REACH_ANY, REACH_CLUSTER, REACH_GATEWAY)
+
+
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A gRPC target serving a group: ``127.0.0.1:7001``, ``dns:///svc...:80``, ``host:443``."""
+    """A gRPC target serving a group: ``127.0.0.1:7001``, ``dns:///svc...:80``, ``host:443``.
+
+    ``reach`` says which readers can use it (``REACH_*``); ``Catalog.resolve`` hands a reader
+    only the ones it reaches.
+
+    Examples
+    --------
+    >>> Endpoint.from_json({"target": "dns:///ner.ml.svc.cluster.local:6666", "tls": False}).reach
+    'cluster'
+    >>> Endpoint.from_json(Endpoint("ner.example.com:443", True, REACH_GATEWAY).to_json()).reach
+    'gateway'
+    """
 
     target: str
     tls: bool = False
+    reach: str = REACH_ANY
+
+    def __post_init__(self) -> None:
+        if self.reach not in _REACHES:
+            raise ValueError(f"endpoint reach must be one of {_REACHES}, got {self.reach!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "tls": self.tls}
+        data: dict[str, Any] = {"target": self.target, "tls": self.tls}
+        if self.reach != REACH_ANY:
+            data["reach"] = self.reach
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Endpoint:
-        return cls(target=str(data["target"]), tls=bool(data.get("tls", False)))
+        target = str(data["target"])
+        reach = data.get("reach")
+        if reach is None:
+            # Written before endpoints said their reach: one endpoint per group, a Service's
+            # DNS name when applied from inside the cluster.
+            in_cluster = target.startswith("dns:///") and ".svc.cluster.local:" in target
+            reach = REACH_CLUSTER if in_cluster else REACH_ANY
+        return cls(target=target, tls=bool(data.get("tls", False)), reach=str(reach))
+
+
+def runs_in_cluster(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs inside a Kubernetes pod (``KUBERNETES_SERVICE_HOST`` set,
+    as the kubelet sets it in every container); ``env`` defaults to ``os.environ``."""
+    return bool((os.environ if env is None else env).get("KUBERNETES_SERVICE_HOST"))
+
+
+def reachable(endpoints: Iterable[Endpoint], *, in_cluster: bool) -> tuple[Endpoint, ...]:
+    """The endpoints a reader reaches: inside the cluster the Service's DNS name (the gateway
+    only when a group has none), outside it the gateway; local replicas from anywhere.
+
+    Examples
+    --------
+    >>> both = [Endpoint("dns:///ner.ml.svc.cluster.local:6666", reach=REACH_CLUSTER),
+    ...         Endpoint("dev-ner.example.com:443", True, REACH_GATEWAY)]
+    >>> [e.target for e in reachable(both, in_cluster=True)]
+    ['dns:///ner.ml.svc.cluster.local:6666']
+    >>> [e.target for e in reachable(both, in_cluster=False)]
+    ['dev-ner.example.com:443']
+    """
+    endpoints = tuple(endpoints)
+    if not in_cluster:
+        return tuple(e for e in endpoints if e.reach != REACH_CLUSTER)
+    inside = tuple(e for e in endpoints if e.reach != REACH_GATEWAY)
+    if any(e.reach == REACH_CLUSTER for e in inside):
+        return inside
+    return endpoints
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "serve",
         "answer online queries and model calls over HTTP (the graph `chalk apply` stored)",
     ),
+    "server": ("server", "run the feature server on Kubernetes: deploy, inspect and delete it"),
 }
 _INTERRUPTED = "interrupted"
 _EXIT_INTERRUPTED = 130
