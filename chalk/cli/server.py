@@ -207,17 +207,18 @@ def _catalog_url(args: argparse.Namespace, project: Project) -> str:
 
 
 def _token(args: argparse.Namespace, server: KubernetesServer | None) -> tuple[str, str]:
-    """The token and where it came from: the file given, the current Secret, or new."""
+    """The token, and a note of where it came from: the file given, the server's current
+    Secret (kept across deploys), or made now."""
     import secrets  # noqa: PLC0415
 
     from chalk.server.settings import read_token  # noqa: PLC0415
 
     if args.token_file is not None:
-        return read_token(args.token_file), f"from {args.token_file}"
+        return read_token(args.token_file), f"the token from {args.token_file}"
     current = None if server is None else server.current_token(args.name)
     if current is not None:
-        return current, "kept"
-    return secrets.token_urlsafe(_TOKEN_BYTES), "new"
+        return current, "its token kept"
+    return secrets.token_urlsafe(_TOKEN_BYTES), "a new token"
 
 
 def _deploy(args: argparse.Namespace) -> int:
@@ -241,11 +242,8 @@ def _deploy(args: argparse.Namespace) -> int:
         token_note = ""
         secret = None
         if catalog_url is not None:
-            token, origin = _token(args, server)
+            token, token_note = _token(args, server)
             secret = ServerSecret(catalog_url, token)
-            token_note = {"new": "a new token", "kept": "its token kept"}.get(
-                origin, f"the token {origin}"
-            )
         server.deploy(args.name, spec, secret)
         state = server.observe(args.name)
     if args.output_format != "table":

@@ -305,7 +305,7 @@ class KubernetesServer:
         """The token in the server's own Secret, when it has one: a deploy keeps it."""
         current = self._backend.read_path(self._backend.path("v1", "Secret", name))
         if current is None or not is_owned(self._owner(name), current):
-            return None
+            return None  # none yet, or a Secret of yours that happens to have this name
         encoded = (current.get("data") or {}).get(TOKEN_KEY)
         return None if encoded is None else base64.b64decode(encoded).decode()
 
@@ -335,7 +335,14 @@ class KubernetesServer:
         for api_version, kind in self._backend.optional_kinds():
             if kind == "HorizontalPodAutoscaler" and (api_version, kind) not in kinds:
                 self._backend.delete_owned(owner, api_version, kind)
+        if spec.existing_secret not in (None, name) and self._owns(name, "v1", "Secret"):
+            # Its own Secret, written before it was told to use yours.
+            self._backend.delete_owned(owner, "v1", "Secret")
         return stored
+
+    def _owns(self, name: str, api_version: str, kind: str) -> bool:
+        current = self._backend.read_path(self._backend.path(api_version, kind, name))
+        return current is not None and is_owned(self._owner(name), current)
 
     def observe(self, name: str) -> ServerState:
         """Read the server's Deployment, pods, Service and autoscaler."""
@@ -386,8 +393,7 @@ class KubernetesServer:
             for api_version, kind in kinds
             if self._backend.delete_owned(owner, api_version, kind)
         ]
-        secret = self._backend.read_path(self._backend.path("v1", "Secret", name))
-        if secret is not None and is_owned(owner, secret):
+        if self._owns(name, "v1", "Secret"):
             self._backend.delete_owned(owner, "v1", "Secret")
             deleted.append(f"Secret/{name}")
         if not deleted:

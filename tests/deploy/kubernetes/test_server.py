@@ -19,12 +19,13 @@ from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.errors import ConflictError, NotFoundError, UnreachableGroupError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.cli import main
 from chalk.common.config import Project, load_project
 from chalk.deploy.errors import DeployError
 from chalk.deploy.groups import create_group
 from chalk.deploy.kubernetes.backend import KubernetesBackend
 from chalk.deploy.kubernetes.server import KubernetesServer, ServerSecret, ServerSpec
-from tests.deploy.kubernetes.helpers import chalk, is_absent, kube_project, read_object
+from tests.deploy.kubernetes.helpers import is_absent, kube_project, read_object
 from tests.support.kube import KubeCluster
 
 pytestmark = pytest.mark.kube
@@ -134,12 +135,13 @@ def test_get_shows_replicas_image_and_address_and_fixed_size_drops_the_hpa(
     assert state.secret == NAME
 
 
-def test_delete_removes_the_server_but_not_a_users_secret(
+def test_a_users_secret_replaces_its_own_and_outlives_the_server(
     server: KubernetesServer, kube: KubernetesBackend
 ) -> None:
     _user_secret(kube, "mine", {"catalog-url": CATALOG_URL, "token": "t"})
+    server.deploy(NAME, AUTOSCALING, SECRET)
     server.deploy(NAME, ServerSpec(image=IMAGE, existing_secret="mine"), None)
-    assert is_absent(kube, "v1", "Secret", NAME)
+    assert is_absent(kube, "v1", "Secret", NAME)  # its own goes once it uses yours
     assert server.observe(NAME).secret == "mine"
     assert server.delete(NAME) == [f"Service/{NAME}", f"Deployment/{NAME}"]
     assert is_absent(kube, "apps/v1", "Deployment", NAME)
@@ -212,25 +214,39 @@ def test_a_group_made_from_a_laptop_is_reached_from_inside_the_cluster(
         catalog.resolve("model.ner")
 
 
+def _chalk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``chalk ARGV`` in this process (the project's directory is the working one)."""
+    with pytest.raises(SystemExit) as ended:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return int(ended.value.code or 0), captured.out, captured.err
+
+
 def test_the_cli_deploys_gets_and_deletes_the_server(
-    project: Project, kube: KubernetesBackend
+    project: Project, kube: KubernetesBackend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flags = ["--image", IMAGE, "--min-replicas", "1", "--max-replicas", "2"]
-    deployed = chalk(project.root, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
-    assert deployed.returncode == 0, deployed.stderr
+    code, out, err = _chalk(capsys, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
+    assert code == 0, err
     namespace = kube.placement.namespace
-    assert f"{NAME}.{namespace}.svc.cluster.local" in deployed.stdout
-    assert "a new token" in deployed.stdout
+    assert f"{NAME}.{namespace}.svc.cluster.local" in out
+    assert "a new token" in out
     token = KubernetesServer(kube).current_token(NAME)
-    again = chalk(project.root, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
-    assert again.returncode == 0, again.stderr
-    assert "its token kept" in again.stdout
+    code, out, err = _chalk(capsys, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
+    assert code == 0, err
+    assert "its token kept" in out
     assert KubernetesServer(kube).current_token(NAME) == token
-    got = chalk(project.root, "server", "get", "-o", "json")
-    assert got.returncode == 0, got.stderr
-    document = yaml.safe_load(got.stdout)
+    code, out, err = _chalk(capsys, "server", "get", "-o", "json")
+    assert code == 0, err
+    document = yaml.safe_load(out)
     assert (document["image"], document["minReplicas"], document["maxReplicas"]) == (IMAGE, 1, 2)
     assert (document["desiredReplicas"], document["readyReplicas"]) == (1, 0)
-    deleted = chalk(project.root, "server", "delete")
-    assert deleted.returncode == 0, deleted.stderr
+    code, out, err = _chalk(capsys, "server", "delete")
+    assert code == 0, err
     assert all(is_absent(kube, v, kind, NAME) for v, kind in _kinds(kube))
+    code, out, err = _chalk(capsys, "server", "get")
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: no feature server named '{NAME}' in namespace {namespace}: deploy one with "
+        f"`chalk server deploy --image <registry image>`\n"
+    )
