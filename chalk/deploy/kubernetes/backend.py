@@ -117,6 +117,11 @@ class KubernetesBackend:
         self._features: ServerFeatures | None = None
         self._served: frozenset[str] | None = None
 
+    @property
+    def api(self) -> kube_client.ApiClient:
+        """The connection, for the pods' logs (``chalk.deploy.kubernetes.logs``)."""
+        return self._api
+
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
