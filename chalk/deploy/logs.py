@@ -78,8 +78,8 @@ def group_logs(project: Project, catalog: Catalog, name: str, query: LogQuery) -
         from chalk.deploy.kubernetes.logs import cluster_logs  # noqa: PLC0415
 
         return cluster_logs(project, name, query)
-    from chalk.deploy.local.daemon import logs_dir  # noqa: PLC0415
     from chalk.deploy.local.log_reader import replica_logs  # noqa: PLC0415
+    from chalk.deploy.local.logs import logs_dir  # noqa: PLC0415
 
     return replica_logs(catalog, group, logs_dir(project), query)
 

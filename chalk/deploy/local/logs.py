@@ -14,7 +14,14 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
-__all__ = ["previous_log", "replica_log", "rotate", "tidy_logs"]
+from chalk.common.config import Project
+
+__all__ = ["logs_dir", "previous_log", "replica_log", "rotate", "tidy_logs"]
+
+
+def logs_dir(project: Project) -> Path:
+    """Where the controller and its replicas write their logs: ``.chalk/logs``."""
+    return project.state_dir / "logs"
 
 
 def replica_log(logs_dir: Path, group: str, replica_id: str) -> Path:
