@@ -26,7 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from chalk.common.config import Project
 from chalk.deploy.errors import DeployError
 from chalk.deploy.kubernetes.manifests import selector_labels
-from chalk.deploy.logs import LogLine, LogQuery, check_replica, line_time, merge_in_time
+from chalk.deploy.log_lines import LogLine, LogQuery, check_replica, line_time, merge_in_time
 
 __all__ = ["cluster_logs", "pod_logs"]
 

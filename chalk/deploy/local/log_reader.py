@@ -21,7 +21,7 @@ from typing import Final
 
 from chalk.catalog import Catalog, ScalingGroup
 from chalk.deploy.local.logs import previous_log, replica_log
-from chalk.deploy.logs import LogLine, LogQuery, check_replica, line_time, merge_in_time
+from chalk.deploy.log_lines import LogLine, LogQuery, check_replica, line_time, merge_in_time
 
 __all__ = ["ReplicaLog", "replica_logs"]
 

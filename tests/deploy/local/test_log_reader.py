@@ -6,9 +6,7 @@ import datetime as dt
 import json
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,8 @@ from chalk.deploy.groups import pin_image
 from chalk.deploy.local.log_reader import ReplicaLog, replica_logs
 from chalk.deploy.local.logs import replica_log, rotate
 from chalk.deploy.logs import LogLine, LogQuery, UnknownReplicaError
-from tests.deploy.local.conftest import save_image, wait_for
+from tests.deploy.local.conftest import save_image
+from tests.support.log_follower import Follower
 
 # Appends its arguments' lines to the file named first, as a replica writes its log: each
 # line flushed on its own; "@json NAME" writes a JSON line stamped now (as our runtime does).
@@ -186,24 +185,6 @@ def test_an_unknown_replica_is_an_error_listing_the_replicas(
 ) -> None:
     with pytest.raises(UnknownReplicaError, match=r"'web' has no replica 'web-z'.*web-a, web-b"):
         read(catalog, group, logs_dir, replica="web-z")
-
-
-class Follower:
-    """``replica_logs(..., follow=True)`` on a thread, keeping what it yields."""
-
-    def __init__(self, lines: Iterator[LogLine]) -> None:
-        self.seen: list[str] = []
-        self.ended = threading.Event()
-        self._lines = lines
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        for line in self._lines:
-            self.seen.append(f"[{line.replica}] {line.text}")
-        self.ended.set()
-
-    def wait_for(self, *lines: str) -> None:
-        wait_for(lambda: all(line in self.seen for line in lines), timeout_s=10, what=lines)
 
 
 def test_following_picks_up_replicas_that_join_and_drops_those_that_leave(
