@@ -1,7 +1,7 @@
 """The Kubernetes backend: discovery, server-side apply, status, events and delete.
 
-``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. The only module
-that imports the official ``kubernetes`` client; it sends every request as plain JSON on the
+``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. With ``logs.py``
+(the pods' logs), the only module that imports the official ``kubernetes`` client; it sends every request as plain JSON on the
 client's connection (one code path for built-in kinds and the HTTPRoute custom resource).
 """
 
