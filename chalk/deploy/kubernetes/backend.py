@@ -1,8 +1,9 @@
 """The Kubernetes backend: discovery, server-side apply, status, events and delete.
 
 ``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. With ``logs.py``
-(the pods' logs), the only module that imports the official ``kubernetes`` client; it sends every request as plain JSON on the
-client's connection (one code path for built-in kinds and the HTTPRoute custom resource).
+(the pods' logs), the only module that imports the official ``kubernetes`` client; it sends
+every request as plain JSON on the client's connection (one code path for built-in kinds and
+the HTTPRoute custom resource).
 """
 
 from __future__ import annotations
