@@ -168,8 +168,8 @@ class _Streams:
         try:
             for raw in _split(response.stream(_CHUNK)):
                 self._lines.put(_line(pod, raw))
-        except (urllib3.exceptions.HTTPError, OSError, ValueError):
-            pass  # closed by ``close`` or the connection was lost: the stream is over
+        except Exception:
+            pass  # was lost: either way the stream is over, and nothing is printed
         finally:
             with self._lock:
                 self._responses.pop(pod, None)

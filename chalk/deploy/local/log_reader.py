@@ -42,28 +42,32 @@ def replica_logs(
     """The lines of ``group``'s replicas (the catalog's rows) that ``query`` asks for.
 
     Following, it reads what the files gain every ``poll_s``; every ``members_every_s`` it
-    starts reading a replica that joined (a roll, a scale-up: its whole file) and stops
-    reading one that left, after its last lines. With ``query.replica`` it ends when that
-    replica leaves.
+    starts reading a replica that joined (a roll, a scale-up, a start from zero: its whole
+    file) and stops reading one that left, after its last lines. It ends when the group is
+    deleted or, with ``query.replica``, when that replica leaves.
     """
     present = _replica_ids(catalog, group)
     check_replica(group.name, query.replica, present)
     chosen = [query.replica] if query.replica else sorted(present)
     cutoff = None if query.since is None else _now() - query.since
     logs = {rid: ReplicaLog(rid, replica_log(logs_dir, group.name, rid)) for rid in chosen}
-    yield from merge_in_time(_history(log, query.tail, cutoff) for log in logs.values())
+    yield from merge_in_time(
+        _history(log, query.tail, cutoff, partial=not query.follow) for log in logs.values()
+    )
     if not query.follow:
         return
     members_at = time.monotonic()
-    while logs:
+    live = True
+    while live and (logs or query.replica is None):
         time.sleep(poll_s)
+        left: list[str] = []
         if time.monotonic() - members_at >= members_every_s:
             members_at = time.monotonic()
-            joined, left = _changes(_replica_ids(catalog, group), logs, query.replica)
+            live = _is_live(catalog, group)
+            ids = _replica_ids(catalog, group) if live else set()
+            joined, left = _changes(ids, logs, query.replica)
             for rid in joined:
                 logs[rid] = ReplicaLog(rid, replica_log(logs_dir, group.name, rid))
-        else:
-            left = []
         yield from merge_in_time(_since(log.read_new(), cutoff) for log in logs.values())
         for rid in left:
             del logs[rid]  # its last lines were read above
@@ -81,16 +85,17 @@ class ReplicaLog:
     # file back, and then the lines between ``position`` and the cut are in it.
     _previous_seen: tuple[int, int, int] | None = None
 
-    def read_existing(self) -> list[LogLine]:
-        """Every complete line of the rotated part, then of the file; reading goes on after
-        them."""
+    def read_existing(self, *, partial: bool = False) -> list[LogLine]:
+        """Every line of the rotated part, then of the file: its last line only when complete
+        or ``partial``; reading goes on after them."""
         previous = previous_log(self.path)
         self._previous_seen = _signature(previous)
         old = _read_from(previous, 0)
         data = _read_from(self.path, 0)
         complete = data[: data.rfind(b"\n") + 1]
         self.position = len(complete)
-        return self._lines(old, _mtime(previous)) + self._lines(complete, _mtime(self.path))
+        current = data if partial else complete
+        return self._lines(old, _mtime(previous)) + self._lines(current, _mtime(self.path))
 
     def read_new(self) -> list[LogLine]:
         """The complete lines written since the last read, those cut off by a rotation first."""
@@ -98,11 +103,12 @@ class ReplicaLog:
             return self.read_existing()
         lines: list[LogLine] = []
         seen = _signature(previous_log(self.path))
-        if seen != self._previous_seen:
-            self._previous_seen = seen
+        if seen is not None and seen != self._previous_seen:
+            # Rotated: the part after ``position`` was copied to ``.1`` and the file emptied.
             cut = _read_from(previous_log(self.path), self.position)
-            lines += self._lines(cut if cut.endswith(b"\n") else cut + b"\n", _now())
+            lines += self._lines(cut, _now())
             self.position = 0
+        self._previous_seen = seen
         data = _read_from(self.path, self.position)
         if not data and _size(self.path) < self.position:
             self.position = 0  # emptied without a rotated part (removed meanwhile)
@@ -119,9 +125,11 @@ class ReplicaLog:
         ]
 
 
-def _history(log: ReplicaLog, tail: int | None, cutoff: dt.datetime | None) -> list[LogLine]:
+def _history(
+    log: ReplicaLog, tail: int | None, cutoff: dt.datetime | None, *, partial: bool
+) -> list[LogLine]:
     """What a replica's files hold now: since ``cutoff``, then the last ``tail`` lines."""
-    lines = _since(log.read_existing(), cutoff)
+    lines = _since(log.read_existing(partial=partial), cutoff)
     return lines if tail is None else lines[max(0, len(lines) - tail) :]
 
 
@@ -151,6 +159,12 @@ def _changes(
     """Replicas that joined (only when every replica is followed) and that left."""
     joined = [] if wanted is not None else sorted(ids - logs.keys())
     return joined, [rid for rid in logs if rid not in ids]
+
+
+def _is_live(catalog: Catalog, group: ScalingGroup) -> bool:
+    """Whether ``group`` is still the live group of its name (not deleted, nor made anew)."""
+    live = catalog.groups.find(group.name)
+    return live is not None and live.id == group.id
 
 
 def _replica_ids(catalog: Catalog, group: ScalingGroup) -> set[str]:

@@ -212,6 +212,36 @@ def test_following_picks_up_replicas_that_join_and_drops_those_that_leave(
     assert follower.seen.count("[web-c] c started") == 1
 
 
+def test_following_a_group_outlasts_its_replicas_until_it_is_deleted(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    follower = Follower(
+        replica_logs(
+            catalog, group, logs_dir, LogQuery(follow=True), poll_s=0.05, members_every_s=0.1
+        )
+    )
+    for replica_id in ("web-a", "web-b"):  # scaled to zero
+        catalog.state.remove_replica(group.id, replica_id)
+    time.sleep(0.3)
+    add_replica(catalog, group, "web-c")  # started again by demand
+    append(log_of(logs_dir, "web-c"), "c serving")
+    follower.wait_for("[web-c] c serving")
+
+    catalog.groups.delete("web")
+
+    assert follower.ended.wait(10)
+
+
+def test_a_last_line_without_its_newline_is_printed(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    log = log_of(logs_dir, "web-a")
+    log.parent.mkdir(parents=True)
+    log.write_text("complete\nkilled mid-li")
+
+    assert read(catalog, group, logs_dir) == ["[web-a] complete", "[web-a] killed mid-li"]
+
+
 def test_following_one_replica_ends_when_it_leaves(
     catalog: Catalog, group: ScalingGroup, logs_dir: Path
 ) -> None:
