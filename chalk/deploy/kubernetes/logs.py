@@ -169,7 +169,9 @@ class _Streams:
             for raw in _split(response.stream(_CHUNK)):
                 self._lines.put(_line(pod, raw))
         except Exception:
-            pass  # was lost: either way the stream is over, and nothing is printed
+            # Closed by ``close`` (Ctrl-C) or the connection was lost: the stream is over
+            # either way, and nothing is printed.
+            pass
         finally:
             with self._lock:
                 self._responses.pop(pod, None)
