@@ -1,4 +1,5 @@
-"""``chalk logs`` run as the real console script, on local replicas' log files."""
+"""``chalk logs`` on local replicas' log files: in this process through ``chalk.cli.main``, and
+following as the real console script (Ctrl-C is a signal to a process)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.records import Replica
 from chalk.catalog.specs import GroupSpec
+from chalk.cli import main
 from chalk.common.config import Project, load_project
 from chalk.deploy.groups import pin_image
 from chalk.deploy.local.logs import replica_log
@@ -27,6 +29,7 @@ CHALK = str(Path(sys.executable).with_name("chalk"))
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     (tmp_path / "chalk.yaml").write_text("project: demo\n")
     monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
     return load_project(tmp_path / "chalk.yaml")
 
 
@@ -35,10 +38,12 @@ def catalog(project: Project) -> Catalog:
     return open_catalog(project)
 
 
-def chalk(project: Project, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHALK, *args], cwd=project.root, capture_output=True, text=True, env=_env(), check=False
-    )
+def chalk(project: Project, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``chalk ARGS`` in ``project``: the exit code, stdout and stderr."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
 
 
 def _env() -> dict[str, str]:
@@ -65,13 +70,13 @@ def web(catalog: Catalog, project: Project) -> str:
 
 
 @pytest.mark.usefixtures("web")
-def test_lines_print_with_their_replica_and_time(project: Project) -> None:
-    result = chalk(project, "logs", "web", "--tail", "1", "--timestamps")
+def test_lines_print_with_their_replica_and_time(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = chalk(project, capsys, "logs", "web", "--tail", "1", "--timestamps")
 
-    assert result.returncode == 0, result.stderr
-    assert re.fullmatch(
-        r"\[web-a\] \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z GET /healthz 200\n", result.stdout
-    )
+    assert code == 0, err
+    assert re.fullmatch(r"\[web-a\] \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z GET /healthz 200\n", out)
 
 
 @pytest.mark.usefixtures("web")
@@ -87,20 +92,22 @@ def test_lines_print_with_their_replica_and_time(project: Project) -> None:
     ],
 )
 def test_an_unknown_name_is_one_line_naming_it(
-    project: Project, args: list[str], message: str
+    project: Project, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
-    result = chalk(project, "logs", *args)
+    code, out, err = chalk(project, capsys, "logs", *args)
 
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert re.fullmatch(rf"error: .*{message}.*\n", result.stderr)
+    assert code == 1
+    assert out == ""
+    assert re.fullmatch(rf"error: .*{message}.*\n", err)
 
 
-def test_a_duration_it_cannot_read_is_a_usage_error(project: Project) -> None:
-    result = chalk(project, "logs", "web", "--since", "ten minutes")
+def test_a_duration_it_cannot_read_is_a_usage_error(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = chalk(project, capsys, "logs", "web", "--since", "ten minutes")
 
-    assert result.returncode == 2
-    assert "expected a duration such as 30s, 10m or 1h, got 'ten minutes'" in result.stderr
+    assert code == 2
+    assert "expected a duration such as 30s, 10m or 1h, got 'ten minutes'" in err
 
 
 class Follow:

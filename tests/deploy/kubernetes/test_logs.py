@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import queue
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,6 +25,7 @@ from kubernetes import client as kube_client
 
 from chalk.catalog import open_catalog
 from chalk.catalog.specs import GroupSpec
+from chalk.cli import main
 from chalk.deploy.errors import DeployError
 from chalk.deploy.kubernetes.logs import pod_logs
 from chalk.deploy.logs import LogLine, LogQuery
@@ -302,7 +300,10 @@ def test_following_one_pod_ends_with_its_stream(
 
 
 def test_chalk_logs_reads_the_pods_of_a_kubernetes_project(
-    stand_in: tuple[StandIn, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stand_in: tuple[StandIn, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     pods, url = stand_in
     pods.add("web-1", f"{at(0)} one: first", f"{at(2)} one: third")
@@ -326,18 +327,9 @@ def test_chalk_logs_reads_the_pods_of_a_kubernetes_project(
     spec = GroupSpec(image="ghcr.io/acme/web:1")
     open_catalog(project).groups.create("web", spec.to_dict(), backend="kubernetes")
 
-    result = subprocess.run(
-        [str(Path(sys.executable).with_name("chalk")), "logs", "web"],
-        cwd=tmp_path,
-        env=dict(os.environ),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    with pytest.raises(SystemExit) as exited:
+        main(["logs", "web"])
 
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == [
-        "[web-1] one: first",
-        "[web-2] two: second",
-        "[web-1] one: third",
-    ]
+    out, err = capsys.readouterr()
+    assert exited.value.code == 0, err
+    assert out.splitlines() == ["[web-1] one: first", "[web-2] two: second", "[web-1] one: third"]
