@@ -28,21 +28,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print the logs of a scaling group's replicas, merged in time",
         description="Print the lines of every replica of GROUP (or of one), merged in time, "
         "each prefixed with its replica as [replica]. Local replicas' rotated logs are "
-        "included; a line without a time of its own is placed no later than it was written. "
+        "included; a line without a time of its own (a timestamp it opens with, a JSON "
+        "timestamp) takes the next time known after it. "
         "Exit codes: 0 done, 1 an unknown group or replica, 130 interrupted (Ctrl-C ends "
         "--follow).",
     )
     parser.add_argument("group", metavar="GROUP", help="the scaling group, e.g. ner")
-    parser.add_argument("--replica", help="only this replica (as `scaling-group get` lists)")
+    parser.add_argument(
+        "--replica", metavar="REPLICA", help="only this replica (as `scaling-group get` lists)"
+    )
     parser.add_argument(
         "--tail",
         type=_tail,
+        metavar="N",
         help="only the last N lines of each replica (as kubectl's --tail, per container); "
         "default all",
     )
     parser.add_argument(
         "--since",
         type=parse_duration,
+        metavar="DURATION",
         help="only lines newer than this, e.g. 30s, 10m, 1h, 1h30m",
     )
     parser.add_argument(

@@ -5,8 +5,9 @@ so a line has no time unless it carries one (our runtime's JSON lines do). Order
 go by that time; a line without one takes the time of the next line of its file that has one,
 else the time its file last changed (reading what is there) or the time it was read (following):
 never earlier than it was written. So lines with a time are merged exactly; the lines of other
-images keep their order within a replica and are placed among other replicas' lines no later
-than they were written, to within a poll (0.2 s) while following.
+images keep their order within a replica and may come after other replicas' lines written
+later than they were (by up to that gap; while following, by up to a poll, 0.2 s), never
+before lines written earlier. ``--since`` may keep such lines a little older than asked.
 """
 
 from __future__ import annotations

@@ -101,7 +101,7 @@ def test_lines_with_their_own_time_interleave_as_they_were_written(
     ]
 
 
-def test_lines_without_a_time_are_placed_no_later_than_they_were_written(
+def test_lines_without_a_time_are_never_placed_before_they_were_written(
     catalog: Catalog, group: ScalingGroup, logs_dir: Path
 ) -> None:
     append(log_of(logs_dir, "web-b"), "b plain 1", "@json b stamped")
