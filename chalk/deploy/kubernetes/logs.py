@@ -3,8 +3,9 @@
 ``chalk.deploy.logs.group_logs`` calls ``cluster_logs``. Pods are the group's (its selector
 labels). Every line is asked with the kubelet's timestamp, so the lines of several pods merge
 exactly by time; while following, the lines that arrive within one batch (0.2 s) are merged,
-and the pod list is read again every 2 s: a new pod's log is read from its start, a pod that
-left is dropped once its stream ends. A pod whose container restarted is not read again.
+and the pod list is read again every 2 s: a new pod's log is read from its start, a pod whose
+stream ended (its container restarted) is read again after the last line it gave, and a pod
+that left is dropped once its stream ends.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ def pod_logs(
     streams = _Streams(core, namespace, group, query)
     try:
         for pod in chosen:
-            streams.start(pod, tail=query.tail)
+            streams.start(pod, tail=query.tail, since_s=_since_s(query))
         listed_at = time.monotonic()
         while streams.active or query.replica is None:
             yield from sorted(streams.take(batch_s), key=lambda line: line.time)
@@ -93,7 +94,9 @@ def _whole_logs(
 ) -> Iterator[list[LogLine]]:
     for pod in pods:
         try:
-            response = _open_log(core, namespace, group, pod, query, tail=query.tail, follow=False)
+            response = _open_log(
+                core, namespace, group, pod, tail=query.tail, since_s=_since_s(query), follow=False
+            )
         except _LogUnavailable:
             if query.replica is not None:
                 raise
@@ -113,22 +116,45 @@ class _Streams:
     group: str
     query: LogQuery
     active: set[str] = field(default_factory=set)
-    # Pods whose stream ended: not read again while they are listed.
-    ended: set[str] = field(default_factory=set)
     refused: dict[str, _LogUnavailable] = field(default_factory=dict)
+    # Pods listed and read: when (monotonic) their last line came and its time, or when their
+    # stream was started, so a stream opened again (the container restarted) goes on there.
+    _read_up_to: dict[str, tuple[float, dt.datetime | None]] = field(default_factory=dict)
     _lines: queue.Queue[LogLine | _End] = field(default_factory=queue.Queue)
     _responses: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def start(self, pod: str, *, tail: int | None) -> None:
+    def start(
+        self,
+        pod: str,
+        *,
+        tail: int | None,
+        since_s: int | None,
+        after: dt.datetime | None = None,
+    ) -> None:
+        """Follow ``pod``: its last ``tail`` lines of the last ``since_s`` seconds, then new
+        ones; none of time ``after`` or earlier."""
         self.active.add(pod)
-        threading.Thread(target=self._stream, args=(pod, tail), daemon=True).start()
+        self._read_up_to.setdefault(pod, (time.monotonic(), None))
+        thread = threading.Thread(target=self._stream, args=(pod, tail, since_s, after))
+        thread.daemon = True
+        thread.start()
 
     def follow_pods(self, listed: set[str]) -> None:
-        """Start the pods listed that are neither followed nor ended; forget pods gone."""
-        self.ended &= listed
-        for pod in sorted(listed - self.active - self.ended):
-            self.start(pod, tail=None)
+        """Follow every listed pod not followed now: a new one from its start, one read before
+        after what it gave; forget the pods no longer listed."""
+        for pod in set(self._read_up_to) - listed:
+            del self._read_up_to[pod]
+        for pod in sorted(listed - self.active):
+            resume = self._read_up_to.get(pod)
+            if resume is None:
+                self.start(pod, tail=None, since_s=_since_s(self.query))
+                continue
+            # Relative to each side's own clock, so a skewed clock moves nothing; a second
+            # more, since the API counts whole seconds, and ``after`` drops what was given.
+            read_at, after = resume
+            since_s = math.ceil(time.monotonic() - read_at) + 1
+            self.start(pod, tail=None, since_s=since_s, after=after)
 
     def take(self, wait_s: float) -> list[LogLine]:
         """The lines that arrive within ``wait_s``; ended streams leave ``active``."""
@@ -141,11 +167,10 @@ class _Streams:
                 break
             if isinstance(item, LogLine):
                 taken.append(item)
+                self._read_up_to[item.replica] = (time.monotonic(), item.time)
                 continue
             self.active.discard(item.pod)
-            if item.refused is None:
-                self.ended.add(item.pod)
-            else:
+            if item.refused is not None:
                 self.refused[item.pod] = item.refused
         return taken
 
@@ -155,10 +180,12 @@ class _Streams:
         for response in responses:
             response.close()
 
-    def _stream(self, pod: str, tail: int | None) -> None:
+    def _stream(
+        self, pod: str, tail: int | None, since_s: int | None, after: dt.datetime | None
+    ) -> None:
         try:
             response = _open_log(
-                self.core, self.namespace, self.group, pod, self.query, tail=tail, follow=True
+                self.core, self.namespace, self.group, pod, tail=tail, since_s=since_s, follow=True
             )
         except _LogUnavailable as refused:
             self._lines.put(_End(pod, refused))
@@ -167,7 +194,9 @@ class _Streams:
             self._responses[pod] = response
         try:
             for raw in _split(response.stream(_CHUNK)):
-                self._lines.put(_line(pod, raw))
+                line = _line(pod, raw)
+                if after is None or line.time > after:
+                    self._lines.put(line)
         except Exception:
             # Closed by ``close`` (Ctrl-C) or the connection was lost: the stream is over
             # either way, and nothing is printed.
@@ -191,17 +220,16 @@ def _open_log(
     namespace: str,
     group: str,
     pod: str,
-    query: LogQuery,
     *,
     tail: int | None,
+    since_s: int | None,
     follow: bool,
 ) -> Any:
-    since = None if query.since is None else max(1, math.ceil(query.since.total_seconds()))
     options: dict[str, Any] = {"container": group, "timestamps": True, "follow": follow}
     if tail is not None:
         options["tail_lines"] = tail
-    if since is not None:
-        options["since_seconds"] = since
+    if since_s is not None:
+        options["since_seconds"] = since_s
     try:
         return core.read_namespaced_pod_log(pod, namespace, _preload_content=False, **options)
     except ApiException as error:
@@ -213,6 +241,11 @@ def _open_log(
         raise DeployError(
             f"cannot reach the Kubernetes API server for the log of replica {pod!r}: {error}"
         ) from None
+
+
+def _since_s(query: LogQuery) -> int | None:
+    """``--since`` in the whole seconds the API takes (at least 1)."""
+    return None if query.since is None else max(1, math.ceil(query.since.total_seconds()))
 
 
 def _pod_names(core: kube_client.CoreV1Api, namespace: str, group: str) -> set[str]:

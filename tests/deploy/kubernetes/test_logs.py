@@ -34,12 +34,21 @@ from tests.support.log_follower import Follower
 
 NAMESPACE = "shop"
 SELECTOR = "app.kubernetes.io/name=web,chalk.ai/scaling-group=web"
-START = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+START = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=1)
 
 
 def at(seconds: float) -> str:
     """A kubelet timestamp ``seconds`` after START (RFC 3339, nanoseconds)."""
-    return f"{START + dt.timedelta(seconds=seconds):%Y-%m-%dT%H:%M:%S.%f}000Z"
+    return stamp(START + dt.timedelta(seconds=seconds))
+
+
+def stamp(moment: dt.datetime) -> str:
+    return f"{moment:%Y-%m-%dT%H:%M:%S.%f}000Z"
+
+
+def now(text: str) -> str:
+    """A line as the kubelet sends it, written now."""
+    return f"{stamp(dt.datetime.now(dt.UTC))} {text}"
 
 
 class StandIn:
@@ -49,7 +58,7 @@ class StandIn:
         self.pods: dict[str, list[str]] = {}  # pod -> lines already written, "<time> <text>"
         self.waiting: set[str] = set()  # pods whose container has not started
         self.listed: set[str] = set()
-        self.streams: dict[str, queue.Queue[str | None]] = {}
+        self.followers: dict[str, list[queue.Queue[str | None]]] = {}  # open follow streams
         self.log_requests: list[tuple[str, dict[str, str]]] = []
         self.selectors: list[str] = []
         self.lock = threading.Lock()
@@ -58,21 +67,40 @@ class StandIn:
         with self.lock:
             self.pods[pod] = list(lines)
             self.listed.add(pod)
-            self.streams[pod] = queue.Queue()
             if waiting:
                 self.waiting.add(pod)
 
     def write(self, pod: str, line: str) -> None:
-        """A new line of a pod: kept for later reads, sent to a stream following it."""
+        """A new line of a pod: kept for later reads, sent to the streams following it."""
         with self.lock:
             self.pods[pod].append(line)
-        self.streams[pod].put(line)
+            for follower in self.followers.get(pod, []):
+                follower.put(line)
+
+    def follow(self, pod: str, since_s: int | None) -> tuple[list[str], queue.Queue[str | None]]:
+        """The lines written in the last ``since_s`` seconds, and a queue of those to come."""
+        pending: queue.Queue[str | None] = queue.Queue()
+        with self.lock:
+            self.followers.setdefault(pod, []).append(pending)
+            return self.lines(pod, since_s), pending
+
+    def lines(self, pod: str, since_s: int | None) -> list[str]:
+        if since_s is None:
+            return list(self.pods[pod])
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=since_s)
+        return [line for line in self.pods[pod] if written(line) >= cutoff]
+
+    def restart(self, pod: str) -> None:
+        """The pod's container exits, ending the streams that follow it; a new one starts."""
+        with self.lock:
+            for follower in self.followers.pop(pod, []):
+                follower.put(None)
 
     def end(self, pod: str) -> None:
         """The pod's container exits and the pod leaves the list."""
         with self.lock:
             self.listed.discard(pod)
-        self.streams[pod].put(None)
+        self.restart(pod)
 
     def requests_for(self, pod: str) -> list[dict[str, str]]:
         return [query for name, query in self.log_requests if name == pod]
@@ -114,23 +142,24 @@ def handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
                 message = f'container "web" in pod "{pod}" is waiting to start: ContainerCreating'
                 self._json(400, status(400, message))
                 return
-            with stand_in.lock:
-                lines = list(stand_in.pods[pod])
-            if "sinceSeconds" in query:
-                lines = lines[1:]  # the stand-in's first line of a pod is the older one
+            since_s = int(query["sinceSeconds"]) if "sinceSeconds" in query else None
+            if query.get("follow") == "true":
+                lines, pending = stand_in.follow(pod, since_s)
+            else:
+                with stand_in.lock:
+                    lines, pending = stand_in.lines(pod, since_s), None
             if "tailLines" in query:
                 lines = lines[max(0, len(lines) - int(query["tailLines"])) :]
-            if query.get("follow") != "true":
+            if pending is None:
                 self._text("".join(f"{line}\n" for line in lines))
                 return
-            self._follow(pod, lines)
+            self._follow(lines, pending)
 
-        def _follow(self, pod: str, lines: list[str]) -> None:
+        def _follow(self, lines: list[str], pending: queue.Queue[str | None]) -> None:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            pending: queue.Queue[str | None] = stand_in.streams[pod]
             for line in lines:
                 self._chunk(f"{line}\n")
             while (line := pending.get()) is not None:
@@ -161,6 +190,11 @@ def handler_for(stand_in: StandIn) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def written(line: str) -> dt.datetime:
+    """The kubelet's time of a line."""
+    return dt.datetime.fromisoformat(line.split(" ", 1)[0])
+
+
 def status(code: int, message: str) -> dict[str, Any]:
     """A ``Status`` object, as the API server answers a refusal."""
     return {
@@ -181,8 +215,8 @@ def stand_in() -> Iterator[tuple[StandIn, str]]:
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     yield state, f"http://127.0.0.1:{server.server_address[1]}"
-    for pod in list(state.streams):
-        state.streams[pod].put(None)
+    for pod in list(state.followers):
+        state.restart(pod)
     server.shutdown()
     server.server_close()
 
@@ -203,13 +237,25 @@ def test_every_pods_lines_merge_by_the_kubelets_time(
     stand_in: tuple[StandIn, str], api: kube_client.ApiClient
 ) -> None:
     pods, _url = stand_in
-    pods.add("web-1", f"{at(0)} one: first", f"{at(3)} one: third", f"{at(4)} one: fourth")
-    pods.add("web-2", f"{at(1)} two: second", f"{at(5)} two: fifth")
+    hour_ago = stamp(START - dt.timedelta(hours=1))
+    pods.add(
+        "web-1",
+        f"{hour_ago} one: zeroth",
+        f"{at(2)} one: second",
+        f"{at(3)} one: third",
+        f"{at(4)} one: fourth",
+    )
+    pods.add("web-2", f"{hour_ago} two: zeroth", f"{at(1)} two: first", f"{at(5)} two: fifth")
     pods.add("web-3", waiting=True)
 
     lines = pod_logs(api, NAMESPACE, "web", LogQuery(tail=2, since=dt.timedelta(minutes=10)))
 
-    assert shown(lines) == ["[web-1] one: third", "[web-1] one: fourth", "[web-2] two: fifth"]
+    assert shown(lines) == [
+        "[web-2] two: first",
+        "[web-1] one: third",
+        "[web-1] one: fourth",
+        "[web-2] two: fifth",
+    ]
     assert pods.selectors == [SELECTOR]
     assert pods.requests_for("web-1") == [
         {
@@ -271,7 +317,7 @@ def test_following_picks_up_pods_as_they_start_and_drops_those_that_leave(
     follower.wait_for("[web-2] two: started", "[web-1] one: draining")
     pods.end("web-1")
     pods.waiting.discard("web-3")
-    pods.write("web-3", f"{at(4)} three: started")
+    pods.write("web-3", now("three: started"))  # written after it was first asked
     pods.write("web-2", f"{at(5)} two: serving")
     follower.wait_for("[web-3] three: started", "[web-2] two: serving")
 
@@ -279,6 +325,27 @@ def test_following_picks_up_pods_as_they_start_and_drops_those_that_leave(
     assert [query.get("tailLines") for query in pods.requests_for("web-1")] == ["1"]
     assert [query.get("tailLines") for query in pods.requests_for("web-2")] == [None]
     assert follower.seen.count("[web-2] two: started") == 1
+
+
+def test_following_reads_a_restarted_container_on_after_the_last_line_it_gave(
+    stand_in: tuple[StandIn, str], api: kube_client.ApiClient
+) -> None:
+    pods, _url = stand_in
+    pods.add("web-1", now("one: first run"))
+    follower = Follower(
+        pod_logs(api, NAMESPACE, "web", LogQuery(follow=True), relist_s=0.1, batch_s=0.05)
+    )
+    follower.wait_for("[web-1] one: first run")
+
+    pods.restart("web-1")
+    pods.write("web-1", now("one: second run"))
+    follower.wait_for("[web-1] one: second run")
+
+    assert follower.seen == ["[web-1] one: first run", "[web-1] one: second run"]
+    [first, *again] = pods.requests_for("web-1")
+    assert "sinceSeconds" not in first
+    assert again
+    assert all("sinceSeconds" in query for query in again)  # from its last line on
 
 
 def test_following_one_pod_ends_with_its_stream(
