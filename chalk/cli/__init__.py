@@ -37,6 +37,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("controller", "stop the local controller and every replica"),
     "status": ("controller", "show the local controller and its groups"),
     "scaling-group": ("scaling_group", "create, change, inspect and delete scaling groups"),
+    "logs": ("logs", "print the logs of a scaling group's replicas, merged in time"),
     "query": ("query", "compute features for one row, with the graph `chalk apply` stored"),
     "apply": (
         "apply",

@@ -1,8 +1,9 @@
 """The Kubernetes backend: discovery, server-side apply, status, events and delete.
 
-``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. The only module
-that imports the official ``kubernetes`` client; it sends every request as plain JSON on the
-client's connection (one code path for built-in kinds and the HTTPRoute custom resource).
+``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. With ``logs.py``
+(the pods' logs), the only module that imports the official ``kubernetes`` client; it sends
+every request as plain JSON on the client's connection (one code path for built-in kinds and
+the HTTPRoute custom resource).
 """
 
 from __future__ import annotations
@@ -117,6 +118,11 @@ class KubernetesBackend:
         self.placement = placement
         self._features: ServerFeatures | None = None
         self._served: frozenset[str] | None = None
+
+    @property
+    def api(self) -> kube_client.ApiClient:
+        """The connection, for the pods' logs (``chalk.deploy.kubernetes.logs``)."""
+        return self._api
 
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]

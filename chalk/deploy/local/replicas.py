@@ -24,6 +24,7 @@ from chalk.common.quantities import parse_memory
 from chalk.deploy.local.gpus import GpuAllocator, gpu_environment
 from chalk.deploy.local.image_runtime import replica_cwd
 from chalk.deploy.local.launching import replica_argv, replica_environment
+from chalk.deploy.local.logs import replica_log
 from chalk.deploy.local.plan import ReplicaView
 from chalk.deploy.local.probes import is_ready
 from chalk.deploy.local.processes import ReplicaHandle, free_port, launch, log_tail
@@ -316,4 +317,4 @@ class Replicas:
         self._catalog.state.add_event(group.id, type=kind, reason=reason, message=message)
 
     def log_path(self, group: str, replica_id: str) -> Path:
-        return self._settings.logs_dir / group / f"{replica_id}.log"
+        return replica_log(self._settings.logs_dir, group, replica_id)
