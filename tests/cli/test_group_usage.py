@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pty
+import select
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +22,8 @@ from chalk.catalog.records import Replica, ReplicaUsage
 from chalk.cli import main
 from chalk.cli.group_usage import KUBERNETES_NOTE, replica_loads, unknown_note
 from chalk.common.config import find_project
+
+CHALK = str(Path(sys.executable).with_name("chalk"))
 
 
 @pytest.fixture
@@ -116,3 +125,44 @@ def test_top_refuses_an_interval_that_is_not_a_positive_number(
 
     assert exited.value.code == 2
     assert "expected a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_top_refreshes_until_ctrl_c(catalog: Catalog, tmp_path: Path) -> None:
+    group_id = local_group(catalog, metrics_port=None)
+    env = {key: value for key, value in os.environ.items() if key != "CHALK_CATALOG_URL"}
+    env["COLUMNS"] = "200"
+    # On a terminal (a pseudo-terminal here) each refresh is drawn as it happens.
+    reader, terminal = pty.openpty()
+    top = subprocess.Popen(
+        [CHALK, "scaling-group", "top", "--interval", "0.1"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=terminal,
+        stderr=subprocess.PIPE,
+    )
+    os.close(terminal)
+    drawn = b""
+    try:
+        drawn = read_until(reader, drawn, b"125m/500m")
+        catalog.state.save_usage([ReplicaUsage(group_id, "ner-1", 250.0, 128 * 2**20)])
+        drawn = read_until(reader, drawn, b"250m/500m")
+    finally:
+        top.send_signal(signal.SIGINT)
+        _, err = top.communicate(timeout=30)
+        os.close(reader)
+
+    assert top.returncode == 130, err
+    assert b"ner-1" in drawn
+
+
+def read_until(fd: int, drawn: bytes, wanted: bytes, timeout_s: float = 30) -> bytes:
+    """What the terminal ``fd`` showed, read until ``wanted`` appears in it."""
+    give_up = time.monotonic() + timeout_s
+    while wanted not in drawn:
+        left = give_up - time.monotonic()
+        assert left > 0, f"{wanted!r} never drawn; drew {drawn[-2000:]!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            drawn += os.read(fd, 65536)
+    return drawn

@@ -84,11 +84,9 @@ class LocalController:
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt what an earlier controller left running, then reconcile until ``stop``."""
         self._replicas.gpus = GpuAllocator.detect(path=self._settings.nvidia_smi_path)
-        if self._settings.metrics_port is not None:
-            self._metrics_port = self.metrics.serve(self._settings.metrics_port)
-            logger.info("controller metrics on http://127.0.0.1:%d/metrics", self._metrics_port)
         self._beat()
         await self.adopt_running()
+        self._serve_metrics()  # its port goes out with the next heartbeat, written at once
         heartbeat = asyncio.create_task(self._heartbeat_until(stop))
         failed_passes = 0
         try:
@@ -444,6 +442,16 @@ class LocalController:
         )
 
     # --- bookkeeping ----------------------------------------------------------------------
+
+    def _serve_metrics(self) -> None:
+        if self._settings.metrics_port is None:
+            return
+        try:
+            self._metrics_port = self.metrics.serve(self._settings.metrics_port)
+        except OSError as error:  # a taken port costs the metrics, not the controller
+            logger.error("serving the controller's metrics failed: %s", error)
+            return
+        logger.info("controller metrics on http://127.0.0.1:%d/metrics", self._metrics_port)
 
     def _beat(self) -> None:
         self._catalog.state.heartbeat(

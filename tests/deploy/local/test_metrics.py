@@ -162,6 +162,7 @@ def test_get_and_top_show_each_replicas_load(
         table = _run_cli(capsys, "scaling-group", "get", "--name", "slow")
         top = json.loads(_run_cli(capsys, "scaling-group", "top", "--once", "-o", "json"))
         top_table = _run_cli(capsys, "scaling-group", "top", "--once")
+        status = json.loads(_run_cli(capsys, "status", "-o", "json"))
     finally:
         hold.unlink()
         held.join()
@@ -184,7 +185,11 @@ def test_get_and_top_show_each_replicas_load(
     assert replica["memoryBytes"] > 0
     assert replica["memoryLimitBytes"] == 2**30
     assert replica["cpuMillicores"] is not None
-    assert "controller metrics http://127.0.0.1:" in top_table
+    heartbeat = catalog.state.controller("local")
+    assert heartbeat is not None
+    controller_endpoint = f"http://127.0.0.1:{heartbeat.metrics_port}/metrics"
+    assert f"controller metrics {controller_endpoint}" in top_table
+    assert status["controller"]["metricsEndpoint"] == controller_endpoint
     assert endpoint in top_table
 
 
