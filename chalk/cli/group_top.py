@@ -1,5 +1,6 @@
 """``chalk scaling-group top``: every group's replicas with their load, refreshed in place
-(rich Live) like ``kubectl top`` under ``watch``; ``--once`` and ``-o json|yaml`` print once.
+(rich Live) like ``kubectl top`` under ``watch``; piped, one table per refresh; ``--once`` and
+``-o json|yaml`` print once.
 """
 
 from __future__ import annotations
@@ -28,17 +29,21 @@ def run_top(project: Project, catalog: Catalog, *, interval_s: float, once: bool
     if fmt != "table":
         emit(top_document(project, catalog), fmt)
         return 0
-    if once:
-        from rich.console import Console  # noqa: PLC0415 - loaded when used
-
-        console = Console(markup=False, emoji=False, highlight=False)
-        if not console.is_terminal:
-            console = Console(width=1_000, markup=False, emoji=False, highlight=False)
-        console.print(_table(project, catalog))
-        return 0
+    from rich.console import Console  # noqa: PLC0415 - loaded when used
     from rich.live import Live  # noqa: PLC0415
 
-    with Live(_table(project, catalog), auto_refresh=False) as live:
+    console = Console(markup=False, emoji=False, highlight=False)
+    if not console.is_terminal:  # piped: never wrapped, and each refresh printed in turn
+        console = Console(width=1_000, markup=False, emoji=False, highlight=False)
+        while True:
+            console.print(_table(project, catalog))
+            if once:
+                return 0
+            time.sleep(interval_s)
+    if once:
+        console.print(_table(project, catalog))
+        return 0
+    with Live(_table(project, catalog), console=console, auto_refresh=False) as live:
         while True:
             time.sleep(interval_s)
             live.update(_table(project, catalog), refresh=True)
