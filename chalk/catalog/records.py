@@ -22,6 +22,7 @@ __all__ = [
     "LocalImage",
     "ModelVersion",
     "Replica",
+    "ReplicaUsage",
     "Route",
     "ScalingGroup",
     "reachable",
@@ -195,6 +196,22 @@ class Replica:
     last_exit_reason: str = ""
     started_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    # Where the replica serves its Prometheus metrics (the runtime's), and its CPU use and
+    # resident memory as its backend last sampled them (``usage_at``); None where unknown.
+    metrics_port: int | None = None
+    cpu_millicores: float | None = None
+    memory_bytes: int | None = None
+    usage_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaUsage:
+    """One replica's CPU use (millicores) and resident memory (bytes), as just sampled."""
+
+    group_id: str
+    replica_id: str
+    cpu_millicores: float | None
+    memory_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +234,8 @@ class ControllerInfo:
     host: str
     started_at: dt.datetime
     heartbeat_at: dt.datetime
+    # The port of the controller's own Prometheus metrics on 127.0.0.1, when it serves them.
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

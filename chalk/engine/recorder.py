@@ -1,8 +1,8 @@
 """What the model calls of a query did, per scaling group: the call recorder.
 
 ``ChalkClient`` records a query's calls with ``recording(CallRecorder())`` and shows them;
-``ModelCaller`` counts each answered chunk and each retry in the recorder of the calling
-context (``current_recorder``).
+``ModelCaller`` counts each answered chunk (with its call time) and each retry in the recorder
+of the calling context (``current_recorder``).
 """
 
 from __future__ import annotations
@@ -44,19 +44,27 @@ class CallRecorder:
     >>> recorder = CallRecorder()
     >>> recorder.answered("ner", "127.0.0.1:7001", 300)
     >>> recorder.retried("ner")
-    >>> recorder.answered("ner", "127.0.0.1:7002", 200)
+    >>> recorder.answered("ner", "127.0.0.1:7002", 200, seconds=0.004)
     >>> recorder.groups()["ner"]
     GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1)
+    >>> recorder.call_seconds()
+    {'ner': [0.004]}
     """  # noqa: E501
 
     def __init__(self, on_rows: Callable[[int], None] | None = None) -> None:
         self._on_rows = on_rows
         self._lock = threading.Lock()
         self._groups: dict[str, GroupCalls] = {}
+        self._seconds: dict[str, list[float]] = {}
 
-    def answered(self, group: str, endpoint: str, rows: int) -> None:
-        """Count one answered chunk of ``rows`` rows from ``endpoint``."""
+    def answered(
+        self, group: str, endpoint: str, rows: int, *, seconds: float | None = None
+    ) -> None:
+        """Count one answered chunk of ``rows`` rows from ``endpoint``, which took ``seconds``
+        from sending it to its answer (when measured)."""
         with self._lock:
+            if seconds is not None:
+                self._seconds.setdefault(group, []).append(seconds)
             seen = self._group(group)
             endpoints = seen.endpoints
             if endpoint not in endpoints:
@@ -79,6 +87,12 @@ class CallRecorder:
         """The calls so far, by scaling group, in the order the groups were first called."""
         with self._lock:
             return dict(self._groups)
+
+    def call_seconds(self) -> dict[str, list[float]]:
+        """Each answered chunk's call time in seconds, by scaling group (the server's latency
+        histogram observes them)."""
+        with self._lock:
+            return {group: list(seconds) for group, seconds in self._seconds.items()}
 
     def _group(self, group: str) -> GroupCalls:
         return self._groups.get(group) or GroupCalls(group, 0, 0, (), 0)

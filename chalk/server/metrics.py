@@ -62,6 +62,13 @@ class ServerMetrics:
             ["group"],
             registry=registry,
         )
+        self.model_call_latency = Histogram(
+            "chalk_server_model_call_duration_seconds",
+            "Time from sending one model call (a chunk) to its answer, by scaling group.",
+            ["group"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.model_retries = Counter(
             "chalk_server_model_retries",
             "Model call attempts that failed in transport and were sent again, by group.",
@@ -86,6 +93,10 @@ class ServerMetrics:
             self.model_rows.labels(group).inc(calls.rows)
             if calls.retries:
                 self.model_retries.labels(group).inc(calls.retries)
+        for group, seconds in recorder.call_seconds().items():
+            latency = self.model_call_latency.labels(group)
+            for value in seconds:
+                latency.observe(value)
 
     def exposition(self) -> bytes:
         """The Prometheus text of every worker's figures (this process's alone without a

@@ -404,6 +404,9 @@ def test_a_call_of_many_rows_is_spread_over_every_endpoint_in_row_order(
         )
     }
     assert sorted(recorder.groups()["double"].endpoints) == sorted(m.target for m in models)
+    [seconds] = recorder.call_seconds().values()
+    assert len(seconds) == sum(served)
+    assert all(0 < value < 60 for value in seconds)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ Our server runs no controllers: tests write Deployment and Pod status and Events
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -329,6 +330,9 @@ def test_events_explain_trouble_and_get_shows_them(
     assert "FailedScheduling" in result.stdout
     assert "Insufficient memory" in result.stdout
     assert "not ours" not in result.stdout
+    # A pod's CPU, memory and calls in flight are not read here: '-', and the reason.
+    assert re.search(r"ner-5d9c7-klmno\s+Pending\s+no\s+0\s+\S+\s+-\s+-\s+-\s+-", result.stdout)
+    assert "need metrics-server" in result.stdout
 
 
 def test_delete_removes_every_object(
