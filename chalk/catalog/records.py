@@ -34,6 +34,9 @@ class ModelVersion:
     aliases: tuple[str, ...]
     metadata: dict[str, Any]
     created_at: dt.datetime
+    # False: the model may answer the same arguments differently, so its calls are never
+    # deduplicated, merged or cached.
+    deterministic: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able view (types as their Arrow names) for ``-o json``."""
@@ -46,6 +49,7 @@ class ModelVersion:
             "aliases": list(self.aliases),
             "metadata": self.metadata,
             "createdAt": self.created_at.isoformat(),
+            "deterministic": self.deterministic,
         }
 
 
@@ -75,6 +79,7 @@ class Route:
     output_schema: pa.Schema
     port: int | None
     endpoints: tuple[Endpoint, ...]
+    deterministic: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,8 @@ model_versions: Final = sa.Table(
     sa.Column("output_schema", sa.LargeBinary, nullable=False),
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by schema version 3 (``_add_column``): a catalog created since has it from step 1.
+    sa.Column("deterministic", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 model_aliases: Final = sa.Table(
@@ -204,10 +206,26 @@ def _create(tables: tuple[sa.Table, ...]) -> Callable[[sa.Connection], None]:
     return step
 
 
+def _add_column(table: sa.Table, name: str) -> Callable[[sa.Connection], None]:
+    """A step adding ``table``'s column ``name`` (with its server default) where it is missing:
+    step 1 creates the table as it is now, so a catalog created since has it already."""
+
+    def step(connection: sa.Connection) -> None:
+        present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+        if name in present:
+            return
+        column = sa.schema.CreateColumn(table.c[name]).compile(dialect=connection.dialect)
+        connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
+
+    return step
+
+
 # Step i (1-based) takes a database from schema version i-1 to version i. Append, never edit.
 MIGRATIONS: Final[tuple[Callable[[sa.Connection], None], ...]] = (
     _create((catalog_meta, *_VERSION_1)),
     _create(_VERSION_2),
+    # Version 3: whether a model version answers the same arguments alike (dedup, batching).
+    _add_column(model_versions, "deterministic"),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

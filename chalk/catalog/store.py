@@ -146,6 +146,7 @@ class Catalog:
             output_schema=version.output_schema,
             port=int(port) if port is not None else None,
             endpoints=group.endpoints,
+            deterministic=version.deterministic,
         )
 
     def local_controller_running(self) -> bool:
