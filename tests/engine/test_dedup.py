@@ -112,6 +112,15 @@ def test_a_batch_without_repeats_is_sent_as_it_is(batch: pa.RecordBatch) -> None
     assert fan_out(pa.array([1]), indices).to_pylist() == [1]
 
 
+def test_a_big_batch_is_hashed_only_when_its_sample_shows_repeats() -> None:
+    distinct = pa.record_batch({"x": pa.array(range(20_000), pa.int64())})
+    halves = pa.record_batch({"x": pa.array([i % 10_000 for i in range(20_000)], pa.int64())})
+
+    assert dedupe(distinct, sample_rows=1000)[1] is None
+    assert dedupe(halves, sample_rows=1000)[0].num_rows == 10_000
+    assert dedupe(halves.slice(0, 10_001), sample_rows=0)[0].num_rows == 10_000
+
+
 # A few values per type, so that drawn rows repeat; floats include the NaN and both zeros.
 _VALUES: dict[pa.DataType, st.SearchStrategy[Any]] = {
     pa.int64(): st.sampled_from([0, 1, -(2**63)]),
