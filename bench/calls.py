@@ -18,8 +18,8 @@ shuffled):
 Every answer is checked against x * 2. It prints figures and ratios and never fails on a time.
 Run it from the repository root::
 
-    .venv/bin/python bench/calls.py            # about 80 seconds on 2 cores
-    .venv/bin/python bench/calls.py --quick    # one pass per side, about 30 seconds
+    .venv/bin/python bench/calls.py            # about 55 seconds on 2 cores
+    .venv/bin/python bench/calls.py --quick    # one pass per side, about 35 seconds
 """
 
 from __future__ import annotations
