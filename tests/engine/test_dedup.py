@@ -14,12 +14,14 @@ from hypothesis import strategies as st
 
 from chalk.catalog import Catalog
 from chalk.engine.dedup import DEDUP_ENV, dedup_enabled, dedupe, fan_out
+from chalk.engine.errors import ModelHandlerError
 from chalk.engine.recorder import CallRecorder, recording
 from tests.engine.conftest import SHIM_HANDLERS, Deploy, MakeCaller, StartRuntime
 
 ROWS = "chalk_remote_call_rows_total"
 DAY = dt.date(2026, 1, 2)
 NOON = dt.datetime(2026, 1, 2, 12, tzinfo=dt.UTC)
+INT_IN, INT_OUT = pa.schema({"x": pa.int64()}), pa.schema({"y": pa.int64()})
 POINT = pa.struct([("a", pa.int64()), ("b", pa.large_string())])
 
 # Per type: values with repeats and nulls, and how many distinct values they hold.
@@ -231,33 +233,23 @@ def test_answers_as_chunks_fan_back_in_row_order(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
 ) -> None:
     model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy(
-        "double",
-        [model.target],
-        inputs=pa.schema({"x": pa.int64()}),
-        output=pa.schema({"y": pa.int64()}),
-    )
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     values = pa.array([index % 7 for index in range(5000)], pa.int64())
 
-    doubled = make_caller(min_chunk_rows=2).call_blocking(
+    doubled = make_caller(max_chunk_rows=3).call_blocking(
         feature="t.y", name="model.double", args=[values], as_chunks=True
     )
 
     assert doubled.to_pylist() == [2 * (index % 7) for index in range(5000)]
     assert model.metric(ROWS) == 7
+    assert model.metric("chalk_remote_call_calls_total") == 3
 
 
 def test_a_non_deterministic_model_gets_every_row(
     runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller, catalog: Catalog
 ) -> None:
     model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy(
-        "dice",
-        [model.target],
-        inputs=pa.schema({"x": pa.int64()}),
-        output=pa.schema({"y": pa.int64()}),
-        deterministic=False,
-    )
+    deploy("dice", [model.target], inputs=INT_IN, output=INT_OUT, deterministic=False)
     values = pa.array([3] * 500, pa.int64())
 
     with recording(CallRecorder()) as recorder:
@@ -268,3 +260,14 @@ def test_a_non_deterministic_model_gets_every_row(
     assert model.metric(ROWS) == 500
     calls = recorder.groups()["dice"]
     assert (calls.rows_asked, calls.rows_sent, calls.dedup_hits) == (500, 500, 0)
+
+
+def test_a_handler_error_names_rows_among_the_distinct_ones(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.boom", cwd=SHIM_HANDLERS)
+    deploy("ner", [model.target], inputs=INT_IN, output=INT_OUT)
+    values = pa.array([1, 2, 1, 2, 3], pa.int64())
+
+    with pytest.raises(ModelHandlerError, match=r" on rows 0-2 of the distinct argument rows: "):
+        make_caller().call_blocking(feature="t.y", name="model.ner", args=[values])
