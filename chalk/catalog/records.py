@@ -70,7 +70,11 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where and how to call ``model.<group>``: the model's schemas and the live endpoints."""
+    """Where and how to call ``model.<group>``: the model's schemas and the live endpoints.
+
+    ``deterministic`` is False for a model version registered as non-deterministic: its calls
+    are never deduplicated, merged or cached.
+    """
 
     group: str
     model_name: str
