@@ -42,6 +42,9 @@ class ModelVersion:
     aliases: tuple[str, ...]
     metadata: dict[str, Any]
     created_at: dt.datetime
+    # False: the model may answer the same arguments differently, so its calls are never
+    # deduplicated, merged or cached.
+    deterministic: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able view (types as their Arrow names) for ``-o json``."""
@@ -54,6 +57,7 @@ class ModelVersion:
             "aliases": list(self.aliases),
             "metadata": self.metadata,
             "createdAt": self.created_at.isoformat(),
+            "deterministic": self.deterministic,
         }
 
 
@@ -136,7 +140,11 @@ def reachable(endpoints: Iterable[Endpoint], *, in_cluster: bool) -> tuple[Endpo
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where and how to call ``model.<group>``: the model's schemas and the live endpoints."""
+    """Where and how to call ``model.<group>``: the model's schemas and the live endpoints.
+
+    ``deterministic`` is False for a model version registered as non-deterministic: its calls
+    are never deduplicated, merged or cached.
+    """
 
     group: str
     model_name: str
@@ -145,6 +153,7 @@ class Route:
     output_schema: pa.Schema
     port: int | None
     endpoints: tuple[Endpoint, ...]
+    deterministic: bool = True
 
 
 @dataclass(frozen=True, slots=True)

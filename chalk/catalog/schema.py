@@ -55,6 +55,8 @@ model_versions: Final = sa.Table(
     sa.Column("output_schema", sa.LargeBinary, nullable=False),
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by schema version 3 (``_add_column``): a catalog created since has it from step 1.
+    sa.Column("deterministic", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 model_aliases: Final = sa.Table(
@@ -215,7 +217,7 @@ def _create(tables: tuple[sa.Table, ...]) -> Callable[[sa.Connection], None]:
 def _add_columns(
     *added: tuple[sa.Table, tuple[str, ...]],
 ) -> Callable[[sa.Connection], None]:
-    """A step adding nullable columns to tables an earlier step created.
+    """A step adding columns (with their server defaults) to tables an earlier step created.
 
     A database created after the columns were declared has them already (``create_all`` makes
     a table as declared now), so only the missing ones are added.
@@ -227,8 +229,8 @@ def _add_columns(
             for name in names:
                 if name in present:
                     continue
-                kind = table.c[name].type.compile(dialect=connection.dialect)
-                connection.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{name}" {kind}'))
+                column = sa.schema.CreateColumn(table.c[name]).compile(dialect=connection.dialect)
+                connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
 
     return step
 
@@ -237,11 +239,14 @@ def _add_columns(
 MIGRATIONS: Final[tuple[Callable[[sa.Connection], None], ...]] = (
     _create((catalog_meta, *_VERSION_1)),
     _create(_VERSION_2),
-    # Replica usage: each replica's metrics port, CPU and memory; the controller's metrics port.
+    # Version 3, replica usage: each replica's metrics port, CPU and memory; the controller's
+    # metrics port.
     _add_columns(
         (replicas, ("metrics_port", "cpu_millicores", "memory_bytes", "usage_at")),
         (controller, ("metrics_port",)),
     ),
+    # Version 4: whether a model version answers the same arguments alike (dedup, batching).
+    _add_columns((model_versions, ("deterministic",))),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

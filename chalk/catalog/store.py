@@ -155,6 +155,7 @@ class Catalog:
             output_schema=version.output_schema,
             port=int(port) if port is not None else None,
             endpoints=endpoints,
+            deterministic=version.deterministic,
         )
 
     def local_controller_running(self) -> bool:

@@ -277,6 +277,7 @@ def test_metrics_count_queries_and_model_calls(server: Server) -> None:
     assert 'chalk_server_requests_total{endpoint="query_online",outcome="ok"}' in text
     assert 'chalk_server_requests_total{endpoint="query_online",outcome="client_error"}' in text
     assert 'chalk_server_model_calls_total{group="double"}' in text
+    assert 'chalk_server_model_rows_asked_total{group="double"}' in text
     assert "chalk_server_request_duration_seconds_bucket" in text
     calls = _sample(text, 'chalk_server_model_calls_total{group="double"}')
     timed = _sample(text, 'chalk_server_model_call_duration_seconds_count{group="double"}')
