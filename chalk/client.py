@@ -35,6 +35,7 @@ from chalk.deploy.groups import (
     observe_group,
     wait_until_serving,
 )
+from chalk.engine.callers import refuse_delete_of_called
 from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, model_calls
 from chalk.engine.plan import Plan
@@ -172,11 +173,13 @@ class ChalkClient:
         """
         return observe_group(self.project, self._catalog, name).group
 
-    def delete_scaling_group(self, name: str) -> ScalingGroup:
+    def delete_scaling_group(self, name: str, *, force: bool = False) -> ScalingGroup:
         """Delete the scaling group ``name`` and return its record, now marked deleted.
 
-        Its replicas and URL stop (the local controller, started if needed, stops them); the
-        record stays in the catalog's history and the name is free for a new group.
+        Its replicas and URL stop (a running local controller stops them; none is started: the
+        next one stops what is left); the record stays in the catalog's history and the name is
+        free for a new group. A group the applied features call is refused (``ConflictError``
+        naming them) unless ``force``.
 
         Examples
         --------
@@ -188,6 +191,9 @@ class ChalkClient:
         ...
         chalk.catalog.errors.NotFoundError: there is no scaling group named 'ner'
         """
+        self._catalog.groups.get(name)
+        if not force:
+            refuse_delete_of_called(self._catalog, name, force_hint="force=True")
         return delete_group(self.project, self._catalog, name)
 
     def deploy_model_version_to_scaling_group(

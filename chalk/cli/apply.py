@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chalk.cli.output import add_output_flag, emit
-from chalk.common.apply_guard import ApplyGuard, WriteDuringApplyError, refusing_writes
 
 if TYPE_CHECKING:
     from chalk.catalog import Catalog
     from chalk.features.diff import GraphDiff
     from chalk.features.graph import FeatureDef, FeatureGraph
-    from chalk.features.project import ImportedProject
 
 __all__ = ["register"]
 
@@ -50,21 +48,20 @@ def _apply(args: argparse.Namespace) -> int:
     from chalk.common.config import find_project  # noqa: PLC0415
     from chalk.engine.validate import validate_graph  # noqa: PLC0415
     from chalk.features.diff import diff_graphs  # noqa: PLC0415
-    from chalk.features.dsl import graph_of, namespace_clashes  # noqa: PLC0415
-    from chalk.features.project import import_project  # noqa: PLC0415
+    from chalk.features.graph import FeatureGraph  # noqa: PLC0415
+    from chalk.features.isolated_import import import_in_child  # noqa: PLC0415
 
     project = find_project()
     root = project.root
-    with refusing_writes(root) as guard:
-        imported = import_project(root)
-    problems = _import_problems(guard, imported)
-    if problems:
-        return _fail(problems, "importing the project's modules")
+    # A child process imports the project: its code may exit, kill or hang the process it runs
+    # in, and apply must still answer (chalk.features.isolated_import).
+    imported = import_in_child(root)
+    if imported.problems:
+        return _fail(imported.problems, "importing the project's modules")
     catalog = open_catalog(project)
-    clashes = namespace_clashes(imported.classes)
-    if clashes:
-        return _fail(clashes, "reading the feature classes")
-    graph = graph_of(imported.classes)
+    if imported.clashes:
+        return _fail(imported.clashes, "reading the feature classes")
+    graph = FeatureGraph.from_json(imported.graph)
     invalid = [
         _located(root, problem.source, problem.message)
         for problem in validate_graph(graph, functools.partial(catalog.resolve, serving=False))
@@ -72,7 +69,7 @@ def _apply(args: argparse.Namespace) -> int:
     if invalid:
         return _fail(invalid, "checking the feature graph against the catalog")
     active_version, active = _active_graph(catalog)
-    if not imported.classes and active is not None and active.features and not args.allow_empty:
+    if not imported.class_count and active is not None and active.features and not args.allow_empty:
         return _fail(
             [
                 f"found no @features classes under {root}, so this apply would remove all "
@@ -93,17 +90,6 @@ def _apply(args: argparse.Namespace) -> int:
         data = _plan_data(root, diff, active_version, stored, dry_run=args.dry_run)
         emit(data, args.output_format)
     return 0
-
-
-def _import_problems(guard: ApplyGuard, imported: ImportedProject) -> list[str]:
-    """Refused writes first (even those the project's code caught), then failed imports."""
-    refused = [violation.message for violation in guard.violations]
-    failed = [
-        problem.message
-        for problem in imported.problems
-        if not isinstance(problem.error, WriteDuringApplyError)
-    ]
-    return refused + failed
 
 
 def _active_graph(catalog: Catalog) -> tuple[int | None, FeatureGraph | None]:

@@ -88,6 +88,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "in the catalog's history, marked deleted. The name is free again.",
     )
     _add_name(delete)
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete it even though the applied features call it (their queries then fail)",
+    )
     add_output_flag(delete)
     delete.set_defaults(run=_delete)
 
@@ -277,11 +282,22 @@ def _get(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from chalk.cli.group_views import group_json  # noqa: PLC0415
     from chalk.deploy.groups import delete_group  # noqa: PLC0415
+    from chalk.engine.callers import refuse_delete_of_called  # noqa: PLC0415
 
     project, catalog = _open(args.name)
+    catalog.groups.get(args.name)  # a missing group is said before anything else
+    if not args.force:
+        refuse_delete_of_called(catalog, args.name, force_hint="--force")
     deleted = delete_group(project, catalog, args.name)
     if args.output_format != "table":
         emit(group_json(deleted), args.output_format)
+    elif project.config.backend == "local" and not catalog.local_controller_running():
+        # Deleting starts no controller (chalk down means down): the next one stops what is left.
+        print(
+            f"deleted scaling group {deleted.name!r}; its record stays in the catalog's history. "
+            f"The local controller is not running: a replica of the group still running stops "
+            f"when it next runs (`chalk up`), or now with `chalk down`"
+        )
     else:
         print(
             f"deleted scaling group {deleted.name!r}; its replicas and URL stop, and its "

@@ -67,9 +67,9 @@ class LocalBackend:
         return stored
 
     def delete(self, catalog: Catalog, name: str) -> ScalingGroup:
-        deleted = catalog.groups.delete(name)
-        _wake_controller(self._project)
-        return deleted
+        # No controller is started for a delete: a running one sees it on its next pass, and
+        # one started later stops the group's leftover replicas when it adopts them.
+        return catalog.groups.delete(name)
 
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
         replicas = tuple(catalog.state.replicas(group.id))

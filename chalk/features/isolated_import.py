@@ -1,0 +1,198 @@
+"""A project's feature modules imported in a child process, so that the code they run
+(``os._exit``, ``sys.exit``, a thread that never ends) can neither end nor hang ``chalk apply``.
+
+``chalk apply`` calls ``import_in_child``; the child runs this module (``python -m``) and
+hands back the graph as JSON. Writes are refused in the child as they were in the parent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from chalk.common.errors import ChalkError
+
+__all__ = ["IMPORT_TIMEOUT_S", "ImportedGraph", "ProjectImportError", "import_in_child"]
+
+# Long enough for a project whose modules load a model at import time; an import that takes
+# longer is taken for one that never returns.
+IMPORT_TIMEOUT_S: Final = 300.0
+_EVENTS: Final = "events.jsonl"
+_RESULT: Final = "result.json"
+
+
+class ProjectImportError(ChalkError):
+    """Importing the project's modules ended, or hung, the process importing them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ImportedGraph:
+    """What the child found: problems (each ``file:line: ...``), namespace clashes, how many
+    feature classes, and their graph as ``FeatureGraph.to_json()`` gives it."""
+
+    problems: tuple[str, ...]
+    clashes: tuple[str, ...]
+    class_count: int
+    graph: dict[str, Any] = field(default_factory=dict)
+
+
+def import_in_child(root: Path, *, timeout_s: float = IMPORT_TIMEOUT_S) -> ImportedGraph:
+    """Import the project at ``root`` in a child Python and return what it found.
+
+    The child prints where this process prints, as an import in this process would. A child that
+    ends before it answers, or takes more than ``timeout_s``, is a ``ProjectImportError``
+    naming the file it was importing (and the line of an ``os._exit`` call).
+    """
+    root = root.resolve()
+    with tempfile.TemporaryDirectory(prefix="chalk-apply-") as folder:
+        scratch = Path(folder)
+        # -P: the child's cwd (the project) is not put before chalk on sys.path.
+        command = [sys.executable, "-P", "-m", __name__, str(root), str(scratch)]
+        try:
+            done = subprocess.run(
+                command,
+                cwd=root,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            events = _events(scratch)
+            raise ProjectImportError(
+                f"{_where(events)}: importing the project's modules did not finish within "
+                f"{timeout_s:.0f}s: expected each module to define its features and return; "
+                f"move long-running code under `if __name__ == \"__main__\":`"
+            ) from None
+        result = scratch / _RESULT
+        if done.returncode == 0 and result.is_file():
+            data = json.loads(result.read_text(encoding="utf-8"))
+            if "error" in data:
+                raise ProjectImportError(data["error"])
+            return ImportedGraph(
+                problems=tuple(data["problems"]),
+                clashes=tuple(data["clashes"]),
+                class_count=int(data["class_count"]),
+                graph=data["graph"],
+            )
+        raise ProjectImportError(_ended_early(_events(scratch), done.returncode))
+
+
+def _events(scratch: Path) -> list[dict[str, Any]]:
+    path = scratch / _EVENTS
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by the child's end
+            continue
+    return events
+
+
+def _where(events: list[dict[str, Any]]) -> str:
+    """The file the child was importing last, or the project as a whole."""
+    files = [event["importing"] for event in events if "importing" in event]
+    return files[-1] if files else "the project's modules"
+
+
+def _ended_early(events: list[dict[str, Any]], code: int) -> str:
+    exits = [event["exit"] for event in events if "exit" in event]
+    if exits:
+        where, how = exits[-1]["location"], f"os._exit({exits[-1]['code']})"
+    else:
+        where, how = _where(events), _exit_text(code)
+    return (
+        f"{where}: the project's code ended the process importing it ({how}) before `chalk "
+        f"apply` had read the feature classes: expected its modules to define features and "
+        f"return; move code that exits under `if __name__ == \"__main__\":` or add the file to "
+        f".chalkignore"
+    )
+
+
+def _exit_text(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _child(root: Path, scratch: Path) -> NoReturn:
+    """Import the project, write the result, and end at once: threads the project's code left
+    running are not waited for, and its exit handlers do not run."""
+    from chalk.common.apply_guard import WriteDuringApplyError, refusing_writes  # noqa: PLC0415
+    from chalk.features.dsl import graph_of, namespace_clashes  # noqa: PLC0415
+    from chalk.features.project import import_project  # noqa: PLC0415
+
+    events = (scratch / _EVENTS).open("a", encoding="utf-8")
+    real_exit = os._exit
+
+    def note(event: dict[str, Any]) -> None:
+        events.write(json.dumps(event) + "\n")
+        events.flush()
+
+    with refusing_writes(root) as guard:
+
+        def exiting(code: int) -> NoReturn:
+            note({"exit": {"code": code, "location": guard.call_site(sys._getframe(1))}})
+            real_exit(code)
+
+        os._exit = exiting
+        try:
+            imported = import_project(root, on_module=lambda path: note({"importing": path}))
+        except ChalkError as error:  # e.g. a .chalkignore that is not gitignore syntax
+            _answer(scratch, {"error": str(error)})
+            real_exit(0)
+    refused = [violation.message for violation in guard.violations]
+    failed = [
+        problem.message
+        for problem in imported.problems
+        if not isinstance(problem.error, WriteDuringApplyError)
+    ]
+    problems, clashes, graph = refused + failed, [], {}
+    if not problems:
+        clashes = namespace_clashes(imported.classes)
+        if not clashes:
+            try:
+                graph = graph_of(imported.classes).to_json()
+            except ChalkError as error:
+                problems = [str(error)]
+    answer = {
+        "problems": problems,
+        "clashes": clashes,
+        "class_count": len(imported.classes),
+        "graph": graph,
+    }
+    _answer(scratch, answer)
+    real_exit(0)
+
+
+def _answer(scratch: Path, answer: dict[str, Any]) -> None:
+    (scratch / _RESULT).write_text(json.dumps(answer), encoding="utf-8")
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def _main(argv: list[str]) -> NoReturn:
+    root, scratch = Path(argv[0]), Path(argv[1])
+    try:
+        _child(root, scratch)
+    except KeyboardInterrupt:
+        os._exit(130)
+    except BaseException:  # our own failure, not the project's: show it to whoever debugs it
+        traceback.print_exc()
+        os._exit(70)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
