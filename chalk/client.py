@@ -29,6 +29,7 @@ from chalk.client_http import API_SERVER_ENV, ApiServerClient
 from chalk.common.apply_guard import check_write
 from chalk.common.config import Project, find_project
 from chalk.deploy.groups import (
+    check_model_image,
     delete_group,
     deploy_model_version,
     list_groups,
@@ -123,6 +124,7 @@ class ChalkClient:
         argument i becomes field i. ``output_schema`` has exactly one field.
         """
         check_write(f"registering model {name!r}")
+        check_model_image(self.project, self._catalog, name, model_image)
         return self._catalog.models.register(
             name,
             input_schema=schema_from_mapping(input_schema, what=f"model {name!r} input_schema"),

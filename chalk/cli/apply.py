@@ -68,6 +68,8 @@ def _apply(args: argparse.Namespace) -> int:
     ]
     if invalid:
         return _fail(invalid, "checking the feature graph against the catalog")
+    for warning in _unhealthy_calls(catalog, graph):
+        print(f"warning: {warning}", file=sys.stderr)
     active_version, active = _active_graph(catalog)
     if not imported.class_count and active is not None and active.features and not args.allow_empty:
         return _fail(
@@ -90,6 +92,27 @@ def _apply(args: argparse.Namespace) -> int:
         data = _plan_data(root, diff, active_version, stored, dry_run=args.dry_run)
         emit(data, args.output_format)
     return 0
+
+
+def _unhealthy_calls(catalog: Catalog, graph: FeatureGraph) -> list[str]:
+    """A call to a group that keeps crashing or failed is allowed (it may be fixed before the
+    first query) but said, naming the group and the features calling it."""
+    from chalk.deploy.states import GroupStatus  # noqa: PLC0415
+    from chalk.engine.callers import groups_called  # noqa: PLC0415
+
+    unhealthy = (GroupStatus.CRASH_LOOP_BACK_OFF, GroupStatus.FAILED)
+    warnings = []
+    for name, features in groups_called(graph).items():
+        group = catalog.groups.find(name)
+        if group is None or group.status not in unhealthy:
+            continue
+        reason = f" ({group.reason.splitlines()[0]})" if group.reason else ""
+        warnings.append(
+            f"{', '.join(features)} call{'s' if len(features) == 1 else ''} scaling group "
+            f"{name!r}, which is {group.status}{reason}: their queries fail until it serves; "
+            f"see `chalk scaling-group get --name {name}`"
+        )
+    return warnings
 
 
 def _active_graph(catalog: Catalog) -> tuple[int | None, FeatureGraph | None]:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from chalk.catalog import Catalog, ScalingGroup
-from chalk.catalog.errors import CatalogError, ValidationError
+from chalk.catalog.errors import CatalogError, NotFoundError, ValidationError
 from chalk.catalog.groups import validate_group_name
 from chalk.catalog.records import Replica
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
@@ -27,6 +27,7 @@ from chalk.deploy.states import GroupStatus
 __all__ = [
     "DeployTimeout",
     "GroupView",
+    "check_model_image",
     "create_group",
     "delete_group",
     "deploy_model_version",
@@ -37,6 +38,20 @@ __all__ = [
     "update_group",
     "wait_until_serving",
 ]
+
+
+def check_model_image(project: Project, catalog: Catalog, model_name: str, image: str) -> None:
+    """Refuse to register a model version whose image the project's backend cannot run.
+
+    Locally the image must be in the local image store (``chalk image build``). On Kubernetes
+    the image lives in a registry, which cannot be checked offline, so none is checked.
+    """
+    if project.config.backend == "kubernetes":
+        return
+    try:
+        catalog.images.get(image)
+    except NotFoundError as error:
+        raise NotFoundError(f"cannot register model {model_name!r}: {error}") from None
 
 
 def create_group(
