@@ -243,18 +243,22 @@ def _get(args: argparse.Namespace) -> int:
     )
     from chalk.common.config import find_project  # noqa: PLC0415
     from chalk.deploy.groups import observe_group  # noqa: PLC0415
+    from chalk.deploy.rollout import rollout_of  # noqa: PLC0415
 
     project = find_project()
     catalog = open_catalog(project)
     view = observe_group(project, catalog, args.name)
     group, replicas, events = view.group, view.replicas, view.events[-_EVENTS_SHOWN:]
+    specs = {revision.revision: revision.spec for revision in catalog.groups.history(group.name)}
+    rollout = rollout_of(group, replicas, specs)
     if args.output_format != "table":
         document = group_json(group)
+        document["rollout"] = None if rollout is None else rollout.to_json()
         document["replicas"] = [replica_json(replica) for replica in replicas]
         document["events"] = [event_json(event) for event in events]
         emit(document, args.output_format)
         return 0
-    print_group(group, GroupSpec.from_dict(group.spec))
+    print_group(group, GroupSpec.from_dict(group.spec), rollout=rollout and rollout.message)
     now = catalog.clock()
     print("\nReplica states:" + ("" if replicas else " <none>"))
     if replicas:
