@@ -286,6 +286,7 @@ def _get(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from chalk.cli.group_views import group_json  # noqa: PLC0415
     from chalk.deploy.groups import delete_group  # noqa: PLC0415
+    from chalk.deploy.local.lock import controller_pid  # noqa: PLC0415
     from chalk.engine.callers import refuse_delete_of_called  # noqa: PLC0415
 
     project, catalog = _open(args.name)
@@ -295,7 +296,7 @@ def _delete(args: argparse.Namespace) -> int:
     deleted = delete_group(project, catalog, args.name)
     if args.output_format != "table":
         emit(group_json(deleted), args.output_format)
-    elif project.config.backend == "local" and not catalog.local_controller_running():
+    elif project.config.backend == "local" and controller_pid(project) is None:
         # Deleting starts no controller (chalk down means down): the next one stops what is left.
         print(
             f"deleted scaling group {deleted.name!r}; its record stays in the catalog's history. "
