@@ -258,7 +258,9 @@ def _get(args: argparse.Namespace) -> int:
         document["events"] = [event_json(event) for event in events]
         emit(document, args.output_format)
         return 0
-    print_group(group, GroupSpec.from_dict(group.spec), rollout=rollout and rollout.message)
+    print_group(
+        group, GroupSpec.from_dict(group.spec), rollout=rollout.message if rollout else None
+    )
     now = catalog.clock()
     print("\nReplica states:" + ("" if replicas else " <none>"))
     if replicas:

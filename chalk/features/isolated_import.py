@@ -69,7 +69,7 @@ def import_in_child(root: Path, *, timeout_s: float = IMPORT_TIMEOUT_S) -> Impor
             raise ProjectImportError(
                 f"{_where(events)}: importing the project's modules did not finish within "
                 f"{timeout_s:.0f}s: expected each module to define its features and return; "
-                f"move long-running code under `if __name__ == \"__main__\":`"
+                f'move long-running code under `if __name__ == "__main__":`'
             ) from None
         result = scratch / _RESULT
         if done.returncode == 0 and result.is_file():
@@ -113,7 +113,7 @@ def _ended_early(events: list[dict[str, Any]], code: int) -> str:
     return (
         f"{where}: the project's code ended the process importing it ({how}) before `chalk "
         f"apply` had read the feature classes: expected its modules to define features and "
-        f"return; move code that exits under `if __name__ == \"__main__\":` or add the file to "
+        f'return; move code that exits under `if __name__ == "__main__":` or add the file to '
         f".chalkignore"
     )
 
@@ -143,9 +143,9 @@ def _child(root: Path, scratch: Path) -> NoReturn:
 
     with refusing_writes(root) as guard:
 
-        def exiting(code: int) -> NoReturn:
-            note({"exit": {"code": code, "location": guard.call_site(sys._getframe(1))}})
-            real_exit(code)
+        def exiting(status: int) -> NoReturn:
+            note({"exit": {"code": status, "location": guard.call_site(sys._getframe(1))}})
+            real_exit(status)
 
         os._exit = exiting
         try:

@@ -112,8 +112,8 @@ def build_image(context: Path, *, store_dir: Path, dockerfile: Path | None = Non
         # Docker refuses it too; stored, it would fail only when a group runs it.
         raise DockerfileError(
             f"{path} has no instructions: expected at least an ENTRYPOINT or CMD saying what "
-            f"the image runs, e.g. ENTRYPOINT [\"chalk-remote-call\", \"--handler\", "
-            f"\"model.handler\"]"
+            f'the image runs, e.g. ENTRYPOINT ["chalk-remote-call", "--handler", '
+            f'"model.handler"]'
         )
     store = store_dir.resolve()
     store.mkdir(parents=True, exist_ok=True)

@@ -57,7 +57,6 @@ def substitute_host(argv: Sequence[str]) -> list[str]:
     return result
 
 
-
 def replica_environment(
     image: LocalImage,
     spec: GroupSpec,

@@ -41,7 +41,7 @@ def on_startup():
     [
         (["chalk-remote-call", "--host", "0.0.0.0"], ["chalk-remote-call", "--host", "127.0.0.1"]),
         (["chalk-remote-call", "--host=[::]"], ["chalk-remote-call", "--host=127.0.0.1"]),
-        (["/v/bin/chalk-remote-call", "--host", "::"], ["/v/bin/chalk-remote-call", "--host", "127.0.0.1"]),
+        (["/v/chalk-remote-call", "--host", "::"], ["/v/chalk-remote-call", "--host", "127.0.0.1"]),
         (["chalk-remote-call", "--host"], ["chalk-remote-call", "--host"]),
         (["uvicorn", "--host", "0.0.0.0"], ["uvicorn", "--host", "0.0.0.0"]),
         ([], []),
