@@ -43,19 +43,23 @@ def register(subparsers: Any) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    # Imported here, not above: `chalk apply --help` loads none of them (chalk.cli's docstring).
-    from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
-    from chalk.engine.validate import validate_graph  # noqa: PLC0415
-    from chalk.features.diff import diff_graphs  # noqa: PLC0415
-    from chalk.features.graph import FeatureGraph  # noqa: PLC0415
-    from chalk.features.isolated_import import import_in_child  # noqa: PLC0415
+    from chalk.features.isolated_import import ChildImport  # noqa: PLC0415
 
     project = find_project()
     root = project.root
     # A child process imports the project: its code may exit, kill or hang the process it runs
-    # in, and apply must still answer (chalk.features.isolated_import).
-    imported = import_in_child(root)
+    # in, and apply must still answer (chalk.features.isolated_import). It starts first, so
+    # this process loads the catalog and the engine while the child imports.
+    with ChildImport(root) as child:
+        # Imported here, not above: `chalk apply --help` loads none of them (chalk.cli's
+        # docstring).
+        from chalk.catalog import open_catalog  # noqa: PLC0415
+        from chalk.engine.validate import validate_graph  # noqa: PLC0415
+        from chalk.features.diff import diff_graphs  # noqa: PLC0415
+        from chalk.features.graph import FeatureGraph  # noqa: PLC0415
+
+        imported = child.result()
     if imported.problems:
         return _fail(imported.problems, "importing the project's modules")
     catalog = open_catalog(project)

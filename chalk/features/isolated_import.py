@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,13 @@ from typing import Any, Final, NoReturn
 
 from chalk.common.errors import ChalkError
 
-__all__ = ["IMPORT_TIMEOUT_S", "ImportedGraph", "ProjectImportError", "import_in_child"]
+__all__ = [
+    "IMPORT_TIMEOUT_S",
+    "ChildImport",
+    "ImportedGraph",
+    "ProjectImportError",
+    "import_in_child",
+]
 
 # Long enough for a project whose modules load a model at import time; an import that takes
 # longer is taken for one that never returns.
@@ -47,42 +54,61 @@ class ImportedGraph:
 def import_in_child(root: Path, *, timeout_s: float = IMPORT_TIMEOUT_S) -> ImportedGraph:
     """Import the project at ``root`` in a child Python and return what it found.
 
-    The child prints where this process prints, as an import in this process would. A child that
-    ends before it answers, or takes more than ``timeout_s``, is a ``ProjectImportError``
+    The child prints where this process prints, as an import in this process would. A child
+    that ends before it answers, or takes more than ``timeout_s``, is a ``ProjectImportError``
     naming the file it was importing (and the line of an ``os._exit`` call).
     """
-    root = root.resolve()
-    with tempfile.TemporaryDirectory(prefix="chalk-apply-") as folder:
-        scratch = Path(folder)
+    with ChildImport(root) as child:
+        return child.result(timeout_s=timeout_s)
+
+
+class ChildImport:
+    """A child importing a project, started at once so the caller can load its own modules
+    meanwhile (``chalk apply`` does); ``result`` waits for its answer."""
+
+    def __init__(self, root: Path) -> None:
+        self._scratch = Path(tempfile.mkdtemp(prefix="chalk-apply-"))
         # -P: the child's cwd (the project) is not put before chalk on sys.path.
-        command = [sys.executable, "-P", "-m", __name__, str(root), str(scratch)]
+        command = [sys.executable, "-P", "-m", __name__, str(root.resolve()), str(self._scratch)]
+        self._process = subprocess.Popen(command, cwd=root, stdin=subprocess.DEVNULL)
+
+    def __enter__(self) -> ChildImport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the child if it still runs and remove its scratch folder."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def result(self, *, timeout_s: float = IMPORT_TIMEOUT_S) -> ImportedGraph:
+        """What the child found; ``ProjectImportError`` when it ended early or timed out."""
         try:
-            done = subprocess.run(
-                command,
-                cwd=root,
-                stdin=subprocess.DEVNULL,
-                timeout=timeout_s,
-                check=False,
-            )
+            code = self._process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            events = _events(scratch)
+            where = _where(_events(self._scratch))
+            self.close()
             raise ProjectImportError(
-                f"{_where(events)}: importing the project's modules did not finish within "
-                f"{timeout_s:.0f}s: expected each module to define its features and return; "
-                f'move long-running code under `if __name__ == "__main__":`'
+                f"{where}: importing the project's modules did not "
+                f"finish within {timeout_s:.0f}s: expected each module to define its features "
+                f'and return; move long-running code under `if __name__ == "__main__":`'
             ) from None
-        result = scratch / _RESULT
-        if done.returncode == 0 and result.is_file():
-            data = json.loads(result.read_text(encoding="utf-8"))
-            if "error" in data:
-                raise ProjectImportError(data["error"])
-            return ImportedGraph(
-                problems=tuple(data["problems"]),
-                clashes=tuple(data["clashes"]),
-                class_count=int(data["class_count"]),
-                graph=data["graph"],
-            )
-        raise ProjectImportError(_ended_early(_events(scratch), done.returncode))
+        result = self._scratch / _RESULT
+        if code != 0 or not result.is_file():
+            raise ProjectImportError(_ended_early(_events(self._scratch), code))
+        data = json.loads(result.read_text(encoding="utf-8"))
+        if "error" in data:
+            raise ProjectImportError(data["error"])
+        return ImportedGraph(
+            problems=tuple(data["problems"]),
+            clashes=tuple(data["clashes"]),
+            class_count=int(data["class_count"]),
+            graph=data["graph"],
+        )
 
 
 def _events(scratch: Path) -> list[dict[str, Any]]:
