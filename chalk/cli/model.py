@@ -78,8 +78,10 @@ def _register(args: argparse.Namespace) -> int:
     from chalk.common.config import find_project  # noqa: PLC0415
     from chalk.deploy.groups import check_model_image  # noqa: PLC0415
 
+    # Every flag is read before the image is looked up, so a flag's mistake is said first.
     input_schema = pa.schema([_field(text, "--input") for text in args.input])
     output_schema = pa.schema([_field(text, "--output") for text in args.output])
+    metadata = dict(_pair(text, "--metadata") for text in args.metadata)
     project = find_project()
     catalog = open_catalog(project)
     check_model_image(project, catalog, args.name, args.image)
@@ -89,7 +91,7 @@ def _register(args: argparse.Namespace) -> int:
         output_schema=output_schema,
         image=args.image,
         aliases=args.alias,
-        metadata=dict(_pair(text, "--metadata") for text in args.metadata),
+        metadata=metadata,
     )
     if args.output_format == "table":
         print(f"registered {version.model_name} version {version.model_version}")

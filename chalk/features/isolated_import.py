@@ -33,6 +33,9 @@ __all__ = [
 # longer is taken for one that never returns.
 IMPORT_TIMEOUT_S: Final = 300.0
 _EVENTS: Final = "events.jsonl"
+# The child replaces os._exit while the project imports, to note who called it; its own ends
+# go through the real one.
+_REAL_EXIT: Final = os._exit
 _RESULT: Final = "result.json"
 
 
@@ -161,7 +164,7 @@ def _child(root: Path, scratch: Path) -> NoReturn:
     from chalk.features.project import import_project  # noqa: PLC0415
 
     events = (scratch / _EVENTS).open("a", encoding="utf-8")
-    real_exit = os._exit
+    real_exit = _REAL_EXIT
 
     def note(event: dict[str, Any]) -> None:
         events.write(json.dumps(event) + "\n")
@@ -214,10 +217,10 @@ def _main(argv: list[str]) -> NoReturn:
     try:
         _child(root, scratch)
     except KeyboardInterrupt:
-        os._exit(130)
+        _REAL_EXIT(130)
     except BaseException:  # our own failure, not the project's: show it to whoever debugs it
         traceback.print_exc()
-        os._exit(70)
+        _REAL_EXIT(70)
 
 
 if __name__ == "__main__":
