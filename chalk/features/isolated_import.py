@@ -207,7 +207,10 @@ def _child(root: Path, scratch: Path) -> NoReturn:
 
 
 def _answer(scratch: Path, answer: dict[str, Any]) -> None:
-    (scratch / _RESULT).write_text(json.dumps(answer), encoding="utf-8")
+    # Written whole or not at all: a thread of the project's may end the process meanwhile.
+    partial = scratch / f"{_RESULT}.partial"
+    partial.write_text(json.dumps(answer), encoding="utf-8")
+    partial.replace(scratch / _RESULT)
     sys.stdout.flush()
     sys.stderr.flush()
 
