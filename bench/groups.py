@@ -18,13 +18,15 @@ def route_to_runtime(client: ChalkClient, group: str, target: str) -> None:
     The group is stored under the kubernetes backend, so no local controller runs: the catalog
     routes to the endpoint as reported, and the runtime at ``target`` is the one replica.
     """
-    version = client.register_model_version(
-        group,
-        input_schema={"x": pa.float64()},
-        output_schema={"y": pa.float64()},
-        model_image="x",
-    )
     catalog = open_catalog(client.project)
+    # Through the catalog, not the client: image "x" is in no local image store, and the
+    # client's registration checks that it is.
+    version = catalog.models.register(
+        group,
+        input_schema=pa.schema({"x": pa.float64()}),
+        output_schema=pa.schema({"y": pa.float64()}),
+        image="x",
+    )
     model = {"name": version.model_name, "version": version.model_version}
     stored = catalog.groups.create(
         group, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"

@@ -29,12 +29,14 @@ from chalk.client_http import API_SERVER_ENV, ApiServerClient
 from chalk.common.apply_guard import check_write
 from chalk.common.config import Project, find_project
 from chalk.deploy.groups import (
+    check_model_image,
     delete_group,
     deploy_model_version,
     list_groups,
     observe_group,
     wait_until_serving,
 )
+from chalk.engine.callers import refuse_delete_of_called
 from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, model_calls
 from chalk.engine.plan import Plan
@@ -126,6 +128,7 @@ class ChalkClient:
         default identical argument rows of a call are sent once and the answer shared.
         """
         check_write(f"registering model {name!r}")
+        check_model_image(self.project, self._catalog, name, model_image)
         return self._catalog.models.register(
             name,
             input_schema=schema_from_mapping(input_schema, what=f"model {name!r} input_schema"),
@@ -177,11 +180,13 @@ class ChalkClient:
         """
         return observe_group(self.project, self._catalog, name).group
 
-    def delete_scaling_group(self, name: str) -> ScalingGroup:
+    def delete_scaling_group(self, name: str, *, force: bool = False) -> ScalingGroup:
         """Delete the scaling group ``name`` and return its record, now marked deleted.
 
-        Its replicas and URL stop (the local controller, started if needed, stops them); the
-        record stays in the catalog's history and the name is free for a new group.
+        Its replicas and URL stop (a running local controller stops them; none is started: the
+        next one stops what is left); the record stays in the catalog's history and the name is
+        free for a new group. A group the applied features call is refused (``ConflictError``
+        naming them) unless ``force``.
 
         Examples
         --------
@@ -193,6 +198,9 @@ class ChalkClient:
         ...
         chalk.catalog.errors.NotFoundError: there is no scaling group named 'ner'
         """
+        self._catalog.groups.get(name)
+        if not force:
+            refuse_delete_of_called(self._catalog, name, force_hint="force=True")
         return delete_group(self.project, self._catalog, name)
 
     def deploy_model_version_to_scaling_group(

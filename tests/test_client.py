@@ -10,6 +10,7 @@ import pytest
 from chalk.catalog import ValidationError
 from chalk.client import ChalkClient
 from chalk.common import ConfigError
+from tests.support.images import store_images
 
 
 @pytest.fixture
@@ -18,6 +19,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "features").mkdir()
     monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
     monkeypatch.chdir(tmp_path / "features")
+    store_images(tmp_path, "my-model-image:latest", "m:1", "m:2", "m:3")
     return tmp_path
 
 

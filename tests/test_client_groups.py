@@ -5,13 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
-from chalk.catalog import NotFoundError, open_catalog
+from chalk.catalog import ConflictError, NotFoundError, open_catalog
 from chalk.catalog.specs import GroupSpec
 from chalk.client import ChalkClient
 from chalk.common.config import find_project
+from chalk.deploy.groups import check_model_image
 from chalk.deploy.local import daemon
+from chalk.features.graph import ClassDef, FeatureDef, FeatureGraph
 
 
 @pytest.fixture
@@ -76,3 +79,34 @@ def test_delete_scaling_group_twice_fails(client: ChalkClient) -> None:
 
     with pytest.raises(NotFoundError, match="scaling group 'ner' was deleted at"):
         client.delete_scaling_group("ner")
+
+
+def test_delete_scaling_group_called_by_the_applied_features_needs_force(
+    client: ChalkClient,
+) -> None:
+    text = FeatureDef("doc", "text", pa.large_string())
+    tags = FeatureDef(
+        "doc", "tags", pa.large_string(), expression='catalog_call("model.ner", _.text)'
+    )
+    graph = FeatureGraph.from_classes([ClassDef("Doc", "doc", (text, tags))])
+    open_catalog(client.project).graphs.apply(graph.to_json())
+
+    with pytest.raises(
+        ConflictError, match=r"called by the applied features doc\.tags: .*force=True"
+    ):
+        client.delete_scaling_group("ner")
+    deleted = client.delete_scaling_group("ner", force=True)
+
+    assert deleted.deleted_at is not None
+    assert daemon.controller_pid(client.project) is None  # deleting started no controller
+
+
+def test_a_kubernetes_project_registers_a_registry_image_unchecked(tmp_path: Path) -> None:
+    (tmp_path / "chalk.yaml").write_text("project: demo\nbackend: kubernetes\n")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "chalk.yaml").write_text("project: demo\n")
+
+    check_model_image(find_project(tmp_path), open_catalog("sqlite://"), "m", "gcr.io/x/m:1")
+    with pytest.raises(NotFoundError, match=r"cannot register model 'm': image 'gcr.io/x/m:1'"):
+        check_model_image(find_project(local), open_catalog("sqlite://"), "m", "gcr.io/x/m:1")

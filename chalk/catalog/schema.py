@@ -93,7 +93,7 @@ scaling_groups: Final = sa.Table(
 # migration step 1 in SQL both backends share: declared here through SQLAlchemy's
 # ``postgresql_where``, it would load the PostgreSQL dialect on every catalog import (~20% of
 # a CLI command's start-up).
-_LIVE_GROUP_NAME: Final = sa.DDL(
+_LIVE_GROUP_NAME: Final = sa.text(
     "CREATE UNIQUE INDEX live_group_name ON scaling_groups (name) WHERE deleted_at IS NULL"
 )
 

@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chalk.cli.output import add_output_flag, emit
-from chalk.common.apply_guard import ApplyGuard, WriteDuringApplyError, refusing_writes
 
 if TYPE_CHECKING:
     from chalk.catalog import Catalog
     from chalk.features.diff import GraphDiff
     from chalk.features.graph import FeatureDef, FeatureGraph
-    from chalk.features.project import ImportedProject
 
 __all__ = ["register"]
 
@@ -45,34 +43,39 @@ def register(subparsers: Any) -> None:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    # Imported here, not above: `chalk apply --help` loads none of them (chalk.cli's docstring).
-    from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
-    from chalk.engine.validate import validate_graph  # noqa: PLC0415
-    from chalk.features.diff import diff_graphs  # noqa: PLC0415
-    from chalk.features.dsl import graph_of, namespace_clashes  # noqa: PLC0415
-    from chalk.features.project import import_project  # noqa: PLC0415
+    from chalk.features.isolated_import import ChildImport  # noqa: PLC0415
 
     project = find_project()
     root = project.root
-    with refusing_writes(root) as guard:
-        imported = import_project(root)
-    problems = _import_problems(guard, imported)
-    if problems:
-        return _fail(problems, "importing the project's modules")
+    # A child process imports the project: its code may exit, kill or hang the process it runs
+    # in, and apply must still answer (chalk.features.isolated_import). It starts first, so
+    # this process loads the catalog and the engine while the child imports.
+    with ChildImport(root) as child:
+        # Imported here, not above: `chalk apply --help` loads none of them (chalk.cli's
+        # docstring).
+        from chalk.catalog import open_catalog  # noqa: PLC0415
+        from chalk.engine.validate import validate_graph  # noqa: PLC0415
+        from chalk.features.diff import diff_graphs  # noqa: PLC0415
+        from chalk.features.graph import FeatureGraph  # noqa: PLC0415
+
+        imported = child.result()
+    if imported.problems:
+        return _fail(imported.problems, "importing the project's modules")
     catalog = open_catalog(project)
-    clashes = namespace_clashes(imported.classes)
-    if clashes:
-        return _fail(clashes, "reading the feature classes")
-    graph = graph_of(imported.classes)
+    if imported.clashes:
+        return _fail(imported.clashes, "reading the feature classes")
+    graph = FeatureGraph.from_json(imported.graph)
     invalid = [
         _located(root, problem.source, problem.message)
         for problem in validate_graph(graph, functools.partial(catalog.resolve, serving=False))
     ]
     if invalid:
         return _fail(invalid, "checking the feature graph against the catalog")
+    for warning in _unhealthy_calls(catalog, graph):
+        print(f"warning: {warning}", file=sys.stderr)
     active_version, active = _active_graph(catalog)
-    if not imported.classes and active is not None and active.features and not args.allow_empty:
+    if not imported.class_count and active is not None and active.features and not args.allow_empty:
         return _fail(
             [
                 f"found no @features classes under {root}, so this apply would remove all "
@@ -95,15 +98,25 @@ def _apply(args: argparse.Namespace) -> int:
     return 0
 
 
-def _import_problems(guard: ApplyGuard, imported: ImportedProject) -> list[str]:
-    """Refused writes first (even those the project's code caught), then failed imports."""
-    refused = [violation.message for violation in guard.violations]
-    failed = [
-        problem.message
-        for problem in imported.problems
-        if not isinstance(problem.error, WriteDuringApplyError)
-    ]
-    return refused + failed
+def _unhealthy_calls(catalog: Catalog, graph: FeatureGraph) -> list[str]:
+    """A call to a group that keeps crashing or failed is allowed (it may be fixed before the
+    first query) but said, naming the group and the features calling it."""
+    from chalk.deploy.states import GroupStatus  # noqa: PLC0415
+    from chalk.engine.callers import groups_called  # noqa: PLC0415
+
+    unhealthy = (GroupStatus.CRASH_LOOP_BACK_OFF, GroupStatus.FAILED)
+    warnings = []
+    for name, features in groups_called(graph).items():
+        group = catalog.groups.find(name)
+        if group is None or group.status not in unhealthy:
+            continue
+        reason = f" ({group.reason.splitlines()[0]})" if group.reason else ""
+        warnings.append(
+            f"{', '.join(features)} call{'s' if len(features) == 1 else ''} scaling group "
+            f"{name!r}, which is {group.status}{reason}: their queries fail until it serves; "
+            f"see `chalk scaling-group get --name {name}`"
+        )
+    return warnings
 
 
 def _active_graph(catalog: Catalog) -> tuple[int | None, FeatureGraph | None]:

@@ -65,6 +65,7 @@ def _down(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.groups import list_groups  # noqa: PLC0415
     from chalk.deploy.local import daemon  # noqa: PLC0415
     from chalk.deploy.local.controller import BACKEND  # noqa: PLC0415
 
@@ -73,7 +74,8 @@ def _status(args: argparse.Namespace) -> int:
     beat = catalog.state.controller(BACKEND)
     pid = daemon.controller_pid(project)
     age = None if beat is None else (dt.datetime.now(dt.UTC) - beat.heartbeat_at).total_seconds()
-    groups = catalog.groups.list()
+    # The groups as `list` and `get` show them: Unknown once the controller stopped reporting.
+    groups = list_groups(project, catalog)
     metrics = None
     if beat is not None and beat.metrics_port is not None:
         metrics = f"http://127.0.0.1:{beat.metrics_port}/metrics"
@@ -115,6 +117,11 @@ def _status(args: argparse.Namespace) -> int:
         print("local controller: not running (start it with `chalk up --detach`)")
     elif age is None:
         print(f"local controller: starting (pid {pid}, no heartbeat yet)")
+    elif not catalog.local_controller_running():
+        print(
+            f"local controller: not responding (pid {pid}, last heartbeat {age:.1f}s ago); "
+            f"its groups show Unknown"
+        )
     else:
         served = f", metrics {metrics}" if metrics else ""
         print(f"local controller: running (pid {pid}, heartbeat {age:.1f}s ago{served})")

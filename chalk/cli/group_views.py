@@ -82,7 +82,9 @@ def event_json(event: Event) -> dict[str, Any]:
     }
 
 
-def print_group(group: ScalingGroup, spec: GroupSpec) -> None:
+def print_group(group: ScalingGroup, spec: GroupSpec, *, rollout: str | None = None) -> None:
+    """The group's header lines; ``rollout`` says which version serves while a new one is
+    not (yet) up, so the Model line does not read as if it served."""
     scaling = spec.scaling
     replicas = f"min {scaling.min_replicas}, max {scaling.max_replicas}"
     if scaling.effective_target_cpu is not None:
@@ -100,6 +102,7 @@ def print_group(group: ScalingGroup, spec: GroupSpec) -> None:
         "ID": group.id,
         "Status": group.status,
         "Reason": group.reason,
+        "Rollout": rollout or "",
         "URL": group.url or "<none yet>",
         "Replicas": (
             f"{group.desired_replicas} desired, {group.ready_replicas} ready, "
@@ -113,12 +116,14 @@ def print_group(group: ScalingGroup, spec: GroupSpec) -> None:
         "Tags": ", ".join(f"{k}={v}" for k, v in sorted(spec.tags.items())) or "<none>",
         "Model": "<none>"
         if spec.model is None
-        else f"{spec.model.name} version {spec.model.version}",
+        else f"{spec.model.name} version {spec.model.version}"
+        + (" (not serving yet: see Rollout)" if rollout else ""),
         "Revision": str(group.revision),
         "Created": f"{group.created_at:{TIME_FORMAT}} UTC",
     }
-    if not group.reason:
-        del lines["Reason"]
+    for key in ("Reason", "Rollout"):
+        if not lines[key]:
+            del lines[key]
     width = max(len(key) for key in lines) + 2
     for key, value in lines.items():
         first, *rest = value.splitlines() or [""]

@@ -83,15 +83,22 @@ def _register(args: argparse.Namespace) -> int:
 
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.groups import check_model_image  # noqa: PLC0415
 
-    catalog = open_catalog(find_project())
+    # Every flag is read before the image is looked up, so a flag's mistake is said first.
+    input_schema = pa.schema([_field(text, "--input") for text in args.input])
+    output_schema = pa.schema([_field(text, "--output") for text in args.output])
+    metadata = dict(_pair(text, "--metadata") for text in args.metadata)
+    project = find_project()
+    catalog = open_catalog(project)
+    check_model_image(project, catalog, args.name, args.image)
     version = catalog.models.register(
         args.name,
-        input_schema=pa.schema([_field(text, "--input") for text in args.input]),
-        output_schema=pa.schema([_field(text, "--output") for text in args.output]),
+        input_schema=input_schema,
+        output_schema=output_schema,
         image=args.image,
         aliases=args.alias,
-        metadata=dict(_pair(text, "--metadata") for text in args.metadata),
+        metadata=metadata,
         deterministic=not args.non_deterministic,
     )
     if args.output_format == "table":

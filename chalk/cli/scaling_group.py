@@ -120,6 +120,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "in the catalog's history, marked deleted. The name is free again.",
     )
     _add_name(delete)
+    delete.add_argument(
+        "--force",
+        action="store_true",
+        help="delete it even though the applied features call it (their queries then fail)",
+    )
     add_output_flag(delete)
     delete.set_defaults(run=_delete)
 
@@ -281,6 +286,7 @@ def _get(args: argparse.Namespace) -> int:
     )
     from chalk.common.config import find_project  # noqa: PLC0415
     from chalk.deploy.groups import observe_group  # noqa: PLC0415
+    from chalk.deploy.rollout import rollout_of  # noqa: PLC0415
 
     project = find_project()
     catalog = open_catalog(project)
@@ -288,13 +294,18 @@ def _get(args: argparse.Namespace) -> int:
     group, replicas, events = view.group, view.replicas, view.events[-_EVENTS_SHOWN:]
     now = catalog.clock()
     loads = replica_loads(group, replicas, now=now)
+    specs = {revision.revision: revision.spec for revision in catalog.groups.history(group.name)}
+    rollout = rollout_of(group, replicas, specs)
     if args.output_format != "table":
         document = group_json(group)
+        document["rollout"] = None if rollout is None else rollout.to_json()
         document["replicas"] = [replica_json(load.replica) | load.document() for load in loads]
         document["events"] = [event_json(event) for event in events]
         emit(document, args.output_format)
         return 0
-    print_group(group, GroupSpec.from_dict(group.spec))
+    print_group(
+        group, GroupSpec.from_dict(group.spec), rollout=rollout.message if rollout else None
+    )
     print("\nReplica states:" + ("" if replicas else " <none>"))
     if replicas:
         emit_table(
@@ -339,11 +350,23 @@ def _top(args: argparse.Namespace) -> int:
 def _delete(args: argparse.Namespace) -> int:
     from chalk.cli.group_views import group_json  # noqa: PLC0415
     from chalk.deploy.groups import delete_group  # noqa: PLC0415
+    from chalk.deploy.local.lock import controller_pid  # noqa: PLC0415
+    from chalk.engine.callers import refuse_delete_of_called  # noqa: PLC0415
 
     project, catalog = _open(args.name)
+    catalog.groups.get(args.name)  # a missing group is said before anything else
+    if not args.force:
+        refuse_delete_of_called(catalog, args.name, force_hint="--force")
     deleted = delete_group(project, catalog, args.name)
     if args.output_format != "table":
         emit(group_json(deleted), args.output_format)
+    elif project.config.backend == "local" and controller_pid(project) is None:
+        # Deleting starts no controller (chalk down means down): the next one stops what is left.
+        print(
+            f"deleted scaling group {deleted.name!r}; its record stays in the catalog's history. "
+            f"The local controller is not running: a replica of the group still running stops "
+            f"when it next runs (`chalk up`), or now with `chalk down`"
+        )
     else:
         print(
             f"deleted scaling group {deleted.name!r}; its replicas and URL stop, and its "

@@ -67,12 +67,12 @@ class ApplyGuard:
             return tuple(self._violations)
 
     def record(self, action: str, frame: FrameType | None) -> WriteViolation:
-        violation = WriteViolation(action, self._call_site(frame))
+        violation = WriteViolation(action, self.call_site(frame))
         with self._lock:
             self._violations.append(violation)
         return violation
 
-    def _call_site(self, frame: FrameType | None) -> str:
+    def call_site(self, frame: FrameType | None) -> str:
         """``file:line`` of the innermost frame in the project (not in chalk), root-relative."""
         outside = None
         for current, line in traceback.walk_stack(frame):

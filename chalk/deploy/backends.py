@@ -67,15 +67,15 @@ class LocalBackend:
         return stored
 
     def delete(self, catalog: Catalog, name: str) -> ScalingGroup:
-        deleted = catalog.groups.delete(name)
-        _wake_controller(self._project)
-        return deleted
+        # No controller is started for a delete: a running one sees it on its next pass, and
+        # one started later stops the group's leftover replicas when it adopts them.
+        return catalog.groups.delete(name)
 
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
         replicas = tuple(catalog.state.replicas(group.id))
         # Pending: no controller reported yet; Stopped: `chalk down` said so itself.
         reported = group.status not in (GroupStatus.PENDING, GroupStatus.STOPPED)
-        if reported and not catalog.local_controller_running():
+        if reported and not self._controller_reports(catalog):
             # What the controller last reported is stale once it stopped heartbeating (killed,
             # or the machine slept): say so rather than show a Ready group nothing serves.
             group = replace(
@@ -88,6 +88,13 @@ class LocalBackend:
 
     def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]] | None:
         return None
+
+    def _controller_reports(self, catalog: Catalog) -> bool:
+        """A fresh heartbeat, from a controller that still holds its lock (a killed one's
+        heartbeat stays fresh for a few seconds; its lock is released at once)."""
+        from chalk.deploy.local.lock import controller_gone  # noqa: PLC0415
+
+        return catalog.local_controller_running() and not controller_gone(self._project)
 
 
 def _wake_controller(project: Project) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from chalk.catalog import Catalog, ScalingGroup
-from chalk.catalog.errors import CatalogError, ValidationError
+from chalk.catalog.errors import CatalogError, NotFoundError, ValidationError
 from chalk.catalog.groups import validate_group_name
 from chalk.catalog.records import Replica
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
@@ -22,11 +22,13 @@ from chalk.common.apply_guard import check_write
 from chalk.common.config import Project
 from chalk.deploy.backends import Backend, GroupView, backend_for, pin_image
 from chalk.deploy.errors import DeployError
+from chalk.deploy.rollout import rollout_of
 from chalk.deploy.states import GroupStatus
 
 __all__ = [
     "DeployTimeout",
     "GroupView",
+    "check_model_image",
     "create_group",
     "delete_group",
     "deploy_model_version",
@@ -37,6 +39,20 @@ __all__ = [
     "update_group",
     "wait_until_serving",
 ]
+
+
+def check_model_image(project: Project, catalog: Catalog, model_name: str, image: str) -> None:
+    """Refuse to register a model version whose image the project's backend cannot run.
+
+    Locally the image must be in the local image store (``chalk image build``). On Kubernetes
+    the image lives in a registry, which cannot be checked offline, so none is checked.
+    """
+    if project.config.backend == "kubernetes":
+        return
+    try:
+        catalog.images.get(image)
+    except NotFoundError as error:
+        raise NotFoundError(f"cannot register model {model_name!r}: {error}") from None
 
 
 def create_group(
@@ -239,8 +255,9 @@ def wait_until_serving(
         ):
             raise CatalogError(
                 f"scaling group {name!r} cannot serve revision {group.revision}: its replicas "
-                f"keep crashing ({group.reason}): expected them to start; their last log lines "
-                f"are in `chalk scaling-group get --name {name}`"
+                f"keep crashing ({group.reason}){_still_serving(catalog, group, replicas)}: "
+                f"expected them to start; their last log lines are in `chalk scaling-group get "
+                f"--name {name}`"
             )
         # On Kubernetes, Ready means rolled out; a group with no gateway has no endpoint
         # outside the cluster and still serves inside it.
@@ -256,6 +273,15 @@ def wait_until_serving(
         f"scaling group {name!r} did not serve revision {group.revision} within {timeout_s:.0f}s: "
         f"status {group.status}" + (f" ({group.reason})" if group.reason else "")
     )
+
+
+def _still_serving(catalog: Catalog, group: ScalingGroup, replicas: list[Replica]) -> str:
+    """``; <the old version> still serves`` while older replicas serve, else nothing."""
+    specs = {r.revision: r.spec for r in catalog.groups.history(group.name)}
+    rollout = rollout_of(group, replicas, specs)
+    if rollout is None:
+        return ""
+    return f"; {rollout.serving} (revision {rollout.serving_revision}) still serves"
 
 
 def _serves_current_revision(catalog: Catalog, group: ScalingGroup) -> bool:

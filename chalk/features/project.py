@@ -12,7 +12,7 @@ import keyword
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -153,14 +153,17 @@ def module_name(relative: str) -> str:
     return ".".join(parts)
 
 
-def import_project(root: Path) -> ImportedProject:
+def import_project(
+    root: Path, *, on_module: Callable[[str], None] | None = None
+) -> ImportedProject:
     """Import every module of the project at ``root``, in path order, with the root first on
     ``sys.path``; folders without ``__init__.py`` are namespace packages.
 
     Each module is imported once, under its dotted name, so ``from features.docs import
     Document`` elsewhere finds the same class. A module that fails is a problem with its file
     and line; the others are still imported. The classes are the feature classes defined in
-    modules under ``root``.
+    modules under ``root``. ``on_module`` hears each file's root-relative path before it is
+    imported (``chalk apply``'s child reports it, so a module that ends the process is named).
     """
     root = root.resolve()
     # The root itself is no package: an __init__.py there names no module.
@@ -176,6 +179,8 @@ def import_project(root: Path) -> ImportedProject:
                 problems[(relative, str(error))] = ImportProblem(relative, error)
                 continue
             names.append(name)
+            if on_module is not None:
+                on_module(relative)
             problem = _import(root, relative, name)
             if problem is not None:
                 # A broken module fails again for each module importing it: report it once.

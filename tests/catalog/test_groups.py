@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from chalk.catalog import Catalog, ConflictError, Endpoint, NotFoundError, open_catalog
@@ -141,3 +144,50 @@ def test_a_spec_stored_before_a_field_existed_counts_as_unchanged(catalog: Catal
     group, changed = catalog.groups.update("ner", full)
 
     assert (group.revision, changed) == (1, False)
+
+
+# Each worker changes the group's env to its own value, re-reading and retrying on a conflict
+# as `chalk scaling-group update` tells a user to, and prints the revision it stored.
+CONCURRENT_UPDATER = """
+import sys
+from chalk.catalog import ConflictError, open_catalog
+
+catalog = open_catalog(sys.argv[1])
+conflicts = 0
+while True:
+    read = catalog.groups.get("ner")
+    spec = {**read.spec, "env": {"WHO": sys.argv[2]}}
+    try:
+        stored, changed = catalog.groups.update("ner", spec, expected_revision=read.revision)
+        break
+    except ConflictError:
+        conflicts += 1
+print(stored.revision, conflicts, changed)
+"""
+
+
+def test_concurrent_updates_from_processes_are_serialised(catalog_url: str) -> None:
+    catalog = open_catalog(catalog_url)
+    catalog.groups.create("ner", SPEC, backend="local")
+    workers = 4
+
+    running = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_UPDATER, catalog_url, f"w{i}"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(workers)
+    ]
+    outputs = [worker.communicate(timeout=120)[0].split() for worker in running]
+
+    assert [worker.returncode for worker in running] == [0] * workers
+    revisions = sorted(int(revision) for revision, _, _ in outputs)
+    # One revision each, none lost and none twice: 2..workers+1 after the create's 1.
+    assert revisions == list(range(2, workers + 2))
+    assert all(changed == "True" for _, _, changed in outputs)
+    history = catalog.groups.history("ner")
+    assert [r.revision for r in history] == list(range(1, workers + 2))
+    assert sorted(r.spec["env"]["WHO"] for r in history[1:]) == [f"w{i}" for i in range(workers)]
+    latest = catalog.groups.get("ner")
+    assert (latest.revision, latest.spec) == (history[-1].revision, history[-1].spec)

@@ -474,3 +474,80 @@ def test_ctrl_c_ends_a_command_with_130_and_no_traceback(project: Path) -> None:
     assert process.returncode == 130
     assert err.strip().splitlines()[-1] == "interrupted"
     assert "Traceback" not in err
+
+
+def test_a_module_calling_os_exit_fails_apply_naming_it(project: Path, apply: Apply) -> None:
+    host_ner(project)
+    write_files(project, {"features/documents.py": DOCUMENT, "scripts/end.py": EXIT_AT_IMPORT})
+
+    code, out, err = apply()
+
+    assert (code, out) == (1, "")
+    assert err.startswith("error: scripts/end.py:3: the project's code ended the process")
+    assert "(os._exit(0))" in err
+    assert catalog_of(project).graphs.active() is None
+
+
+def test_the_console_script_neither_hangs_on_a_thread_nor_exits_0(project: Path) -> None:
+    host_ner(project)
+    files = {"features/documents.py": DOCUMENT, "deploy/ship.py": DEPLOY_BESIDE_A_THREAD}
+    write_files(project, files)
+
+    env = {k: v for k, v in os.environ.items() if k != "CHALK_CATALOG_URL"}
+    result = subprocess.run(
+        [CHALK, "apply"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=project,
+        timeout=120,
+        check=False,
+    )
+
+    line = line_of(project / "deploy/ship.py", "deploy_model_version_to_scaling_group(")
+    assert result.returncode == 1
+    assert f"deploy/ship.py:{line}: deploying model 'ner' version 1" in result.stderr
+    assert catalog_of(project).graphs.active() is None
+
+
+def test_a_call_to_a_crash_looping_group_is_applied_with_a_warning(
+    project: Path, apply: Apply
+) -> None:
+    catalog = host_ner(project)
+    ner = catalog.groups.get("ner")
+    catalog.groups.report(
+        ner.id,
+        status="CrashLoopBackOff",
+        reason="replica ner-1 exited (code 3)",
+        desired=1,
+        ready=0,
+        available=0,
+    )
+    write_files(project, {"features/documents.py": DOCUMENT})
+
+    code, _, err = apply()
+
+    assert code == 0
+    assert err == (
+        "warning: document.entities calls scaling group 'ner', which is CrashLoopBackOff "
+        "(replica ner-1 exited (code 3)): their queries fail until it serves; see "
+        "`chalk scaling-group get --name ner`\n"
+    )
+    assert catalog_of(project).graphs.active() is not None
+
+
+EXIT_AT_IMPORT = """
+    import os
+
+    os._exit(0)
+"""
+
+DEPLOY_BESIDE_A_THREAD = """
+    import threading
+    import time
+
+    from chalk.client import ChalkClient
+
+    threading.Thread(target=time.sleep, args=(3600,)).start()
+    ChalkClient().deploy_model_version_to_scaling_group("other", "ner", 1)
+"""

@@ -148,6 +148,17 @@ def test_build_errors_exit_1(project: Path, args: list[str], message: str) -> No
     )
 
 
+@pytest.mark.parametrize("text", ["", "\n# only a comment\n\n"], ids=["empty", "comments_only"])
+def test_an_empty_dockerfile_is_refused_at_build(project: Path, text: str) -> None:
+    (project / "models" / "Dockerfile").write_text(text)
+
+    failed = chalk(project, "image", "build", "models", "-t", "ner")
+
+    assert failed.returncode == 1
+    assert re.match(r"error: \S*models/Dockerfile has no instructions: expected", failed.stderr)
+    assert json.loads(chalk(project, "image", "list", "-o", "json").stdout) == []
+
+
 def test_a_missing_copy_source_names_the_dockerfile_line(project: Path) -> None:
     (project / "models" / "model.py").unlink()
 

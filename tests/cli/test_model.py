@@ -11,12 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.images import store_images
+
 CHALK = str(Path(sys.executable).with_name("chalk"))
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> Path:
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "chalk.yaml").write_text("project: demo\n")
+    monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
+    store_images(tmp_path, "ner:latest", "ner:1")
     return tmp_path
 
 
@@ -136,3 +140,28 @@ def test_outside_a_project_the_error_says_how_to_make_one(tmp_path: Path) -> Non
 
     assert result.returncode == 1
     assert "chalk init" in result.stderr
+
+
+def test_register_refuses_an_image_the_store_lacks_and_stores_nothing(project: Path) -> None:
+    result = chalk(
+        project,
+        "model",
+        "register",
+        "--name",
+        "ner",
+        "--image",
+        "nosuchimage:v9",
+        "--input",
+        "text=large_string",
+        "--output",
+        "entities=large_string",
+    )
+    listed = chalk(project, "model", "list", "-o", "json")
+
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: cannot register model 'ner': image 'nosuchimage:v9' is not in this project's "
+        "local image store: build it with `chalk image build DIR -t nosuchimage:v9`, or name a "
+        "registry image on the kubernetes backend\n"
+    )
+    assert json.loads(listed.stdout) == []

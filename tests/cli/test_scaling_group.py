@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -25,6 +26,7 @@ from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import find_project
 from chalk.deploy.local import daemon
+from chalk.features.graph import ClassDef, FeatureDef, FeatureGraph
 
 CHALK = str(Path(sys.executable).with_name("chalk"))
 DIGEST = "sha256:" + "ab" * 32
@@ -610,3 +612,75 @@ def test_outside_a_project_the_error_says_how_to_make_one(tmp_path: Path) -> Non
 
     assert result.returncode == 1
     assert "chalk init" in result.stderr
+
+
+def apply_graph_calling(catalog: Catalog, group: str, *fqns: str) -> None:
+    """Store an applied graph whose features ``doc.<name>`` call ``model.<group>``."""
+    features = [FeatureDef("doc", "text", pa.large_string())] + [
+        FeatureDef(
+            "doc",
+            fqn.split(".")[1],
+            pa.large_string(),
+            expression=f'catalog_call("model.{group}", _.text)',
+        )
+        for fqn in fqns
+    ]
+    graph = FeatureGraph.from_classes([ClassDef("Doc", "doc", tuple(features))])
+    catalog.graphs.apply(graph.to_json())
+
+
+@pytest.mark.usefixtures("controller_stand_in")
+def test_delete_of_a_group_applied_features_call_needs_force(
+    project: Path, catalog: Catalog
+) -> None:
+    make_group(catalog)
+    apply_graph_calling(catalog, "ner", "doc.tags", "doc.entities")
+
+    refused = chalk(project, "delete", "--name", "ner")
+    forced = chalk(project, "delete", "--name", "ner", "--force")
+
+    assert refused.returncode == 1
+    assert refused.stderr == (
+        "error: scaling group 'ner' is called by the applied features doc.entities, doc.tags: "
+        "deleting it would make their queries fail: expected a group no applied feature calls; "
+        "remove those calls and run `chalk apply` first, or pass --force to delete it anyway\n"
+    )
+    assert forced.returncode == 0, forced.stderr
+    assert catalog.groups.list() == []
+
+
+def test_delete_with_no_controller_running_starts_none(project: Path, catalog: Catalog) -> None:
+    make_group(catalog)
+    apply_graph_calling(catalog, "other", "doc.tags")
+
+    deleted = chalk(project, "delete", "--name", "ner")
+
+    assert deleted.returncode == 0, deleted.stderr
+    assert "The local controller is not running" in deleted.stdout
+    assert daemon.controller_pid(find_project(project)) is None
+    assert catalog.groups.find_deleted("ner") is not None
+
+
+def test_status_says_unknown_as_list_and_get_do_when_the_controller_is_gone(
+    project: Path, catalog: Catalog
+) -> None:
+    make_group(catalog)
+    ner = catalog.groups.get("ner")
+    catalog.groups.report(ner.id, status="Ready", desired=2, ready=2, available=2)
+
+    status = subprocess.run(
+        [CHALK, "status", "-o", "json"], cwd=project, capture_output=True, text=True, check=True
+    )
+    listed = json.loads(chalk(project, "list", "-o", "json").stdout)
+    shown = json.loads(chalk(project, "get", "--name", "ner", "-o", "json").stdout)
+    table = subprocess.run(
+        [CHALK, "status"], cwd=project, capture_output=True, text=True, check=True
+    )
+
+    document = json.loads(status.stdout)
+    assert document["controller"]["running"] is False
+    assert [g["status"] for g in document["groups"]] == ["Unknown"]
+    assert listed[0]["status"] == shown["status"] == "Unknown"
+    assert document["groups"][0]["reason"] == listed[0]["reason"]
+    assert table.stdout.startswith("local controller: not running")
+    assert re.search(r"^ner\s+Unknown\s+2/2\s", table.stdout, re.MULTILINE)

@@ -26,6 +26,8 @@ from chalk.catalog.errors import CatalogError
 from chalk.common.config import Project
 from chalk.deploy.errors import DeployError
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
+from chalk.deploy.local.lock import controller_pid
+from chalk.deploy.local.lock import lock_path as _lock_path
 from chalk.deploy.local.logs import logs_dir
 from chalk.deploy.local.processes import ReplicaHandle, adopt
 from chalk.deploy.local.replicas import DEFAULT_GRACE_S
@@ -53,10 +55,6 @@ class ControllerAlreadyRunning(DeployError):
     """Another controller holds this project's lock."""
 
 
-def _lock_path(project: Project) -> Path:
-    return project.state_dir / "controller.lock"
-
-
 @contextlib.contextmanager
 def _hold_lock(project: Project) -> Iterator[IO[str]]:
     path = _lock_path(project)
@@ -78,21 +76,6 @@ def _hold_lock(project: Project) -> Iterator[IO[str]]:
         finally:
             lock.seek(0)
             lock.truncate()
-
-
-def controller_pid(project: Project) -> int | None:
-    """The pid of the project's running controller, or None when none holds the lock."""
-    path = _lock_path(project)
-    if not path.exists():
-        return None
-    with open(path) as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = lock.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(lock, fcntl.LOCK_UN)
-    return None
 
 
 def run_foreground(project: Project, *, settings: ControllerSettings | None = None) -> int:

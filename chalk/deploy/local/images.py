@@ -108,6 +108,13 @@ def build_image(context: Path, *, store_dir: Path, dockerfile: Path | None = Non
     root = context_root(context)
     path = dockerfile_path(root, dockerfile)
     parsed = parse_dockerfile(read_dockerfile(path), path=str(path))
+    if not parsed.instructions:
+        # Docker refuses it too; stored, it would fail only when a group runs it.
+        raise DockerfileError(
+            f"{path} has no instructions: expected at least an ENTRYPOINT or CMD saying what "
+            f'the image runs, e.g. ENTRYPOINT ["chalk-remote-call", "--handler", '
+            f'"model.handler"]'
+        )
     store = store_dir.resolve()
     store.mkdir(parents=True, exist_ok=True)
     files = BuildContext(root, read_dockerignore(root), skip=(store,))

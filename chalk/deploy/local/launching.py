@@ -7,7 +7,8 @@ variables taken from the controller's own (locale, home, user) and the ports it 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Sequence
+from pathlib import Path, PurePath
 from typing import Final
 
 from chalk.catalog.records import LocalImage
@@ -15,17 +16,45 @@ from chalk.catalog.specs import GroupSpec
 from chalk.deploy.local.image_runtime import image_argv, replica_env
 from chalk.deploy.local.processes import substitute_port
 
-__all__ = ["METRICS_PORT_ENV", "replica_argv", "replica_environment"]
+__all__ = ["LOOPBACK", "METRICS_PORT_ENV", "replica_argv", "replica_environment", "substitute_host"]
 
 METRICS_PORT_ENV: Final = "CHALK_REMOTE_CALL_METRICS_PORT"
+# Where every local replica of our runtime listens (DESIGN.md: local replicas stay on loopback).
+LOOPBACK: Final = "127.0.0.1"
+_RUNTIME_SCRIPT: Final = "chalk-remote-call"
 # Variables a replica takes from the controller's environment; the rest comes from the image
 # and the group, as in a container.
 _INHERITED_ENV: Final = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGNAME", "TERM")
 
 
 def replica_argv(image: LocalImage, spec: GroupSpec, port: int) -> list[str]:
-    """The image's (or the group's) command, the group's port replaced by the replica's."""
-    return substitute_port(image_argv(image, spec.entrypoint), spec.port, port)
+    """The image's (or the group's) command, the group's port replaced by the replica's and,
+    for our runtime, its ``--host`` by loopback."""
+    return substitute_host(substitute_port(image_argv(image, spec.entrypoint), spec.port, port))
+
+
+def substitute_host(argv: Sequence[str]) -> list[str]:
+    """Our runtime's ``--host X`` / ``--host=X`` with X replaced by 127.0.0.1; other commands
+    unchanged (what they bind is theirs; the controller warns about a wildcard listener).
+
+    Examples
+    --------
+    >>> substitute_host(["chalk-remote-call", "--handler", "m.f", "--host", "0.0.0.0"])
+    ['chalk-remote-call', '--handler', 'm.f', '--host', '127.0.0.1']
+    >>> substitute_host(["/venv/bin/chalk-remote-call", "--host=[::]"])
+    ['/venv/bin/chalk-remote-call', '--host=127.0.0.1']
+    >>> substitute_host(["uvicorn", "app:app", "--host", "0.0.0.0"])
+    ['uvicorn', 'app:app', '--host', '0.0.0.0']
+    """
+    if not argv or PurePath(argv[0]).name != _RUNTIME_SCRIPT:
+        return list(argv)
+    result = list(argv)
+    for index, arg in enumerate(result):
+        if arg == "--host" and index + 1 < len(result):
+            result[index + 1] = LOOPBACK
+        elif arg.startswith("--host="):
+            result[index] = f"--host={LOOPBACK}"
+    return result
 
 
 def replica_environment(
@@ -50,7 +79,7 @@ def replica_environment(
         PATH=os.pathsep.join(path),
         PORT=str(port),
         CHALK_REMOTE_CALL_PORT=str(port),
-        CHALK_REMOTE_CALL_HOST="127.0.0.1",
+        CHALK_REMOTE_CALL_HOST=LOOPBACK,
     )
     env[METRICS_PORT_ENV] = str(metrics_port)
     return env

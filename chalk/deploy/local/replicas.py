@@ -25,6 +25,7 @@ from chalk.deploy.local.controller_metrics import ControllerMetrics
 from chalk.deploy.local.gpus import GpuAllocator, gpu_environment
 from chalk.deploy.local.image_runtime import replica_cwd
 from chalk.deploy.local.launching import replica_argv, replica_environment
+from chalk.deploy.local.listeners import wildcard_listeners
 from chalk.deploy.local.logs import replica_log
 from chalk.deploy.local.plan import ReplicaView
 from chalk.deploy.local.probes import is_ready
@@ -275,6 +276,7 @@ class Replicas:
                 handle.mark_ready()
                 self.save_row(slot, handle)
                 self.event(group, "Normal", "Ready", f"replica {slot.replica_id} is ready")
+                self._warn_wildcards(group, slot.replica_id, handle.pid)
             elif (
                 slot.state.serves and handle.probe_failures >= self._settings.unready_after_failures
             ):
@@ -283,6 +285,20 @@ class Replicas:
                 self.event(
                     group, "Warning", "Unready", f"replica {slot.replica_id} failed its probes"
                 )
+
+    def _warn_wildcards(self, group: ScalingGroup, replica_id: str, pid: int) -> None:
+        """Local replicas stay on loopback (DESIGN.md): say so when one listens on every
+        interface, which an image binding 0.0.0.0 itself does."""
+        addresses = wildcard_listeners(pid)
+        if addresses:
+            self.event(
+                group,
+                "Warning",
+                "WildcardListener",
+                f"replica {replica_id} listens on {', '.join(addresses)}, reachable from every "
+                f"network interface: expected local replicas to listen on 127.0.0.1 only; make "
+                f"the image bind $CHALK_REMOTE_CALL_HOST or 127.0.0.1",
+            )
 
     def stop(self, group: ScalingGroup, state: TrackedGroup, slot: Slot, *, reason: str) -> None:
         state.slots.pop(slot.replica_id, None)

@@ -140,9 +140,18 @@ def test_a_restarted_controller_adopts_replicas_without_duplicates(
 ) -> None:
     group_id, pids = replicas_of_a_killed_controller(catalog, project)
     assert all(alive(pid) for pid in pids)
+    started = [e for e in catalog.state.events(group_id) if e.reason == "Started"]
+    status = json.loads(chalk(project, "status", "-o", "json").stdout)
+    listed = json.loads(chalk(project, "scaling-group", "list", "-o", "json").stdout)
     chalk(project, "up", "--detach")
 
     assert ready_pids(catalog, group_id, 2) == pids
+    # Adopted, not started again: no replica beyond the two, no Started event since the kill.
+    assert [e for e in catalog.state.events(group_id) if e.reason == "Started"] == started
+    assert len(started) == 2
+    # While no controller ran, status said what list says.
+    assert status["controller"]["running"] is False
+    assert status["groups"][0]["status"] == listed[0]["status"] == "Unknown"
     chalk(project, "down")
     assert not any(alive(pid) for pid in pids)
 

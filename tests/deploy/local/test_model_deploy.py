@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -272,3 +274,41 @@ def test_waiting_for_a_model_that_crashes_at_start_fails_fast_naming_it(
 
     # Given up after CRASH_RESTARTS restarts, long before the 300 s the wait allows.
     assert group.status == "CrashLoopBackOff"
+
+
+def test_a_broken_version_on_a_ready_group_shows_which_version_serves(
+    project: Project, client: ChalkClient
+) -> None:
+    build(project, "m:v1", "v1")
+    context = project.root / "models" / "broken"
+    context.mkdir(parents=True)
+    (context / "model.py").write_text('raise RuntimeError("weights not found")\n')
+    (context / "Dockerfile").write_text(DOCKERFILE.format(version="broken"))
+    assert chalk(project, "image", "build", str(context), "-t", "m:broken").returncode == 0
+    for image in ("m:v1", "m:broken"):
+        client.register_model_version(
+            "m", {"text": pa.large_string()}, {"out": pa.large_string()}, image
+        )
+    client.deploy_model_version_to_scaling_group("g", "m", 1, wait=True)
+
+    deployed = chalk(
+        project, "model", "deploy", "--name", "g", "--model", "m", "--version", "2", "--wait"
+    )
+    shown = chalk(project, "scaling-group", "get", "--name", "g")
+    document = json.loads(
+        chalk(project, "scaling-group", "get", "--name", "g", "-o", "json").stdout
+    )
+
+    assert deployed.returncode == 1
+    assert "cannot serve revision 2: its replicas keep crashing" in deployed.stderr
+    assert "; model m version 1 (revision 1) still serves" in deployed.stderr
+    assert re.search(
+        r"^Rollout: +rollout of model m version 2 \(revision 2\) failing: .+; serving model m "
+        r"version 1 \(revision 1\) from 1 replica$",
+        shown.stdout,
+        re.MULTILINE,
+    ), shown.stdout
+    assert re.search(r"^Model: +m version 2 \(not serving yet: see Rollout\)$", shown.stdout, re.M)
+    assert document["rollout"]["failing"] is True
+    assert (document["rollout"]["servingRevision"], document["rollout"]["revision"]) == (1, 2)
+    assert call_group(project, "g", ["abc"]) == ["v1:3"]
