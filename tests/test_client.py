@@ -19,7 +19,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / "features").mkdir()
     monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
     monkeypatch.chdir(tmp_path / "features")
-    store_images(tmp_path, "my-model-image:latest", "m:1", "m:2", "m:3")
+    store_images(tmp_path, "my-model-image:latest", "m:1", "m:2", "m:3", "dice:1", "d:2")
     return tmp_path
 
 
