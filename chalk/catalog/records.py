@@ -75,6 +75,10 @@ class Route:
     output_schema: pa.Schema
     port: int | None
     endpoints: tuple[Endpoint, ...]
+    # Whether the model answers the same rows the same way: only then are its rows merged.
+    deterministic: bool = True
+    # The group's ``batch_max_delay_ms`` in seconds; None keeps the engine's default.
+    batch_max_delay_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,7 @@ from typing import Literal, overload
 
 import pyarrow as pa
 
+from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
 from chalk.engine.call_schema import argument_batch
 from chalk.engine.chunking import (
     DEFAULT_CHUNKS_PER_ENDPOINT,
@@ -105,6 +106,7 @@ class ModelCaller:
         max_backoff_s: float = 2.0,
         deadline_s: float | None = None,
         recovery_s: float = DEFAULT_RECOVERY_S,
+        batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_S,
     ) -> None:
         for label, value in (
             ("max_chunk_rows", max_chunk_rows),
@@ -123,16 +125,6 @@ class ModelCaller:
         )
         self._loop = loop
         self._routes = RouteCache(catalog)
-        self._dispatcher = Dispatcher(
-            self._client,
-            self._routes,
-            max_in_flight_per_endpoint=max_in_flight_per_endpoint,
-            max_attempts=max_attempts,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            deadline_s=deadline_s,
-            recovery_s=recovery_s,
-        )
         self._thread: EventLoopThread | None = None
         self._lock = threading.Lock()
         self._limits = ChunkLimits(
@@ -141,6 +133,18 @@ class ModelCaller:
             chunks_per_endpoint=chunks_per_endpoint,
             min_rows=min_chunk_rows,
             in_flight_per_endpoint=max_in_flight_per_endpoint,
+        )
+        self._dispatcher = Dispatcher(
+            self._client,
+            self._routes,
+            limits=self._limits,
+            max_in_flight_per_endpoint=max_in_flight_per_endpoint,
+            max_attempts=max_attempts,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            deadline_s=deadline_s,
+            recovery_s=recovery_s,
+            batch_max_delay_s=batch_max_delay_s,
         )
 
     @property
@@ -210,6 +214,15 @@ class ModelCaller:
         if as_chunks:
             return pa.chunked_array(answers, type=call.output_type)
         return answers[0] if len(answers) == 1 else pa.concat_arrays(answers)
+
+    def demand(self) -> dict[str, tuple[int, int]]:
+        """Per scaling group this caller has called: ``(in_flight, waiting)``, the model
+        calls in flight and the chunks waiting in its queue (counted before merging).
+
+        Safe to read from any thread (a snapshot of two counters per group).
+        """
+        queues = list(self._dispatcher.queues.values())
+        return {queue.group: (queue.in_flight, queue.waiting) for queue in queues}
 
     def _claim_loop(self, feature: str) -> None:
         """Make the running loop this caller's, unless it already has another."""

@@ -11,8 +11,8 @@ import contextvars
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal
 
 __all__ = ["CallRecorder", "GroupCalls", "current_recorder", "recording"]
 
@@ -24,6 +24,14 @@ class GroupCalls:
     ``calls``: chunks answered (each one gRPC call); ``rows``: rows answered; ``endpoints``:
     the distinct replicas (gRPC targets) that answered, in the order they first did;
     ``retries``: chunk attempts that failed in transport and were sent again.
+
+    How the query's chunks shared the process's model calls (see
+    ``chalk.engine.batching.GroupQueue``; timing-dependent, so equality ignores them):
+    ``chunk_queries``: for each model call that carried the query's rows, how many queries'
+    rows it carried (1: not merged); ``waited_s``: the time its chunks waited in the group's
+    queue before being sent, in all; ``left_slot_free``, ``left_full``, ``left_delay``: how
+    many of its chunks left the queue because a slot was free, because their merged chunk was
+    full, or because the group's maximum delay passed.
     """
 
     group: str
@@ -31,6 +39,11 @@ class GroupCalls:
     rows: int
     endpoints: tuple[str, ...]
     retries: int
+    chunk_queries: tuple[int, ...] = field(default=(), compare=False)
+    waited_s: float = field(default=0.0, compare=False)
+    left_slot_free: int = field(default=0, compare=False)
+    left_full: int = field(default=0, compare=False)
+    left_delay: int = field(default=0, compare=False)
 
 
 class CallRecorder:
@@ -44,9 +57,10 @@ class CallRecorder:
     >>> recorder = CallRecorder()
     >>> recorder.answered("ner", "127.0.0.1:7001", 300)
     >>> recorder.retried("ner")
+    >>> recorder.left_queue("ner", queries=3, waited_s=0.001, reason="slot_free")
     >>> recorder.answered("ner", "127.0.0.1:7002", 200)
     >>> recorder.groups()["ner"]
-    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1)
+    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1, chunk_queries=(3,), waited_s=0.001, left_slot_free=1, left_full=0, left_delay=0)
     """  # noqa: E501
 
     def __init__(self, on_rows: Callable[[int], None] | None = None) -> None:
@@ -61,8 +75,8 @@ class CallRecorder:
             endpoints = seen.endpoints
             if endpoint not in endpoints:
                 endpoints += (endpoint,)
-            self._groups[group] = GroupCalls(
-                group, seen.calls + 1, seen.rows + rows, endpoints, seen.retries
+            self._groups[group] = replace(
+                seen, calls=seen.calls + 1, rows=seen.rows + rows, endpoints=endpoints
             )
         if self._on_rows is not None:
             self._on_rows(rows)
@@ -71,8 +85,27 @@ class CallRecorder:
         """Count one attempt that failed in transport and goes to a replica again."""
         with self._lock:
             seen = self._group(group)
-            self._groups[group] = GroupCalls(
-                group, seen.calls, seen.rows, seen.endpoints, seen.retries + 1
+            self._groups[group] = replace(seen, retries=seen.retries + 1)
+
+    def left_queue(
+        self,
+        group: str,
+        *,
+        queries: int,
+        waited_s: float,
+        reason: Literal["slot_free", "full", "delay"],
+    ) -> None:
+        """Count one chunk that left the group's queue in a model call carrying ``queries``
+        queries' rows, after ``waited_s``, for ``reason``."""
+        with self._lock:
+            seen = self._group(group)
+            self._groups[group] = replace(
+                seen,
+                chunk_queries=seen.chunk_queries + (queries,),
+                waited_s=seen.waited_s + waited_s,
+                left_slot_free=seen.left_slot_free + (reason == "slot_free"),
+                left_full=seen.left_full + (reason == "full"),
+                left_delay=seen.left_delay + (reason == "delay"),
             )
 
     def groups(self) -> dict[str, GroupCalls]:

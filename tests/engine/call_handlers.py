@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -47,3 +49,32 @@ def rows_seen(event: dict[str, pa.Array], context: Any) -> pa.Array:
     """Per row, how many rows its call carried (shows how the engine chunked them)."""
     rows = len(next(iter(event.values())))
     return pa.array([rows] * rows, pa.int64())
+
+
+def crash(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """A handler that kills its replica (exit code 3), as a native library's abort does."""
+    os._exit(3)
+
+
+def fail_on_negative(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """``x`` back, unless a row is negative: then the handler raises, naming it."""
+    [values] = event.values()
+    negative = [value for value in values.to_pylist() if value is not None and value < 0]
+    if negative:
+        raise ValueError(f"cannot score negative values {negative}")
+    return values
+
+
+def crash_on_negative(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """``x`` back, unless a row is negative: then the replica dies (exit code 3)."""
+    [values] = event.values()
+    if any(value is not None and value < 0 for value in values.to_pylist()):
+        os._exit(3)
+    return values
+
+
+def slow_echo(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """``x`` back after ``SLOW_SECONDS`` (default 0.05): keeps the in-flight slots busy."""
+    time.sleep(float(os.environ.get("SLOW_SECONDS", "0.05")))
+    [values] = event.values()
+    return values
