@@ -121,12 +121,13 @@ class GroupQueue:
 
     A chunk goes out at once while one of the group's endpoints has a free slot. Otherwise it
     waits here; when a slot frees, the queue's oldest chunk leaves merged with the chunks
-    queued behind it (of other calls of the process, one chunk each) up to the row and byte limits, as one model
-    call ("slot_free"). A chunk of a call with nothing else in flight leaves without a free
-    slot when it has waited ``max_delay_s`` ("delay"), or when its merged chunk reached the
-    limits ("full"): a call's own many chunks still take turns on the slots. A non-deterministic
-    model's chunks, and a chunk retried alone, are never merged. A chunk whose deadline passes
-    while queued leaves with ``QueueDeadline``. Used on the caller's event loop only.
+    queued behind it (of other calls of the process, one chunk each) up to the row and byte
+    limits, as one model call ("slot_free"). A chunk of a call with nothing else in flight
+    leaves without a free slot when it has waited ``max_delay_s`` ("delay"), or when its
+    merged chunk reached the limits ("full"): a call's own many chunks still take turns on
+    the slots. A non-deterministic model's chunks, and a chunk retried alone, are never
+    merged. A chunk whose deadline passes while queued leaves with ``QueueDeadline``. Used on
+    the caller's event loop only.
     """
 
     def __init__(

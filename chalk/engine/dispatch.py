@@ -193,7 +193,8 @@ class Dispatcher:
     ) -> None:
         """Raise the error that ends the call, or record why ``chunk`` goes again."""
         error, endpoint = sent.error, sent.endpoint
-        assert error is not None and endpoint is not None
+        assert error is not None, "only a failed Sent comes here"
+        assert endpoint is not None, "a Sent that was not sent carries no error"
         merged = sent.queries > 1
         if not isinstance(error, TransportError):
             if merged and not chunk.alone:
@@ -240,9 +241,9 @@ class Dispatcher:
         if sent.error is None and sent.answer is not None:
             call.recorder.answered(group, sent.endpoint.target, len(sent.answer))
 
-    async def _send_batch(self, endpoint: Endpoint, batch: pa.RecordBatch, call: ModelCall) -> (
-        pa.Array
-    ):
+    async def _send_batch(
+        self, endpoint: Endpoint, batch: pa.RecordBatch, call: ModelCall
+    ) -> pa.Array:
         """One model call of ``batch`` (one call's rows, or several calls' merged)."""
         answer = await self._client.call(
             endpoint.target,

@@ -101,7 +101,7 @@ class CallRecorder:
             seen = self._group(group)
             self._groups[group] = replace(
                 seen,
-                chunk_queries=seen.chunk_queries + (queries,),
+                chunk_queries=(*seen.chunk_queries, queries),
                 waited_s=seen.waited_s + waited_s,
                 left_slot_free=seen.left_slot_free + (reason == "slot_free"),
                 left_full=seen.left_full + (reason == "full"),
