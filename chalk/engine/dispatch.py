@@ -212,6 +212,9 @@ class Dispatcher:
                 raise crashed_error(call, chunk, error)
             # Split before the retry: only the call whose rows kill it dies the second time.
             chunk.alone = True
+            # The dying replica may still take a connection: the retry goes elsewhere, or to
+            # it after the back-off, restarted.
+            refused.add(endpoint.target)
         elif error.code == DEADLINE_EXCEEDED:
             chunk.timed_out.add(endpoint.target)
             if {e.target for e in call.route.endpoints} <= chunk.timed_out:

@@ -56,25 +56,21 @@ def crash(event: dict[str, pa.Array], context: Any) -> pa.Array:
     os._exit(3)
 
 
-def fail_on_negative(event: dict[str, pa.Array], context: Any) -> pa.Array:
-    """``x`` back, unless a row is negative: then the handler raises, naming it."""
+# ``picky``'s row values with a meaning; any other value is answered as it is.
+BLOCK, CRASH = 1000, -3
+
+
+def picky(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """``x`` back, except: a call carrying ``BLOCK`` takes ``BLOCK_SECONDS`` (default 1.5),
+    one carrying ``CRASH`` kills the replica (exit code 3), one carrying another negative
+    value raises ``ValueError`` naming it."""
     [values] = event.values()
-    negative = [value for value in values.to_pylist() if value is not None and value < 0]
+    rows = values.to_pylist()
+    if BLOCK in rows:
+        time.sleep(float(os.environ.get("BLOCK_SECONDS", "1.5")))
+    if CRASH in rows:
+        os._exit(3)
+    negative = [value for value in rows if value is not None and value < 0]
     if negative:
         raise ValueError(f"cannot score negative values {negative}")
-    return values
-
-
-def crash_on_negative(event: dict[str, pa.Array], context: Any) -> pa.Array:
-    """``x`` back, unless a row is negative: then the replica dies (exit code 3)."""
-    [values] = event.values()
-    if any(value is not None and value < 0 for value in values.to_pylist()):
-        os._exit(3)
-    return values
-
-
-def slow_echo(event: dict[str, pa.Array], context: Any) -> pa.Array:
-    """``x`` back after ``SLOW_SECONDS`` (default 0.05): keeps the in-flight slots busy."""
-    time.sleep(float(os.environ.get("SLOW_SECONDS", "0.05")))
-    [values] = event.values()
     return values
