@@ -207,7 +207,7 @@ class ChalkClient:
         Creates the group, or updates an existing one to this version (its replicas roll
         with no call lost). On update, ``None`` keeps the current value of ``scaling``,
         ``resources``, ``env_vars``, ``port`` and ``batch_max_delay_ms`` (how long a query's
-        model call waits for a free replica slot before it goes anyway; default 2 ms). The
+        model call waits for a free replica slot before it goes anyway; default 5 ms). The
         handler receives its arguments named by
         the model's input_schema, in order (``CHALK_INPUT_ARGS``). With ``wait=True`` it
         returns once the new version serves.

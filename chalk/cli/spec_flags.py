@@ -101,7 +101,7 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
         type=float,
         metavar="MS",
         help="how long, in milliseconds, a query's model call waits for a free replica slot "
-        f"(merging with other queries' calls meanwhile) before it goes anyway (default 2){keep}",
+        f"(merging with other queries' calls meanwhile) before it goes anyway (default 5){keep}",
     )
     parser.add_argument(
         "--dry-run",

@@ -32,7 +32,7 @@ __all__ = [
 # How long a queued chunk of a call with nothing in flight waits for a free slot before it
 # goes out anyway: long enough for a slot of a 1 ms model to free (bench/calls.py), short
 # enough that a query never notices it. See bench/README.md for how it was picked.
-DEFAULT_BATCH_MAX_DELAY_S: Final = 0.002
+DEFAULT_BATCH_MAX_DELAY_S: Final = 0.005
 
 LeaveReason = Literal["slot_free", "full", "delay"]
 
@@ -72,6 +72,7 @@ class _Part:
     future: asyncio.Future[Sent]
     queued_at: float
     deadline_at: float
+    launched: bool = False
 
     @property
     def mergeable(self) -> bool:
@@ -215,8 +216,16 @@ class GroupQueue:
             self._launch(endpoint, self._merged(head, endpoint), now, "slot_free")
 
     def _send_past_delay(self, now: float) -> None:
+        # Parts queue in the order they were queued in: the first one not past its delay ends
+        # the scan, unless the queue holds enough rows to fill a merged chunk.
+        may_fill = self._more_than_limits()
         for part in list(self._parts):
-            if part not in self._parts or part.call.in_flight:
+            if part.launched:
+                continue
+            past_delay = now - part.queued_at >= self.max_delay_s
+            if not past_delay and not may_fill:
+                return
+            if part.call.in_flight:
                 continue
             endpoint = self._slots.pick(_usable(self.endpoints, part), under_limit=False)
             if endpoint is None:
@@ -224,8 +233,18 @@ class GroupQueue:
             merged = self._merged(part, endpoint)
             if len(merged) > 1 and self._full(merged):
                 self._launch(endpoint, merged, now, "full")
-            elif now - part.queued_at >= self.max_delay_s:
+            elif past_delay:
                 self._launch(endpoint, merged, now, "delay")
+
+    def _more_than_limits(self) -> bool:
+        """Whether the queued parts together exceed the row or byte limit of one chunk."""
+        rows = nbytes = 0
+        for part in self._parts:
+            rows += part.chunk.batch.num_rows
+            nbytes += part.chunk.batch.nbytes
+            if rows > self._limits.max_rows or nbytes > self._limits.max_bytes:
+                return True
+        return False
 
     def _wake_at(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._timer is not None:
@@ -282,6 +301,7 @@ class GroupQueue:
     ) -> None:
         for part in merged:
             self._parts.remove(part)
+            part.launched = True
             part.call.in_flight += 1
         self._slots.take(endpoint.target)
         self.in_flight += 1
