@@ -331,9 +331,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     _add_repo_root()
     began = time.perf_counter()
     progress = progress_printer()
-    with tempfile.TemporaryDirectory(prefix="bench-calls-") as work:
-        with calls_bench(Path(work), args.delay_ms) as bench:
-            batching = measure_batching(bench, plan, progress)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-calls-") as work,
+        calls_bench(Path(work), args.delay_ms) as bench,
+    ):
+        batching = measure_batching(bench, plan, progress)
     delay = DEFAULT_BATCH_MAX_DELAY_S * 1e3 if args.delay_ms is None else args.delay_ms
     print("\n".join(_environment_lines()))
     print(
