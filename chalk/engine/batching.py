@@ -142,8 +142,10 @@ class GroupQueue:
         self.group = group
         self.max_delay_s = max_delay_s
         self.endpoints: tuple[Endpoint, ...] = ()
-        # Model calls in flight (merged or not) and chunks waiting (counted before merging).
+        # Model calls in flight (merged or not), and chunks held between attempts while no
+        # endpoint may take them (the dispatcher's back-off).
         self.in_flight = 0
+        self.held = 0
         self._parts: deque[_Part] = deque()
         self._slots = slots
         self._send = send
@@ -153,7 +155,14 @@ class GroupQueue:
 
     @property
     def waiting(self) -> int:
+        """Chunks waiting in the queue (counted before merging)."""
         return len(self._parts)
+
+    @property
+    def demand(self) -> tuple[int, int]:
+        """``(in_flight, waiting)``: model calls in flight, and chunks waiting for a slot or
+        held while no endpoint may take them."""
+        return self.in_flight, len(self._parts) + self.held
 
     def submit(
         self, call: ModelCall, chunk: Chunk, *, exclude: frozenset[str], deadline_s: float

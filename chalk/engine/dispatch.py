@@ -171,22 +171,32 @@ class Dispatcher:
                 queue.withdraw(future)
                 raise
             if sent.endpoint is None:
-                # No endpoint may take it now: back off, then read the route again.
                 if chunk.failing_since is not None and self._gave_up(chunk, max_attempts):
                     raise transport_error(call, chunk, self._deadline_s)
-                chunk.failing_since = chunk.failing_since or time.monotonic()
                 rounds += 1
-                await asyncio.sleep(
-                    capped_backoff(rounds, initial_s=self._backoff_s, max_s=self._max_backoff_s)
-                )
+                await self._back_off(call, queue, chunk, rounds)
                 refused.clear()
-                queue.set_endpoints(tuple(dict.fromkeys(await self.routes.endpoints_again(call))))
                 continue
             self._record(call, sent)
             if sent.error is None:
                 assert sent.answer is not None, "a Sent without an error carries the answer"
                 return typed_answer(call, sent.endpoint, sent.answer)
             self._after_failure(call, chunk, sent, max_attempts, refused)
+
+    async def _back_off(
+        self, call: ModelCall, queue: GroupQueue, chunk: Chunk, rounds: int
+    ) -> None:
+        """No endpoint may take ``chunk`` now: wait (counted as held in the group's demand),
+        then read the route again."""
+        chunk.failing_since = chunk.failing_since or time.monotonic()
+        queue.held += 1
+        try:
+            await asyncio.sleep(
+                capped_backoff(rounds, initial_s=self._backoff_s, max_s=self._max_backoff_s)
+            )
+        finally:
+            queue.held -= 1
+        queue.set_endpoints(tuple(dict.fromkeys(await self.routes.endpoints_again(call))))
 
     def _after_failure(
         self, call: ModelCall, chunk: Chunk, sent: Sent, max_attempts: int, refused: set[str]
