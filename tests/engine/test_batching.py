@@ -250,3 +250,53 @@ def test_a_handler_that_kills_its_replica_kills_two_of_four_at_most(
     time.sleep(0.2)
     exits = [m.process.poll() for m in models]
     assert sorted(code for code in exits if code is not None) == [3, 3]
+
+
+def test_a_queued_chunk_leaves_without_a_free_slot_once_past_the_groups_delay(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    picky_group(runtime, deploy, 1)
+    caller = make_caller(max_in_flight_per_endpoint=1, batch_max_delay_s=0.05)
+    recorder = CallRecorder()
+
+    with ThreadPoolExecutor(2) as pool:
+        blocker = call_in_thread(pool, caller, [BLOCK], CallRecorder())
+        wait_for(lambda: caller.demand().get("picky") == (1, 0), "the slot is full")
+        answer = call_in_thread(pool, caller, [7], recorder).result(timeout=30)
+        blocked_meanwhile = not blocker.done()
+
+    assert answer.to_pylist() == [7]
+    assert blocked_meanwhile
+    figures = recorder.groups()["picky"]
+    assert (figures.left_delay, figures.left_slot_free, figures.chunk_queries) == (1, 0, (1,))
+    assert figures.waited_s >= 0.05
+
+
+def test_queued_chunks_that_fill_a_merged_chunk_leave_without_a_free_slot(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    picky_group(runtime, deploy, 1)
+    caller = make_caller(
+        max_in_flight_per_endpoint=1, max_chunk_rows=3, batch_max_delay_s=NO_DELAY_EXIT
+    )
+    first, second = CallRecorder(), CallRecorder()
+
+    with ThreadPoolExecutor(4) as pool:
+        blocker = call_in_thread(pool, caller, [BLOCK], CallRecorder())
+        wait_for(lambda: caller.demand().get("picky") == (1, 0), "the slot is full")
+        two_rows = call_in_thread(pool, caller, [1, 2], first)
+        wait_for(lambda: caller.demand()["picky"] == (1, 1), "the first call queues")
+        one_row = call_in_thread(pool, caller, [3], second)
+        wait_for(lambda: caller.demand()["picky"] == (1, 2), "the second call queues")
+        # Three rows fill a chunk: a third call's row would not fit, so the two leave now.
+        last = call_in_thread(pool, caller, [4], CallRecorder())
+        answers = [two_rows.result(timeout=30).to_pylist(), one_row.result(timeout=30)]
+        blocked_meanwhile = not blocker.done()
+        assert last.result(timeout=30).to_pylist() == [4]
+
+    assert answers[0] == [1, 2]
+    assert answers[1].to_pylist() == [3]
+    assert blocked_meanwhile
+    for recorder in (first, second):
+        figures = recorder.groups()["picky"]
+        assert (figures.left_full, figures.chunk_queries) == (1, (2,))
