@@ -78,6 +78,20 @@ def queued_behind_blockers(
     return futures
 
 
+def exit_codes_once_two_died(models: list[RuntimeProcess]) -> list[int]:
+    """The replicas' exit codes (0: running), sorted, once two exited and a moment later."""
+    wait_for(lambda: sum(m.process.poll() is not None for m in models) >= 2, "two replicas die")
+    time.sleep(0.2)
+    return sorted(m.process.poll() or 0 for m in models)
+
+
+@pytest.fixture
+def one_picky(runtime: StartRuntime, deploy: Deploy) -> RuntimeProcess:
+    """One replica of group ``picky``, shared by a hypothesis test's examples."""
+    [model] = picky_group(runtime, deploy, 1)
+    return model
+
+
 @settings(
     max_examples=3,
     deadline=None,
@@ -88,16 +102,9 @@ def queued_behind_blockers(
     pauses=st.lists(st.sampled_from([0.0, 0.0, 0.001, 0.005]), min_size=64, max_size=64),
 )
 def test_under_64_threads_each_call_gets_exactly_its_rows(
-    runtime: StartRuntime,
-    deploy: Deploy,
-    make_caller: MakeCaller,
-    sizes: list[int],
-    pauses: list[float],
+    one_picky: RuntimeProcess, make_caller: MakeCaller, sizes: list[int], pauses: list[float]
 ) -> None:
-    if not hasattr(test_under_64_threads_each_call_gets_exactly_its_rows, "models"):
-        models = picky_group(runtime, deploy, 1)
-        test_under_64_threads_each_call_gets_exactly_its_rows.models = models  # type: ignore[attr-defined]
-    [model] = test_under_64_threads_each_call_gets_exactly_its_rows.models  # type: ignore[attr-defined]
+    model = one_picky
     caller = make_caller(max_in_flight_per_endpoint=1, max_chunk_rows=200)
     served_before = calls_served(model)
     starts = [sum(sizes[:index]) for index in range(64)]
@@ -231,7 +238,7 @@ def test_a_replica_death_during_a_merged_chunk_splits_it_and_fails_only_the_kill
             killer.result(timeout=60)
 
     assert answers == [[1], [2]]
-    assert sorted(m.process.poll() for m in models if m.process.poll() is not None) == [3, 3]
+    assert exit_codes_once_two_died(models) == [0, 3, 3]
 
 
 def test_a_handler_that_kills_its_replica_kills_two_of_four_at_most(
@@ -247,9 +254,7 @@ def test_a_handler_that_kills_its_replica_kills_two_of_four_at_most(
     ):
         make_caller().call_blocking(feature="t.y", name="model.crash", args=[pa.array([1])])
 
-    time.sleep(0.2)
-    exits = [m.process.poll() for m in models]
-    assert sorted(code for code in exits if code is not None) == [3, 3]
+    assert exit_codes_once_two_died(models) == [0, 0, 3, 3]
 
 
 def test_a_queued_chunk_leaves_without_a_free_slot_once_past_the_groups_delay(
