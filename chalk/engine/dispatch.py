@@ -45,8 +45,9 @@ __all__ = ["DEFAULT_RECOVERY_S", "Dispatcher", "lost_after_sending"]
 # that died to be restarted (a local one is back in about 2 s).
 DEFAULT_RECOVERY_S: Final = 10.0
 # Transport failures that happened before the request reached a handler: gRPC could not
-# connect, or a draining replica refused it.
-_REFUSED_MARKS: Final = ("failed to connect", "connection refused", "shutting down")
+# connect, a draining replica refused it (our runtime's words), or a server going away
+# told gRPC it would not take the stream.
+_REFUSED_MARKS: Final = ("failed to connect", "connection refused", "shutting down", "goaway")
 
 
 def lost_after_sending(error: TransportError) -> bool:
@@ -60,6 +61,9 @@ def lost_after_sending(error: TransportError) -> bool:
     True
     >>> refused = "failed to connect to all addresses; last error: Connection refused"
     >>> lost_after_sending(TransportError(endpoint="a:1", code="UNAVAILABLE", details=refused))
+    False
+    >>> draining = "the model replica is shutting down"
+    >>> lost_after_sending(TransportError(endpoint="a:1", code="UNAVAILABLE", details=draining))
     False
     """
     if error.code == DEADLINE_EXCEEDED:
