@@ -1,349 +1,277 @@
-"""Model calls that cost less, side by side in one run: batching across queries off and on.
+"""Model calls that cost less, side by side in one run: deduplication of a call's repeated rows,
+and batching across queries (``bench/calls_batching.py``, whose docstring says what it measures).
 
-Starts one runtime on 127.0.0.1 serving ``bench/handlers.py``'s ``burn`` (``x`` back after
-1 ms of CPU plus 1 us per row) and routes two scaling groups of a throwaway project to it
-(kubernetes backend, so no local controller runs): ``burn-off`` with ``batch_max_delay_ms=0``
-(a queued chunk leaves at once, its own model call: no merging) and ``burn-on`` with the
-engine's default delay (or ``--delay-ms``). One ``ChalkClient`` in this process queries
-``y = F.catalog_call("model.burn-...", _.x)`` for one row at a time.
+``dedup_figures`` starts our runtime on 127.0.0.1 with one handler thread (``--workers 1``, a
+replica that runs one call at a time, as a model saturating its device does) serving
+``bench/handlers.py``'s ``paced_double``: x * 2 at a cost of 10 us per row (slept). It registers
+it as scaling group ``paced`` in a throwaway project and sends 1M float64 rows holding 100,000
+distinct values (10%: each value once, the other 900,000 rows drawn from them by a Zipf law,
+shuffled):
 
-Batching (``measure_batching``), each figure per side, blocks alternating off/on/on/off:
+- ``ModelCaller`` with dedup on against ``ModelCaller(dedup=False)``, alternating the sides
+  pass by pass (ABBA), so that machine noise lands on both: rows sent per row asked (target
+  <= 0.11) and wall time (target: dedup on at least 5x faster).
+- ``ChalkClient.offline_query`` once per side, dedup on by default and off by ``CHALK_DEDUP=0``,
+  reading the rows from ``Dataset.model_calls``.
+- ``dedupe`` alone: on the 1M rows; on 1M distinct rows (its cost when nothing repeats: its
+  random sample, and the whole hashing the sample saves); on 16 rows (a small online call).
 
-- **64 threads.** Every thread queries in a loop for the block's length: queries/s, p99 of a
-  query's wall time, and model calls per query (the runtime's calls counter over the queries).
-  Targets: model calls per query with batching at most 0.2, queries/s at least 3x off's.
-- **Lone query.** One thread, one query after another: p50. Guard: on's within 5% of off's.
-
+Every answer is checked against x * 2. It prints figures and ratios and never fails on a time.
 Run it from the repository root::
 
-    .venv/bin/python bench/calls.py            # about 40 seconds on 2 cores
-    .venv/bin/python bench/calls.py --quick    # a rougher run in about 15 seconds
+    .venv/bin/python bench/calls.py                     # about 100 seconds on 2 cores
+    .venv/bin/python bench/calls.py --quick             # a rougher run, about 50 seconds
+    .venv/bin/python bench/calls.py --part batching --delay-ms 10   # one part, another delay
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import importlib.metadata
+import asyncio
 import os
-import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from calls_batching import batching_table
 from groups import route_to_runtime
 from report import format_grid, number, progress_printer
 
 from chalk import functions as F
+from chalk.catalog import open_catalog
 from chalk.client import ChalkClient
-from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
+from chalk.engine.calls import ModelCaller
+from chalk.engine.dedup import DEDUP_ENV, SAMPLE_ROWS, dedupe
+from chalk.engine.recorder import CallRecorder, recording
 from chalk.features import _, features
 from chalk.shim.client import wait_until_serving
 
-if TYPE_CHECKING:
-    from tests.support.runtime_process import RuntimeProcess
-
 BENCH_DIR: Final = Path(__file__).resolve().parent
 REPO_ROOT: Final = BENCH_DIR.parent
-HANDLER: Final = "handlers.burn"
-THREADS: Final = 64
-CALLS_METRIC: Final = "chalk_remote_call_calls_total"
-CALLS_PER_QUERY_TARGET: Final = 0.2
-QPS_RATIO_TARGET: Final = 3.0
-LONE_P50_RATIO_TARGET: Final = 1.05
+GROUP: Final = "paced"
+ROWS: Final = 1_000_000
+DISTINCT: Final = 100_000
+ZIPF_EXPONENT: Final = 1.2
+SENT_TARGET: Final = 0.11
+SPEEDUP_TARGET: Final = 5.0
 
 
 @features
-class BurnOff:
+class Draw:
     id: int
     x: float
-    y: float = F.catalog_call("model.burn-off", _.x)
-
-
-@features
-class BurnOn:
-    id: int
-    x: float
-    y: float = F.catalog_call("model.burn-on", _.x)
-
-
-SIDES: Final = {"off": BurnOff, "on": BurnOn}
-
-
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """How long each 64-thread block runs, the lone queries per block, and the rounds (each
-    runs every side once, the order flipping every round)."""
-
-    block_s: float
-    lone_queries: int
-    rounds: int
-
-
-FULL: Final = Plan(block_s=3.0, lone_queries=300, rounds=4)
-QUICK: Final = Plan(block_s=1.5, lone_queries=100, rounds=2)
+    y: float = F.catalog_call("model.paced", _.x)
 
 
 @dataclass(slots=True)
-class CallsBench:
-    """What every part of this benchmark shares: the query client and the one runtime."""
+class Side:
+    """One side's passes: wall times, and the rows its calls asked for and sent."""
 
-    client: ChalkClient
-    runtime: RuntimeProcess
+    wall_s: list[float] = field(default_factory=list)
+    rows_asked: int = 0
+    rows_sent: int = 0
 
-    def calls_served(self) -> int:
-        return int(self.runtime.metric(CALLS_METRIC))
+    def best(self) -> float:
+        return min(self.wall_s)
 
-
-@dataclass(frozen=True, slots=True)
-class Figure:
-    """One line of the results: a figure per side, and its target (side, op, bound) or None."""
-
-    figure: str
-    unit: str
-    off: float
-    on: float
-    target: tuple[str, str, float] | None = None
-
-    def verdict(self) -> str:
-        if self.target is None:
-            return "-"
-        what, op, bound = self.target
-        value = self.on / self.off if what == "on/off" else self.on
-        return "yes" if (value <= bound if op == "<=" else value >= bound) else "NO"
+    def median(self) -> float:
+        return statistics.median(self.wall_s)
 
 
-@dataclass(slots=True)
-class Load:
-    """One side's 64-thread blocks: queries answered, seconds, latencies, model calls."""
-
-    queries: int = 0
-    seconds: float = 0.0
-    calls: int = 0
-    latencies_s: list[float] = field(default_factory=list)
-
-
-def _query(client: ChalkClient, side: type[Any], index: int) -> None:
-    value = float(index % 1000)
-    result = client.query(input={side.id: index, side.x: value}, output=[side.y])
-    if result.get_feature_value(side.y) != value:
-        raise RuntimeError(f"the query answered {result.to_dict()}: expected y = {value}")
-
-
-def _load_block(bench: CallsBench, side: type[Any], seconds: float, into: Load) -> None:
-    """``THREADS`` threads querying ``side`` in a loop for ``seconds``."""
-    lock = threading.Lock()
-    start = threading.Barrier(THREADS + 1)
-
-    def worker(thread: int) -> None:
-        mine: list[float] = []
-        start.wait()
-        index = thread
-        while time.perf_counter() < until:
-            began = time.perf_counter()
-            _query(bench.client, side, index)
-            mine.append(time.perf_counter() - began)
-            index += THREADS
-        with lock:
-            into.latencies_s.extend(mine)
-
-    calls_before = bench.calls_served()
-    with ThreadPoolExecutor(THREADS) as pool:
-        futures = [pool.submit(worker, thread) for thread in range(THREADS)]
-        until = time.perf_counter() + seconds
-        began = time.perf_counter()
-        start.wait()
-        for future in futures:
-            future.result()
-        into.seconds += time.perf_counter() - began
-    into.calls += bench.calls_served() - calls_before
-    into.queries = len(into.latencies_s)
-
-
-def _lone_block(bench: CallsBench, side: type[Any], queries: int, into: list[float]) -> None:
-    for index in range(queries):
-        began = time.perf_counter()
-        _query(bench.client, side, index)
-        into.append(time.perf_counter() - began)
-
-
-def _abba(rounds: int, steps: Sequence[Callable[[], None]]) -> None:
-    for round_index in range(rounds):
-        for step in steps if round_index % 2 == 0 else list(reversed(steps)):
-            step()
-
-
-def measure_batching(
-    bench: CallsBench, plan: Plan, progress: Callable[[str], None]
-) -> list[Figure]:
-    """Batching off against on: 64 threads of one-row queries, and a lone one."""
-    progress("batching: warming up")
-    for side in SIDES.values():
-        _lone_block(bench, side, 50, [])
-    loads = {name: Load() for name in SIDES}
-    progress(f"batching: {THREADS} threads, {plan.rounds} blocks of {plan.block_s:g} s per side")
-    _abba(
-        plan.rounds,
-        [
-            lambda name=name, side=side: _load_block(bench, side, plan.block_s, loads[name])
-            for name, side in SIDES.items()
-        ],
-    )
-    lone: dict[str, list[float]] = {name: [] for name in SIDES}
-    progress(f"batching: {plan.rounds} blocks of {plan.lone_queries} lone queries per side")
-    _abba(
-        plan.rounds,
-        [
-            lambda name=name, side=side: _lone_block(bench, side, plan.lone_queries, lone[name])
-            for name, side in SIDES.items()
-        ],
-    )
-    off, on = loads["off"], loads["on"]
-    return [
-        Figure(
-            "model calls per query, 64 threads",
-            "calls",
-            off.calls / off.queries,
-            on.calls / on.queries,
-            ("on", "<=", CALLS_PER_QUERY_TARGET),
-        ),
-        Figure(
-            "queries/s, 64 threads",
-            "q/s",
-            off.queries / off.seconds,
-            on.queries / on.seconds,
-            ("on/off", ">=", QPS_RATIO_TARGET),
-        ),
-        Figure(
-            "query p50, 64 threads",
-            "ms",
-            _percentile_ms(off.latencies_s, 50),
-            _percentile_ms(on.latencies_s, 50),
-        ),
-        Figure(
-            "query p99, 64 threads",
-            "ms",
-            _percentile_ms(off.latencies_s, 99),
-            _percentile_ms(on.latencies_s, 99),
-        ),
-        Figure(
-            "lone query p50",
-            "ms",
-            _percentile_ms(lone["off"], 50),
-            _percentile_ms(lone["on"], 50),
-            ("on/off", "<=", LONE_P50_RATIO_TARGET),
-        ),
-        Figure(
-            "lone query p99", "ms", _percentile_ms(lone["off"], 99), _percentile_ms(lone["on"], 99)
-        ),
-    ]
-
-
-def _percentile_ms(latencies: Sequence[float], q: int) -> float:
-    return statistics.quantiles(latencies, n=100, method="inclusive")[q - 1] * 1e3
-
-
-def _format_figures(figures: Sequence[Figure]) -> str:
-    body = [
-        (
-            f.figure,
-            f.unit,
-            number(f.off),
-            number(f.on),
-            f"{f.on / f.off:.2f}" if f.off else "-",
-            f"{f.target[0]} {f.target[1]} {f.target[2]:g}" if f.target else "-",
-            f.verdict(),
-        )
-        for f in figures
-    ]
-    return format_grid(("figure", "unit", "off", "on", "on/off", "target", "met"), body, left=2)
-
-
-def _environment_lines() -> list[str]:
-    versions = {name: importlib.metadata.version(name) for name in ("pyarrow", "grpcio")}
-    return [
-        f"date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"machine: {os.cpu_count()} cores, {platform.machine()}, {platform.system()}; "
-        f"load average {os.getloadavg()[0]:.2f}",
-        f"python: {platform.python_version()}",
-        ", ".join(f"{name} {version}" for name, version in versions.items()),
-    ]
-
-
-def _add_repo_root() -> None:
-    # tests.support is not installed, and running bench/calls.py puts only bench/ on sys.path.
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
+def zipf_values(rows: int, distinct: int, *, seed: int = 20) -> pa.Array:
+    """``rows`` float64 values holding exactly ``distinct`` distinct ones: each once, the rest
+    drawn by a Zipf law over them (value rank r drawn about 1 / r**1.2 of the time), shuffled."""
+    generator = np.random.default_rng(seed)
+    ranks = (generator.zipf(ZIPF_EXPONENT, rows - distinct) - 1) % distinct
+    picked = np.concatenate([np.arange(distinct), ranks])
+    generator.shuffle(picked)
+    return pa.array(picked * 0.5 + 0.25, pa.float64())
 
 
 @contextmanager
-def calls_bench(work: Path, delay_ms: float | None) -> Iterator[CallsBench]:
-    """A project whose groups ``burn-off`` and ``burn-on`` route to one ``burn`` runtime."""
-    import asyncio
+def _environment(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
+
+@contextmanager
+def _paced_group(work: Path) -> Iterator[ChalkClient]:
+    """A project whose catalog routes ``model.paced`` to one runtime serving ``paced_double``."""
     from tests.support.runtime_process import start_runtime
 
     runtime = start_runtime(
-        HANDLER,
+        "handlers.paced_double",
         log_path=work / "runtime.log",
+        args=("--workers", "1"),
         cwd=BENCH_DIR,
         env={"CHALK_INPUT_ARGS": "x"},
-        args=("--metrics-port", "0"),
     )
+    client: ChalkClient | None = None
     try:
-        asyncio.run(wait_until_serving(runtime.target, timeout_s=30))
+        asyncio.run(wait_until_serving(runtime.target, timeout_s=20))
         (work / "chalk.yaml").write_text("project: bench\n")
+        os.environ.pop("CHALK_CATALOG_URL", None)
         client = ChalkClient(project_dir=work)
-        route_to_runtime(client, "burn-off", runtime.target, batch_max_delay_ms=0)
-        on = {} if delay_ms is None else {"batch_max_delay_ms": delay_ms}
-        route_to_runtime(client, "burn-on", runtime.target, **on)
-        try:
-            yield CallsBench(client, runtime)
-        finally:
-            client.close()
+        route_to_runtime(client, GROUP, runtime.target)
+        yield client
     finally:
+        if client is not None:
+            client.close()
         runtime.stop()
 
 
+def _check(answer: pa.Array | pa.ChunkedArray, values: pa.Array, side: str) -> None:
+    if not pc.all(pc.equal(answer, pc.multiply(values, 2.0))).as_py():
+        raise RuntimeError(f"{side} answered wrongly: expected y = x * 2 for every row")
+
+
+def _caller_pass(caller: ModelCaller, values: pa.Array, side: Side, label: str) -> None:
+    recorder = CallRecorder()
+    started = time.perf_counter()
+    with recording(recorder):
+        answer = caller.call_blocking(feature="draw.y", name=f"model.{GROUP}", args=[values])
+    side.wall_s.append(time.perf_counter() - started)
+    calls = recorder.groups()[GROUP]
+    side.rows_asked, side.rows_sent = calls.rows_asked, calls.rows_sent
+    _check(answer, values, label)
+
+
+def _query_pass(client: ChalkClient, table: pa.Table, side: Side, label: str) -> None:
+    started = time.perf_counter()
+    dataset = client.offline_query(table, [Draw.y], show_progress=False)
+    side.wall_s.append(time.perf_counter() - started)
+    calls = dataset.model_calls[GROUP]
+    side.rows_asked, side.rows_sent = calls.rows_asked, calls.rows_sent
+    _check(dataset.to_arrow().column("draw.y"), table.column("draw.x"), label)
+
+
+def _dedupe_ms(values: pa.Array, repetitions: int, *, sample_rows: int = SAMPLE_ROWS) -> float:
+    batch = pa.record_batch({"x": values})
+    times = []
+    for _repetition in range(repetitions):
+        started = time.perf_counter()
+        dedupe(batch, sample_rows=sample_rows)
+        times.append(time.perf_counter() - started)
+    return min(times) * 1e3
+
+
+def dedup_figures(work: Path, passes: int, progress: Callable[[str], None]) -> list[list[str]]:
+    """The deduplication lines of the results table: figure, unit, value, target, met."""
+    values = zipf_values(ROWS, DISTINCT)
+    table = pa.table({"draw.id": pa.array(range(ROWS), pa.int64()), "draw.x": values})
+    on, off, query_on, query_off = Side(), Side(), Side(), Side()
+    with _paced_group(work) as client:
+        catalog = open_catalog(client.project)
+        with ModelCaller(catalog) as dedup_on, ModelCaller(catalog, dedup=False) as dedup_off:
+            sides = [
+                lambda: _caller_pass(dedup_on, values, on, "ModelCaller, dedup on"),
+                lambda: _caller_pass(dedup_off, values, off, "ModelCaller, dedup off"),
+            ]
+            for index in range(passes):
+                progress(f"ModelCaller: pass {index + 1} of {passes} per side")
+                for run in sides if index % 2 == 0 else reversed(sides):
+                    run()
+        progress("offline_query: one pass per side")
+        _query_pass(client, table, query_on, "offline_query, dedup on")
+        with _environment(DEDUP_ENV, "0"), ChalkClient(project_dir=client.project.root) as plain:
+            _query_pass(plain, table, query_off, "offline_query, CHALK_DEDUP=0")
+    progress("dedupe alone")
+    zipf_ms = _dedupe_ms(values, 3)
+    distinct = pa.array(np.arange(ROWS) * 0.5, pa.float64())
+    distinct_ms = _dedupe_ms(distinct, 3)
+    hashed_ms = _dedupe_ms(distinct, 3, sample_rows=0)
+    small_ms = _dedupe_ms(values.slice(0, 16), 200)
+    sent = on.rows_sent / on.rows_asked
+    speedup = off.median() / on.median()
+    return [
+        _line("rows asked per call", "rows", on.rows_asked),
+        _line("rows sent, dedup on", "rows", on.rows_sent),
+        _line("rows sent / rows asked, dedup on", "ratio", sent, "<=", SENT_TARGET),
+        _line("rows sent, dedup off", "rows", off.rows_sent),
+        _line("ModelCaller wall, dedup on (median)", "s", on.median()),
+        _line("ModelCaller wall, dedup off (median)", "s", off.median()),
+        _line("off / on wall (medians)", "ratio", speedup, ">=", SPEEDUP_TARGET),
+        _line("off / on wall (bests)", "ratio", off.best() / on.best()),
+        _line("offline_query wall, dedup on", "s", query_on.median()),
+        _line("offline_query wall, CHALK_DEDUP=0", "s", query_off.median()),
+        _line("offline_query off / on", "ratio", query_off.median() / query_on.median()),
+        _line("offline_query rows sent, dedup on", "rows", query_on.rows_sent),
+        _line("offline_query rows sent, CHALK_DEDUP=0", "rows", query_off.rows_sent),
+        _line("dedupe() on the 1M rows (10% distinct)", "ms", zipf_ms),
+        _line("dedupe() on 1M distinct rows (sample only)", "ms", distinct_ms),
+        _line("dedupe() on 1M distinct rows, no sample", "ms", hashed_ms),
+        _line("dedupe() on 16 rows", "ms", small_ms),
+    ]
+
+
+def _line(
+    figure: str, unit: str, value: float, op: str | None = None, bound: float | None = None
+) -> list[str]:
+    shown = f"{value:.3f}" if unit == "ratio" else number(value)
+    if op is None or bound is None:
+        return [figure, unit, shown, "-", "-"]
+    met = value <= bound if op == "<=" else value >= bound
+    return [figure, unit, shown, f"{op} {bound:g}", "yes" if met else "NO"]
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="shorter blocks, fewer rounds")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="one pass per side: a rougher run")
+    parser.add_argument(
+        "--part", choices=("all", "dedup", "batching"), default="all", help="what to measure"
+    )
     parser.add_argument(
         "--delay-ms",
         type=float,
-        help=f"batch_max_delay_ms of the batching side (default: the engine's, "
-        f"{DEFAULT_BATCH_MAX_DELAY_S * 1e3:g} ms)",
+        help="batch_max_delay_ms of the batching side (default: the engine's)",
     )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
-    plan = QUICK if args.quick else FULL
-    _add_repo_root()
+    # tests.support is not installed, and running bench/calls.py puts only bench/ on sys.path.
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
     began = time.perf_counter()
     progress = progress_printer()
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-calls-") as work,
-        calls_bench(Path(work), args.delay_ms) as bench,
-    ):
-        batching = measure_batching(bench, plan, progress)
-    delay = DEFAULT_BATCH_MAX_DELAY_S * 1e3 if args.delay_ms is None else args.delay_ms
-    print("\n".join(_environment_lines()))
+    passes = 1 if args.quick else 3
+    lines: list[list[str]] = []
+    batching = ""
+    with tempfile.TemporaryDirectory(prefix="bench-calls-") as work:
+        for part in ("dedup", "batching"):
+            (Path(work) / part).mkdir()
+        if args.part in ("all", "dedup"):
+            lines = dedup_figures(Path(work) / "dedup", passes, progress)
+        if args.part in ("all", "batching"):
+            batching = batching_table(Path(work) / "batching", args.quick, args.delay_ms, progress)
     print(
-        f"mode: {'quick' if args.quick else 'full'}; batching on: batch_max_delay_ms={delay:g}; "
-        f"one runtime of handlers.burn on 127.0.0.1; total {time.perf_counter() - began:.0f} s"
+        f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
+        f"{'quick' if args.quick else 'full'} mode: {passes} ModelCaller passes per side; "
+        f"total {time.perf_counter() - began:.0f} s"
     )
-    print()
-    print(_format_figures(batching))
+    if lines:
+        print()
+        print(format_grid(("figure", "unit", "value", "target", "met"), lines, left=2))
+    if batching:
+        print()
+        print(batching)
 
 
 if __name__ == "__main__":

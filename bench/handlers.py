@@ -1,5 +1,6 @@
 """Handlers served by the runtimes in ``bench/shim.py``, ``bench/engine.py`` and
-``bench/calls.py``; loaded as ``handlers.double`` or ``handlers.burn``."""
+``bench/calls.py``; loaded as ``handlers.double``, ``handlers.paced_double`` and
+``handlers.burn``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["burn", "double"]
+__all__ = ["burn", "double", "paced_double"]
 
 # A ready-made scalar: with a Python float operand, pyarrow 26 looks for pandas on every call
 # (about 55-70 us), which would bury the runtimes' own per-call costs under the handler's.
@@ -21,6 +22,19 @@ _BURN_PER_ROW_S: Final = 0.000_001
 def double(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Array:
     """The float64 column ``x`` times two: vectorised, so the runtime's own costs dominate."""
     return pc.multiply(event["x"], _TWO)
+
+
+# What the model costs per row in ``paced_double`` (bench/calls.py's deduplication figures).
+PACED_ROW_S: Final = 10e-6
+
+
+def paced_double(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Array:
+    """``double`` for a model that spends 10 us per row: it sleeps them, as a model waiting on
+    its accelerator would, so the cost holds on a busy 2-core machine and leaves its CPU to the
+    client."""
+    values = event["x"]
+    time.sleep(len(values) * PACED_ROW_S)
+    return pc.multiply(values, _TWO)
 
 
 def burn(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Array:

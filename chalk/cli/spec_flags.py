@@ -21,7 +21,16 @@ if TYPE_CHECKING:
     from chalk.catalog.specs import GroupSpec
     from chalk.common.config import Project
 
-__all__ = ["SpecFlags", "add_spec_flags", "emit_dry_run", "naming_flag", "read_spec_flags"]
+__all__ = [
+    "SpecFlags",
+    "add_scaling_flags",
+    "add_spec_flags",
+    "emit_dry_run",
+    "naming_flag",
+    "read_resource_flags",
+    "read_scaling_flags",
+    "read_spec_flags",
+]
 
 _MAX_PORT: Final = 65535
 # The flag that sets each AutoScalingSpec field, to put the library's messages in flag terms.
@@ -39,39 +48,7 @@ _T = TypeVar("_T")
 def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
     """The flags of a group's spec, ``--dry-run`` and ``-o``; ``on_update``: absent ones keep."""
     keep = " (default: keep the current value)" if on_update else ""
-    one = " (default: keep the current value; 1 for a new group)" if on_update else " (default 1)"
-    parser.add_argument(
-        "--replicas",
-        type=int,
-        metavar="N",
-        help=f"run exactly N replicas: sets both --min-replicas and --max-replicas{keep}",
-    )
-    parser.add_argument(
-        "--min-replicas",
-        type=int,
-        metavar="N",
-        help=f"the fewest replicas, at least 1{one}",
-    )
-    parser.add_argument(
-        "--max-replicas",
-        type=int,
-        metavar="N",
-        help=f"the most replicas; autoscales when above --min-replicas{one}",
-    )
-    parser.add_argument(
-        "--target-cpu",
-        type=int,
-        metavar="PERCENT",
-        help="CPU use, in percent of the requested CPU, to keep replicas at (1 to 100; "
-        f"default 80 when the group autoscales){keep}",
-    )
-    parser.add_argument(
-        "--cpu", help=f"CPU per replica such as 2 or 500m (default request 100m, limit 1){keep}"
-    )
-    parser.add_argument(
-        "--memory",
-        help=f"memory per replica such as 4Gi or 512Mi (default request 256Mi, limit 1Gi){keep}",
-    )
+    add_scaling_flags(parser, on_update=on_update)
     parser.add_argument(
         "--gpu", help=f"GPUs per replica: type:count such as nvidia-tesla-t4:1, or count{keep}"
     )
@@ -111,6 +88,51 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
         "and start nothing",
     )
     add_output_flag(parser)
+
+
+def add_scaling_flags(parser: argparse.ArgumentParser, *, on_update: bool = False) -> None:
+    """The replica and resource flags (``--replicas``, ``--min-replicas``, ``--max-replicas``,
+    ``--target-cpu``, ``--cpu``, ``--memory``); ``on_update``: absent ones keep."""
+    keep = " (default: keep the current value)" if on_update else ""
+    one = " (default: keep the current value; 1 for a new group)" if on_update else " (default 1)"
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        metavar="N",
+        help=f"run exactly N replicas: sets both --min-replicas and --max-replicas{keep}",
+    )
+    parser.add_argument(
+        "--min-replicas",
+        type=int,
+        metavar="N",
+        help=f"the fewest replicas, at least 1{one}",
+    )
+    parser.add_argument(
+        "--max-replicas",
+        type=int,
+        metavar="N",
+        help=f"the most replicas; autoscales when above --min-replicas{one}",
+    )
+    parser.add_argument(
+        "--target-cpu",
+        type=int,
+        metavar="PERCENT",
+        help="CPU use, in percent of the requested CPU, to keep replicas at (1 to 100; "
+        f"default 80 when the group autoscales){keep}",
+    )
+    parser.add_argument(
+        "--cpu", help=f"CPU per replica such as 2 or 500m (default request 100m, limit 1){keep}"
+    )
+    parser.add_argument(
+        "--memory",
+        help=f"memory per replica such as 4Gi or 512Mi (default request 256Mi, limit 1Gi){keep}",
+    )
+
+
+def read_scaling_flags(args: argparse.Namespace) -> AutoScalingSpec:
+    """The scaling flags given as a whole spec, defaults for the others (errors name flags)."""
+    scaling, flags = _scaling_flags(args)
+    return _scaling_spec(scaling, flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,18 +181,12 @@ class SpecFlags:
 def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
     """The spec flags given, each checked on its own (a ValidationError names its flag)."""
     from chalk.catalog import ValidationError  # noqa: PLC0415
-    from chalk.catalog.resources import ScalingGroupResourceRequest  # noqa: PLC0415
     from chalk.catalog.specs import parse_entrypoint, parse_env, parse_tags  # noqa: PLC0415
 
     if args.port is not None and not 1 <= args.port <= _MAX_PORT:
         raise ValidationError(f"--port is out of range: expected 1..{_MAX_PORT}, got {args.port}")
     scaling, scaling_flags = _scaling_flags(args)
-    resources: dict[str, str] = {}
-    for field in _RESOURCE_FIELDS:
-        value = getattr(args, field)
-        if value is not None:
-            naming_flag(f"--{field}", field, ScalingGroupResourceRequest.from_dict, {field: value})
-            resources[field] = value
+    resources = read_resource_flags(args)
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = naming_flag("--entrypoint", "entrypoint", parse_entrypoint, args.entrypoint)
@@ -188,6 +204,22 @@ def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
         tags=tags,
         batch_max_delay_ms=_batch_max_delay(args.batch_max_delay),
     )
+
+
+def read_resource_flags(
+    args: argparse.Namespace, fields: tuple[str, ...] = _RESOURCE_FIELDS
+) -> dict[str, str]:
+    """The resource flags given (``--cpu``, ``--memory``, ``--gpu`` of ``fields``), each
+    checked on its own (a ValidationError names its flag)."""
+    from chalk.catalog.resources import ScalingGroupResourceRequest  # noqa: PLC0415
+
+    resources: dict[str, str] = {}
+    for field in fields:
+        value = getattr(args, field)
+        if value is not None:
+            naming_flag(f"--{field}", field, ScalingGroupResourceRequest.from_dict, {field: value})
+            resources[field] = value
+    return resources
 
 
 def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, str]]:

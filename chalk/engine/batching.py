@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ class QueueDeadline(Exception):
 class Sent:
     """How one attempt of a chunk went: the endpoint it went to (None: no endpoint could take
     it), its answer or the error of the whole model call, how many calls' chunks shared that
-    model call, how long the chunk waited in the queue, and why it left."""
+    model call, how long the chunk waited in the queue, why it left, and how long the model
+    call took."""
 
     endpoint: Endpoint | None
     answer: pa.Array | None = None
@@ -60,6 +62,7 @@ class Sent:
     queries: int = 0
     waited_s: float = 0.0
     reason: LeaveReason = "slot_free"
+    call_s: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -324,12 +327,14 @@ class GroupQueue:
         queries = len(merged)
         batches = [part.chunk.batch for part in merged]
         batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+        began = time.perf_counter()
         try:
             answer: pa.Array | None = await self._send(endpoint, batch, merged[0].call)
             error: BaseException | None = None
         except Exception as failure:
             answer, error = None, failure
         finally:
+            call_s = time.perf_counter() - began
             self._slots.give_back(endpoint.target)
             self.in_flight -= 1
             for part in merged:
@@ -341,7 +346,7 @@ class GroupQueue:
             offset += rows
             if not part.future.done():
                 part.future.set_result(
-                    Sent(endpoint, mine, error, queries, now - part.queued_at, reason)
+                    Sent(endpoint, mine, error, queries, now - part.queued_at, reason, call_s)
                 )
         # After the chunks' own tasks ran: a call that fails now sends nothing more.
         asyncio.get_running_loop().call_soon(self.pump)

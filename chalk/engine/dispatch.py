@@ -256,7 +256,9 @@ class Dispatcher:
             group, queries=sent.queries, waited_s=sent.waited_s, reason=sent.reason
         )
         if sent.error is None and sent.answer is not None:
-            call.recorder.answered(group, sent.endpoint.target, len(sent.answer))
+            call.recorder.answered(
+                group, sent.endpoint.target, len(sent.answer), seconds=sent.call_s
+            )
 
     async def _send_batch(
         self, endpoint: Endpoint, batch: pa.RecordBatch, call: ModelCall

@@ -40,7 +40,11 @@ DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
 
 @dataclass(eq=False, slots=True)
 class Chunk:
-    """Rows ``start`` to ``start + len(batch) - 1`` of one call, and how sending them went."""
+    """Rows ``start`` to ``start + len(batch) - 1`` of one call, and how sending them went.
+
+    ``distinct``: the rows count among the call's distinct argument rows (it was deduplicated),
+    not among the rows it was asked for.
+    """
 
     index: int
     start: int
@@ -56,10 +60,12 @@ class Chunk:
     deaths: int = 0
     # Sent alone, never merged with other calls' rows again (its merged call failed).
     alone: bool = False
+    distinct: bool = False
 
     @property
     def rows(self) -> str:
-        return f"rows {self.start}-{self.start + self.batch.num_rows - 1}"
+        rows = f"rows {self.start}-{self.start + self.batch.num_rows - 1}"
+        return f"{rows} of the distinct argument rows" if self.distinct else rows
 
 
 @dataclass(slots=True)
