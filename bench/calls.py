@@ -1,4 +1,5 @@
-"""Model calls that cost less, side by side in one run: deduplication of a call's repeated rows.
+"""Model calls that cost less, side by side in one run: deduplication of a call's repeated rows,
+and batching across queries (``bench/calls_batching.py``, whose docstring says what it measures).
 
 ``dedup_figures`` starts our runtime on 127.0.0.1 with one handler thread (``--workers 1``, a
 replica that runs one call at a time, as a model saturating its device does) serving
@@ -18,8 +19,9 @@ shuffled):
 Every answer is checked against x * 2. It prints figures and ratios and never fails on a time.
 Run it from the repository root::
 
-    .venv/bin/python bench/calls.py            # about 55 seconds on 2 cores
-    .venv/bin/python bench/calls.py --quick    # one pass per side, about 35 seconds
+    .venv/bin/python bench/calls.py                     # about 100 seconds on 2 cores
+    .venv/bin/python bench/calls.py --quick             # a rougher run, about 50 seconds
+    .venv/bin/python bench/calls.py --part batching --delay-ms 10   # one part, another delay
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Final
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from calls_batching import batching_table
 from groups import route_to_runtime
 from report import format_grid, number, progress_printer
 
@@ -230,6 +233,14 @@ def _line(
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one pass per side: a rougher run")
+    parser.add_argument(
+        "--part", choices=("all", "dedup", "batching"), default="all", help="what to measure"
+    )
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        help="batch_max_delay_ms of the batching side (default: the engine's)",
+    )
     return parser.parse_args(argv)
 
 
@@ -241,15 +252,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     began = time.perf_counter()
     progress = progress_printer()
     passes = 1 if args.quick else 3
+    lines: list[list[str]] = []
+    batching = ""
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as work:
-        lines = dedup_figures(Path(work), passes, progress)
+        for part in ("dedup", "batching"):
+            (Path(work) / part).mkdir()
+        if args.part in ("all", "dedup"):
+            lines = dedup_figures(Path(work) / "dedup", passes, progress)
+        if args.part in ("all", "batching"):
+            batching = batching_table(Path(work) / "batching", args.quick, args.delay_ms, progress)
     print(
         f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
         f"{'quick' if args.quick else 'full'} mode: {passes} ModelCaller passes per side; "
         f"total {time.perf_counter() - began:.0f} s"
     )
-    print()
-    print(format_grid(("figure", "unit", "value", "target", "met"), lines, left=2))
+    if lines:
+        print()
+        print(format_grid(("figure", "unit", "value", "target", "met"), lines, left=2))
+    if batching:
+        print()
+        print(batching)
 
 
 if __name__ == "__main__":

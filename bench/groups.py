@@ -3,6 +3,8 @@ bench/ is on sys.path and they import this module as ``groups``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pyarrow as pa
 
 from chalk.catalog import Endpoint, open_catalog
@@ -11,9 +13,10 @@ from chalk.client import ChalkClient
 __all__ = ["route_to_runtime"]
 
 
-def route_to_runtime(client: ChalkClient, group: str, target: str) -> None:
+def route_to_runtime(client: ChalkClient, group: str, target: str, **spec: Any) -> None:
     """Register model ``group`` (float64 ``x`` in, float64 ``y`` out) and a scaling group of
-    that name whose one endpoint is ``target``, reported Ready.
+    that name whose one endpoint is ``target``, reported Ready; ``spec`` adds fields to its
+    spec (e.g. ``batch_max_delay_ms=0``).
 
     The group is stored under the kubernetes backend, so no local controller runs: the catalog
     routes to the endpoint as reported, and the runtime at ``target`` is the one replica.
@@ -29,7 +32,7 @@ def route_to_runtime(client: ChalkClient, group: str, target: str) -> None:
     )
     model = {"name": version.model_name, "version": version.model_version}
     stored = catalog.groups.create(
-        group, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"
+        group, {"image": "x", "port": 8080, "model": model, **spec}, backend="kubernetes"
     )
     catalog.groups.report(
         stored.id, status="Ready", desired=1, ready=1, available=1, endpoints=[Endpoint(target)]

@@ -1,5 +1,6 @@
 """Handlers served by the runtimes in ``bench/shim.py``, ``bench/engine.py`` and
-``bench/calls.py``; loaded as ``handlers.double`` and ``handlers.paced_double``."""
+``bench/calls.py``; loaded as ``handlers.double``, ``handlers.paced_double`` and
+``handlers.burn``."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["double", "paced_double"]
+__all__ = ["burn", "double", "paced_double"]
 
 # A ready-made scalar: with a Python float operand, pyarrow 26 looks for pandas on every call
 # (about 55-70 us), which would bury the runtimes' own per-call costs under the handler's.
 _TWO: Final = pa.scalar(2.0, pa.float64())
+_BURN_PER_CALL_S: Final = 0.001
+_BURN_PER_ROW_S: Final = 0.000_001
 
 
 def double(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Array:
@@ -32,3 +35,13 @@ def paced_double(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Arra
     values = event["x"]
     time.sleep(len(values) * PACED_ROW_S)
     return pc.multiply(values, _TWO)
+
+
+def burn(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Array:
+    """``x`` back after burning 1 ms of CPU plus 1 us per row: a model whose cost per call
+    dwarfs its cost per row, as a small neural network's does."""
+    rows = len(event["x"])
+    until = time.thread_time() + _BURN_PER_CALL_S + rows * _BURN_PER_ROW_S
+    while time.thread_time() < until:
+        pass
+    return event["x"]

@@ -213,12 +213,15 @@ class ChalkClient:
         env_vars: Mapping[str, str] | None = None,
         port: int | None = None,
         wait: bool = False,
+        batch_max_delay_ms: float | None = None,
     ) -> ScalingGroup:
         """Serve a registered model version from scaling group ``name``.
 
         Creates the group, or updates an existing one to this version (its replicas roll
         with no call lost). On update, ``None`` keeps the current value of ``scaling``,
-        ``resources``, ``env_vars`` and ``port``. The handler receives its arguments named by
+        ``resources``, ``env_vars``, ``port`` and ``batch_max_delay_ms`` (how long a query's
+        model call waits for a free replica slot before it goes anyway; default 5 ms). The
+        handler receives its arguments named by
         the model's input_schema, in order (``CHALK_INPUT_ARGS``). With ``wait=True`` it
         returns once the new version serves.
 
@@ -240,6 +243,7 @@ class ChalkClient:
             resources=resources,
             env=env_vars,
             port=port,
+            batch_max_delay_ms=batch_max_delay_ms,
         )
         assert group is not None  # not a dry run
         if wait:

@@ -154,6 +154,8 @@ class Route:
     port: int | None
     endpoints: tuple[Endpoint, ...]
     deterministic: bool = True
+    # The group's ``batch_max_delay_ms`` in seconds; None keeps the engine's default.
+    batch_max_delay_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,8 @@ __all__ = [
 DEFAULT_PORT: Final = 8080
 TAG_LABEL_PREFIX: Final = "chalk.ai/tag-"
 _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A longer wait for a slot than this only delays queries: add replicas instead.
+_MAX_BATCH_DELAY_MS: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,9 @@ class GroupSpec:
     entrypoint: tuple[str, ...] | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     model: ModelRef | None = None
+    # How long a queued model call of this group waits for a free replica slot before it
+    # goes anyway (engine batching); None: the engine's default.
+    batch_max_delay_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.image, str) or not self.image.strip():
@@ -74,6 +79,7 @@ class GroupSpec:
             or not 1 <= self.port <= 65535
         ):
             raise ValidationError(f"port is out of range: expected 1..65535, got {self.port!r}")
+        _check_batch_max_delay(self.batch_max_delay_ms)
         for name, value in self.env.items():
             _check_env(name, value)
         for key, value in self.tags.items():
@@ -109,6 +115,7 @@ class GroupSpec:
             "model": (
                 {"name": self.model.name, "version": self.model.version} if self.model else None
             ),
+            "batch_max_delay_ms": self.batch_max_delay_ms,
         }
 
     @classmethod
@@ -127,6 +134,7 @@ class GroupSpec:
             entrypoint=tuple(entrypoint) if entrypoint is not None else None,
             tags=dict(data.get("tags") or {}),
             model=ModelRef(str(model["name"]), int(model["version"])) if model else None,
+            batch_max_delay_ms=data.get("batch_max_delay_ms"),
         )
 
 
@@ -185,6 +193,20 @@ def parse_env(items: Iterable[str]) -> dict[str, str]:
         _check_env(name, value)
         env[name] = value
     return env
+
+
+def _check_batch_max_delay(delay_ms: object) -> None:
+    if delay_ms is None:
+        return
+    if (
+        isinstance(delay_ms, bool)
+        or not isinstance(delay_ms, int | float)
+        or not 0 <= delay_ms <= _MAX_BATCH_DELAY_MS
+    ):
+        raise ValidationError(
+            f"batch_max_delay_ms is out of range: expected milliseconds from 0 to "
+            f"{_MAX_BATCH_DELAY_MS}, got {delay_ms!r}"
+        )
 
 
 def _check_env(name: object, value: object) -> None:

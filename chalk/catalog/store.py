@@ -156,6 +156,7 @@ class Catalog:
             port=int(port) if port is not None else None,
             endpoints=endpoints,
             deterministic=version.deterministic,
+            batch_max_delay_s=_batch_max_delay_s(group.spec),
         )
 
     def local_controller_running(self) -> bool:
@@ -314,3 +315,9 @@ def _describe(url: str) -> str:
     if parsed.get_backend_name() == "sqlite":
         return parsed.database or "(in-memory SQLite)"
     return parsed.render_as_string(hide_password=True)
+
+
+def _batch_max_delay_s(spec: Mapping[str, Any]) -> float | None:
+    """The group's ``batch_max_delay_ms`` in seconds, None when the spec has none."""
+    delay_ms = spec.get("batch_max_delay_ms")
+    return None if delay_ms is None else float(delay_ms) / 1000

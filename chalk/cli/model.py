@@ -160,6 +160,7 @@ def _deploy(args: argparse.Namespace) -> int:
         port=args.port,
         tags=changes["tags"],
         entrypoint=changes["entrypoint"],
+        batch_max_delay_ms=changes["batch_max_delay_ms"],
         dry_run=args.dry_run,
         expected_revision=live.revision if live else None,
     )

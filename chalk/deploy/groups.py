@@ -153,6 +153,7 @@ def deploy_model_version(
     port: int | None = None,
     tags: Mapping[str, str] | None = None,
     entrypoint: tuple[str, ...] | None = None,
+    batch_max_delay_ms: float | None = None,
     dry_run: bool = False,
     expected_revision: int | None = None,
 ) -> tuple[ScalingGroup | None, GroupSpec, bool]:
@@ -178,7 +179,9 @@ def deploy_model_version(
             scaling=scaling or AutoScalingSpec(),
             resources=resources or ScalingGroupResourceRequest(),
             env={**(env or {}), **input_args},
-        ).with_changes(port=port, tags=tags, entrypoint=entrypoint)
+        ).with_changes(
+            port=port, tags=tags, entrypoint=entrypoint, batch_max_delay_ms=batch_max_delay_ms
+        )
         group, stored = create_group(
             project, catalog, name, spec, port_given=port is not None, dry_run=dry_run
         )
@@ -198,6 +201,7 @@ def deploy_model_version(
         "port": port,
         "tags": tags,
         "entrypoint": entrypoint,
+        "batch_max_delay_ms": batch_max_delay_ms,
     }
     return update_group(
         project,

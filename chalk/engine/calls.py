@@ -14,6 +14,7 @@ from typing import Literal, overload
 
 import pyarrow as pa
 
+from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
 from chalk.engine.call_schema import argument_batch
 from chalk.engine.chunking import (
     DEFAULT_CHUNKS_PER_ENDPOINT,
@@ -47,18 +48,23 @@ class ModelCaller:
     ``chalk.engine.chunking.chunk_rows``); smaller calls (an online query's) stay one chunk.
 
     The caller's ``Dispatcher`` (``chalk.engine.dispatch``) then sends each chunk as one call
-    to one replica, with at most ``max_in_flight_per_endpoint`` chunks of a call in flight
-    per replica. Between chunks a long call reads the group's route again (at most every
+    to one replica, through the group's queue (``chalk.engine.batching``): each replica has
+    ``max_in_flight_per_endpoint`` slots shared by every call of this caller; a chunk that
+    finds them full waits, merged with other calls' queued chunks (never a non-deterministic
+    model's) up to the row and byte limits, until a slot frees, or, for a call with nothing
+    in flight, until the group's ``batch_max_delay_ms`` (else ``batch_max_delay_s``) passed.
+    Between chunks a long call reads the group's route again (at most every
     ``chalk.engine.routes.ROUTE_TTL_S``): replicas that became ready meanwhile (the
-    autoscaler added them) take chunks too, and replicas that left take no more. A chunk that
-    fails in transport (refused, UNAVAILABLE, deadline, reset) goes to another replica; when
-    every replica of the route has failed, its ``Dispatcher`` backs off, resolves the group again
-    (picking up replaced replicas) and goes on, up to ``max_attempts`` attempts per chunk
-    (default: the number of endpoints plus 2) and for at least ``recovery_s`` after the first
-    failure, so that a replica being restarted can take the chunk. A chunk that let its
-    deadline pass on a replica is not sent there again. A handler error is never retried.
-    Answers are re-joined in row order and typed by output_schema; nulls pass through to the
-    model and back.
+    autoscaler added them) take chunks too, and replicas that left take no more. Failures
+    follow DESIGN.md's table: a chunk refused before it was sent goes to another replica;
+    when every replica refused, the ``Dispatcher`` backs off, resolves the group again and
+    goes on, up to ``max_attempts`` attempts per chunk (default: the number of endpoints
+    plus 2) and for at least ``recovery_s`` after the first failure, so that a replica being
+    restarted can take it. A connection lost after sending (the replica died) is retried
+    once; a chunk that let its deadline pass on a replica is not sent there again; a handler
+    error is never retried, except each call's part of a merged chunk, alone, once. Answers
+    are re-joined in row order and typed by output_schema; nulls pass through to the model
+    and back. ``demand()`` counts, per group, model calls in flight and chunks waiting.
 
     A caller belongs to one event loop: ``loop`` when given (share one across a process, e.g.
     an ``EventLoopThread``'s), else the loop its ``call`` is first awaited on, else a
@@ -85,6 +91,9 @@ class ModelCaller:
     recovery_s
         How long after a chunk's first transport failure the caller keeps trying (with its
         back-off) before it gives up, once ``max_attempts`` are spent.
+    batch_max_delay_s
+        How long a queued chunk of a call with nothing in flight waits for a free slot
+        before it goes anyway, for groups whose spec sets no ``batch_max_delay_ms``.
 
     Examples
     --------
@@ -112,6 +121,7 @@ class ModelCaller:
         max_backoff_s: float = 2.0,
         deadline_s: float | None = None,
         recovery_s: float = DEFAULT_RECOVERY_S,
+        batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_S,
         dedup: bool | None = None,
     ) -> None:
         for label, value in (
@@ -131,16 +141,6 @@ class ModelCaller:
         )
         self._loop = loop
         self._routes = RouteCache(catalog)
-        self._dispatcher = Dispatcher(
-            self._client,
-            self._routes,
-            max_in_flight_per_endpoint=max_in_flight_per_endpoint,
-            max_attempts=max_attempts,
-            backoff_s=backoff_s,
-            max_backoff_s=max_backoff_s,
-            deadline_s=deadline_s,
-            recovery_s=recovery_s,
-        )
         self._thread: EventLoopThread | None = None
         self._lock = threading.Lock()
         self._dedup = dedup_enabled(dedup)
@@ -150,6 +150,18 @@ class ModelCaller:
             chunks_per_endpoint=chunks_per_endpoint,
             min_rows=min_chunk_rows,
             in_flight_per_endpoint=max_in_flight_per_endpoint,
+        )
+        self._dispatcher = Dispatcher(
+            self._client,
+            self._routes,
+            limits=self._limits,
+            max_in_flight_per_endpoint=max_in_flight_per_endpoint,
+            max_attempts=max_attempts,
+            backoff_s=backoff_s,
+            max_backoff_s=max_backoff_s,
+            deadline_s=deadline_s,
+            recovery_s=recovery_s,
+            batch_max_delay_s=batch_max_delay_s,
         )
 
     @property
@@ -222,6 +234,16 @@ class ModelCaller:
         if as_chunks:
             return fan_out(pa.chunked_array(answers, type=call.output_type), indices)
         return fan_out(answers[0] if len(answers) == 1 else pa.concat_arrays(answers), indices)
+
+    def demand(self) -> dict[str, tuple[int, int]]:
+        """Per scaling group this caller has called: ``(in_flight, waiting)``, the model
+        calls in flight and the chunks waiting in its queue (counted before merging) or held
+        while no replica may take them.
+
+        Safe to read from any thread (a snapshot of two counters per group).
+        """
+        queues = list(self._dispatcher.queues.values())
+        return {queue.group: queue.demand for queue in queues}
 
     def _claim_loop(self, feature: str) -> None:
         """Make the running loop this caller's, unless it already has another."""

@@ -1,52 +1,89 @@
-"""The dispatch of a call's chunks to its scaling group's replicas: rounds over the endpoints,
-retries of transport failures elsewhere, back-off and a fresh route between rounds.
+"""The dispatch of a call's chunks to its scaling group's replicas through the group's queue,
+and what happens when a chunk fails (DESIGN.md's table "What the engine does when a chunk
+fails").
 
 ``ModelCaller`` owns one ``Dispatcher`` and hands it each call once the call is cut into
-chunks; a ``_Round`` holds the state of one round of a call of several chunks.
+chunks; the dispatcher owns the process's ``GroupQueue`` per group and its ``EndpointSlots``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
 from typing import Final
 
 import pyarrow as pa
 
 from chalk.catalog.records import Endpoint
 from chalk.common.backoff import capped_backoff
+from chalk.engine.batching import (
+    DEFAULT_BATCH_MAX_DELAY_S,
+    EndpointSlots,
+    GroupQueue,
+    QueueDeadline,
+    Sent,
+)
 from chalk.engine.call_schema import typed_answer
+from chalk.engine.chunking import ChunkLimits
 from chalk.engine.errors import ModelCallError, ModelResultError
 from chalk.engine.model_call import (
     DEADLINE_EXCEEDED,
     Chunk,
     ModelCall,
+    crashed_error,
     handler_error,
+    queue_deadline_error,
     transport_error,
 )
 from chalk.engine.routes import RouteCache
-from chalk.shim.client import RemoteCallClient
+from chalk.shim.client import DEFAULT_DEADLINE_S, RemoteCallClient
 from chalk.shim.errors import RemoteCallError, RemoteHandlerError, TransportError
 
-__all__ = ["DEFAULT_RECOVERY_S", "Dispatcher"]
+__all__ = ["DEFAULT_RECOVERY_S", "Dispatcher", "lost_after_sending"]
 
 # How long a call keeps trying while no replica can take a chunk: long enough for a replica
 # that died to be restarted (a local one is back in about 2 s).
 DEFAULT_RECOVERY_S: Final = 10.0
+# Transport failures that happened before the request reached a handler: gRPC could not
+# connect, a draining replica refused it (our runtime's words), or a server going away
+# told gRPC it would not take the stream.
+_REFUSED_MARKS: Final = ("failed to connect", "connection refused", "shutting down", "goaway")
+
+
+def lost_after_sending(error: TransportError) -> bool:
+    """Whether ``error`` lost the connection after the request was sent (the replica died),
+    rather than being refused before (nothing ran) or letting the deadline pass.
+
+    Examples
+    --------
+    >>> lost = "Stream removed (recvmsg:Connection reset by peer (104))"
+    >>> lost_after_sending(TransportError(endpoint="a:1", code="UNAVAILABLE", details=lost))
+    True
+    >>> refused = "failed to connect to all addresses; last error: Connection refused"
+    >>> lost_after_sending(TransportError(endpoint="a:1", code="UNAVAILABLE", details=refused))
+    False
+    >>> draining = "the model replica is shutting down"
+    >>> lost_after_sending(TransportError(endpoint="a:1", code="UNAVAILABLE", details=draining))
+    False
+    """
+    if error.code == DEADLINE_EXCEEDED:
+        return False
+    details = error.details.lower()
+    return not any(mark in details for mark in _REFUSED_MARKS)
 
 
 class Dispatcher:
-    """Sends each call's pending chunks to the group's endpoints until every chunk has its
-    answer in ``call.results``, or raises the error that ends the call.
+    """Sends each call's chunks through their group's queue until every chunk has its answer
+    in ``call.results``, or raises the error that ends the call.
 
-    A round gives every endpoint of the route up to ``max_in_flight_per_endpoint`` chunks of
-    the call at once (a call of one chunk: the endpoints one after another). A chunk that
-    fails in transport goes to another endpoint; when every endpoint has failed, the round
-    ends, and after a back-off (``backoff_s`` doubling up to ``max_backoff_s``) the next one
-    starts on the route read again. A chunk gives up after ``max_attempts`` attempts (default:
-    the number of endpoints plus 2) and at least ``recovery_s`` after its first failure, or
-    once it let its deadline pass on every endpoint. Handler errors are never retried.
+    Each chunk goes on alone (its own coroutine) and follows DESIGN.md's failure table: a
+    refusal (nothing was sent) goes to another endpoint at once, and once every endpoint
+    refused, after a back-off (``backoff_s`` doubling up to ``max_backoff_s``) to the route
+    read again, until ``max_attempts`` attempts (default: the endpoints plus 2) and
+    ``recovery_s`` since the first failure are spent. A connection lost after sending (the
+    replica died) is retried once; a second death fails the call. A replica that let the
+    chunk's deadline pass is not tried again. A handler error is never retried, except that
+    each call's part of a merged model call is retried alone once.
     """
 
     def __init__(
@@ -54,223 +91,213 @@ class Dispatcher:
         client: RemoteCallClient,
         routes: RouteCache,
         *,
+        limits: ChunkLimits,
         max_in_flight_per_endpoint: int,
         max_attempts: int | None,
         backoff_s: float,
         max_backoff_s: float,
         deadline_s: float | None,
         recovery_s: float,
+        batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_S,
     ) -> None:
         self._client = client
         self.routes = routes
-        self._max_in_flight = max_in_flight_per_endpoint
+        self._limits = limits
         self._max_attempts = max_attempts
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._deadline_s = deadline_s
         self._recovery_s = recovery_s
-        # Where the next one-chunk call starts among a route's endpoints (loop thread only).
-        self._next_endpoint = 0
+        self._batch_max_delay_s = batch_max_delay_s
+        self._slots = EndpointSlots(max_in_flight_per_endpoint)
+        self.queues: dict[str, GroupQueue] = {}
 
     async def send_all(self, call: ModelCall) -> None:
-        """Send ``call``'s pending chunks, round after round, until none is left."""
-        max_attempts = self._max_attempts or len(call.route.endpoints) + 2
-        endpoints = call.route.endpoints
-        failing_since = None
-        round_number = 0
-        while True:
-            if round_number:
-                await asyncio.sleep(
-                    capped_backoff(
-                        round_number, initial_s=self._backoff_s, max_s=self._max_backoff_s
-                    )
-                )
-                endpoints = await self.routes.endpoints_again(call)
-            await self._round(call, list(dict.fromkeys(endpoints)), max_attempts)
-            if not call.pending:
-                return
-            failing_since = failing_since or time.monotonic()
-            round_number += 1
-            if self._gave_up(round_number, failing_since, max_attempts):
-                raise transport_error(call, call.pending[0], self._deadline_s)
-
-    async def attempt(
-        self, call: ModelCall, endpoint: Endpoint, chunk: Chunk, max_attempts: int
-    ) -> pa.Array | None:
-        """The chunk's answer from ``endpoint``, or None after a transport failure that leaves
-        attempts to make (the failure is recorded on the chunk)."""
-        sent = time.perf_counter()
-        try:
-            answer = await self._send(call, endpoint, chunk)
-        except TransportError as error:
-            chunk.attempts += 1
-            chunk.tried.append(endpoint.target)
-            chunk.last_error = error
-            if error.code == DEADLINE_EXCEEDED:
-                chunk.timed_out.add(endpoint.target)
-            if chunk.failing_since is None:
-                chunk.failing_since = time.monotonic()
-            timed_out_everywhere = {e.target for e in call.route.endpoints} <= chunk.timed_out
-            if self._gave_up(chunk.attempts, chunk.failing_since, max_attempts) or (
-                timed_out_everywhere
-            ):
-                raise transport_error(call, chunk, self._deadline_s) from None
-            if call.recorder is not None:
-                call.recorder.retried(call.route.group)
-            return None
-        if call.recorder is not None:
-            call.recorder.answered(
-                call.route.group,
-                endpoint.target,
-                chunk.batch.num_rows,
-                seconds=time.perf_counter() - sent,
-            )
-        return answer
-
-    def _gave_up(self, attempts: int, failing_since: float, max_attempts: int) -> bool:
-        """Enough attempts, and long enough for a replica to have been restarted."""
-        return attempts >= max_attempts and time.monotonic() - failing_since >= self._recovery_s
-
-    async def _round(self, call: ModelCall, endpoints: list[Endpoint], max_attempts: int) -> None:
-        """Send pending chunks to ``endpoints`` until none is left or every endpoint failed."""
-        if len(call.pending) == 1:
-            await self._round_one(call, endpoints, max_attempts)
+        """Send ``call``'s pending chunks until each has its answer; the first error ends it."""
+        queue = self._queue(call)
+        chunks = list(call.pending)
+        call.pending.clear()
+        if len(chunks) == 1:
+            call.results[chunks[0].index] = await self._send(call, queue, chunks[0])
             return
-        per_endpoint = min(self._max_in_flight, len(call.pending))
-        await _Round(self, call, max_attempts, per_endpoint).run(endpoints)
-
-    async def _round_one(
-        self, call: ModelCall, endpoints: list[Endpoint], max_attempts: int
-    ) -> None:
-        """``_round`` for a single chunk (an online query): the endpoints one after another.
-
-        The same outcome as a ``_Round`` of worker tasks, without them: each endpoint takes the
-        chunk at most once, a transport failure moves it to the next, and when all failed it
-        stays pending for the next round. Successive calls start at successive endpoints, so
-        one-chunk calls spread over the replicas too.
-        """
-        if not endpoints:
-            return
-        chunk = call.pending[0]
-        first = self._next_endpoint % len(endpoints)
-        self._next_endpoint = first + 1
-        for endpoint in endpoints[first:] + endpoints[:first]:
-            answer = await self.attempt(call, endpoint, chunk, max_attempts)
-            if answer is not None:
-                call.results[chunk.index] = answer
-                call.pending.popleft()
-                return
-
-    async def _send(self, call: ModelCall, endpoint: Endpoint, chunk: Chunk) -> pa.Array:
-        try:
-            answer = await self._client.call(
-                endpoint.target,
-                chunk.batch,
-                name=call.route.group,
-                tls=endpoint.tls,
-                deadline_s=self._deadline_s,
-            )
-        except TransportError:
-            raise
-        except RemoteHandlerError as error:
-            raise handler_error(call, chunk, error) from None
-        except RemoteCallError as error:
-            raise ModelCallError(
-                f"{call.prefix} failed at {error.endpoint} for {chunk.rows}: {error}"
-            ) from None
-        if len(answer) != chunk.batch.num_rows:
-            raise ModelResultError(
-                f"{call.prefix}: {call.model} answered {len(answer)} values for "
-                f"{chunk.batch.num_rows} rows ({chunk.rows}) at {endpoint.target}: expected one "
-                f"value per row"
-            )
-        return typed_answer(call, endpoint, answer)
-
-
-class _Round:
-    """One round of a call of several chunks: ``per_endpoint`` workers per endpoint, each
-    taking pending chunks one at a time.
-
-    After each chunk a worker may read the route again: new endpoints get workers of their
-    own, and those that left the route take no more chunks. An endpoint that fails a chunk
-    in transport is down for the rest of the round and the chunk goes back to the front of
-    the queue, for another endpoint at once. The round ends when no chunk is pending, or none
-    is in flight and every endpoint is down.
-    """
-
-    def __init__(
-        self, dispatcher: Dispatcher, call: ModelCall, max_attempts: int, per_endpoint: int
-    ) -> None:
-        self._dispatcher = dispatcher
-        self._call = call
-        self._max_attempts = max_attempts
-        self._per_endpoint = per_endpoint
-        self._changed = asyncio.Condition()
-        self._down: set[Endpoint] = set()
-        self._serving: set[Endpoint] = set()
-        self._in_flight = 0
-        self._tasks: asyncio.TaskGroup | None = None
-
-    async def run(self, endpoints: Sequence[Endpoint]) -> None:
-        """Serve ``endpoints`` (and those that join) until the round ends."""
         try:
             async with asyncio.TaskGroup() as tasks:
-                self._tasks = tasks
-                self._serve(endpoints)
+                for chunk in chunks:
+                    tasks.create_task(self._send_into_results(call, queue, chunk))
         except BaseExceptionGroup as failed:
             # The first failure, as a call of one chunk would raise it.
             raise failed.exceptions[0] from None
 
-    def _serve(self, endpoints: Sequence[Endpoint]) -> None:
-        """Start workers for each of ``endpoints`` not served yet."""
-        assert self._tasks is not None, "run() opens the task group first"
-        for endpoint in endpoints:
-            if endpoint not in self._serving:
-                self._serving.add(endpoint)
-                for _ in range(self._per_endpoint):
-                    self._tasks.create_task(self._worker(endpoint))
+    def _queue(self, call: ModelCall) -> GroupQueue:
+        route = call.route
+        queue = self.queues.get(route.group)
+        if queue is None:
+            queue = GroupQueue(
+                route.group, self._slots, self._send_batch, self._limits, self._batch_max_delay_s
+            )
+            self.queues[route.group] = queue
+        if route.batch_max_delay_s is not None:
+            queue.max_delay_s = route.batch_max_delay_s
+        queue.set_endpoints(tuple(dict.fromkeys(route.endpoints)))
+        return queue
 
-    def _may_move(self, endpoint: Endpoint) -> bool:
-        """Whether a waiting worker of ``endpoint`` has something to do: take a chunk, or stop."""
-        return endpoint in self._down or bool(self._call.pending) or self._in_flight == 0
-
-    async def _worker(self, endpoint: Endpoint) -> None:
-        call = self._call
-        while True:
-            chunk = await self._take(endpoint)
-            if chunk is None:
-                return
-            answer = await self._dispatcher.attempt(call, endpoint, chunk, self._max_attempts)
-            if answer is None:
-                await self._give_back(endpoint, chunk)
-                return
-            call.results[chunk.index] = answer
-            routes = self._dispatcher.routes
-            fresh = await routes.endpoints_between_chunks(call) if call.pending else None
-            await self._finished(fresh)
-
-    async def _take(self, endpoint: Endpoint) -> Chunk | None:
-        """The next pending chunk for a worker of ``endpoint``; None when it should stop."""
-        async with self._changed:
-            await self._changed.wait_for(lambda: self._may_move(endpoint))
-            if endpoint in self._down or not self._call.pending:
-                return None
-            self._in_flight += 1
-            return self._call.pending.popleft()
-
-    async def _give_back(self, endpoint: Endpoint, chunk: Chunk) -> None:
-        """Another endpoint takes the chunk at once; this one sits out the round."""
-        async with self._changed:
-            self._in_flight -= 1
-            self._down.add(endpoint)
-            self._call.pending.appendleft(chunk)
-            self._changed.notify_all()
-
-    async def _finished(self, fresh: Sequence[Endpoint] | None) -> None:
-        """A chunk answered; ``fresh`` is the route read meanwhile (None: not read)."""
-        async with self._changed:
-            self._in_flight -= 1
+    async def _send_into_results(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> None:
+        call.results[chunk.index] = await self._send(call, queue, chunk)
+        queued = queue.waiting
+        if queued:
+            # A long call: replicas that became ready meanwhile take the chunks left.
+            fresh = await self.routes.endpoints_between_chunks(call)
             if fresh is not None:
-                self._down.update(self._serving.difference(fresh))
-                self._serve(fresh)
-            self._changed.notify_all()
+                queue.set_endpoints(tuple(dict.fromkeys(fresh)))
+
+    async def _send(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> pa.Array:
+        """``chunk``'s answer, after the retries the failure table allows; when it fails,
+        the call's chunks still queued are not sent."""
+        try:
+            return await self._attempts(call, queue, chunk)
+        except ModelCallError:
+            call.ended = True
+            raise
+
+    async def _attempts(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> pa.Array:
+        max_attempts = self._max_attempts or len(call.route.endpoints) + 2
+        refused: set[str] = set()
+        rounds = 0
+        deadline_s = DEFAULT_DEADLINE_S if self._deadline_s is None else self._deadline_s
+        while True:
+            exclude = frozenset(refused | chunk.timed_out)
+            future = queue.submit(call, chunk, exclude=exclude, deadline_s=deadline_s)
+            try:
+                sent = await future
+            except QueueDeadline as late:
+                raise queue_deadline_error(call, chunk, late.waited_s) from None
+            except asyncio.CancelledError:
+                queue.withdraw(future)
+                raise
+            if sent.endpoint is None:
+                if chunk.failing_since is not None and self._gave_up(chunk, max_attempts):
+                    raise transport_error(call, chunk, self._deadline_s)
+                rounds += 1
+                await self._back_off(call, queue, chunk, rounds)
+                refused.clear()
+                continue
+            self._record(call, sent)
+            if sent.error is None:
+                assert sent.answer is not None, "a Sent without an error carries the answer"
+                return typed_answer(call, sent.endpoint, sent.answer)
+            self._after_failure(call, chunk, sent, max_attempts, refused)
+
+    async def _back_off(
+        self, call: ModelCall, queue: GroupQueue, chunk: Chunk, rounds: int
+    ) -> None:
+        """No endpoint may take ``chunk`` now: wait (counted as held in the group's demand),
+        then read the route again."""
+        chunk.failing_since = chunk.failing_since or time.monotonic()
+        queue.held += 1
+        try:
+            await asyncio.sleep(
+                capped_backoff(rounds, initial_s=self._backoff_s, max_s=self._max_backoff_s)
+            )
+        finally:
+            queue.held -= 1
+        queue.set_endpoints(tuple(dict.fromkeys(await self.routes.endpoints_again(call))))
+
+    def _after_failure(
+        self, call: ModelCall, chunk: Chunk, sent: Sent, max_attempts: int, refused: set[str]
+    ) -> None:
+        """Raise the error that ends the call, or record why ``chunk`` goes again."""
+        error, endpoint = sent.error, sent.endpoint
+        assert error is not None, "only a failed Sent comes here"
+        assert endpoint is not None, "a Sent that was not sent carries no error"
+        merged = sent.queries > 1
+        if not isinstance(error, TransportError):
+            if merged and not chunk.alone:
+                # Another call's rows may have failed it: each part goes again alone.
+                chunk.alone = True
+                return
+            raise _call_error(call, chunk, endpoint, error) from None
+        chunk.attempts += 1
+        chunk.tried.append(endpoint.target)
+        chunk.last_error = error
+        chunk.failing_since = chunk.failing_since or time.monotonic()
+        if lost_after_sending(error):
+            chunk.deaths += 1
+            if chunk.deaths >= 2:
+                raise crashed_error(call, chunk, error)
+            # Split before the retry: only the call whose rows kill it dies the second time.
+            chunk.alone = True
+            # The dying replica may still take a connection: the retry goes elsewhere, or to
+            # it after the back-off, restarted.
+            refused.add(endpoint.target)
+        elif error.code == DEADLINE_EXCEEDED:
+            chunk.timed_out.add(endpoint.target)
+            if {e.target for e in call.route.endpoints} <= chunk.timed_out:
+                raise transport_error(call, chunk, self._deadline_s)
+        else:
+            refused.add(endpoint.target)
+            if self._gave_up(chunk, max_attempts):
+                raise transport_error(call, chunk, self._deadline_s)
+        if call.recorder is not None:
+            call.recorder.retried(call.route.group)
+
+    def _gave_up(self, chunk: Chunk, max_attempts: int) -> bool:
+        """Enough attempts, and long enough for a replica to have been restarted."""
+        assert chunk.failing_since is not None
+        return (
+            chunk.attempts >= max_attempts
+            and time.monotonic() - chunk.failing_since >= self._recovery_s
+        )
+
+    def _record(self, call: ModelCall, sent: Sent) -> None:
+        if call.recorder is None or sent.endpoint is None:
+            return
+        group = call.route.group
+        call.recorder.left_queue(
+            group, queries=sent.queries, waited_s=sent.waited_s, reason=sent.reason
+        )
+        if sent.error is None and sent.answer is not None:
+            call.recorder.answered(
+                group, sent.endpoint.target, len(sent.answer), seconds=sent.call_s
+            )
+
+    async def _send_batch(
+        self, endpoint: Endpoint, batch: pa.RecordBatch, call: ModelCall
+    ) -> pa.Array:
+        """One model call of ``batch`` (one call's rows, or several calls' merged)."""
+        answer = await self._client.call(
+            endpoint.target,
+            batch,
+            name=call.route.group,
+            tls=endpoint.tls,
+            deadline_s=self._deadline_s,
+        )
+        if len(answer) != batch.num_rows:
+            raise _WrongLength(len(answer), batch.num_rows)
+        return answer
+
+
+class _WrongLength(Exception):
+    """The model answered a number of values other than the rows it was sent."""
+
+    def __init__(self, answered: int, rows: int) -> None:
+        super().__init__(f"{answered} values for {rows} rows")
+        self.answered = answered
+        self.rows = rows
+
+
+def _call_error(
+    call: ModelCall, chunk: Chunk, endpoint: Endpoint, error: BaseException
+) -> ModelCallError:
+    """The error that ends ``call`` for a model call of ``chunk`` that failed as ``error``."""
+    if isinstance(error, RemoteHandlerError):
+        return handler_error(call, chunk, error)
+    if isinstance(error, _WrongLength):
+        return ModelResultError(
+            f"{call.prefix}: {call.model} answered {error.answered} values for "
+            f"{error.rows} rows ({chunk.rows}) at {endpoint.target}: expected one value per row"
+        )
+    if isinstance(error, RemoteCallError):
+        return ModelCallError(f"{call.prefix} failed at {error.endpoint} for {chunk.rows}: {error}")
+    if isinstance(error, ModelCallError):
+        return error
+    raise error

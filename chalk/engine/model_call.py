@@ -24,7 +24,15 @@ from chalk.engine.recorder import CallRecorder
 from chalk.shim.client import DEFAULT_DEADLINE_S
 from chalk.shim.errors import RemoteHandlerError, TransportError
 
-__all__ = ["DEADLINE_EXCEEDED", "Chunk", "ModelCall", "handler_error", "transport_error"]
+__all__ = [
+    "DEADLINE_EXCEEDED",
+    "Chunk",
+    "ModelCall",
+    "crashed_error",
+    "handler_error",
+    "queue_deadline_error",
+    "transport_error",
+]
 
 # The gRPC status of a chunk that let its deadline pass.
 DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
@@ -48,6 +56,10 @@ class Chunk:
     # Endpoints that let the chunk's deadline pass: the model is slow there, so it is not
     # sent there again (that would only wait out the deadline once more).
     timed_out: set[str] = field(default_factory=set)
+    # Connections lost after the chunk was sent (the replica died): the second fails the call.
+    deaths: int = 0
+    # Sent alone, never merged with other calls' rows again (its merged call failed).
+    alone: bool = False
     distinct: bool = False
 
     @property
@@ -68,6 +80,11 @@ class ModelCall:
     # When ``route`` was read: a long call reads it again after ROUTE_TTL_S.
     resolved_at: float = 0.0
     recorder: CallRecorder | None = None
+    # Model calls carrying rows of this call now: while any is, its queued chunks wait for
+    # a free slot (see ``chalk.engine.batching.GroupQueue``).
+    in_flight: int = 0
+    # Set when a chunk failed the call: its chunks still queued are not sent.
+    ended: bool = False
 
     @property
     def prefix(self) -> str:
@@ -130,4 +147,27 @@ def transport_error(call: ModelCall, chunk: Chunk, deadline_s: float | None) -> 
         f"{detail}: expected a ready replica to answer; check the group with "
         f"`chalk scaling-group get --name {call.route.group}`",
         endpoints=tried,
+    )
+
+
+def crashed_error(call: ModelCall, chunk: Chunk, error: TransportError) -> ModelTransportError:
+    """The error of ``chunk`` whose replica died twice while it ran: the handler is the
+    likely cause, so it is not sent a third time."""
+    return ModelTransportError(
+        f"{call.prefix}: the model's handler crashed replica {error.endpoint} of scaling group "
+        f"{call.route.group!r} on {chunk.rows}, twice: connection lost ({error.details}): "
+        f"expected the handler to answer or raise; check its log with "
+        f"`chalk scaling-group get --name {call.route.group}`",
+        endpoints=list(dict.fromkeys(chunk.tried)),
+    )
+
+
+def queue_deadline_error(call: ModelCall, chunk: Chunk, waited_s: float) -> ModelTransportError:
+    """The error of ``chunk`` that waited in its group's queue past the call's deadline."""
+    return ModelTransportError(
+        f"{call.prefix}: {chunk.rows} waited {waited_s:.1f}s in the queue of scaling group "
+        f"{call.route.group!r} without a free replica slot, past the deadline of the call: "
+        f"expected a replica to take them in time; add replicas to the group or give a longer "
+        f"deadline with ChalkClient(model_call_deadline_s=...)",
+        endpoints=[],
     )

@@ -11,8 +11,8 @@ import contextvars
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Final
+from dataclasses import dataclass, field, replace
+from typing import Final, Literal
 
 __all__ = ["CallRecorder", "GroupCalls", "current_recorder", "recording"]
 
@@ -27,6 +27,14 @@ class GroupCalls:
     ``rows_asked``: argument rows the calls asked answers for; ``rows_sent``: rows left to
     send once identical argument rows were merged (``chalk.engine.dedup``); ``dedup_hits``:
     rows answered from another row's answer (asked - sent).
+
+    How the query's chunks shared the process's model calls (see
+    ``chalk.engine.batching.GroupQueue``; timing-dependent, so equality ignores them):
+    ``chunk_queries``: for each model call that carried the query's rows, how many queries'
+    rows it carried (1: not merged); ``waited_s``: the time its chunks waited in the group's
+    queue before being sent, in all; ``left_slot_free``, ``left_full``, ``left_delay``: how
+    many of its chunks left the queue because a slot was free, because their merged chunk was
+    full, or because the group's maximum delay passed.
     """
 
     group: str
@@ -37,6 +45,11 @@ class GroupCalls:
     rows_asked: int = 0
     rows_sent: int = 0
     dedup_hits: int = 0
+    chunk_queries: tuple[int, ...] = field(default=(), compare=False)
+    waited_s: float = field(default=0.0, compare=False)
+    left_slot_free: int = field(default=0, compare=False)
+    left_full: int = field(default=0, compare=False)
+    left_delay: int = field(default=0, compare=False)
 
 
 class CallRecorder:
@@ -52,9 +65,10 @@ class CallRecorder:
     >>> recorder.deduplicated("ner", asked=800, sent=500)
     >>> recorder.answered("ner", "127.0.0.1:7001", 300)
     >>> recorder.retried("ner")
+    >>> recorder.left_queue("ner", queries=3, waited_s=0.001, reason="slot_free")
     >>> recorder.answered("ner", "127.0.0.1:7002", 200, seconds=0.004)
     >>> recorder.groups()["ner"]
-    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1, rows_asked=800, rows_sent=500, dedup_hits=300)
+    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1, rows_asked=800, rows_sent=500, dedup_hits=300, chunk_queries=(3,), waited_s=0.001, left_slot_free=1, left_full=0, left_delay=0)
     >>> recorder.call_seconds()
     {'ner': [0.004]}
     """  # noqa: E501
@@ -102,6 +116,27 @@ class CallRecorder:
             )
         if self._on_rows is not None and asked > sent:
             self._on_rows(asked - sent)
+
+    def left_queue(
+        self,
+        group: str,
+        *,
+        queries: int,
+        waited_s: float,
+        reason: Literal["slot_free", "full", "delay"],
+    ) -> None:
+        """Count one chunk that left the group's queue in a model call carrying ``queries``
+        queries' rows, after ``waited_s``, for ``reason``."""
+        with self._lock:
+            seen = self._group(group)
+            self._groups[group] = replace(
+                seen,
+                chunk_queries=(*seen.chunk_queries, queries),
+                waited_s=seen.waited_s + waited_s,
+                left_slot_free=seen.left_slot_free + (reason == "slot_free"),
+                left_full=seen.left_full + (reason == "full"),
+                left_delay=seen.left_delay + (reason == "delay"),
+            )
 
     def groups(self) -> dict[str, GroupCalls]:
         """The calls so far, by scaling group, in the order the groups were first called."""

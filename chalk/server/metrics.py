@@ -12,7 +12,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from chalk.engine.recorder import CallRecorder
+from chalk.engine.recorder import CallRecorder, GroupCalls
 
 __all__ = ["MULTIPROCESS_ENV", "ServerMetrics"]
 
@@ -21,6 +21,7 @@ MULTIPROCESS_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0
 )  # fmt: skip
+_CHUNK_QUERIES_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 1024)
 
 
 class ServerMetrics:
@@ -75,6 +76,27 @@ class ServerMetrics:
             ["group"],
             registry=registry,
         )
+        # Batching across queries (chalk.engine.batching), counted per query part.
+        self.model_chunk_queries = Histogram(
+            "chalk_server_model_chunk_queries",
+            "Queries whose rows shared a model call, observed once per query per chunk.",
+            ["group"],
+            buckets=_CHUNK_QUERIES_BUCKETS,
+            registry=registry,
+        )
+        self.model_queue_wait = Histogram(
+            "chalk_server_model_queue_wait_seconds",
+            "Time a query's chunks waited in the group's queue before being sent, per query.",
+            ["group"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.model_chunks_left = Counter(
+            "chalk_server_model_chunks_left",
+            "Query chunks that left the group's queue, by why: slot_free, full, delay.",
+            ["group", "reason"],
+            registry=registry,
+        )
         self.model_rows_asked = Counter(
             "chalk_server_model_rows_asked",
             "Argument rows model calls asked answers for, by scaling group.",
@@ -114,10 +136,25 @@ class ServerMetrics:
             self.model_rows_asked.labels(group).inc(calls.rows_asked)
             self.model_rows_sent.labels(group).inc(calls.rows_sent)
             self.model_dedup_hits.labels(group).inc(calls.dedup_hits)
+            self._batched(group, calls)
         for group, seconds in recorder.call_seconds().items():
             latency = self.model_call_latency.labels(group)
             for value in seconds:
                 latency.observe(value)
+
+    def _batched(self, group: str, calls: GroupCalls) -> None:
+        if not calls.chunk_queries:
+            return
+        for queries in calls.chunk_queries:
+            self.model_chunk_queries.labels(group).observe(queries)
+        self.model_queue_wait.labels(group).observe(calls.waited_s)
+        for reason, count in (
+            ("slot_free", calls.left_slot_free),
+            ("full", calls.left_full),
+            ("delay", calls.left_delay),
+        ):
+            if count:
+                self.model_chunks_left.labels(group, reason).inc(count)
 
     def exposition(self) -> bytes:
         """The Prometheus text of every worker's figures (this process's alone without a

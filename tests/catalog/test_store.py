@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -51,11 +52,11 @@ def catalog(catalog_url: str, clock: FakeClock) -> Catalog:
     return open_catalog(catalog_url, clock=clock)
 
 
-def _serving_group(catalog: Catalog, name: str = "ner", backend: str = "local") -> str:
+def _serving_group(catalog: Catalog, name: str = "ner", backend: str = "local", **spec: Any) -> str:
     catalog.models.register("ner-model", input_schema=TEXT, output_schema=TEXT, image="ner:1")
     group = catalog.groups.create(
         name,
-        {"image": "ner:1", "port": 8080, "model": {"name": "ner-model", "version": 1}},
+        {"image": "ner:1", "port": 8080, "model": {"name": "ner-model", "version": 1}, **spec},
         backend=backend,
     )
     catalog.groups.report(
@@ -83,6 +84,14 @@ def test_resolve_gives_schemas_port_and_endpoints(catalog: Catalog) -> None:
     )
     assert route.input_schema.equals(TEXT)
     assert route.endpoints == (Endpoint("127.0.0.1:7001"),)
+    assert route.batch_max_delay_s is None
+
+
+def test_resolve_gives_the_groups_batch_max_delay_in_seconds(catalog: Catalog) -> None:
+    _serving_group(catalog, batch_max_delay_ms=5)
+    catalog.state.heartbeat("local", pid=1, host="laptop")
+
+    assert catalog.resolve("model.ner").batch_max_delay_s == 0.005
 
 
 @pytest.mark.parametrize(

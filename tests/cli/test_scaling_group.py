@@ -273,6 +273,12 @@ def test_dry_run_as_json_takes_the_port_from_the_image(
     assert catalog.groups.list() == []
 
 
+def test_dry_run_stores_the_batch_max_delay_given(project: Path, image: LocalImage) -> None:
+    result = chalk(project, *CREATE, "--batch-max-delay", "5", "--dry-run", "-o", "json")
+
+    assert json.loads(result.stdout)["spec"]["batchMaxDelayMs"] == 5
+
+
 def test_dry_run_keeps_a_given_port(project: Path, image: LocalImage) -> None:
     result = chalk(project, *CREATE, "--port", "9000", "--dry-run", "-o", "json")
 
@@ -416,6 +422,11 @@ def test_update_dry_run_merges_and_stores_nothing(project: Path, catalog: Catalo
         ),
         pytest.param(["--memory", "4GB"], r"--memory has a unit", id="memory"),
         pytest.param(["--replicas", "0"], r"--replicas is 0", id="replicas_zero"),
+        pytest.param(
+            ["--batch-max-delay", "-1"],
+            r"--batch-max-delay is out of range: expected milliseconds from 0 to 10000, got -1",
+            id="batch_max_delay",
+        ),
     ],
 )
 def test_update_refuses_a_bad_flag_naming_it(

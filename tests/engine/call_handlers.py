@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from typing import Any
 
 import pyarrow as pa
@@ -47,3 +49,28 @@ def rows_seen(event: dict[str, pa.Array], context: Any) -> pa.Array:
     """Per row, how many rows its call carried (shows how the engine chunked them)."""
     rows = len(next(iter(event.values())))
     return pa.array([rows] * rows, pa.int64())
+
+
+def crash(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """A handler that kills its replica (exit code 3), as a native library's abort does."""
+    os._exit(3)
+
+
+# ``picky``'s row values with a meaning; any other value is answered as it is.
+BLOCK, CRASH = 1000, -3
+
+
+def picky(event: dict[str, pa.Array], context: Any) -> pa.Array:
+    """``x`` back, except: a call carrying ``BLOCK`` takes ``BLOCK_SECONDS`` (default 1.5),
+    one carrying ``CRASH`` kills the replica (exit code 3), one carrying another negative
+    value raises ``ValueError`` naming it."""
+    [values] = event.values()
+    rows = values.to_pylist()
+    if BLOCK in rows:
+        time.sleep(float(os.environ.get("BLOCK_SECONDS", "1.5")))
+    if CRASH in rows:
+        os._exit(3)
+    negative = [value for value in rows if value is not None and value < 0]
+    if negative:
+        raise ValueError(f"cannot score negative values {negative}")
+    return values

@@ -279,6 +279,9 @@ def test_metrics_count_queries_and_model_calls(server: Server) -> None:
     assert 'chalk_server_model_calls_total{group="double"}' in text
     assert 'chalk_server_model_rows_asked_total{group="double"}' in text
     assert "chalk_server_request_duration_seconds_bucket" in text
+    assert 'chalk_server_model_chunk_queries_bucket{group="double",le="1.0"}' in text
+    assert 'chalk_server_model_queue_wait_seconds_count{group="double"}' in text
+    assert 'chalk_server_model_chunks_left_total{group="double",reason="slot_free"}' in text
     calls = _sample(text, 'chalk_server_model_calls_total{group="double"}')
     timed = _sample(text, 'chalk_server_model_call_duration_seconds_count{group="double"}')
     assert calls == timed >= 1

@@ -1,0 +1,370 @@
+"""The per-process queue of a scaling group's chunks: in-flight slots per endpoint shared by
+every call of the process, and queued chunks of different calls merged into one model call.
+
+The ``Dispatcher`` submits each attempt of a chunk to its group's ``GroupQueue`` and gets a
+``Sent`` back; ``ModelCaller.demand`` reads the queues' counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+import pyarrow as pa
+
+from chalk.catalog.records import Endpoint
+from chalk.engine.chunking import ChunkLimits
+from chalk.engine.model_call import Chunk, ModelCall
+
+__all__ = [
+    "DEFAULT_BATCH_MAX_DELAY_S",
+    "EndpointSlots",
+    "GroupQueue",
+    "LeaveReason",
+    "QueueDeadline",
+    "Sent",
+]
+
+# How long a queued chunk of a call with nothing in flight waits for a free slot before it
+# goes out anyway: long enough for a slot of a 1 ms model to free (bench/calls.py), short
+# enough that a query never notices it. See bench/README.md for how it was picked.
+DEFAULT_BATCH_MAX_DELAY_S: Final = 0.005
+
+LeaveReason = Literal["slot_free", "full", "delay"]
+
+# Sends one (possibly merged) batch to one endpoint: the model's answer, one value per row.
+SendBatch = Callable[[Endpoint, pa.RecordBatch, ModelCall], Awaitable[pa.Array]]
+
+
+class QueueDeadline(Exception):
+    """A queued chunk's deadline passed before a slot took it (the dispatcher names it)."""
+
+    def __init__(self, waited_s: float) -> None:
+        super().__init__(f"waited {waited_s:.3f}s in the queue")
+        self.waited_s = waited_s
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """How one attempt of a chunk went: the endpoint it went to (None: no endpoint could take
+    it), its answer or the error of the whole model call, how many calls' chunks shared that
+    model call, how long the chunk waited in the queue, why it left, and how long the model
+    call took."""
+
+    endpoint: Endpoint | None
+    answer: pa.Array | None = None
+    error: BaseException | None = None
+    queries: int = 0
+    waited_s: float = 0.0
+    reason: LeaveReason = "slot_free"
+    call_s: float = 0.0
+
+
+@dataclass(eq=False, slots=True)
+class _Part:
+    """One attempt of one call's chunk, queued or on its way."""
+
+    call: ModelCall
+    chunk: Chunk
+    exclude: frozenset[str]
+    future: asyncio.Future[Sent]
+    queued_at: float
+    deadline_at: float
+    launched: bool = False
+
+    @property
+    def mergeable(self) -> bool:
+        return self.call.route.deterministic and not self.chunk.alone
+
+
+@dataclass(slots=True)
+class EndpointSlots:
+    """In-flight model calls per endpoint target, shared by every group queue of a process.
+
+    ``limit`` calls per target take free slots; a queued chunk past its group's maximum delay
+    may go over it (``GroupQueue``). A ``dns:///`` target counts as one endpoint: the
+    addresses behind it are gRPC's to pick (round_robin), not ours.
+    """
+
+    limit: int
+    in_flight: dict[str, int] = field(default_factory=dict)
+    _turn: itertools.count[int] = field(default_factory=itertools.count)
+
+    def pick(self, endpoints: tuple[Endpoint, ...], *, under_limit: bool) -> Endpoint | None:
+        """The least busy of ``endpoints`` (ties taken in turn); with ``under_limit``, only
+        one with a free slot."""
+        if not endpoints:
+            return None
+        start = next(self._turn) % len(endpoints)
+        best: Endpoint | None = None
+        best_load = self.limit if under_limit else None
+        for endpoint in endpoints[start:] + endpoints[:start]:
+            load = self.in_flight.get(endpoint.target, 0)
+            if best_load is None or load < best_load:
+                best, best_load = endpoint, load
+        return best
+
+    def take(self, target: str) -> None:
+        self.in_flight[target] = self.in_flight.get(target, 0) + 1
+
+    def give_back(self, target: str) -> None:
+        left = self.in_flight.get(target, 0) - 1
+        if left > 0:
+            self.in_flight[target] = left
+        else:
+            self.in_flight.pop(target, None)
+
+
+class GroupQueue:
+    """The chunks of one scaling group waiting for a slot, and the model calls in flight.
+
+    A chunk goes out at once while one of the group's endpoints has a free slot. Otherwise it
+    waits here; when a slot frees, the queue's oldest chunk leaves merged with the chunks
+    queued behind it (of other calls of the process, one chunk each) up to the row and byte
+    limits, as one model call ("slot_free"). A chunk of a call with nothing else in flight
+    leaves without a free slot when it has waited ``max_delay_s`` ("delay"), or when its
+    merged chunk reached the limits ("full"): a call's own many chunks still take turns on
+    the slots. A non-deterministic model's chunks, and a chunk retried alone, are never
+    merged. A chunk whose deadline passes while queued leaves with ``QueueDeadline``. Used on
+    the caller's event loop only.
+    """
+
+    def __init__(
+        self,
+        group: str,
+        slots: EndpointSlots,
+        send: SendBatch,
+        limits: ChunkLimits,
+        max_delay_s: float,
+    ) -> None:
+        self.group = group
+        self.max_delay_s = max_delay_s
+        self.endpoints: tuple[Endpoint, ...] = ()
+        # Model calls in flight (merged or not), and chunks held between attempts while no
+        # endpoint may take them (the dispatcher's back-off).
+        self.in_flight = 0
+        self.held = 0
+        self._parts: deque[_Part] = deque()
+        self._slots = slots
+        self._send = send
+        self._limits = limits
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def waiting(self) -> int:
+        """Chunks waiting in the queue (counted before merging)."""
+        return len(self._parts)
+
+    @property
+    def demand(self) -> tuple[int, int]:
+        """``(in_flight, waiting)``: model calls in flight, and chunks waiting for a slot or
+        held while no endpoint may take them."""
+        return self.in_flight, len(self._parts) + self.held
+
+    def submit(
+        self, call: ModelCall, chunk: Chunk, *, exclude: frozenset[str], deadline_s: float
+    ) -> asyncio.Future[Sent]:
+        """Queue one attempt of ``chunk`` (not to ``exclude``); its ``Sent`` arrives when it
+        was answered or failed, or at once when no endpoint may take it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Sent] = loop.create_future()
+        if not _allowed(self.endpoints, exclude):
+            future.set_result(Sent(None))
+            return future
+        now = loop.time()
+        self._parts.append(_Part(call, chunk, exclude, future, now, now + deadline_s))
+        self.pump()
+        return future
+
+    def set_endpoints(self, endpoints: tuple[Endpoint, ...]) -> None:
+        """The group's endpoints as last read; queued chunks may go to new ones at once."""
+        if endpoints != self.endpoints:
+            self.endpoints = endpoints
+            self.pump()
+
+    def withdraw(self, future: asyncio.Future[Sent]) -> None:
+        """Forget the queued part of ``future`` (its call ended); one in flight runs on."""
+        for part in self._parts:
+            if part.future is future:
+                self._parts.remove(part)
+                return
+
+    def pump(self) -> None:
+        """Send what may go now; wake again when the next queued chunk's delay or deadline
+        passes."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._drop_expired(now)
+        self._send_to_free_slots(now)
+        self._send_past_delay(now)
+        self._wake_at(loop)
+
+    def _drop_expired(self, now: float) -> None:
+        """Parts of calls that ended (another chunk failed) leave; parts past their deadline
+        leave with ``QueueDeadline``; parts no endpoint may take any more with ``Sent(None)``."""
+        for part in list(self._parts):
+            if part.call.ended:
+                self._parts.remove(part)
+                part.future.cancel()
+            elif part.deadline_at <= now:
+                self._parts.remove(part)
+                part.future.set_exception(QueueDeadline(now - part.queued_at))
+            elif not _allowed(self.endpoints, part.exclude):
+                self._parts.remove(part)
+                part.future.set_result(Sent(None))
+
+    def _send_to_free_slots(self, now: float) -> None:
+        while self._parts:
+            head = self._parts[0]
+            endpoint = self._slots.pick(_usable(self.endpoints, head), under_limit=True)
+            if endpoint is None:
+                return
+            self._launch(endpoint, self._merged(head, endpoint), now, "slot_free")
+
+    def _send_past_delay(self, now: float) -> None:
+        # Parts queue in the order they were queued in: the first one not past its delay ends
+        # the scan, unless the queue holds enough rows to fill a merged chunk.
+        may_fill = self._more_than_limits()
+        for part in list(self._parts):
+            if part.launched:
+                continue
+            past_delay = now - part.queued_at >= self.max_delay_s
+            if not past_delay and not may_fill:
+                return
+            if part.call.in_flight:
+                continue
+            endpoint = self._slots.pick(_usable(self.endpoints, part), under_limit=False)
+            if endpoint is None:
+                continue
+            merged = self._merged(part, endpoint)
+            if len(merged) > 1 and self._full(merged):
+                self._launch(endpoint, merged, now, "full")
+            elif past_delay:
+                self._launch(endpoint, merged, now, "delay")
+
+    def _more_than_limits(self) -> bool:
+        """Whether the queued parts together exceed the row or byte limit of one chunk."""
+        rows = nbytes = 0
+        for part in self._parts:
+            rows += part.chunk.batch.num_rows
+            nbytes += part.chunk.batch.nbytes
+            if rows > self._limits.max_rows or nbytes > self._limits.max_bytes:
+                return True
+        return False
+
+    def _wake_at(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._parts:
+            return
+        when = min(part.deadline_at for part in self._parts)
+        idle = [part.queued_at for part in self._parts if not part.call.in_flight]
+        if idle:
+            when = min(when, min(idle) + self.max_delay_s)
+        self._timer = loop.call_at(when, self.pump)
+
+    def _merged(self, first: _Part, endpoint: Endpoint) -> list[_Part]:
+        """``first`` and the queued parts that may ride with it to ``endpoint``, in queue
+        order, within the row and byte limits."""
+        merged = [first]
+        if not first.mergeable:
+            return merged
+        rows, nbytes = first.chunk.batch.num_rows, first.chunk.batch.nbytes
+        calls = {id(first.call)}
+        for part in self._parts:
+            # A call's own chunks were cut to spread over the replicas: one each per merge.
+            if id(part.call) in calls or not part.mergeable or endpoint.target in part.exclude:
+                continue
+            if not _same_model(first.call, part.call):
+                continue
+            batch = part.chunk.batch
+            if rows + batch.num_rows > self._limits.max_rows or (
+                nbytes + batch.nbytes > self._limits.max_bytes
+            ):
+                break
+            merged.append(part)
+            calls.add(id(part.call))
+            rows, nbytes = rows + batch.num_rows, nbytes + batch.nbytes
+        return merged
+
+    def _full(self, merged: list[_Part]) -> bool:
+        """Whether the next queued part would not fit in ``merged`` any more."""
+        rows = sum(part.chunk.batch.num_rows for part in merged)
+        nbytes = sum(part.chunk.batch.nbytes for part in merged)
+        calls = {id(part.call) for part in merged}
+        for part in self._parts:
+            if part in merged or id(part.call) in calls or not part.mergeable:
+                continue
+            batch = part.chunk.batch
+            more_rows: int = rows + batch.num_rows
+            more_bytes: int = nbytes + batch.nbytes
+            return more_rows > self._limits.max_rows or more_bytes > self._limits.max_bytes
+        return False
+
+    def _launch(
+        self, endpoint: Endpoint, merged: list[_Part], now: float, reason: LeaveReason
+    ) -> None:
+        for part in merged:
+            self._parts.remove(part)
+            part.launched = True
+            part.call.in_flight += 1
+        self._slots.take(endpoint.target)
+        self.in_flight += 1
+        task = asyncio.create_task(self._run(endpoint, merged, now, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(
+        self, endpoint: Endpoint, merged: list[_Part], now: float, reason: LeaveReason
+    ) -> None:
+        queries = len(merged)
+        batches = [part.chunk.batch for part in merged]
+        batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
+        began = time.perf_counter()
+        try:
+            answer: pa.Array | None = await self._send(endpoint, batch, merged[0].call)
+            error: BaseException | None = None
+        except Exception as failure:
+            answer, error = None, failure
+        finally:
+            call_s = time.perf_counter() - began
+            self._slots.give_back(endpoint.target)
+            self.in_flight -= 1
+            for part in merged:
+                part.call.in_flight -= 1
+        offset = 0
+        for part in merged:
+            rows = part.chunk.batch.num_rows
+            mine = None if answer is None else answer.slice(offset, rows)
+            offset += rows
+            if not part.future.done():
+                part.future.set_result(
+                    Sent(endpoint, mine, error, queries, now - part.queued_at, reason, call_s)
+                )
+        # After the chunks' own tasks ran: a call that fails now sends nothing more.
+        asyncio.get_running_loop().call_soon(self.pump)
+
+
+def _allowed(endpoints: tuple[Endpoint, ...], exclude: frozenset[str]) -> bool:
+    return any(endpoint.target not in exclude for endpoint in endpoints)
+
+
+def _usable(endpoints: tuple[Endpoint, ...], part: _Part) -> tuple[Endpoint, ...]:
+    if not part.exclude:
+        return endpoints
+    return tuple(endpoint for endpoint in endpoints if endpoint.target not in part.exclude)
+
+
+def _same_model(first: ModelCall, other: ModelCall) -> bool:
+    """Whether ``other``'s rows may ride in ``first``'s model call: the same model version
+    and input columns."""
+    return first.route.model_version == other.route.model_version and (
+        first.route.input_schema.equals(other.route.input_schema)
+    )
