@@ -70,6 +70,14 @@ class ChalkClient:
     >>> root = pathlib.Path(tempfile.mkdtemp())
     >>> _ = (root / "chalk.yaml").write_text("project: demo\\n")
     >>> client = ChalkClient(project_dir=root)
+    >>> # On the local backend the image must be in the project's store: `chalk image build`.
+    >>> from chalk.catalog import open_catalog
+    >>> from chalk.common.config import find_project
+    >>> from chalk.deploy.local.images import build_image
+    >>> (root / "model").mkdir()
+    >>> _ = (root / "model" / "Dockerfile").write_text('ENTRYPOINT ["chalk-remote-call"]\\n')
+    >>> built = build_image(root / "model", store_dir=root / ".chalk" / "images")
+    >>> _ = open_catalog(find_project(root)).images.save(built.image, ["my-model-image:latest"])
     >>> version = client.register_model_version(
     ...     name="my-model",
     ...     input_schema={"text": pa.large_string()},
