@@ -50,10 +50,11 @@ __all__ = [
 API_SERVER_ENV: Final = "CHALK_API_SERVER"
 API_TOKEN_ENV: Final = "CHALK_API_TOKEN"
 _TIMEOUT_S: Final = 60.0
-# An offline block's most bytes until the server says its limit is lower (chalk serve's
-# default --max-body-bytes), and how many blocks travel at once (each a request on its own
-# keep-alive connection: one being answered while the next ones are sent and computed).
-DEFAULT_BLOCK_BYTES: Final = 16 << 20
+# An offline block's most bytes (a server whose --max-body-bytes is lower says so in a 413),
+# and how many blocks travel at once (each a request on its own keep-alive connection: one
+# being answered while the next ones are sent and computed). A quarter of chalk serve's
+# default limit: four blocks in flight then hold about what one in-process block does.
+DEFAULT_BLOCK_BYTES: Final = 4 << 20
 DEFAULT_BLOCKS_IN_FLIGHT: Final = 4
 # Blocks are cut to this share of the limit by the rows' average size, then halved while
 # their encoding passes it.
@@ -128,6 +129,8 @@ class ApiServerClient:
             base_url=self.url, headers=headers, timeout=_TIMEOUT_S, limits=limits
         )
         self._transport_errors = httpx.TransportError
+        # A block whose request timed out is not sent again: the server was computing it.
+        self._timeouts = httpx.TimeoutException
         self._block_bytes = block_bytes
         self._blocks_in_flight = blocks_in_flight
         self._lock = threading.Lock()
@@ -195,7 +198,8 @@ class ApiServerClient:
         finally:
             for future in pending:
                 future.cancel()
-            pool.shutdown(wait=True, cancel_futures=True)
+            # Not waiting: on Ctrl-C the blocks being answered finish on their threads.
+            pool.shutdown(wait=False, cancel_futures=True)
 
     def _block_target(self) -> int:
         with self._lock:
@@ -222,12 +226,10 @@ class ApiServerClient:
             return self._halves(block, params, headers)
         for pause_s in (*_BLOCK_RETRY_PAUSES_S, None):
             try:
-                reply = self._http.post(
-                    "/v1/query/offline", content=body, params=params, headers=headers
-                )
+                reply, answer = self._post_block(body, params, headers)
                 break
             except self._transport_errors as error:
-                if pause_s is None:
+                if pause_s is None or isinstance(error, self._timeouts):
                     raise self._unreachable(error) from None
                 time.sleep(pause_s)
         if reply.status_code == 413 and MAX_BODY_HEADER in reply.headers and block.num_rows > 1:
@@ -237,8 +239,26 @@ class ApiServerClient:
         if reply.status_code != 200:
             raise _error(self.url, reply.status_code, _json(reply))
         calls = _calls_from_json(reply.headers.get(MODEL_CALLS_HEADER) or "{}")
-        with pa.ipc.open_stream(reply.content) as reader:
+        with pa.ipc.open_stream(answer) as reader:
             return reader.read_all(), calls
+
+    def _post_block(
+        self, body: bytes, params: dict[str, list[str]], headers: dict[str, str]
+    ) -> tuple[Any, bytes]:
+        """The reply to one block, and its body (read for a 200, kept in the reply else).
+
+        httpx's response and its stream refer to each other, so a response lives until the
+        garbage collector runs, with its request: the block's bytes travel as an iterator and
+        the answer is read as a stream, so neither waits there (memory would grow with the
+        input, block after block, between collections)."""
+        sized = {**headers, "content-length": str(len(body))}
+        with self._http.stream(
+            "POST", "/v1/query/offline", content=iter((body,)), params=params, headers=sized
+        ) as reply:
+            if reply.status_code != 200:
+                reply.read()
+                return reply, b""
+            return reply, b"".join(reply.iter_bytes())
 
     def _halves(
         self, block: pa.Table, params: dict[str, list[str]], headers: dict[str, str]

@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-# In process, rows are run in blocks of about this many bytes of input: each block is chunked
-# over the model's replicas, so it should hold several chunks (see ChalkClient's offline
-# blocks); through a server, blocks are the server's body limit.
-_LOCAL_BLOCK_BYTES: Final = 32 << 20
+# In process, rows are run in blocks of about this many bytes of input (as many as a block sent
+# to a server holds): each is chunked over the model's replicas, and a million rows already
+# take several blocks, so memory at a million rows is what it is at any larger size.
+_LOCAL_BLOCK_BYTES: Final = 4 << 20
 # Rows read from the input at a time (the reader's batches; blocks gather several).
 _READ_BATCH_ROWS: Final = 65_536
 
@@ -62,8 +62,8 @@ def register(subparsers: Any) -> None:
         type=_positive,
         metavar="N",
         help=(
-            "at most N rows per block (default: about 32 MiB of input in process, the server's "
-            "body limit with --server); memory grows with the block"
+            "at most N rows per block (default: about 4 MiB of input, or less when the "
+            "server's body limit is lower); memory grows with the block"
         ),
     )
     parser.add_argument(
@@ -97,6 +97,7 @@ def _offline_query(args: argparse.Namespace) -> int:
                 writer.write_table(same)
                 written += result.num_rows
                 advance(result.num_rows)
+                del result, same  # not held while the next block runs
             if writer is not None:
                 writer.close()
             os.replace(partial, output)
@@ -134,8 +135,11 @@ def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Iterator[pa.Table
     _check_names(graph, dataset, args.input, args.outputs)
     with ModelCaller(catalog) as caller:
         for block in cut_blocks(tables, lambda: _LOCAL_BLOCK_BYTES, max_rows=args.block_rows):
-            table = input_table(graph, block, online=False)
-            yield run_query(graph, table, args.outputs, model_caller=caller)
+            result = run_query(
+                graph, input_table(graph, block, online=False), args.outputs, model_caller=caller
+            )
+            del block  # not held while the next block is read
+            yield result
 
 
 def _remote(
@@ -164,14 +168,36 @@ def _positive(text: str) -> int:
 
 def _read(dataset: ds.Dataset) -> Iterator[pa.Table]:
     """The input's rows in order, a batch at a time (an empty table first: with no rows at
-    all, it still says which columns there are)."""
-    import pyarrow as pa  # noqa: PLC0415
+    all, it still says which columns there are).
 
-    yield dataset.schema.empty_table()
-    for batch in dataset.to_batches(
-        batch_size=_READ_BATCH_ROWS, batch_readahead=2, fragment_readahead=1
-    ):
-        yield pa.Table.from_batches([batch])
+    File by file and a row group at a time, on this thread: the dataset's own scanner reads
+    ahead (row groups, files, pre-buffered column chunks), which costs memory that grows with
+    the input's size.
+    """
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    schema = dataset.schema
+    yield schema.empty_table()
+    for path in dataset.files:
+        with pq.ParquetFile(path, pre_buffer=False) as source:
+            _check_columns(path, source.schema_arrow, schema)
+            for batch in source.iter_batches(
+                batch_size=_READ_BATCH_ROWS, columns=schema.names, use_threads=False
+            ):
+                table = pa.Table.from_batches([batch])
+                yield table if table.schema == schema else table.cast(schema)
+
+
+def _check_columns(path: str, found: pa.Schema, expected: pa.Schema) -> None:
+    from chalk.common.errors import ValidationError  # noqa: PLC0415
+
+    missing = [name for name in expected.names if name not in found.names]
+    if missing:
+        raise ValidationError(
+            f"--input {path} lacks the columns {', '.join(missing)}: expected every file to "
+            f"have the first file's columns ({', '.join(expected.names)})"
+        )
 
 
 def _open_input(path: Path) -> ds.Dataset:
