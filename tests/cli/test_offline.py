@@ -33,10 +33,11 @@ class Item:
     twice: float = _.x * 2
 
 
-def chalk(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def chalk(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [CHALK, *args], cwd=root, capture_output=True, text=True, env=_env(), check=False
-    )
+        [CHALK, *args], cwd=root, capture_output=True, text=True, env={**_env(), **env},
+        check=False,
+    )  # fmt: skip
 
 
 def _env() -> dict[str, str]:
@@ -91,11 +92,14 @@ def test_a_file_in_gives_its_rows_out_in_order(
     out = tmp_path / "out.parquet"
     where = ["--server", server] if remote else []
 
+    # rich draws its bar on a terminal only; FORCE_COLOR makes stderr count as one.
     run = chalk(project, "offline-query", "--input", str(tmp_path / "in.parquet"),
-                "--output", str(out), *OUTS, *where, "--block-rows", "9000")  # fmt: skip
+                "--output", str(out), *OUTS, *where, "--block-rows", "9000",
+                FORCE_COLOR="1")  # fmt: skip
 
     assert run.returncode == 0, run.stderr
     assert "wrote 50,000 rows" in run.stdout
+    assert "offline query" in run.stderr  # the progress bar
     assert pq.read_table(out).equals(expected(table))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.parquet"]
 
