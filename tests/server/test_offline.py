@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -23,7 +24,7 @@ from chalk.engine.query import QueryError
 from chalk.features import ClassDef, FeatureDef, FeatureGraph, graph_of
 from chalk.features.wire import ARROW_STREAM, FINGERPRINTS_HEADER, MODEL_CALLS_HEADER
 from tests.deploy.local.conftest import alive, wait_for
-from tests.server.conftest import OUTPUTS, Reading, Server, replica_pids
+from tests.server.conftest import OUTPUTS, Reading, Server, replica_pids, start_server
 
 MILLION = 1_000_000
 
@@ -136,6 +137,51 @@ def test_a_model_replica_killed_mid_query_loses_and_repeats_no_row(
         what="the killed replica restarted",
         timeout_s=60,
     )
+
+
+@pytest.fixture(scope="module")
+def two_workers(project: Path) -> Iterator[Server]:
+    running = start_server(project, "--workers", "2")
+    yield running
+    running.stop()
+
+
+def test_a_server_worker_killed_mid_query_loses_and_repeats_no_row(two_workers: Server) -> None:
+    """The blocks in flight on the killed worker lose their connection: the client sends
+    them again, and the other worker answers."""
+    workers = wait_for(lambda: len(found := _workers(two_workers)) == 2 and found,
+                       what="two server workers")  # fmt: skip
+    ids = pa.array(range(MILLION), pa.int64())
+    table = pa.table({"reading.id": ids, "reading.x": pc.cast(ids, pa.float64())})
+    client = ApiServerClient(two_workers.url, block_bytes=1 << 19)
+    found = []
+    try:
+        for block in client.offline_blocks(graph_of([Reading]), [table], ["reading.doubled"]):
+            if not found:
+                workers[0].kill()
+            found.append(block)
+    finally:
+        client.close()
+
+    result = pa.concat_tables(found)
+    assert _dead(workers[0])
+    assert result.column("reading.id").equals(pa.chunked_array([ids]))
+    assert result.column("reading.doubled").equals(
+        pa.chunked_array([pc.multiply(table.column("reading.x"), 2.0).combine_chunks()])
+    )
+
+
+def _workers(server: Server) -> list[psutil.Process]:
+    """The server's worker processes (multiprocessing's resource tracker is a child too)."""
+    children = psutil.Process(server.process.pid).children()
+    return [child for child in children if "spawn_main" in " ".join(child.cmdline())]
+
+
+def _dead(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped
+    except psutil.NoSuchProcess:
+        return True
 
 
 def post_block(
