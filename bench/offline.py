@@ -2,16 +2,18 @@
 to Parquet, in process and through ``chalk serve`` (``--server``), side by side per size.
 
 (Run by ``bench/server.py``, which makes the project; bench/ is on sys.path, so it imports this
-module as ``offline``.) Per size and side: rows/s (by the command's own reported time, so the
-interpreter's start-up is left out) and the peak RSS of the command and of the server, each
-read exactly from the kernel when the process ends (``wait4``'s ``ru_maxrss``). Each side gets
-a fresh server. Targets: rows/s with the server >= 0.7x in process; peak RSS at the largest
-size <= 1.3x that at the smallest, both ways.
+module as ``offline``.) Per size and side: rows/s, by the command's own reported time (from
+the start of its command function: the interpreter's start-up is left out, the imports the
+command then does count); the peak RSS of the command and of the server, read exactly from
+the kernel when each process ends (``wait4``'s ``ru_maxrss``); and the CPU seconds each used
+(start-up included). Each side gets a fresh server. Targets: rows/s with the server >= 0.7x
+in process; peak RSS at the largest size <= 1.3x that at the smallest, both ways.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import signal
@@ -46,6 +48,8 @@ class OfflineRun:
     seconds: float
     command_rss_mb: float
     server_rss_mb: float | None
+    command_cpu_s: float
+    server_cpu_s: float | None
 
     @property
     def rows_per_s(self) -> float:
@@ -70,10 +74,8 @@ def measure(
         progress(f"offline: {rows:,} rows through chalk serve")
         with serve() as (url, server):
             run = _run(project, source, rows, url)
-            server_rss = _stop_and_peak_rss(server)
-        runs.append(
-            OfflineRun(rows, True, run.seconds, run.command_rss_mb, server_rss_mb=server_rss)
-        )
+            server_rss, server_cpu = _stop_and_peak_rss(server)
+        runs.append(dataclasses.replace(run, server_rss_mb=server_rss, server_cpu_s=server_cpu))
         source.unlink()
     return runs
 
@@ -88,10 +90,13 @@ def offline_lines(runs: Sequence[OfflineRun]) -> list[str]:
             number(run.rows_per_s),
             number(run.command_rss_mb),
             number(run.server_rss_mb) if run.server_rss_mb is not None else "-",
+            number(run.command_cpu_s),
+            number(run.server_cpu_s) if run.server_cpu_s is not None else "-",
         ]
         for run in runs
     ]
-    header = ["side", "rows", "s", "rows/s", "command peak RSS MB", "server peak RSS MB"]
+    header = ["side", "rows", "s", "rows/s", "command peak RSS MB", "server peak RSS MB",
+              "command CPU s", "server CPU s"]  # fmt: skip
     lines = [format_grid(header, body, left=1), ""]
     sizes = sorted({run.rows for run in runs})
     by = {(run.rows, run.server): run for run in runs}
@@ -146,23 +151,25 @@ def _run(project: Path, source: Path, rows: int, url: str | None) -> OfflineRun:
     if pq.ParquetFile(output).metadata.num_rows != rows:
         raise RuntimeError(f"{output} does not hold {rows:,} rows")
     output.unlink()
-    return OfflineRun(rows, url is not None, float(found.group(2)), usage.ru_maxrss / 1024, None)
+    cpu_s = usage.ru_utime + usage.ru_stime
+    rss_mb = usage.ru_maxrss / 1024
+    return OfflineRun(rows, url is not None, float(found.group(2)), rss_mb, None, cpu_s, None)
 
 
-def _stop_and_peak_rss(server: subprocess.Popen[bytes]) -> float:
-    """Stop the server (SIGTERM) and read its peak RSS in MB."""
+def _stop_and_peak_rss(server: subprocess.Popen[bytes]) -> tuple[float, float]:
+    """Stop the server (SIGTERM); its peak RSS in MB and the CPU seconds it used."""
     server.send_signal(signal.SIGTERM)
     give_up = time.monotonic() + 30
     while time.monotonic() < give_up:
         pid, status, usage = os.wait4(server.pid, os.WNOHANG)
         if pid:
-            server.returncode = os.waitstatus_to_exitcode(status)
-            return float(usage.ru_maxrss / 1024)
+            break
         time.sleep(0.05)
-    server.kill()
-    _, status, usage = os.wait4(server.pid, 0)
+    else:
+        server.kill()
+        _, status, usage = os.wait4(server.pid, 0)
     server.returncode = os.waitstatus_to_exitcode(status)
-    return float(usage.ru_maxrss / 1024)
+    return usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime
 
 
 def _env() -> dict[str, str]:

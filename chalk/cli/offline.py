@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-# In process, rows are run in blocks of about this many bytes of input (as many as a block sent
-# to a server holds): each is chunked over the model's replicas, and a million rows already
-# take several blocks, so memory at a million rows is what it is at any larger size.
+# In process, rows are run in blocks of about this many bytes of input: each is chunked over
+# the model's replicas, and a million rows already take several blocks, so memory at a million
+# rows is what it is at any larger size. (Through a server, blocks are ChalkClient's.)
 _LOCAL_BLOCK_BYTES: Final = 4 << 20
 # Rows read from the input at a time (the reader's batches; blocks gather several).
 _READ_BATCH_ROWS: Final = 65_536
@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
         type=_positive,
         metavar="N",
         help=(
-            "at most N rows per block (default: about 4 MiB of input, or less when the "
+            "at most N rows per block (default: a few MiB of input, or less when the "
             "server's body limit is lower); memory grows with the block"
         ),
     )

@@ -81,7 +81,7 @@ def test_a_million_rows_in_pipelined_blocks_come_back_in_order(
     ids = pa.array(range(MILLION), pa.int64())
     table = pa.table({"reading.id": ids, "reading.x": pc.multiply(ids, 0.25)})
     outputs = ["reading.doubled"]
-    # Blocks of about 2 MiB: nine of them, four in flight at once.
+    # Blocks of about 2 MiB: nine of them, eight in flight at once.
     remote = ApiServerClient(server.url, block_bytes=2 << 20)
 
     expected = local.offline_query(table, outputs, show_progress=False).to_arrow()
