@@ -13,7 +13,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -88,9 +88,10 @@ def _offline_query(args: argparse.Namespace) -> int:
     partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
     written = 0
     writer: pq.ParquetWriter | None = None
-    with _sigterm_as_interrupt(), _progress(total) as advance:
+    results = _results(args, dataset)
+    with _sigterm_as_interrupt(), _progress(total) as advance, contextlib.closing(results):
         try:
-            for result in _results(args, dataset):
+            for result in results:
                 if writer is None:
                     writer = pq.ParquetWriter(partial, result.schema)
                 same = result if result.schema == writer.schema else result.cast(writer.schema)
@@ -117,7 +118,7 @@ def _offline_query(args: argparse.Namespace) -> int:
     return 0
 
 
-def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Iterator[pa.Table]:
+def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Generator[pa.Table]:
     """The output blocks, in input order: from the server, or from the engine here."""
     from chalk.client_http import cut_blocks  # noqa: PLC0415
 
