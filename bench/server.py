@@ -31,6 +31,11 @@ connections >= 2x Ray Serve's. It prints figures and ratios and never fails on a
     .venv/bin/python bench/server.py            # about 2 minutes, plus Ray's first install
     .venv/bin/python bench/server.py --quick    # shorter runs
     .venv/bin/python bench/server.py --no-ray   # our sides only
+    .venv/bin/python bench/server.py --offline  # only chalk offline-query's figures
+    .venv/bin/python bench/server.py --offline --offline-rows 100000,1000000  # smaller sizes
+
+``--offline`` measures ``chalk offline-query`` from Parquet to Parquet at 1M and 10M rows (by
+default), in process and with ``--server``, side by side: see ``bench/offline.py``.
 """
 
 from __future__ import annotations
@@ -548,7 +553,42 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter runs: rougher figures")
     parser.add_argument("--no-ray", action="store_true", help="leave Ray Serve out")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="only chalk offline-query from Parquet, in process and through chalk serve",
+    )
+    parser.add_argument(
+        "--offline-rows",
+        default="1000000,10000000",
+        help="the --offline sizes, comma-separated (default: 1M and 10M rows)",
+    )
     return parser.parse_args(argv)
+
+
+def _offline(sizes: Sequence[int], progress: Callable[[str], None]) -> None:
+    import offline  # bench/offline.py
+
+    with tempfile.TemporaryDirectory(prefix="bench-offline-") as tmp:
+        work = Path(tmp)
+        with _project(work) as project:
+
+            @contextlib.contextmanager
+            def serve() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+                from tests.support.runtime_process import free_port
+
+                port = free_port()
+                env = {k: v for k, v in os.environ.items() if k != "CHALK_CATALOG_URL"}
+                command = [str(Path(sys.executable).with_name("chalk")), "serve", "--port",
+                           str(port)]  # fmt: skip
+                with _running(command, cwd=project, env=env, log=work / "serve.log") as process:
+                    _wait_http(port, "/readyz", process, "chalk serve")
+                    yield f"http://127.0.0.1:{port}", process
+
+            runs = offline.measure(project, work, sizes, progress, serve)
+    print("\n".join(_environment_lines()))
+    print()
+    print("\n".join(offline.offline_lines(runs)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -556,9 +596,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     plan = QUICK if args.quick else FULL
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))  # tests.support is not installed
+    progress = progress_printer()
+    if args.offline:
+        _offline([int(size) for size in args.offline_rows.split(",")], progress)
+        return
     if shutil.which("wrk") is None:
         raise SystemExit("bench/server.py needs wrk: apt-get install wrk")
-    progress = progress_printer()
     ray: Side | None = None
     ray_problem = ""
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:

@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from chalk.catalog import Catalog, ModelVersion, ScalingGroup, open_catalog
 from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
-from chalk.client_http import API_SERVER_ENV, ApiServerClient
+from chalk.client_http import API_SERVER_ENV, ApiServerClient, offline_table
 from chalk.common.apply_guard import check_write
 from chalk.common.config import Project, find_project
 from chalk.deploy.groups import (
@@ -287,9 +287,12 @@ class ChalkClient:
         terminal, advancing as the model calls' chunks are answered; ``show_progress=False``
         turns it off, and a ``rich.console.Console`` draws it there instead (when that console
         is a terminal). The dataset's ``model_calls`` says, per scaling group, how many calls
-        and rows the query sent and which replicas answered.
+        and rows the query sent and which replicas answered. With ``api_server`` the rows go
+        to the server in Arrow blocks, several at once, and the bar advances by blocks.
         """
         graph = _graph_for(input, output)
+        if self._api is not None:
+            return self._offline_remote(self._api, graph, input, output, show_progress)
         table = input_table(graph, input, online=False)
         console = _progress_console(show_progress)
         bar = _QueryBar(console, table.num_rows) if console is not None else None
@@ -303,6 +306,26 @@ class ChalkClient:
                     bar.finished(block.num_rows)
         table = pa.concat_tables(results) if len(results) > 1 else results[0]
         return Dataset(table, model_calls=recorder.groups())
+
+    def _offline_remote(
+        self,
+        api: ApiServerClient,
+        graph: FeatureGraph,
+        input: Any,
+        output: Sequence[Any],
+        show_progress: bool | Console,
+    ) -> Dataset:
+        table = offline_table(graph, input)
+        console = _progress_console(show_progress)
+        bar = _QueryBar(console, table.num_rows) if console is not None else None
+        calls: dict[str, GroupCalls] = {}
+        results = []
+        with bar or contextlib.nullcontext():
+            for block in api.offline_blocks(graph, [table], output, model_calls=calls):
+                results.append(block)
+                if bar is not None:
+                    bar.finished(block.num_rows)
+        return Dataset(pa.concat_tables(results), model_calls=calls)
 
     def _run(self) -> dict[str, Any]:
         return {"model_caller": self._calls.caller()}

@@ -39,6 +39,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "scaling-group": ("scaling_group", "create, change, inspect and delete scaling groups"),
     "logs": ("logs", "print the logs of a scaling group's replicas, merged in time"),
     "query": ("query", "compute features for one row, with the graph `chalk apply` stored"),
+    "offline-query": (
+        "offline",
+        "compute features for every row of a Parquet file or folder, into a Parquet file",
+    ),
     "apply": (
         "apply",
         "check the project's feature classes against the catalog and make them active",

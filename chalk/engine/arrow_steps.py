@@ -70,14 +70,22 @@ def evaluate(
         if answer is None:
             arguments = []
             for argument in call.args[1:]:
-                arguments.append(_as_polars_gives((yield from value(argument))))
+                # (ruff takes the ``del value`` below for the name's end)
+                argument_value = yield from value(argument)  # noqa: F821
+                arguments.append(_as_polars_gives(argument_value))
             # Call refuses a catalog_call whose first argument is not the name as a literal.
             name = str(cast(Literal, call.args[0]).value)
             answer = yield ModelRequest(fqn, name, arguments, as_chunks=True)
             answers[call] = answer
         return answer
 
-    return (yield from value(node))
+    try:
+        return (yield from value(node))
+    finally:
+        # A recursive closure refers to itself: without this, the query's columns and model
+        # answers (in its cells) would wait for the garbage collector, and an offline query's
+        # memory would grow block after block until it ran.
+        del value
 
 
 def _as_polars_gives(column: Column) -> Column:

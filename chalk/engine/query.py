@@ -55,7 +55,7 @@ def input_table(
         inputs = inputs.to_arrow()
     if isinstance(inputs, pa.Table):
         names = [_known(graph, name) for name in inputs.column_names]
-        return inputs.rename_columns(names)
+        return _typed(graph, inputs.rename_columns(names))
     if not isinstance(inputs, Mapping) or not inputs:
         raise QueryError(
             "a query needs inputs: expected a dict such as {Document.id: 1, Document.text: "
@@ -141,6 +141,24 @@ def _known(graph: FeatureGraph, fqn: str) -> str:
     except GraphError as error:
         raise QueryError(str(error)) from None
     return fqn
+
+
+def _typed(graph: FeatureGraph, table: pa.Table) -> pa.Table:
+    """``table`` with each column cast safely to its feature's type (a Parquet file's string
+    column to a large_string feature, an int32 one to int64); a cast with loss is refused."""
+    for index, fqn in enumerate(table.column_names):
+        arrow_type = graph.feature(fqn).arrow_type
+        column = table.column(index)
+        if column.type == arrow_type:
+            continue
+        try:
+            table = table.set_column(index, fqn, column.cast(arrow_type, safe=True))
+        except (pa.ArrowException, ValueError) as error:
+            raise QueryError(
+                f"{fqn}: the input column of type {column.type} does not fit the feature's type "
+                f"{arrow_type}: {error}"
+            ) from None
+    return table
 
 
 def _is_list_feature(graph: FeatureGraph, fqn: str) -> bool:

@@ -1,8 +1,9 @@
 """Feature values as JSON, and the fingerprint of a feature's definition.
 
-The one copy of both rules shared by the HTTP feature server (``chalk serve``) and its client
+The one copy of these rules shared by the HTTP feature server (``chalk serve``) and its client
 (``ChalkClient(api_server=...)``): timestamps and dates travel as ISO 8601 text, bytes as
-base64, lists item by item; two sides agree on a feature when their fingerprints are equal.
+base64, lists item by item; two sides agree on a feature when their fingerprints are equal;
+offline blocks travel as Arrow IPC streams with the headers named here.
 """
 
 from __future__ import annotations
@@ -13,14 +14,34 @@ import datetime as dt
 import hashlib
 import json
 import math
-from typing import Any
+from typing import Any, Final
 
 import pyarrow as pa
 
 from chalk.common.errors import ChalkError
 from chalk.features.graph import FeatureDef
 
-__all__ = ["WireValueError", "feature_fingerprint", "value_from_json", "value_to_json"]
+__all__ = [
+    "ARROW_STREAM",
+    "FINGERPRINTS_HEADER",
+    "GRAPH_VERSION_HEADER",
+    "MAX_BODY_HEADER",
+    "MODEL_CALLS_HEADER",
+    "WireValueError",
+    "feature_fingerprint",
+    "value_from_json",
+    "value_to_json",
+]
+
+# Offline queries over HTTP (POST /v1/query/offline): the media type of a block, in and out,
+# and the headers beside it. The fingerprints of the features the caller defines (a JSON
+# object, fqn: fingerprint); the applied graph's version and what the block's model calls did
+# per scaling group (a JSON object) in the answer; on a 413, the server's body limit.
+ARROW_STREAM: Final = "application/vnd.apache.arrow.stream"
+FINGERPRINTS_HEADER: Final = "x-chalk-fingerprints"
+GRAPH_VERSION_HEADER: Final = "x-chalk-graph-version"
+MODEL_CALLS_HEADER: Final = "x-chalk-model-calls"
+MAX_BODY_HEADER: Final = "x-chalk-max-body-bytes"
 
 
 class WireValueError(ChalkError, ValueError):

@@ -35,11 +35,19 @@ from chalk.catalog import Catalog, open_catalog
 from chalk.common.config import find_project
 from chalk.engine.calls import ModelCaller
 from chalk.engine.recorder import CallRecorder
+from chalk.features.wire import (
+    ARROW_STREAM,
+    FINGERPRINTS_HEADER,
+    GRAPH_VERSION_HEADER,
+    MAX_BODY_HEADER,
+    MODEL_CALLS_HEADER,
+)
 from chalk.server.errors import ApiError, api_error, on_graph
 from chalk.server.graphs import ActiveGraph, LoadedGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
 from chalk.server.metrics import ServerMetrics
 from chalk.server.models import InvokeRequest, OnlineQueryRequest
+from chalk.server.offline import OfflineOutcome, fingerprints_of, run_offline_block
 from chalk.server.openapi import openapi_document
 from chalk.server.queries import QueryOutcome, run_online_query, run_online_query_async
 from chalk.server.settings import ServerSettings
@@ -59,6 +67,7 @@ _LOOP_VALUES = 512
 # The metrics' endpoint label of each path served (invoke's path has the group in it).
 _ENDPOINTS = {
     "/v1/query/online": "query_online",
+    "/v1/query/offline": "query_offline",
     "/healthz": "healthz",
     "/readyz": "readyz",
     "/metrics": "metrics",
@@ -114,6 +123,11 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
         Route(
             "/v1/query/online",
             _endpoint(state, _ENDPOINTS["/v1/query/online"], _query),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/query/offline",
+            _endpoint(state, _ENDPOINTS["/v1/query/offline"], _offline),
             methods=["POST"],
         ),
         Route("/v1/models/{group}/invoke", _endpoint(state, "invoke", _invoke), methods=["POST"]),
@@ -194,7 +208,12 @@ def _error_response(error: Exception, request: Request) -> Response:
                 f"the server failed on {request.url.path}: {type(error).__name__}: {error}",
             )
     _failed(request.method, request.url.path, found.status, found.code)
-    return _json(found.body(), found.status)
+    response = _json(found.body(), found.status)
+    if found.status == 413:
+        # So a client cutting its rows into blocks can learn the limit and cut again.
+        state: _State = request.app.state.chalk
+        response.headers[MAX_BODY_HEADER] = str(state.settings.max_body_bytes)
+    return response
 
 
 async def _query(state: _State, request: Request) -> Response:
@@ -210,6 +229,36 @@ async def _query(state: _State, request: Request) -> Response:
         outcome = await _within_deadline(state, work)
     state.metrics.called(outcome.model_calls)
     return _json(outcome.body)
+
+
+async def _offline(state: _State, request: Request) -> Response:
+    """One block of an offline query: Arrow IPC in and out, run on a query thread (the request
+    holds its one block; the client pipelines the next ones)."""
+    body = await _body(request, state.settings.max_body_bytes, media=ARROW_STREAM)
+    outputs = request.query_params.getlist("output")
+    fingerprints = fingerprints_of(request.headers.get(FINGERPRINTS_HEADER))
+    loop = asyncio.get_running_loop()
+    work = loop.run_in_executor(
+        state.queries, _offline_on_thread, state, body, outputs, fingerprints
+    )
+    outcome: OfflineOutcome = await _within_deadline(state, work)
+    state.metrics.called(outcome.model_calls)
+    headers = {
+        GRAPH_VERSION_HEADER: str(outcome.graph_version),
+        MODEL_CALLS_HEADER: outcome.model_calls_json(),
+    }
+    return Response(outcome.body, media_type=ARROW_STREAM, headers=headers)
+
+
+def _offline_on_thread(
+    state: _State, body: bytes, outputs: list[str], fingerprints: dict[str, str]
+) -> OfflineOutcome:
+    loaded = state.graph.current()
+    state.metrics.graph_version.set(loaded.version)
+    try:
+        return run_offline_block(loaded, body, outputs, fingerprints, state.caller)
+    except Exception as error:
+        raise on_graph(error, loaded.version, loaded.graph.features) from None
 
 
 async def _on_loop(state: _State, loaded: LoadedGraph, query: OnlineQueryRequest) -> QueryOutcome:
@@ -301,7 +350,8 @@ def _not_served(request: Request) -> str:
         return f"{path} is not served: expected {bare}, without the trailing slash"
     return (
         f"{request.method} {path} is not served: expected one of POST /v1/query/online, POST "
-        f"/v1/models/<group>/invoke, GET /healthz, /readyz, /metrics, /openapi.json"
+        f"/v1/query/offline, POST /v1/models/<group>/invoke, GET /healthz, /readyz, /metrics, "
+        f"/openapi.json"
     )
 
 
@@ -317,15 +367,20 @@ def _endpoint_of(path: str) -> str:
     return _ENDPOINTS.get(path, "unrouted")
 
 
-async def _body(request: Request, limit: int) -> bytes:
+async def _body(request: Request, limit: int, *, media: str = "application/json") -> bytes:
     """The body, refused with 413 once it passes ``limit`` bytes (declared or read), and with
-    415 when its Content-Type is not JSON (none, and curl's default form type, are taken)."""
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media not in _JSON_MEDIA_TYPES and not media.endswith("+json"):
+    415 when its Content-Type is not ``media`` (for JSON: none, and curl's default form type,
+    are taken too)."""
+    given = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media == "application/json":
+        fits = given in _JSON_MEDIA_TYPES or given.endswith("+json")
+    else:
+        fits = given == media
+    if not fits:
         raise ApiError(
             415,
             "UNSUPPORTED_MEDIA_TYPE",
-            f"the body's Content-Type is {media}: expected application/json",
+            f"the body's Content-Type is {given or 'not given'}: expected {media}",
         )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -8,6 +8,13 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from chalk import __version__
+from chalk.features.wire import (
+    ARROW_STREAM,
+    FINGERPRINTS_HEADER,
+    GRAPH_VERSION_HEADER,
+    MAX_BODY_HEADER,
+    MODEL_CALLS_HEADER,
+)
 from chalk.server.models import (
     ErrorResponse,
     HealthResponse,
@@ -74,6 +81,63 @@ def openapi_document() -> dict[str, Any]:
                     },
                 }
             },
+            "/v1/query/offline": {
+                "post": {
+                    "summary": "Compute features for one block of rows (Arrow IPC in and out)",
+                    "description": (
+                        "The input rows as one Arrow IPC stream, columns named by feature, at "
+                        "most the body limit; the answer is an Arrow IPC stream of the primary "
+                        "key (when given) and the outputs, rows in input order. Send larger "
+                        "inputs as several blocks, several at once, and join the answers in "
+                        "order (ChalkClient and `chalk offline-query --server` do)."
+                    ),
+                    "parameters": [
+                        {
+                            "name": "output",
+                            "in": "query",
+                            "required": True,
+                            "description": "A feature to compute (repeatable)",
+                            "schema": {"type": "array", "items": {"type": "string"}},
+                            "style": "form",
+                            "explode": True,
+                        },
+                        {
+                            "name": FINGERPRINTS_HEADER,
+                            "in": "header",
+                            "required": False,
+                            "description": (
+                                "A JSON object: the fingerprint of each feature the caller "
+                                "defines; one the server defines differently is a 409"
+                            ),
+                            "schema": {"type": "string"},
+                        },
+                    ],
+                    "requestBody": _arrow("The input rows"),
+                    "responses": {
+                        "200": {
+                            **_arrow("The features, rows in input order"),
+                            "headers": {
+                                GRAPH_VERSION_HEADER: _header("The applied graph's version"),
+                                MODEL_CALLS_HEADER: _header(
+                                    "A JSON object: per scaling group, the model calls made"
+                                ),
+                            },
+                        },
+                        **errors,
+                        "409": _json(
+                            "A feature the server's graph lacks or defines differently",
+                            "ErrorResponse",
+                        ),
+                        "413": {
+                            **errors["413"],
+                            "headers": {MAX_BODY_HEADER: _header("The body limit, in bytes")},
+                        },
+                        "415": _json(f"A body that is not {ARROW_STREAM}", "ErrorResponse"),
+                        "502": _json("A model's handler failed", "ErrorResponse"),
+                        "503": _json("No graph applied, or no replica reached", "ErrorResponse"),
+                    },
+                }
+            },
             "/v1/models/{group}/invoke": {
                 "post": {
                     "summary": "Call a scaling group's model on columns of inputs",
@@ -118,6 +182,17 @@ def _json(description: str, model: str) -> dict[str, Any]:
         "description": description,
         "content": {"application/json": {"schema": {"$ref": _REF.format(model=model)}}},
     }
+
+
+def _arrow(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+    }
+
+
+def _header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
 
 
 def _probe(summary: str, *, security: bool) -> dict[str, Any]:

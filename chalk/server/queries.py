@@ -20,7 +20,7 @@ from chalk.server.errors import ApiError
 from chalk.server.graphs import LoadedGraph
 from chalk.server.models import OnlineQueryRequest
 
-__all__ = ["QueryOutcome", "run_online_query", "run_online_query_async"]
+__all__ = ["QueryOutcome", "check_fingerprints", "run_online_query", "run_online_query_async"]
 
 
 class QueryOutcome:
@@ -60,7 +60,7 @@ async def run_online_query_async(
 
 def _checked_inputs(loaded: LoadedGraph, request: OnlineQueryRequest) -> pa.Table:
     rows = request.rows if request.rows is not None else [request.inputs or {}]
-    _check_fingerprints(loaded, request.fingerprints or {})
+    check_fingerprints(loaded, request.fingerprints or {})
     table = _inputs(loaded.graph, rows)
     _check_keys(loaded.graph, table, request.outputs)
     return table
@@ -86,7 +86,7 @@ def _outcome(
     return QueryOutcome(body, recorder)
 
 
-def _check_fingerprints(loaded: LoadedGraph, fingerprints: Mapping[str, str]) -> None:
+def check_fingerprints(loaded: LoadedGraph, fingerprints: Mapping[str, str]) -> None:
     problems = []
     for fqn, fingerprint in fingerprints.items():
         feature = loaded.graph.features.get(fqn)

@@ -30,6 +30,7 @@ from tests.support.runtime_process import free_port
 CHALK = str(Path(sys.executable).with_name("chalk"))
 
 MODEL = """
+import os
 import time
 import pyarrow.compute as pc
 
@@ -39,6 +40,9 @@ def handler(event, context):
         raise ValueError("negative input")
     if pc.any(pc.equal(x, 999.0)).as_py():
         time.sleep(3)  # longer than the deadline of the tests' small server
+    if pc.any(pc.equal(x, 777.0)).as_py():
+        open(f"slow-{os.getpid()}", "w").close()  # the test kills this replica now
+        time.sleep(3)
     return pc.multiply(x, 2.0)
 """
 

@@ -32,7 +32,9 @@ def guarded(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         pytest.param({"Authorization": TOKEN}, id="not_bearer"),
     ],
 )
-@pytest.mark.parametrize("path", ["/v1/query/online", "/metrics", "/openapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/v1/query/online", "/v1/query/offline", "/metrics", "/openapi.json"]
+)
 def test_without_the_token_everything_but_the_probes_is_401(
     guarded: Server, headers: dict[str, str], path: str
 ) -> None:
