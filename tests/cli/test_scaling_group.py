@@ -153,13 +153,13 @@ SUMMARY_FIELDS = (
         pytest.param(
             ["--target-cpu", "150"],
             1,
-            r"--target-cpu is out of range: expected 1 to 100, got 150",
+            r"--target-cpu is out of range: expected 1 to 100 \(.*\), got 150",
             id="target_cpu",
         ),
         pytest.param(
             ["--port", "70000"],
             1,
-            r"--port is out of range: expected 1..65535, got 70000",
+            r"--port is out of range: expected 1 to 65535 \(a TCP port\), got 70000",
             id="port_high",
         ),
         pytest.param(["--port", "0"], 1, r"--port is out of range", id="port_zero"),
