@@ -84,7 +84,9 @@ class GroupSpec:
                 f"got {self.image!r}"
             )
         if isinstance(self.port, bool) or not isinstance(self.port, int):
-            raise ValidationError(f"port must be a whole number: expected an int, got {self.port!r}")
+            raise ValidationError(
+                f"port must be a whole number: expected an int, got {self.port!r}"
+            )
         check_bound("port", self.port)
         check_bound("env", len(self.env), what="env (the number of variables)")
         for name, value in self.env.items():

@@ -42,7 +42,7 @@ class ServerSettingsError(ChalkError, ValueError):
 
 
 def _bounded(name: str, value: float, flag: str) -> None:
-    """``value`` within the bound ``name`` of chalk.common.bounds, else the error naming ``flag``."""
+    """``value`` within the bound ``name`` (chalk.common.bounds), else an error naming ``flag``."""
     try:
         check_bound(name, value, what=flag)
     except ValidationError as error:
