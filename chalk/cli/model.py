@@ -6,6 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any, Final
 
 from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.cli.scaling_group import checked_image
 from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, read_spec_flags
 
 # The catalog, pyarrow and the deployers are imported where a command uses them, so that
@@ -25,7 +26,9 @@ def register(subparsers: Any) -> None:
 
     add = commands.add_parser("register", help="register the next version of a model")
     add.add_argument("--name", required=True, help="model name, e.g. ner")
-    add.add_argument("--image", required=True, help="image reference, e.g. ner:latest")
+    add.add_argument(
+        "--image", required=True, type=checked_image, help="image reference, e.g. ner:latest"
+    )
     add.add_argument(
         "--input",
         action="append",

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from chalk.catalog import Catalog
     from chalk.common.config import Project
 
-__all__ = ["register"]
+__all__ = ["checked_image", "register"]
 
 _EVENTS_SHOWN: Final = 20
 
@@ -96,15 +96,25 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="the scaling group's name, e.g. ner")
 
 
+def checked_image(text: str) -> str:
+    """An ``--image`` flag's reference, stripped; an invalid one is refused, saying why (it
+    could never be built or pulled)."""
+    from chalk.common.names import image_reference_problem  # noqa: PLC0415
+
+    problem = image_reference_problem(text.strip()) if text.strip() else "it is empty"
+    if problem is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an image reference ({problem}): expected name[:tag] with a "
+            f"lowercase name, such as 'ner:latest'"
+        )
+    return text.strip()
+
+
 def _image_reference(text: str) -> str:
     """``--image`` as stored: ``name`` means ``name:latest``."""
     from chalk.catalog.images import normalize_tag  # noqa: PLC0415
 
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected an image reference such as 'ner:latest', got {text!r}"
-        )
-    return normalize_tag(text.strip())
+    return normalize_tag(checked_image(text))
 
 
 def _open(name: str) -> tuple[Project, Catalog]:
