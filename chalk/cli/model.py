@@ -103,7 +103,7 @@ def _list(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
 
-    versions = open_catalog(find_project()).models.list(args.name)
+    versions = open_catalog(find_project(), create=False).models.list(args.name)
     if args.output_format != "table":
         emit([version.to_json() for version in versions], args.output_format)
         return 0
@@ -118,7 +118,7 @@ def _get(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
 
-    version = open_catalog(find_project()).models.get(args.name, args.version)
+    version = open_catalog(find_project(), create=False).models.get(args.name, args.version)
     if args.output_format != "table":
         emit(version.to_json(), args.output_format)
         return 0

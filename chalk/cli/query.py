@@ -54,7 +54,7 @@ def _query(args: argparse.Namespace) -> int:
     from chalk.engine.query import input_table, run_query  # noqa: PLC0415
     from chalk.features.graph import FeatureGraph  # noqa: PLC0415
 
-    catalog = open_catalog(find_project())
+    catalog = open_catalog(find_project(), create=False)
     active = catalog.graphs.active()
     if active is None:
         raise NotFoundError(

@@ -212,7 +212,7 @@ def _list(args: argparse.Namespace) -> int:
     from chalk.deploy.groups import list_groups  # noqa: PLC0415
 
     project = find_project()
-    groups = list_groups(project, open_catalog(project))
+    groups = list_groups(project, open_catalog(project, create=False))
     if args.output_format != "table":
         emit([group_json(group) for group in groups], args.output_format)
         return 0
@@ -250,7 +250,7 @@ def _get(args: argparse.Namespace) -> int:
     from chalk.deploy.groups import observe_group  # noqa: PLC0415
 
     project = find_project()
-    catalog = open_catalog(project)
+    catalog = open_catalog(project, create=False)
     view = observe_group(project, catalog, args.name)
     group, replicas, events = view.group, view.replicas, view.events[-_EVENTS_SHOWN:]
     if args.output_format != "table":
