@@ -180,9 +180,11 @@ def open_catalog(
     ``sqlite:///path/to/catalog.db``, ``sqlite://`` (in memory) or ``postgresql://...``.
 
     A SQLite catalog file is created only when ``create`` (read-only commands pass False) and
-    its folder exists, or is the project's ``.chalk/`` (made readable by its owner only); the
-    file is created whole, readable by its owner only. A 0-byte file, a file that is not
-    SQLite, or a SQLite database of something else is refused, never overwritten.
+    its folder exists, or is a project's ``.chalk/`` (made readable by its owner only); the
+    file is created whole, readable by its owner only. Read with ``create=False``, a project's
+    own catalog not made yet is an empty one in memory; any other missing file is an error. A
+    0-byte file, a file that is not SQLite, or a SQLite database of something else is refused,
+    never overwritten.
 
     Examples
     --------
@@ -191,14 +193,14 @@ def open_catalog(
     []
     """
     url = config if isinstance(config, str) else config.catalog_url()
-    state_dir = getattr(config, "state_dir", None)
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
             parsed = _parse_url(url)
             database = _sqlite_file(parsed)
-            if database is not None:
-                _prepare_sqlite_file(database, create=create, state_dir=state_dir)
+            if database is not None and not _prepare_sqlite_file(database, create=create):
+                # A project's own catalog not made yet, read: it is empty, and stays unmade.
+                return Catalog(_empty_engine(), location=_describe(url), clock=clock)
             engine = _create_engine(parsed)
             _migrate(engine, url, foreign_check=database is not None)
             _engines[url] = engine
@@ -244,6 +246,9 @@ def _refuse_foreign(connection: sa.Connection, url: str) -> None:
 
 
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
+# The project's own folder (chalk.common.config.Project.state_dir): the one folder a catalog
+# may be created in when it does not exist yet, made readable by its owner only.
+STATE_DIR_NAME: Final = ".chalk"
 
 
 def _sqlite_file(url: sa.URL) -> Path | None:
@@ -255,25 +260,30 @@ def _sqlite_file(url: sa.URL) -> Path | None:
     return Path(url.database)
 
 
-def _prepare_sqlite_file(path: Path, *, create: bool, state_dir: Path | None) -> None:
-    """Check an existing catalog file, or create a new one whole (see ``open_catalog``)."""
+def _prepare_sqlite_file(path: Path, *, create: bool) -> bool:
+    """Check an existing catalog file, or create a new one whole (see ``open_catalog``);
+    False when a project's own catalog (in ``.chalk/``) is not made yet and ``create`` is not
+    asked."""
     if path.is_dir():
         raise CatalogError(
             f"the catalog path {path} is a folder: expected a SQLite file such as "
             f"{path / 'catalog.db'}; fix CHALK_CATALOG_URL or catalog_url in chalk.yaml"
         )
+    folder = path.parent
+    own = folder.name == STATE_DIR_NAME
     if path.exists():
-        _check_existing(path, state_dir)
-        return
+        _check_existing(path, own=own)
+        return True
     if not create:
+        if own:
+            return False
         raise CatalogError(
             f"there is no catalog at {path}: nothing has been registered, created or applied "
             f"with this catalog yet; check CHALK_CATALOG_URL or catalog_url in chalk.yaml if "
             f"you expected one there"
         )
-    folder = path.parent
     if not folder.is_dir():
-        if state_dir is None or folder != Path(state_dir) or not folder.parent.is_dir():
+        if not own or not folder.parent.is_dir():
             raise CatalogError(
                 f"the catalog's folder {folder} does not exist: expected an existing folder "
                 f"for {path.name}; create it, or fix CHALK_CATALOG_URL or catalog_url in "
@@ -282,9 +292,10 @@ def _prepare_sqlite_file(path: Path, *, create: bool, state_dir: Path | None) ->
         with contextlib.suppress(FileExistsError):
             folder.mkdir(mode=0o700)
     _create_whole(path)
+    return True
 
 
-def _check_existing(path: Path, state_dir: Path | None) -> None:
+def _check_existing(path: Path, *, own: bool) -> None:
     try:
         with path.open("rb") as file:
             header = file.read(len(_SQLITE_HEADER))
@@ -303,9 +314,16 @@ def _check_existing(path: Path, state_dir: Path | None) -> None:
             f"{path} is not a SQLite database: expected a scalegroup catalog; point "
             f"CHALK_CATALOG_URL or catalog_url in chalk.yaml at another file"
         )
-    if state_dir is not None and path.parent == Path(state_dir):
+    if own:
         _owner_only(path.parent, 0o700)
         _owner_only(path, 0o600)
+
+
+def _empty_engine() -> sa.Engine:
+    """A catalog of its own in memory, migrated and empty (never shared, never stored)."""
+    engine = _sqlite_engine(sa.make_url("sqlite://"))
+    _migrate(engine, "sqlite://", foreign_check=False)
+    return engine
 
 
 def _owner_only(path: Path, mode: int) -> None:

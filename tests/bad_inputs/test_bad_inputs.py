@@ -240,10 +240,14 @@ def _run_chalk(argv: list[str], root: Path, capsys: pytest.CaptureFixture[str]) 
         main(argv)
     captured = capsys.readouterr()
     code = done.value.code
-    return (code if isinstance(code, int) else 0 if code is None else 1), captured.out + captured.err
+    return (
+        code if isinstance(code, int) else 0 if code is None else 1
+    ), captured.out + captured.err
 
 
-def _run_runtime(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def _run_runtime(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     from chalk.shim.cli import config_from_args  # noqa: PLC0415
 
     capsys.readouterr()
@@ -251,7 +255,9 @@ def _run_runtime(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFix
         config_from_args(argv, env)
     captured = capsys.readouterr()
     code = done.value.code
-    return (code if isinstance(code, int) else 1), captured.out + captured.err
+    if isinstance(code, str):  # sys.exit(message): the interpreter prints it, exit code 1
+        return 1, captured.out + captured.err + code
+    return (code if isinstance(code, int) else 0), captured.out + captured.err
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.id for row in ROWS])
@@ -272,7 +278,9 @@ def test_a_bad_input_is_refused_clearly(
     before = catalog_digest(database)
 
     if row.argv is not None:
-        code, output = _run_chalk([a.replace("{project}", str(root)) for a in row.argv], root, capsys)
+        code, output = _run_chalk(
+            [a.replace("{project}", str(root)) for a in row.argv], root, capsys
+        )
     elif row.runtime is not None:
         code, output = _run_runtime(row.runtime, env, capsys)
     else:

@@ -192,7 +192,12 @@ SUMMARY_FIELDS = (
             r"--name: scaling group name 'My_Model' is not valid",
             id="name",
         ),
-        pytest.param(["--image", " "], 2, r"argument --image: expected an image", id="image"),
+        pytest.param(
+            ["--image", " "],
+            2,
+            r"argument --image: .* is not an image reference \(it is empty\)",
+            id="image",
+        ),
         pytest.param(["--size", "2"], 2, r"unrecognized arguments: --size 2", id="unknown"),
         pytest.param(["-o", "xml"], 2, r"argument -o/--output-format: invalid choice", id="o"),
     ],
