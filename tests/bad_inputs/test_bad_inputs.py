@@ -177,9 +177,9 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def python_names(shared: Path) -> Iterator[dict[str, Any]]:
     """The names a python row's expression sees; the feature class is gone afterwards."""
-    from chalk import functions as F  # noqa: PLC0415
-    from chalk.client import ChalkClient  # noqa: PLC0415
-    from chalk.features import _, features  # noqa: PLC0415
+    from chalk import functions as F
+    from chalk.client import ChalkClient
+    from chalk.features import _, features
 
     registry = dict(dsl._REGISTRY)
 
@@ -248,7 +248,7 @@ def _run_chalk(argv: list[str], root: Path, capsys: pytest.CaptureFixture[str]) 
 def _run_runtime(
     argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
 ) -> tuple[int, str]:
-    from chalk.shim.cli import config_from_args  # noqa: PLC0415
+    from chalk.shim.cli import config_from_args
 
     capsys.readouterr()
     with pytest.raises(SystemExit) as done:
@@ -285,7 +285,7 @@ def test_a_bad_input_is_refused_clearly(
         code, output = _run_runtime(row.runtime, env, capsys)
     else:
         with pytest.raises(ChalkError) as raised:
-            eval(row.python, dict(python_names))  # noqa: S307 - the table's own expressions
+            eval(row.python, dict(python_names))
         code, output = row.code, str(raised.value)
 
     assert "Traceback" not in output
