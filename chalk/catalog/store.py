@@ -291,6 +291,8 @@ def _prepare_sqlite_file(path: Path, *, create: bool) -> bool:
             )
         with contextlib.suppress(FileExistsError):
             folder.mkdir(mode=0o700)
+    if own:
+        _owner_only(folder, 0o700)  # made before by another command (an image build, logs)
     _create_whole(path)
     return True
 

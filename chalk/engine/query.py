@@ -20,7 +20,7 @@ from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, execute_async
 from chalk.engine.plan import Plan, cached_plan
 from chalk.features.graph import FeatureGraph, GraphError
-from chalk.features.wire import check_python_values
+from chalk.features.wire import WireValueError, check_python_values
 
 __all__ = ["QueryError", "feature_name", "input_table", "run_query", "run_query_async"]
 
@@ -73,7 +73,10 @@ def input_table(
             )
         arrow_type = graph.feature(fqn).arrow_type
         if isinstance(values, list | tuple):
-            check_python_values(values, arrow_type, what=fqn)
+            try:
+                check_python_values(values, arrow_type, what=fqn)
+            except WireValueError as error:
+                raise QueryError(str(error)) from None
         try:
             columns[fqn] = pa.array(values, arrow_type)
         except (pa.ArrowException, TypeError, ValueError) as error:

@@ -112,3 +112,12 @@ def test_the_umask_cannot_loosen_a_new_catalog(state_dir: Path) -> None:
         os.umask(old)
 
     assert _mode(state_dir / "catalog.db") == 0o600
+
+
+def test_a_project_folder_made_before_the_catalog_is_tightened(state_dir: Path) -> None:
+    state_dir.mkdir(mode=0o755)
+    state_dir.chmod(0o755)
+
+    open_catalog(f"sqlite:///{state_dir / 'catalog.db'}")
+
+    assert _mode(state_dir) == 0o700
