@@ -136,7 +136,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
     flags = read_spec_flags(args)
     project = find_project()
-    catalog = open_catalog(project)
+    catalog = open_catalog(project, create=not args.dry_run)
     live = catalog.groups.find(args.name)
     base = GroupSpec.from_dict(live.spec) if live else GroupSpec(image="-")
     changes = flags.changes(base)

@@ -117,14 +117,16 @@ def _image_reference(text: str) -> str:
     return normalize_tag(checked_image(text))
 
 
-def _open(name: str) -> tuple[Project, Catalog]:
+def _open(name: str, *, dry_run: bool = False) -> tuple[Project, Catalog]:
+    """The project and its catalog, for a command on group ``name``; a dry run creates no
+    catalog (it reads one not made yet as empty)."""
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.catalog.groups import validate_group_name  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
 
     project = find_project()
     naming_flag("--name", "name", validate_group_name, name, project.config.environment)
-    return project, open_catalog(project)
+    return project, open_catalog(project, create=not dry_run)
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -136,7 +138,7 @@ def _create(args: argparse.Namespace) -> int:
     flags = read_spec_flags(args)
     base = GroupSpec(image=args.image)
     spec = base.with_changes(**flags.changes(base))
-    project, catalog = _open(args.name)
+    project, catalog = _open(args.name, dry_run=args.dry_run)
     live = catalog.groups.find(args.name)
     if live is not None:
         # Said here too, not only by the store, so it is not hidden behind an image error.
@@ -173,7 +175,7 @@ def _update(args: argparse.Namespace) -> int:
     from chalk.deploy.groups import update_group  # noqa: PLC0415
 
     flags = read_spec_flags(args)
-    project, catalog = _open(args.name)
+    project, catalog = _open(args.name, dry_run=args.dry_run)
     read = catalog.groups.get(args.name)
     current = GroupSpec.from_dict(read.spec)
     group, stored, changed = update_group(
