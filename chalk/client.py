@@ -114,11 +114,15 @@ class ChalkClient:
         model_image: str,
         aliases: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        deterministic: bool = True,
     ) -> ModelVersion:
         """Register the next version of model ``name`` (numbered from 1 per name).
 
         ``input_schema`` lists the model's arguments in call order: ``catalog_call``'s
         argument i becomes field i. ``output_schema`` has exactly one field.
+        ``deterministic=False`` says the model may answer the same arguments differently (it
+        samples, or reads the clock): queries then send every row of its calls, where by
+        default identical argument rows of a call are sent once and the answer shared.
         """
         check_write(f"registering model {name!r}")
         return self._catalog.models.register(
@@ -128,6 +132,7 @@ class ChalkClient:
             image=model_image,
             aliases=aliases or (),
             metadata=metadata,
+            deterministic=deterministic,
         )
 
     def get_model_version(
@@ -376,7 +381,9 @@ class Dataset:
     ``model_calls`` maps each scaling group the query called to its ``GroupCalls``: ``calls``
     (chunks sent, one gRPC call each), ``rows``, ``endpoints`` (the replicas that answered,
     in the order they first did) and ``retries`` (attempts that failed in transport and went
-    to a replica again).
+    to a replica again); ``rows_asked``, ``rows_sent`` and ``dedup_hits`` say how many
+    argument rows the calls had, how many were left to send once identical rows were merged,
+    and how many were answered from another row's answer.
 
     Examples
     --------

@@ -40,6 +40,19 @@ def test_the_product_documents_example_registers_version_1(project: Path) -> Non
     assert (project / ".chalk" / "catalog.db").exists()
 
 
+def test_a_version_is_registered_non_deterministic_by_request_only(project: Path) -> None:
+    client = ChalkClient()
+
+    registered = client.register_model_version(
+        "dice", {"x": pa.int64()}, {"y": pa.int64()}, "dice:1", deterministic=False
+    )
+
+    assert registered.deterministic is False
+    assert client.get_model_version("dice").deterministic is False
+    again = client.register_model_version("dice", {"x": pa.int64()}, {"y": pa.int64()}, "d:2")
+    assert again.deterministic is True
+
+
 def test_versions_list_in_order(project: Path) -> None:
     client = ChalkClient()
     for image in ("m:1", "m:2", "m:3"):

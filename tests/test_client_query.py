@@ -87,7 +87,11 @@ def test_a_slow_offline_query_shows_its_bar_advancing_by_chunks(
     assert "offline query" in drawn
     shown = {int(done) for done in re.findall(rf"(\d+)/{PACED_ROWS}", drawn)}
     assert any(0 < done < PACED_ROWS for done in shown), shown
-    assert dataset.model_calls == {"paced": GroupCalls("paced", 8, PACED_ROWS, (paced,), 0)}
+    assert dataset.model_calls == {
+        "paced": GroupCalls(
+            "paced", 8, PACED_ROWS, (paced,), 0, rows_asked=PACED_ROWS, rows_sent=PACED_ROWS
+        )
+    }
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ __all__ = [
     "ResolveError",
     "SchemaVersionError",
     "UnknownGroupError",
+    "UnreachableGroupError",
     "ValidationError",
 ]
 
@@ -66,3 +67,8 @@ class NoReadyReplicaError(ResolveError):
 
 class ControllerDownError(ResolveError):
     """The local controller's heartbeat is missing or stale, so local endpoints are unknown."""
+
+
+class UnreachableGroupError(ResolveError):
+    """The scaling group runs, but at no endpoint this reader reaches (a Kubernetes group with
+    no gateway, called from outside its cluster)."""

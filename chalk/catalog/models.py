@@ -117,8 +117,13 @@ class ModelRegistry:
         image: str,
         aliases: Iterable[str] = (),
         metadata: Mapping[str, Any] | None = None,
+        deterministic: bool = True,
     ) -> ModelVersion:
-        """Store the next version of ``name``; concurrent registrations get distinct numbers."""
+        """Store the next version of ``name``; concurrent registrations get distinct numbers.
+
+        ``deterministic=False`` marks a version whose answers to the same arguments may
+        differ: the engine never deduplicates, merges or caches its calls.
+        """
         check_write(f"registering model {name!r}")
         alias_list = _validate(name, input_schema, output_schema, image, aliases)
         stored_metadata = dict(metadata or {})
@@ -140,6 +145,7 @@ class ModelRegistry:
                     image=image,
                     aliases=alias_list,
                     metadata=stored_metadata,
+                    deterministic=deterministic,
                 )
             except sa.exc.IntegrityError:
                 # Another writer took the same version number first (PostgreSQL, READ
@@ -157,6 +163,7 @@ class ModelRegistry:
         image: str,
         aliases: list[str],
         metadata: dict[str, Any],
+        deterministic: bool,
     ) -> ModelVersion:
         now = self._catalog.clock()
         with self._catalog.write() as connection:
@@ -185,6 +192,7 @@ class ModelRegistry:
                     output_schema=output_schema.serialize().to_pybytes(),
                     metadata=metadata,
                     created_at=now,
+                    deterministic=deterministic,
                 )
             )
             for alias in aliases:
@@ -200,6 +208,7 @@ class ModelRegistry:
             aliases=tuple(aliases),
             metadata=metadata,
             created_at=now,
+            deterministic=deterministic,
         )
 
     def get(self, name: str, version_or_alias: int | str | None = None) -> ModelVersion:
@@ -281,6 +290,7 @@ def _record(row: Any, aliases: tuple[str, ...]) -> ModelVersion:
         aliases=aliases,
         metadata=dict(row.metadata),
         created_at=row.created_at,
+        deterministic=bool(row.deterministic),
     )
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:  # pyarrow loads where schemas are read (models.py), not with every record
     import pyarrow as pa
 
 __all__ = [
+    "REACH_ANY",
+    "REACH_CLUSTER",
+    "REACH_GATEWAY",
     "ControllerInfo",
     "Endpoint",
     "Event",
@@ -17,8 +22,11 @@ __all__ = [
     "LocalImage",
     "ModelVersion",
     "Replica",
+    "ReplicaUsage",
     "Route",
     "ScalingGroup",
+    "reachable",
+    "runs_in_cluster",
 ]
 
 
@@ -34,6 +42,9 @@ class ModelVersion:
     aliases: tuple[str, ...]
     metadata: dict[str, Any]
     created_at: dt.datetime
+    # False: the model may answer the same arguments differently, so its calls are never
+    # deduplicated, merged or cached.
+    deterministic: bool = True
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able view (types as their Arrow names) for ``-o json``."""
@@ -46,27 +57,94 @@ class ModelVersion:
             "aliases": list(self.aliases),
             "metadata": self.metadata,
             "createdAt": self.created_at.isoformat(),
+            "deterministic": self.deterministic,
         }
+
+
+# Who can reach an endpoint: every reader of the catalog (a local replica), readers inside the
+# Kubernetes cluster (a Service's DNS name), or readers outside it (through the gateway).
+REACH_ANY: Final = "any"
+REACH_CLUSTER: Final = "cluster"
+REACH_GATEWAY: Final = "gateway"
+_REACHES: Final = (REACH_ANY, REACH_CLUSTER, REACH_GATEWAY)
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """A gRPC target serving a group: ``127.0.0.1:7001``, ``dns:///svc...:80``, ``host:443``."""
+    """A gRPC target serving a group: ``127.0.0.1:7001``, ``dns:///svc...:80``, ``host:443``.
+
+    ``reach`` says which readers can use it (``REACH_*``); ``Catalog.resolve`` hands a reader
+    only the ones it reaches.
+
+    Examples
+    --------
+    >>> Endpoint.from_json({"target": "dns:///ner.ml.svc.cluster.local:6666", "tls": False}).reach
+    'cluster'
+    >>> Endpoint.from_json(Endpoint("ner.example.com:443", True, REACH_GATEWAY).to_json()).reach
+    'gateway'
+    """
 
     target: str
     tls: bool = False
+    reach: str = REACH_ANY
+
+    def __post_init__(self) -> None:
+        if self.reach not in _REACHES:
+            raise ValueError(f"endpoint reach must be one of {_REACHES}, got {self.reach!r}")
 
     def to_json(self) -> dict[str, Any]:
-        return {"target": self.target, "tls": self.tls}
+        data: dict[str, Any] = {"target": self.target, "tls": self.tls}
+        if self.reach != REACH_ANY:
+            data["reach"] = self.reach
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Endpoint:
-        return cls(target=str(data["target"]), tls=bool(data.get("tls", False)))
+        target = str(data["target"])
+        reach = data.get("reach")
+        if reach is None:
+            # Written before endpoints said their reach: one endpoint per group, a Service's
+            # DNS name when applied from inside the cluster.
+            in_cluster = target.startswith("dns:///") and ".svc.cluster.local:" in target
+            reach = REACH_CLUSTER if in_cluster else REACH_ANY
+        return cls(target=target, tls=bool(data.get("tls", False)), reach=str(reach))
+
+
+def runs_in_cluster(env: Mapping[str, str] | None = None) -> bool:
+    """Whether this process runs inside a Kubernetes pod (``KUBERNETES_SERVICE_HOST`` set,
+    as the kubelet sets it in every container); ``env`` defaults to ``os.environ``."""
+    return bool((os.environ if env is None else env).get("KUBERNETES_SERVICE_HOST"))
+
+
+def reachable(endpoints: Iterable[Endpoint], *, in_cluster: bool) -> tuple[Endpoint, ...]:
+    """The endpoints a reader reaches: inside the cluster the Service's DNS name (the gateway
+    only when a group has none), outside it the gateway; local replicas from anywhere.
+
+    Examples
+    --------
+    >>> both = [Endpoint("dns:///ner.ml.svc.cluster.local:6666", reach=REACH_CLUSTER),
+    ...         Endpoint("dev-ner.example.com:443", True, REACH_GATEWAY)]
+    >>> [e.target for e in reachable(both, in_cluster=True)]
+    ['dns:///ner.ml.svc.cluster.local:6666']
+    >>> [e.target for e in reachable(both, in_cluster=False)]
+    ['dev-ner.example.com:443']
+    """
+    endpoints = tuple(endpoints)
+    if not in_cluster:
+        return tuple(e for e in endpoints if e.reach != REACH_CLUSTER)
+    inside = tuple(e for e in endpoints if e.reach != REACH_GATEWAY)
+    if any(e.reach == REACH_CLUSTER for e in inside):
+        return inside
+    return endpoints
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where and how to call ``model.<group>``: the model's schemas and the live endpoints."""
+    """Where and how to call ``model.<group>``: the model's schemas and the live endpoints.
+
+    ``deterministic`` is False for a model version registered as non-deterministic: its calls
+    are never deduplicated, merged or cached.
+    """
 
     group: str
     model_name: str
@@ -75,6 +153,7 @@ class Route:
     output_schema: pa.Schema
     port: int | None
     endpoints: tuple[Endpoint, ...]
+    deterministic: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +205,22 @@ class Replica:
     last_exit_reason: str = ""
     started_at: dt.datetime | None = None
     updated_at: dt.datetime | None = None
+    # Where the replica serves its Prometheus metrics (the runtime's), and its CPU use and
+    # resident memory as its backend last sampled them (``usage_at``); None where unknown.
+    metrics_port: int | None = None
+    cpu_millicores: float | None = None
+    memory_bytes: int | None = None
+    usage_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaUsage:
+    """One replica's CPU use (millicores) and resident memory (bytes), as just sampled."""
+
+    group_id: str
+    replica_id: str
+    cpu_millicores: float | None
+    memory_bytes: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +243,8 @@ class ControllerInfo:
     host: str
     started_at: dt.datetime
     heartbeat_at: dt.datetime
+    # The port of the controller's own Prometheus metrics on 127.0.0.1, when it serves them.
+    metrics_port: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

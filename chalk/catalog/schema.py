@@ -55,6 +55,8 @@ model_versions: Final = sa.Table(
     sa.Column("output_schema", sa.LargeBinary, nullable=False),
     sa.Column("metadata", sa.JSON, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # Added by schema version 3 (``_add_column``): a catalog created since has it from step 1.
+    sa.Column("deterministic", sa.Boolean, nullable=False, server_default=sa.true()),
 )
 
 model_aliases: Final = sa.Table(
@@ -87,13 +89,12 @@ scaling_groups: Final = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("deleted_at", UTCDateTime, nullable=True),
 )
-# One live group per name; a deleted group's name is free again.
-sa.Index(
-    "live_group_name",
-    scaling_groups.c.name,
-    unique=True,
-    sqlite_where=scaling_groups.c.deleted_at.is_(None),
-    postgresql_where=scaling_groups.c.deleted_at.is_(None),
+# One live group per name; a deleted group's name is free again. A partial index, made by
+# migration step 1 in SQL both backends share: declared here through SQLAlchemy's
+# ``postgresql_where``, it would load the PostgreSQL dialect on every catalog import (~20% of
+# a CLI command's start-up).
+_LIVE_GROUP_NAME: Final = sa.DDL(
+    "CREATE UNIQUE INDEX live_group_name ON scaling_groups (name) WHERE deleted_at IS NULL"
 )
 
 scaling_group_revisions: Final = sa.Table(
@@ -124,6 +125,12 @@ replicas: Final = sa.Table(
     sa.Column("last_exit_reason", sa.Text, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # Added by the "replica usage" step below: where its metrics are served, and its CPU and
+    # resident memory as the local controller last sampled them (none on Kubernetes).
+    sa.Column("metrics_port", sa.Integer, nullable=True),
+    sa.Column("cpu_millicores", sa.Float, nullable=True),
+    sa.Column("memory_bytes", sa.BigInteger, nullable=True),
+    sa.Column("usage_at", UTCDateTime, nullable=True),
 )
 
 events: Final = sa.Table(
@@ -154,6 +161,8 @@ controller: Final = sa.Table(
     sa.Column("host", sa.String(256), nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    # Added by the "replica usage" step below: the port of the controller's own /metrics.
+    sa.Column("metrics_port", sa.Integer, nullable=True),
 )
 
 feature_graphs: Final = sa.Table(
@@ -204,10 +213,44 @@ def _create(tables: tuple[sa.Table, ...]) -> Callable[[sa.Connection], None]:
     return step
 
 
+def _add_columns(
+    *added: tuple[sa.Table, tuple[str, ...]],
+) -> Callable[[sa.Connection], None]:
+    """A step adding columns (with their server defaults) to tables an earlier step created.
+
+    A database created after the columns were declared has them already (``create_all`` makes
+    a table as declared now), so only the missing ones are added.
+    """
+
+    def step(connection: sa.Connection) -> None:
+        for table, names in added:
+            present = {column["name"] for column in sa.inspect(connection).get_columns(table.name)}
+            for name in names:
+                if name in present:
+                    continue
+                column = sa.schema.CreateColumn(table.c[name]).compile(dialect=connection.dialect)
+                connection.execute(sa.text(f"ALTER TABLE {table.name} ADD COLUMN {column}"))
+
+    return step
+
+
+def _version_1(connection: sa.Connection) -> None:
+    _create((catalog_meta, *_VERSION_1))(connection)
+    connection.execute(_LIVE_GROUP_NAME)
+
+
 # Step i (1-based) takes a database from schema version i-1 to version i. Append, never edit.
 MIGRATIONS: Final[tuple[Callable[[sa.Connection], None], ...]] = (
-    _create((catalog_meta, *_VERSION_1)),
+    _version_1,
     _create(_VERSION_2),
+    # Version 3, replica usage: each replica's metrics port, CPU and memory; the controller's
+    # metrics port.
+    _add_columns(
+        (replicas, ("metrics_port", "cpu_millicores", "memory_bytes", "usage_at")),
+        (controller, ("metrics_port",)),
+    ),
+    # Version 4: whether a model version answers the same arguments alike (dedup, batching).
+    _add_columns((model_versions, ("deterministic",))),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -5,11 +5,12 @@ state and the controller's heartbeat. Reached as ``catalog.state``.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any, Final
 
 import sqlalchemy as sa
 
-from chalk.catalog.records import ControllerInfo, Event, Replica
+from chalk.catalog.records import ControllerInfo, Event, Replica, ReplicaUsage
 from chalk.catalog.schema import autoscaler_state, controller, events, replicas, scaling_groups
 from chalk.catalog.transactions import Transactions
 
@@ -40,6 +41,7 @@ class RuntimeState:
             "last_exit_reason": replica.last_exit_reason,
             "started_at": replica.started_at,
             "updated_at": self._catalog.clock(),
+            "metrics_port": replica.metrics_port,
         }
         key = (replicas.c.group_id == replica.group_id) & (
             replicas.c.replica_id == replica.replica_id
@@ -49,6 +51,25 @@ class RuntimeState:
                 connection.execute(
                     sa.insert(replicas).values(
                         group_id=replica.group_id, replica_id=replica.replica_id, **values
+                    )
+                )
+
+    def save_usage(self, usage: Iterable[ReplicaUsage]) -> None:
+        """Record the sampled CPU and memory of several replicas in one write; rows that are
+        gone are skipped."""
+        now = self._catalog.clock()
+        with self._catalog.write() as connection:
+            for reading in usage:
+                connection.execute(
+                    sa.update(replicas)
+                    .where(
+                        replicas.c.group_id == reading.group_id,
+                        replicas.c.replica_id == reading.replica_id,
+                    )
+                    .values(
+                        cpu_millicores=reading.cpu_millicores,
+                        memory_bytes=reading.memory_bytes,
+                        usage_at=now,
                     )
                 )
 
@@ -135,19 +156,31 @@ class RuntimeState:
                     )
                 )
 
-    def heartbeat(self, backend: str, *, pid: int, host: str) -> None:
-        """The controller of ``backend`` is alive now (a new pid restarts its started_at)."""
+    def heartbeat(
+        self, backend: str, *, pid: int, host: str, metrics_port: int | None = None
+    ) -> None:
+        """The controller of ``backend`` is alive now (a new pid restarts its started_at);
+        ``metrics_port``: where it serves its own metrics, if it does."""
         now = self._catalog.clock()
         key = controller.c.backend == backend
         with self._catalog.write() as connection:
             current = connection.execute(sa.select(controller).where(key)).first()
             if current is not None and (current.pid, current.host) == (pid, host):
-                connection.execute(sa.update(controller).where(key).values(heartbeat_at=now))
+                connection.execute(
+                    sa.update(controller)
+                    .where(key)
+                    .values(heartbeat_at=now, metrics_port=metrics_port)
+                )
                 return
             connection.execute(sa.delete(controller).where(key))
             connection.execute(
                 sa.insert(controller).values(
-                    backend=backend, pid=pid, host=host, started_at=now, heartbeat_at=now
+                    backend=backend,
+                    pid=pid,
+                    host=host,
+                    started_at=now,
+                    heartbeat_at=now,
+                    metrics_port=metrics_port,
                 )
             )
 
@@ -165,6 +198,7 @@ class RuntimeState:
             host=row.host,
             started_at=row.started_at,
             heartbeat_at=row.heartbeat_at,
+            metrics_port=row.metrics_port,
         )
 
     def clear_controller(self, backend: str) -> None:
@@ -187,6 +221,10 @@ def _replica(row: Any) -> Replica:
         last_exit_reason=row.last_exit_reason,
         started_at=row.started_at,
         updated_at=row.updated_at,
+        metrics_port=row.metrics_port,
+        cpu_millicores=row.cpu_millicores,
+        memory_bytes=row.memory_bytes,
+        usage_at=row.usage_at,
     )
 
 

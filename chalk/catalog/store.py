@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Protocol
@@ -28,12 +28,13 @@ from chalk.catalog.errors import (
     NoModelError,
     NoReadyReplicaError,
     UnknownGroupError,
+    UnreachableGroupError,
 )
 from chalk.catalog.graphs import GraphStore
 from chalk.catalog.groups import GroupStore
 from chalk.catalog.images import ImageStore
 from chalk.catalog.models import ModelRegistry
-from chalk.catalog.records import Route
+from chalk.catalog.records import Endpoint, Route, reachable, runs_in_cluster
 from chalk.catalog.schema import migrate, schema_version
 from chalk.catalog.state import RuntimeState
 from chalk.catalog.transactions import Clock, utc_now
@@ -90,11 +91,16 @@ class Catalog:
                 _lock_for_writing(connection)
                 yield connection
 
-    def resolve(self, name: str, *, serving: bool = True) -> Route:
+    def resolve(
+        self, name: str, *, serving: bool = True, env: Mapping[str, str] | None = None
+    ) -> Route:
         """Where to send ``catalog_call(name, ...)``: the model's schemas and live endpoints.
 
         With ``serving=False`` the group need only exist and host a model version (what
-        ``chalk apply`` validates against); its endpoints may be empty.
+        ``chalk apply`` validates against); its endpoints may be empty. Of a Kubernetes
+        group's endpoints, only those the reader reaches: inside the cluster
+        (``KUBERNETES_SERVICE_HOST`` in ``env``, default ``os.environ``) its Service's DNS
+        name, outside it the gateway.
 
         Examples
         --------
@@ -138,6 +144,9 @@ class Catalog:
                 f"cannot call {name!r}: scaling group {group_name!r} has no ready replica; "
                 f"its status is {group.status}{detail}"
             )
+        endpoints = reachable(group.endpoints, in_cluster=runs_in_cluster(env))
+        if serving and not endpoints:
+            raise _unreachable(name, group_name, group.endpoints)
         port = group.spec.get("port")
         return Route(
             group=group_name,
@@ -146,7 +155,8 @@ class Catalog:
             input_schema=version.input_schema,
             output_schema=version.output_schema,
             port=int(port) if port is not None else None,
-            endpoints=group.endpoints,
+            endpoints=endpoints,
+            deterministic=version.deterministic,
         )
 
     def local_controller_running(self) -> bool:
@@ -165,6 +175,18 @@ class Catalog:
 
     def close(self) -> None:
         """Release this catalog (the shared engine stays for other catalogs on the URL)."""
+
+
+def _unreachable(name: str, group: str, endpoints: Sequence[Endpoint]) -> UnreachableGroupError:
+    # Inside the cluster every endpoint is reachable (see ``reachable``): this is a reader
+    # outside it, and the group has only its Service's DNS name.
+    targets = ", ".join(e.target.removeprefix("dns:///") for e in endpoints)
+    return UnreachableGroupError(
+        f"cannot call {name!r}: scaling group {group!r} is reachable only inside its "
+        f"Kubernetes cluster (at {targets}) and has no gateway URL: expected "
+        f"kubernetes.gateway (name and domain) in chalk.yaml when it was applied; add it and "
+        f"run `chalk scaling-group update --name {group}`, or call from inside the cluster"
+    )
 
 
 _engines: dict[str, sa.Engine] = {}

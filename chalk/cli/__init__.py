@@ -38,6 +38,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("controller", "stop the local controller and every replica"),
     "status": ("controller", "show the local controller and its groups"),
     "scaling-group": ("scaling_group", "create, change, inspect and delete scaling groups"),
+    "logs": ("logs", "print the logs of a scaling group's replicas, merged in time"),
     "query": ("query", "compute features for one row, with the graph `chalk apply` stored"),
     "apply": (
         "apply",
@@ -47,6 +48,7 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "serve",
         "answer online queries and model calls over HTTP (the graph `chalk apply` stored)",
     ),
+    "server": ("server", "run the feature server on Kubernetes: deploy, inspect and delete it"),
 }
 _INTERRUPTED = "interrupted"
 # Set to see the traceback of an unexpected error instead of its one line.

@@ -74,10 +74,18 @@ def _status(args: argparse.Namespace) -> int:
     pid = daemon.controller_pid(project)
     age = None if beat is None else (dt.datetime.now(dt.UTC) - beat.heartbeat_at).total_seconds()
     groups = catalog.groups.list()
+    metrics = None
+    if beat is not None and beat.metrics_port is not None:
+        metrics = f"http://127.0.0.1:{beat.metrics_port}/metrics"
     if args.output_format != "table":
         emit(
             {
-                "controller": {"running": pid is not None, "pid": pid, "heartbeatAgeSeconds": age},
+                "controller": {
+                    "running": pid is not None,
+                    "pid": pid,
+                    "heartbeatAgeSeconds": age,
+                    "metricsEndpoint": metrics,
+                },
                 "groups": [
                     {
                         "name": group.name,
@@ -108,7 +116,8 @@ def _status(args: argparse.Namespace) -> int:
     elif age is None:
         print(f"local controller: starting (pid {pid}, no heartbeat yet)")
     else:
-        print(f"local controller: running (pid {pid}, heartbeat {age:.1f}s ago)")
+        served = f", metrics {metrics}" if metrics else ""
+        print(f"local controller: running (pid {pid}, heartbeat {age:.1f}s ago{served})")
     if rows:
         emit_table(["NAME", "STATUS", "READY", "URL", "REASON"], rows)
     return 0

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
+_COLUMNS = ["NAME", "VERSION", "IMAGE", "INPUT", "OUTPUT", "ALIASES", "DETERMINISTIC", "CREATED"]
+
 
 def register(subparsers: Any) -> None:
     """Add ``chalk model`` and its subcommands."""
@@ -46,6 +48,11 @@ def register(subparsers: Any) -> None:
     add.add_argument("--alias", action="append", default=[], help="an alias (repeatable)")
     add.add_argument(
         "--metadata", action="append", default=[], metavar="KEY=VALUE", help="repeatable"
+    )
+    add.add_argument(
+        "--non-deterministic",
+        action="store_true",
+        help="the model may answer the same arguments differently: never deduplicate its calls",
     )
     add_output_flag(add)
     add.set_defaults(run=_register)
@@ -91,9 +98,11 @@ def _register(args: argparse.Namespace) -> int:
         image=args.image,
         aliases=args.alias,
         metadata=metadata,
+        deterministic=not args.non_deterministic,
     )
     if args.output_format == "table":
-        print(f"registered {version.model_name} version {version.model_version}")
+        kind = "" if version.deterministic else " (non-deterministic)"
+        print(f"registered {version.model_name} version {version.model_version}{kind}")
     else:
         emit(version.to_json(), args.output_format)
     return 0
@@ -108,7 +117,7 @@ def _list(args: argparse.Namespace) -> int:
         emit([version.to_json() for version in versions], args.output_format)
         return 0
     emit_table(
-        ["NAME", "VERSION", "IMAGE", "INPUT", "OUTPUT", "ALIASES", "CREATED"],
+        _COLUMNS,
         [_row(version) for version in versions],
     )
     return 0
@@ -122,9 +131,7 @@ def _get(args: argparse.Namespace) -> int:
     if args.output_format != "table":
         emit(version.to_json(), args.output_format)
         return 0
-    emit_table(
-        ["NAME", "VERSION", "IMAGE", "INPUT", "OUTPUT", "ALIASES", "CREATED"], [_row(version)]
-    )
+    emit_table(_COLUMNS, [_row(version)])
     return 0
 
 
@@ -185,6 +192,7 @@ def _row(version: ModelVersion) -> dict[str, Any]:
         "INPUT": ", ".join(f"{f.name}: {f.type}" for f in version.input_schema),
         "OUTPUT": ", ".join(f"{f.name}: {f.type}" for f in version.output_schema),
         "ALIASES": ", ".join(version.aliases),
+        "DETERMINISTIC": "yes" if version.deterministic else "no",
         "CREATED": f"{version.created_at:%Y-%m-%d %H:%M:%S}",
     }
 

@@ -1,7 +1,8 @@
-"""``chalk scaling-group create|update|list|get|delete``: scaling groups from the command line.
+"""``chalk scaling-group create|update|list|get|top|delete``: scaling groups from the command line.
 
 The spec flags are read and checked by ``chalk.cli.spec_flags``; groups are shown by
-``chalk.cli.group_views``; ``chalk.deploy.groups`` does the rest on the project's backend: it
+``chalk.cli.group_views`` (their load by ``chalk.cli.group_usage`` and ``group_top``);
+``chalk.deploy.groups`` does the rest on the project's backend: it
 stores the spec and wakes the local controller, or applies the group's objects to Kubernetes.
 """
 
@@ -23,6 +24,16 @@ if TYPE_CHECKING:
 __all__ = ["checked_image", "register"]
 
 _EVENTS_SHOWN: Final = 20
+# `get`'s replica columns; each replica's load (chalk.cli.group_usage) goes after PORT.
+_REPLICA_COLUMNS: Final = (
+    "REPLICA",
+    "STATE",
+    "READY",
+    "RESTARTS",
+    "PORT",
+    "AGE",
+    "LAST EXIT REASON",
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -75,11 +86,32 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     listing.set_defaults(run=_list)
 
     get = commands.add_parser(
-        "get", help="show a scaling group: spec, replicas, URL and recent events"
+        "get",
+        help="show a scaling group: spec, replicas with their load, URL and recent events",
+        description="Show a scaling group. Each replica's row has its metrics endpoint, its CPU "
+        "and memory against the group's limits (as the local controller last sampled them) and "
+        "the calls in flight its runtime reports; '-' where unknown.",
     )
     _add_name(get)
     add_output_flag(get)
     get.set_defaults(run=_get)
+
+    top = commands.add_parser(
+        "top",
+        help="show every group's replicas with their CPU, memory and calls in flight, refreshed",
+        description="Show every live group's replicas with their CPU and memory against their "
+        "limits and the calls in flight, refreshed every --interval seconds until Ctrl-C; "
+        "--once (or -o json|yaml) prints once.",
+    )
+    top.add_argument(
+        "--interval",
+        type=_positive_seconds,
+        default=2.0,
+        help="seconds between refreshes (default 2)",
+    )
+    top.add_argument("--once", action="store_true", help="print once and exit (for scripts)")
+    add_output_flag(top)
+    top.set_defaults(run=_top)
 
     delete = commands.add_parser(
         "delete",
@@ -108,6 +140,16 @@ def checked_image(text: str) -> str:
             f"lowercase name, such as 'ner:latest'"
         )
     return text.strip()
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not seconds > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    return seconds
 
 
 def _image_reference(text: str) -> str:
@@ -239,6 +281,7 @@ def _list(args: argparse.Namespace) -> int:
 def _get(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.catalog.specs import GroupSpec  # noqa: PLC0415
+    from chalk.cli.group_usage import USAGE_COLUMNS, replica_loads, unknown_note  # noqa: PLC0415
     from chalk.cli.group_views import (  # noqa: PLC0415
         TIME_FORMAT,
         event_json,
@@ -255,20 +298,24 @@ def _get(args: argparse.Namespace) -> int:
     catalog = open_catalog(project, create=False)
     view = observe_group(project, catalog, args.name)
     group, replicas, events = view.group, view.replicas, view.events[-_EVENTS_SHOWN:]
+    now = catalog.clock()
+    loads = replica_loads(group, replicas, now=now)
     if args.output_format != "table":
         document = group_json(group)
-        document["replicas"] = [replica_json(replica) for replica in replicas]
+        document["replicas"] = [replica_json(load.replica) | load.document() for load in loads]
         document["events"] = [event_json(event) for event in events]
         emit(document, args.output_format)
         return 0
     print_group(group, GroupSpec.from_dict(group.spec))
-    now = catalog.clock()
     print("\nReplica states:" + ("" if replicas else " <none>"))
     if replicas:
         emit_table(
-            ["REPLICA", "STATE", "READY", "RESTARTS", "PORT", "AGE", "LAST EXIT REASON"],
-            [replica_row(replica, now) for replica in replicas],
+            [*_REPLICA_COLUMNS[:5], *USAGE_COLUMNS, *_REPLICA_COLUMNS[5:]],
+            [replica_row(load.replica, now) | load.row() for load in loads],
         )
+        note = unknown_note(group)
+        if note is not None:
+            print(f"({note})")
     print("\nEvents:" + ("" if events else " <none>"))
     if events:
         emit_table(
@@ -284,6 +331,21 @@ def _get(args: argparse.Namespace) -> int:
             ],
         )
     return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.cli.group_top import run_top  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+
+    project = find_project()
+    return run_top(
+        project,
+        open_catalog(project),
+        interval_s=args.interval,
+        once=args.once,
+        fmt=args.output_format,
+    )
 
 
 def _delete(args: argparse.Namespace) -> int:

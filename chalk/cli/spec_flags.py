@@ -22,7 +22,16 @@ if TYPE_CHECKING:
     from chalk.catalog.specs import GroupSpec
     from chalk.common.config import Project
 
-__all__ = ["SpecFlags", "add_spec_flags", "emit_dry_run", "naming_flag", "read_spec_flags"]
+__all__ = [
+    "SpecFlags",
+    "add_scaling_flags",
+    "add_spec_flags",
+    "emit_dry_run",
+    "naming_flag",
+    "read_resource_flags",
+    "read_scaling_flags",
+    "read_spec_flags",
+]
 
 # The flag that sets each AutoScalingSpec field, to put the library's messages in flag terms.
 _SCALING_FLAGS: Final = {
@@ -38,6 +47,45 @@ _T = TypeVar("_T")
 
 def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
     """The flags of a group's spec, ``--dry-run`` and ``-o``; ``on_update``: absent ones keep."""
+    keep = " (default: keep the current value)" if on_update else ""
+    add_scaling_flags(parser, on_update=on_update)
+    parser.add_argument(
+        "--gpu", help=f"GPUs per replica: type:count such as nvidia-tesla-t4:1, or count{keep}"
+    )
+    parser.add_argument(
+        "--tags",
+        metavar="K=V,...",
+        help='tags such as --tags="team=nlp,tier=gold"'
+        + ("; replaces the whole set (--tags= removes every tag)" if on_update else ""),
+    )
+    parser.add_argument(
+        "--entrypoint",
+        metavar="ARG,...",
+        help="the command to run instead of the image's, comma-separated and never run "
+        'through a shell, e.g. --entrypoint="python,-m,server"'
+        + ("; replaces the current one" if on_update else ""),
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable of every replica (repeatable)"
+        + ("; merged into the current ones, a KEY given replaces its value" if on_update else ""),
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check everything and print what would be stored: the spec, or with backend "
+        "kubernetes the objects to apply (as YAML, or as JSON with -o json); store nothing "
+        "and start nothing",
+    )
+    add_output_flag(parser)
+
+
+def add_scaling_flags(parser: argparse.ArgumentParser, *, on_update: bool = False) -> None:
+    """The replica and resource flags (``--replicas``, ``--min-replicas``, ``--max-replicas``,
+    ``--target-cpu``, ``--cpu``, ``--memory``); ``on_update``: absent ones keep."""
     keep = " (default: keep the current value)" if on_update else ""
     one = " (default: keep the current value; 1 for a new group)" if on_update else " (default 1)"
     parser.add_argument(
@@ -72,38 +120,12 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
         "--memory",
         help=f"memory per replica such as 4Gi or 512Mi (default request 256Mi, limit 1Gi){keep}",
     )
-    parser.add_argument(
-        "--gpu", help=f"GPUs per replica: type:count such as nvidia-tesla-t4:1, or count{keep}"
-    )
-    parser.add_argument(
-        "--tags",
-        metavar="K=V,...",
-        help='tags such as --tags="team=nlp,tier=gold"'
-        + ("; replaces the whole set (--tags= removes every tag)" if on_update else ""),
-    )
-    parser.add_argument(
-        "--entrypoint",
-        metavar="ARG,...",
-        help="the command to run instead of the image's, comma-separated and never run "
-        'through a shell, e.g. --entrypoint="python,-m,server"'
-        + ("; replaces the current one" if on_update else ""),
-    )
-    parser.add_argument(
-        "--env",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an environment variable of every replica (repeatable)"
-        + ("; merged into the current ones, a KEY given replaces its value" if on_update else ""),
-    )
-    parser.add_argument(
-        "--dry-run",
-        action="store_true",
-        help="check everything and print what would be stored: the spec, or with backend "
-        "kubernetes the objects to apply (as YAML, or as JSON with -o json); store nothing "
-        "and start nothing",
-    )
-    add_output_flag(parser)
+
+
+def read_scaling_flags(args: argparse.Namespace) -> AutoScalingSpec:
+    """The scaling flags given as a whole spec, defaults for the others (errors name flags)."""
+    scaling, flags = _scaling_flags(args)
+    return _scaling_spec(scaling, flags)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,18 +171,12 @@ class SpecFlags:
 
 def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
     """The spec flags given, each checked on its own (a ValidationError names its flag)."""
-    from chalk.catalog.resources import ScalingGroupResourceRequest  # noqa: PLC0415
     from chalk.catalog.specs import parse_entrypoint, parse_env, parse_tags  # noqa: PLC0415
 
     if args.port is not None:
         check_bound("port", args.port, what="--port")
     scaling, scaling_flags = _scaling_flags(args)
-    resources: dict[str, str] = {}
-    for field in _RESOURCE_FIELDS:
-        value = getattr(args, field)
-        if value is not None:
-            naming_flag(f"--{field}", field, ScalingGroupResourceRequest.from_dict, {field: value})
-            resources[field] = value
+    resources = read_resource_flags(args)
     entrypoint = None
     if args.entrypoint is not None:
         entrypoint = naming_flag("--entrypoint", "entrypoint", parse_entrypoint, args.entrypoint)
@@ -177,6 +193,22 @@ def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
         entrypoint=entrypoint,
         tags=tags,
     )
+
+
+def read_resource_flags(
+    args: argparse.Namespace, fields: tuple[str, ...] = _RESOURCE_FIELDS
+) -> dict[str, str]:
+    """The resource flags given (``--cpu``, ``--memory``, ``--gpu`` of ``fields``), each
+    checked on its own (a ValidationError names its flag)."""
+    from chalk.catalog.resources import ScalingGroupResourceRequest  # noqa: PLC0415
+
+    resources: dict[str, str] = {}
+    for field in fields:
+        value = getattr(args, field)
+        if value is not None:
+            naming_flag(f"--{field}", field, ScalingGroupResourceRequest.from_dict, {field: value})
+            resources[field] = value
+    return resources
 
 
 def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, str]]:

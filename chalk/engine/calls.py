@@ -23,6 +23,7 @@ from chalk.engine.chunking import (
     DEFAULT_MIN_CHUNK_ROWS,
     ChunkLimits,
 )
+from chalk.engine.dedup import dedup_enabled, dedupe, fan_out
 from chalk.engine.dispatch import DEFAULT_RECOVERY_S, Dispatcher
 from chalk.engine.event_loop import EventLoopThread, run_on
 from chalk.engine.model_call import Chunk, ModelCall
@@ -64,8 +65,14 @@ class ModelCaller:
     background thread of its own, started by the first ``call_blocking``. ``call_blocking``
     may be used from several threads at once.
 
-    Calls made inside ``recording(recorder)`` count their chunks, rows, answering replicas
-    and retries in the ``CallRecorder``.
+    Identical argument rows of a call are sent once and their answer fanned back to each of
+    them (``chalk.engine.dedup``; a null is a value like any other, every NaN equals every
+    NaN), before the rows are cut into chunks. Never for a model version registered with
+    ``deterministic=False``; ``dedup=False`` (or ``CHALK_DEDUP=0`` in the environment when
+    ``dedup`` is not given) sends every row.
+
+    Calls made inside ``recording(recorder)`` count their chunks, rows, answering replicas,
+    retries, rows asked and sent and dedup hits in the ``CallRecorder``.
 
     Parameters
     ----------
@@ -105,6 +112,7 @@ class ModelCaller:
         max_backoff_s: float = 2.0,
         deadline_s: float | None = None,
         recovery_s: float = DEFAULT_RECOVERY_S,
+        dedup: bool | None = None,
     ) -> None:
         for label, value in (
             ("max_chunk_rows", max_chunk_rows),
@@ -135,6 +143,7 @@ class ModelCaller:
         )
         self._thread: EventLoopThread | None = None
         self._lock = threading.Lock()
+        self._dedup = dedup_enabled(dedup)
         self._limits = ChunkLimits(
             max_rows=max_chunk_rows,
             max_bytes=max_chunk_bytes,
@@ -200,16 +209,19 @@ class ModelCaller:
         if batch.num_rows == 0:
             empty = pa.array([], type=call.output_type)
             return pa.chunked_array([empty]) if as_chunks else empty
-        chunks = self._limits.cut(batch, endpoints=len(route.endpoints))
+        distinct, indices = dedupe(batch) if self._dedup and route.deterministic else (batch, None)
+        if recorder is not None:
+            recorder.deduplicated(route.group, asked=batch.num_rows, sent=distinct.num_rows)
+        chunks = self._limits.cut(distinct, endpoints=len(route.endpoints))
         start = 0
         for index, chunk in enumerate(chunks):
-            call.pending.append(Chunk(index, start, chunk))
+            call.pending.append(Chunk(index, start, chunk, distinct=indices is not None))
             start += chunk.num_rows
         await self._dispatcher.send_all(call)
         answers = [call.results[index] for index in range(len(chunks))]
         if as_chunks:
-            return pa.chunked_array(answers, type=call.output_type)
-        return answers[0] if len(answers) == 1 else pa.concat_arrays(answers)
+            return fan_out(pa.chunked_array(answers, type=call.output_type), indices)
+        return fan_out(answers[0] if len(answers) == 1 else pa.concat_arrays(answers), indices)
 
     def _claim_loop(self, feature: str) -> None:
         """Make the running loop this caller's, unless it already has another."""

@@ -99,6 +99,7 @@ class Dispatcher:
     ) -> pa.Array | None:
         """The chunk's answer from ``endpoint``, or None after a transport failure that leaves
         attempts to make (the failure is recorded on the chunk)."""
+        sent = time.perf_counter()
         try:
             answer = await self._send(call, endpoint, chunk)
         except TransportError as error:
@@ -118,7 +119,12 @@ class Dispatcher:
                 call.recorder.retried(call.route.group)
             return None
         if call.recorder is not None:
-            call.recorder.answered(call.route.group, endpoint.target, chunk.batch.num_rows)
+            call.recorder.answered(
+                call.route.group,
+                endpoint.target,
+                chunk.batch.num_rows,
+                seconds=time.perf_counter() - sent,
+            )
         return answer
 
     def _gave_up(self, attempts: int, failing_since: float, max_attempts: int) -> bool:

@@ -32,7 +32,11 @@ DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
 
 @dataclass(eq=False, slots=True)
 class Chunk:
-    """Rows ``start`` to ``start + len(batch) - 1`` of one call, and how sending them went."""
+    """Rows ``start`` to ``start + len(batch) - 1`` of one call, and how sending them went.
+
+    ``distinct``: the rows count among the call's distinct argument rows (it was deduplicated),
+    not among the rows it was asked for.
+    """
 
     index: int
     start: int
@@ -44,10 +48,12 @@ class Chunk:
     # Endpoints that let the chunk's deadline pass: the model is slow there, so it is not
     # sent there again (that would only wait out the deadline once more).
     timed_out: set[str] = field(default_factory=set)
+    distinct: bool = False
 
     @property
     def rows(self) -> str:
-        return f"rows {self.start}-{self.start + self.batch.num_rows - 1}"
+        rows = f"rows {self.start}-{self.start + self.batch.num_rows - 1}"
+        return f"{rows} of the distinct argument rows" if self.distinct else rows
 
 
 @dataclass(slots=True)

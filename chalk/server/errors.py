@@ -18,6 +18,7 @@ from chalk.catalog.errors import (
     NoReadyReplicaError,
     NotFoundError,
     UnknownGroupError,
+    UnreachableGroupError,
 )
 from chalk.common.errors import ChalkError, ValidationError
 from chalk.engine.errors import (
@@ -89,6 +90,7 @@ _STATUSES: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
     (ModelCallTypeError, 500, "MODEL_SIGNATURE_MISMATCH"),
     (NoReadyReplicaError, 503, "MODEL_UNAVAILABLE"),
     (ControllerDownError, 503, "MODEL_UNAVAILABLE"),
+    (UnreachableGroupError, 503, "MODEL_UNAVAILABLE"),
     (ModelCallError, 502, "MODEL_ERROR"),
     (UnknownGroupError, 404, "UNKNOWN_GROUP"),
     (BadCallNameError, 404, "UNKNOWN_GROUP"),

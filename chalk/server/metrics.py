@@ -62,9 +62,34 @@ class ServerMetrics:
             ["group"],
             registry=registry,
         )
+        self.model_call_latency = Histogram(
+            "chalk_server_model_call_duration_seconds",
+            "Time from sending one model call (a chunk) to its answer, by scaling group.",
+            ["group"],
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.model_retries = Counter(
             "chalk_server_model_retries",
             "Model call attempts that failed in transport and were sent again, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.model_rows_asked = Counter(
+            "chalk_server_model_rows_asked",
+            "Argument rows model calls asked answers for, by scaling group.",
+            ["group"],
+            registry=registry,
+        )
+        self.model_rows_sent = Counter(
+            "chalk_server_model_rows_sent",
+            "Argument rows left to send once identical rows of a call were merged, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.model_dedup_hits = Counter(
+            "chalk_server_model_dedup_hits",
+            "Argument rows answered from an identical row's answer (asked - sent), by group.",
             ["group"],
             registry=registry,
         )
@@ -86,6 +111,13 @@ class ServerMetrics:
             self.model_rows.labels(group).inc(calls.rows)
             if calls.retries:
                 self.model_retries.labels(group).inc(calls.retries)
+            self.model_rows_asked.labels(group).inc(calls.rows_asked)
+            self.model_rows_sent.labels(group).inc(calls.rows_sent)
+            self.model_dedup_hits.labels(group).inc(calls.dedup_hits)
+        for group, seconds in recorder.call_seconds().items():
+            latency = self.model_call_latency.labels(group)
+            for value in seconds:
+                latency.observe(value)
 
     def exposition(self) -> bytes:
         """The Prometheus text of every worker's figures (this process's alone without a

@@ -92,6 +92,14 @@ def test_metadata_round_trips(catalog: Catalog) -> None:
     }
 
 
+def test_a_version_is_deterministic_unless_registered_otherwise(catalog: Catalog) -> None:
+    register(catalog)
+    register(catalog, deterministic=False)
+
+    assert [v.deterministic for v in catalog.models.list("ner")] == [True, False]
+    assert catalog.models.get("ner", 2).to_json()["deterministic"] is False
+
+
 @pytest.mark.parametrize(
     ("name", "version", "message"),
     [

@@ -209,6 +209,43 @@ def test_a_version_1_catalog_is_migrated_and_keeps_its_data(catalog_url: str) ->
         assert sa.inspect(connection).has_table("replicas")
 
 
+def test_a_version_2_catalog_gains_the_deterministic_flag_set_for_its_versions(
+    catalog_url: str,
+) -> None:
+    engine = sa.create_engine(catalog_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as connection:
+        migrate(connection, location="test", target=2)
+        # Step 1 creates model_versions as it is now; the release of version 2 had no column.
+        connection.execute(sa.text("ALTER TABLE model_versions DROP COLUMN deterministic"))
+        connection.execute(_model_row("old", {}))
+    engine.dispose()
+
+    catalog = open_catalog(catalog_url)
+    catalog.models.register(
+        "dice", input_schema=TEXT, output_schema=TEXT, image="dice:1", deterministic=False
+    )
+
+    assert catalog.models.get("old").deterministic is True
+    assert catalog.models.get("dice").deterministic is False
+    with catalog.read() as connection:
+        assert schema_version(connection) == SCHEMA_VERSION
+
+
+def test_resolve_tells_whether_the_model_version_is_deterministic(catalog: Catalog) -> None:
+    for name, deterministic in (("ner", True), ("dice", False)):
+        version = catalog.models.register(
+            name, input_schema=TEXT, output_schema=TEXT, image="x", deterministic=deterministic
+        )
+        model = {"name": version.model_name, "version": version.model_version}
+        group = catalog.groups.create(name, {"image": "x", "model": model}, backend="kubernetes")
+        catalog.groups.report(
+            group.id, status="Ready", desired=1, ready=1, available=1, endpoints=[Endpoint("a:1")]
+        )
+
+    assert catalog.resolve("model.ner").deterministic is True
+    assert catalog.resolve("model.dice").deterministic is False
+
+
 def test_a_newer_catalog_is_refused(catalog_url: str) -> None:
     engine = sa.create_engine(catalog_url.replace("postgresql://", "postgresql+psycopg://"))
     with engine.begin() as connection:

@@ -72,6 +72,19 @@ def test_list_as_table_and_json(project: Path) -> None:
     assert [entry["modelVersion"] for entry in listed] == [1, 2]
 
 
+def test_a_non_deterministic_version_says_so_in_register_get_and_list(project: Path) -> None:
+    register(project)
+    registered = register(project, "--non-deterministic")
+
+    shown = json.loads(chalk(project, "model", "get", "--name", "ner", "-o", "json").stdout)
+    table = chalk(project, "model", "list").stdout.splitlines()
+
+    assert registered.stdout.strip() == "registered ner version 2 (non-deterministic)"
+    assert shown["deterministic"] is False
+    column = table[0].index("DETERMINISTIC")
+    assert [line[column:].split()[0] for line in table[1:]] == ["yes", "no"]
+
+
 def test_list_as_yaml(project: Path) -> None:
     register(project)
 

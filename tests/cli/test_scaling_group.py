@@ -567,8 +567,12 @@ def test_get_as_a_table_shows_spec_replicas_and_events(project: Path, catalog: C
     assert re.search(r"^Replicas:\s+0 desired.*min 1, max 3, target CPU 80%", text, re.MULTILINE)
     assert re.search(r"^Tags:\s+team=nlp$", text, re.MULTILINE)
     assert re.search(r"^Entrypoint:\s+python,-m,server$", text, re.MULTILINE)
-    assert re.search(r"REPLICA\s+STATE\s+READY\s+RESTARTS\s+PORT\s+AGE\s+LAST EXIT REASON", text)
-    assert re.search(r"ner-0\s+CrashLoopBackOff\s+no\s+3\s+7001\s+5m\s+exit code 1\s*$", text, re.M)
+    columns = (
+        r"REPLICA\s+STATE\s+READY\s+RESTARTS\s+PORT\s+METRICS\s+CPU\s+MEMORY\s+IN FLIGHT\s+AGE"
+    )
+    assert re.search(columns + r"\s+LAST EXIT REASON", text)
+    row = r"ner-0\s+CrashLoopBackOff\s+no\s+3\s+7001\s+-\s+-\s+-\s+-\s+5m\s+exit code 1\s*$"
+    assert re.search(row, text, re.M)
     assert re.search(r"TIME\s+TYPE\s+REASON\s+MESSAGE", text)
     assert re.search(r"Warning\s+BackOff\s+ner-0 crashed", text)
 

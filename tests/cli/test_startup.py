@@ -93,6 +93,19 @@ def test_listing_groups_loads_the_catalog_and_nothing_a_listing_does_not_need(
     assert heavy <= {"sqlalchemy", "pydantic"}
 
 
+def test_the_catalog_loads_no_database_dialect_but_the_one_it_opens(tmp_path: Path) -> None:
+    # A partial index declared with SQLAlchemy's postgresql_where loads the PostgreSQL dialect
+    # (a fifth of a listing's start-up) for every SQLite catalog.
+    code = (
+        "import sys\n"
+        "from chalk.catalog import open_catalog\n"
+        f"open_catalog('sqlite:///{tmp_path}/catalog.db').groups.list()\n"
+        "print(sorted(name for name in sys.modules if name.startswith('sqlalchemy.dialects.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "postgresql" not in done.stdout
+
+
 def test_the_lazy_parser_shows_the_same_help_as_the_full_one() -> None:
     # _COMMANDS repeats each module's help line: the top-level help must not tell otherwise,
     # whichever subcommand was loaded.
@@ -217,6 +230,37 @@ def test_ctrl_c_while_a_command_works_ends_with_one_line_and_130(
     assert err == "interrupted\n"
     catalog = open_catalog(f"sqlite:///{slow_project}/.chalk/catalog.db")
     assert catalog.graphs.active() is None
+
+
+@pytest.mark.parametrize("after_s", [0.3, 1.5])
+def test_ctrl_c_during_an_image_build_leaves_no_partial_snapshot_or_tag(
+    after_s: float, project: Path, env: dict[str, str]
+) -> None:
+    # A context big enough that copying and hashing it takes a while on any machine.
+    context = project / "big"
+    for folder in range(20):
+        (context / "data" / str(folder)).mkdir(parents=True)
+        for index in range(100):
+            (context / "data" / str(folder) / f"{index}.bin").write_bytes(os.urandom(20_000))
+    (context / "Dockerfile").write_text(
+        'FROM python:3.11-slim\nCOPY data /data\nENTRYPOINT ["chalk-remote-call"]\n'
+    )
+
+    code, _out, err = interrupt(
+        ["image", "build", str(context), "-t", "big:v1"], project, env, after_s=after_s
+    )
+
+    assert "Traceback" not in err
+    store = project / ".chalk" / "images"
+    assert not list(store.glob(".build-*"))  # no scratch folder left behind
+    catalog = open_catalog(f"sqlite:///{project}/.chalk/catalog.db")
+    tagged = {tag for image in catalog.images.list() for tag in image.tags}
+    if code == 130:
+        assert err == "interrupted\n"
+        assert "big:v1" not in tagged
+    else:  # done before the signal came: the whole image, tagged
+        assert code == 0, err
+        assert "big:v1" in tagged
 
 
 def test_ctrl_c_during_a_held_write_ends_the_command_once_the_write_is_done() -> None:

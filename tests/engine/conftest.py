@@ -82,13 +82,21 @@ def runtime(tmp_path: Path) -> Iterator[StartRuntime]:
 
 
 def deploy_group(
-    catalog: Catalog, group: str, targets: Sequence[str], *, inputs: pa.Schema, output: pa.Schema
+    catalog: Catalog,
+    group: str,
+    targets: Sequence[str],
+    *,
+    inputs: pa.Schema,
+    output: pa.Schema,
+    deterministic: bool = True,
 ) -> None:
     """Register a model named like its group, create the group, and report its endpoints.
 
     The kubernetes backend keeps the endpoints without a local controller's heartbeat.
     """
-    version = catalog.models.register(group, input_schema=inputs, output_schema=output, image="x")
+    version = catalog.models.register(
+        group, input_schema=inputs, output_schema=output, image="x", deterministic=deterministic
+    )
     model = {"name": version.model_name, "version": version.model_version}
     created = catalog.groups.create(
         group, {"image": "x", "port": 8080, "model": model}, backend="kubernetes"
@@ -110,9 +118,16 @@ def deploy(catalog: Catalog) -> Deploy:
     ``deploy_group`` on the test's catalog."""
 
     def _deploy(
-        group: str, targets: Sequence[str], *, inputs: pa.Schema, output: pa.Schema
+        group: str,
+        targets: Sequence[str],
+        *,
+        inputs: pa.Schema,
+        output: pa.Schema,
+        deterministic: bool = True,
     ) -> None:
-        deploy_group(catalog, group, targets, inputs=inputs, output=output)
+        deploy_group(
+            catalog, group, targets, inputs=inputs, output=output, deterministic=deterministic
+        )
 
     return _deploy
 

@@ -400,10 +400,19 @@ def test_a_call_of_many_rows_is_spread_over_every_endpoint_in_row_order(
     assert sum(served) == 2 * DEFAULT_CHUNKS_PER_ENDPOINT
     assert recorder.groups() == {
         "double": GroupCalls(
-            "double", sum(served), 10_000, recorder.groups()["double"].endpoints, retries=0
+            "double",
+            sum(served),
+            10_000,
+            recorder.groups()["double"].endpoints,
+            retries=0,
+            rows_asked=10_000,
+            rows_sent=10_000,
         )
     }
     assert sorted(recorder.groups()["double"].endpoints) == sorted(m.target for m in models)
+    [seconds] = recorder.call_seconds().values()
+    assert len(seconds) == sum(served)
+    assert all(0 < value < 60 for value in seconds)
 
 
 @pytest.mark.parametrize(

@@ -277,7 +277,17 @@ def test_metrics_count_queries_and_model_calls(server: Server) -> None:
     assert 'chalk_server_requests_total{endpoint="query_online",outcome="ok"}' in text
     assert 'chalk_server_requests_total{endpoint="query_online",outcome="client_error"}' in text
     assert 'chalk_server_model_calls_total{group="double"}' in text
+    assert 'chalk_server_model_rows_asked_total{group="double"}' in text
     assert "chalk_server_request_duration_seconds_bucket" in text
+    calls = _sample(text, 'chalk_server_model_calls_total{group="double"}')
+    timed = _sample(text, 'chalk_server_model_call_duration_seconds_count{group="double"}')
+    assert calls == timed >= 1
+
+
+def _sample(text: str, name: str) -> float:
+    """The value of the sample ``name`` (with its labels as written) in Prometheus text."""
+    [value] = [line.split()[-1] for line in text.splitlines() if line.startswith(name + " ")]
+    return float(value)
 
 
 def test_a_newly_applied_graph_is_served_without_a_restart(server: Server, project: Path) -> None:

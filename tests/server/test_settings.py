@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import chalk.server.run
-from chalk.catalog.errors import NoReadyReplicaError, UnknownGroupError
+from chalk.catalog.errors import NoReadyReplicaError, UnknownGroupError, UnreachableGroupError
 from chalk.cli import main
 from chalk.engine.errors import ModelHandlerError
 from chalk.engine.query import QueryError
@@ -75,6 +75,7 @@ def test_a_token_file_that_holds_no_token_is_refused(
         pytest.param(GraphError("g"), 400, "UNKNOWN_FEATURE", id="graph"),
         pytest.param(UnknownGroupError("u"), 404, "UNKNOWN_GROUP", id="group"),
         pytest.param(NoReadyReplicaError("n"), 503, "MODEL_UNAVAILABLE", id="no_replica"),
+        pytest.param(UnreachableGroupError("u"), 503, "MODEL_UNAVAILABLE", id="unreachable"),
         pytest.param(NoGraphError("n"), 503, "NO_GRAPH", id="no_graph"),
         pytest.param(
             ModelHandlerError("h", kind="ValueError", remote_message="m", remote_traceback="",

@@ -1,8 +1,9 @@
 """The Kubernetes backend: discovery, server-side apply, status, events and delete.
 
-``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. The only module
-that imports the official ``kubernetes`` client; it sends every request as plain JSON on the
-client's connection (one code path for built-in kinds and the HTTPRoute custom resource).
+``chalk.deploy.groups`` calls it for projects with ``backend: kubernetes``. With ``logs.py``
+(the pods' logs), the only module that imports the official ``kubernetes`` client; it sends
+every request as plain JSON on the client's connection (one code path for built-in kinds and
+the HTTPRoute custom resource).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from chalk.deploy.kubernetes.manifests import (
     AUTOSCALING_V2BETA2,
     FIELD_MANAGER,
     GATEWAY_API_VERSION,
-    GROUP_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    Owner,
     Placement,
     ServerFeatures,
     group_manifests,
+    is_owned,
     placement_of,
     selector_labels,
 )
@@ -117,6 +119,11 @@ class KubernetesBackend:
         self._features: ServerFeatures | None = None
         self._served: frozenset[str] | None = None
 
+    @property
+    def api(self) -> kube_client.ApiClient:
+        """The connection, for the pods' logs (``chalk.deploy.kubernetes.logs``)."""
+        return self._api
+
     def close(self) -> None:
         self._api.close()  # type: ignore[no-untyped-call]
 
@@ -145,7 +152,7 @@ class KubernetesBackend:
     def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
         """The group's objects for this server, carrying the Deployment's live replica count
         (an autoscaling group keeps what its autoscaler set)."""
-        current = self._read_path(self.path("apps/v1", "Deployment", name))
+        current = self.read_path(self.path("apps/v1", "Deployment", name))
         live = None if current is None else current.get("spec", {}).get("replicas")
         return group_manifests(name, spec, self.placement, self.features(), live_replicas=live)
 
@@ -157,10 +164,14 @@ class KubernetesBackend:
                 f"cluster serves no {GATEWAY_API_VERSION}: expected the Gateway API CRDs "
                 f"installed; install them, or remove kubernetes.gateway from chalk.yaml"
             )
+        self.check_owned(Owner.group(name), objects)
+
+    def check_owned(self, owner: Owner, objects: Sequence[Mapping[str, Any]]) -> None:
+        """Refuse objects whose names another owner holds."""
         for obj in objects:
             current = self._read(obj)
             if current is not None:
-                _require_ours(name, obj, current)
+                _require_ours(owner, obj, current)
 
     def apply(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
         """Server-side apply the group's objects and remove the ones it no longer has (an
@@ -168,11 +179,11 @@ class KubernetesBackend:
         objects as the server stored them. Unchanged objects are not changed."""
         objects = self.manifests(name, spec)
         self.check(name, objects)
-        stored = [self._apply(obj) for obj in objects]
+        stored = [self.apply_object(obj) for obj in objects]
         kept = {(obj["apiVersion"], obj["kind"]) for obj in objects}
-        for api_version, kind in self._optional_kinds():
+        for api_version, kind in self.optional_kinds():
             if (api_version, kind) not in kept:
-                self._delete_if_ours(name, api_version, kind)
+                self.delete_owned(Owner.group(name), api_version, kind)
         return stored
 
     # --- observe
@@ -180,7 +191,7 @@ class KubernetesBackend:
     def observe(self, name: str, group_id: str) -> GroupState:
         """Read the Deployment's status, its pods and the events about them."""
         namespace = self.placement.namespace
-        deployment = self._read_path(self.path("apps/v1", "Deployment", name))
+        deployment = self.read_path(self.path("apps/v1", "Deployment", name))
         if deployment is None:
             return GroupState(
                 status=GroupStatus.FAILED.value,
@@ -226,11 +237,11 @@ class KubernetesBackend:
         """Delete every object of the group; returns ``Kind/name`` of those deleted."""
         deleted = []
         for api_version, kind in (
-            *self._optional_kinds(),
+            *self.optional_kinds(),
             ("v1", "Service"),
             ("apps/v1", "Deployment"),
         ):
-            if self._delete_if_ours(name, api_version, kind):
+            if self.delete_owned(Owner.group(name), api_version, kind):
                 deleted.append(f"{kind}/{name}")
         return deleted
 
@@ -242,7 +253,9 @@ class KubernetesBackend:
 
     # --- requests
 
-    def _optional_kinds(self) -> list[tuple[str, str]]:
+    def optional_kinds(self) -> list[tuple[str, str]]:
+        """The kinds an object may come and go with its spec: the autoscaler this server
+        serves, and the HTTPRoute where the Gateway API is served."""
         kinds = []
         autoscaling = self.features().autoscaling
         if autoscaling in (AUTOSCALING_V2, AUTOSCALING_V2BETA2):
@@ -251,12 +264,14 @@ class KubernetesBackend:
             kinds.append((GATEWAY_API_VERSION, "HTTPRoute"))
         return kinds
 
-    def _delete_if_ours(self, name: str, api_version: str, kind: str) -> bool:
-        obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": name}}
+    def delete_owned(self, owner: Owner, api_version: str, kind: str) -> bool:
+        """Delete ``kind``/``owner.name`` when it exists and is ``owner``'s (refused when it is
+        another's); whether it was deleted."""
+        obj = {"apiVersion": api_version, "kind": kind, "metadata": {"name": owner.name}}
         current = self._read(obj)
         if current is None:
             return False
-        _require_ours(name, obj, current)
+        _require_ours(owner, obj, current)
         # Background: the garbage collector removes ReplicaSets and pods after the Deployment.
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
         try:
@@ -267,7 +282,8 @@ class KubernetesBackend:
             return False
         return True
 
-    def _apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+    def apply_object(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply ``obj`` as the field manager ``scalegroup``; the stored object."""
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         stored = self.request(
             "PATCH", self._path(obj), query=query, body=dict(obj), content_type=APPLY_PATCH
@@ -275,9 +291,10 @@ class KubernetesBackend:
         return dict(stored)
 
     def _read(self, obj: Mapping[str, Any]) -> dict[str, Any] | None:
-        return self._read_path(self._path(obj))
+        return self.read_path(self._path(obj))
 
-    def _read_path(self, path: str) -> dict[str, Any] | None:
+    def read_path(self, path: str) -> dict[str, Any] | None:
+        """The object at ``path``; None when the server answers 404."""
         try:
             return dict(self._get(path))
         except KubeError as error:
@@ -372,17 +389,17 @@ def _collection(api_version: str, kind: str, namespace: str) -> str:
     return f"{prefix}/namespaces/{namespace}/{kind.lower()}s"
 
 
-def _require_ours(name: str, obj: Mapping[str, Any], current: Mapping[str, Any]) -> None:
-    metadata = current.get("metadata") or {}
-    labels = metadata.get("labels") or {}
-    if labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(GROUP_LABEL) == name:
+def _require_ours(owner: Owner, obj: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    name = owner.name
+    if is_owned(owner, current):
         return
+    metadata = current.get("metadata") or {}
     managers = sorted({entry.get("manager", "?") for entry in metadata.get("managedFields") or []})
     by = f" (written by {', '.join(managers)})" if managers else ""
     where = f"{metadata.get('namespace', '')}/{metadata.get('name', name)}"
     raise ConflictError(
-        f"scaling group {name!r}: a {obj['kind']} named {where} already exists and is not "
-        f"managed by scalegroup{by}: expected no object of that name, or one labelled "
-        f"{MANAGED_BY_LABEL}={MANAGED_BY} and {GROUP_LABEL}={name}; choose another group name "
-        f"or remove that {obj['kind']}"
+        f"{owner}: a {obj['kind']} named {where} already exists and is not managed by "
+        f"scalegroup{by}: expected no object of that name, or one labelled "
+        f"{MANAGED_BY_LABEL}={MANAGED_BY} and {owner.label}={name}; choose another "
+        f"{owner.noun.rsplit(' ', 1)[-1]} name or remove that {obj['kind']}"
     )

@@ -187,8 +187,6 @@ class KubernetesGroups:
         return group_endpoints(name, spec, self.placement(), env)
 
     def _note(self, group: ScalingGroup) -> str:
-        if group.endpoints:
-            return ""
         return self._endpoints(group.name, GroupSpec.from_dict(group.spec))[2]
 
     def _report_applied(

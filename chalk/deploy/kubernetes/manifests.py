@@ -10,8 +10,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from chalk.catalog.records import Endpoint
-from chalk.catalog.resources import GPU_RESOURCE_NAME
+from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY, Endpoint, runs_in_cluster
+from chalk.catalog.resources import GPU_RESOURCE_NAME, AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
 from chalk.common.errors import ConfigError
@@ -29,15 +29,19 @@ __all__ = [
     "NAME_LABEL",
     "PRESTOP_SLEEP_S",
     "PRESTOP_SLEEP_SINCE",
+    "Owner",
     "Placement",
     "ServerFeatures",
     "autoscaler",
+    "cpu_autoscaler",
     "deployment",
     "group_endpoints",
     "group_labels",
     "group_manifests",
     "http_route",
+    "is_owned",
     "placement_of",
+    "replica_count",
     "selector_labels",
     "service",
 ]
@@ -162,29 +166,63 @@ class ServerFeatures:
 def group_endpoints(
     name: str, spec: GroupSpec, placement: Placement, env: Mapping[str, str]
 ) -> tuple[list[Endpoint], str | None, str]:
-    """The group's endpoints for the catalog, its URL, and a note when it has no endpoint.
+    """The group's endpoints for the catalog, its URL, and a note when it has no endpoint
+    the command's own process reaches.
 
-    Where the command runs decides (``env``): inside the cluster (``KUBERNETES_SERVICE_HOST``
-    set) the headless Service by DNS, for round-robin over its pods; outside, the gateway's
-    hostname on 443 with TLS; none without a gateway.
+    Both endpoints are stored, so that every reader finds its own (``Catalog.resolve``): the
+    headless Service by DNS inside the cluster, for round-robin over its pods, and the
+    gateway's hostname on 443 with TLS outside it (none without a gateway). The note is for
+    a command run outside the cluster (``KUBERNETES_SERVICE_HOST`` unset in ``env``) on a
+    project with no gateway.
 
     Examples
     --------
     >>> spec = GroupSpec(image="ghcr.io/acme/ner:1", port=6666)
-    >>> group_endpoints("ner", spec, Placement("ml", "dev"), {"KUBERNETES_SERVICE_HOST": "x"})
-    ([Endpoint(target='dns:///ner.ml.svc.cluster.local:6666', tls=False)], None, '')
+    >>> endpoints, url, note = group_endpoints("ner", spec, Placement("ml", "dev"), {})
+    >>> [(e.target, e.reach) for e in endpoints], url
+    ([('dns:///ner.ml.svc.cluster.local:6666', 'cluster')], None)
     """
-    url = placement.url(name)
-    if env.get("KUBERNETES_SERVICE_HOST"):
-        return [Endpoint(f"dns:///{placement.service_dns(name)}:{spec.port}")], url, ""
+    inside = f"{placement.service_dns(name)}:{spec.port}"
+    endpoints = [Endpoint(f"dns:///{inside}", reach=REACH_CLUSTER)]
     host = placement.hostname(name)
-    if host is None:
+    if host is not None:
+        endpoints.append(Endpoint(f"{host}:443", tls=True, reach=REACH_GATEWAY))
+        return endpoints, placement.url(name), ""
+    note = ""
+    if not runs_in_cluster(env):
         note = (
-            f"no kubernetes.gateway in chalk.yaml: reachable only inside the cluster, at "
-            f"{placement.service_dns(name)}:{spec.port}"
+            f"no kubernetes.gateway in chalk.yaml: reachable only inside the cluster, at {inside}"
         )
-        return [], None, note
-    return [Endpoint(f"{host}:443", tls=True)], url, ""
+    return endpoints, None, note
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose objects these are: the label naming the owner on each of them, its name, and
+    what it is, for messages.
+
+    Examples
+    --------
+    >>> str(Owner.group("ner"))
+    "scaling group 'ner'"
+    """
+
+    label: str
+    name: str
+    noun: str
+
+    @classmethod
+    def group(cls, name: str) -> Owner:
+        return cls(GROUP_LABEL, name, "scaling group")
+
+    def __str__(self) -> str:
+        return f"{self.noun} {self.name!r}"
+
+
+def is_owned(owner: Owner, obj: Mapping[str, Any]) -> bool:
+    """Whether ``obj`` (as the server returns it) is labelled as ``owner``'s, managed by us."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY and labels.get(owner.label) == owner.name
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -203,8 +241,9 @@ def group_labels(name: str, spec: GroupSpec) -> dict[str, str]:
     return {**selector_labels(name), MANAGED_BY_LABEL: MANAGED_BY, **spec.labels()}
 
 
-def _replicas(spec: GroupSpec, live_replicas: int | None) -> int:
-    scaling = spec.scaling
+def replica_count(scaling: AutoScalingSpec, live_replicas: int | None) -> int:
+    """The Deployment's ``replicas``: the minimum, or for an autoscaling Deployment the count
+    in the cluster now (``live_replicas``) kept within min and max (see ``deployment``)."""
     if not scaling.autoscales or live_replicas is None:
         return scaling.min_replicas
     return min(max(live_replicas, scaling.min_replicas), scaling.max_replicas)
@@ -280,7 +319,7 @@ def deployment(
         },
         "template": {"metadata": {"labels": labels}, "spec": pod},
     }
-    body = {"replicas": _replicas(spec, live_replicas), **body}
+    body = {"replicas": replica_count(spec.scaling, live_replicas), **body}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -383,14 +422,23 @@ def autoscaler(
     ``autoscaling/v2`` and ``v2beta2`` share this shape. ``queue_depth_target`` needs a
     custom-metrics adapter, so on Kubernetes the group scales on CPU alone.
     """
-    scaling = spec.scaling
+    return cpu_autoscaler(
+        name, spec.scaling, _metadata(name, placement, group_labels(name, spec)), features
+    )
+
+
+def cpu_autoscaler(
+    name: str, scaling: AutoScalingSpec, metadata: dict[str, Any], features: ServerFeatures
+) -> dict[str, Any] | None:
+    """A HorizontalPodAutoscaler of the Deployment ``name`` on CPU, within ``scaling``'s
+    bounds and scale-down window; None when ``scaling`` does not autoscale."""
     target_cpu = scaling.effective_target_cpu
     if not scaling.autoscales or target_cpu is None:
         return None
     return {
         "apiVersion": features.autoscaling,
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(name, placement, group_labels(name, spec)),
+        "metadata": metadata,
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "minReplicas": scaling.min_replicas,

@@ -18,6 +18,7 @@ import os
 import secrets
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any, Final
 
@@ -29,6 +30,7 @@ from chalk.common.backoff import capped_backoff
 from chalk.common.errors import ChalkError
 from chalk.common.quantities import parse_cpu
 from chalk.deploy.autoscale import AutoscaleContext, decide
+from chalk.deploy.local.controller_metrics import ControllerMetrics, signals_measured
 from chalk.deploy.local.gpus import GpuAllocator, GpuError, parse_cuda_visible_devices
 from chalk.deploy.local.launching import METRICS_PORT_ENV
 from chalk.deploy.local.logs import tidy_logs
@@ -71,30 +73,40 @@ class LocalController:
         self._wall_clock = wall_clock
         self._groups: dict[str, TrackedGroup] = {}
         self._host = socket.gethostname()
-        self._replicas = Replicas(catalog, settings, monotonic=monotonic, wall_clock=wall_clock)
+        self.metrics = ControllerMetrics()
+        self._replicas = Replicas(
+            catalog, settings, self.metrics, monotonic=monotonic, wall_clock=wall_clock
+        )
         self._logs_tidied_at: float | None = None
+        self._usage_saved_at: float | None = None
+        self._metrics_port: int | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Adopt what an earlier controller left running, then reconcile until ``stop``."""
         self._replicas.gpus = GpuAllocator.detect(path=self._settings.nvidia_smi_path)
         self._beat()
         await self.adopt_running()
+        self._serve_metrics()  # its port goes out with the next heartbeat, written at once
         heartbeat = asyncio.create_task(self._heartbeat_until(stop))
         failed_passes = 0
         try:
             while not stop.is_set():
                 wait_s = self._settings.pass_interval_s
+                started = time.perf_counter()
                 try:
                     await self.reconcile_once()
                     failed_passes = 0
+                    self.metrics.reconciled(seconds=time.perf_counter() - started, ok=True)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the catalog hiccuped: try again after a back-off
+                    self.metrics.reconciled(seconds=time.perf_counter() - started, ok=False)
                     failed_passes += 1
                     logger.exception("a reconcile pass failed")
                     wait_s = capped_backoff(
                         failed_passes, initial_s=wait_s, max_s=self._settings.backoff_max_s
                     )
+                self._save_usage_when_due()
                 await self._tidy_logs_when_due()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=wait_s)
@@ -103,6 +115,7 @@ class LocalController:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await self.shutdown()
+            self.metrics.close()
 
     async def adopt_running(self) -> None:
         """Take over replicas whose processes still run; forget rows whose processes are gone.
@@ -169,6 +182,13 @@ class LocalController:
                 self._retry_later(group, state, error)
             else:
                 state.retries, state.last_error, state.retry_at = 0, "", 0.0
+        self.metrics.replica_states(
+            Counter(
+                (state.name, slot.state.value)
+                for state in self._groups.values()
+                for slot in state.slots.values()
+            )
+        )
 
     async def shutdown(self) -> None:
         """Stop every replica (endpoints first, then SIGTERM, then SIGKILL) and every URL."""
@@ -194,6 +214,24 @@ class LocalController:
         self._groups.clear()
         with contextlib.suppress(Exception):
             self._catalog.state.clear_controller(BACKEND)
+
+    def _save_usage_when_due(self) -> None:
+        """Every ``usage_interval_s``: each replica's last CPU and memory reading into its row,
+        all in one write (``Replicas.observe`` takes the readings every pass; a replica not
+        running has none)."""
+        now = self._monotonic()
+        if self._usage_saved_at is not None and (
+            now - self._usage_saved_at < self._settings.usage_interval_s
+        ):
+            return
+        self._usage_saved_at = now
+        usage = [reading for gid, state in self._groups.items() for reading in state.usage(gid)]
+        if not usage:
+            return
+        try:
+            self._catalog.state.save_usage(usage)
+        except Exception:  # a busy catalog costs one reading, not the pass
+            logger.exception("saving the replicas' CPU and memory failed")
 
     async def _tidy_logs_when_due(self) -> None:
         now = self._monotonic()
@@ -302,6 +340,12 @@ class LocalController:
             self._catalog.state.save_autoscaler_state(group.id, autoscaler_state)
         if decision.changed:
             self._replicas.event(group, "Normal", "Scaled", decision.reason)
+            self.metrics.scaled(
+                group.name,
+                current=len(current),
+                desired=decision.desired,
+                reason=signals_measured(context),
+            )
         return decision.desired
 
     async def _in_flight(self, handles: Iterable[ReplicaHandle]) -> list[float] | None:
@@ -399,8 +443,20 @@ class LocalController:
 
     # --- bookkeeping ----------------------------------------------------------------------
 
+    def _serve_metrics(self) -> None:
+        if self._settings.metrics_port is None:
+            return
+        try:
+            self._metrics_port = self.metrics.serve(self._settings.metrics_port)
+        except OSError as error:  # a taken port costs the metrics, not the controller
+            logger.error("serving the controller's metrics failed: %s", error)
+            return
+        logger.info("controller metrics on http://127.0.0.1:%d/metrics", self._metrics_port)
+
     def _beat(self) -> None:
-        self._catalog.state.heartbeat(BACKEND, pid=os.getpid(), host=self._host)
+        self._catalog.state.heartbeat(
+            BACKEND, pid=os.getpid(), host=self._host, metrics_port=self._metrics_port
+        )
 
     async def _heartbeat_until(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -26,6 +26,7 @@ from chalk.catalog.errors import CatalogError
 from chalk.common.config import Project
 from chalk.deploy.errors import DeployError
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
+from chalk.deploy.local.logs import logs_dir
 from chalk.deploy.local.processes import ReplicaHandle, adopt
 from chalk.deploy.local.replicas import DEFAULT_GRACE_S
 from chalk.deploy.local.stored import StoredSpecError, stored_spec
@@ -35,6 +36,7 @@ __all__ = [
     "ControllerAlreadyRunning",
     "controller_pid",
     "ensure_running",
+    "logs_dir",
     "run_foreground",
     "start_detached",
     "stop",
@@ -53,11 +55,6 @@ class ControllerAlreadyRunning(DeployError):
 
 def _lock_path(project: Project) -> Path:
     return project.state_dir / "controller.lock"
-
-
-def logs_dir(project: Project) -> Path:
-    """Where the controller and its replicas write their logs."""
-    return project.state_dir / "logs"
 
 
 @contextlib.contextmanager

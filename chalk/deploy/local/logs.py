@@ -14,7 +14,30 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
-__all__ = ["rotate", "tidy_logs"]
+from chalk.common.config import Project
+
+__all__ = ["logs_dir", "previous_log", "replica_log", "rotate", "tidy_logs"]
+
+
+def logs_dir(project: Project) -> Path:
+    """Where the controller and its replicas write their logs: ``.chalk/logs``."""
+    return project.state_dir / "logs"
+
+
+def replica_log(logs_dir: Path, group: str, replica_id: str) -> Path:
+    """The file a replica writes its stdout and stderr to (its previous part: ``previous_log``).
+
+    Examples
+    --------
+    >>> replica_log(Path(".chalk/logs"), "ner", "ner-1a2b").as_posix()
+    '.chalk/logs/ner/ner-1a2b.log'
+    """
+    return logs_dir / group / f"{replica_id}.log"
+
+
+def previous_log(path: Path) -> Path:
+    """Where ``rotate`` keeps the part of ``path`` it cut off: ``<name>.1``."""
+    return path.with_name(f"{path.name}.1")
 
 
 def rotate(path: Path, *, max_bytes: int) -> bool:
@@ -37,7 +60,7 @@ def rotate(path: Path, *, max_bytes: int) -> bool:
     try:
         if path.stat().st_size <= max_bytes:
             return False
-        shutil.copyfile(path, _previous(path))
+        shutil.copyfile(path, previous_log(path))
         os.truncate(path, 0)
     except FileNotFoundError:
         return False
@@ -63,13 +86,9 @@ def tidy_logs(
         if path in used or path.name == "controller.log":
             rotate(path, max_bytes=max_bytes)
         elif _unchanged_for(path, now_s) >= keep_unused_s:
-            for stale in (path, _previous(path)):
+            for stale in (path, previous_log(path)):
                 with contextlib.suppress(FileNotFoundError):
                     stale.unlink()
-
-
-def _previous(path: Path) -> Path:
-    return path.with_name(f"{path.name}.1")
 
 
 def _unchanged_for(path: Path, now_s: float) -> float:

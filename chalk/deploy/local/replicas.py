@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from chalk.catalog import Catalog, ScalingGroup
-from chalk.catalog.records import LocalImage, Replica
+from chalk.catalog.records import LocalImage, Replica, ReplicaUsage
 from chalk.catalog.specs import GroupSpec
 from chalk.common.backoff import capped_backoff
 from chalk.common.quantities import parse_memory
+from chalk.deploy.local.controller_metrics import ControllerMetrics
 from chalk.deploy.local.gpus import GpuAllocator, gpu_environment
 from chalk.deploy.local.image_runtime import replica_cwd
 from chalk.deploy.local.launching import replica_argv, replica_environment
+from chalk.deploy.local.logs import replica_log
 from chalk.deploy.local.plan import ReplicaView
 from chalk.deploy.local.probes import is_ready
 from chalk.deploy.local.processes import ReplicaHandle, free_port, launch, log_tail
@@ -55,6 +57,8 @@ class Slot:
     restart_at: float = 0.0
     last_checked: float = 0.0
     pending_reason: str = ""
+    # Resident memory of its process tree at the last observation (None: not running).
+    memory_bytes: int | None = None
 
     def move(self, event: ReplicaEvent) -> None:
         self.state = next_replica_state(self.state, event)
@@ -104,6 +108,18 @@ class TrackedGroup:
     def serving(self) -> list[ReplicaHandle]:
         return [s.handle for s in self.slots.values() if s.handle and s.state.serves]
 
+    def usage(self, group_id: str) -> list[ReplicaUsage]:
+        """Each replica's last CPU and memory reading (none for one not running)."""
+        return [
+            ReplicaUsage(
+                group_id=group_id,
+                replica_id=slot.replica_id,
+                cpu_millicores=None if slot.handle is None else slot.handle.cpu_millicores,
+                memory_bytes=slot.memory_bytes,
+            )
+            for slot in self.slots.values()
+        ]
+
 
 class Replicas:
     """Starts, watches and stops the replicas of every local group for the controller."""
@@ -112,6 +128,7 @@ class Replicas:
         self,
         catalog: Catalog,
         settings: ControllerSettings,
+        metrics: ControllerMetrics,
         *,
         monotonic: Callable[[], float],
         wall_clock: Callable[[], float],
@@ -119,6 +136,7 @@ class Replicas:
         self.gpus = GpuAllocator([])
         self._catalog = catalog
         self._settings = settings
+        self._metrics = metrics
         self._monotonic = monotonic
         self._wall_clock = wall_clock
 
@@ -187,16 +205,19 @@ class Replicas:
                 if self._wall_clock() - handle.started_at.timestamp() > _BACKOFF_RESET_S:
                     slot.crash_streak = 0
                 slot.handle = None
+                slot.memory_bytes = None
                 self._crashed(group, slot, reason, log_tail(handle.log_path))
                 continue
             handle.sample_cpu(now)
             rss = handle.rss_bytes()
+            slot.memory_bytes = rss
             if rss > limit_bytes and handle.oom_reason is None:
                 handle.oom_reason = (
                     f"OOMKilled: memory {rss / 2**20:.0f}Mi over the limit of "
                     f"{limit_bytes / 2**20:.0f}Mi"
                 )
                 handle.signal_group(signal.SIGKILL)
+                self._metrics.oom_killed(group.name)
                 self.event(
                     group, "Warning", "OOMKilled", f"replica {slot.replica_id} {handle.oom_reason}"
                 )
@@ -204,6 +225,7 @@ class Replicas:
     def _crashed(self, group: ScalingGroup, slot: Slot, reason: str, tail: str = "") -> None:
         slot.move(ReplicaEvent.EXITED)
         slot.restarts += 1
+        self._metrics.restarted(group.name)
         slot.crash_streak += 1
         slot.last_exit_reason = reason
         delay = capped_backoff(
@@ -308,6 +330,7 @@ class Replicas:
                 restarts=slot.restarts,
                 last_exit_reason=slot.last_exit_reason,
                 started_at=handle.started_at,
+                metrics_port=handle.metrics_port,
             )
         )
 
@@ -316,4 +339,4 @@ class Replicas:
         self._catalog.state.add_event(group.id, type=kind, reason=reason, message=message)
 
     def log_path(self, group: str, replica_id: str) -> Path:
-        return self._settings.logs_dir / group / f"{replica_id}.log"
+        return replica_log(self._settings.logs_dir, group, replica_id)

@@ -24,6 +24,10 @@ class ControllerSettings:
     # How long a leaving replica stays out of the endpoints before its SIGTERM.
     endpoint_drain_s: float = 1.0
     metrics_timeout_s: float = 0.5
+    # The controller's own /metrics on 127.0.0.1: 0 picks a free port, None serves none.
+    metrics_port: int | None = 0
+    # How often each replica's CPU and memory reading is written into its catalog row.
+    usage_interval_s: float = 2.0
     # Each log under logs_dir is cut back (to <name>.1) past this size; logs of replicas gone
     # and unchanged for log_keep_unused_s are removed. Checked every log_check_interval_s.
     log_max_bytes: int = 10 * 2**20

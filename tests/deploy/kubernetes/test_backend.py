@@ -7,6 +7,7 @@ Our server runs no controllers: tests write Deployment and Pod status and Events
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import yaml
 
 from chalk.catalog import Catalog, Endpoint
 from chalk.catalog.errors import ConflictError
+from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.common.config import Project
@@ -146,19 +148,26 @@ def test_create_applies_the_objects_and_records_the_gateway_endpoint(
     route = _read(kube, "gateway.networking.k8s.io/v1", "HTTPRoute")
     assert route["spec"]["hostnames"] == [HOST]
     assert _absent(kube, _autoscaling(kube), "HorizontalPodAutoscaler")
-    assert group.endpoints == (Endpoint(f"{HOST}:443", tls=True),)
+    assert group.endpoints == _both_endpoints(project, 8080)
     assert group.url == f"https://{HOST}"
     assert stored.port == 8080
 
 
-def test_inside_the_cluster_the_endpoint_is_the_headless_service(
+def _both_endpoints(project: Project, port: int) -> tuple[Endpoint, ...]:
+    namespace = project.config.kubernetes.namespace
+    return (
+        Endpoint(f"dns:///ner.{namespace}.svc.cluster.local:{port}", reach=REACH_CLUSTER),
+        Endpoint(f"{HOST}:443", tls=True, reach=REACH_GATEWAY),
+    )
+
+
+def test_applied_from_inside_the_cluster_a_group_stores_both_endpoints_too(
     project: Project, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     group, _ = create_group(project, catalog, "ner", _spec(port=6666), port_given=True)
     assert group is not None
-    namespace = project.config.kubernetes.namespace
-    assert group.endpoints == (Endpoint(f"dns:///ner.{namespace}.svc.cluster.local:6666"),)
+    assert group.endpoints == _both_endpoints(project, 6666)
 
 
 def test_a_model_group_resolves_without_a_local_controller(
@@ -170,7 +179,7 @@ def test_a_model_group_resolves_without_a_local_controller(
     )
     deploy_model_version(project, catalog, "ner", "ner", 1)
     route = catalog.resolve("model.ner")
-    assert route.endpoints == (Endpoint(f"{HOST}:443", tls=True),)
+    assert route.endpoints == (Endpoint(f"{HOST}:443", tls=True, reach=REACH_GATEWAY),)
     assert catalog.state.controller("local") is None
 
 
@@ -229,7 +238,7 @@ def test_status_follows_the_deployment(
     # What `get` read is now the catalog's record too, endpoints kept.
     stored = catalog.groups.get("ner")
     assert (stored.status, stored.ready_replicas) == ("Ready", 2)
-    assert stored.endpoints == (Endpoint(f"{HOST}:443", tls=True),)
+    assert stored.endpoints == _both_endpoints(project, 8080)
 
 
 def test_waiting_for_a_group_reads_the_cluster(
@@ -321,6 +330,9 @@ def test_events_explain_trouble_and_get_shows_them(
     assert "FailedScheduling" in result.stdout
     assert "Insufficient memory" in result.stdout
     assert "not ours" not in result.stdout
+    # A pod's CPU, memory and calls in flight are not read here: '-', and the reason.
+    assert re.search(r"ner-5d9c7-klmno\s+Pending\s+no\s+0\s+\S+\s+-\s+-\s+-\s+-", result.stdout)
+    assert "need metrics-server" in result.stdout
 
 
 def test_delete_removes_every_object(

@@ -15,7 +15,7 @@ import yaml
 
 from chalk.catalog import Catalog, Endpoint
 from chalk.catalog.errors import ValidationError
-from chalk.catalog.records import LocalImage
+from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY, LocalImage
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project, load_project
@@ -141,21 +141,22 @@ def test_the_backend_is_chosen_by_chalk_yaml(project: Project, tmp_path: Path) -
     assert not isinstance(backend_for(local), KubernetesGroups)
 
 
+INSIDE = Endpoint("dns:///ner.ml.svc.cluster.local:6666", reach=REACH_CLUSTER)
+GATEWAY_ENDPOINT = Endpoint("staging-ner.models.example.com:443", tls=True, reach=REACH_GATEWAY)
+
+
 @pytest.mark.parametrize(
-    ("env", "gateway", "expected"),
+    ("env", "gateway", "expected", "noted"),
     [
-        (
-            {"KUBERNETES_SERVICE_HOST": "10.96.0.1"},
-            True,
-            [Endpoint("dns:///ner.ml.svc.cluster.local:6666")],
-        ),
-        ({}, True, [Endpoint("staging-ner.models.example.com:443", tls=True)]),
-        ({}, False, []),
+        ({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, True, [INSIDE, GATEWAY_ENDPOINT], False),
+        ({}, True, [INSIDE, GATEWAY_ENDPOINT], False),
+        ({}, False, [INSIDE], True),
+        ({"KUBERNETES_SERVICE_HOST": "10.96.0.1"}, False, [INSIDE], False),
     ],
-    ids=["in-cluster", "through-gateway", "no-gateway"],
+    ids=["in-cluster", "outside", "no-gateway-outside", "no-gateway-inside"],
 )
-def test_endpoints_follow_where_the_command_runs(
-    env: dict[str, str], gateway: bool, expected: list[Endpoint]
+def test_a_group_stores_both_endpoints_wherever_the_command_runs(
+    env: dict[str, str], gateway: bool, expected: list[Endpoint], noted: bool
 ) -> None:
     placement = (
         Placement("ml", "staging", "public", "infra", "models.example.com")
@@ -166,7 +167,7 @@ def test_endpoints_follow_where_the_command_runs(
     endpoints, url, note = group_endpoints("ner", spec, placement, env)
     assert endpoints == expected
     assert url == ("https://staging-ner.models.example.com" if gateway else None)
-    assert ("reachable only inside the cluster" in note) is (not gateway and not env)
+    assert ("reachable only inside the cluster" in note) is noted
 
 
 def test_dry_run_prints_the_manifests_without_a_cluster(project: Project, catalog: Catalog) -> None:

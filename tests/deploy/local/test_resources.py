@@ -74,7 +74,7 @@ def test_a_replica_over_its_memory_limit_is_killed_as_oomkilled(
             resources=ScalingGroupResourceRequest(memory="64Mi"),
         ),
     )
-    controller()
+    running = controller()
 
     replica = wait_for(
         lambda: next(
@@ -86,6 +86,8 @@ def test_a_replica_over_its_memory_limit_is_killed_as_oomkilled(
 
     assert "over the limit of 64Mi" in replica.last_exit_reason
     assert any(e.reason == "OOMKilled" for e in catalog.state.events(group_id))
+    registry = running.controller.metrics.registry
+    assert registry.get_sample_value("chalk_controller_oom_kills_total", {"group": "hog"}) >= 1
 
 
 def fake_nvidia_smi(directory: Path, gpus: int) -> str:
@@ -223,7 +225,7 @@ def test_in_flight_calls_scale_a_slow_model_up(
         ),
     )
     group_id = create(catalog, "slow", spec)
-    controller()
+    running = controller()
     endpoints = wait_for(
         lambda: (g := catalog.groups.get("slow")).status == "Ready" and g.endpoints,
         what="the first replica",
@@ -249,14 +251,22 @@ def test_in_flight_calls_scale_a_slow_model_up(
     scale_ups = in_flight_scale_ups(catalog, group_id)
     assert scale_ups, "no scale-up while calls were in flight"
     assert scale_ups[-1][1] == 3
+    registry = running.controller.metrics.registry
+    decisions = [
+        registry.get_sample_value(
+            "chalk_controller_scaling_decisions_total",
+            {"group": "slow", "direction": "up", "reason": reason},
+        )
+        for reason in ("queue_depth", "cpu+queue_depth")
+    ]
+    assert sum(count or 0 for count in decisions) >= 1
 
 
 def in_flight(catalog: Catalog, name: str) -> float:
     """The in-flight calls our runtime reports for the group's only replica."""
     [row] = catalog.state.replicas(catalog.groups.get(name).id)
-    assert row.pid is not None
-    port = psutil.Process(row.pid).environ()["CHALK_REMOTE_CALL_METRICS_PORT"]
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+    assert row.metrics_port is not None
+    with urllib.request.urlopen(f"http://127.0.0.1:{row.metrics_port}/metrics", timeout=5) as reply:
         for line in reply.read().decode().splitlines():
             if line.startswith("chalk_remote_call_in_flight "):
                 return float(line.split()[1])

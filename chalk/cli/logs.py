@@ -1,0 +1,123 @@
+"""``chalk logs GROUP``: every replica's lines, merged in time, each prefixed with its replica.
+
+``chalk.deploy.logs.group_logs`` reads them on the project's backend (the local replicas'
+files, or the pods' logs on Kubernetes); this module reads the flags and prints the lines as
+``kubectl logs -l ... --prefix`` does: ``[replica] line``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+__all__ = ["parse_duration", "register"]
+
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_SECONDS: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``chalk logs`` to the ``chalk`` command."""
+    parser = subparsers.add_parser(
+        "logs",
+        help="print the logs of a scaling group's replicas, merged in time",
+        description="Print the lines of every replica of GROUP (or of one), merged in time, "
+        "each prefixed with its replica as [replica]. Local replicas' rotated logs are "
+        "included; a line without a time of its own (a timestamp it opens with, a JSON "
+        "timestamp) takes the next time known after it. "
+        "Exit codes: 0 done, 1 an unknown group or replica, 130 interrupted (Ctrl-C ends "
+        "--follow).",
+    )
+    parser.add_argument("group", metavar="GROUP", help="the scaling group, e.g. ner")
+    parser.add_argument(
+        "--replica", metavar="REPLICA", help="only this replica (as `scaling-group get` lists)"
+    )
+    parser.add_argument(
+        "--tail",
+        type=_tail,
+        metavar="N",
+        help="only the last N lines of each replica (as kubectl's --tail, per container); "
+        "default all",
+    )
+    parser.add_argument(
+        "--since",
+        type=parse_duration,
+        metavar="DURATION",
+        help="only lines newer than this, e.g. 30s, 10m, 1h, 1h30m",
+    )
+    parser.add_argument(
+        "-f",
+        "--follow",
+        action="store_true",
+        help="go on printing new lines, of replicas that start too, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--timestamps", action="store_true", help="print each line's time (UTC) after the prefix"
+    )
+    parser.set_defaults(run=_logs)
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """A duration as kubectl's ``--since`` takes it: ``10m``, ``1h30m``, ``45s``, ``2d``.
+
+    Examples
+    --------
+    >>> parse_duration("1h30m")
+    datetime.timedelta(seconds=5400)
+    >>> parse_duration("10 minutes")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a duration such as 30s, 10m or 1h, got '10 minutes'
+    """
+    import datetime as dt  # noqa: PLC0415
+
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 30s, 10m or 1h, got {text!r}"
+        )
+    return dt.timedelta(seconds=sum(float(n) * _SECONDS[unit] for n, unit in parts))
+
+
+def _tail(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of lines (0 or more), got {text!r}")
+    return value
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from chalk.catalog import open_catalog  # noqa: PLC0415
+    from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.deploy.logs import LogQuery, group_logs  # noqa: PLC0415
+
+    project = find_project()
+    query = LogQuery(replica=args.replica, tail=args.tail, since=args.since, follow=args.follow)
+    lines = group_logs(project, open_catalog(project), args.group, query)
+    out = sys.stdout
+    try:
+        for line in lines:
+            when = f"{line.time:%Y-%m-%dT%H:%M:%S.%fZ} " if args.timestamps else ""
+            out.write(f"[{line.replica}] {when}{line.text}\n")
+            if args.follow:
+                out.flush()
+        out.flush()
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other Unix tools do.
+        _quiet_stdout()
+    return 0
+
+
+def _quiet_stdout() -> None:
+    import os  # noqa: PLC0415
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())

@@ -1,0 +1,178 @@
+"""``chalk logs`` on local replicas' log files: in this process through ``chalk.cli.main``, and
+following as the real console script (Ctrl-C is a signal to a process)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from chalk.catalog import Catalog, open_catalog
+from chalk.catalog.records import Replica
+from chalk.catalog.specs import GroupSpec
+from chalk.cli import main
+from chalk.common.config import Project, load_project
+from chalk.deploy.groups import pin_image
+from chalk.deploy.local.logs import replica_log
+from tests.deploy.local.conftest import RunningController, model_image, save_image, wait_for
+
+CHALK = str(Path(sys.executable).with_name("chalk"))
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    (tmp_path / "chalk.yaml").write_text("project: demo\n")
+    monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return load_project(tmp_path / "chalk.yaml")
+
+
+@pytest.fixture
+def catalog(project: Project) -> Catalog:
+    return open_catalog(project)
+
+
+def chalk(project: Project, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``chalk ARGS`` in ``project``: the exit code, stdout and stderr."""
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "CHALK_CATALOG_URL"}
+
+
+def create(catalog: Catalog, name: str, spec: GroupSpec) -> str:
+    pinned = pin_image(catalog, spec, port_given=False)
+    return catalog.groups.create(name, pinned.to_dict(), backend="local").id
+
+
+@pytest.fixture
+def web(catalog: Catalog, project: Project) -> str:
+    """Group ``web`` whose replica ``web-a`` has written two lines (no controller runs)."""
+    save_image(catalog, project, "web:latest", entrypoint=("true",), exposed_port=8000)
+    group_id = create(catalog, "web", GroupSpec(image="web:latest"))
+    catalog.state.save_replica(
+        Replica(group_id=group_id, replica_id="web-a", revision=1, state="Running")
+    )
+    log = replica_log(project.state_dir / "logs", "web", "web-a")
+    log.parent.mkdir(parents=True)
+    log.write_text("GET / 200\nGET /healthz 200\n")
+    return group_id
+
+
+@pytest.mark.usefixtures("web")
+def test_lines_print_with_their_replica_and_time(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = chalk(project, capsys, "logs", "web", "--tail", "1", "--timestamps")
+
+    assert code == 0, err
+    assert re.fullmatch(r"\[web-a\] \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z GET /healthz 200\n", out)
+
+
+@pytest.mark.usefixtures("web")
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(["nope"], r"'nope'", id="group"),
+        pytest.param(
+            ["web", "--replica", "web-z"],
+            r"no replica 'web-z'; expected one of: web-a",
+            id="replica",
+        ),
+    ],
+)
+def test_an_unknown_name_is_one_line_naming_it(
+    project: Project, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = chalk(project, capsys, "logs", *args)
+
+    assert code == 1
+    assert out == ""
+    assert re.fullmatch(rf"error: .*{message}.*\n", err)
+
+
+def test_a_duration_it_cannot_read_is_a_usage_error(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _out, err = chalk(project, capsys, "logs", "web", "--since", "ten minutes")
+
+    assert code == 2
+    assert "expected a duration such as 30s, 10m or 1h, got 'ten minutes'" in err
+
+
+class Follow:
+    """``chalk logs GROUP -f`` in its own process, its output lines kept as they come."""
+
+    def __init__(self, project: Project, group: str) -> None:
+        self.process = subprocess.Popen(
+            [CHALK, "logs", group, "-f"],
+            cwd=project.root,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def replica_saying(self, text: str, *, other_than: str = "") -> str:
+        """The replica of the first line containing ``text`` (not of ``other_than``)."""
+
+        def found() -> str | None:
+            for line in list(self.lines):
+                replica, _, rest = line.partition("] ")
+                if text in rest and replica[1:] != other_than:
+                    return replica[1:]
+            return None
+
+        return str(wait_for(found, what=f"a line with {text!r} in {self.lines}"))
+
+    def interrupt(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGINT)
+        _out, err = self.process.communicate(timeout=10)
+        return self.process.returncode, err
+
+
+def test_follow_picks_up_the_new_replica_of_a_roll_and_ends_quietly_on_ctrl_c(
+    catalog: Catalog, project: Project
+) -> None:
+    model_image(catalog, project)
+    create(catalog, "doubler", GroupSpec(image="model:latest", env={"FACTOR": "2"}))
+    controller = RunningController(
+        catalog,
+        project,
+        pass_interval_s=0.1,
+        heartbeat_interval_s=0.5,
+        ready_recheck_s=0.5,
+        endpoint_drain_s=0.2,
+    ).start()
+    try:
+        follow = Follow(project, "doubler")
+        old = follow.replica_saying('"serving"')
+
+        spec = GroupSpec.from_dict(catalog.groups.get("doubler").spec)
+        catalog.groups.update("doubler", spec.with_changes(env={"FACTOR": "10"}).to_dict())
+
+        new = follow.replica_saying('"serving"', other_than=old)
+        assert follow.replica_saying('"stopped"') == old
+        code, err = follow.interrupt()
+    finally:
+        controller.stop()
+
+    assert new != old
+    assert (code, err) == (130, "interrupted\n")

@@ -1,0 +1,133 @@
+"""``chalk server deploy`` without a cluster: what ``--dry-run`` prints, and bad input as one
+line naming its flag, before any cluster is asked (the cluster tests live in
+tests/deploy/kubernetes/test_server.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chalk.cli import main
+
+IMAGE = "ghcr.io/acme/features:1"
+CATALOG_URL = "postgresql://chalk:pw@db.infra:5432/chalk"
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``backend: kubernetes`` project whose kubeconfig names no cluster at all."""
+    config = {
+        "project": "demo",
+        "backend": "kubernetes",
+        "kubernetes": {"namespace": "ml"},
+        "catalog_url": CATALOG_URL,
+    }
+    (tmp_path / "chalk.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("CHALK_CATALOG_URL", raising=False)
+    return tmp_path
+
+
+def _chalk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as ended:
+        main(list(argv))
+    captured = capsys.readouterr()
+    return int(ended.value.code or 0), captured.out, captured.err
+
+
+def _by_kind(text: str) -> dict[str, dict[str, Any]]:
+    return {obj["kind"]: obj for obj in yaml.safe_load_all(text)}
+
+
+def test_dry_run_prints_the_objects_with_the_secret_hidden(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--min-replicas", "2", "--max-replicas", "5", "--cpu", "1", "--memory", "2Gi"]
+    code, out, err = _chalk(capsys, "server", "deploy", "--image", IMAGE, *flags, "--dry-run")
+    assert (code, err) == (0, "")
+    objects = _by_kind(out)
+    assert list(objects) == ["Secret", "Deployment", "Service", "HorizontalPodAutoscaler"]
+    assert objects["Secret"]["data"] == {"catalog-url": "<hidden>", "token": "<hidden>"}
+    assert "pw@" not in out
+    (container,) = objects["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert container["env"][0]["valueFrom"]["secretKeyRef"]["name"] == "chalk-server"
+    assert objects["Deployment"]["metadata"]["namespace"] == "ml"
+
+
+def test_dry_run_with_an_existing_secret_writes_none(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["server", "deploy", "--image", IMAGE, "--existing-secret", "mine", "--dry-run"]
+    code, out, _err = _chalk(capsys, *argv, "-o", "json")
+    assert code == 0
+    objects = {obj["kind"]: obj for obj in yaml.safe_load(out)["items"]}
+    assert list(objects) == ["Deployment", "Service"]
+    volume = objects["Deployment"]["spec"]["template"]["spec"]["volumes"][0]
+    assert volume["secret"]["secretName"] == "mine"
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--image", "Acme/Features:1"], "--image 'Acme/Features:1' is not an image reference"),
+        (["--image", "ghcr.io/acme/f eatures:1"], "is not an image reference"),
+        (
+            ["--image", IMAGE, "--min-replicas", "3", "--max-replicas", "2"],
+            "--min-replicas is larger than --max-replicas",
+        ),
+        (["--image", IMAGE, "--replicas", "0"], "--replicas"),
+        (["--image", IMAGE, "--replicas", "2", "--min-replicas", "3"], "--replicas 2 sets both"),
+        (["--image", IMAGE, "--cpu", "lots"], "--cpu"),
+        (["--image", IMAGE, "--memory", "4GB"], "--memory"),
+        (["--image", IMAGE, "--workers", "0"], "--workers must be at least 1"),
+        (["--image", IMAGE, "--name", "Chalk_Server"], "--name 'Chalk_Server' is not valid"),
+        (
+            ["--image", IMAGE, "--existing-secret", "mine", "--catalog-url", CATALOG_URL],
+            "--existing-secret and --catalog-url",
+        ),
+        (
+            ["--image", IMAGE, "--catalog-url", "sqlite:///tmp/catalog.db"],
+            "cannot read a SQLite catalog",
+        ),
+        (["--image", IMAGE, "--token-file", "/no/such/token"], "--token-file /no/such/token"),
+    ],
+    ids=[
+        "uppercase-image",
+        "space-in-image",
+        "min-above-max",
+        "zero-replicas",
+        "replicas-and-min",
+        "bad-cpu",
+        "bad-memory",
+        "no-workers",
+        "bad-name",
+        "secret-and-url",
+        "sqlite-catalog",
+        "missing-token-file",
+    ],
+)
+def test_bad_input_is_one_line_naming_the_flag(
+    project: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    code, out, err = _chalk(capsys, "server", "deploy", *flags, "--dry-run")
+    assert (code, out) == (1, "")
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert message in err
+
+
+def test_a_local_project_is_pointed_to_chalk_serve(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "chalk.yaml").write_text("project: demo\n")
+    code, _out, err = _chalk(capsys, "server", "get")
+    assert code == 1
+    assert "expected 'backend: kubernetes'" in err
+    assert "chalk serve" in err
