@@ -143,12 +143,19 @@ def checked_image(text: str) -> str:
 
 
 def _positive_seconds(text: str) -> float:
+    from chalk.common.bounds import check_bound  # noqa: PLC0415
+    from chalk.common.errors import ValidationError  # noqa: PLC0415
+
     try:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    try:
+        check_bound("refresh_seconds", seconds, what="the interval")
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return seconds
 
 

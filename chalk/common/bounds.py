@@ -76,6 +76,9 @@ BOUNDS: Final[dict[str, Bound]] = {
     "max_body_bytes": Bound(1, 2 * _GI, "bytes", "one request body is held in memory"),
     "deadline_seconds": Bound(0.001, 3_600, "s", "one request's time; longer holds its worker"),
     "grace_period_seconds": Bound(0, 3_600, "s", "how long SIGTERM waits for in-flight calls"),
+    # Views ------------------------------------------------------------------------------------
+    "refresh_seconds": Bound(0.1, 3_600, "s", "time between two refreshes of a view"),
+    "log_lines": Bound(0, 1_000_000, "lines", "lines held in memory before they print"),
 }
 
 
