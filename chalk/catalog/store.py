@@ -270,7 +270,7 @@ def _refuse_foreign(connection: sa.Connection, url: str) -> None:
 _SQLITE_HEADER: Final = b"SQLite format 3\x00"
 # The project's own folder (chalk.common.config.Project.state_dir): the one folder a catalog
 # may be created in when it does not exist yet, made readable by its owner only.
-STATE_DIR_NAME: Final = ".chalk"
+_STATE_DIR_NAME: Final = ".chalk"
 
 
 def _sqlite_file(url: sa.URL) -> Path | None:
@@ -292,7 +292,7 @@ def _prepare_sqlite_file(path: Path, *, create: bool) -> bool:
             f"{path / 'catalog.db'}; fix CHALK_CATALOG_URL or catalog_url in chalk.yaml"
         )
     folder = path.parent
-    own = folder.name == STATE_DIR_NAME
+    own = folder.name == _STATE_DIR_NAME
     if path.exists():
         _check_existing(path, own=own)
         return True
