@@ -27,6 +27,7 @@ from chalk.catalog.models import schema_from_mapping
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.client_http import API_SERVER_ENV, ApiServerClient, offline_table
 from chalk.common.apply_guard import check_write
+from chalk.common.bounds import check_bound
 from chalk.common.config import Project, find_project
 from chalk.deploy.groups import (
     check_model_image,
@@ -95,10 +96,8 @@ class ChalkClient:
         model_call_deadline_s: float | None = None,
         api_server: str | None = None,
     ) -> None:
-        if model_call_deadline_s is not None and model_call_deadline_s <= 0:
-            raise ValueError(
-                f"model_call_deadline_s must be more than 0, got {model_call_deadline_s}"
-            )
+        if model_call_deadline_s is not None:
+            check_bound("deadline_seconds", model_call_deadline_s, what="model_call_deadline_s")
         api_server = api_server or os.environ.get(API_SERVER_ENV)
         self._api = ApiServerClient(api_server) if api_server else None
         self._project = _LazyProject(Path(project_dir) if project_dir else Path.cwd())

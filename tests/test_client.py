@@ -84,5 +84,6 @@ def test_no_project_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 
 def test_a_model_call_deadline_must_be_positive(project: Path) -> None:
-    with pytest.raises(ValueError, match="model_call_deadline_s must be more than 0, got 0"):
+    expected = r"model_call_deadline_s is out of range: expected 0.001 s to 3600 s .*, got 0 s"
+    with pytest.raises(ValueError, match=expected):
         ChalkClient(project_dir=project, model_call_deadline_s=0)

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Self
 
+from chalk.common.bounds import check_bound
 from chalk.common.quantities import (
     GpuRequest,
     format_cpu,
@@ -46,7 +47,8 @@ GPU_RESOURCE_NAME: Final = "nvidia.com/gpu"
 # handling would not catch), and the strict-int rule is a few lines here.
 
 
-def _check_count(field: str, value: object, *, minimum: int, maximum: int | None = None) -> None:
+def _check_count(field: str, value: object, *, bound: str) -> None:
+    """``value`` is an int (``bool`` is not) within ``BOUNDS[bound]`` (chalk.common.bounds)."""
     if isinstance(value, bool) or not isinstance(value, int):
         fix = ""
         if isinstance(value, float) and value.is_integer():
@@ -58,17 +60,12 @@ def _check_count(field: str, value: object, *, minimum: int, maximum: int | None
             fix=fix,
         )
         raise error
-    if value < minimum or (maximum is not None and value > maximum):
-        expected = f"{field} >= {minimum}" if maximum is None else f"{minimum} to {maximum}"
-        error = invalid_value(f"{field} is out of range", expected=expected, got=repr(value))
-        raise error
+    check_bound(bound, value, what=field)
 
 
-def _check_optional_count(
-    field: str, value: object, *, minimum: int, maximum: int | None = None
-) -> None:
+def _check_optional_count(field: str, value: object, *, bound: str) -> None:
     if value is not None:
-        _check_count(field, value, minimum=minimum, maximum=maximum)
+        _check_count(field, value, bound=bound)
 
 
 def _fields_from(what: str, data: object, fields: tuple[str, ...]) -> dict[str, object]:
@@ -141,15 +138,8 @@ later version: expected min_replicas >= 1, got 0; set min_replicas=1
 
     def __post_init__(self) -> None:
         self._check_replicas()
-        _check_optional_count(
-            "target_cpu_utilization_percentage",
-            self.target_cpu_utilization_percentage,
-            minimum=1,
-            maximum=100,
-        )
-        _check_optional_count("queue_depth_target", self.queue_depth_target, minimum=1)
-        _check_optional_count("shutdown_delay_seconds", self.shutdown_delay_seconds, minimum=0)
-        _check_optional_count("window_seconds", self.window_seconds, minimum=0)
+        for field in _BOUNDED_TARGETS:
+            _check_optional_count(field, getattr(self, field), bound=field)
 
     def _check_replicas(self) -> None:
         if type(self.min_replicas) is int and self.min_replicas == 0:
@@ -160,8 +150,8 @@ later version: expected min_replicas >= 1, got 0; set min_replicas=1
                 fix="set min_replicas=1",
             )
             raise error
-        _check_count("min_replicas", self.min_replicas, minimum=1)
-        _check_count("max_replicas", self.max_replicas, minimum=1)
+        _check_count("min_replicas", self.min_replicas, bound="replicas")
+        _check_count("max_replicas", self.max_replicas, bound="replicas")
         if self.min_replicas > self.max_replicas:
             error = invalid_value(
                 "min_replicas is larger than max_replicas",
@@ -259,6 +249,13 @@ queue_depth_target=None, shutdown_delay_seconds=None, window_seconds=None)
         return cls(**values)  # type: ignore[arg-type]  # each value is checked in __post_init__
 
 
+# The optional fields, each checked against the bound of its own name.
+_BOUNDED_TARGETS: Final = (
+    "target_cpu_utilization_percentage",
+    "queue_depth_target",
+    "shutdown_delay_seconds",
+    "window_seconds",
+)
 _AUTOSCALING_FIELDS: Final = (
     "min_replicas",
     "max_replicas",
@@ -305,7 +302,13 @@ class ScalingGroupResourceRequest:
 
     def __post_init__(self) -> None:
         # Parsing is the check; the accessors parse again, which is cheap and keeps no cache.
-        _ = self.cpu_millicores, self.memory_bytes, self.gpu_request
+        cpu, memory, gpu = self.cpu_millicores, self.memory_bytes, self.gpu_request
+        if cpu is not None:
+            check_bound("cpu", cpu)
+        if memory is not None:
+            check_bound("memory", memory)
+        if gpu is not None:
+            check_bound("gpu", gpu.count, what="gpu count")
 
     @property
     def cpu_millicores(self) -> int | None:

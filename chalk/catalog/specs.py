@@ -13,10 +13,12 @@ from typing import Any, Final, Self
 
 from chalk.catalog.errors import ValidationError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.common.bounds import check_bound
 from chalk.common.names import LABEL_MAX_LENGTH, is_label_name, is_label_value
 
 __all__ = [
     "DEFAULT_PORT",
+    "RESERVED_ENV",
     "TAG_LABEL_PREFIX",
     "GroupSpec",
     "ModelRef",
@@ -28,8 +30,19 @@ __all__ = [
 DEFAULT_PORT: Final = 8080
 TAG_LABEL_PREFIX: Final = "chalk.ai/tag-"
 _ENV_NAME: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# A longer wait for a slot than this only delays queries: add replicas instead.
-_MAX_BATCH_DELAY_MS: Final = 10_000
+# Variables the backends set for every replica, whatever the spec says; each with its setter.
+RESERVED_ENV: Final = {
+    "PORT": "the replica's port, chosen by the backend (give --port to change the group's port)",
+    "CHALK_REMOTE_CALL_PORT": "the replica's port, chosen by the backend (give --port instead)",
+    "CHALK_REMOTE_CALL_HOST": "the address local replicas bind (always 127.0.0.1)",
+    "CHALK_REMOTE_CALL_METRICS_PORT": "the replica's metrics port, chosen by the backend",
+    "CUDA_VISIBLE_DEVICES": "the GPUs handed to the replica (give --gpu instead)",
+    "CUDA_DEVICE_ORDER": "set with CUDA_VISIBLE_DEVICES",
+}
+# Set from the model's input schema by `chalk model deploy`: stored in the spec, never given.
+_DEPLOY_ENV: Final = {
+    "CHALK_INPUT_ARGS": "the model's input field names, set by deploying a model version",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,24 +86,21 @@ class GroupSpec:
                 f"image is empty: expected an image reference such as 'ner:latest', "
                 f"got {self.image!r}"
             )
-        if (
-            isinstance(self.port, bool)
-            or not isinstance(self.port, int)
-            or not 1 <= self.port <= 65535
-        ):
-            raise ValidationError(f"port is out of range: expected 1..65535, got {self.port!r}")
+        if isinstance(self.port, bool) or not isinstance(self.port, int):
+            raise ValidationError(
+                f"port must be a whole number: expected an int, got {self.port!r}"
+            )
+        check_bound("port", self.port)
+        check_bound("env", len(self.env), what="env (the number of variables)")
         _check_batch_max_delay(self.batch_max_delay_ms)
         for name, value in self.env.items():
             _check_env(name, value)
+            _check_not_reserved(name, RESERVED_ENV, what="environment variable")
+        check_bound("tags", len(self.tags), what="tags (the number of tags)")
         for key, value in self.tags.items():
             _check_tag(key, value)
-        if self.entrypoint is not None and (
-            not self.entrypoint or any(not isinstance(a, str) or not a for a in self.entrypoint)
-        ):
-            raise ValidationError(
-                f"entrypoint has an empty argument: expected comma-separated non-empty "
-                f"arguments such as 'python,-m,http.server', got {self.entrypoint!r}"
-            )
+        if self.entrypoint is not None:
+            _check_entrypoint(self.entrypoint)
 
     def with_changes(self, **changes: Any) -> Self:
         """A copy with some fields replaced (None values keep the current ones)."""
@@ -153,8 +163,15 @@ def parse_tags(text: str) -> dict[str, str]:
             raise ValidationError(
                 f'--tags entry {part!r} is not key=value: expected e.g. --tags="team=nlp,tier=gold"'
             )
-        _check_tag(key.strip(), value.strip())
-        tags[key.strip()] = value.strip()
+        key, value = key.strip(), value.strip()
+        _check_tag(key, value)
+        if key in tags:
+            raise ValidationError(
+                f"--tags gives the tag {key!r} twice ({key}={tags[key]} and {key}={value}): "
+                f"expected each key once"
+            )
+        tags[key] = value
+    check_bound("tags", len(tags), what="--tags (the number of tags)")
     return tags
 
 
@@ -172,11 +189,13 @@ def parse_entrypoint(text: str) -> tuple[str, ...]:
             f"--entrypoint has an empty argument: expected comma-separated arguments such as "
             f"'python,-m,http.server,8000', got {text!r}"
         )
+    _check_entrypoint(argv)
     return argv
 
 
 def parse_env(items: Iterable[str]) -> dict[str, str]:
-    """Repeated ``--env KEY=VALUE`` flags as a dict (a later key wins).
+    """Repeated ``--env KEY=VALUE`` flags as a dict; a key given twice, or one the backend sets
+    itself (``RESERVED_ENV``), is an error.
 
     Examples
     --------
@@ -191,6 +210,12 @@ def parse_env(items: Iterable[str]) -> dict[str, str]:
                 f"--env {item!r} is not KEY=VALUE: expected e.g. --env MODEL=small"
             )
         _check_env(name, value)
+        _check_not_reserved(name, {**RESERVED_ENV, **_DEPLOY_ENV}, what="--env")
+        if name in env:
+            raise ValidationError(
+                f"--env gives {name} twice ({name}={env[name]!r} and {name}={value!r}): "
+                f"expected each variable once"
+            )
         env[name] = value
     return env
 
@@ -198,15 +223,11 @@ def parse_env(items: Iterable[str]) -> dict[str, str]:
 def _check_batch_max_delay(delay_ms: object) -> None:
     if delay_ms is None:
         return
-    if (
-        isinstance(delay_ms, bool)
-        or not isinstance(delay_ms, int | float)
-        or not 0 <= delay_ms <= _MAX_BATCH_DELAY_MS
-    ):
+    if isinstance(delay_ms, bool) or not isinstance(delay_ms, int | float):
         raise ValidationError(
-            f"batch_max_delay_ms is out of range: expected milliseconds from 0 to "
-            f"{_MAX_BATCH_DELAY_MS}, got {delay_ms!r}"
+            f"batch_max_delay_ms must be a number of milliseconds, got {delay_ms!r}"
         )
+    check_bound("batch_max_delay_ms", delay_ms)
 
 
 def _check_env(name: object, value: object) -> None:
@@ -220,6 +241,25 @@ def _check_env(name: object, value: object) -> None:
             f"environment variable {name} must be a string: expected text, got "
             f"{value!r} ({type(value).__name__})"
         )
+    check_bound("env_value_length", len(value), what=f"environment variable {name}'s length")
+
+
+def _check_not_reserved(name: str, reserved: Mapping[str, str], *, what: str) -> None:
+    if name in reserved:
+        raise ValidationError(
+            f"{what} {name} is set by scalegroup for every replica ({reserved[name]}): "
+            f"expected a variable of your own; choose another name"
+        )
+
+
+def _check_entrypoint(argv: tuple[str, ...]) -> None:
+    if not argv or any(not isinstance(a, str) or not a for a in argv):
+        raise ValidationError(
+            f"entrypoint has an empty argument: expected comma-separated non-empty "
+            f"arguments such as 'python,-m,http.server', got {argv!r}"
+        )
+    check_bound("entrypoint_arguments", len(argv), what="entrypoint (the number of arguments)")
+    check_bound("entrypoint_length", sum(map(len, argv)), what="entrypoint (its length)")
 
 
 def _check_tag(key: str, value: str) -> None:

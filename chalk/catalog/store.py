@@ -8,6 +8,7 @@ shared per URL and process, and a ``Catalog`` may be used from several threads a
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -34,7 +35,7 @@ from chalk.catalog.groups import GroupStore
 from chalk.catalog.images import ImageStore
 from chalk.catalog.models import ModelRegistry
 from chalk.catalog.records import Endpoint, Route, reachable, runs_in_cluster
-from chalk.catalog.schema import migrate
+from chalk.catalog.schema import migrate, schema_version
 from chalk.catalog.state import RuntimeState
 from chalk.catalog.transactions import Clock, utc_now
 from chalk.common.names import group_of_call_name
@@ -193,11 +194,20 @@ _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
 
 
-def open_catalog(config: HasCatalogUrl | str, *, clock: Clock = utc_now) -> Catalog:
-    """Open (creating or migrating as needed) the catalog of a project or at a URL.
+def open_catalog(
+    config: HasCatalogUrl | str, *, clock: Clock = utc_now, create: bool = True
+) -> Catalog:
+    """Open (migrating as needed) the catalog of a project or at a URL.
 
     ``config`` is a loaded project (its ``catalog_url()`` is used) or a URL:
     ``sqlite:///path/to/catalog.db``, ``sqlite://`` (in memory) or ``postgresql://...``.
+
+    A SQLite catalog file is created only when ``create`` (read-only commands pass False) and
+    its folder exists, or is a project's ``.chalk/`` (made readable by its owner only); the
+    file is created whole, readable by its owner only. Read with ``create=False``, a project's
+    own catalog not made yet is an empty one in memory; any other missing file is an error. A
+    0-byte file, a file that is not SQLite, or a SQLite database of something else is refused,
+    never overwritten.
 
     Examples
     --------
@@ -209,24 +219,164 @@ def open_catalog(config: HasCatalogUrl | str, *, clock: Clock = utc_now) -> Cata
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            engine = _create_engine(url)
-            try:
-                with engine.connect() as plain:
-                    # Locked like any write, and the version read again under the lock: two
-                    # processes opening an old catalog at once migrate it once.
-                    connection = plain.execution_options(_scalegroup_write=True)
-                    with connection.begin():
-                        _lock_for_writing(connection)
-                        migrate(connection, location=_describe(url))
-            except sa.exc.SQLAlchemyError as error:
-                engine.dispose()
-                raise CatalogError(
-                    f"cannot open the catalog at {_describe(url)}: "
-                    f"{getattr(error, 'orig', None) or error}; "
-                    f"check catalog_url in chalk.yaml (or CHALK_CATALOG_URL)"
-                ) from None
+            parsed = _parse_url(url)
+            database = _sqlite_file(parsed)
+            if database is not None and not _prepare_sqlite_file(database, create=create):
+                # A project's own catalog not made yet, read: it is empty, and stays unmade.
+                return Catalog(_empty_engine(), location=_describe(url), clock=clock)
+            engine = _create_engine(parsed)
+            _migrate(engine, url, foreign_check=database is not None)
             _engines[url] = engine
     return Catalog(engine, location=_describe(url), clock=clock)
+
+
+def _migrate(engine: sa.Engine, url: str, *, foreign_check: bool) -> None:
+    """Bring the catalog's schema up to date; disposes of ``engine`` when it fails."""
+    try:
+        with engine.connect() as plain:
+            # Locked like any write, and the version read again under the lock: two
+            # processes opening an old catalog at once migrate it once.
+            connection = plain.execution_options(_scalegroup_write=True)
+            with connection.begin():
+                _lock_for_writing(connection)
+                if foreign_check:
+                    _refuse_foreign(connection, url)
+                migrate(connection, location=_describe(url))
+    except sa.exc.SQLAlchemyError as error:
+        engine.dispose()
+        raise CatalogError(
+            f"cannot open the catalog at {_describe(url)}: "
+            f"{getattr(error, 'orig', None) or error}; "
+            f"check catalog_url in chalk.yaml (or CHALK_CATALOG_URL)"
+        ) from None
+    except CatalogError:
+        engine.dispose()
+        raise
+
+
+def _refuse_foreign(connection: sa.Connection, url: str) -> None:
+    """A SQLite file holding tables but not the catalog's is someone else's database."""
+    if schema_version(connection) > 0:
+        return
+    tables = sa.inspect(connection).get_table_names()
+    if tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise CatalogError(
+            f"{_describe(url)} is a SQLite database but not a scalegroup catalog (it holds the "
+            f"tables {shown}): expected a catalog made by scalegroup; point CHALK_CATALOG_URL "
+            f"or catalog_url in chalk.yaml at another file"
+        )
+
+
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
+# The project's own folder (chalk.common.config.Project.state_dir): the one folder a catalog
+# may be created in when it does not exist yet, made readable by its owner only.
+_STATE_DIR_NAME: Final = ".chalk"
+
+
+def _sqlite_file(url: sa.URL) -> Path | None:
+    """The file of a file-backed SQLite URL; None for memory and other databases."""
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    if url.database.startswith("file:"):
+        return None  # a SQLite URI filename: its own options decide
+    return Path(url.database)
+
+
+def _prepare_sqlite_file(path: Path, *, create: bool) -> bool:
+    """Check an existing catalog file, or create a new one whole (see ``open_catalog``);
+    False when a project's own catalog (in ``.chalk/``) is not made yet and ``create`` is not
+    asked."""
+    if path.is_dir():
+        raise CatalogError(
+            f"the catalog path {path} is a folder: expected a SQLite file such as "
+            f"{path / 'catalog.db'}; fix CHALK_CATALOG_URL or catalog_url in chalk.yaml"
+        )
+    folder = path.parent
+    own = folder.name == _STATE_DIR_NAME
+    if path.exists():
+        _check_existing(path, own=own)
+        return True
+    if not create:
+        if own:
+            return False
+        raise CatalogError(
+            f"there is no catalog at {path}: nothing has been registered, created or applied "
+            f"with this catalog yet; check CHALK_CATALOG_URL or catalog_url in chalk.yaml if "
+            f"you expected one there"
+        )
+    if not folder.is_dir():
+        if not own or not folder.parent.is_dir():
+            raise CatalogError(
+                f"the catalog's folder {folder} does not exist: expected an existing folder "
+                f"for {path.name}; create it, or fix CHALK_CATALOG_URL or catalog_url in "
+                f"chalk.yaml"
+            )
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
+    if own:
+        _owner_only(folder, 0o700)  # made before by another command (an image build, logs)
+    _create_whole(path)
+    return True
+
+
+def _check_existing(path: Path, *, own: bool) -> None:
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as error:
+        raise CatalogError(
+            f"cannot read the catalog at {path}: {error.strerror or error}"
+        ) from None
+    if not header:
+        raise CatalogError(
+            f"the catalog at {path} is empty (0 bytes): expected a scalegroup catalog, a SQLite "
+            f"database; it was probably truncated: restore it from a backup, or delete it to "
+            f"start with an empty catalog"
+        )
+    if header != _SQLITE_HEADER:
+        raise CatalogError(
+            f"{path} is not a SQLite database: expected a scalegroup catalog; point "
+            f"CHALK_CATALOG_URL or catalog_url in chalk.yaml at another file"
+        )
+    if own:
+        _owner_only(path.parent, 0o700)
+        _owner_only(path, 0o600)
+
+
+def _empty_engine() -> sa.Engine:
+    """A catalog of its own in memory, migrated and empty (never shared, never stored)."""
+    engine = _sqlite_engine(sa.make_url("sqlite://"))
+    _migrate(engine, "sqlite://", foreign_check=False)
+    return engine
+
+
+def _owner_only(path: Path, mode: int) -> None:
+    """Tighten ``path`` to ``mode`` when it is ours and looser (env values live in it)."""
+    with contextlib.suppress(OSError):
+        status = path.stat()
+        if status.st_uid == os.getuid() and status.st_mode & 0o777 & ~mode:
+            path.chmod(mode)
+
+
+def _create_whole(path: Path) -> None:
+    """A new catalog at ``path``, migrated beside it and linked into place, so no process ever
+    sees a half-made (0-byte) catalog there; readable by its owner only."""
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    descriptor = os.open(scratch, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    os.close(descriptor)
+    try:
+        url = sa.URL.create("sqlite", database=str(scratch))
+        engine = _sqlite_engine(url)
+        try:
+            _migrate(engine, url.render_as_string(), foreign_check=False)
+        finally:
+            engine.dispose()
+        with contextlib.suppress(FileExistsError):  # another process made it first: use that
+            os.link(scratch, path)
+    finally:
+        for leftover in (scratch, Path(f"{scratch}-wal"), Path(f"{scratch}-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 _static_pool_locks: dict[int, threading.RLock] = {}
@@ -251,8 +401,17 @@ def _lock_for_writing(connection: sa.Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITE_LOCK})
 
 
-def _create_engine(url: str) -> sa.Engine:
-    parsed = sa.make_url(url)
+def _parse_url(url: str) -> sa.URL:
+    try:
+        return sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise CatalogError(
+            f"the catalog URL {url!r} is not a database URL: expected sqlite:///<path> or "
+            f"postgresql://user@host/database; fix CHALK_CATALOG_URL or catalog_url in chalk.yaml"
+        ) from None
+
+
+def _create_engine(parsed: sa.URL) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     if parsed.get_backend_name() in ("postgresql", "postgres"):
@@ -265,7 +424,6 @@ def _create_engine(url: str) -> sa.Engine:
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
     if url.database and url.database != ":memory:":
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         engine = sa.create_engine(url, connect_args={"timeout": 60})
     else:
         # One shared connection, or every checkout would see its own empty database.
@@ -311,7 +469,7 @@ _WAL_ATTEMPTS: Final = 50
 
 
 def _describe(url: str) -> str:
-    parsed = sa.make_url(url)
+    parsed = _parse_url(url)
     if parsed.get_backend_name() == "sqlite":
         return parsed.database or "(in-memory SQLite)"
     return parsed.render_as_string(hide_password=True)

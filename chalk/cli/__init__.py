@@ -3,7 +3,8 @@
 Each subcommand module exposes ``register(subparsers)``, which adds its parser and sets
 ``run=<function(args) -> exit code>`` as a default. Library code never prints or exits; this
 package does both. Exit codes: 0 success, 1 failure, 2 usage error (argparse's own), 130
-interrupted (Ctrl-C).
+interrupted (Ctrl-C). No traceback reaches the user: an error no part meant for them is one
+line too, saying it is a bug (``CHALK_DEBUG=1`` shows its traceback).
 
 Start-up is kept short: this module imports only what the interpreter has loaded already, and a
 command line loads the one subcommand module it names (``_COMMANDS``); that module imports the
@@ -54,6 +55,8 @@ _COMMANDS: dict[str, tuple[str, str]] = {
     "server": ("server", "run the feature server on Kubernetes: deploy, inspect and delete it"),
 }
 _INTERRUPTED = "interrupted"
+# Set to see the traceback of an unexpected error instead of its one line.
+_DEBUG_ENV = "CHALK_DEBUG"
 _EXIT_INTERRUPTED = 130
 
 
@@ -166,9 +169,25 @@ def _run(
             raise KeyboardInterrupt from None
         message = _catalog_failure(error)
         if message is None:
-            raise
+            if os.environ.get(_DEBUG_ENV):
+                raise
+            message = _unexpected(error)
         return 1, message
     return code, None
+
+
+def _unexpected(error: Exception) -> str:
+    """The one line for an error no part meant for the user: a bug, said as such."""
+    location = ""
+    trace = error.__traceback__
+    while trace is not None and trace.tb_next is not None:
+        trace = trace.tb_next
+    if trace is not None:
+        location = f" at {os.path.basename(trace.tb_frame.f_code.co_filename)}:{trace.tb_lineno}"
+    return (
+        f"unexpected {type(error).__name__}{location}: {error} (a bug in scalegroup, not in "
+        f"what you gave: please report it; {_DEBUG_ENV}=1 prints its traceback)"
+    )
 
 
 def _from_ctrl_c(error: BaseException) -> bool:

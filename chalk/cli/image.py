@@ -74,7 +74,7 @@ def _list(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
 
-    images = open_catalog(find_project()).images.list()
+    images = open_catalog(find_project(), create=False).images.list()
     if args.output_format != "table":
         emit([_json(image) for image in images], args.output_format)
         return 0

@@ -85,12 +85,19 @@ def parse_duration(text: str) -> dt.timedelta:
 
 
 def _tail(text: str) -> int:
+    from chalk.common.bounds import check_bound  # noqa: PLC0415
+    from chalk.common.errors import ValidationError  # noqa: PLC0415
+
     try:
         value = int(text)
     except ValueError:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number of lines (0 or more), got {text!r}")
+    try:
+        check_bound("log_lines", value, what="the number of lines")
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from chalk.cli.output import add_output_flag, emit, emit_table
+from chalk.cli.scaling_group import checked_image
 from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, read_spec_flags
 
 # The catalog, pyarrow and the deployers are imported where a command uses them, so that
@@ -27,7 +28,9 @@ def register(subparsers: Any) -> None:
 
     add = commands.add_parser("register", help="register the next version of a model")
     add.add_argument("--name", required=True, help="model name, e.g. ner")
-    add.add_argument("--image", required=True, help="image reference, e.g. ner:latest")
+    add.add_argument(
+        "--image", required=True, type=checked_image, help="image reference, e.g. ner:latest"
+    )
     add.add_argument(
         "--input",
         action="append",
@@ -79,16 +82,16 @@ def register(subparsers: Any) -> None:
 
 
 def _register(args: argparse.Namespace) -> int:
-    import pyarrow as pa  # noqa: PLC0415
-
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
     from chalk.deploy.groups import check_model_image  # noqa: PLC0415
 
-    # Every flag is read before the image is looked up, so a flag's mistake is said first.
-    input_schema = pa.schema([_field(text, "--input") for text in args.input])
-    output_schema = pa.schema([_field(text, "--output") for text in args.output])
-    metadata = dict(_pair(text, "--metadata") for text in args.metadata)
+    # Every flag is checked before the catalog is opened (or created) and the image looked up,
+    # so a flag's mistake is said first.
+    input_schema = _fields(args.input, "--input")
+    output_schema = _fields(args.output, "--output")
+    metadata = _pairs(args.metadata, "--metadata")
+    _check_aliases(args.alias)
     project = find_project()
     catalog = open_catalog(project)
     check_model_image(project, catalog, args.name, args.image)
@@ -113,7 +116,7 @@ def _list(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
 
-    versions = open_catalog(find_project()).models.list(args.name)
+    versions = open_catalog(find_project(), create=False).models.list(args.name)
     if args.output_format != "table":
         emit([version.to_json() for version in versions], args.output_format)
         return 0
@@ -128,7 +131,7 @@ def _get(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
 
-    version = open_catalog(find_project()).models.get(args.name, args.version)
+    version = open_catalog(find_project(), create=False).models.get(args.name, args.version)
     if args.output_format != "table":
         emit(version.to_json(), args.output_format)
         return 0
@@ -144,7 +147,7 @@ def _deploy(args: argparse.Namespace) -> int:
 
     flags = read_spec_flags(args)
     project = find_project()
-    catalog = open_catalog(project)
+    catalog = open_catalog(project, create=not args.dry_run)
     live = catalog.groups.find(args.name)
     base = GroupSpec.from_dict(live.spec) if live else GroupSpec(image="-")
     changes = flags.changes(base)
@@ -199,13 +202,33 @@ def _row(version: ModelVersion) -> dict[str, Any]:
     }
 
 
-def _field(text: str, flag: str) -> pa.Field:
+def _fields(texts: list[str], flag: str) -> pa.Schema:
     import pyarrow as pa  # noqa: PLC0415
 
     from chalk.catalog.models import parse_arrow_type  # noqa: PLC0415
 
-    name, arrow_type = _pair(text, flag)
-    return pa.field(name, parse_arrow_type(arrow_type, what=f"{flag} {name!r}"))
+    return pa.schema(
+        pa.field(name, parse_arrow_type(arrow_type, what=f"{flag} {name!r}"))
+        for name, arrow_type in _pairs(texts, flag).items()
+    )
+
+
+def _check_aliases(aliases: list[str]) -> None:
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+    from chalk.common.bounds import check_bound  # noqa: PLC0415
+
+    repeated = sorted({alias for alias in aliases if aliases.count(alias) > 1})
+    if repeated:
+        raise ValidationError(f"--alias gives {repeated[0]!r} twice: expected each alias once")
+    check_bound("aliases", len(aliases), what="--alias (the number of aliases)")
+
+
+# Each NAME=VALUE flag of `chalk model register` with an example of its own.
+_PAIR_EXAMPLES: Final = {
+    "--input": "--input text=large_string",
+    "--output": "--output entities=large_string",
+    "--metadata": "--metadata owner=nlp-team",
+}
 
 
 def _pair(text: str, flag: str) -> tuple[str, str]:
@@ -214,6 +237,27 @@ def _pair(text: str, flag: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip() or not value.strip():
         raise ValidationError(
-            f"{flag} takes NAME=VALUE: expected e.g. text=large_string, got {text!r}"
+            f"{flag} takes NAME=VALUE: expected e.g. {_PAIR_EXAMPLES[flag]}, got {text!r}"
         )
     return name.strip(), value.strip()
+
+
+def _pairs(texts: list[str], flag: str) -> dict[str, str]:
+    """Repeated ``flag NAME=VALUE`` as a dict; a NAME given twice is an error."""
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+    from chalk.common.bounds import check_bound  # noqa: PLC0415
+
+    pairs: dict[str, str] = {}
+    for text in texts:
+        name, value = _pair(text, flag)
+        if name in pairs:
+            raise ValidationError(
+                f"{flag} gives {name!r} twice ({name}={pairs[name]} and {name}={value}): "
+                f"expected each name once"
+            )
+        pairs[name] = value
+    if flag == "--metadata":
+        check_bound("metadata", len(pairs), what="--metadata (the number of entries)")
+        for name, value in pairs.items():
+            check_bound("metadata_value_length", len(value), what=f"--metadata {name}'s length")
+    return pairs

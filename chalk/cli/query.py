@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -49,20 +48,28 @@ def register(subparsers: Any) -> None:
 
 def _query(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
-    from chalk.catalog.errors import NotFoundError  # noqa: PLC0415
+    from chalk.catalog.errors import NotFoundError, ValidationError  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
     from chalk.engine.calls import ModelCaller  # noqa: PLC0415
     from chalk.engine.query import input_table, run_query  # noqa: PLC0415
     from chalk.features.graph import FeatureGraph  # noqa: PLC0415
 
-    catalog = open_catalog(find_project())
+    catalog = open_catalog(find_project(), create=False)
     active = catalog.graphs.active()
     if active is None:
         raise NotFoundError(
             "no feature graph has been applied to this project: run `chalk apply` first"
         )
     graph = FeatureGraph.from_json(active.graph)
-    values = dict(_pair(text, graph) for text in args.inputs)
+    values: dict[str, Any] = {}
+    for text in args.inputs:
+        name, value = _pair(text, graph)
+        if name in values:
+            raise ValidationError(
+                f"--in {name} is given twice ({name}={values[name]!r} and {name}={value!r}): "
+                f"expected one value per feature"
+            )
+        values[name] = value
     with ModelCaller(catalog) as caller:
         table = run_query(
             graph, input_table(graph, values, online=True), args.outputs, model_caller=caller
@@ -93,39 +100,35 @@ def _pair(text: str, graph: FeatureGraph) -> tuple[str, Any]:
 
 
 def _value(name: str, raw: str, arrow_type: pa.DataType | None) -> Any:
-    """The value of ``--in name=raw`` read as the feature's type asks."""
+    """The value of ``--in name=raw`` read as the feature's type asks, by the rules the feature
+    server reads JSON with (``chalk.features.wire``): no fraction for an int, no boolean for a
+    number, no number out of its type's range, no infinity."""
     import pyarrow as pa  # noqa: PLC0415
 
-    if arrow_type is not None and (
-        pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
-    ):
+    from chalk.features.wire import value_from_json  # noqa: PLC0415
+
+    if arrow_type is None:
+        return _json_or_text(raw)  # the query names the unknown feature, with suggestions
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
         # Text as given (12345, true and null are text too); a JSON string literal is
         # unquoted, so "..." keeps working.
         if len(raw) >= 2 and raw[0] == raw[-1] == '"':
             return json.loads(raw)
         return raw
-    if arrow_type is not None and (
-        pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type)
+    if (
+        pa.types.is_timestamp(arrow_type)
+        or pa.types.is_date(arrow_type)
+        or pa.types.is_binary(arrow_type)
+        or pa.types.is_large_binary(arrow_type)
     ):
-        return _instant(name, raw, arrow_type)
+        value: Any = raw  # ISO 8601 text, or base64 for bytes
+    else:
+        value = _json_or_text(raw)
+    return value_from_json(value, arrow_type, what=f"--in {name}")
+
+
+def _json_or_text(raw: str) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
         return raw  # the query then says how it does not fit the feature's type
-
-
-def _instant(name: str, raw: str, arrow_type: pa.DataType) -> dt.date:
-    import pyarrow as pa  # noqa: PLC0415
-
-    from chalk.catalog.errors import ValidationError  # noqa: PLC0415
-
-    is_date = pa.types.is_date(arrow_type)
-    try:
-        return dt.date.fromisoformat(raw) if is_date else dt.datetime.fromisoformat(raw)
-    except ValueError:
-        kind, example = (
-            ("date", "2024-05-01") if is_date else ("timestamp", "2024-05-01T12:30+02:00")
-        )
-        raise ValidationError(
-            f"--in {name}: expected an ISO 8601 {kind} such as {example}, got {raw!r}"
-        ) from None

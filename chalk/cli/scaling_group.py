@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from chalk.catalog import Catalog
     from chalk.common.config import Project
 
-__all__ = ["register"]
+__all__ = ["checked_image", "register"]
 
 _EVENTS_SHOWN: Final = 20
 # `get`'s replica columns; each replica's load (chalk.cli.group_usage) goes after PORT.
@@ -133,13 +133,34 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="the scaling group's name, e.g. ner")
 
 
+def checked_image(text: str) -> str:
+    """An ``--image`` flag's reference, stripped; an invalid one is refused, saying why (it
+    could never be built or pulled)."""
+    from chalk.common.names import image_reference_problem  # noqa: PLC0415
+
+    problem = image_reference_problem(text.strip()) if text.strip() else "it is empty"
+    if problem is not None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an image reference ({problem}): expected name[:tag] with a "
+            f"lowercase name, such as 'ner:latest'"
+        )
+    return text.strip()
+
+
 def _positive_seconds(text: str) -> float:
+    from chalk.common.bounds import check_bound  # noqa: PLC0415
+    from chalk.common.errors import ValidationError  # noqa: PLC0415
+
     try:
         seconds = float(text)
     except ValueError:
         seconds = 0.0
     if not seconds > 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    try:
+        check_bound("refresh_seconds", seconds, what="the interval")
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return seconds
 
 
@@ -147,21 +168,19 @@ def _image_reference(text: str) -> str:
     """``--image`` as stored: ``name`` means ``name:latest``."""
     from chalk.catalog.images import normalize_tag  # noqa: PLC0415
 
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected an image reference such as 'ner:latest', got {text!r}"
-        )
-    return normalize_tag(text.strip())
+    return normalize_tag(checked_image(text))
 
 
-def _open(name: str) -> tuple[Project, Catalog]:
+def _open(name: str, *, dry_run: bool = False) -> tuple[Project, Catalog]:
+    """The project and its catalog, for a command on group ``name``; a dry run creates no
+    catalog (it reads one not made yet as empty)."""
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.catalog.groups import validate_group_name  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
 
     project = find_project()
     naming_flag("--name", "name", validate_group_name, name, project.config.environment)
-    return project, open_catalog(project)
+    return project, open_catalog(project, create=not dry_run)
 
 
 def _create(args: argparse.Namespace) -> int:
@@ -173,7 +192,7 @@ def _create(args: argparse.Namespace) -> int:
     flags = read_spec_flags(args)
     base = GroupSpec(image=args.image)
     spec = base.with_changes(**flags.changes(base))
-    project, catalog = _open(args.name)
+    project, catalog = _open(args.name, dry_run=args.dry_run)
     live = catalog.groups.find(args.name)
     if live is not None:
         # Said here too, not only by the store, so it is not hidden behind an image error.
@@ -210,7 +229,7 @@ def _update(args: argparse.Namespace) -> int:
     from chalk.deploy.groups import update_group  # noqa: PLC0415
 
     flags = read_spec_flags(args)
-    project, catalog = _open(args.name)
+    project, catalog = _open(args.name, dry_run=args.dry_run)
     read = catalog.groups.get(args.name)
     current = GroupSpec.from_dict(read.spec)
     group, stored, changed = update_group(
@@ -249,7 +268,7 @@ def _list(args: argparse.Namespace) -> int:
     from chalk.deploy.groups import list_groups  # noqa: PLC0415
 
     project = find_project()
-    groups = list_groups(project, open_catalog(project))
+    groups = list_groups(project, open_catalog(project, create=False))
     if args.output_format != "table":
         emit([group_json(group) for group in groups], args.output_format)
         return 0
@@ -289,7 +308,7 @@ def _get(args: argparse.Namespace) -> int:
     from chalk.deploy.rollout import rollout_of  # noqa: PLC0415
 
     project = find_project()
-    catalog = open_catalog(project)
+    catalog = open_catalog(project, create=False)
     view = observe_group(project, catalog, args.name)
     group, replicas, events = view.group, view.replicas, view.events[-_EVENTS_SHOWN:]
     now = catalog.clock()

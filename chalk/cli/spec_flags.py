@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from chalk.cli.output import add_output_flag, emit, emit_as_given
+from chalk.common.bounds import check_bound
 
 # The catalog's types and the deployers are imported where they are used, so that a parser that
 # adds these flags loads none of them (see chalk.cli's docstring).
@@ -32,7 +33,6 @@ __all__ = [
     "read_spec_flags",
 ]
 
-_MAX_PORT: Final = 65535
 # The flag that sets each AutoScalingSpec field, to put the library's messages in flag terms.
 _SCALING_FLAGS: Final = {
     "min_replicas": "--min-replicas",
@@ -180,11 +180,10 @@ class SpecFlags:
 
 def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
     """The spec flags given, each checked on its own (a ValidationError names its flag)."""
-    from chalk.catalog import ValidationError  # noqa: PLC0415
     from chalk.catalog.specs import parse_entrypoint, parse_env, parse_tags  # noqa: PLC0415
 
-    if args.port is not None and not 1 <= args.port <= _MAX_PORT:
-        raise ValidationError(f"--port is out of range: expected 1..{_MAX_PORT}, got {args.port}")
+    if args.port is not None:
+        check_bound("port", args.port, what="--port")
     scaling, scaling_flags = _scaling_flags(args)
     resources = read_resource_flags(args)
     entrypoint = None

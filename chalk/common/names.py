@@ -13,6 +13,7 @@ __all__ = [
     "DNS_LABEL_MAX_LENGTH",
     "LABEL_MAX_LENGTH",
     "group_of_call_name",
+    "image_reference_problem",
     "is_dns_label",
     "is_dns_name",
     "is_label_name",
@@ -26,6 +27,16 @@ CALL_NAME_PREFIX: Final = "model."
 _DNS_NAME_MAX_LENGTH: Final = 253
 
 _DNS_LABEL: Final = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?")
+# An image reference as Docker's distribution/reference grammar has it: [host[:port]/]path
+# of lowercase components [:tag] [@sha256:digest].
+_IMAGE_COMPONENT: Final = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE_HOST: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_IMAGE_REFERENCE: Final = re.compile(
+    rf"(?:{_IMAGE_HOST}(?:\.{_IMAGE_HOST})*(?::\d+)?/)?{_IMAGE_COMPONENT}(?:/{_IMAGE_COMPONENT})*"
+    rf"(?::\w[\w.-]{{0,127}})?(?:@sha256:[0-9a-f]{{64}})?",
+    re.ASCII,
+)
+_IMAGE_REFERENCE_MAX_LENGTH: Final = 255
 _LABEL: Final = re.compile(r"[A-Za-z0-9](?:[-A-Za-z0-9_.]*[A-Za-z0-9])?")
 
 
@@ -84,6 +95,32 @@ def is_label_value(text: object) -> bool:
     (True, True, False)
     """
     return text == "" or is_label_name(text)
+
+
+def image_reference_problem(reference: str) -> str | None:
+    """Why ``reference`` is not a valid image reference (``name[:tag]``), None when it is.
+
+    Examples
+    --------
+    >>> image_reference_problem("localhost:5000/team/ner:v1.2") is None
+    True
+    >>> image_reference_problem("UPPER:v1"), image_reference_problem("dbl:")
+    ('the name has uppercase letters', "the tag after ':' is empty")
+    """
+    if len(reference) > _IMAGE_REFERENCE_MAX_LENGTH:
+        return f"it is longer than {_IMAGE_REFERENCE_MAX_LENGTH} characters"
+    if _IMAGE_REFERENCE.fullmatch(reference):
+        return None
+    name, colon, tag = reference.rpartition(":")
+    if not colon or "/" in tag:
+        name, tag = reference, ""
+    if colon and not tag and "/" not in reference[reference.rfind(":") :]:
+        return "the tag after ':' is empty"
+    if name != name.lower() and _IMAGE_REFERENCE.fullmatch(f"{name.lower()}{colon}{tag}"):
+        return "the name has uppercase letters"
+    if tag and not re.fullmatch(r"\w[\w.-]{0,127}", tag, re.ASCII):
+        return "the tag has characters other than letters, digits, '_', '.' and '-'"
+    return "the name has characters other than lowercase letters, digits, '.', '_', '-' and '/'"
 
 
 def group_of_call_name(name: object) -> str | None:

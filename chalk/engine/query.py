@@ -20,6 +20,7 @@ from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, execute_async
 from chalk.engine.plan import Plan, cached_plan
 from chalk.features.graph import FeatureGraph, GraphError
+from chalk.features.wire import WireValueError, check_python_values
 
 __all__ = ["QueryError", "feature_name", "input_table", "run_query", "run_query_async"]
 
@@ -70,8 +71,14 @@ def input_table(
                 f"{fqn}: an online query takes one value per feature, got a "
                 f"{type(value).__name__}; use offline_query for many rows"
             )
+        arrow_type = graph.feature(fqn).arrow_type
+        if isinstance(values, list | tuple):
+            try:
+                check_python_values(values, arrow_type, what=fqn)
+            except WireValueError as error:
+                raise QueryError(str(error)) from None
         try:
-            columns[fqn] = pa.array(values, graph.feature(fqn).arrow_type)
+            columns[fqn] = pa.array(values, arrow_type)
         except (pa.ArrowException, TypeError, ValueError) as error:
             # ValueError also covers text Arrow cannot encode (a lone surrogate).
             raise QueryError(

@@ -78,18 +78,65 @@ def read_ignore_file(root: Path) -> pathspec.GitIgnoreSpec:
     True
     """
     path = root / IGNORE_FILE
-    if not path.is_file():
+    if not path.exists() and not path.is_symlink():
         return pathspec.GitIgnoreSpec([])
-    lines = path.read_text(encoding="utf-8").splitlines()
+    lines = _ignore_lines(path)
     for number, line in enumerate(lines, start=1):
+        problem = _unclosed_bracket(line)
         try:
             pathspec.GitIgnoreSpec.from_lines([line])
         except ValueError as error:  # pathspec's pattern errors are ValueErrors
+            problem = str(error)
+        if problem:
             raise ProjectFilesError(
                 f"{IGNORE_FILE}:{number} has the pattern {line!r}, which is not gitignore "
-                f"syntax ({error}): expected e.g. `deploy/`, `/setup.py` or `**/scratch_*.py`"
-            ) from None
+                f"syntax ({problem}): expected e.g. `deploy/`, `/setup.py` or `**/scratch_*.py`"
+            )
     return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def _ignore_lines(path: Path) -> list[str]:
+    """The lines of ``.chalkignore``; a folder, an unreadable file or one not in UTF-8 is an
+    error naming it."""
+    if not path.is_file():
+        raise ProjectFilesError(
+            f"{IGNORE_FILE} is not a file ({path}): expected a text file of gitignore patterns"
+        )
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ProjectFilesError(
+            f"{IGNORE_FILE} cannot be read ({path}): {error.strerror or error}"
+        ) from None
+    try:
+        return data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ProjectFilesError(
+            f"{IGNORE_FILE}:{line} is not UTF-8 text (byte 0x{data[error.start]:02x}): expected "
+            f"gitignore patterns in UTF-8; save it as UTF-8"
+        ) from None
+
+
+def _unclosed_bracket(line: str) -> str:
+    """Why ``line`` has a ``[`` that no ``]`` closes ("" when it has none): git then matches
+    nothing with it, which is never what was meant."""
+    if line.startswith("#"):
+        return ""
+    index = 0
+    while index < len(line):
+        char = line[index]
+        if char == "\\":
+            index += 2
+            continue
+        if char == "[":
+            # A ']' right after '[' or '[!' belongs to the set.
+            close = line.find("]", index + (3 if line[index + 1 : index + 2] in "!^" else 2))
+            if close < 0:
+                return f"the '[' at column {index + 1} is never closed by ']'"
+            index = close
+        index += 1
+    return ""
 
 
 def is_ignored(spec: pathspec.GitIgnoreSpec, relative: str, *, folder: bool = False) -> bool:

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, Final
 
 import pyarrow as pa
@@ -28,6 +29,7 @@ __all__ = [
     "MAX_BODY_HEADER",
     "MODEL_CALLS_HEADER",
     "WireValueError",
+    "check_python_values",
     "feature_fingerprint",
     "value_from_json",
     "value_to_json",
@@ -128,6 +130,54 @@ def value_from_json(value: Any, arrow_type: pa.DataType, *, what: str) -> Any:
                 f"{what}: expected base64 text for bytes, got {_shown(value)}"
             ) from None
     return _scalar(value, arrow_type, what)
+
+
+def check_python_values(values: Sequence[Any], arrow_type: pa.DataType, *, what: str) -> None:
+    """Refuse Python values Arrow would coerce quietly into ``arrow_type``: fractions truncated
+    to ints, booleans read as numbers, ints past the type's range, infinities and NaN. The
+    same rule as ``value_from_json``'s; values of other Python types are left to Arrow.
+
+    Examples
+    --------
+    >>> check_python_values([1, 2, None], pa.int64(), what="doc.id")
+    >>> check_python_values([1, 2.7], pa.int64(), what="doc.id")
+    Traceback (most recent call last):
+    ...
+    chalk.features.wire.WireValueError: doc.id: the input does not fit its type int64: expected an integer, got 2.7 (row 1)
+    """  # noqa: E501
+    if _plainly_fits(values, arrow_type):
+        return
+    many = len(values) > 1
+    for row, value in enumerate(values):
+        if value is None:
+            continue
+        if _is_list(arrow_type) and isinstance(value, list | tuple):
+            check_python_values(value, arrow_type.value_type, what=what)
+        elif isinstance(value, bool | int | float | str):
+            expected = _unfit(value, arrow_type)
+            if expected is not None:
+                where = f" (row {row})" if many else ""
+                raise WireValueError(
+                    f"{what}: the input does not fit its type {arrow_type}: expected "
+                    f"{expected}, got {_shown(value)}{where}"
+                )
+
+
+def _plainly_fits(values: Sequence[Any], arrow_type: pa.DataType) -> bool:
+    """Whether every value is of the type's own Python kind and in range (no value-by-value
+    look needed: the common case of a large offline input)."""
+    kinds = set(map(type, values)) - {type(None)}
+    present = [value for value in values if value is not None]
+    if pa.types.is_integer(arrow_type) and kinds <= {int}:
+        low, high = _int_range(arrow_type)
+        return not present or (low <= min(present) and max(present) <= high)
+    if pa.types.is_floating(arrow_type) and kinds <= {float}:
+        return all(map(math.isfinite, present))
+    if pa.types.is_boolean(arrow_type):
+        return kinds <= {bool}
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type):
+        return kinds <= {str}
+    return not _is_list(arrow_type) and not kinds & {bool, int, float, str}
 
 
 def _scalar(value: Any, arrow_type: pa.DataType, what: str) -> Any:

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Final
 
-from chalk.common.errors import ChalkError
+from chalk.common.bounds import check_bound
+from chalk.common.errors import ChalkError, ValidationError
 
 __all__ = [
     "DEFAULT_DEADLINE_S",
@@ -38,6 +39,14 @@ _MAX_PORT: Final = 65535
 
 class ServerSettingsError(ChalkError, ValueError):
     """Settings ``chalk serve`` refuses to start with; the message says what to change."""
+
+
+def _bounded(name: str, value: float, flag: str) -> None:
+    """``value`` within the bound ``name`` (chalk.common.bounds), else an error naming ``flag``."""
+    try:
+        check_bound(name, value, what=flag)
+    except ValidationError as error:
+        raise ServerSettingsError(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,14 +74,9 @@ class ServerSettings:
             raise ServerSettingsError(
                 f"--port must be from 0 to {_MAX_PORT} (0: any free port), got {self.port}"
             )
-        if self.workers < 1:
-            raise ServerSettingsError(f"--workers must be at least 1, got {self.workers}")
-        if self.max_body_bytes < 1:
-            raise ServerSettingsError(
-                f"--max-body-bytes must be at least 1, got {self.max_body_bytes}"
-            )
-        if self.deadline_s <= 0:
-            raise ServerSettingsError(f"--deadline must be more than 0 s, got {self.deadline_s}")
+        _bounded("workers", self.workers, "--workers")
+        _bounded("max_body_bytes", self.max_body_bytes, "--max-body-bytes")
+        _bounded("deadline_seconds", self.deadline_s, "--deadline")
         if self.token is None and not is_loopback(self.host):
             raise ServerSettingsError(
                 f"chalk serve refuses to listen on {self.host} without a token: anyone who "

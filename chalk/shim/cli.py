@@ -17,6 +17,8 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Final
 
+from chalk.common.bounds import check_bound
+from chalk.common.errors import ValidationError
 from chalk.shim.arrow_io import InputArgsError, parse_input_args
 from chalk.shim.config import SERVER_CORES, ServerConfig
 from chalk.shim.logs import configure_logging
@@ -82,8 +84,16 @@ def config_from_args(argv: Sequence[str], env: Mapping[str, str]) -> ServerConfi
     """Parse flags and environment into a ``ServerConfig`` (argparse exits 2 on bad flags)."""
     parser = build_parser(env)
     args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error(f"--workers must be at least 1, got {args.workers}")
+    for bound, flag, value in (
+        ("workers", "--workers", args.workers),
+        ("grace_period_seconds", "--grace-period", args.grace_period),
+        ("port", "--port", args.port or 1),  # 0 picks a free port
+        ("port", "--metrics-port", args.metrics_port or 1),
+    ):
+        try:
+            check_bound(bound, value, what=flag)
+        except ValidationError as error:
+            parser.error(str(error))
     if args.server_core not in SERVER_CORES:
         # argparse checks choices of flags given, not of defaults from the environment.
         parser.error(

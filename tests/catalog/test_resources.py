@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from chalk.catalog.errors import ValidationError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.common.quantities import GpuRequest
-from tests.support.strategies import cpu_texts, gpu_types
+from tests.support.strategies import bounded_cpu_texts, gpu_types
 
 # --- autoscaling -------------------------------------------------------------------------------
 
@@ -59,12 +59,12 @@ def test_given_targets_win_over_defaults() -> None:
         ),
         pytest.param(
             {"min_replicas": -1},
-            r"min_replicas is out of range: expected min_replicas >= 1, got -1",
+            r"min_replicas is out of range: expected 1 to 1000 \(.*\), got -1",
             id="negative_min",
         ),
         pytest.param(
             {"min_replicas": 1, "max_replicas": 0},
-            r"max_replicas is out of range: expected max_replicas >= 1, got 0",
+            r"max_replicas is out of range: expected 1 to 1000 \(.*\), got 0",
             id="zero_max",
         ),
         pytest.param(
@@ -95,12 +95,12 @@ def test_given_targets_win_over_defaults() -> None:
         ),
         pytest.param(
             {"target_cpu_utilization_percentage": 0},
-            r"target_cpu_utilization_percentage is out of range: expected 1 to 100, got 0",
+            r"target_cpu_utilization_percentage is out of range: expected 1 to 100 \(.*\), got 0",
             id="cpu_target_zero",
         ),
         pytest.param(
             {"target_cpu_utilization_percentage": 101},
-            r"target_cpu_utilization_percentage is out of range: expected 1 to 100, got 101",
+            r"target_cpu_utilization_percentage is out of range: expected 1 to 100 \(.*\), got 101",
             id="cpu_target_over_100",
         ),
         pytest.param(
@@ -110,17 +110,17 @@ def test_given_targets_win_over_defaults() -> None:
         ),
         pytest.param(
             {"queue_depth_target": 0},
-            r"queue_depth_target is out of range: expected queue_depth_target >= 1, got 0",
+            r"queue_depth_target is out of range: expected 1 to 10000 \(.*\), got 0",
             id="queue_depth_zero",
         ),
         pytest.param(
             {"shutdown_delay_seconds": -1},
-            r"shutdown_delay_seconds is out of range: expected shutdown_delay_seconds >= 0, got -1",
+            r"shutdown_delay_seconds is out of range: expected 0 s to 3600 s \(.*\), got -1 s",
             id="negative_shutdown_delay",
         ),
         pytest.param(
             {"window_seconds": -5},
-            r"window_seconds is out of range: expected window_seconds >= 0, got -5",
+            r"window_seconds is out of range: expected 0 s to 86400 s \(.*\), got -5 s",
             id="negative_window",
         ),
         pytest.param(
@@ -183,11 +183,11 @@ def _autoscaling_specs(draw: st.DrawFn) -> AutoScalingSpec:
     min_replicas = draw(st.integers(min_value=1, max_value=1000))
     return AutoScalingSpec(
         min_replicas=min_replicas,
-        max_replicas=draw(st.integers(min_value=min_replicas, max_value=2000)),
+        max_replicas=draw(st.integers(min_value=min_replicas, max_value=1000)),
         target_cpu_utilization_percentage=draw(st.none() | st.integers(1, 100)),
-        queue_depth_target=draw(st.none() | st.integers(min_value=1)),
-        shutdown_delay_seconds=draw(st.none() | st.integers(min_value=0)),
-        window_seconds=draw(st.none() | st.integers(min_value=0)),
+        queue_depth_target=draw(st.none() | st.integers(1, 10_000)),
+        shutdown_delay_seconds=draw(st.none() | st.integers(0, 3_600)),
+        window_seconds=draw(st.none() | st.integers(0, 86_400)),
     )
 
 
@@ -272,15 +272,19 @@ def test_resource_request_from_dict_refuses_with_a_message(data: object, match: 
         ScalingGroupResourceRequest.from_dict(data)  # type: ignore[arg-type]
 
 
-_memory_texts = st.builds(
-    lambda n, suffix: f"{n}{suffix}",
-    st.integers(min_value=1, max_value=10**6),
-    st.sampled_from(["", "Ki", "Mi", "Gi", "k", "M", "G"]),
+# Memory as users write it, from the floor of 16Mi up (chalk.common.bounds).
+_memory_texts = st.one_of(
+    st.integers(min_value=16 * 2**20, max_value=2**40).map(str),
+    st.integers(min_value=16 * 2**10, max_value=10**9).map(lambda n: f"{n}Ki"),
+    st.integers(min_value=16, max_value=10**6).map(lambda n: f"{n}Mi"),
+    st.integers(min_value=17, max_value=10**6).map(lambda n: f"{n}M"),
+    st.integers(min_value=1, max_value=10**4).map(lambda n: f"{n}Gi"),
+    st.integers(min_value=1, max_value=10**4).map(lambda n: f"{n}G"),
 )
 
 
 @given(
-    st.none() | cpu_texts,
+    st.none() | bounded_cpu_texts,
     st.none() | _memory_texts,
     st.none() | st.builds(str, st.builds(GpuRequest, st.none() | gpu_types, st.integers(1, 16))),
 )

@@ -28,10 +28,11 @@ from chalk.server.settings import (
     [
         pytest.param({"host": "0.0.0.0"}, "refuses to listen on 0.0.0.0 without a token",
                      id="wildcard_without_token"),
-        pytest.param({"workers": 0}, "--workers must be at least 1, got 0", id="no_workers"),
-        pytest.param({"max_body_bytes": 0}, "--max-body-bytes must be at least 1",
+        pytest.param({"workers": 0}, "--workers is out of range: expected 1 to 256",
+                     id="no_workers"),
+        pytest.param({"max_body_bytes": 0}, "--max-body-bytes is below its floor",
                      id="no_body"),
-        pytest.param({"deadline_s": 0}, "--deadline must be more than 0 s", id="no_deadline"),
+        pytest.param({"deadline_s": 0}, "--deadline is out of range", id="no_deadline"),
         pytest.param({"port": 65536}, "--port must be from 0 to 65535", id="port_too_high"),
     ],
 )  # fmt: skip

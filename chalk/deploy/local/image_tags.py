@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import re
-
 from chalk.catalog.errors import ValidationError
+from chalk.common.names import image_reference_problem
 
 __all__ = ["check_tag"]
-
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_REFERENCE = re.compile(
-    rf"(?:{_HOST}(?:\.{_HOST})*(?::\d+)?/)?{_COMPONENT}(?:/{_COMPONENT})*(?::\w[\w.-]{{0,127}})?"
-)
 
 
 def check_tag(reference: str) -> str:
@@ -29,7 +22,7 @@ def check_tag(reference: str) -> str:
 name[:tag] with a lowercase name (letters, digits, '.', '_', '-', '/'), e.g. ner:latest; \
 try 'ner:v1'
     """
-    if len(reference) <= 255 and _REFERENCE.fullmatch(reference):
+    if "@" not in reference and image_reference_problem(reference) is None:
         last = reference.rsplit("/", 1)[-1]
         return reference if ":" in last else f"{reference}:latest"
     message = (
@@ -38,6 +31,6 @@ try 'ner:v1'
     )
     name, colon, tag = reference.rpartition(":") if ":" in reference else (reference, "", "")
     fixed = f"{name.lower()}{colon}{tag}"
-    if fixed != reference and _REFERENCE.fullmatch(fixed):
+    if fixed != reference and "@" not in fixed and image_reference_problem(fixed) is None:
         message += f"; try {fixed!r}"
     raise ValidationError(message)
