@@ -108,7 +108,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     project = find_project()
     query = LogQuery(replica=args.replica, tail=args.tail, since=args.since, follow=args.follow)
-    lines = group_logs(project, open_catalog(project), args.group, query)
+    lines = group_logs(project, open_catalog(project, create=False), args.group, query)
     out = sys.stdout
     try:
         for line in lines:

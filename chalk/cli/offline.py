@@ -131,7 +131,7 @@ def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Generator[pa.Tabl
     from chalk.engine.calls import ModelCaller  # noqa: PLC0415
     from chalk.engine.query import input_table, run_query  # noqa: PLC0415
 
-    catalog = open_catalog(find_project())
+    catalog = open_catalog(find_project(), create=False)
     graph = _applied_graph(catalog)
     _check_names(graph, dataset, args.input, args.outputs)
     with ModelCaller(catalog) as caller:
