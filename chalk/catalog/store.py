@@ -34,7 +34,7 @@ from chalk.catalog.graphs import GraphStore
 from chalk.catalog.groups import GroupStore
 from chalk.catalog.images import ImageStore
 from chalk.catalog.models import ModelRegistry
-from chalk.catalog.records import Endpoint, Route, reachable, runs_in_cluster
+from chalk.catalog.records import Endpoint, Replica, Route, reachable, runs_in_cluster
 from chalk.catalog.schema import migrate, schema_version
 from chalk.catalog.state import RuntimeState
 from chalk.catalog.transactions import Clock, utc_now
@@ -166,6 +166,14 @@ class Catalog:
         if controller is None:
             return False
         return (self.clock() - controller.heartbeat_at).total_seconds() < HEARTBEAT_TIMEOUT_S
+
+    def replica_at(self, group: str, endpoint: str) -> Replica | None:
+        """The replica row of scaling group ``group`` serving, or last served, at ``endpoint``
+        (a local replica that exited keeps its endpoint until it restarts); None when no row
+        has it (Kubernetes replicas have no rows)."""
+        found = self.groups.find(group)
+        rows = [] if found is None else self.state.replicas(found.id)
+        return next((row for row in rows if row.endpoint == endpoint), None)
 
     def _require_live_controller(self, name: str) -> None:
         if self.local_controller_running():

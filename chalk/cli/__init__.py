@@ -66,11 +66,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     Without ``argv`` every subcommand is registered in full. With it, only the module of the
     subcommand ``argv`` names is imported; the others are listed by name and help alone.
     """
-    import argparse  # noqa: PLC0415 - loaded after main's SIGINT handler is in place
-
     from chalk import __version__  # noqa: PLC0415
+    from chalk.cli.parsing import ChalkArgumentParser  # noqa: PLC0415 - after main's SIGINT hook
 
-    parser = argparse.ArgumentParser(
+    parser = ChalkArgumentParser(
         prog="chalk", description="Deploy ML models as scaling groups and call them from features."
     )
     parser.add_argument("--version", action="version", version=f"scalegroup {__version__}")

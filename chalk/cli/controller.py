@@ -70,7 +70,7 @@ def _status(args: argparse.Namespace) -> int:
     from chalk.deploy.local.controller import BACKEND  # noqa: PLC0415
 
     project = find_project()
-    catalog = open_catalog(project)
+    catalog = open_catalog(project, create=False)
     beat = catalog.state.controller(BACKEND)
     pid = daemon.controller_pid(project)
     age = None if beat is None else (dt.datetime.now(dt.UTC) - beat.heartbeat_at).total_seconds()

@@ -76,12 +76,20 @@ def parse_duration(text: str) -> dt.timedelta:
     """
     import datetime as dt  # noqa: PLC0415
 
+    from chalk.common.bounds import check_bound  # noqa: PLC0415
+    from chalk.common.errors import ValidationError  # noqa: PLC0415
+
     parts = _DURATION_PART.findall(text)
     if not parts or "".join(number + unit for number, unit in parts) != text:
         raise argparse.ArgumentTypeError(
             f"expected a duration such as 30s, 10m or 1h, got {text!r}"
         )
-    return dt.timedelta(seconds=sum(float(n) * _SECONDS[unit] for n, unit in parts))
+    seconds = sum(float(n) * _SECONDS[unit] for n, unit in parts)
+    try:
+        check_bound("log_since_seconds", seconds, what="the duration")
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return dt.timedelta(seconds=seconds)
 
 
 def _tail(text: str) -> int:
@@ -108,7 +116,7 @@ def _logs(args: argparse.Namespace) -> int:
 
     project = find_project()
     query = LogQuery(replica=args.replica, tail=args.tail, since=args.since, follow=args.follow)
-    lines = group_logs(project, open_catalog(project), args.group, query)
+    lines = group_logs(project, open_catalog(project, create=False), args.group, query)
     out = sys.stdout
     try:
         for line in lines:

@@ -359,7 +359,7 @@ def _top(args: argparse.Namespace) -> int:
     project = find_project()
     return run_top(
         project,
-        open_catalog(project),
+        open_catalog(project, create=False),
         interval_s=args.interval,
         once=args.once,
         fmt=args.output_format,

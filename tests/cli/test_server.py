@@ -86,7 +86,7 @@ def test_dry_run_with_an_existing_secret_writes_none(
         (["--image", IMAGE, "--replicas", "2", "--min-replicas", "3"], "--replicas 2 sets both"),
         (["--image", IMAGE, "--cpu", "lots"], "--cpu"),
         (["--image", IMAGE, "--memory", "4GB"], "--memory"),
-        (["--image", IMAGE, "--workers", "0"], "--workers must be at least 1"),
+        (["--image", IMAGE, "--workers", "0"], "--workers is out of range: expected 1 to 256"),
         (["--image", IMAGE, "--name", "Chalk_Server"], "--name 'Chalk_Server' is not valid"),
         (
             ["--image", IMAGE, "--existing-secret", "mine", "--catalog-url", CATALOG_URL],

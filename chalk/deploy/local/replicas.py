@@ -207,7 +207,8 @@ class Replicas:
                     slot.crash_streak = 0
                 slot.handle = None
                 slot.memory_bytes = None
-                self._crashed(group, slot, reason, log_tail(handle.log_path))
+                tail = log_tail(handle.log_path)
+                self._crashed(group, slot, reason, tail, endpoint=handle.endpoint)
                 continue
             handle.sample_cpu(now)
             rss = handle.rss_bytes()
@@ -223,7 +224,17 @@ class Replicas:
                     group, "Warning", "OOMKilled", f"replica {slot.replica_id} {handle.oom_reason}"
                 )
 
-    def _crashed(self, group: ScalingGroup, slot: Slot, reason: str, tail: str = "") -> None:
+    def _crashed(
+        self,
+        group: ScalingGroup,
+        slot: Slot,
+        reason: str,
+        tail: str = "",
+        *,
+        endpoint: str | None = None,
+    ) -> None:
+        """Record the replica's exit; its row keeps the ``endpoint`` it served at until it
+        restarts, so a caller whose connection it lost can learn its exit (``chalk.engine``)."""
         slot.move(ReplicaEvent.EXITED)
         slot.restarts += 1
         self._metrics.restarted(group.name)
@@ -248,6 +259,7 @@ class Replicas:
                 replica_id=slot.replica_id,
                 revision=slot.revision,
                 state=slot.state.value,
+                endpoint=endpoint,
                 restarts=slot.restarts,
                 last_exit_reason=reason + (f"\n{tail}" if tail else ""),
             )
