@@ -29,8 +29,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print the logs of a scaling group's replicas, merged in time",
         description="Print the lines of every replica of GROUP (or of one), merged in time, "
         "each prefixed with its replica as [replica]. Local replicas' rotated logs are "
-        "included; a line without a time of its own (a timestamp it opens with, a JSON "
-        "timestamp) takes the next time known after it. "
+        "included, and the logs kept (a week) of replicas that have gone, of a deleted group "
+        "and of a project whose controller is down are read too (one note on stderr says so). "
+        "A line without a time of its own (our runtime's JSON timestamp, a leading ISO time "
+        "not older than the line before) takes the next time known after it. "
         "Exit codes: 0 done, 1 an unknown group or replica, 130 interrupted (Ctrl-C ends "
         "--follow).",
     )
