@@ -41,7 +41,7 @@ def previous_log(path: Path) -> Path:
 
 
 def append_line(path: Path, line: str) -> None:
-    """Append ``line`` to the log at ``path`` on a line of its own (after a last line that a
+    r"""Append ``line`` to the log at ``path`` on a line of its own (after a last line that a
     killed writer left without its newline, too).
 
     Examples
