@@ -88,6 +88,9 @@ def replica_logs(
         )
         yield from kept_logs(group.name, logs_dir, replace(query, follow=False))
         return
+    if not present:
+        waiting = "; waiting for one to start" if query.follow else ""
+        note(f"scaling group {group.name!r} runs no replicas now{waiting}")
     chosen = [query.replica] if query.replica else sorted(present)
     cutoff = None if query.since is None else _now() - query.since
     logs = {rid: ReplicaLog(rid, replica_log(logs_dir, group.name, rid)) for rid in chosen}

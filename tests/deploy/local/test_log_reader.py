@@ -431,3 +431,15 @@ def test_with_no_controller_and_no_replicas_the_kept_logs_print_and_following_en
     [note] = notes
     assert "runs no replicas now" in note
     assert "`chalk up --detach`" in note
+
+
+def test_a_group_scaled_to_zero_says_it_runs_no_replicas(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    for replica_id in ("web-a", "web-b"):
+        catalog.state.remove_replica(group.id, replica_id)
+    notes: list[str] = []
+
+    lines = list(replica_logs(catalog, group, logs_dir, LogQuery(), note=notes.append))
+
+    assert (lines, notes) == ([], ["scaling group 'web' runs no replicas now"])
