@@ -129,7 +129,11 @@ def _end_at_once(signum: int, frame: FrameType | None) -> None:
 def _main(argv: Sequence[str], *, own_sigint: bool = False) -> int:
     """Parse ``argv`` and run its command; the exit code."""
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Reported by the command's own parser where it gives one (its usage, not chalk's).
+        usage: argparse.ArgumentParser = getattr(args, "usage_parser", parser)
+        usage.error(f"unrecognized arguments: {' '.join(extra)}")
     run = getattr(args, "run", None)
     if run is None:
         parser.print_help(sys.stderr)

@@ -175,6 +175,9 @@ def test_a_crash_looping_image_shows_exit_code_and_log_tail(
     wait_for(lambda: catalog.state.replicas(group_id)[0].restarts >= 2, what="two restarts")
     [replica] = catalog.state.replicas(group_id)
     assert "model file is corrupt" in replica.last_exit_reason
+    # Its runs are one after another in its log, each restart marked with a line of its own.
+    log = (project.state_dir / "logs" / "crasher" / f"{replica.replica_id}.log").read_text()
+    assert re.search(r"^--- restarted at \S+Z \(restart 1; exit code 3\) ---$", log, re.M), log
     warnings = [e for e in catalog.state.events(group_id) if e.type == "Warning"]
     assert warnings
     assert "exit code 3" in warnings[-1].message
