@@ -31,8 +31,8 @@ from chalk.deploy.groups import (
     wait_until_serving,
 )
 from chalk.deploy.kubernetes.backend import KubernetesBackend
-from tests.deploy.kubernetes.helpers import is_absent as _absent
 from tests.deploy.kubernetes.helpers import chalk, kube_project, scaling_group
+from tests.deploy.kubernetes.helpers import is_absent as _absent
 from tests.deploy.kubernetes.helpers import read_object as _read
 from tests.support.kube import KubeCluster
 
