@@ -183,6 +183,7 @@ def test_get_and_top_show_each_replicas_load(
         1,
     )
     assert replica["metricsEndpoint"] == endpoint
+    assert type(replica["inFlight"]) is int  # as the table shows it: "1", never 1.0
     assert replica["memoryBytes"] > 0
     assert replica["memoryLimitBytes"] == 2**30
     assert replica["cpuMillicores"] is not None
