@@ -40,7 +40,14 @@ from chalk.catalog.state import RuntimeState
 from chalk.catalog.transactions import Clock, utc_now
 from chalk.common.names import group_of_call_name
 
-__all__ = ["HEARTBEAT_TIMEOUT_S", "Catalog", "Clock", "HasCatalogUrl", "open_catalog"]
+__all__ = [
+    "HEARTBEAT_TIMEOUT_S",
+    "Catalog",
+    "Clock",
+    "HasCatalogUrl",
+    "check_catalog_url",
+    "open_catalog",
+]
 
 # Local endpoints count only while the controller's heartbeat is younger than this.
 HEARTBEAT_TIMEOUT_S: Final = 10.0
@@ -227,7 +234,7 @@ def open_catalog(
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            parsed = _parse_url(url)
+            parsed = check_catalog_url(url)
             database = _sqlite_file(parsed)
             if database is not None and not _prepare_sqlite_file(database, create=create):
                 # A project's own catalog not made yet, read: it is empty, and stays unmade.
@@ -409,25 +416,42 @@ def _lock_for_writing(connection: sa.Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITE_LOCK})
 
 
-def _parse_url(url: str) -> sa.URL:
+_URL_SOURCE: Final = "CHALK_CATALOG_URL or catalog_url in chalk.yaml"
+
+
+def check_catalog_url(url: str, *, source: str = _URL_SOURCE) -> sa.URL:
+    """The catalog URL parsed, or a ``CatalogError`` naming ``source`` (where the URL came
+    from) when it is empty, not a URL or of a database the catalog does not run on.
+
+    Examples
+    --------
+    >>> check_catalog_url("postgresql://chalk@db/chalk").get_backend_name()
+    'postgresql'
+    """
+    if not url.strip():
+        raise CatalogError(
+            f"the catalog URL is empty: expected sqlite:///<path> or "
+            f"postgresql://user@host/database in {source}"
+        )
     try:
-        return sa.make_url(url)
+        parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
         raise CatalogError(
             f"the catalog URL {url!r} is not a database URL: expected sqlite:///<path> or "
-            f"postgresql://user@host/database; fix CHALK_CATALOG_URL or catalog_url in chalk.yaml"
+            f"postgresql://user@host/database; fix {source}"
         ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):
+        raise CatalogError(
+            f"the catalog URL {parsed.render_as_string(hide_password=True)!r} is not supported: "
+            f"expected sqlite:///<path> or postgresql://user@host/database; fix {source}"
+        )
+    return parsed
 
 
 def _create_engine(parsed: sa.URL) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    if parsed.get_backend_name() in ("postgresql", "postgres"):
-        return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
-    raise CatalogError(
-        f"the catalog URL {parsed.render_as_string(hide_password=True)!r} is not supported: "
-        f"expected sqlite:///<path> or postgresql://user@host/database"
-    )
+    return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
@@ -477,7 +501,7 @@ _WAL_ATTEMPTS: Final = 50
 
 
 def _describe(url: str) -> str:
-    parsed = _parse_url(url)
+    parsed = check_catalog_url(url)
     if parsed.get_backend_name() == "sqlite":
         return parsed.database or "(in-memory SQLite)"
     return parsed.render_as_string(hide_password=True)

@@ -248,9 +248,12 @@ def test_an_update_rolls_to_the_new_revision(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
     model_image(catalog, project)
-    group_id = create(catalog, "doubler", model_spec(env={"FACTOR": "2"}))
-    controller()
+    # An autoscaling group: a roll carries its count over, which is no scaling decision.
+    scaling = AutoScalingSpec(min_replicas=1, max_replicas=3, shutdown_delay_seconds=2)
+    group_id = create(catalog, "doubler", model_spec(env={"FACTOR": "2"}, scaling=scaling))
+    running = controller()
     old = ready_group(catalog, "doubler")
+    decided = _decisions(running)
     [old_row] = catalog.state.replicas(group_id)
 
     spec = GroupSpec.from_dict(catalog.groups.get("doubler").spec)
@@ -264,6 +267,22 @@ def test_an_update_rolls_to_the_new_revision(
     assert call(group.endpoints[0].target, [1.0]) == [10.0]
     assert old_row.pid is not None
     wait_for(lambda: not alive(old_row.pid), what="the old replica to exit")
+    scaled = [e.message for e in catalog.state.events(group_id, limit=50) if e.reason == "Scaled"]
+    assert scaled == ["no replica measured yet: 0 -> 1 (clamped to min 1)"]
+    assert _decisions(running) == decided == 1.0
+    # Counters of a group have a sample from the first pass that sees it, not its first event.
+    registry = running.controller.metrics.registry
+    labels = {"group": "doubler"}
+    assert registry.get_sample_value("chalk_controller_replica_restarts_total", labels) == 0.0
+
+
+def _decisions(running: RunningController) -> float:
+    registry = running.controller.metrics.registry
+    total = registry.get_sample_value(
+        "chalk_controller_scaling_decisions_total",
+        {"group": "doubler", "direction": "up", "reason": "none"},
+    )
+    return total or 0.0
 
 
 def test_scaling_or_retagging_keeps_the_running_replicas(
