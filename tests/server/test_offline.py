@@ -72,8 +72,10 @@ def test_every_type_and_null_come_back_as_in_process(
     assert found.to_arrow().equals(expected.to_arrow())
     assert found.to_arrow().column_names == ["reading.id", *OUTPUTS]
     # Every figure crosses the wire: rows asked, and rows sent once repeats were merged.
-    assert found.model_calls["double"] == expected.model_calls["double"]
-    assert found.model_calls["double"].rows_asked == 40
+    remote_calls, local_calls = found.model_calls["double"], expected.model_calls["double"]
+    assert remote_calls.rows_asked == local_calls.rows_asked == 40
+    assert remote_calls.rows_sent == local_calls.rows_sent
+    assert remote_calls.dedup_hits == local_calls.dedup_hits
 
 
 def test_a_million_rows_in_pipelined_blocks_come_back_in_order(
