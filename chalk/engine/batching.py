@@ -265,8 +265,7 @@ class GroupQueue:
     def _more_than_limits(self) -> bool:
         """Whether the queued parts together exceed the row or byte limit of one chunk."""
         return (
-            self._queued_rows > self._limits.max_rows
-            or self._queued_bytes > self._limits.max_bytes
+            self._queued_rows > self._limits.max_rows or self._queued_bytes > self._limits.max_bytes
         )
 
     def _wake_at(self, loop: asyncio.AbstractEventLoop) -> None:
