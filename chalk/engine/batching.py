@@ -368,6 +368,8 @@ class GroupQueue:
 
 
 def _allowed(endpoints: tuple[Endpoint, ...], exclude: frozenset[str]) -> bool:
+    if not exclude:  # the common case, checked for every queued chunk on every pump
+        return bool(endpoints)
     return any(endpoint.target not in exclude for endpoint in endpoints)
 
 
