@@ -370,31 +370,14 @@ def _taken(future: Future[_Answer], model_calls: dict[str, GroupCalls] | None) -
 
 def _calls_from_json(text: str) -> dict[str, GroupCalls]:
     """A block's model calls as the server's header gives them."""
-    return {
-        name: GroupCalls(
-            name,
-            int(found["calls"]),
-            int(found["rows"]),
-            tuple(found["endpoints"]),
-            int(found["retries"]),
-        )
-        for name, found in json.loads(text).items()
-    }
+    return {name: GroupCalls.from_json(name, found) for name, found in json.loads(text).items()}
 
 
 def _add_calls(into: dict[str, GroupCalls], calls: Mapping[str, GroupCalls]) -> None:
     """Add one block's model calls to ``into``."""
     for name, found in calls.items():
-        before = into.get(name) or GroupCalls(name, 0, 0, (), 0)
-        endpoints = [*before.endpoints]
-        endpoints += [e for e in found.endpoints if e not in endpoints]
-        into[name] = GroupCalls(
-            name,
-            before.calls + found.calls,
-            before.rows + found.rows,
-            tuple(endpoints),
-            before.retries + found.retries,
-        )
+        before = into.get(name)
+        into[name] = found if before is None else before.plus(found)
 
 
 def _value(graph: FeatureGraph, item: Mapping[str, Any]) -> Any:

@@ -5,6 +5,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 source "$ROOT/scripts/_steps.sh"
 PYTHON=${PYTHON:-python3}
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+  echo "scalegroup needs Python 3.11 or newer; '$PYTHON' was not found." >&2
+  echo "Set PYTHON=/path/to/python3.11 and run again." >&2
+  exit 1
+fi
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
   echo "scalegroup needs Python 3.11 or newer; '$PYTHON' is $("$PYTHON" --version 2>&1)." >&2
   echo "Set PYTHON=/path/to/python3.11 and run again." >&2

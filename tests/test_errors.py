@@ -13,9 +13,10 @@ from chalk.catalog.errors import CatalogError
 from chalk.common.errors import ChalkError
 from chalk.deploy.errors import DeployError
 
-# Control flow that never reaches a user: the runtime's way to end a gRPC call with a status
-# (its subclasses too); private classes (``_CastFailure``) are left out by their name.
-_INTERNAL = "chalk.shim._methods.Abort"
+# Control flow that never reaches a user: the runtime's way to end a gRPC call with a status,
+# and a queued chunk's deadline, which the dispatcher turns into the call's error (their
+# subclasses too); private classes (``_CastFailure``) are left out by their name.
+_INTERNAL = ("chalk.shim._methods.Abort", "chalk.engine.batching.QueueDeadline")
 
 
 def _error_classes() -> list[type[BaseException]]:
@@ -31,7 +32,7 @@ def _error_classes() -> list[type[BaseException]]:
                 and value.__module__ == module.__name__
             ):
                 found[f"{value.__module__}.{value.__qualname__}"] = value
-    internal = found[_INTERNAL]
+    internal = tuple(found[name] for name in _INTERNAL)
     return [
         error
         for name, error in sorted(found.items())

@@ -34,13 +34,20 @@ from chalk.catalog.graphs import GraphStore
 from chalk.catalog.groups import GroupStore
 from chalk.catalog.images import ImageStore
 from chalk.catalog.models import ModelRegistry
-from chalk.catalog.records import Endpoint, Route, reachable, runs_in_cluster
+from chalk.catalog.records import Endpoint, Replica, Route, reachable, runs_in_cluster
 from chalk.catalog.schema import migrate, schema_version
 from chalk.catalog.state import RuntimeState
 from chalk.catalog.transactions import Clock, utc_now
 from chalk.common.names import group_of_call_name
 
-__all__ = ["HEARTBEAT_TIMEOUT_S", "Catalog", "Clock", "HasCatalogUrl", "open_catalog"]
+__all__ = [
+    "HEARTBEAT_TIMEOUT_S",
+    "Catalog",
+    "Clock",
+    "HasCatalogUrl",
+    "check_catalog_url",
+    "open_catalog",
+]
 
 # Local endpoints count only while the controller's heartbeat is younger than this.
 HEARTBEAT_TIMEOUT_S: Final = 10.0
@@ -167,6 +174,14 @@ class Catalog:
             return False
         return (self.clock() - controller.heartbeat_at).total_seconds() < HEARTBEAT_TIMEOUT_S
 
+    def replica_at(self, group: str, endpoint: str) -> Replica | None:
+        """The replica row of scaling group ``group`` serving, or last served, at ``endpoint``
+        (a local replica that exited keeps its endpoint until it restarts); None when no row
+        has it (Kubernetes replicas have no rows)."""
+        found = self.groups.find(group)
+        rows = [] if found is None else self.state.replicas(found.id)
+        return next((row for row in rows if row.endpoint == endpoint), None)
+
     def _require_live_controller(self, name: str) -> None:
         if self.local_controller_running():
             return
@@ -219,7 +234,7 @@ def open_catalog(
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
-            parsed = _parse_url(url)
+            parsed = check_catalog_url(url)
             database = _sqlite_file(parsed)
             if database is not None and not _prepare_sqlite_file(database, create=create):
                 # A project's own catalog not made yet, read: it is empty, and stays unmade.
@@ -401,25 +416,42 @@ def _lock_for_writing(connection: sa.Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_WRITE_LOCK})
 
 
-def _parse_url(url: str) -> sa.URL:
+_URL_SOURCE: Final = "CHALK_CATALOG_URL or catalog_url in chalk.yaml"
+
+
+def check_catalog_url(url: str, *, source: str = _URL_SOURCE) -> sa.URL:
+    """The catalog URL parsed, or a ``CatalogError`` naming ``source`` (where the URL came
+    from) when it is empty, not a URL or of a database the catalog does not run on.
+
+    Examples
+    --------
+    >>> check_catalog_url("postgresql://chalk@db/chalk").get_backend_name()
+    'postgresql'
+    """
+    if not url.strip():
+        raise CatalogError(
+            f"the catalog URL is empty: expected sqlite:///<path> or "
+            f"postgresql://user@host/database in {source}"
+        )
     try:
-        return sa.make_url(url)
+        parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
         raise CatalogError(
             f"the catalog URL {url!r} is not a database URL: expected sqlite:///<path> or "
-            f"postgresql://user@host/database; fix CHALK_CATALOG_URL or catalog_url in chalk.yaml"
+            f"postgresql://user@host/database; fix {source}"
         ) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql", "postgres"):
+        raise CatalogError(
+            f"the catalog URL {parsed.render_as_string(hide_password=True)!r} is not supported: "
+            f"expected sqlite:///<path> or postgresql://user@host/database; fix {source}"
+        )
+    return parsed
 
 
 def _create_engine(parsed: sa.URL) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
-    if parsed.get_backend_name() in ("postgresql", "postgres"):
-        return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
-    raise CatalogError(
-        f"the catalog URL {parsed.render_as_string(hide_password=True)!r} is not supported: "
-        f"expected sqlite:///<path> or postgresql://user@host/database"
-    )
+    return sa.create_engine(parsed.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
 
 
 def _sqlite_engine(url: sa.URL) -> sa.Engine:
@@ -469,7 +501,7 @@ _WAL_ATTEMPTS: Final = 50
 
 
 def _describe(url: str) -> str:
-    parsed = _parse_url(url)
+    parsed = check_catalog_url(url)
     if parsed.get_backend_name() == "sqlite":
         return parsed.database or "(in-memory SQLite)"
     return parsed.render_as_string(hide_password=True)

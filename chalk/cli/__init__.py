@@ -66,11 +66,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     Without ``argv`` every subcommand is registered in full. With it, only the module of the
     subcommand ``argv`` names is imported; the others are listed by name and help alone.
     """
-    import argparse  # noqa: PLC0415 - loaded after main's SIGINT handler is in place
-
     from chalk import __version__  # noqa: PLC0415
+    from chalk.cli.parsing import ChalkArgumentParser  # noqa: PLC0415 - after main's SIGINT hook
 
-    parser = argparse.ArgumentParser(
+    parser = ChalkArgumentParser(
         prog="chalk", description="Deploy ML models as scaling groups and call them from features."
     )
     parser.add_argument("--version", action="version", version=f"scalegroup {__version__}")
@@ -130,7 +129,11 @@ def _end_at_once(signum: int, frame: FrameType | None) -> None:
 def _main(argv: Sequence[str], *, own_sigint: bool = False) -> int:
     """Parse ``argv`` and run its command; the exit code."""
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Reported by the command's own parser where it gives one (its usage, not chalk's).
+        usage: argparse.ArgumentParser = getattr(args, "usage_parser", parser)
+        usage.error(f"unrecognized arguments: {' '.join(extra)}")
     run = getattr(args, "run", None)
     if run is None:
         parser.print_help(sys.stderr)

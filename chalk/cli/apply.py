@@ -62,7 +62,8 @@ def _apply(args: argparse.Namespace) -> int:
         imported = child.result()
     if imported.problems:
         return _fail(imported.problems, "importing the project's modules")
-    catalog = open_catalog(project)
+    # A dry run stores nothing, so it creates no catalog either: none yet reads as empty.
+    catalog = open_catalog(project, create=not args.dry_run)
     if imported.clashes:
         return _fail(imported.clashes, "reading the feature classes")
     graph = FeatureGraph.from_json(imported.graph)

@@ -23,11 +23,21 @@ __all__ = ["TOP_COLUMNS", "run_top", "top_document"]
 TOP_COLUMNS: Final = ("GROUP", "REPLICA", "STATE", "CPU", "MEMORY", "IN FLIGHT", "METRICS")
 
 
-def run_top(project: Project, catalog: Catalog, *, interval_s: float, once: bool, fmt: str) -> int:
-    """Show every live group's replica loads: once, or refreshed every ``interval_s`` until
-    Ctrl-C (which ``chalk.cli`` turns into exit code 130)."""
+def run_top(
+    project: Project,
+    catalog: Catalog,
+    *,
+    interval_s: float,
+    once: bool,
+    fmt: str,
+    name: str | None = None,
+) -> int:
+    """Show every live group's replica loads (or group ``name``'s): once, or refreshed every
+    ``interval_s`` until Ctrl-C (which ``chalk.cli`` turns into exit code 130)."""
+    if name is not None:
+        catalog.groups.get(name)  # an unknown group is refused now, not shown as empty
     if fmt != "table":
-        emit(top_document(project, catalog), fmt)
+        emit(top_document(project, catalog, name), fmt)
         return 0
     from rich.console import Console  # noqa: PLC0415 - loaded when used
     from rich.live import Live  # noqa: PLC0415
@@ -36,24 +46,25 @@ def run_top(project: Project, catalog: Catalog, *, interval_s: float, once: bool
     if not console.is_terminal:  # piped: never wrapped, and each refresh printed in turn
         console = Console(width=1_000, markup=False, emoji=False, highlight=False)
         while True:
-            console.print(_table(project, catalog))
+            console.print(_table(project, catalog, name))
             if once:
                 return 0
             time.sleep(interval_s)
     if once:
-        console.print(_table(project, catalog))
+        console.print(_table(project, catalog, name))
         return 0
-    with Live(_table(project, catalog), console=console, auto_refresh=False) as live:
+    with Live(_table(project, catalog, name), console=console, auto_refresh=False) as live:
         while True:
             time.sleep(interval_s)
-            live.update(_table(project, catalog), refresh=True)
+            live.update(_table(project, catalog, name), refresh=True)
 
 
-def top_document(project: Project, catalog: Catalog) -> list[dict[str, Any]]:
-    """Every live group with its replicas' loads, as ``-o json|yaml`` prints it."""
-    document = []
-    for group, loads in _loads(project, catalog):
-        document.append(
+def top_document(project: Project, catalog: Catalog, name: str | None = None) -> dict[str, Any]:
+    """Every live group (or group ``name``) with its replicas' loads, and the local
+    controller's metrics endpoint, as ``-o json|yaml`` prints them."""
+    groups = []
+    for group, loads in _loads(project, catalog, name):
+        groups.append(
             {
                 "name": group.name,
                 "status": group.status,
@@ -66,26 +77,37 @@ def top_document(project: Project, catalog: Catalog) -> list[dict[str, Any]]:
                 ],
             }
         )
-    return document
+    return {"controller_metrics_endpoint": _controller_metrics(catalog), "groups": groups}
 
 
-def _loads(project: Project, catalog: Catalog) -> list[tuple[ScalingGroup, list[ReplicaLoad]]]:
+def _controller_metrics(catalog: Catalog) -> str | None:
+    controller = catalog.state.controller("local")
+    if controller is None or controller.metrics_port is None:
+        return None
+    return f"http://127.0.0.1:{controller.metrics_port}/metrics"
+
+
+def _loads(
+    project: Project, catalog: Catalog, name: str | None
+) -> list[tuple[ScalingGroup, list[ReplicaLoad]]]:
     now = catalog.clock()
     found = []
     for stored in catalog.groups.list():
+        if name is not None and stored.name != name:
+            continue
         view = observe_group(project, catalog, stored.name)
         found.append((view.group, replica_loads(view.group, view.replicas, now=now)))
     return found
 
 
-def _table(project: Project, catalog: Catalog) -> Table:
+def _table(project: Project, catalog: Catalog, name: str | None) -> Table:
     from rich.table import Table  # noqa: PLC0415
 
-    found = _loads(project, catalog)
-    controller = catalog.state.controller("local")
+    found = _loads(project, catalog, name)
+    metrics = _controller_metrics(catalog)
     title = f"scaling groups at {catalog.clock():%H:%M:%S} UTC"
-    if controller is not None and controller.metrics_port is not None:
-        title += f"; controller metrics http://127.0.0.1:{controller.metrics_port}/metrics"
+    if metrics is not None:
+        title += f"; controller metrics {metrics}"
     table = Table(box=None, pad_edge=False, header_style="bold", title=title)
     for column in TOP_COLUMNS:
         table.add_column(column, no_wrap=column != "METRICS")

@@ -50,7 +50,7 @@ class ReplicaLoad:
     cpu_limit_millicores: int
     memory_bytes: int | None
     memory_limit_bytes: int
-    in_flight: float | None
+    in_flight: int | None
 
     def row(self) -> dict[str, Any]:
         """The table cells (``USAGE_COLUMNS``).
@@ -66,7 +66,7 @@ class ReplicaLoad:
             "METRICS": self.metrics_endpoint or _UNKNOWN,
             "CPU": _against(self.cpu_millicores, self.cpu_limit_millicores, 1, "m"),
             "MEMORY": _against(self.memory_bytes, self.memory_limit_bytes, 2**20, "Mi"),
-            "IN FLIGHT": _UNKNOWN if self.in_flight is None else f"{self.in_flight:g}",
+            "IN FLIGHT": _UNKNOWN if self.in_flight is None else str(self.in_flight),
         }
 
     def document(self) -> dict[str, Any]:
@@ -104,7 +104,7 @@ def replica_loads(
                 cpu_limit_millicores=cpu_limit,
                 memory_bytes=replica.memory_bytes if fresh else None,
                 memory_limit_bytes=memory_limit,
-                in_flight=calls,
+                in_flight=None if calls is None else round(calls),
             )
         )
     return loads

@@ -34,6 +34,8 @@ __all__ = ["register"]
 _LOCAL_BLOCK_BYTES: Final = 4 << 20
 # Rows read from the input at a time (the reader's batches; blocks gather several).
 _READ_BATCH_ROWS: Final = 65_536
+# What a Parquet file's name may end with (a name without a suffix is taken as it is).
+_PARQUET_SUFFIXES: Final = (".parquet", ".pq", ".parq")
 
 
 def register(subparsers: Any) -> None:
@@ -59,7 +61,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--block-rows",
-        type=_positive,
+        type=_block_rows,
         metavar="N",
         help=(
             "at most N rows per block (default: a few MiB of input, or less when the "
@@ -81,6 +83,9 @@ def _offline_query(args: argparse.Namespace) -> int:
     from chalk.common.errors import ValidationError  # noqa: PLC0415
 
     started = time.perf_counter()
+    repeated = [name for index, name in enumerate(args.outputs) if name in args.outputs[:index]]
+    if repeated:
+        raise ValidationError(f"--out {repeated[0]} is given twice: expected each feature once")
     dataset = _open_input(Path(args.input))
     output = Path(args.output)
     _check_output(output, Path(args.input))
@@ -131,7 +136,7 @@ def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Generator[pa.Tabl
     from chalk.engine.calls import ModelCaller  # noqa: PLC0415
     from chalk.engine.query import input_table, run_query  # noqa: PLC0415
 
-    catalog = open_catalog(find_project())
+    catalog = open_catalog(find_project(), create=False)
     graph = _applied_graph(catalog)
     _check_names(graph, dataset, args.input, args.outputs)
     with ModelCaller(catalog) as caller:
@@ -157,13 +162,20 @@ def _remote(
         client.close()
 
 
-def _positive(text: str) -> int:
+def _block_rows(text: str) -> int:
+    from chalk.common.bounds import check_bound  # noqa: PLC0415
+    from chalk.common.errors import ValidationError  # noqa: PLC0415
+
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number of rows above 0, got {text!r}")
+    try:
+        check_bound("block_rows", value, what="the rows per block")
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     return value
 
 
@@ -239,6 +251,11 @@ def _check_output(output: Path, input_path: Path) -> None:
         )
     if output.is_dir():
         raise ValidationError(f"--output {output} is a folder: expected a file name")
+    if output.suffix and output.suffix.lower() not in _PARQUET_SUFFIXES:
+        raise ValidationError(
+            f"--output {output}: offline-query writes Parquet, not {output.suffix}: expected a "
+            f"name ending in .parquet, e.g. {output.with_suffix('.parquet')}"
+        )
     if output.resolve() == input_path.resolve() or output.resolve().is_relative_to(
         input_path.resolve()
     ):

@@ -109,6 +109,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=2.0,
         help="seconds between refreshes (default 2)",
     )
+    top.add_argument("--name", help="show only this scaling group, e.g. ner (default: every one)")
     top.add_argument("--once", action="store_true", help="print once and exit (for scripts)")
     add_output_flag(top)
     top.set_defaults(run=_top)
@@ -359,9 +360,10 @@ def _top(args: argparse.Namespace) -> int:
     project = find_project()
     return run_top(
         project,
-        open_catalog(project),
+        open_catalog(project, create=False),
         interval_s=args.interval,
         once=args.once,
+        name=args.name,
         fmt=args.output_format,
     )
 

@@ -176,7 +176,7 @@ def _server_spec(args: argparse.Namespace) -> ServerSpec:
                 f"--existing-secret {args.existing_secret!r} is not a Secret name: expected a "
                 f"DNS name such as features-secrets"
             )
-        given = [flag for flag in ("catalog_url", "token_file") if getattr(args, flag)]
+        given = [flag for flag in ("catalog_url", "token_file") if getattr(args, flag) is not None]
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise ValidationError(
@@ -194,10 +194,13 @@ def _server_spec(args: argparse.Namespace) -> ServerSpec:
 
 
 def _catalog_url(args: argparse.Namespace, project: Project) -> str:
+    from chalk.catalog.store import check_catalog_url  # noqa: PLC0415
     from chalk.common.errors import ValidationError  # noqa: PLC0415
 
-    url: str = args.catalog_url or project.catalog_url()
-    if url.split(":", 1)[0].split("+", 1)[0].lower() == "sqlite":
+    given = args.catalog_url is not None
+    url: str = args.catalog_url if given else project.catalog_url()
+    source = "--catalog-url" if given else "CHALK_CATALOG_URL or catalog_url in chalk.yaml"
+    if check_catalog_url(url, source=source).get_backend_name() == "sqlite":
         raise ValidationError(
             "the feature server in the cluster cannot read a SQLite catalog on this machine: "
             "expected a PostgreSQL URL the cluster reaches, in --catalog-url, "

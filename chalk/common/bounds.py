@@ -82,6 +82,10 @@ BOUNDS: Final[dict[str, Bound]] = {
     # Views ------------------------------------------------------------------------------------
     "refresh_seconds": Bound(0.1, 3_600, "s", "time between two refreshes of a view"),
     "log_lines": Bound(0, 1_000_000, "lines", "lines held in memory before they print"),
+    "block_rows": Bound(1, 10_000_000, "rows", "one block of an offline query is held in memory"),
+    "log_since_seconds": Bound(
+        0, 366 * 86_400, "s", "how far back `chalk logs` looks; a year is more than logs keep"
+    ),
 }
 
 

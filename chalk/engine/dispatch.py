@@ -185,7 +185,7 @@ class Dispatcher:
             if sent.error is None:
                 assert sent.answer is not None, "a Sent without an error carries the answer"
                 return typed_answer(call, sent.endpoint, sent.answer)
-            self._after_failure(call, chunk, sent, max_attempts, refused)
+            await self._after_failure(call, chunk, sent, max_attempts, refused)
 
     async def _back_off(
         self, call: ModelCall, queue: GroupQueue, chunk: Chunk, rounds: int
@@ -202,7 +202,7 @@ class Dispatcher:
             queue.held -= 1
         queue.set_endpoints(tuple(dict.fromkeys(await self.routes.endpoints_again(call))))
 
-    def _after_failure(
+    async def _after_failure(
         self, call: ModelCall, chunk: Chunk, sent: Sent, max_attempts: int, refused: set[str]
     ) -> None:
         """Raise the error that ends the call, or record why ``chunk`` goes again."""
@@ -223,7 +223,8 @@ class Dispatcher:
         if lost_after_sending(error):
             chunk.deaths += 1
             if chunk.deaths >= 2:
-                raise crashed_error(call, chunk, error)
+                replica = await self.routes.exited_replica(call, endpoint.target)
+                raise crashed_error(call, chunk, error, replica)
             # Split before the retry: only the call whose rows kill it dies the second time.
             chunk.alone = True
             # The dying replica may still take a connection: the retry goes elsewhere, or to

@@ -13,7 +13,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from chalk.catalog.records import Route
+from chalk.catalog.records import Replica, Route
 from chalk.engine.errors import (
     ModelCallError,
     ModelHandlerError,
@@ -150,14 +150,27 @@ def transport_error(call: ModelCall, chunk: Chunk, deadline_s: float | None) -> 
     )
 
 
-def crashed_error(call: ModelCall, chunk: Chunk, error: TransportError) -> ModelTransportError:
+def crashed_error(
+    call: ModelCall, chunk: Chunk, error: TransportError, replica: Replica | None = None
+) -> ModelTransportError:
     """The error of ``chunk`` whose replica died twice while it ran: the handler is the
-    likely cause, so it is not sent a third time."""
+    likely cause, so it is not sent a third time. ``replica``: the replica that died the
+    second time, its exit recorded (the local backend); without it, only "connection lost"."""
+    group = call.route.group
+    if replica is None:
+        crashed = f"replica {error.endpoint}"
+        how = f"connection lost ({error.details})"
+        log = f"`chalk scaling-group get --name {group}`"
+    else:
+        # The exit's first line (``exit code 3``, ``signal SIGKILL``); its log tail follows.
+        exit_reason = replica.last_exit_reason.splitlines()[0]
+        crashed = f"replica {replica.replica_id} ({exit_reason})"
+        how = f"at {error.endpoint}"
+        log = f"`chalk logs {group} --replica {replica.replica_id}`"
     return ModelTransportError(
-        f"{call.prefix}: the model's handler crashed replica {error.endpoint} of scaling group "
-        f"{call.route.group!r} on {chunk.rows}, twice: connection lost ({error.details}): "
-        f"expected the handler to answer or raise; check its log with "
-        f"`chalk scaling-group get --name {call.route.group}`",
+        f"{call.prefix}: the model's handler crashed {crashed} of scaling group {group!r} on "
+        f"{chunk.rows}, twice: {how}: expected the handler to answer or raise; check its log "
+        f"with {log}",
         endpoints=list(dict.fromkeys(chunk.tried)),
     )
 

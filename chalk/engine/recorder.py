@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Final, Literal
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Final, Literal
 
 __all__ = ["CallRecorder", "GroupCalls", "current_recorder", "recording"]
 
@@ -50,6 +50,42 @@ class GroupCalls:
     left_slot_free: int = field(default=0, compare=False)
     left_full: int = field(default=0, compare=False)
     left_delay: int = field(default=0, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every figure but the group's name, as JSON values (the server's offline answer)."""
+        document = asdict(self)
+        del document["group"]
+        return document
+
+    @classmethod
+    def from_json(cls, group: str, document: Mapping[str, Any]) -> GroupCalls:
+        """The figures ``to_json`` wrote; a figure the writer did not know reads as 0."""
+        known = {f.name for f in fields(cls)} - {"group"}
+        given = {key: value for key, value in document.items() if key in known}
+        for key in ("endpoints", "chunk_queries"):
+            if key in given:
+                given[key] = tuple(given[key])
+        return cls(group, **{"calls": 0, "rows": 0, "endpoints": (), "retries": 0, **given})
+
+    def plus(self, other: GroupCalls) -> GroupCalls:
+        """The figures of both (two blocks of one offline query): counts added, the endpoints
+        of ``other`` not seen yet appended, the merged-chunk sizes of both.
+
+        Examples
+        --------
+        >>> a = GroupCalls("ner", 1, 10, ("x:1",), 0, rows_asked=12, rows_sent=10, dedup_hits=2)
+        >>> b = GroupCalls("ner", 2, 20, ("x:2", "x:1"), 1)
+        >>> total = a.plus(b)
+        >>> total.calls, total.rows, total.endpoints, total.retries, total.dedup_hits
+        (3, 30, ('x:1', 'x:2'), 1, 2)
+        """
+        added = {
+            f.name: getattr(self, f.name) + getattr(other, f.name)
+            for f in fields(self)
+            if f.name not in ("group", "endpoints")
+        }
+        endpoints = self.endpoints + tuple(e for e in other.endpoints if e not in self.endpoints)
+        return replace(self, endpoints=endpoints, **added)
 
 
 class CallRecorder:

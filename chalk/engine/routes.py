@@ -12,14 +12,17 @@ import time
 from typing import Final, Protocol
 
 from chalk.catalog.errors import ControllerDownError, NoReadyReplicaError, ResolveError
-from chalk.catalog.records import Endpoint, Route
+from chalk.catalog.records import Endpoint, Replica, Route
 from chalk.engine.errors import ModelCallError
 from chalk.engine.model_call import ModelCall
 
-__all__ = ["ROUTE_TTL_S", "Resolver", "RouteCache"]
+__all__ = ["EXIT_RECORD_WAIT_S", "ROUTE_TTL_S", "Resolver", "RouteCache"]
 
 # How long a resolved route is reused before the catalog is read again.
 ROUTE_TTL_S: Final = 1.0
+# How long a call that lost a replica twice waits for the local controller to record the
+# replica's exit (it observes exits every pass, 0.5 s) before it says only "connection lost".
+EXIT_RECORD_WAIT_S: Final = 1.0
 # Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
 _PASSING_RESOLVE_ERRORS: Final = (NoReadyReplicaError, ControllerDownError)
 
@@ -28,6 +31,8 @@ class Resolver(Protocol):
     """Anything that routes ``model.<group>`` calls: ``chalk.catalog.Catalog`` does."""
 
     def resolve(self, name: str) -> Route: ...
+
+    def replica_at(self, group: str, endpoint: str) -> Replica | None: ...
 
 
 class RouteCache:
@@ -102,6 +107,26 @@ class RouteCache:
         else:
             route = await self._route_again(call)
         return None if route is None or not route.endpoints else route.endpoints
+
+    async def exited_replica(self, call: ModelCall, endpoint: str) -> Replica | None:
+        """The replica of ``call``'s group that served at ``endpoint`` and exited, once its
+        exit is recorded (waiting up to ``EXIT_RECORD_WAIT_S``); None when it is not known:
+        Kubernetes replicas have no rows, and a restarted one serves elsewhere."""
+        give_up = time.monotonic() + EXIT_RECORD_WAIT_S
+        while True:
+            try:
+                replica = await asyncio.to_thread(
+                    self._catalog.replica_at, call.route.group, endpoint
+                )
+            except Exception:  # the exit only details an error already decided: never hide it
+                return None
+            if replica is None:
+                return None
+            if not replica.ready and replica.last_exit_reason:
+                return replica
+            if time.monotonic() >= give_up:
+                return None
+            await asyncio.sleep(0.05)
 
     async def _route_again(self, call: ModelCall) -> Route | None:
         """The group's route read now (None while no replica is ready), for ``call``."""

@@ -30,15 +30,7 @@ class OfflineOutcome:
     graph_version: int
 
     def model_calls_json(self) -> str:
-        groups = {
-            name: {
-                "calls": found.calls,
-                "rows": found.rows,
-                "endpoints": list(found.endpoints),
-                "retries": found.retries,
-            }
-            for name, found in self.model_calls.groups().items()
-        }
+        groups = {name: found.to_json() for name, found in self.model_calls.groups().items()}
         return orjson.dumps(groups).decode()
 
 

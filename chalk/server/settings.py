@@ -164,14 +164,22 @@ def check_bindable(host: str, port: int) -> int:
 def read_token(path: Path) -> str:
     """The bearer token in ``path`` (surrounding whitespace dropped); it must not be empty."""
     try:
-        token = path.read_text().strip()
+        token = path.read_text(encoding="utf-8").strip()
     except OSError as error:
         raise ServerSettingsError(
             f"--token-file {path}: cannot read it ({error.strerror}): expected a file holding "
             f"the bearer token"
         ) from None
+    except UnicodeDecodeError:
+        token = "\ufffd"  # refused below with any other character a header cannot carry
     if not token:
         raise ServerSettingsError(
             f"--token-file {path} is empty: expected the bearer token clients send"
+        )
+    if not all("!" <= character <= "~" for character in token):
+        raise ServerSettingsError(
+            f"--token-file {path} holds spaces, line breaks or characters other than visible "
+            f"ASCII: expected one token clients can send in an Authorization header, such as "
+            f"one `openssl rand -hex 32` prints"
         )
     return token

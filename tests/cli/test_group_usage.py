@@ -105,8 +105,10 @@ def test_top_once_lists_every_group_with_its_replicas(
     table = capsys.readouterr().out
 
     assert exited.value.code == 0
-    assert [(g["name"], len(g["replicas"])) for g in document] == [("ner", 1), ("idle", 0)]
-    [replica] = document[0]["replicas"]
+    assert document["controllerMetricsEndpoint"] is None
+    groups = document["groups"]
+    assert [(g["name"], len(g["replicas"])) for g in groups] == [("ner", 1), ("idle", 0)]
+    [replica] = groups[0]["replicas"]
     assert (replica["cpuMillicores"], replica["memoryBytes"], replica["inFlight"]) == (
         125,
         128 * 2**20,
@@ -116,7 +118,36 @@ def test_top_once_lists_every_group_with_its_replicas(
     assert "idle" in table
 
 
-@pytest.mark.parametrize("interval", ["0", "-1", "soon"], ids=["zero", "negative", "text"])
+def test_top_name_shows_one_group_and_the_controller_metrics(
+    catalog: Catalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local_group(catalog, metrics_port=None)
+    catalog.groups.create("idle", {"image": "idle:1", "port": 8080}, backend="local")
+    catalog.state.heartbeat("local", pid=os.getpid(), host="here", metrics_port=9321)
+
+    with pytest.raises(SystemExit):
+        main(["scaling-group", "top", "--once", "-o", "json", "--name", "idle"])
+    document = json.loads(capsys.readouterr().out)
+    with pytest.raises(SystemExit):
+        main(["scaling-group", "top", "--once", "--name", "ner"])
+    table = capsys.readouterr().out
+    with pytest.raises(SystemExit) as unknown:
+        main(["scaling-group", "top", "--once", "--name", "nope"])
+
+    assert document["controllerMetricsEndpoint"] == "http://127.0.0.1:9321/metrics"
+    assert [g["name"] for g in document["groups"]] == ["idle"]
+    assert "ner-1" in table
+    assert "idle" not in table
+    assert "http://127.0.0.1:9321/metrics" in table
+    assert unknown.value.code == 1
+    assert "'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "interval",
+    ["0", "-1", "soon", "nan", "inf", "1e-9"],
+    ids=["zero", "negative", "text", "nan", "inf", "too-small"],
+)
 def test_top_refuses_an_interval_that_is_not_a_positive_number(
     catalog: Catalog, capsys: pytest.CaptureFixture[str], interval: str
 ) -> None:
@@ -124,7 +155,8 @@ def test_top_refuses_an_interval_that_is_not_a_positive_number(
         main(["scaling-group", "top", "--interval", interval])
 
     assert exited.value.code == 2
-    assert "expected a number of seconds above 0" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "expected a number of seconds above 0" in err or "expected 0.1 s to 3600 s" in err
 
 
 def test_top_refreshes_until_ctrl_c(catalog: Catalog, tmp_path: Path) -> None:

@@ -3,6 +3,8 @@ following as the real console script (Ctrl-C is a signal to a process)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import re
 import signal
@@ -176,3 +178,149 @@ def test_follow_picks_up_the_new_replica_of_a_roll_and_ends_quietly_on_ctrl_c(
 
     assert new != old
     assert (code, err) == (130, "interrupted\n")
+
+
+@pytest.mark.usefixtures("web")
+def test_a_lines_own_time_prints_though_its_file_changed_earlier(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = replica_log(project.state_dir / "logs", "web", "web-a")
+    stamp = dt.datetime.now(dt.UTC).replace(microsecond=123_456)
+    with log.open("a") as file:
+        file.write(json.dumps({"timestamp": stamp.isoformat(), "message": "served"}) + "\n")
+    earlier = stamp.timestamp() - 0.004  # a coarse mtime, before the line's own time
+    os.utime(log, (earlier, earlier))
+
+    code, out, err = chalk(project, capsys, "logs", "web", "--tail", "1", "--timestamps")
+
+    assert code == 0, err
+    assert out.startswith(f"[web-a] {stamp:%Y-%m-%dT%H:%M:%S.%fZ} {{")
+
+
+@pytest.mark.usefixtures("web")
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["--name", "web"], id="name"),
+        pytest.param(["web", "--name", "web"], id="both-same"),
+    ],
+)
+def test_the_group_may_be_given_as_name(
+    project: Project, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    code, out, err = chalk(project, capsys, "logs", *args)
+
+    assert (code, out, err) == (0, "[web-a] GET / 200\n[web-a] GET /healthz 200\n", "")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            [], r"expected a scaling group: chalk logs GROUP \(or --name GROUP\)", id="none"
+        ),
+        pytest.param(["web", "--name", "api"], r"two scaling groups given", id="two"),
+        pytest.param(["web", "extra"], r"unrecognized arguments: extra", id="extra"),
+        pytest.param(
+            ["web", "--since", "-5m"],
+            r"argument --since: expected a duration such as 30s, 10m or 1h \(how far back: "
+            r"never negative\), got '-5m'",
+            id="negative-since",
+        ),
+        pytest.param(
+            ["web", "--since", "5000000d"],
+            r"argument --since: the duration '5000000d' is out of range: expected 0 s to "
+            r"31622400 s",
+            id="since-days-overflow",
+        ),
+        pytest.param(
+            ["web", "--since", "999999999999999999999s"],
+            r"argument --since: the duration '999999999999999999999s' is out of range",
+            id="since-seconds-overflow",
+        ),
+    ],
+)
+def test_a_usage_error_is_logs_own_usage_and_one_line(
+    project: Project, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    code, out, err = chalk(project, capsys, "logs", *args)
+
+    assert (code, out) == (2, "")
+    assert err.startswith("usage: chalk logs ")
+    assert re.search(rf"\nchalk logs: error: {message}", err), err
+    assert "Traceback" not in err
+
+
+def test_a_stopped_projects_group_prints_its_kept_logs_and_says_none_run(
+    catalog: Catalog, project: Project, capsys: pytest.CaptureFixture[str], web: str
+) -> None:
+    catalog.state.remove_replica(web, "web-a")  # as `chalk down` leaves it
+
+    code, out, err = chalk(project, capsys, "logs", "web", "-f")
+
+    assert code == 0
+    assert out == "[web-a] GET / 200\n[web-a] GET /healthz 200\n"
+    assert err == (
+        "note: scaling group 'web' runs no replicas now (no controller runs; "
+        "`chalk up --detach` starts it); its replicas' logs kept in .chalk/logs/web/\n"
+    )
+
+
+def test_a_stopped_projects_group_without_logs_says_none_run(
+    catalog: Catalog, project: Project, capsys: pytest.CaptureFixture[str], web: str
+) -> None:
+    catalog.state.remove_replica(web, "web-a")
+    replica_log(project.state_dir / "logs", "web", "web-a").unlink()
+
+    code, out, err = chalk(project, capsys, "logs", "web", "--replica", "web-z")
+
+    assert code == 1
+    assert "has no replica 'web-z'; expected one of: none (it runs no replica now)" in err
+
+    code, out, err = chalk(project, capsys, "logs", "web")
+
+    assert (code, out) == (0, "")
+    assert "runs no replicas now" in err
+    assert "no logs are kept in .chalk/logs/web/" in err
+
+
+def test_a_gone_replicas_log_prints_with_a_note(
+    project: Project, capsys: pytest.CaptureFixture[str], web: str
+) -> None:
+    old = replica_log(project.state_dir / "logs", "web", "web-9f1a4f")
+    old.write_text("ValueError: model file is corrupt\n")
+
+    code, out, err = chalk(project, capsys, "logs", "web", "--replica", "web-9f1a4f")
+
+    assert (code, out) == (0, "[web-9f1a4f] ValueError: model file is corrupt\n")
+    assert err == (
+        "note: replica 'web-9f1a4f' of scaling group 'web' has gone; its log is kept in "
+        ".chalk/logs/web/ for a week\n"
+    )
+
+
+def test_a_deleted_groups_kept_logs_print_with_a_note(
+    catalog: Catalog, project: Project, capsys: pytest.CaptureFixture[str], web: str
+) -> None:
+    catalog.groups.delete("web")
+
+    code, out, err = chalk(project, capsys, "logs", "web", "-f")
+
+    assert (code, out) == (0, "[web-a] GET / 200\n[web-a] GET /healthz 200\n")
+    assert re.fullmatch(
+        r"note: scaling group 'web' was deleted at [\d-]+ [\d:]+ UTC; its replicas' logs are "
+        r"kept in \.chalk/logs/web/ for a week\n",
+        err,
+    )
+
+
+def test_a_deleted_group_without_kept_logs_is_an_error_saying_so(
+    catalog: Catalog, project: Project, capsys: pytest.CaptureFixture[str], web: str
+) -> None:
+    catalog.groups.delete("web")
+    replica_log(project.state_dir / "logs", "web", "web-a").unlink()
+
+    code, out, err = chalk(project, capsys, "logs", "web")
+
+    assert (code, out) == (1, "")
+    assert re.fullmatch(r"error: scaling group 'web' was deleted at .*\n", err)

@@ -86,7 +86,7 @@ def test_dry_run_with_an_existing_secret_writes_none(
         (["--image", IMAGE, "--replicas", "2", "--min-replicas", "3"], "--replicas 2 sets both"),
         (["--image", IMAGE, "--cpu", "lots"], "--cpu"),
         (["--image", IMAGE, "--memory", "4GB"], "--memory"),
-        (["--image", IMAGE, "--workers", "0"], "--workers must be at least 1"),
+        (["--image", IMAGE, "--workers", "0"], "--workers is out of range: expected 1 to 256"),
         (["--image", IMAGE, "--name", "Chalk_Server"], "--name 'Chalk_Server' is not valid"),
         (
             ["--image", IMAGE, "--existing-secret", "mine", "--catalog-url", CATALOG_URL],
@@ -97,6 +97,10 @@ def test_dry_run_with_an_existing_secret_writes_none(
             "cannot read a SQLite catalog",
         ),
         (["--image", IMAGE, "--token-file", "/no/such/token"], "--token-file /no/such/token"),
+        (["--image", IMAGE, "--catalog-url", "notaurl"], "'notaurl' is not a database URL"),
+        (["--image", IMAGE, "--catalog-url", "mysql://u@h/db"], "'mysql://u@h/db' is not supp"),
+        (["--image", IMAGE, "--catalog-url", "http://db:5432"], "'http://db:5432' is not supp"),
+        (["--image", IMAGE, "--catalog-url", ""], "the catalog URL is empty"),
     ],
     ids=[
         "uppercase-image",
@@ -111,6 +115,10 @@ def test_dry_run_with_an_existing_secret_writes_none(
         "secret-and-url",
         "sqlite-catalog",
         "missing-token-file",
+        "catalog-not-a-url",
+        "catalog-mysql",
+        "catalog-http",
+        "catalog-empty",
     ],
 )
 def test_bad_input_is_one_line_naming_the_flag(
@@ -131,3 +139,68 @@ def test_a_local_project_is_pointed_to_chalk_serve(
     assert code == 1
     assert "expected 'backend: kubernetes'" in err
     assert "chalk serve" in err
+
+
+def test_a_missing_kubeconfig_is_named_without_a_context_nobody_set(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _chalk(capsys, "server", "get")
+    assert (code, out) == (1, "")
+    assert err.count("\n") == 1
+    assert f"no kubeconfig at {project / 'no-kubeconfig'} (KUBECONFIG)" in err
+    assert "set KUBECONFIG" in err
+    assert "context" not in err
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("garbage: [", "not YAML: expected the node content"),
+        ("[]", "not a kubeconfig (expected a mapping with clusters, contexts and users); fix"),
+        ("apiVersion: v1\nkind: Config\n", "expected a kubeconfig with a current-context"),
+    ],
+    ids=["not-yaml", "a-list", "no-context"],
+)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["server", "get"],
+        ["scaling-group", "create", "--name", "ner", "--image", "registry.example.com/ner:1"],
+    ],
+    ids=["server-get", "group-create"],
+)
+def test_a_malformed_kubeconfig_is_one_line_naming_it(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    problem: str,
+    argv: list[str],
+) -> None:
+    monkeypatch.setenv("CHALK_CATALOG_URL", f"sqlite:///{project / 'catalog.db'}")
+    (project / "no-kubeconfig").write_text(text)
+    code, out, err = _chalk(capsys, *argv)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: {project / 'chalk.yaml'}: cannot load the kubeconfig ")
+    assert err.count("\n") == 1
+    assert str(project / "no-kubeconfig") in err
+    assert problem in err
+
+
+def test_an_unreachable_api_server_is_one_line_naming_it_and_the_cause(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "http://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "x",
+    }
+    (project / "no-kubeconfig").write_text(yaml.safe_dump(kubeconfig))
+    code, out, err = _chalk(capsys, "server", "get")
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: cannot reach the Kubernetes API server at http://127.0.0.1:1: connection refused\n"
+    )

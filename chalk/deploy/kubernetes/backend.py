@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import urllib3
+import yaml
 from kubernetes import client as kube_client
 from kubernetes import config as kube_config
 from kubernetes.client.exceptions import ApiException
@@ -50,6 +51,7 @@ __all__ = [
     "KubeError",
     "KubernetesBackend",
     "connect",
+    "unreachable_cause",
 ]
 
 APPLY_PATCH: Final = "application/apply-patch+yaml"
@@ -85,21 +87,59 @@ def connect(project: Project, env: Mapping[str, str] | None = None) -> Kubernete
     context = project.config.kubernetes.context
     kubeconfig = env.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
     has_file = any(os.path.exists(path) for path in kubeconfig.split(os.pathsep) if path)
-    try:
-        if has_file or context is not None or not env.get("KUBERNETES_SERVICE_HOST"):
+    if has_file or context is not None or not env.get("KUBERNETES_SERVICE_HOST"):
+        if not has_file:
+            where = " (KUBECONFIG)" if env.get("KUBECONFIG") else ""
+            raise ConfigError(_no_kubeconfig(project, kubeconfig + where, context))
+        try:
             api = kube_config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
-        else:
-            configuration = kube_client.Configuration()
-            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-            api = kube_client.ApiClient(configuration)
+        except (ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError) as error:
+            raise ConfigError(_bad_kubeconfig(project, kubeconfig, context, error)) from None
+        return KubernetesBackend(api, placement_of(project))
+    configuration = kube_client.Configuration()
+    try:
+        kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except (ConfigException, OSError) as error:
-        where = f"context {context!r} of " if context else ""
         raise ConfigError(
-            f"{project.config_path}: cannot load {where}the kubeconfig {kubeconfig}: {error}; "
-            f"expected a kubeconfig (KUBECONFIG) with that context (kubernetes.context in "
-            f"chalk.yaml)"
+            f"{project.config_path}: cannot use this pod's service account for the Kubernetes "
+            f"API: {error}; expected a mounted service account token, or a kubeconfig "
+            f"(KUBECONFIG)"
         ) from None
-    return KubernetesBackend(api, placement_of(project))
+    return KubernetesBackend(kube_client.ApiClient(configuration), placement_of(project))
+
+
+def _no_kubeconfig(project: Project, kubeconfig: str, context: str | None) -> str:
+    named = f" with context {context!r} (kubernetes.context)" if context else ""
+    return (
+        f"{project.config_path}: no kubeconfig at {kubeconfig} for this backend: "
+        f"kubernetes project: expected one{named}; set KUBECONFIG to your cluster's kubeconfig "
+        f"or write ~/.kube/config (e.g. with your cloud's get-credentials command)"
+    )
+
+
+def _bad_kubeconfig(
+    project: Project, kubeconfig: str, context: str | None, error: Exception
+) -> str:
+    if isinstance(error, yaml.MarkedYAMLError) and error.problem_mark is not None:
+        mark = error.problem_mark
+        problem = f"not YAML: {error.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    elif isinstance(error, yaml.YAMLError):
+        problem = f"not YAML: {str(error).splitlines()[0]}"
+    elif isinstance(error, TypeError | AttributeError):
+        problem = "not a kubeconfig (expected a mapping with clusters, contexts and users)"
+    else:
+        problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+    if not isinstance(error, ConfigException | OSError):
+        expected = "fix the file, or point KUBECONFIG at your cluster's kubeconfig"
+    elif context:
+        expected = (
+            f"expected a kubeconfig with context {context!r} (kubernetes.context in chalk.yaml)"
+        )
+    else:
+        expected = (
+            "expected a kubeconfig with a current-context (or set kubernetes.context in chalk.yaml)"
+        )
+    return f"{project.config_path}: cannot load the kubeconfig {kubeconfig}: {problem}; {expected}"
 
 
 class KubernetesBackend:
@@ -362,7 +402,8 @@ class KubernetesBackend:
             data = response.read()  # type: ignore[no-untyped-call]
         except (urllib3.exceptions.HTTPError, OSError) as error:
             raise KubeError(
-                f"cannot reach the Kubernetes API server at {host}: {error}", status=0
+                f"cannot reach the Kubernetes API server at {host}: {unreachable_cause(error)}",
+                status=0,
             ) from None
         except ApiException as error:
             raise KubeError(
@@ -373,6 +414,44 @@ class KubernetesBackend:
                 _api_message(method, path, response.status, data), status=response.status
             )
         return json.loads(data) if data else {}
+
+
+def unreachable_cause(error: Exception) -> str:
+    """Why a request got no answer, in a few words (connection refused, timed out, a name not
+    found), instead of urllib3's nested retry report."""
+    reason: BaseException = error
+    while isinstance(reason, urllib3.exceptions.MaxRetryError) and reason.reason is not None:
+        reason = reason.reason
+    if isinstance(reason, urllib3.exceptions.NameResolutionError):
+        return f"DNS cannot resolve the host {reason.conn.host!r}"
+    if isinstance(reason, urllib3.exceptions.SSLError):
+        return f"TLS failed: {_last_line(reason)}"
+    text = _last_line(reason)
+    for marker, cause in _CAUSES:
+        if marker in text:
+            return cause
+    # urllib3's NewConnectionError is a ConnectTimeoutError too: its text was read first.
+    if isinstance(reason, urllib3.exceptions.ReadTimeoutError):
+        return "no answer in time (read timed out)"
+    if isinstance(reason, urllib3.exceptions.ConnectTimeoutError | TimeoutError):
+        return "connection timed out"
+    return text
+
+
+_CAUSES: Final = (
+    ("Connection refused", "connection refused"),
+    ("Name or service not known", "DNS cannot resolve the host"),
+    ("nodename nor servname", "DNS cannot resolve the host"),
+    ("Temporary failure in name resolution", "DNS cannot resolve the host"),
+    ("timed out", "connection timed out"),
+    ("No route to host", "no route to host"),
+    ("Connection reset", "connection reset"),
+)
+
+
+def _last_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
 
 
 def _api_message(method: str, path: str, status: int, data: bytes) -> str:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
+from chalk.common.bounds import check_bound
 from chalk.deploy.errors import DeployError
 from chalk.deploy.kubernetes.manifests import (
     MANAGED_BY,
@@ -94,8 +95,9 @@ class ServerSpec:
                 f"the feature server takes no GPU: expected --cpu and --memory only, got gpu "
                 f"{self.resources.gpu!r}"
             )
-        if type(self.workers) is not int or self.workers < 1:
-            raise ValidationError(f"--workers must be at least 1, got {self.workers!r}")
+        if type(self.workers) is not int:
+            raise ValidationError(f"--workers is not a whole number: got {self.workers!r}")
+        check_bound("workers", self.workers, what="--workers")
 
     def secret_name(self, name: str) -> str:
         return self.existing_secret or name

@@ -126,7 +126,10 @@ class LocalController:
             rows = self._catalog.state.replicas(group.id)
             if not rows:
                 continue
-            state = self._groups.setdefault(group.id, TrackedGroup(group.name))
+            state = self._groups.get(group.id)
+            if state is None:
+                state = self._groups[group.id] = TrackedGroup(group.name)
+                self.metrics.group_seen(group.name)
             state.grace_s = _grace_of(group)
             for row in rows:
                 handle = self._adopt_row(group, row)
@@ -169,7 +172,10 @@ class LocalController:
         for group_id in [gid for gid in self._groups if gid not in live]:
             await self._retire(group_id)
         for group in live.values():
-            state = self._groups.setdefault(group.id, TrackedGroup(group.name))
+            state = self._groups.get(group.id)
+            if state is None:
+                state = self._groups[group.id] = TrackedGroup(group.name)
+                self.metrics.group_seen(group.name)
             if self._monotonic() < state.retry_at:
                 continue
             try:
@@ -275,7 +281,10 @@ class LocalController:
         self._replicas.reap_leaving(group.id, state)
         await self._replicas.check_readiness(group, spec, state)
         current = [s for s in state.slots.values() if s.revision == group.revision]
-        desired = await self._desired(group, spec, current)
+        # A roll carries the count over: the new revision starts as many replicas as the old
+        # one runs, which is no scaling decision.
+        running = len(current) or len(state.slots)
+        desired = await self._desired(group, spec, current, running)
         observed = Observed(desired, tuple(s.view() for s in state.slots.values()))
         self._apply(group, spec, state, plan(group, observed, self._monotonic()))
         self._report(group, state, desired)
@@ -312,7 +321,11 @@ class LocalController:
                 if slot.handle is not None:
                     self._replicas.save_row(slot, slot.handle)
 
-    async def _desired(self, group: ScalingGroup, spec: GroupSpec, current: list[Slot]) -> int:
+    async def _desired(
+        self, group: ScalingGroup, spec: GroupSpec, current: list[Slot], running: int
+    ) -> int:
+        """The autoscaler's count for the group's revision; ``current`` are its replicas,
+        ``running`` how many the group runs (those of an older revision, mid-roll)."""
         scaling = spec.scaling
         if not scaling.autoscales:
             return scaling.min_replicas
@@ -322,7 +335,7 @@ class LocalController:
             in_flight = await self._in_flight(ready)
         context = AutoscaleContext(
             now_s=self._wall_clock(),
-            current_replicas=len(current),
+            current_replicas=running,
             min_replicas=scaling.min_replicas,
             max_replicas=scaling.max_replicas,
             target_cpu_percent=scaling.effective_target_cpu,
@@ -342,7 +355,7 @@ class LocalController:
             self._replicas.event(group, "Normal", "Scaled", decision.reason)
             self.metrics.scaled(
                 group.name,
-                current=len(current),
+                current=running,
                 desired=decision.desired,
                 reason=signals_measured(context),
             )

@@ -47,6 +47,9 @@ class ControllerMetrics:
     ...     "chalk_controller_replicas", {"group": "ner", "state": "Running"}
     ... )
     3.0
+    >>> metrics.group_seen("ner")
+    >>> metrics.registry.get_sample_value("chalk_controller_oom_kills_total", {"group": "ner"})
+    0.0
     """
 
     def __init__(self) -> None:
@@ -86,6 +89,11 @@ class ControllerMetrics:
         self._states: dict[tuple[str, str], int] = {}
         self.registry.register(_ReplicaStates(self))
         self._server: _Server | None = None
+
+    def group_seen(self, group: str) -> None:
+        """Give ``group``'s counters a sample at 0 now, not at their first event."""
+        self._restarts.labels(group)
+        self._oom_kills.labels(group)
 
     def reconciled(self, *, seconds: float, ok: bool) -> None:
         """One reconcile pass ended (``ok``: it did not fail as a whole)."""

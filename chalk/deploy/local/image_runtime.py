@@ -20,6 +20,7 @@ __all__ = [
     "clean_container_path",
     "image_argv",
     "image_port",
+    "replica_args",
     "replica_cwd",
     "replica_env",
     "rootfs_path",
@@ -115,6 +116,26 @@ def replica_env(image: LocalImage) -> dict[str, str]:
     return {name: _rewrite_paths(image, value) for name, value in image.env.items()}
 
 
+def replica_args(image: LocalImage, argv: Sequence[str]) -> list[str]:
+    """A command line as a replica runs it: each argument naming a container path that exists
+    in the snapshot (also as ``--flag=/path``) points into it, as ``replica_env`` does for
+    the environment, so ``python /app/serve.py`` runs what ``COPY`` put at /app.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     rootfs = Path(folder)
+    ...     (rootfs / "app").mkdir()
+    ...     (rootfs / "app" / "serve.py").touch()
+    ...     image = _example_image(snapshot_path=str(rootfs))
+    ...     argv = replica_args(image, ["python", "/app/serve.py", "--config=/app", "/etc/x"])
+    ...     argv == ["python", f"{rootfs}/app/serve.py", f"--config={rootfs}/app", "/etc/x"]
+    True
+    """
+    return [_rewrite_arg(image, arg) for arg in argv]
+
+
 def replica_cwd(image: LocalImage) -> Path:
     """A replica's working directory: the image's WORKDIR inside the snapshot (created when
     missing).
@@ -166,6 +187,13 @@ def argv_port(argv: Sequence[str]) -> int | None:
 
 def _rewrite_paths(image: LocalImage, value: str) -> str:
     return ":".join(_rewrite_path(image, part) for part in value.split(":"))
+
+
+def _rewrite_arg(image: LocalImage, arg: str) -> str:
+    flag, equals, value = arg.partition("=")
+    if equals and flag.startswith("-") and value.startswith("/"):
+        return f"{flag}={_rewrite_path(image, value)}"
+    return _rewrite_path(image, arg)
 
 
 def _rewrite_path(image: LocalImage, part: str) -> str:

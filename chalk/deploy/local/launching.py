@@ -13,7 +13,7 @@ from typing import Final
 
 from chalk.catalog.records import LocalImage
 from chalk.catalog.specs import GroupSpec
-from chalk.deploy.local.image_runtime import image_argv, replica_env
+from chalk.deploy.local.image_runtime import image_argv, replica_args, replica_env
 from chalk.deploy.local.processes import substitute_port
 
 __all__ = ["LOOPBACK", "METRICS_PORT_ENV", "replica_argv", "replica_environment", "substitute_host"]
@@ -28,9 +28,10 @@ _INHERITED_ENV: Final = ("HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "USER", "LOGN
 
 
 def replica_argv(image: LocalImage, spec: GroupSpec, port: int) -> list[str]:
-    """The image's (or the group's) command, the group's port replaced by the replica's and,
-    for our runtime, its ``--host`` by loopback."""
-    return substitute_host(substitute_port(image_argv(image, spec.entrypoint), spec.port, port))
+    """The image's (or the group's) command, the group's port replaced by the replica's, its
+    image paths pointing into the snapshot and, for our runtime, its ``--host`` by loopback."""
+    argv = substitute_port(image_argv(image, spec.entrypoint), spec.port, port)
+    return substitute_host(replica_args(image, argv))
 
 
 def substitute_host(argv: Sequence[str]) -> list[str]:

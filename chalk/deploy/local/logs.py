@@ -16,7 +16,7 @@ from pathlib import Path
 
 from chalk.common.config import Project
 
-__all__ = ["logs_dir", "previous_log", "replica_log", "rotate", "tidy_logs"]
+__all__ = ["append_line", "logs_dir", "previous_log", "replica_log", "rotate", "tidy_logs"]
 
 
 def logs_dir(project: Project) -> Path:
@@ -38,6 +38,28 @@ def replica_log(logs_dir: Path, group: str, replica_id: str) -> Path:
 def previous_log(path: Path) -> Path:
     """Where ``rotate`` keeps the part of ``path`` it cut off: ``<name>.1``."""
     return path.with_name(f"{path.name}.1")
+
+
+def append_line(path: Path, line: str) -> None:
+    r"""Append ``line`` to the log at ``path`` on a line of its own (after a last line that a
+    killed writer left without its newline, too).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> log = Path(tempfile.mkdtemp()) / "replica.log"
+    >>> _ = log.write_text("killed mid-li")
+    >>> append_line(log, "--- restarted ---")
+    >>> log.read_text()
+    'killed mid-li\n--- restarted ---\n'
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as log:
+        ended = True
+        if log.seek(0, os.SEEK_END) > 0:
+            log.seek(-1, os.SEEK_END)
+            ended = log.read(1) == b"\n"
+        log.write(("" if ended else "\n").encode() + line.encode() + b"\n")
 
 
 def rotate(path: Path, *, max_bytes: int) -> bool:

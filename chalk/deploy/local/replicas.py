@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import signal
 from collections.abc import Callable
@@ -26,12 +27,13 @@ from chalk.deploy.local.gpus import GpuAllocator, gpu_environment
 from chalk.deploy.local.image_runtime import replica_cwd
 from chalk.deploy.local.launching import replica_argv, replica_environment
 from chalk.deploy.local.listeners import wildcard_listeners
-from chalk.deploy.local.logs import replica_log
+from chalk.deploy.local.logs import append_line, replica_log
 from chalk.deploy.local.plan import ReplicaView
 from chalk.deploy.local.probes import is_ready
 from chalk.deploy.local.processes import ReplicaHandle, free_port, launch, log_tail
 from chalk.deploy.local.proxy import GroupProxy
 from chalk.deploy.local.settings import ControllerSettings
+from chalk.deploy.log_lines import restart_line
 from chalk.deploy.states import ReplicaEvent, ReplicaState, next_replica_state
 
 __all__ = ["DEFAULT_GRACE_S", "Failure", "Replicas", "Slot", "TrackedGroup"]
@@ -157,6 +159,9 @@ class Replicas:
             interpreter_bin=self._settings.interpreter_bin,
         )
         env.update(gpu_env)
+        log_path = self.log_path(group.name, slot.replica_id)
+        if slot.restarts:
+            self._mark_restart(log_path, slot)
         try:
             handle = launch(
                 replica_id=slot.replica_id,
@@ -167,7 +172,7 @@ class Replicas:
                 cwd=replica_cwd(image),
                 port=port,
                 metrics_port=metrics_port,
-                log_path=self.log_path(group.name, slot.replica_id),
+                log_path=log_path,
             )
         except OSError as error:
             self._crashed(group, slot, f"cannot start {argv[0]!r}: {error.strerror or error}")
@@ -179,6 +184,12 @@ class Replicas:
         slot.move(ReplicaEvent.LAUNCHED)
         self.save_row(slot, handle)
         self.event(group, "Normal", "Started", f"replica {slot.replica_id} started on port {port}")
+
+    def _mark_restart(self, log_path: Path, slot: Slot) -> None:
+        """One line in the replica's log between its runs, so `chalk logs` shows the restart."""
+        at = dt.datetime.fromtimestamp(self._wall_clock(), dt.UTC)
+        with contextlib.suppress(OSError):  # the log is a help; the replica starts regardless
+            append_line(log_path, restart_line(at, slot.restarts, slot.last_exit_reason))
 
     def _gpu_env(self, spec: GroupSpec, slot: Slot) -> dict[str, str] | None:
         request = spec.resources.gpu_request
@@ -207,7 +218,8 @@ class Replicas:
                     slot.crash_streak = 0
                 slot.handle = None
                 slot.memory_bytes = None
-                self._crashed(group, slot, reason, log_tail(handle.log_path))
+                tail = log_tail(handle.log_path)
+                self._crashed(group, slot, reason, tail, endpoint=handle.endpoint)
                 continue
             handle.sample_cpu(now)
             rss = handle.rss_bytes()
@@ -223,7 +235,17 @@ class Replicas:
                     group, "Warning", "OOMKilled", f"replica {slot.replica_id} {handle.oom_reason}"
                 )
 
-    def _crashed(self, group: ScalingGroup, slot: Slot, reason: str, tail: str = "") -> None:
+    def _crashed(
+        self,
+        group: ScalingGroup,
+        slot: Slot,
+        reason: str,
+        tail: str = "",
+        *,
+        endpoint: str | None = None,
+    ) -> None:
+        """Record the replica's exit; its row keeps the ``endpoint`` it served at until it
+        restarts, so a caller whose connection it lost can learn its exit (``chalk.engine``)."""
         slot.move(ReplicaEvent.EXITED)
         slot.restarts += 1
         self._metrics.restarted(group.name)
@@ -248,6 +270,7 @@ class Replicas:
                 replica_id=slot.replica_id,
                 revision=slot.revision,
                 state=slot.state.value,
+                endpoint=endpoint,
                 restarts=slot.restarts,
                 last_exit_reason=reason + (f"\n{tail}" if tail else ""),
             )

@@ -31,8 +31,8 @@ from chalk.deploy.groups import (
     wait_until_serving,
 )
 from chalk.deploy.kubernetes.backend import KubernetesBackend
+from tests.deploy.kubernetes.helpers import chalk, kube_project, scaling_group
 from tests.deploy.kubernetes.helpers import is_absent as _absent
-from tests.deploy.kubernetes.helpers import kube_project, scaling_group
 from tests.deploy.kubernetes.helpers import read_object as _read
 from tests.support.kube import KubeCluster
 
@@ -493,6 +493,13 @@ def test_the_cli_runs_a_group_end_to_end(project: Project, kube: KubernetesBacke
     (row,) = yaml.safe_load(listed.stdout)
     assert (row["name"], row["status"], row["readyReplicas"]) == ("ner", "Ready", 2)
     assert row["url"] == f"https://{HOST}"
+    status = chalk(project.root, "status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    shown = yaml.safe_load(status.stdout)
+    assert shown["kubernetes"] == {"namespace": kube.placement.namespace}
+    assert [(g["name"], g["status"], g["readyReplicas"]) for g in shown["groups"]] == [
+        ("ner", "Ready", 2)
+    ]
     got = scaling_group(project.root, "get", "--name", "ner", "-o", "yaml")
     assert got.returncode == 0, got.stderr
     assert yaml.safe_load(got.stdout)["backend"] == "kubernetes"

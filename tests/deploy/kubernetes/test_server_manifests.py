@@ -145,7 +145,7 @@ def test_an_autoscaling_server_gets_an_hpa_and_keeps_its_live_count(
     ("fields", "message"),
     [
         ({"resources": ScalingGroupResourceRequest(gpu="1")}, "takes no GPU"),
-        ({"workers": 0}, "--workers must be at least 1"),
+        ({"workers": 0}, "--workers is out of range: expected 1 to 256"),
     ],
     ids=["gpu", "no-workers"],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import sys
 import urllib.error
@@ -18,6 +19,8 @@ from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.common.config import Project
 from chalk.deploy.groups import pin_image, update_group
+from chalk.engine.calls import ModelCaller
+from chalk.engine.errors import ModelTransportError
 from chalk.shim import RemoteCallClient
 from tests.deploy.local.conftest import (
     RunningController,
@@ -101,6 +104,52 @@ def test_a_killed_replica_comes_back(catalog: Catalog, project: Project, control
     assert any(e.reason == "BackOff" for e in catalog.state.events(group_id))
 
 
+KILLING_HANDLER = """
+import os
+
+
+def handler(event, context):
+    os._exit(3)  # as a native library's abort ends the process
+"""
+
+
+def test_a_handler_that_kills_its_replica_fails_the_call_naming_replica_and_exit_code(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    """DESIGN.md's failure table: the second death fails the call with the replica's exit."""
+    save_image(
+        catalog,
+        project,
+        "killer:latest",
+        files={"/app/model.py": KILLING_HANDLER},
+        entrypoint=("chalk-remote-call", "--handler", "model.handler", "--port", "8080"),
+        exposed_port=8080,
+    )
+    floats = pa.schema([("x", pa.float64())])
+    catalog.models.register("m", input_schema=floats, output_schema=floats, image="killer:latest")
+    two = AutoScalingSpec(min_replicas=2, max_replicas=2, shutdown_delay_seconds=2)
+    group_id = create(catalog, "killer", model_spec("killer:latest", scaling=two))
+    controller(backoff_initial_s=30.0)  # neither replica comes back while the call runs
+    ready_group(catalog, "killer", replicas=2)
+
+    with ModelCaller(catalog) as caller, pytest.raises(ModelTransportError) as raised:
+        caller.call_blocking(feature="t.y", name="model.killer", args=[pa.array([1.0])])
+
+    found = re.search(
+        r"^t\.y: catalog_call\('model\.killer'\): the model's handler crashed replica (\S+) "
+        r"\(exit code 3\) of scaling group 'killer' on rows 0-0, twice: at 127\.0\.0\.1:\d+: "
+        r"expected the handler to answer or raise; check its log with `chalk logs killer "
+        r"--replica (\S+)`$",
+        str(raised.value),
+    )
+    assert found is not None, str(raised.value)
+    replicas = {row.replica_id: row for row in catalog.state.replicas(group_id)}
+    assert found[1] == found[2]
+    assert found[1] in replicas
+    assert replicas[found[1]].last_exit_reason.startswith("exit code 3")
+    assert sorted(row.restarts for row in replicas.values()) == [1, 1]
+
+
 def test_a_crash_looping_image_shows_exit_code_and_log_tail(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
@@ -126,6 +175,9 @@ def test_a_crash_looping_image_shows_exit_code_and_log_tail(
     wait_for(lambda: catalog.state.replicas(group_id)[0].restarts >= 2, what="two restarts")
     [replica] = catalog.state.replicas(group_id)
     assert "model file is corrupt" in replica.last_exit_reason
+    # Its runs are one after another in its log, each restart marked with a line of its own.
+    log = (project.state_dir / "logs" / "crasher" / f"{replica.replica_id}.log").read_text()
+    assert re.search(r"^--- restarted at \S+Z \(restart 1; exit code 3\) ---$", log, re.M), log
     warnings = [e for e in catalog.state.events(group_id) if e.type == "Warning"]
     assert warnings
     assert "exit code 3" in warnings[-1].message
@@ -196,9 +248,12 @@ def test_an_update_rolls_to_the_new_revision(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
     model_image(catalog, project)
-    group_id = create(catalog, "doubler", model_spec(env={"FACTOR": "2"}))
-    controller()
+    # An autoscaling group: a roll carries its count over, which is no scaling decision.
+    scaling = AutoScalingSpec(min_replicas=1, max_replicas=3, shutdown_delay_seconds=2)
+    group_id = create(catalog, "doubler", model_spec(env={"FACTOR": "2"}, scaling=scaling))
+    running = controller()
     old = ready_group(catalog, "doubler")
+    decided = _decisions(running)
     [old_row] = catalog.state.replicas(group_id)
 
     spec = GroupSpec.from_dict(catalog.groups.get("doubler").spec)
@@ -212,6 +267,22 @@ def test_an_update_rolls_to_the_new_revision(
     assert call(group.endpoints[0].target, [1.0]) == [10.0]
     assert old_row.pid is not None
     wait_for(lambda: not alive(old_row.pid), what="the old replica to exit")
+    scaled = [e.message for e in catalog.state.events(group_id, limit=50) if e.reason == "Scaled"]
+    assert scaled == ["no replica measured yet: 0 -> 1 (clamped to min 1)"]
+    assert _decisions(running) == decided == 1.0
+    # Counters of a group have a sample from the first pass that sees it, not its first event.
+    registry = running.controller.metrics.registry
+    labels = {"group": "doubler"}
+    assert registry.get_sample_value("chalk_controller_replica_restarts_total", labels) == 0.0
+
+
+def _decisions(running: RunningController) -> float:
+    registry = running.controller.metrics.registry
+    total = registry.get_sample_value(
+        "chalk_controller_scaling_decisions_total",
+        {"group": "doubler", "direction": "up", "reason": "none"},
+    )
+    return total or 0.0
 
 
 def test_scaling_or_retagging_keeps_the_running_replicas(

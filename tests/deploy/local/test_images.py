@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import io
 import os
+import subprocess
+import sys
 import tarfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 
 from chalk.catalog.errors import ValidationError
 from chalk.catalog.records import LocalImage
+from chalk.catalog.specs import GroupSpec
 from chalk.deploy.local.images import (
     FROM_UNUSED,
     RUN_NOT_EXECUTED,
@@ -27,6 +30,7 @@ from chalk.deploy.local.images import (
     replica_env,
     rootfs_path,
 )
+from chalk.deploy.local.launching import replica_argv
 
 FILES = {
     "a.txt": "a\n",
@@ -652,3 +656,47 @@ def test_rootfs_path(path: str, expected: str) -> None:
     found = rootfs_path(image(snapshot_path="/s/rootfs", workdir="/work"), path)
 
     assert found == Path("/s/rootfs") / expected
+
+
+@pytest.mark.parametrize(
+    "entrypoint",
+    [
+        pytest.param(("python", "/app/hello.py"), id="absolute"),
+        pytest.param(("python", "hello.py"), id="relative_to_workdir"),
+        pytest.param(("python", "/app/../app/hello.py"), id="unnormalised"),
+    ],
+)
+def test_an_entrypoint_naming_an_image_path_runs_the_copied_file(
+    tmp_path: Path, entrypoint: tuple[str, ...]
+) -> None:
+    result = build(
+        tmp_path,
+        "FROM python:3.11\nWORKDIR /app\nCOPY hello.py /app/\n",
+        {"hello.py": "print('hello from the image')\n"},
+    )
+    spec = GroupSpec(image="hello:1", entrypoint=entrypoint)
+
+    argv = replica_argv(result.image, spec, port=8080)
+    ran = subprocess.run(
+        [sys.executable, *argv[1:]],
+        cwd=replica_cwd(result.image),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+    assert ran.stdout == "hello from the image\n", ran.stderr
+    assert argv[1] in ("hello.py", str(rootfs_path(result.image, "/app/hello.py")))
+
+
+def test_only_paths_that_exist_in_the_image_are_rewritten(tmp_path: Path) -> None:
+    result = build(tmp_path, "FROM python:3.11\nCOPY hello.py /app/\n", {"hello.py": ""})
+    spec = GroupSpec(
+        image="hello:1",
+        entrypoint=("/usr/bin/env", "python", "/app/hello.py", "--out=/app", "--log=/var/x"),
+    )
+
+    argv = replica_argv(result.image, spec, port=8080)
+
+    app = rootfs_path(result.image, "/app")
+    assert argv == ["/usr/bin/env", "python", f"{app}/hello.py", f"--out={app}", "--log=/var/x"]

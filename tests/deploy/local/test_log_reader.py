@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +19,8 @@ from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
 from chalk.deploy.groups import pin_image
 from chalk.deploy.local.log_reader import ReplicaLog, replica_logs
-from chalk.deploy.local.logs import replica_log, rotate
+from chalk.deploy.local.logs import previous_log, replica_log, rotate
+from chalk.deploy.log_lines import restart_line
 from chalk.deploy.logs import LogLine, LogQuery, UnknownReplicaError
 from tests.deploy.local.conftest import save_image
 from tests.support.log_follower import Follower
@@ -263,3 +266,180 @@ def test_following_one_replica_ends_when_it_leaves(
 
     assert follower.ended.wait(10)
     assert follower.seen == ["[web-b] b working"]
+
+
+def test_a_read_between_a_rotations_copy_and_its_emptying_reads_each_line_once(
+    logs_dir: Path,
+) -> None:
+    path = log_of(logs_dir, "web-a")
+    append(path, "line 0")
+    log = ReplicaLog("web-a", path)
+    first = log.read_existing()
+    append(path, "line 1", "line 2")
+    shutil.copyfile(path, previous_log(path))  # rotate's copy is done, its truncate not yet
+
+    during = log.read_new()
+    append(path, "line 3")  # written after the copy: lost to the truncate (as copytruncate)
+    os.truncate(path, 0)
+    append(path, "line 4")
+    after = log.read_new()
+
+    assert [line.text for line in first + during + after] == [
+        "line 0",
+        "line 1",
+        "line 2",
+        "line 4",
+    ]
+    assert log.read_new() == []
+
+
+def test_a_rotation_written_past_the_read_position_again_is_still_seen(logs_dir: Path) -> None:
+    path = log_of(logs_dir, "web-a")
+    append(path, "line 0")
+    log = ReplicaLog("web-a", path)
+    first = log.read_existing()
+    append(path, "line 1")
+    assert rotate(path, max_bytes=5)
+    append(path, "a much longer line 2, past where the reader was")
+
+    later = log.read_new()
+
+    assert [line.text for line in first + later] == [
+        "line 0",
+        "line 1",
+        "a much longer line 2, past where the reader was",
+    ]
+
+
+def test_reading_in_the_middle_of_a_rotation_reads_the_copy_once(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    path = log_of(logs_dir, "web-a")
+    append(path, "line 0", "line 1")
+    shutil.copyfile(path, previous_log(path))
+
+    assert read(catalog, group, logs_dir, replica="web-a") == ["[web-a] line 0", "[web-a] line 1"]
+
+
+def times_of(*texts: str, written_by: dt.datetime) -> list[dt.datetime]:
+    log = ReplicaLog("web-a", Path("unused"))
+    return [line.time for line in log._lines("".join(t + "\n" for t in texts).encode(), written_by)]
+
+
+def test_a_lines_own_time_is_kept_though_the_file_changed_earlier() -> None:
+    stamp = dt.datetime(2026, 5, 1, 12, 0, 0, 500_000, tzinfo=dt.UTC)
+    coarse_mtime = stamp - dt.timedelta(milliseconds=4)
+
+    assert times_of(stamped("serving", stamp), written_by=coarse_mtime) == [stamp]
+
+
+def test_an_old_date_printed_after_a_timed_line_is_not_the_lines_time() -> None:
+    fresh = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    read_at = fresh + dt.timedelta(seconds=5)
+
+    times = times_of(
+        stamped("starting", fresh),
+        "Traceback (most recent call last):",
+        "2020-01-01 00:00:00 row 17 of the input is bad",
+        written_by=read_at,
+    )
+
+    # The old date is words the program printed: both lines take the time the file changed.
+    assert times == [fresh, read_at, read_at]
+
+
+def test_an_untimed_line_is_never_earlier_than_the_timed_line_before_it() -> None:
+    later = dt.datetime(2026, 5, 1, 12, 0, 1, tzinfo=dt.UTC)
+    coarse_mtime = later - dt.timedelta(milliseconds=4)
+
+    times = times_of(stamped("serving", later), "plain after it", written_by=coarse_mtime)
+
+    assert times == [later, later]
+
+
+def test_a_leading_iso_time_not_older_than_the_line_before_is_its_time() -> None:
+    start = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    then = start + dt.timedelta(seconds=3)
+
+    times = times_of(
+        stamped("starting", start),
+        "plain",
+        f"{then:%Y-%m-%dT%H:%M:%S}Z GET / 200",
+        written_by=then + dt.timedelta(seconds=9),
+    )
+
+    assert times == [start, then, then]
+
+
+def test_the_controllers_restart_line_separates_runs_and_bounds_their_times() -> None:
+    restarted = dt.datetime(2026, 5, 1, 12, 0, tzinfo=dt.UTC)
+    now = restarted + dt.timedelta(seconds=2)
+
+    times = times_of(
+        "model file is corrupt",
+        restart_line(restarted, 1, "exit code 3"),
+        "2020-01-01 00:00:00 model file is corrupt",
+        written_by=now,
+    )
+
+    assert times == [restarted, restarted, now]
+
+
+def test_a_gone_replicas_kept_log_is_read_and_said_to_be_gone(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    append(log_of(logs_dir, "web-old"), "the real crash error")
+    notes: list[str] = []
+
+    lines = replica_logs(
+        catalog, group, logs_dir, LogQuery(replica="web-old", follow=True), note=notes.append
+    )
+
+    assert [line.text for line in lines] == ["the real crash error"]
+    assert notes == [
+        "replica 'web-old' of scaling group 'web' has gone; its log is kept in "
+        ".chalk/logs/web/ for a week"
+    ]
+
+
+def test_an_unknown_replica_lists_the_gone_ones_whose_logs_are_kept(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    append(log_of(logs_dir, "web-old"), "bye")
+
+    with pytest.raises(UnknownReplicaError, match=r"web-a, web-b; gone, their logs kept: web-old$"):
+        read(catalog, group, logs_dir, replica="web-z")
+
+
+def test_with_no_controller_and_no_replicas_the_kept_logs_print_and_following_ends(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    append(log_of(logs_dir, "web-a"), "@json a served")
+    append(log_of(logs_dir, "web-b"), "@json b served")
+    for replica_id in ("web-a", "web-b"):  # `chalk down` stopped them
+        catalog.state.remove_replica(group.id, replica_id)
+    notes: list[str] = []
+
+    lines = replica_logs(
+        catalog, group, logs_dir, LogQuery(follow=True), note=notes.append, controller_runs=False
+    )
+
+    assert [f"[{line.replica}] {message(line)}" for line in lines] == [
+        "[web-a] a served",
+        "[web-b] b served",
+    ]
+    [note] = notes
+    assert "runs no replicas now" in note
+    assert "`chalk up --detach`" in note
+
+
+def test_a_group_scaled_to_zero_says_it_runs_no_replicas(
+    catalog: Catalog, group: ScalingGroup, logs_dir: Path
+) -> None:
+    for replica_id in ("web-a", "web-b"):
+        catalog.state.remove_replica(group.id, replica_id)
+    notes: list[str] = []
+
+    lines = list(replica_logs(catalog, group, logs_dir, LogQuery(), note=notes.append))
+
+    assert (lines, notes) == ([], ["scaling group 'web' runs no replicas now"])

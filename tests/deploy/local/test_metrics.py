@@ -174,7 +174,8 @@ def test_get_and_top_show_each_replicas_load(
     assert re.fullmatch(r"\d+m/1000m \(\d+%\)", row["CPU"]), row
     assert re.fullmatch(r"\d+Mi/1024Mi \(\d+%\)", row["MEMORY"]), row
     assert "IN FLIGHT" in header
-    [group] = top
+    [group] = top["groups"]
+    assert top["controllerMetricsEndpoint"] == status["controller"]["metricsEndpoint"]
     [replica] = group["replicas"]
     assert (group["name"], replica["replica"], replica["inFlight"]) == (
         "slow",
@@ -182,6 +183,7 @@ def test_get_and_top_show_each_replicas_load(
         1,
     )
     assert replica["metricsEndpoint"] == endpoint
+    assert type(replica["inFlight"]) is int  # as the table shows it: "1", never 1.0
     assert replica["memoryBytes"] > 0
     assert replica["memoryLimitBytes"] == 2**30
     assert replica["cpuMillicores"] is not None
