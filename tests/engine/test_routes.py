@@ -11,6 +11,7 @@ import pytest
 
 from chalk.catalog import Route
 from chalk.catalog.errors import UnknownGroupError
+from chalk.catalog.records import Replica
 from chalk.engine.routes import RouteCache
 
 
@@ -31,6 +32,9 @@ class _SlowResolver:
         if self.fails:
             raise UnknownGroupError(f"cannot call {name!r}: there is no scaling group named 'x'")
         return cast(Route, ("route of", name))
+
+    def replica_at(self, group: str, endpoint: str) -> Replica | None:
+        return None
 
 
 async def _resolve_many(cache: RouteCache, calls: int) -> list[Any]:
