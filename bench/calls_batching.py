@@ -13,11 +13,15 @@ blocks alternating off/on/on/off:
 - **64 threads.** Every thread queries in a loop for the block's length: queries/s, p99 of a
   query's wall time, and model calls per query (the runtime's calls counter over the queries).
   Targets: model calls per query with batching at most 0.2, queries/s at least 3x off's.
+  Beside them, the CPU each query cost this process (every thread: the client) and the
+  runtime (read from ``/proc``), which say which of the two bounds each side.
 - **Lone query.** One thread, one query after another: p50. Guard: on's within 5% of off's.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import statistics
 import threading
 import time
@@ -91,6 +95,15 @@ class CallsBench:
     def calls_served(self) -> int:
         return int(self.runtime.metric(CALLS_METRIC))
 
+    def runtime_cpu_s(self) -> float:
+        """The runtime process's CPU seconds so far (user and system); NaN without ``/proc``."""
+        try:
+            stat = Path(f"/proc/{self.runtime.process.pid}/stat").read_text()
+        except OSError:
+            return math.nan
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 @dataclass(frozen=True, slots=True)
 class Figure:
@@ -118,6 +131,8 @@ class Load:
     seconds: float = 0.0
     calls: int = 0
     latencies_s: list[float] = field(default_factory=list)
+    client_cpu_s: float = 0.0
+    runtime_cpu_s: float = 0.0
 
 
 def _query(client: ChalkClient, side: type[Any], index: int) -> None:
@@ -145,6 +160,7 @@ def _load_block(bench: CallsBench, side: type[Any], seconds: float, into: Load) 
             into.latencies_s.extend(mine)
 
     calls_before = bench.calls_served()
+    client_cpu, runtime_cpu = time.process_time(), bench.runtime_cpu_s()
     with ThreadPoolExecutor(THREADS) as pool:
         futures = [pool.submit(worker, thread) for thread in range(THREADS)]
         until = time.perf_counter() + seconds
@@ -154,6 +170,8 @@ def _load_block(bench: CallsBench, side: type[Any], seconds: float, into: Load) 
             future.result()
         into.seconds += time.perf_counter() - began
     into.calls += bench.calls_served() - calls_before
+    into.client_cpu_s += time.process_time() - client_cpu
+    into.runtime_cpu_s += bench.runtime_cpu_s() - runtime_cpu
     into.queries = len(into.latencies_s)
 
 
@@ -222,6 +240,18 @@ def measure_batching(
             "ms",
             _percentile_ms(off.latencies_s, 99),
             _percentile_ms(on.latencies_s, 99),
+        ),
+        Figure(
+            "client CPU per query, 64 threads",
+            "ms",
+            off.client_cpu_s / off.queries * 1e3,
+            on.client_cpu_s / on.queries * 1e3,
+        ),
+        Figure(
+            "runtime CPU per query, 64 threads",
+            "ms",
+            off.runtime_cpu_s / off.queries * 1e3,
+            on.runtime_cpu_s / on.queries * 1e3,
         ),
         Figure(
             "lone query p50",

@@ -150,10 +150,14 @@ class GroupQueue:
         self.in_flight = 0
         self.held = 0
         self._parts: deque[_Part] = deque()
+        # The queued parts' rows and bytes together (``_more_than_limits`` on every pump).
+        self._queued_rows = 0
+        self._queued_bytes = 0
         self._slots = slots
         self._send = send
         self._limits = limits
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -178,7 +182,7 @@ class GroupQueue:
             future.set_result(Sent(None))
             return future
         now = loop.time()
-        self._parts.append(_Part(call, chunk, exclude, future, now, now + deadline_s))
+        self._enqueue(_Part(call, chunk, exclude, future, now, now + deadline_s))
         self.pump()
         return future
 
@@ -192,8 +196,18 @@ class GroupQueue:
         """Forget the queued part of ``future`` (its call ended); one in flight runs on."""
         for part in self._parts:
             if part.future is future:
-                self._parts.remove(part)
+                self._dequeue(part)
                 return
+
+    def _enqueue(self, part: _Part) -> None:
+        self._parts.append(part)
+        self._queued_rows += part.chunk.batch.num_rows
+        self._queued_bytes += part.chunk.batch.nbytes
+
+    def _dequeue(self, part: _Part) -> None:
+        self._parts.remove(part)
+        self._queued_rows -= part.chunk.batch.num_rows
+        self._queued_bytes -= part.chunk.batch.nbytes
 
     def pump(self) -> None:
         """Send what may go now; wake again when the next queued chunk's delay or deadline
@@ -210,13 +224,13 @@ class GroupQueue:
         leave with ``QueueDeadline``; parts no endpoint may take any more with ``Sent(None)``."""
         for part in list(self._parts):
             if part.call.ended:
-                self._parts.remove(part)
+                self._dequeue(part)
                 part.future.cancel()
             elif part.deadline_at <= now:
-                self._parts.remove(part)
+                self._dequeue(part)
                 part.future.set_exception(QueueDeadline(now - part.queued_at))
             elif not _allowed(self.endpoints, part.exclude):
-                self._parts.remove(part)
+                self._dequeue(part)
                 part.future.set_result(Sent(None))
 
     def _send_to_free_slots(self, now: float) -> None:
@@ -250,25 +264,26 @@ class GroupQueue:
 
     def _more_than_limits(self) -> bool:
         """Whether the queued parts together exceed the row or byte limit of one chunk."""
-        rows = nbytes = 0
-        for part in self._parts:
-            rows += part.chunk.batch.num_rows
-            nbytes += part.chunk.batch.nbytes
-            if rows > self._limits.max_rows or nbytes > self._limits.max_bytes:
-                return True
-        return False
+        return (
+            self._queued_rows > self._limits.max_rows or self._queued_bytes > self._limits.max_bytes
+        )
 
     def _wake_at(self, loop: asyncio.AbstractEventLoop) -> None:
+        when: float | None = None
+        if self._parts:
+            when = min(part.deadline_at for part in self._parts)
+            idle = [part.queued_at for part in self._parts if not part.call.in_flight]
+            if idle:
+                when = min(when, min(idle) + self.max_delay_s)
         if self._timer is not None:
+            # A pending timer for the same moment stays (a pump per queued chunk otherwise
+            # cancels and makes one each time).
+            if when == self._timer_at and when > loop.time():
+                return
             self._timer.cancel()
             self._timer = None
-        if not self._parts:
-            return
-        when = min(part.deadline_at for part in self._parts)
-        idle = [part.queued_at for part in self._parts if not part.call.in_flight]
-        if idle:
-            when = min(when, min(idle) + self.max_delay_s)
-        self._timer = loop.call_at(when, self.pump)
+        if when is not None:
+            self._timer, self._timer_at = loop.call_at(when, self.pump), when
 
     def _merged(self, first: _Part, endpoint: Endpoint) -> list[_Part]:
         """``first`` and the queued parts that may ride with it to ``endpoint``, in queue
@@ -312,7 +327,7 @@ class GroupQueue:
         self, endpoint: Endpoint, merged: list[_Part], now: float, reason: LeaveReason
     ) -> None:
         for part in merged:
-            self._parts.remove(part)
+            self._dequeue(part)
             part.launched = True
             part.call.in_flight += 1
         self._slots.take(endpoint.target)
@@ -353,6 +368,8 @@ class GroupQueue:
 
 
 def _allowed(endpoints: tuple[Endpoint, ...], exclude: frozenset[str]) -> bool:
+    if not exclude:  # the common case, checked for every queued chunk on every pump
+        return bool(endpoints)
     return any(endpoint.target not in exclude for endpoint in endpoints)
 
 

@@ -38,7 +38,9 @@ class Resolver(Protocol):
 class RouteCache:
     """Routes by ``catalog_call`` name, each with when it was read, reused for ``ROUTE_TTL_S``.
 
-    Resolving reads the database (~0.5 ms, and a thread hop) on every call otherwise. A call
+    Resolving reads the database (~0.5 ms, and a thread hop) on every call otherwise. Calls
+    that find a route expired share one read of it: under 64 concurrent queries, each starting
+    its own read made about one read per ten queries (bench/README.md, "Batching"). A call
     that finds an endpoint gone resolves afresh (``endpoints_again``), so a stale route costs
     one retry at most.
     """
@@ -46,6 +48,8 @@ class RouteCache:
     def __init__(self, catalog: Resolver) -> None:
         self._catalog = catalog
         self._routes: dict[str, tuple[Route, float]] = {}
+        # The read of a route in progress, by name, for the calls that found it expired.
+        self._reads: dict[str, asyncio.Task[tuple[Route, float]]] = {}
 
     async def resolve(self, feature: str, name: str) -> tuple[Route, float]:
         """The route of ``name`` for a new call of ``feature``, and when it was read.
@@ -54,17 +58,35 @@ class RouteCache:
         prefix.
         """
         cached = self._routes.get(name)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < ROUTE_TTL_S:
+        if cached is not None and time.monotonic() - cached[1] < ROUTE_TTL_S:
             return cached
+        read = self._reads.get(name)
+        if read is None:
+            read = asyncio.get_running_loop().create_task(self._read(name))
+            self._reads[name] = read
+            read.add_done_callback(lambda done: self._read_done(name, done))
+        try:
+            # Shielded: a call cancelled while waiting leaves the read to the others.
+            return await asyncio.shield(read)
+        except ResolveError as error:
+            raise type(error)(f"{feature}: {error}") from None
+
+    async def _read(self, name: str) -> tuple[Route, float]:
+        now = time.monotonic()
         try:
             # The catalog reads a database: off the loop, which serves every call of the process.
             route = await asyncio.to_thread(self._catalog.resolve, name)
-        except ResolveError as error:
+        except ResolveError:
             self._routes.pop(name, None)
-            raise type(error)(f"{feature}: {error}") from None
+            raise
         self._routes[name] = (route, now)
         return route, now
+
+    def _read_done(self, name: str, read: asyncio.Task[tuple[Route, float]]) -> None:
+        if self._reads.get(name) is read:
+            del self._reads[name]
+        if not read.cancelled():
+            read.exception()  # retrieved: every waiter may have been cancelled
 
     async def endpoints_again(self, call: ModelCall) -> tuple[Endpoint, ...]:
         """The group's endpoints now: replicas come and go while a call runs."""
