@@ -23,7 +23,7 @@ from chalk import functions as F
 from chalk.catalog import open_catalog
 from chalk.client import ChalkClient
 from chalk.common.config import load_project
-from chalk.features import _, features, graph_of
+from chalk.features import ClassDef, FeatureDef, FeatureGraph, _, features, graph_of
 from chalk.scaling import AutoScalingSpec
 from tests.support.runtime_process import free_port
 
@@ -247,6 +247,24 @@ def server(project: Path) -> Iterator[Server]:
     running = start_server(project)
     yield running
     running.stop()
+
+
+def reading_with_loud_redefined() -> FeatureGraph:
+    """Reading as a client would define it if its `loud` differed from the applied one."""
+    applied = graph_of([Reading])
+    return FeatureGraph.from_classes(
+        [
+            ClassDef(
+                "Reading",
+                "reading",
+                tuple(
+                    FeatureDef("reading", f.name, f.arrow_type, f.nullable, f.primary,
+                               "lower(_.name)" if f.name == "loud" else f.expression)
+                    for f in applied.classes[0].features
+                ),
+            )
+        ]
+    )  # fmt: skip
 
 
 def query_body(outputs: Sequence[str] = OUTPUTS, **inputs: object) -> dict[str, object]:

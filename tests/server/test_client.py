@@ -17,8 +17,8 @@ from chalk.client_http import ApiServerClient, ApiServerError, FeatureMismatchEr
 from chalk.common.errors import ConfigError
 from chalk.engine.errors import ModelCallError
 from chalk.engine.query import QueryError
-from chalk.features import ClassDef, FeatureDef, FeatureGraph, graph_of
-from tests.server.conftest import OUTPUTS, ROW, Reading, Server
+from chalk.features import ClassDef, FeatureDef, FeatureGraph
+from tests.server.conftest import OUTPUTS, ROW, Reading, Server, reading_with_loud_redefined
 from tests.support.runtime_process import free_port
 
 
@@ -81,20 +81,7 @@ def test_the_api_server_comes_from_the_environment(
 
 
 def test_a_feature_defined_differently_on_the_server_is_a_409_naming_it(server: Server) -> None:
-    applied = graph_of([Reading])
-    changed = FeatureGraph.from_classes(
-        [
-            ClassDef(
-                "Reading",
-                "reading",
-                tuple(
-                    FeatureDef("reading", f.name, f.arrow_type, f.nullable, f.primary,
-                               "lower(_.name)" if f.name == "loud" else f.expression)
-                    for f in applied.classes[0].features
-                ),
-            )
-        ]
-    )  # fmt: skip
+    changed = reading_with_loud_redefined()
     client = ApiServerClient(server.url)
     try:
         with pytest.raises(FeatureMismatchError, match=r"reading\.loud is defined differently"):

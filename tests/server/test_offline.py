@@ -21,10 +21,17 @@ from chalk.client import ChalkClient
 from chalk.client_http import ApiServerClient, FeatureMismatchError
 from chalk.engine.errors import ModelCallError
 from chalk.engine.query import QueryError
-from chalk.features import ClassDef, FeatureDef, FeatureGraph, graph_of
+from chalk.features import graph_of
 from chalk.features.wire import ARROW_STREAM, FINGERPRINTS_HEADER, MODEL_CALLS_HEADER
 from tests.deploy.local.conftest import alive, wait_for
-from tests.server.conftest import OUTPUTS, Reading, Server, replica_pids, start_server
+from tests.server.conftest import (
+    OUTPUTS,
+    Reading,
+    Server,
+    reading_with_loud_redefined,
+    replica_pids,
+    start_server,
+)
 
 MILLION = 1_000_000
 
@@ -285,20 +292,7 @@ def test_errors_are_the_in_process_ones(
 
 
 def test_a_feature_defined_differently_is_a_409_naming_it(server: Server) -> None:
-    applied = graph_of([Reading])
-    changed = FeatureGraph.from_classes(
-        [
-            ClassDef(
-                "Reading",
-                "reading",
-                tuple(
-                    FeatureDef("reading", f.name, f.arrow_type, f.nullable, f.primary,
-                               "lower(_.name)" if f.name == "loud" else f.expression)
-                    for f in applied.classes[0].features
-                ),
-            )
-        ]
-    )  # fmt: skip
+    changed = reading_with_loud_redefined()
     client = ApiServerClient(server.url)
     try:
         with pytest.raises(FeatureMismatchError, match=r"reading\.loud is defined differently"):
