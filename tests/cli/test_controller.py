@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from chalk.cli import main
+from tests.support.cli import run_chalk
 
 
 @pytest.fixture
@@ -23,13 +23,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _chalk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ended:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return int(ended.value.code or 0), captured.out, captured.err
-
-
 @pytest.mark.parametrize(
     ("argv", "verb"),
     [(["up", "--detach"], "start"), (["up"], "start"), (["down"], "stop")],
@@ -38,7 +31,7 @@ def _chalk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, st
 def test_up_and_down_refuse_a_kubernetes_project(
     project: Path, capsys: pytest.CaptureFixture[str], argv: list[str], verb: str
 ) -> None:
-    code, out, err = _chalk(capsys, *argv)
+    code, out, err = run_chalk(capsys, *argv)
     assert (code, out) == (1, "")
     assert err == (
         f"error: {project / 'chalk.yaml'}: this project runs on Kubernetes (backend: "
@@ -51,8 +44,8 @@ def test_up_and_down_refuse_a_kubernetes_project(
 def test_status_names_the_namespace_not_a_local_controller(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _chalk(capsys, "status")
+    code, out, err = run_chalk(capsys, "status")
     assert (code, out, err) == (0, "backend: Kubernetes (namespace ml); no local controller\n", "")
-    code, out, _err = _chalk(capsys, "status", "-o", "json")
+    code, out, _err = run_chalk(capsys, "status", "-o", "json")
     assert code == 0
     assert json.loads(out) == {"kubernetes": {"namespace": "ml"}, "groups": []}

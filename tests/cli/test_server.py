@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from chalk.cli import main
+from tests.support.cli import run_chalk
 
 IMAGE = "ghcr.io/acme/features:1"
 CATALOG_URL = "postgresql://chalk:pw@db.infra:5432/chalk"
@@ -32,13 +32,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
-def _chalk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as ended:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return int(ended.value.code or 0), captured.out, captured.err
-
-
 def _by_kind(text: str) -> dict[str, dict[str, Any]]:
     return {obj["kind"]: obj for obj in yaml.safe_load_all(text)}
 
@@ -47,7 +40,7 @@ def test_dry_run_prints_the_objects_with_the_secret_hidden(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flags = ["--min-replicas", "2", "--max-replicas", "5", "--cpu", "1", "--memory", "2Gi"]
-    code, out, err = _chalk(capsys, "server", "deploy", "--image", IMAGE, *flags, "--dry-run")
+    code, out, err = run_chalk(capsys, "server", "deploy", "--image", IMAGE, *flags, "--dry-run")
     assert (code, err) == (0, "")
     objects = _by_kind(out)
     assert list(objects) == ["Secret", "Deployment", "Service", "HorizontalPodAutoscaler"]
@@ -65,7 +58,7 @@ def test_dry_run_with_an_existing_secret_writes_none(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["server", "deploy", "--image", IMAGE, "--existing-secret", "mine", "--dry-run"]
-    code, out, _err = _chalk(capsys, *argv, "-o", "json")
+    code, out, _err = run_chalk(capsys, *argv, "-o", "json")
     assert code == 0
     objects = {obj["kind"]: obj for obj in yaml.safe_load(out)["items"]}
     assert list(objects) == ["Deployment", "Service"]
@@ -124,7 +117,7 @@ def test_dry_run_with_an_existing_secret_writes_none(
 def test_bad_input_is_one_line_naming_the_flag(
     project: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
-    code, out, err = _chalk(capsys, "server", "deploy", *flags, "--dry-run")
+    code, out, err = run_chalk(capsys, "server", "deploy", *flags, "--dry-run")
     assert (code, out) == (1, "")
     assert err.startswith("error: ")
     assert err.count("\n") == 1
@@ -135,7 +128,7 @@ def test_a_local_project_is_pointed_to_chalk_serve(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (project / "chalk.yaml").write_text("project: demo\n")
-    code, _out, err = _chalk(capsys, "server", "get")
+    code, _out, err = run_chalk(capsys, "server", "get")
     assert code == 1
     assert "expected 'backend: kubernetes'" in err
     assert "chalk serve" in err
@@ -144,7 +137,7 @@ def test_a_local_project_is_pointed_to_chalk_serve(
 def test_a_missing_kubeconfig_is_named_without_a_context_nobody_set(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = _chalk(capsys, "server", "get")
+    code, out, err = run_chalk(capsys, "server", "get")
     assert (code, out) == (1, "")
     assert err.count("\n") == 1
     assert f"no kubeconfig at {project / 'no-kubeconfig'} (KUBECONFIG)" in err
@@ -179,7 +172,7 @@ def test_a_malformed_kubeconfig_is_one_line_naming_it(
 ) -> None:
     monkeypatch.setenv("CHALK_CATALOG_URL", f"sqlite:///{project / 'catalog.db'}")
     (project / "no-kubeconfig").write_text(text)
-    code, out, err = _chalk(capsys, *argv)
+    code, out, err = run_chalk(capsys, *argv)
     assert (code, out) == (1, "")
     assert err.startswith(f"error: {project / 'chalk.yaml'}: cannot load the kubeconfig ")
     assert err.count("\n") == 1
@@ -199,7 +192,7 @@ def test_an_unreachable_api_server_is_one_line_naming_it_and_the_cause(
         "current-context": "x",
     }
     (project / "no-kubeconfig").write_text(yaml.safe_dump(kubeconfig))
-    code, out, err = _chalk(capsys, "server", "get")
+    code, out, err = run_chalk(capsys, "server", "get")
     assert (code, out) == (1, "")
     assert err == (
         "error: cannot reach the Kubernetes API server at http://127.0.0.1:1: connection refused\n"

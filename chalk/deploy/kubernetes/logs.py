@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 
 from chalk.common.config import Project
 from chalk.deploy.errors import DeployError
+from chalk.deploy.kubernetes.backend import unreachable_cause
 from chalk.deploy.kubernetes.manifests import selector_labels
 from chalk.deploy.log_lines import LogLine, LogQuery, check_replica, line_time, merge_in_time
 
@@ -239,7 +240,8 @@ def _open_log(
         ) from None
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise DeployError(
-            f"cannot reach the Kubernetes API server for the log of replica {pod!r}: {error}"
+            f"cannot reach the Kubernetes API server for the log of replica {pod!r}: "
+            f"{unreachable_cause(error)}"
         ) from None
 
 
@@ -260,7 +262,7 @@ def _pod_names(core: kube_client.CoreV1Api, namespace: str, group: str) -> set[s
     except (urllib3.exceptions.HTTPError, OSError) as error:
         raise DeployError(
             f"cannot reach the Kubernetes API server to list the pods of scaling group "
-            f"{group!r}: {error}"
+            f"{group!r}: {unreachable_cause(error)}"
         ) from None
     return {pod.metadata.name for pod in pods.items if pod.metadata and pod.metadata.name}
 

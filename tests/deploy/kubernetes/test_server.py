@@ -19,13 +19,13 @@ from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.errors import ConflictError, NotFoundError, UnreachableGroupError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
-from chalk.cli import main
 from chalk.common.config import Project, load_project
 from chalk.deploy.errors import DeployError
 from chalk.deploy.groups import create_group
 from chalk.deploy.kubernetes.backend import KubernetesBackend
 from chalk.deploy.kubernetes.server import KubernetesServer, ServerSecret, ServerSpec
 from tests.deploy.kubernetes.helpers import is_absent, kube_project, read_object
+from tests.support.cli import run_chalk
 from tests.support.kube import KubeCluster
 
 pytestmark = pytest.mark.kube
@@ -214,37 +214,29 @@ def test_a_group_made_from_a_laptop_is_reached_from_inside_the_cluster(
         catalog.resolve("model.ner")
 
 
-def _chalk(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """``chalk ARGV`` in this process (the project's directory is the working one)."""
-    with pytest.raises(SystemExit) as ended:
-        main(list(argv))
-    captured = capsys.readouterr()
-    return int(ended.value.code or 0), captured.out, captured.err
-
-
 def test_the_cli_deploys_gets_and_deletes_the_server(
     project: Project, kube: KubernetesBackend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     flags = ["--image", IMAGE, "--min-replicas", "1", "--max-replicas", "2"]
-    code, out, err = _chalk(capsys, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
+    code, out, err = run_chalk(capsys, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
     assert code == 0, err
     namespace = kube.placement.namespace
     assert f"{NAME}.{namespace}.svc.cluster.local" in out
     assert "a new token" in out
     token = KubernetesServer(kube).current_token(NAME)
-    code, out, err = _chalk(capsys, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
+    code, out, err = run_chalk(capsys, "server", "deploy", *flags, "--catalog-url", CATALOG_URL)
     assert code == 0, err
     assert "its token kept" in out
     assert KubernetesServer(kube).current_token(NAME) == token
-    code, out, err = _chalk(capsys, "server", "get", "-o", "json")
+    code, out, err = run_chalk(capsys, "server", "get", "-o", "json")
     assert code == 0, err
     document = yaml.safe_load(out)
     assert (document["image"], document["minReplicas"], document["maxReplicas"]) == (IMAGE, 1, 2)
     assert (document["desiredReplicas"], document["readyReplicas"]) == (1, 0)
-    code, out, err = _chalk(capsys, "server", "delete")
+    code, out, err = run_chalk(capsys, "server", "delete")
     assert code == 0, err
     assert all(is_absent(kube, v, kind, NAME) for v, kind in _kinds(kube))
-    code, out, err = _chalk(capsys, "server", "get")
+    code, out, err = run_chalk(capsys, "server", "get")
     assert (code, out) == (1, "")
     assert err == (
         f"error: no feature server named '{NAME}' in namespace {namespace}: deploy one with "
