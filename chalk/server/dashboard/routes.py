@@ -134,6 +134,7 @@ class Dashboard:
         return self._election.read()
 
     def live(self) -> Live:
+        """What the series know now (another worker's snapshot may be read: call on a thread)."""
         if self.project.config.backend == "kubernetes":
             if self._prometheus is None:
                 return Live("none", NO_PROMETHEUS_NOTE)
@@ -166,14 +167,14 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
     """The ``/api/dashboard/*`` routes; ``wrap`` gives each its error shape and metrics."""
 
     async def overview(_request: Request) -> Response:
-        live = dashboard.live()
+        live = await run_in_threadpool(dashboard.live)
         return _json(
             await run_in_threadpool(overview_document, dashboard.project, dashboard.catalog, live)
         )
 
     async def group(request: Request) -> Response:
         name = request.path_params["name"]
-        live = dashboard.live()
+        live = await run_in_threadpool(dashboard.live)
         return _json(await run_in_threadpool(_group, dashboard, name, live))
 
     async def series(request: Request) -> Response:
