@@ -182,9 +182,38 @@ class GroupQueue:
             future.set_result(Sent(None))
             return future
         now = loop.time()
-        self._enqueue(_Part(call, chunk, exclude, future, now, now + deadline_s))
-        self.pump()
+        part = _Part(call, chunk, exclude, future, now, now + deadline_s)
+        self._enqueue(part)
+        if self._may_leave_now(part):
+            self.pump()
+        else:
+            # Nothing may leave before the timer (no free slot, nothing past its delay): one
+            # pump per model call instead of one per chunk queued (each scans the whole queue).
+            self._wake_for(loop, part)
         return future
+
+    def _may_leave_now(self, part: _Part) -> bool:
+        """Whether a pump right after ``part`` was queued could send anything: the queue was
+        empty, a slot is free, ``part`` is past its delay already, or the queue holds enough
+        rows to fill a merged chunk. Otherwise the last pump's verdict on the others stands
+        and the timer sends them."""
+        head = self._parts[0]
+        return (
+            head is part
+            or self.max_delay_s <= 0
+            or self._more_than_limits()
+            or self._slots.pick(_usable(self.endpoints, head), under_limit=True) is not None
+        )
+
+    def _wake_for(self, loop: asyncio.AbstractEventLoop, part: _Part) -> None:
+        """The timer, moved earlier if ``part``'s delay or deadline comes before it."""
+        when = part.deadline_at
+        if not part.call.in_flight:
+            when = min(when, part.queued_at + self.max_delay_s)
+        if self._timer is None or when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(when, self.pump), when
 
     def set_endpoints(self, endpoints: tuple[Endpoint, ...]) -> None:
         """The group's endpoints as last read; queued chunks may go to new ones at once."""

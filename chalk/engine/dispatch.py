@@ -15,7 +15,7 @@ from typing import Final
 
 import pyarrow as pa
 
-from chalk.catalog.records import Endpoint
+from chalk.catalog.records import Endpoint, Route
 from chalk.common.backoff import capped_backoff
 from chalk.engine.batching import (
     DEFAULT_BATCH_MAX_DELAY_S,
@@ -112,6 +112,8 @@ class Dispatcher:
         self._batch_max_delay_s = batch_max_delay_s
         self._slots = EndpointSlots(max_in_flight_per_endpoint)
         self.queues: dict[str, GroupQueue] = {}
+        # Per group, the route its queue's endpoints were last set from, and those endpoints.
+        self._routes_set: dict[str, tuple[Route, tuple[Endpoint, ...]]] = {}
 
     async def send_all(self, call: ModelCall) -> None:
         """Send ``call``'s pending chunks until each has its answer; the first error ends it."""
@@ -197,9 +199,15 @@ class Dispatcher:
                 route.group, self._slots, self._send_batch, self._limits, self._batch_max_delay_s
             )
             self.queues[route.group] = queue
+        seen = self._routes_set.get(route.group)
+        if seen is not None and seen[0] is route and seen[1] is queue.endpoints:
+            # Set from this very route (a cached route is the same object) and not changed
+            # since by a retry's fresher read: nothing to do again for every call.
+            return queue
         if route.batch_max_delay_s is not None:
             queue.max_delay_s = route.batch_max_delay_s
         queue.set_endpoints(tuple(dict.fromkeys(route.endpoints)))
+        self._routes_set[route.group] = (route, queue.endpoints)
         return queue
 
     async def _send_into_results(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> None:
