@@ -18,6 +18,12 @@ from typing import Final, Literal
 import pyarrow as pa
 
 from chalk.catalog.records import Endpoint
+from chalk.engine.addresses import (
+    DNS_RECOUNT_S,
+    CountAddresses,
+    count_addresses,
+    dns_host_port,
+)
 from chalk.engine.chunking import ChunkLimits
 from chalk.engine.model_call import Chunk, ModelCall
 
@@ -86,28 +92,69 @@ class _Part:
 class EndpointSlots:
     """In-flight model calls per endpoint target, shared by every group queue of a process.
 
-    ``limit`` calls per target take free slots; a queued chunk past its group's maximum delay
-    may go over it (``GroupQueue``). A ``dns:///`` target counts as one endpoint: the
-    addresses behind it are gRPC's to pick (round_robin), not ours.
+    ``limit`` calls per address take free slots; a queued chunk past its group's maximum
+    delay may go over them (``GroupQueue``). A ``dns:///`` target (a headless Service: gRPC
+    spreads its calls over the addresses, round_robin) has ``limit`` slots per address it
+    resolves to, counted by ``count`` (``watch``; one until the first count answers) and
+    again every ``DNS_RECOUNT_S``.
     """
 
     limit: int
     in_flight: dict[str, int] = field(default_factory=dict)
+    # Addresses behind each dns:/// target, as last counted (every other target has one).
+    widths: dict[str, int] = field(default_factory=dict)
+    count: CountAddresses = field(default=count_addresses)
+    _counted_at: dict[str, float] = field(default_factory=dict)
+    _counts: set[asyncio.Task[None]] = field(default_factory=set)
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     def pick(self, endpoints: tuple[Endpoint, ...], *, under_limit: bool) -> Endpoint | None:
-        """The least busy of ``endpoints`` (ties taken in turn); with ``under_limit``, only
-        one with a free slot."""
+        """The least busy of ``endpoints`` per address (ties taken in turn); with
+        ``under_limit``, only one with a free slot."""
         if not endpoints:
             return None
         start = next(self._turn) % len(endpoints)
         best: Endpoint | None = None
-        best_load = self.limit if under_limit else None
+        best_share = 0.0
         for endpoint in endpoints[start:] + endpoints[:start]:
             load = self.in_flight.get(endpoint.target, 0)
-            if best_load is None or load < best_load:
-                best, best_load = endpoint, load
+            width = self.widths.get(endpoint.target, 1)
+            if under_limit and load >= self.limit * width:
+                continue
+            share = load / width
+            if best is None or share < best_share:
+                best, best_share = endpoint, share
         return best
+
+    def watch(self, endpoints: tuple[Endpoint, ...], changed: Callable[[], None]) -> None:
+        """Count the addresses behind each ``dns:///`` target of ``endpoints`` not counted
+        within ``DNS_RECOUNT_S`` (on the running loop, in the background); ``changed`` runs
+        when a count changed."""
+        now = time.monotonic()
+        for endpoint in endpoints:
+            host_port = dns_host_port(endpoint.target)
+            if host_port is None:
+                continue
+            counted_at = self._counted_at.get(endpoint.target)
+            if counted_at is not None and now - counted_at < DNS_RECOUNT_S:
+                continue
+            self._counted_at[endpoint.target] = now
+            task = asyncio.get_running_loop().create_task(
+                self._recount(endpoint.target, host_port, changed)
+            )
+            self._counts.add(task)
+            task.add_done_callback(self._counts.discard)
+
+    async def _recount(
+        self, target: str, host_port: tuple[str, int], changed: Callable[[], None]
+    ) -> None:
+        try:
+            addresses = await self.count(*host_port)
+        except OSError:
+            return  # the last count stands; gRPC's own resolution reports what is wrong
+        if addresses >= 1 and addresses != self.widths.get(target, 1):
+            self.widths[target] = addresses
+            changed()
 
     def take(self, target: str) -> None:
         self.in_flight[target] = self.in_flight.get(target, 0) + 1

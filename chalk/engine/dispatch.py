@@ -208,6 +208,7 @@ class Dispatcher:
             queue.max_delay_s = route.batch_max_delay_s
         queue.set_endpoints(tuple(dict.fromkeys(route.endpoints)))
         self._routes_set[route.group] = (route, queue.endpoints)
+        self._slots.watch(queue.endpoints, queue.pump)
         return queue
 
     async def _send_into_results(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> None:
