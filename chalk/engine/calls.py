@@ -347,7 +347,7 @@ class ModelCaller:
             stop[0]()
 
         inbox.put(start)
-        answer = reply.wait(timeout_s, cancel=lambda: inbox.put(stop_it))
+        answer = reply.wait(loop, timeout_s, cancel=lambda: inbox.put(stop_it))
         return _joined(call, [answer], indices, as_chunks)
 
     def _inbox_of(self, loop: asyncio.AbstractEventLoop) -> Inbox:

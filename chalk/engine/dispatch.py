@@ -9,6 +9,7 @@ chunks; the dispatcher owns the process's ``GroupQueue`` per group and its ``End
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from collections.abc import Callable
 from typing import Final
@@ -151,8 +152,8 @@ class Dispatcher:
         def finished(ended: asyncio.Task[pa.Array]) -> None:
             if stopped:
                 return
-            if ended.cancelled():
-                done(None, asyncio.CancelledError())
+            if ended.cancelled():  # the loop is stopping: as run_on's cancelled coroutine
+                done(None, concurrent.futures.CancelledError())
             else:
                 error = ended.exception()
                 done(None if error is not None else ended.result(), error)

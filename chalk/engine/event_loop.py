@@ -8,6 +8,7 @@ hands plain callbacks over through an ``Inbox`` and waits for a ``Reply``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections import deque
@@ -182,17 +183,24 @@ class Reply(Generic[T]):
         self._value, self._error = value, error
         self._ready.release()
 
-    def wait(self, timeout_s: float | None, cancel: Callable[[], None]) -> T:
-        """The result sent, waiting at most ``timeout_s`` seconds (TimeoutError after it);
-        ``cancel`` runs when the wait ends without one (timeout, Ctrl-C)."""
+    def wait(
+        self, loop: asyncio.AbstractEventLoop, timeout_s: float | None, cancel: Callable[[], None]
+    ) -> T:
+        """The result ``loop`` sent, waiting at most ``timeout_s`` seconds (TimeoutError after
+        it); ``cancel`` runs when the wait ends without one (timeout, Ctrl-C). A loop closed
+        meanwhile (its caller closed) raises CancelledError, as ``run_on``'s cancelled
+        coroutine does."""
         give_up = None if timeout_s is None else time.monotonic() + timeout_s
         try:
             # In short slices, as run_on waits: an untimed wait does not see Ctrl-C.
             while not self._ready.acquire(timeout=_slice(give_up)):
+                if loop.is_closed():
+                    raise concurrent.futures.CancelledError("the event loop closed")
                 if give_up is not None and time.monotonic() >= give_up:
                     raise TimeoutError(f"the call did not finish within {timeout_s}s")
         except BaseException:
-            cancel()
+            if not loop.is_closed():
+                cancel()
             raise
         if self._error is not None:
             raise self._error
