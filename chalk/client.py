@@ -269,9 +269,8 @@ class ChalkClient:
         if self._api is not None:
             return OnlineQueryResult(self._api.query(graph, input, output))
         table = run_query(graph, input_table(graph, input, online=True), output, **self._run())
-        return OnlineQueryResult(
-            {name: table.column(name)[0].as_py() for name in table.column_names}
-        )
+        columns = zip(table.column_names, table.columns, strict=True)
+        return OnlineQueryResult({name: column[0].as_py() for name, column in columns})
 
     def offline_query(
         self,

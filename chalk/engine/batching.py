@@ -18,6 +18,12 @@ from typing import Final, Literal
 import pyarrow as pa
 
 from chalk.catalog.records import Endpoint
+from chalk.engine.addresses import (
+    DNS_RECOUNT_S,
+    CountAddresses,
+    count_addresses,
+    dns_host_port,
+)
 from chalk.engine.chunking import ChunkLimits
 from chalk.engine.model_call import Chunk, ModelCall
 
@@ -86,28 +92,69 @@ class _Part:
 class EndpointSlots:
     """In-flight model calls per endpoint target, shared by every group queue of a process.
 
-    ``limit`` calls per target take free slots; a queued chunk past its group's maximum delay
-    may go over it (``GroupQueue``). A ``dns:///`` target counts as one endpoint: the
-    addresses behind it are gRPC's to pick (round_robin), not ours.
+    ``limit`` calls per address take free slots; a queued chunk past its group's maximum
+    delay may go over them (``GroupQueue``). A ``dns:///`` target (a headless Service: gRPC
+    spreads its calls over the addresses, round_robin) has ``limit`` slots per address it
+    resolves to, counted by ``count`` (``watch``; one until the first count answers) and
+    again every ``DNS_RECOUNT_S``.
     """
 
     limit: int
     in_flight: dict[str, int] = field(default_factory=dict)
+    # Addresses behind each dns:/// target, as last counted (every other target has one).
+    widths: dict[str, int] = field(default_factory=dict)
+    count: CountAddresses = field(default=count_addresses)
+    _counted_at: dict[str, float] = field(default_factory=dict)
+    _counts: set[asyncio.Task[None]] = field(default_factory=set)
     _turn: itertools.count[int] = field(default_factory=itertools.count)
 
     def pick(self, endpoints: tuple[Endpoint, ...], *, under_limit: bool) -> Endpoint | None:
-        """The least busy of ``endpoints`` (ties taken in turn); with ``under_limit``, only
-        one with a free slot."""
+        """The least busy of ``endpoints`` per address (ties taken in turn); with
+        ``under_limit``, only one with a free slot."""
         if not endpoints:
             return None
         start = next(self._turn) % len(endpoints)
         best: Endpoint | None = None
-        best_load = self.limit if under_limit else None
+        best_share = 0.0
         for endpoint in endpoints[start:] + endpoints[:start]:
             load = self.in_flight.get(endpoint.target, 0)
-            if best_load is None or load < best_load:
-                best, best_load = endpoint, load
+            width = self.widths.get(endpoint.target, 1)
+            if under_limit and load >= self.limit * width:
+                continue
+            share = load / width
+            if best is None or share < best_share:
+                best, best_share = endpoint, share
         return best
+
+    def watch(self, endpoints: tuple[Endpoint, ...], changed: Callable[[], None]) -> None:
+        """Count the addresses behind each ``dns:///`` target of ``endpoints`` not counted
+        within ``DNS_RECOUNT_S`` (on the running loop, in the background); ``changed`` runs
+        when a count changed."""
+        now = time.monotonic()
+        for endpoint in endpoints:
+            host_port = dns_host_port(endpoint.target)
+            if host_port is None:
+                continue
+            counted_at = self._counted_at.get(endpoint.target)
+            if counted_at is not None and now - counted_at < DNS_RECOUNT_S:
+                continue
+            self._counted_at[endpoint.target] = now
+            task = asyncio.get_running_loop().create_task(
+                self._recount(endpoint.target, host_port, changed)
+            )
+            self._counts.add(task)
+            task.add_done_callback(self._counts.discard)
+
+    async def _recount(
+        self, target: str, host_port: tuple[str, int], changed: Callable[[], None]
+    ) -> None:
+        try:
+            addresses = await self.count(*host_port)
+        except OSError:
+            return  # the last count stands; gRPC's own resolution reports what is wrong
+        if addresses >= 1 and addresses != self.widths.get(target, 1):
+            self.widths[target] = addresses
+            changed()
 
     def take(self, target: str) -> None:
         self.in_flight[target] = self.in_flight.get(target, 0) + 1
@@ -182,9 +229,38 @@ class GroupQueue:
             future.set_result(Sent(None))
             return future
         now = loop.time()
-        self._enqueue(_Part(call, chunk, exclude, future, now, now + deadline_s))
-        self.pump()
+        part = _Part(call, chunk, exclude, future, now, now + deadline_s)
+        self._enqueue(part)
+        if self._may_leave_now(part):
+            self.pump()
+        else:
+            # Nothing may leave before the timer (no free slot, nothing past its delay): one
+            # pump per model call instead of one per chunk queued (each scans the whole queue).
+            self._wake_for(loop, part)
         return future
+
+    def _may_leave_now(self, part: _Part) -> bool:
+        """Whether a pump right after ``part`` was queued could send anything: the queue was
+        empty, a slot is free, ``part`` is past its delay already, or the queue holds enough
+        rows to fill a merged chunk. Otherwise the last pump's verdict on the others stands
+        and the timer sends them."""
+        head = self._parts[0]
+        return (
+            head is part
+            or self.max_delay_s <= 0
+            or self._more_than_limits()
+            or self._slots.pick(_usable(self.endpoints, head), under_limit=True) is not None
+        )
+
+    def _wake_for(self, loop: asyncio.AbstractEventLoop, part: _Part) -> None:
+        """The timer, moved earlier if ``part``'s delay or deadline comes before it."""
+        when = part.deadline_at
+        if not part.call.in_flight:
+            when = min(when, part.queued_at + self.max_delay_s)
+        if self._timer is None or when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._timer_at = loop.call_at(when, self.pump), when
 
     def set_endpoints(self, endpoints: tuple[Endpoint, ...]) -> None:
         """The group's endpoints as last read; queued chunks may go to new ones at once."""

@@ -46,9 +46,9 @@ def check_arguments(
     ...
     chalk.engine.errors.ModelArgumentCountError: doc.entities: catalog_call('model.ner') passes 2 arguments but model ner version 1 takes 1 (text): expected one argument per input_schema field, in that order
     """  # noqa: E501
-    call = ModelCall(feature, name, route)
     fields = list(route.input_schema)
     if len(argument_types) != len(fields):
+        call = ModelCall(feature, name, route)
         names = ", ".join(f.name for f in fields)
         plural = "" if len(argument_types) == 1 else "s"
         raise ModelArgumentCountError(
@@ -57,7 +57,8 @@ def check_arguments(
             f"that order"
         )
     for index, (source, target) in enumerate(zip(argument_types, fields, strict=True)):
-        if not converts_without_loss(source, target.type):
+        if source != target.type and not converts_without_loss(source, target.type):
+            call = ModelCall(feature, name, route)
             where = f"argument {index + 1}"
             raise ModelCallTypeError(
                 f"{call.prefix} {where} is {type_text(source)}, but {call.model} takes field "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
 import pyarrow as pa
 
+from chalk.catalog.records import Route
 from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
 from chalk.engine.call_schema import argument_batch
 from chalk.engine.chunking import (
@@ -26,7 +27,7 @@ from chalk.engine.chunking import (
 )
 from chalk.engine.dedup import dedup_enabled, dedupe, fan_out
 from chalk.engine.dispatch import DEFAULT_RECOVERY_S, Dispatcher
-from chalk.engine.event_loop import EventLoopThread, run_on
+from chalk.engine.event_loop import EventLoopThread, Inbox, Reply, refuse_on, run_on
 from chalk.engine.model_call import Chunk, ModelCall
 from chalk.engine.recorder import CallRecorder, current_recorder
 from chalk.engine.routes import Resolver, RouteCache
@@ -142,6 +143,7 @@ class ModelCaller:
         self._loop = loop
         self._routes = RouteCache(catalog)
         self._thread: EventLoopThread | None = None
+        self._inbox: Inbox | None = None
         self._lock = threading.Lock()
         self._dedup = dedup_enabled(dedup)
         self._limits = ChunkLimits(
@@ -214,13 +216,35 @@ class ModelCaller:
         subclasses keep their class and gain the feature as a prefix.
         """
         self._claim_loop(feature)
+        return await self._call(feature, name, args, as_chunks, recorder or current_recorder())
+
+    async def _call(
+        self,
+        feature: str,
+        name: str,
+        args: Sequence[pa.Array],
+        as_chunks: bool,
+        recorder: CallRecorder | None,
+    ) -> pa.Array | pa.ChunkedArray:
         route, resolved_at = await self._routes.resolve(feature, name)
-        recorder = recorder or current_recorder()
+        call, indices = self._chunked(feature, name, route, resolved_at, args, recorder)
+        return await self._sent(call, indices, as_chunks)
+
+    def _chunked(
+        self,
+        feature: str,
+        name: str,
+        route: Route,
+        resolved_at: float,
+        args: Sequence[pa.Array],
+        recorder: CallRecorder | None,
+    ) -> tuple[ModelCall, pa.Array | None]:
+        """The call, its argument rows deduplicated and cut into pending chunks (none for
+        no rows), and the dedup's indices (None: every row is sent)."""
         call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
         batch = argument_batch(call, args)
         if batch.num_rows == 0:
-            empty = pa.array([], type=call.output_type)
-            return pa.chunked_array([empty]) if as_chunks else empty
+            return call, None
         distinct, indices = dedupe(batch) if self._dedup and route.deterministic else (batch, None)
         if recorder is not None:
             recorder.deduplicated(route.group, asked=batch.num_rows, sent=distinct.num_rows)
@@ -229,11 +253,16 @@ class ModelCaller:
         for index, chunk in enumerate(chunks):
             call.pending.append(Chunk(index, start, chunk, distinct=indices is not None))
             start += chunk.num_rows
-        await self._dispatcher.send_all(call)
-        answers = [call.results[index] for index in range(len(chunks))]
-        if as_chunks:
-            return fan_out(pa.chunked_array(answers, type=call.output_type), indices)
-        return fan_out(answers[0] if len(answers) == 1 else pa.concat_arrays(answers), indices)
+        return call, indices
+
+    async def _sent(
+        self, call: ModelCall, indices: pa.Array | None, as_chunks: bool
+    ) -> pa.Array | pa.ChunkedArray:
+        """The answer of ``call`` once its pending chunks were sent."""
+        count = len(call.pending)
+        if count:
+            await self._dispatcher.send_all(call)
+        return _joined(call, [call.results[index] for index in range(count)], indices, as_chunks)
 
     def demand(self) -> dict[str, tuple[int, int]]:
         """Per scaling group this caller has called: ``(in_flight, waiting)``, the model
@@ -296,13 +325,39 @@ class ModelCaller:
         The recorder defaults to the one ``recording`` set in the calling thread.
         """
         recorder = recorder or current_recorder()
-        if as_chunks:
-            chunked = self.call(
-                feature=feature, name=name, args=args, as_chunks=True, recorder=recorder
-            )
-            return run_on(self.loop, chunked, timeout_s)
-        whole = self.call(feature=feature, name=name, args=args, recorder=recorder)
-        return run_on(self.loop, whole, timeout_s)
+        loop = self.loop
+        fresh = self._routes.fresh(name)
+        if fresh is None:
+            # The route is read on the loop (shared by the calls that find it expired).
+            return run_on(loop, self._call(feature, name, args, as_chunks, recorder), timeout_s)
+        refuse_on(loop)
+        call, indices = self._chunked(feature, name, *fresh, args, recorder)
+        if len(call.pending) != 1:
+            return run_on(loop, self._sent(call, indices, as_chunks), timeout_s)
+        # One chunk (an online query's): handed to the loop through the inbox, and answered
+        # from the queue's callback, with no task or coroutine unless it must be retried.
+        reply: Reply[pa.Array] = Reply()
+        stop: list[Callable[[], None]] = []
+        inbox = self._inbox_of(loop)
+
+        def start() -> None:
+            stop.append(self._dispatcher.start_one(call, reply.send))
+
+        def stop_it() -> None:  # on the loop after ``start``: the inbox keeps their order
+            stop[0]()
+
+        inbox.put(start)
+        answer = reply.wait(loop, timeout_s, cancel=lambda: inbox.put(stop_it))
+        return _joined(call, [answer], indices, as_chunks)
+
+    def _inbox_of(self, loop: asyncio.AbstractEventLoop) -> Inbox:
+        inbox = self._inbox
+        if inbox is None or inbox.loop is not loop:
+            with self._lock:
+                if self._inbox is None or self._inbox.loop is not loop:
+                    self._inbox = Inbox(loop)
+                inbox = self._inbox
+        return inbox
 
     async def aclose(self) -> None:
         """Close the caller's own client (on its loop); the loop and thread stay."""
@@ -323,3 +378,15 @@ class ModelCaller:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _joined(
+    call: ModelCall, answers: list[pa.Array], indices: pa.Array | None, as_chunks: bool
+) -> pa.Array | pa.ChunkedArray:
+    """The chunks' answers in row order, fanned back to the rows the dedup merged."""
+    if not answers:
+        empty = pa.array([], type=call.output_type)
+        return pa.chunked_array([empty]) if as_chunks else empty
+    if as_chunks:
+        return fan_out(pa.chunked_array(answers, type=call.output_type), indices)
+    return fan_out(answers[0] if len(answers) == 1 else pa.concat_arrays(answers), indices)

@@ -57,6 +57,8 @@ class ChunkLimits:
 
     def cut(self, batch: pa.RecordBatch, *, endpoints: int) -> list[pa.RecordBatch]:
         """``batch`` in chunks, in row order, for a group of ``endpoints`` replicas."""
+        if batch.num_rows == 1:
+            return [batch]  # (an online query's) a row is never split
         max_rows = chunk_rows(
             batch.num_rows,
             batch.nbytes,

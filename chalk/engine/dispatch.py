@@ -9,12 +9,14 @@ chunks; the dispatcher owns the process's ``GroupQueue`` per group and its ``End
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
+from collections.abc import Callable
 from typing import Final
 
 import pyarrow as pa
 
-from chalk.catalog.records import Endpoint
+from chalk.catalog.records import Endpoint, Route
 from chalk.common.backoff import capped_backoff
 from chalk.engine.batching import (
     DEFAULT_BATCH_MAX_DELAY_S,
@@ -111,6 +113,8 @@ class Dispatcher:
         self._batch_max_delay_s = batch_max_delay_s
         self._slots = EndpointSlots(max_in_flight_per_endpoint)
         self.queues: dict[str, GroupQueue] = {}
+        # Per group, the route its queue's endpoints were last set from, and those endpoints.
+        self._routes_set: dict[str, tuple[Route, tuple[Endpoint, ...]]] = {}
 
     async def send_all(self, call: ModelCall) -> None:
         """Send ``call``'s pending chunks until each has its answer; the first error ends it."""
@@ -128,6 +132,66 @@ class Dispatcher:
             # The first failure, as a call of one chunk would raise it.
             raise failed.exceptions[0] from None
 
+    def start_one(
+        self, call: ModelCall, done: Callable[[pa.Array | None, BaseException | None], None]
+    ) -> Callable[[], None]:
+        """``send_all`` for a call of one pending chunk, without a task of its own: on the
+        loop, the chunk is queued now and ``done(answer, None)`` or ``done(None, error)`` is
+        called with how it ended. An attempt that does not simply succeed continues as
+        ``send_all`` would (a task then). Returns what stops the call (on the loop; ``done``
+        is not called after it)."""
+        loop = asyncio.get_running_loop()
+        chunk = call.pending.popleft()
+        queue = self._queue(call)
+        first = queue.submit(
+            call, chunk, exclude=frozenset(chunk.timed_out), deadline_s=self._queue_deadline_s()
+        )
+        task: asyncio.Task[pa.Array] | None = None
+        stopped = False
+
+        def finished(ended: asyncio.Task[pa.Array]) -> None:
+            if stopped:
+                return
+            if ended.cancelled():  # the loop is stopping: as run_on's cancelled coroutine
+                done(None, concurrent.futures.CancelledError())
+            else:
+                error = ended.exception()
+                done(None if error is not None else ended.result(), error)
+
+        def arrived(sent_future: asyncio.Future[Sent]) -> None:
+            nonlocal task
+            if stopped:
+                return
+            sent = None
+            if not sent_future.cancelled() and sent_future.exception() is None:
+                sent = sent_future.result()
+            if sent is not None and sent.endpoint is not None and sent.error is None:
+                self._record(call, sent)
+                assert sent.answer is not None, "a Sent without an error carries the answer"
+                try:
+                    answer = typed_answer(call, sent.endpoint, sent.answer)
+                except ModelCallError as error:
+                    call.ended = True
+                    done(None, error)
+                    return
+                done(answer, None)
+                return
+            task = loop.create_task(self._send(call, queue, chunk, first=sent_future))
+            task.add_done_callback(finished)
+
+        def stop() -> None:
+            nonlocal stopped
+            stopped = True
+            call.ended = True
+            if task is not None:
+                task.cancel()
+            elif not first.done():
+                queue.withdraw(first)
+                first.cancel()
+
+        first.add_done_callback(arrived)
+        return stop
+
     def _queue(self, call: ModelCall) -> GroupQueue:
         route = call.route
         queue = self.queues.get(route.group)
@@ -136,9 +200,16 @@ class Dispatcher:
                 route.group, self._slots, self._send_batch, self._limits, self._batch_max_delay_s
             )
             self.queues[route.group] = queue
+        seen = self._routes_set.get(route.group)
+        if seen is not None and seen[0] is route and seen[1] is queue.endpoints:
+            # Set from this very route (a cached route is the same object) and not changed
+            # since by a retry's fresher read: nothing to do again for every call.
+            return queue
         if route.batch_max_delay_s is not None:
             queue.max_delay_s = route.batch_max_delay_s
         queue.set_endpoints(tuple(dict.fromkeys(route.endpoints)))
+        self._routes_set[route.group] = (route, queue.endpoints)
+        self._slots.watch(queue.endpoints, queue.pump)
         return queue
 
     async def _send_into_results(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> None:
@@ -150,23 +221,39 @@ class Dispatcher:
             if fresh is not None:
                 queue.set_endpoints(tuple(dict.fromkeys(fresh)))
 
-    async def _send(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> pa.Array:
+    async def _send(
+        self,
+        call: ModelCall,
+        queue: GroupQueue,
+        chunk: Chunk,
+        *,
+        first: asyncio.Future[Sent] | None = None,
+    ) -> pa.Array:
         """``chunk``'s answer, after the retries the failure table allows; when it fails,
-        the call's chunks still queued are not sent."""
+        the call's chunks still queued are not sent. ``first``: the chunk's first attempt,
+        already queued."""
         try:
-            return await self._attempts(call, queue, chunk)
+            return await self._attempts(call, queue, chunk, first)
         except ModelCallError:
             call.ended = True
             raise
 
-    async def _attempts(self, call: ModelCall, queue: GroupQueue, chunk: Chunk) -> pa.Array:
+    def _queue_deadline_s(self) -> float:
+        return DEFAULT_DEADLINE_S if self._deadline_s is None else self._deadline_s
+
+    async def _attempts(
+        self, call: ModelCall, queue: GroupQueue, chunk: Chunk, first: asyncio.Future[Sent] | None
+    ) -> pa.Array:
         max_attempts = self._max_attempts or len(call.route.endpoints) + 2
         refused: set[str] = set()
         rounds = 0
-        deadline_s = DEFAULT_DEADLINE_S if self._deadline_s is None else self._deadline_s
+        deadline_s = self._queue_deadline_s()
         while True:
-            exclude = frozenset(refused | chunk.timed_out)
-            future = queue.submit(call, chunk, exclude=exclude, deadline_s=deadline_s)
+            if first is not None:
+                future, first = first, None
+            else:
+                exclude = frozenset(refused | chunk.timed_out)
+                future = queue.submit(call, chunk, exclude=exclude, deadline_s=deadline_s)
             try:
                 sent = await future
             except QueueDeadline as late:

@@ -1,18 +1,21 @@
 """An asyncio event loop on a daemon thread, and blocking waits on a loop that see Ctrl-C.
 
 ``ModelCaller`` runs its calls on one (its own, or a process-wide one passed in); the bench
-and the server share one across their callers. Synchronous code waits with ``run_on``.
+and the server share one across their callers. Synchronous code waits with ``run_on``, or
+hands plain callbacks over through an ``Inbox`` and waits for a ``Reply``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
-from collections.abc import Coroutine
-from typing import Any, Final, TypeVar
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, Final, Generic, TypeVar, cast
 
-__all__ = ["EventLoopThread", "run_on"]
+__all__ = ["EventLoopThread", "Inbox", "Reply", "refuse_on", "run_on"]
 
 # How long a blocking wait for the event loop sleeps before it checks for Ctrl-C again.
 _WAIT_SLICE_S: Final = 0.2
@@ -82,16 +85,10 @@ def run_on(
     """Run ``coroutine`` on ``loop`` (from a thread other than the loop's) and wait for its
     result or exception, at most ``timeout_s`` seconds; Ctrl-C while waiting cancels it."""
     try:
-        running = asyncio.get_running_loop()
+        refuse_on(loop)
     except RuntimeError:
-        running = None
-    if running is loop:
         coroutine.close()
-        raise RuntimeError(
-            "a blocking call was made on the event loop that would run it, so it would wait "
-            "forever: expected it from another thread; await the coroutine (ModelCaller.call) "
-            "instead"
-        )
+        raise
     future = asyncio.run_coroutine_threadsafe(coroutine, loop)
     give_up = None if timeout_s is None else time.monotonic() + timeout_s
     try:
@@ -111,3 +108,106 @@ def run_on(
         # KeyboardInterrupt in the waiting thread: stop the call too.
         future.cancel()
         raise
+
+
+def refuse_on(loop: asyncio.AbstractEventLoop) -> None:
+    """Raise RuntimeError when called on ``loop``'s own thread: a blocking wait there for work
+    on ``loop`` would wait forever."""
+    if asyncio._get_running_loop() is loop:
+        raise RuntimeError(
+            "a blocking call was made on the event loop that would run it, so it would wait "
+            "forever: expected it from another thread; await the coroutine (ModelCaller.call) "
+            "instead"
+        )
+
+
+class Inbox:
+    """Callbacks handed to ``loop`` from other threads, run on it in the order put.
+
+    ``call_soon_threadsafe`` wakes the loop (a write to its self-pipe, a system call) for
+    every callback; an inbox wakes it once for however many callbacks arrive before it runs
+    them: 64 query threads handing over their model calls cost a few wake-ups, not 64
+    (bench/README.md, "calls.py"). A callback must not raise; one that does is reported to
+    the loop's exception handler and the others still run.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: deque[Callable[[], None]] = deque()
+        # Set while a drain is scheduled and has not started: items put meanwhile ride on it.
+        self._scheduled = False
+
+    def put(self, item: Callable[[], None]) -> None:
+        """Run ``item`` on the loop soon (from any thread)."""
+        self._items.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        # Cleared before taking items: an item put after this line schedules a drain of its
+        # own (at worst one that finds nothing), so none waits unseen.
+        self._scheduled = False
+        items = self._items
+        while items:
+            item = items.popleft()
+            try:
+                item()
+            except Exception as error:
+                self.loop.call_exception_handler(
+                    {"message": "a callback handed to the loop failed", "exception": error}
+                )
+
+
+class Reply(Generic[T]):
+    """One result (or error) that the loop sends to a waiting thread, once.
+
+    Lighter than a ``concurrent.futures.Future`` (one lock, no condition or callbacks), for
+    the one wait per model call of a query thread. ``wait`` sees Ctrl-C as ``run_on`` does.
+    """
+
+    __slots__ = ("_error", "_ready", "_sent", "_value")
+
+    def __init__(self) -> None:
+        self._ready = threading.Lock()
+        self._ready.acquire()
+        self._sent = False
+        self._value: T | None = None
+        self._error: BaseException | None = None
+
+    def send(self, value: T | None, error: BaseException | None) -> None:
+        """The result, or the error ``wait`` raises; only the first one sent counts."""
+        if self._sent:
+            return
+        self._sent = True
+        self._value, self._error = value, error
+        self._ready.release()
+
+    def wait(
+        self, loop: asyncio.AbstractEventLoop, timeout_s: float | None, cancel: Callable[[], None]
+    ) -> T:
+        """The result ``loop`` sent, waiting at most ``timeout_s`` seconds (TimeoutError after
+        it); ``cancel`` runs when the wait ends without one (timeout, Ctrl-C). A loop closed
+        meanwhile (its caller closed) raises CancelledError, as ``run_on``'s cancelled
+        coroutine does."""
+        give_up = None if timeout_s is None else time.monotonic() + timeout_s
+        try:
+            # In short slices, as run_on waits: an untimed wait does not see Ctrl-C.
+            while not self._ready.acquire(timeout=_slice(give_up)):
+                if loop.is_closed():
+                    raise concurrent.futures.CancelledError("the event loop closed")
+                if give_up is not None and time.monotonic() >= give_up:
+                    raise TimeoutError(f"the call did not finish within {timeout_s}s")
+        except BaseException:
+            if not loop.is_closed():
+                cancel()
+            raise
+        if self._error is not None:
+            raise self._error
+        return cast(T, self._value)  # sent without an error: a T
+
+
+def _slice(give_up: float | None) -> float:
+    if give_up is None:
+        return _WAIT_SLICE_S
+    return max(0.0, min(give_up - time.monotonic(), _WAIT_SLICE_S))

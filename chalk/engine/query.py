@@ -90,7 +90,7 @@ def input_table(
             f"the input columns have different lengths ({sorted(lengths)}): expected one value "
             f"per row in every column"
         )
-    return pa.table(columns)
+    return pa.Table.from_arrays(list(columns.values()), names=list(columns))
 
 
 def run_query(
@@ -102,8 +102,9 @@ def run_query(
     **execute_options: Any,
 ) -> pa.Table:
     """Compute ``outputs`` for every row of ``table`` (columns named by fqn)."""
-    plan, wanted = _planned(graph, table, outputs)
-    return _ordered(graph, table, wanted, run(plan, table, graph, **execute_options))
+    names = table.column_names  # (a new list on every read: read once)
+    plan, wanted = _planned(graph, names, outputs)
+    return _ordered(graph, table, names, wanted, run(plan, table, graph, **execute_options))
 
 
 async def run_query_async(
@@ -111,23 +112,27 @@ async def run_query_async(
 ) -> pa.Table:
     """``run_query`` on the running event loop, its model calls awaited on ``model_caller``
     (see ``execute_async``): for small tables, on a loop that serves other work too."""
-    plan, wanted = _planned(graph, table, outputs)
+    names = table.column_names
+    plan, wanted = _planned(graph, names, outputs)
     result = await execute_async(plan, table, graph, model_caller=model_caller)
-    return _ordered(graph, table, wanted, result)
+    return _ordered(graph, table, names, wanted, result)
 
 
 def _planned(
-    graph: FeatureGraph, table: pa.Table, outputs: Iterable[Any]
+    graph: FeatureGraph, names: list[str], outputs: Iterable[Any]
 ) -> tuple[Plan, list[str]]:
     wanted = [_known(graph, feature_name(output)) for output in outputs]
     if not wanted:
         raise QueryError("a query needs outputs: expected features such as [Document.entities]")
-    return cached_plan(graph, table.column_names, wanted), wanted
+    return cached_plan(graph, names, wanted), wanted
 
 
-def _ordered(graph: FeatureGraph, table: pa.Table, wanted: list[str], result: pa.Table) -> pa.Table:
-    """The primary keys given as inputs first, then the outputs asked for."""
-    keys = [key for key in _primary_keys(graph, wanted) if key in table.column_names]
+def _ordered(
+    graph: FeatureGraph, table: pa.Table, names: list[str], wanted: list[str], result: pa.Table
+) -> pa.Table:
+    """The primary keys given as inputs (``names``: the table's columns) first, then the
+    outputs asked for."""
+    keys = [key for key in _primary_keys(graph, wanted) if key in names]
     columns = {key: table.column(key) for key in keys}
     columns.update({fqn: result.column(fqn) for fqn in wanted if fqn not in columns})
     return pa.table(columns)

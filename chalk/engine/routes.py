@@ -51,14 +51,22 @@ class RouteCache:
         # The read of a route in progress, by name, for the calls that found it expired.
         self._reads: dict[str, asyncio.Task[tuple[Route, float]]] = {}
 
+    def fresh(self, name: str) -> tuple[Route, float] | None:
+        """The route of ``name`` and when it was read, when that was under ``ROUTE_TTL_S``
+        ago; else None. Safe from any thread (one read of a dict of immutable pairs)."""
+        cached = self._routes.get(name)
+        if cached is not None and time.monotonic() - cached[1] < ROUTE_TTL_S:
+            return cached
+        return None
+
     async def resolve(self, feature: str, name: str) -> tuple[Route, float]:
         """The route of ``name`` for a new call of ``feature``, and when it was read.
 
         The catalog's ``ResolveError`` subclasses keep their class and gain the feature as a
         prefix.
         """
-        cached = self._routes.get(name)
-        if cached is not None and time.monotonic() - cached[1] < ROUTE_TTL_S:
+        cached = self.fresh(name)
+        if cached is not None:
             return cached
         read = self._reads.get(name)
         if read is None:
