@@ -115,13 +115,9 @@ def _one_of(*choices: str) -> Callable[[Any], str]:
 
 
 def _key(default: Any = MISSING, *, check: Callable[[Any], Any]) -> Any:
-    """A key of a section: its default (none: required) and the check of its value."""
+    """A key of a section: its default (none: required) and the check of its value. A key
+    holding a nested section is ``field(default_factory=S, metadata={"section": S})``."""
     return field(default=default, metadata={"check": check})
-
-
-def _section(default: _Section) -> Any:
-    """A key holding a nested section, read by the section's own keys."""
-    return field(default=default, metadata={"section": type(default)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +155,9 @@ class KubernetesConfig(_Section):
 
     namespace: str = _key("default", check=_dns_label)
     context: str | None = _key(None, check=_or_null(_string))
-    gateway: GatewayConfig = _section(GatewayConfig())
+    gateway: GatewayConfig = field(
+        default_factory=GatewayConfig, metadata={"section": GatewayConfig}
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +174,9 @@ class ProjectConfig(_Section):
     project: str = _key(check=_non_empty)
     environment: str = _key("dev", check=_dns_label)
     backend: Literal["local", "kubernetes"] = _key("local", check=_one_of("local", "kubernetes"))
-    kubernetes: KubernetesConfig = _section(KubernetesConfig())
+    kubernetes: KubernetesConfig = field(
+        default_factory=KubernetesConfig, metadata={"section": KubernetesConfig}
+    )
     catalog_url: str | None = _key(None, check=_or_null(_database_url))
 
 
@@ -296,7 +296,7 @@ def _read_section(
     for key in keys:
         where = (*at, key.name)
         if key.name not in given:
-            if key.default is MISSING:
+            if key.default is MISSING and key.default_factory is MISSING:
                 wanted = _REQUIRED.get(key.name, "a value")
                 problems.append(f"{_dotted(where)}: missing, expected {wanted}")
             continue
