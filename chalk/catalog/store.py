@@ -209,6 +209,18 @@ _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
 
 
+def close_catalogs() -> None:
+    """Close the database connections of every catalog this process opened, as it ends: the
+    last connection to a SQLite file folds its write-ahead journal back into the file (the
+    interpreter's clean-up would do it too, unless it is told to skip it, as ``chalk`` does).
+    A file catalog used afterwards opens new connections; in-memory ones are left open.
+    """
+    with _engines_lock:
+        for engine in _engines.values():
+            if not isinstance(engine.pool, sa.StaticPool):
+                engine.dispose()
+
+
 def open_catalog(
     config: HasCatalogUrl | str, *, clock: Clock = utc_now, create: bool = True
 ) -> Catalog:
