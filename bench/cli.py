@@ -10,7 +10,7 @@ noise lands on all alike, and prints the median and best wall time of each, its 
 
 The 10 groups are written straight into a throwaway project's catalog (no controller runs, so
 ``list`` shows them without replicas). The last column lists which of the heavy libraries
-(polars, SQLAlchemy, gRPC, kubernetes, lark, pyarrow, pydantic) each command imported.
+(polars, SQLAlchemy, gRPC, kubernetes, lark, pyarrow, pydantic, rich) each command imported.
 
 Before timing, ``chalk``'s modules are compiled to ``__pycache__`` (``compileall``), as
 ``pip install`` does for an installed package: with ``PYTHONDONTWRITEBYTECODE=1`` (set on some
@@ -39,7 +39,7 @@ from typing import Final
 
 from report import format_grid
 
-HEAVY: Final = ("polars", "sqlalchemy", "grpc", "kubernetes", "lark", "pyarrow", "pydantic")
+HEAVY: Final = ("polars", "sqlalchemy", "grpc", "kubernetes", "lark", "pyarrow", "pydantic", "rich")
 CHALK: Final = str(Path(sys.executable).with_name("chalk"))
 # Prints, at exit, the heavy libraries that the command loaded (argparse exits through SystemExit).
 _PROBE: Final = (

@@ -14,7 +14,7 @@ from chalk.catalog.errors import (
     ValidationError,
 )
 from chalk.catalog.records import Endpoint, ModelVersion, Route, ScalingGroup
-from chalk.catalog.store import Catalog, open_catalog
+from chalk.catalog.store import Catalog, close_catalogs, open_catalog
 
 __all__ = [
     "Catalog",
@@ -27,5 +27,6 @@ __all__ = [
     "Route",
     "ScalingGroup",
     "ValidationError",
+    "close_catalogs",
     "open_catalog",
 ]

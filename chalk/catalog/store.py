@@ -35,7 +35,7 @@ from chalk.catalog.groups import GroupStore
 from chalk.catalog.images import ImageStore
 from chalk.catalog.models import ModelRegistry
 from chalk.catalog.records import Endpoint, Replica, Route, reachable, runs_in_cluster
-from chalk.catalog.schema import migrate, schema_version
+from chalk.catalog.schema import SCHEMA_VERSION, migrate, schema_version
 from chalk.catalog.state import RuntimeState
 from chalk.catalog.transactions import Clock, utc_now
 from chalk.common.names import group_of_call_name
@@ -209,6 +209,18 @@ _engines: dict[str, sa.Engine] = {}
 _engines_lock = threading.Lock()
 
 
+def close_catalogs() -> None:
+    """Close the database connections of every catalog this process opened, as it ends: the
+    last connection to a SQLite file folds its write-ahead journal back into the file (the
+    interpreter's clean-up would do it too, unless it is told to skip it, as ``chalk`` does).
+    A file catalog used afterwards opens new connections; in-memory ones are left open.
+    """
+    with _engines_lock:
+        for engine in _engines.values():
+            if not isinstance(engine.pool, sa.StaticPool):
+                engine.dispose()
+
+
 def open_catalog(
     config: HasCatalogUrl | str, *, clock: Clock = utc_now, create: bool = True
 ) -> Catalog:
@@ -249,6 +261,12 @@ def _migrate(engine: sa.Engine, url: str, *, foreign_check: bool) -> None:
     """Bring the catalog's schema up to date; disposes of ``engine`` when it fails."""
     try:
         with engine.connect() as plain:
+            with plain.begin():
+                # Read first, unlocked: a catalog already up to date (every open but the first
+                # after an upgrade) neither waits for nor blocks a writer.
+                current = schema_version(plain) == SCHEMA_VERSION
+            if current:
+                return
             # Locked like any write, and the version read again under the lock: two
             # processes opening an old catalog at once migrate it once.
             connection = plain.execution_options(_scalegroup_write=True)

@@ -21,7 +21,7 @@ __all__ = ["Scaffold", "create_project", "register", "run"]
 
 # Each file of a new project and its template under chalk/cli/templates/, in creation order.
 _LAYOUT = (
-    ("chalk.yaml", "chalk.yaml.tmpl"),  # chalk.common.config.CONFIG_FILENAME (pydantic: slow)
+    ("chalk.yaml", "chalk.yaml.tmpl"),  # chalk.common.config.CONFIG_FILENAME (it loads yaml)
     (".chalkignore", "chalkignore.tmpl"),
     ("features/__init__.py", "features/__init__.py.tmpl"),
     ("models/Dockerfile", "models/Dockerfile.tmpl"),

@@ -57,7 +57,7 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    from chalk.common.config import find_project  # noqa: PLC0415 - pydantic: not for --help
+    from chalk.common.config import find_project  # noqa: PLC0415 - yaml: not for --help
 
     project = find_project()
     try:

@@ -9,15 +9,12 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
-from pydantic import ValidationError as PydanticValidationError
-from pydantic_core import ErrorDetails, PydanticCustomError
 
 from chalk.common.errors import ConfigError
 from chalk.common.names import is_dns_label, is_dns_name, to_dns_label
@@ -37,9 +34,8 @@ CONFIG_FILENAME = "chalk.yaml"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://.*")
 _SQLITE_FILE_URL = re.compile(r"(?P<scheme>sqlite(?:\+\w+)?:///)(?P<path>[^?]*)(?P<query>\?.*)?")
 
-# What each kind of bad value should have been; keys are pydantic error types, our own
-# (raised by the validators below) and pydantic's.
-_EXPECTED = {
+# What each kind of bad value should have been, by the kind its check raises.
+_EXPECTED: Final = {
     "dns_label": "a DNS-1123 label (lowercase letters, digits and '-')",
     "dns_name": "a DNS name (lowercase letters, digits, '-' and '.'; no scheme or path)",
     "database_url": "a database URL such as 'sqlite:///.chalk/catalog.db' or "
@@ -48,54 +44,103 @@ _EXPECTED = {
     "'http://prometheus.monitoring:9090'",
     "string_type": "a string",
     "string_too_short": "a non-empty string",
-    "model_type": "a mapping of keys",
-    "model_attributes_type": "a mapping of keys",
-    "dict_type": "a mapping of keys",
+    "mapping": "a mapping of keys",
 }
 # What a missing required key should hold.
-_REQUIRED = {"project": "the project's name, e.g. 'project: fraud'"}
+_REQUIRED: Final = {"project": "the project's name, e.g. 'project: fraud'"}
 
 
-def _dns_label(value: str) -> str:
-    if not is_dns_label(value):
-        raise PydanticCustomError("dns_label", "not a DNS-1123 label")
+# The file is read by the small checks below rather than by pydantic models: every command
+# reads chalk.yaml, and importing pydantic and building its validators cost `chalk
+# scaling-group list` about 150 ms of its 600 ms budget (bench/README.md, cli.py).
+class _Invalid(Exception):
+    """A value that its key does not accept; ``kind`` is a key of ``_EXPECTED``, or
+    ``expected`` says what the key takes."""
+
+    def __init__(self, kind: str, expected: str | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.expected = expected
+
+
+def _string(value: Any) -> str:
+    # YAML reads 2024, 1.0 and true as numbers and booleans: they are not strings.
+    if not isinstance(value, str):
+        raise _Invalid("string_type")
     return value
 
 
-def _dns_name(value: str) -> str:
-    if not is_dns_name(value):
-        raise PydanticCustomError("dns_name", "not a DNS name")
-    return value
+def _non_empty(value: Any) -> str:
+    text = _string(value).strip()
+    if not text:
+        raise _Invalid("string_too_short")
+    return text
 
 
-def _database_url(value: str) -> str:
-    scheme = value.split("://", 1)[0].split("+", 1)[0].lower()
-    if not _URL.fullmatch(value) or scheme not in ("sqlite", "postgresql", "postgres"):
-        raise PydanticCustomError("database_url", "not a database URL")
-    return value
+def _dns_label(value: Any) -> str:
+    text = _string(value)
+    if not is_dns_label(text):
+        raise _Invalid("dns_label")
+    return text
 
 
-def _http_url(value: str) -> str:
-    scheme, _, rest = value.partition("://")
+def _dns_name(value: Any) -> str:
+    text = _string(value)
+    if not is_dns_name(text):
+        raise _Invalid("dns_name")
+    return text
+
+
+def _database_url(value: Any) -> str:
+    text = _string(value)
+    scheme = text.split("://", 1)[0].split("+", 1)[0].lower()
+    if not _URL.fullmatch(text) or scheme not in ("sqlite", "postgresql", "postgres"):
+        raise _Invalid("database_url")
+    return text
+
+
+def _http_url(value: Any) -> str:
+    text = _string(value)
+    scheme, _, rest = text.partition("://")
     host = rest.split("/", 1)[0]
-    spaced = any(character.isspace() for character in value)
-    if scheme.lower() not in ("http", "https") or not host or spaced or not _URL.fullmatch(value):
-        raise PydanticCustomError("http_url", "not an http(s) URL")
-    return value
+    spaced = any(character.isspace() for character in text)
+    if scheme.lower() not in ("http", "https") or not host or spaced or not _URL.fullmatch(text):
+        raise _Invalid("http_url")
+    return text
 
 
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-DnsName = Annotated[str, AfterValidator(_dns_name)]
-DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
+def _or_null(check: Callable[[Any], str]) -> Callable[[Any], str | None]:
+    """``check``, also taking YAML's null (an empty value) as "not set"."""
+    return lambda value: None if value is None else check(value)
 
 
-class _Section(BaseModel):
+def _one_of(*choices: str) -> Callable[[Any], str]:
+    listed = [repr(choice) for choice in choices]
+    expected = f"{', '.join(listed[:-1])} or {listed[-1]}" if len(listed) > 1 else listed[0]
+
+    def check(value: Any) -> str:
+        if not (isinstance(value, str) and value in choices):
+            raise _Invalid("choice", expected)
+        return value
+
+    return check
+
+
+def _key(default: Any = MISSING, *, check: Callable[[Any], Any]) -> Any:
+    """A key of a section: its default (none: required) and the check of its value. A key
+    holding a nested section is ``field(default_factory=S, metadata={"section": S})``."""
+    return field(default=default, metadata={"check": check})
+
+
+@dataclass(frozen=True, slots=True)
+class _Section:
     """A mapping in chalk.yaml: unknown keys are errors, values never change once loaded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+_S = TypeVar("_S", bound=_Section)
 
 
+@dataclass(frozen=True, slots=True)
 class GatewayConfig(_Section):
     """``kubernetes.gateway``: the Gateway API gateway that gives each group its HTTPS URL.
 
@@ -105,11 +150,12 @@ class GatewayConfig(_Section):
     True
     """
 
-    name: DnsName | None = None
-    namespace: DnsLabel | None = None
-    domain: DnsName | None = None
+    name: str | None = _key(None, check=_or_null(_dns_name))
+    namespace: str | None = _key(None, check=_or_null(_dns_label))
+    domain: str | None = _key(None, check=_or_null(_dns_name))
 
 
+@dataclass(frozen=True, slots=True)
 class KubernetesConfig(_Section):
     """``kubernetes``: where the Kubernetes backend puts scaling groups.
 
@@ -119,13 +165,16 @@ class KubernetesConfig(_Section):
     'default'
     """
 
-    namespace: DnsLabel = "default"
-    context: str | None = None
-    gateway: GatewayConfig = GatewayConfig()
+    namespace: str = _key("default", check=_dns_label)
+    context: str | None = _key(None, check=_or_null(_string))
+    gateway: GatewayConfig = field(
+        default_factory=GatewayConfig, metadata={"section": GatewayConfig}
+    )
     # The Prometheus server the dashboard's time series (and KEDA's triggers) are read from.
-    prometheus_url: HttpUrl | None = None
+    prometheus_url: str | None = _key(None, check=_or_null(_http_url))
 
 
+@dataclass(frozen=True, slots=True)
 class ProjectConfig(_Section):
     """The whole of ``chalk.yaml``; only ``project`` is required.
 
@@ -136,11 +185,13 @@ class ProjectConfig(_Section):
     ('dev', 'local', 'default')
     """
 
-    project: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
-    environment: DnsLabel = "dev"
-    backend: Literal["local", "kubernetes"] = "local"
-    kubernetes: KubernetesConfig = KubernetesConfig()
-    catalog_url: DatabaseUrl | None = None
+    project: str = _key(check=_non_empty)
+    environment: str = _key("dev", check=_dns_label)
+    backend: Literal["local", "kubernetes"] = _key("local", check=_one_of("local", "kubernetes"))
+    kubernetes: KubernetesConfig = field(
+        default_factory=KubernetesConfig, metadata={"section": KubernetesConfig}
+    )
+    catalog_url: str | None = _key(None, check=_or_null(_database_url))
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,12 +289,46 @@ def load_project(config_path: Path) -> Project:
             f"{path}: expected a mapping of keys, at least 'project: <name>', "
             f"got {_show(document) if document is not None else 'an empty document'}"
         )
-    try:
-        config = ProjectConfig.model_validate(document)
-    except PydanticValidationError as error:
-        problems = (_describe(detail) for detail in error.errors(include_url=False))
-        raise ConfigError("\n".join(f"{path}: {problem}" for problem in problems)) from None
+    problems: list[str] = []
+    config = _read_section(ProjectConfig, document, (), problems)
+    if config is None:
+        raise ConfigError("\n".join(f"{path}: {problem}" for problem in problems))
     return Project(root=path.parent, config_path=path, config=config)
+
+
+def _read_section(
+    section: type[_S], given: Any, at: tuple[str, ...], problems: list[str]
+) -> _S | None:
+    """``given`` read as ``section``; None after adding to ``problems`` one line for each bad
+    key, in the order of the section's keys, then the unknown ones in the file's order."""
+    if not isinstance(given, dict):
+        problems.append(_describe(at, _Invalid("mapping"), given))
+        return None
+    count = len(problems)
+    values: dict[str, Any] = {}
+    keys = fields(section)
+    for key in keys:
+        where = (*at, key.name)
+        if key.name not in given:
+            if key.default is MISSING and key.default_factory is MISSING:
+                wanted = _REQUIRED.get(key.name, "a value")
+                problems.append(f"{_dotted(where)}: missing, expected {wanted}")
+            continue
+        if "section" in key.metadata:
+            values[key.name] = _read_section(
+                key.metadata["section"], given[key.name], where, problems
+            )
+            continue
+        try:
+            values[key.name] = key.metadata["check"](given[key.name])
+        except _Invalid as error:
+            problems.append(_describe(where, error, given[key.name]))
+    names = [key.name for key in keys]
+    for unknown in (name for name in given if name not in names):
+        problems.append(
+            f"{_dotted((*at, str(unknown)))}: unknown key, {_known_keys(names, unknown)}"
+        )
+    return section(**values) if len(problems) == count else None
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -296,21 +381,14 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
 
 
-def _describe(detail: ErrorDetails) -> str:
-    """One pydantic error as ``key.path: expected X, got Y`` (plus the fix when obvious)."""
-    loc = detail["loc"]
-    key = ".".join(str(part) for part in loc)
-    kind = detail["type"]
-    given = detail["input"]
-    if kind == "extra_forbidden":
-        return f"{key}: unknown key, {_known_keys(loc)}"
-    if kind == "missing":
-        return f"{key}: missing, expected {_REQUIRED.get(key, 'a value')}"
-    if kind == "literal_error":
-        expected = str(detail.get("ctx", {}).get("expected", "one of the listed values"))
-    else:
-        expected = _EXPECTED.get(kind, f"a valid value ({detail['msg'].lower()})")
-    return f"{key}: expected {expected}, got {_show(given)}{_fix(kind, given)}"
+def _dotted(at: tuple[str, ...]) -> str:
+    return ".".join(at)
+
+
+def _describe(at: tuple[str, ...], error: _Invalid, given: Any) -> str:
+    """One bad value as ``key.path: expected X, got Y`` (plus the fix when obvious)."""
+    expected = error.expected or _EXPECTED[error.kind]
+    return f"{_dotted(at)}: expected {expected}, got {_show(given)}{_fix(error.kind, given)}"
 
 
 def _fix(kind: str, given: Any) -> str:
@@ -323,16 +401,9 @@ def _fix(kind: str, given: Any) -> str:
     return ""
 
 
-def _known_keys(loc: tuple[int | str, ...]) -> str:
-    section: type[BaseModel] = ProjectConfig
-    for part in loc[:-1]:
-        annotation = section.model_fields[str(part)].annotation
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            break
-        section = annotation
-    keys = list(section.model_fields)
+def _known_keys(keys: list[str], given: object) -> str:
     text = f"expected one of {', '.join(keys)}"
-    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    close = difflib.get_close_matches(str(given), keys, n=1)
     return f"{text}; did you mean {close[0]!r}?" if close else text
 
 
