@@ -42,6 +42,7 @@ from chalk.features.wire import (
     MAX_BODY_HEADER,
     MODEL_CALLS_HEADER,
 )
+from chalk.server.dashboard.pages import page_routes
 from chalk.server.errors import ApiError, api_error, on_graph
 from chalk.server.graphs import ActiveGraph, LoadedGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
@@ -135,6 +136,7 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
         Route("/readyz", _endpoint(state, _ENDPOINTS["/readyz"], _readyz), methods=["GET"]),
         Route("/metrics", _endpoint(state, _ENDPOINTS["/metrics"], _metrics), methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
+        *page_routes(),
     ]
     app = Starlette(
         routes=routes,
