@@ -16,9 +16,8 @@ from typing import Any, Final
 
 from chalk.catalog import ScalingGroup
 from chalk.catalog.records import Replica
-from chalk.catalog.specs import GroupSpec
-from chalk.common.quantities import parse_cpu, parse_memory
 from chalk.deploy.local.probes import scrape_in_flight
+from chalk.deploy.usage import fresh_usage, group_limits
 
 __all__ = [
     "KUBERNETES_NOTE",
@@ -34,8 +33,6 @@ KUBERNETES_NOTE: Final = (
     "CPU and memory of pods need metrics-server (see `kubectl top pods`), and calls in flight "
     "the pods' metrics ports, which are not reachable from here: shown as '-'"
 )
-# A reading older than this is not shown: the controller that took it has stopped sampling.
-_STALE_AFTER: Final = dt.timedelta(seconds=60)
 _UNKNOWN: Final = "-"
 
 
@@ -89,20 +86,19 @@ def replica_loads(
     timeout_s: float = SCRAPE_TIMEOUT_S,
 ) -> list[ReplicaLoad]:
     """Each replica's load; the in-flight calls of every replica are scraped at once."""
-    limits = GroupSpec.from_dict(group.spec).resources.requests_and_limits()["limits"]
-    cpu_limit, memory_limit = parse_cpu(limits["cpu"]), parse_memory(limits["memory"])
+    cpu_limit, memory_limit = group_limits(group.spec)
     in_flight = scrape_all([r.metrics_port for r in replicas], timeout_s=timeout_s)
     loads = []
     for replica, calls in zip(replicas, in_flight, strict=True):
-        fresh = replica.usage_at is not None and now - replica.usage_at < _STALE_AFTER
+        cpu, memory = fresh_usage(replica, now)
         loads.append(
             ReplicaLoad(
                 group=group.name,
                 replica=replica,
                 metrics_endpoint=_endpoint(replica.metrics_port),
-                cpu_millicores=replica.cpu_millicores if fresh else None,
+                cpu_millicores=cpu,
                 cpu_limit_millicores=cpu_limit,
-                memory_bytes=replica.memory_bytes if fresh else None,
+                memory_bytes=memory,
                 memory_limit_bytes=memory_limit,
                 in_flight=None if calls is None else round(calls),
             )

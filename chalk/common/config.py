@@ -44,6 +44,8 @@ _EXPECTED = {
     "dns_name": "a DNS name (lowercase letters, digits, '-' and '.'; no scheme or path)",
     "database_url": "a database URL such as 'sqlite:///.chalk/catalog.db' or "
     "'postgresql://user@host/db'",
+    "http_url": "the http:// or https:// URL of a Prometheus server such as "
+    "'http://prometheus.monitoring:9090'",
     "string_type": "a string",
     "string_too_short": "a non-empty string",
     "model_type": "a mapping of keys",
@@ -73,7 +75,17 @@ def _database_url(value: str) -> str:
     return value
 
 
+def _http_url(value: str) -> str:
+    scheme, _, rest = value.partition("://")
+    host = rest.split("/", 1)[0]
+    spaced = any(character.isspace() for character in value)
+    if scheme.lower() not in ("http", "https") or not host or spaced or not _URL.fullmatch(value):
+        raise PydanticCustomError("http_url", "not an http(s) URL")
+    return value
+
+
 DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
 DnsName = Annotated[str, AfterValidator(_dns_name)]
 DatabaseUrl = Annotated[str, AfterValidator(_database_url)]
 
@@ -110,6 +122,8 @@ class KubernetesConfig(_Section):
     namespace: DnsLabel = "default"
     context: str | None = None
     gateway: GatewayConfig = GatewayConfig()
+    # The Prometheus server the dashboard's time series (and KEDA's triggers) are read from.
+    prometheus_url: HttpUrl | None = None
 
 
 class ProjectConfig(_Section):

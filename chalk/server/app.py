@@ -9,7 +9,6 @@ JSON.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from chalk.catalog import Catalog, open_catalog
 from chalk.common.config import find_project
@@ -42,7 +41,14 @@ from chalk.features.wire import (
     MAX_BODY_HEADER,
     MODEL_CALLS_HEADER,
 )
+from chalk.server.auth import BearerAuth
 from chalk.server.dashboard.pages import page_routes
+from chalk.server.dashboard.routes import (
+    DASHBOARD_ENDPOINTS,
+    Dashboard,
+    dashboard_routes,
+    login_routes,
+)
 from chalk.server.errors import ApiError, api_error, on_graph
 from chalk.server.graphs import ActiveGraph, LoadedGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
@@ -56,8 +62,6 @@ from chalk.server.settings import ServerSettings
 __all__ = ["app_from_env", "create_app", "log_to_stderr"]
 
 _LOG = logging.getLogger("chalk.server")
-# Paths a load balancer probes: open even when a token is required.
-_OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 M = TypeVar("M", bound=BaseModel)
 # Queries running at once per worker on threads (each mostly waits on its model calls).
 _QUERY_THREADS = 32
@@ -73,6 +77,7 @@ _ENDPOINTS = {
     "/readyz": "readyz",
     "/metrics": "metrics",
     "/openapi.json": "openapi",
+    **DASHBOARD_ENDPOINTS,
 }
 # Body types read as JSON: none given, JSON, and what curl -d sends by default.
 _JSON_MEDIA_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
@@ -83,7 +88,9 @@ class _State:
 
     def __init__(self, settings: ServerSettings, registry: CollectorRegistry) -> None:
         self.settings = settings
-        self.catalog: Catalog = open_catalog(find_project(Path(settings.project_dir)))
+        project = find_project(Path(settings.project_dir))
+        self.catalog: Catalog = open_catalog(project)
+        self.dashboard = Dashboard(project, self.catalog)
         self.graph = ActiveGraph(self.catalog, ttl_s=settings.graph_ttl_s)
         self.schemas = Schemas(self.catalog)
         self.metrics = ServerMetrics(registry)
@@ -115,10 +122,15 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         state.start(asyncio.get_running_loop())
+        await state.dashboard.start(workers=settings.workers)
         try:
             yield
         finally:
+            await state.dashboard.stop()
             await state.stop()
+
+    def wrap(name: str, handler: Callable[[Request], Awaitable[Response]]) -> _Endpoint:
+        return _endpoint(state, name, lambda _state, request: handler(request))
 
     routes = [
         Route(
@@ -136,6 +148,8 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
         Route("/readyz", _endpoint(state, _ENDPOINTS["/readyz"], _readyz), methods=["GET"]),
         Route("/metrics", _endpoint(state, _ENDPOINTS["/metrics"], _metrics), methods=["GET"]),
         Route("/openapi.json", _openapi, methods=["GET"]),
+        *dashboard_routes(state.dashboard, wrap),
+        *login_routes(settings.token, wrap),
         *page_routes(),
     ]
     app = Starlette(
@@ -149,7 +163,12 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
     app.state.chalk = state
     if settings.token is None:
         return app
-    return _BearerAuth(app, settings.token, state.metrics)
+
+    def refused(method: str, path: str, seconds: float) -> None:
+        state.metrics.answered(_endpoint_of(path), 401, seconds)
+        _failed(method, path, 401, "UNAUTHENTICATED")
+
+    return BearerAuth(app, settings.token, refused)
 
 
 def app_from_env() -> ASGIApp:
@@ -176,11 +195,10 @@ def _failed(method: str, path: str, status: int, code: str) -> None:
 
 
 _Handler = Callable[[_State, Request], Awaitable[Response]]
+_Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def _endpoint(
-    state: _State, name: str, handler: _Handler
-) -> Callable[[Request], Awaitable[Response]]:
+def _endpoint(state: _State, name: str, handler: _Handler) -> _Endpoint:
     """``handler`` with its errors answered as JSON and its outcome and time counted."""
 
     async def endpoint(request: Request) -> Response:
@@ -353,7 +371,7 @@ def _not_served(request: Request) -> str:
     return (
         f"{request.method} {path} is not served: expected one of POST /v1/query/online, POST "
         f"/v1/query/offline, POST /v1/models/<group>/invoke, GET /healthz, /readyz, /metrics, "
-        f"/openapi.json"
+        f"/openapi.json, /api/dashboard/(overview|groups/<group>|models|graph)"
     )
 
 
@@ -366,6 +384,8 @@ def _endpoint_of(path: str) -> str:
     """The endpoint label of ``path`` in the metrics ("unrouted" for a path not served)."""
     if path.startswith("/v1/models/") and path.endswith("/invoke"):
         return "invoke"
+    if path.startswith("/api/dashboard/groups/"):
+        return "dashboard_series" if path.endswith("/series") else "dashboard_group"
     return _ENDPOINTS.get(path, "unrouted")
 
 
@@ -442,42 +462,3 @@ async def _within_deadline(state: _State, work: Awaitable[Any]) -> Any:
 
 def _json(body: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
-
-
-class _BearerAuth:
-    """Requires ``Authorization: Bearer <token>`` on every path but the probes (the scheme in
-    any case, the token compared in constant time); counts and logs each 401. (The
-    dashboard's login cookie will be a second way in, here.)"""
-
-    def __init__(self, app: ASGIApp, token: str, metrics: ServerMetrics) -> None:
-        self._app = app
-        self._expected = token.encode()
-        self._metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in _OPEN_PATHS or self._allowed(scope):
-            await self._app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        error = ApiError(
-            401,
-            "UNAUTHENTICATED",
-            f"{scope['path']} needs a bearer token: expected the header 'Authorization: Bearer "
-            f"<token>' with the token of chalk serve --token-file",
-        )
-        response = _json(error.body(), 401)
-        response.headers["WWW-Authenticate"] = "Bearer"
-        await response(scope, receive, send)
-        path = scope["path"]
-        self._metrics.answered(_endpoint_of(path), 401, time.perf_counter() - started)
-        _failed(scope["method"], path, 401, error.code)
-
-    def _allowed(self, scope: Scope) -> bool:
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                scheme, _, token = value.strip().partition(b" ")
-                # RFC 7235: the scheme is case-insensitive.
-                return scheme.lower() == b"bearer" and hmac.compare_digest(
-                    token.strip(), self._expected
-                )
-        return False
