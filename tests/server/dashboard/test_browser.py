@@ -130,14 +130,13 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory, browser: WebDriver) -> I
         chalk(root, "down")
 
 
-def _register(client: ChalkClient, name: str, image: str) -> int:
-    registered = client.register_model_version(
+def _register(client: ChalkClient, name: str, image: str) -> None:
+    client.register_model_version(
         name=name,
         input_schema={"x": pa.float64()},
         output_schema={"y": pa.float64()},
         model_image=image,
     )
-    return int(registered.version)
 
 
 def test_the_page_shows_the_projects_groups_models_and_graph_with_no_console_error(
@@ -190,18 +189,21 @@ def test_a_chart_gains_points_under_traffic_without_a_reload(dashboard: Dashboar
 def test_a_crash_looping_group_goes_first_marked_with_its_reason(dashboard: Dashboard) -> None:
     dashboard.open("/")
     dashboard.wait("document.querySelector('table.groups tr[data-group]')", "the groups")
-    _register(dashboard.client, "crasher", "broken:v1")
+    _register(dashboard.client, "wobbly", "broken:v1")
     dashboard.client.deploy_model_version_to_scaling_group(
-        name="crasher", model_name="crasher", model_version=1
+        name="wobbly", model_name="wobbly", model_version=1
     )
     give_up = time.monotonic() + 120
-    while dashboard.client.get_scaling_group("crasher").status != "CrashLoopBackOff":
+    while dashboard.client.get_scaling_group("wobbly").status != "CrashLoopBackOff":
         assert time.monotonic() < give_up, "the controller never reported CrashLoopBackOff"
         time.sleep(0.05)
 
+    # Named to sort after double: only its breaking can put it first.
     dashboard.wait(
-        "document.querySelector('table.groups tbody tr[data-group]').dataset.group === 'crasher'",
-        "crasher first",
+        "document.querySelector('table.groups tbody tr[data-group]').dataset.group === 'wobbly'"
+        " && document.querySelector('table.groups tbody tr[data-group]').dataset.broken"
+        " === 'true'",
+        "wobbly first, broken",
         timeout_s=LIVE_S,
     )
     first = dashboard.rows()[0]
