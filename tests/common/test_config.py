@@ -29,6 +29,7 @@ kubernetes:
     name: public
     namespace: gateway-system
     domain: models.example.com
+  prometheus_url: http://prometheus.monitoring:9090
 """
 
 
@@ -103,6 +104,7 @@ def test_every_key_with_good_values(tmp_path: Path) -> None:
     )
     assert config.catalog_url == "postgresql://chalk@db.internal/catalog"
     assert (config.kubernetes.namespace, config.kubernetes.context) == ("models", "gke-prod")
+    assert config.kubernetes.prometheus_url == "http://prometheus.monitoring:9090"
     assert config.kubernetes.gateway == GatewayConfig(
         name="public", namespace="gateway-system", domain="models.example.com"
     )
@@ -120,7 +122,7 @@ def test_every_key_with_good_values(tmp_path: Path) -> None:
         pytest.param(
             "project: fraud\nkubernetes:\n  nmespace: models\n",
             "chalk.yaml: kubernetes.nmespace: unknown key, expected one of namespace, context, "
-            "gateway; did you mean 'namespace'?",
+            "gateway, prometheus_url; did you mean 'namespace'?",
             id="unknown_nested_key",
         ),
         pytest.param(
@@ -160,6 +162,17 @@ def test_every_key_with_good_values(tmp_path: Path) -> None:
             "project: fraud\nkubernetes: models\n",
             "chalk.yaml: kubernetes: expected a mapping of keys, got 'models'",
             id="section_not_a_mapping",
+        ),
+        pytest.param(
+            "project: fraud\nkubernetes:\n  prometheus_url: prometheus:9090\n",
+            "chalk.yaml: kubernetes.prometheus_url: expected the http:// or https:// URL of a "
+            "Prometheus server such as 'http://prometheus.monitoring:9090', got 'prometheus:9090'",
+            id="prometheus_url_without_a_scheme",
+        ),
+        pytest.param(
+            "project: fraud\nkubernetes:\n  prometheus_url: ftp://prom/\n",
+            "chalk.yaml: kubernetes.prometheus_url: expected the http:// or https:// URL",
+            id="prometheus_url_not_http",
         ),
         pytest.param(
             "project: fraud\ncatalog_url: catalog.db\n",

@@ -46,6 +46,8 @@ class ScrapeElection:
             return
         self._lock = lock
         self.scrapes = True
+        # A snapshot left by an earlier server is not this one's: readers wait for the first.
+        (state_dir / _SNAPSHOT).unlink(missing_ok=True)
 
     def publish(self, store: SeriesStore) -> None:
         """After a pass of the scraping worker: its rings, for the others to read (written

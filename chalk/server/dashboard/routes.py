@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Final
 from urllib.parse import parse_qs
 
@@ -25,7 +26,14 @@ from chalk.catalog.errors import NotFoundError
 from chalk.common.config import Project
 from chalk.server.dashboard.election import ScrapeElection
 from chalk.server.dashboard.prometheus import NO_PROMETHEUS_NOTE, PrometheusError, PrometheusSeries
-from chalk.server.dashboard.series import STEP_S, WINDOW_S, Scraper, SeriesStore, empty_series
+from chalk.server.dashboard.series import (
+    STEP_S,
+    WINDOW_S,
+    Scraper,
+    SeriesStore,
+    catalog_targets,
+    empty_series,
+)
 from chalk.server.dashboard.views import (
     Live,
     graph_document,
@@ -108,7 +116,8 @@ class Dashboard:
             return
         self._election = ScrapeElection(self.project.state_dir, workers=workers)
         if self._election.scrapes:
-            self._scraper = Scraper(self.catalog, self.store, on_pass=self._election.publish)
+            targets = partial(catalog_targets, self.catalog)
+            self._scraper = Scraper(targets, self.store, on_pass=self._election.publish)
             self._scraper.start()
 
     async def stop(self) -> None:
@@ -125,6 +134,7 @@ class Dashboard:
         return self._election.read()
 
     def live(self) -> Live:
+        """What the series know now (another worker's snapshot may be read: call on a thread)."""
         if self.project.config.backend == "kubernetes":
             if self._prometheus is None:
                 return Live("none", NO_PROMETHEUS_NOTE)
@@ -157,14 +167,14 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
     """The ``/api/dashboard/*`` routes; ``wrap`` gives each its error shape and metrics."""
 
     async def overview(_request: Request) -> Response:
-        live = dashboard.live()
+        live = await run_in_threadpool(dashboard.live)
         return _json(
             await run_in_threadpool(overview_document, dashboard.project, dashboard.catalog, live)
         )
 
     async def group(request: Request) -> Response:
         name = request.path_params["name"]
-        live = dashboard.live()
+        live = await run_in_threadpool(dashboard.live)
         return _json(await run_in_threadpool(_group, dashboard, name, live))
 
     async def series(request: Request) -> Response:

@@ -37,6 +37,8 @@ __all__ = [
     "Scraper",
     "SeriesStore",
     "Target",
+    "Targets",
+    "catalog_targets",
     "empty_series",
     "parse_controller",
     "parse_runtime",
@@ -376,14 +378,18 @@ class SeriesStore:
         }
 
 
+# What to scrape: the replicas, and the local controller's metrics port (None: none).
+Targets = tuple[list[Target], int | None]
+
+
 class Scraper:
     """Scrapes every replica and the local controller each ``interval_s``, at once and each
-    with ``timeout_s``, so a hung replica costs one timeout, never the loop; the catalog is
-    read and the texts parsed on a thread, so the server's event loop only waits on sockets."""
+    with ``timeout_s``, so a hung replica costs one timeout, never the loop; ``targets`` (a
+    catalog read) and the parsing run on a thread, so the event loop only waits on sockets."""
 
     def __init__(
         self,
-        catalog: Catalog,
+        targets: Callable[[], Targets],
         store: SeriesStore,
         *,
         interval_s: float = STEP_S,
@@ -391,7 +397,7 @@ class Scraper:
         clock: Callable[[], float] = time.time,
         on_pass: Callable[[SeriesStore], None] | None = None,
     ) -> None:
-        self._catalog = catalog
+        self._targets = targets
         self._store = store
         self._interval_s = interval_s
         self._timeout_s = timeout_s
@@ -425,7 +431,7 @@ class Scraper:
 
     async def scrape_once(self, http: httpx.AsyncClient) -> None:
         """One pass: read the ports, fetch every text at once, parse and record them."""
-        targets, controller_port = await asyncio.to_thread(_targets, self._catalog)
+        targets, controller_port = await asyncio.to_thread(self._targets)
         t = self._clock()
         texts = await asyncio.gather(*(_fetch(http, target.port) for target in targets))
         controller_text = None if controller_port is None else await _fetch(http, controller_port)
@@ -448,8 +454,9 @@ class Scraper:
             self._on_pass(self._store)
 
 
-def _targets(catalog: Catalog) -> tuple[list[Target], int | None]:
-    """Every replica with a metrics port, and the local controller's metrics port."""
+def catalog_targets(catalog: Catalog) -> Targets:
+    """Every replica with a metrics port, and the local controller's metrics port (from
+    its heartbeat row)."""
     targets = [
         Target(group.name, replica.replica_id, replica.metrics_port)
         for group in catalog.groups.list()

@@ -247,7 +247,8 @@ def _recent_oom(
         if event.reason == _OOM and _aware(event.time) >= since:
             return _first_line(event.message)
     for replica in replicas:
-        moment = replica.updated_at or replica.started_at
+        # Restarted after the kill: its start is the kill's time, give or take the back-off.
+        moment = replica.started_at
         if replica.last_exit_reason.startswith(_OOM) and moment and _aware(moment) >= since:
             return f"replica {replica.replica_id} {_first_line(replica.last_exit_reason)}"
     return None

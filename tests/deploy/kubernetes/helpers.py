@@ -15,10 +15,18 @@ import yaml
 from chalk.common.config import Project, load_project
 from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend
 
-__all__ = ["chalk", "is_absent", "kube_project", "read_object", "scaling_group"]
+__all__ = [
+    "chalk",
+    "is_absent",
+    "kube_project",
+    "make_pod",
+    "read_object",
+    "scaling_group",
+]
 
 CHALK = str(Path(sys.executable).with_name("chalk"))
 GATEWAY = {"name": "public", "namespace": "infra", "domain": "models.example.com"}
+MERGE_PATCH = "application/merge-patch+json"
 
 
 def kube_project(
@@ -63,3 +71,29 @@ def chalk(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def scaling_group(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``chalk scaling-group ARGS`` in the project at ``root``."""
     return chalk(root, "scaling-group", *args)
+
+
+def make_pod(
+    kube: KubernetesBackend,
+    name: str,
+    status: dict[str, Any],
+    *,
+    group: str = "ner",
+    image: str = "ghcr.io/acme/ner:1",
+) -> None:
+    """A pod of ``group`` (by its labels) with ``status``, as if a kubelet reported it (our
+    API server runs no nodes)."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": group, "chalk.ai/scaling-group": group},
+        },
+        "spec": {
+            "containers": [{"name": group, "image": image, "ports": [{"containerPort": 8080}]}]
+        },
+    }
+    kube.request("POST", kube.path("v1", "Pod"), body=pod)
+    path = kube.path("v1", "Pod", name) + "/status"
+    kube.request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)

@@ -31,7 +31,7 @@ from chalk.deploy.groups import (
     wait_until_serving,
 )
 from chalk.deploy.kubernetes.backend import KubernetesBackend
-from tests.deploy.kubernetes.helpers import chalk, kube_project, scaling_group
+from tests.deploy.kubernetes.helpers import chalk, kube_project, make_pod, scaling_group
 from tests.deploy.kubernetes.helpers import is_absent as _absent
 from tests.deploy.kubernetes.helpers import read_object as _read
 from tests.support.kube import KubeCluster
@@ -72,23 +72,6 @@ def _write_deployment_status(kube: KubernetesBackend, **counts: int) -> None:
     deployment = _read(kube, "apps/v1", "Deployment")
     status = {"observedGeneration": deployment["metadata"]["generation"], **counts}
     path = kube.path("apps/v1", "Deployment", "ner") + "/status"
-    kube.request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
-
-
-def _make_pod(kube: KubernetesBackend, name: str, status: dict[str, Any]) -> None:
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "labels": {"app.kubernetes.io/name": "ner", "chalk.ai/scaling-group": "ner"},
-        },
-        "spec": {
-            "containers": [{"name": "ner", "image": IMAGE, "ports": [{"containerPort": 8080}]}]
-        },
-    }
-    kube.request("POST", kube.path("v1", "Pod"), body=pod)
-    path = kube.path("v1", "Pod", name) + "/status"
     kube.request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
 
 
@@ -258,7 +241,7 @@ def test_pods_in_trouble_give_the_reason(
 ) -> None:
     create_group(project, catalog, "ner", _spec(), port_given=False)
     waiting = {"reason": "ImagePullBackOff", "message": 'Back-off pulling image "ghcr.io/x"'}
-    _make_pod(
+    make_pod(
         kube,
         "ner-5d9c7-abcde",
         {
@@ -297,7 +280,7 @@ def test_an_unschedulable_pod_is_pending(
         "reason": "Unschedulable",
         "message": message,
     }
-    _make_pod(kube, "ner-5d9c7-fghij", {"phase": "Pending", "conditions": [condition]})
+    make_pod(kube, "ner-5d9c7-fghij", {"phase": "Pending", "conditions": [condition]})
     view = observe_group(project, catalog, "ner")
     assert view.group.status == "Pending"
     assert message in view.group.reason
@@ -307,7 +290,7 @@ def test_events_explain_trouble_and_get_shows_them(
     project: Project, catalog: Catalog, kube: KubernetesBackend
 ) -> None:
     create_group(project, catalog, "ner", _spec(), port_given=False)
-    _make_pod(kube, "ner-5d9c7-klmno", {"phase": "Pending"})
+    make_pod(kube, "ner-5d9c7-klmno", {"phase": "Pending"})
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     scheduling = "0/2 nodes are available: 2 Insufficient memory."
     _make_event(kube, ("Pod", "ner-5d9c7-klmno"), "FailedScheduling", scheduling, now)
