@@ -49,8 +49,10 @@ function drawBanner() {
   if (failure instanceof ApiFailure && failure.unreachable) {
     text = `Cannot reach the server at ${window.location.host}: retrying every second.${since}`;
   } else if (failure instanceof ApiFailure) {
+    // A 4xx is about what was asked (a group deleted meanwhile): nothing older to show.
+    const stale = failure.status >= 500 ? since : "";
     text = `The server answered an error${failure.status ? ` (${failure.status})` : ""}: ` +
-      `${failure.message}.${since}`;
+      `${failure.message}.${stale}`;
   } else {
     text = `The page failed to show the server's answer: ${failure.message}`;
   }
