@@ -6,6 +6,9 @@ both revisions. One project, one server and one browser for the module (each tak
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.slow
 
+CHALK = str(Path(sys.executable).with_name("chalk"))
 # A model that cannot start: each replica exits at once (CrashLoopBackOff).
 BROKEN_MODEL = 'raise RuntimeError("weights not found")\n'
 # How long the page may take to show what the server knows (it polls every second).
@@ -179,11 +183,59 @@ def test_a_chart_gains_points_under_traffic_without_a_reload(dashboard: Dashboar
     time.sleep(LIVE_S)
     points_after, drawn_after = dashboard.chart("callsPerSecond")
 
+    [replica] = dashboard.browser.execute_script(
+        "const picker = document.getElementById('series-of');"
+        "const values = [...picker.options].map((option) => option.value).filter(Boolean);"
+        "picker.value = values[0]; picker.dispatchEvent(new Event('change'));"
+        "return values;"
+    )
+    replica_points, _ = dashboard.chart("callsPerSecond")
+    replica_title = dashboard.browser.execute_script(
+        "return document.querySelector('figure[data-chart=\"callsPerSecond\"] .chart-title')"
+        ".textContent"
+    )
+
     assert dashboard.browser.current_url.endswith("/groups/double")
     assert dashboard.browser.execute_script("return window.notReloaded === true")
     assert points_after >= points + 2, (points, points_after)
     assert drawn_after >= drawn + 2, (drawn, drawn_after)
+    assert replica_title == f"Calls/s · {replica}"
+    assert replica_points >= 2
     assert console_errors(dashboard.browser) == []
+
+
+def test_chalk_dashboard_serves_the_page_and_a_banner_says_when_it_is_gone(
+    dashboard: Dashboard,
+) -> None:
+    process = subprocess.Popen(
+        [CHALK, "dashboard"],
+        cwd=dashboard.root,
+        env={k: v for k, v in os.environ.items() if k != "CHALK_CATALOG_URL"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split(" at ", 1)[1].split()[0]
+        dashboard.browser.get(url)
+        dashboard.wait("document.querySelector('table.groups tr[data-group]')", "the groups")
+        banner_before = dashboard.browser.execute_script(
+            "return document.getElementById('banner').hidden"
+        )
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    dashboard.wait(
+        "!document.getElementById('banner').hidden", "the not-live banner", timeout_s=LIVE_S + 1
+    )
+    banner = dashboard.browser.find_element("id", "banner").text
+    console_errors(dashboard.browser)  # the refused requests: expected, and dropped here
+
+    assert process.returncode == 130
+    assert banner_before is True
+    assert banner.startswith(f"Not live. Cannot reach the server at {url[7:].rstrip('/')}")
+    assert dashboard.browser.find_elements("css selector", "table.groups tr[data-group]")
 
 
 def test_a_crash_looping_group_goes_first_marked_with_its_reason(dashboard: Dashboard) -> None:

@@ -7,6 +7,7 @@ export const FIELDS = [
   "p50Seconds",
   "p99Seconds",
   "errorsPerSecond",
+  "restartsPerSecond", // the controller's figure: the whole group only
 ];
 
 function empty() {

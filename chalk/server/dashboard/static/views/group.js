@@ -37,7 +37,15 @@ const CHARTS = [
       ["p99Seconds", "p99", "c4"],
     ],
   },
-  { key: "errorsPerSecond", title: "Errors/s", lines: [["errorsPerSecond", "errors/s", "c5"]] },
+  {
+    key: "errorsPerSecond",
+    title: "Errors and restarts/s",
+    lines: [
+      ["errorsPerSecond", "errors/s", "c5"],
+      ["restartsPerSecond", "restarts/s", "c4"],
+    ],
+    groupOnly: ["restartsPerSecond"],
+  },
 ];
 
 export function groupView(main, name, ctx) {
@@ -91,7 +99,9 @@ export function groupView(main, name, ctx) {
           times: data.t,
           end,
           windowSeconds: buffer.windowSeconds,
-          lines: spec.lines.map(([field, label, cls]) => ({ label, cls, values: data[field] })),
+          lines: spec.lines
+            .filter(([field]) => !(shown && (spec.groupOnly || []).includes(field)))
+            .map(([field, label, cls]) => ({ label, cls, values: data[field] })),
         }),
       ),
     );
