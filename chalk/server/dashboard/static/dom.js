@@ -79,11 +79,11 @@ export function number(value, unit = "") {
   const abs = Math.abs(value);
   let text;
   if (abs === 0) text = "0";
-  else if (abs >= 1000) text = value.toFixed(0);
   else if (abs >= 100) text = value.toFixed(0);
   else if (abs >= 10) text = value.toFixed(1);
   else if (abs >= 0.01) text = value.toFixed(2);
   else text = value.toPrecision(2);
+  if (text.includes(".") && !text.includes("e")) text = text.replace(/\.?0+$/, "");
   return unit ? `${text} ${unit}` : text;
 }
 

@@ -109,6 +109,7 @@ export function groupView(main, name, ctx) {
 
   function drawPicker() {
     const wanted = [WHOLE_GROUP, ...buffer.replicaNames()];
+    if (!wanted.includes(shown)) shown = WHOLE_GROUP; // its replica left the window
     const have = [...picker.options].map((option) => option.value);
     if (wanted.join("\n") === have.join("\n")) return;
     picker.replaceChildren(
