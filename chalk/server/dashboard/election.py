@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -20,6 +21,7 @@ from chalk.server.dashboard.series import SeriesStore
 
 __all__ = ["ScrapeElection"]
 
+_LOG = logging.getLogger("chalk.server")
 _LOCK: Final = "dashboard-scraper.lock"
 _SNAPSHOT: Final = "dashboard-series.pickle"
 
@@ -36,8 +38,14 @@ class ScrapeElection:
             self._shared = False
             return
         self._shared = True
-        state_dir.mkdir(parents=True, exist_ok=True)
-        lock = (state_dir / _LOCK).open("ab")
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            lock = (state_dir / _LOCK).open("ab")
+        except OSError as error:
+            # No shared file: every worker scrapes and answers from its own rings.
+            _LOG.warning("the dashboard's series are scraped by every worker: %s", error)
+            self.scrapes, self._shared = True, False
+            return
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
