@@ -108,7 +108,8 @@ export function bytes(value) {
 
 export function millicores(value) {
   if (value === null || value === undefined) return DASH;
-  return value >= 1000 ? `${number(value / 1000)} cores` : `${Math.round(value)}m`;
+  if (value < 1000) return `${Math.round(value)}m`;
+  return value === 1000 ? "1 core" : `${number(value / 1000)} cores`;
 }
 
 // A used/limit bar with its figures as text (the bar alone is not the information).

@@ -23,9 +23,13 @@ export class SeriesBuffer {
     this.windowSeconds = 900;
     this.last = null; // the newest t held: the next request's `since`
     this.end = Date.now() / 1000; // the chart's right edge, on the server's clock
+    this.source = null; // "local", "prometheus" or "none" (then `note` says why)
+    this.note = null;
   }
 
   add(answer) {
+    this.source = answer.source;
+    this.note = answer.note;
     if (answer.windowSeconds) this.windowSeconds = answer.windowSeconds;
     const generated = Date.parse(answer.generatedAt);
     if (!Number.isNaN(generated)) this.end = generated / 1000;

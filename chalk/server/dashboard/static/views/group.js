@@ -57,6 +57,7 @@ export function groupView(main, name, ctx) {
     shown = picker.value;
     drawCharts();
   });
+  const pick = h("span", {}, h("label", { for: "series-of" }, "Show "), picker);
   const parts = {
     head: h("div", { class: "group-head" }, h("h1", {}, name)),
     settings: h("dl", { class: "settings" }),
@@ -78,8 +79,7 @@ export function groupView(main, name, ctx) {
         "div",
         { class: "section-head" },
         h("h2", { id: "charts-title" }, "Last 15 minutes"),
-        h("label", { for: "series-of" }, "Show "),
-        picker,
+        pick,
       ),
       parts.charts,
     ),
@@ -88,6 +88,13 @@ export function groupView(main, name, ctx) {
   );
 
   function drawCharts() {
+    pick.hidden = buffer.source === "none";
+    if (buffer.source === "none") {
+      parts.charts.replaceChildren(
+        h("p", { class: "empty" }, `No time series here: ${buffer.note || "no source"}.`),
+      );
+      return;
+    }
     const data = buffer.of(shown);
     const end = buffer.end;
     parts.charts.replaceChildren(
@@ -111,7 +118,7 @@ export function groupView(main, name, ctx) {
     const wanted = [WHOLE_GROUP, ...buffer.replicaNames()];
     if (!wanted.includes(shown)) shown = WHOLE_GROUP; // its replica left the window
     const have = [...picker.options].map((option) => option.value);
-    if (wanted.join("\n") === have.join("\n")) return;
+    if (JSON.stringify(wanted) === JSON.stringify(have)) return;
     picker.replaceChildren(
       ...wanted.map((value) =>
         h("option", { value, selected: value === shown }, value ? `replica ${value}` : "whole group"),
