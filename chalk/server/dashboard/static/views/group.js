@@ -91,7 +91,7 @@ export function groupView(main, name, ctx) {
     pick.hidden = buffer.source === "none";
     if (buffer.source === "none") {
       parts.charts.replaceChildren(
-        h("p", { class: "empty" }, `No time series here: ${buffer.note || "no source"}.`),
+        h("p", { class: "empty" }, `No time series here: ${buffer.note || "no source"}`),
       );
       return;
     }
@@ -134,7 +134,7 @@ export function groupView(main, name, ctx) {
     const since = buffer.last === null ? "" : `?since=${buffer.last}`;
     const data = await getJson(`${base}/series${since}`, { signal });
     buffer.add(data);
-    ctx.note(data.source === "none" ? data.note || "No time series source." : null);
+    ctx.note(data.source === "none" ? data.note || "no source" : null);
     drawPicker();
     drawCharts();
   });
