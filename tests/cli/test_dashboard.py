@@ -33,6 +33,7 @@ def test_prints_its_url_once_the_page_answers_and_ctrl_c_ends_it(tmp_path: Path)
     try:
         assert process.stdout is not None
         line = process.stdout.readline()
+        assert " at " in line, f"no URL printed: {line!r}"
         url = line.split(" at ", 1)[1].split()[0]
         page = httpx.get(url, timeout=10)
         asset = httpx.get(f"{url}static/dashboard/app.js", timeout=10)

@@ -217,7 +217,9 @@ def test_chalk_dashboard_serves_the_page_and_a_banner_says_when_it_is_gone(
     )
     try:
         assert process.stdout is not None
-        url = process.stdout.readline().split(" at ", 1)[1].split()[0]
+        line = process.stdout.readline()
+        assert " at " in line, f"chalk dashboard printed no URL: {line!r}"
+        url = line.split(" at ", 1)[1].split()[0]
         dashboard.browser.get(url)
         dashboard.wait("document.querySelector('table.groups tr[data-group]')", "the groups")
         banner_before = dashboard.browser.execute_script(

@@ -77,7 +77,7 @@ function groupRows(group) {
     h("td", { class: "num" }, `${orDash(group.readyReplicas)}/${orDash(group.desiredReplicas)}`),
     h("td", {}, modelText(group)),
     h("td", { class: "mono clip", title: group.image || "" }, orDash(group.image)),
-    h("td", { class: "mono" }, orDash(group.url)),
+    h("td", { class: "mono url" }, orDash(group.url)),
     h("td", {}, tagList(group.tags)),
     h("td", {}, resourcesText(group.resources)),
     h("td", {}, boundsText(group.autoscaling)),
