@@ -169,7 +169,16 @@ function renderDetail(parts, data) {
   );
   renderRollout(parts.rollout, data.rollout);
   parts.replicas.replaceChildren(replicaTable(data.replicas || []));
-  parts.events.replaceChildren(...eventItems(data.events || []));
+  // Redrawn only when they change: an event opened to read its whole message stays open.
+  const events = data.events || [];
+  const shown = JSON.stringify(events);
+  if (parts.events.dataset.shown !== shown) {
+    const open = new Set(
+      [...parts.events.querySelectorAll("details[open]")].map((item) => item.dataset.key),
+    );
+    parts.events.replaceChildren(...eventItems(events, open));
+    parts.events.dataset.shown = shown;
+  }
 }
 
 function setting(term, value) {
@@ -265,16 +274,37 @@ function replicaTable(replicas) {
   );
 }
 
-function eventItems(events) {
+// A message longer than this, or of several lines (a crash's log tail), shows its first line
+// and opens on a click.
+const SHORT_MESSAGE = 160;
+
+function eventItems(events, open) {
   if (events.length === 0) return [h("li", { class: "empty" }, "No events.")];
-  return events.map((event) =>
-    h(
+  return events.map((event) => {
+    const key = `${event.at} ${event.reason} ${event.message.length}`;
+    return h(
       "li",
       { class: `event ${event.type === "Warning" ? "warning" : "normal"}` },
       h("time", { datetime: event.at }, clock(event.at)),
       h("span", { class: `badge ${event.type === "Warning" ? "warn" : "info"}` }, event.type),
       h("strong", {}, event.reason),
-      h("span", { class: "message" }, event.message),
-    ),
+      message(event.message, key, open.has(key)),
+    );
+  });
+}
+
+function message(text, key, isOpen) {
+  const firstLine = text.split("\n", 1)[0];
+  if (text.length <= SHORT_MESSAGE && firstLine === text) {
+    return h("span", { class: "message" }, text);
+  }
+  const summary = firstLine.length > SHORT_MESSAGE
+    ? `${firstLine.slice(0, SHORT_MESSAGE)}…`
+    : firstLine;
+  return h(
+    "details",
+    { class: "message", "data-key": key, open: isOpen },
+    h("summary", {}, summary),
+    h("pre", {}, text),
   );
 }
