@@ -4,6 +4,7 @@ printed once it listens; Ctrl-C ends it."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from typing import Any
 
@@ -45,8 +46,10 @@ def _dashboard(args: argparse.Namespace) -> int:
 
     project = find_project()
     try:
-        port = check_bindable(_HOST, args.port)
-        settings = ServerSettings(project_dir=str(project.root), host=_HOST, port=port)
+        settings = ServerSettings(project_dir=str(project.root), host=_HOST, port=args.port)
+        # Port 0: the one the system picks now, so that it can be printed.
+        port = check_bindable(_HOST, settings.port)
+        settings = dataclasses.replace(settings, port=port)
     except ServerSettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

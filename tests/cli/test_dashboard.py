@@ -69,3 +69,19 @@ def test_a_port_in_use_is_refused_naming_it(tmp_path: Path) -> None:
 
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_a_port_out_of_range_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    env = _project(tmp_path)
+    done = subprocess.run(
+        [CHALK, "dashboard", "--port", "70000"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr == "error: --port must be from 0 to 65535 (0: any free port), got 70000\n"
