@@ -1,5 +1,5 @@
 """``chalk dashboard`` as a user runs it: prints its URL once the page answers there, refuses a
-port in use naming it, and Ctrl-C ends it with one line and exit 130."""
+port in use or out of range naming it, and Ctrl-C ends it with one line and exit 130."""
 
 from __future__ import annotations
 
@@ -18,6 +18,19 @@ CHALK = str(Path(sys.executable).with_name("chalk"))
 def _project(root: Path) -> dict[str, str]:
     (root / "chalk.yaml").write_text("project: demo\n")
     return {key: value for key, value in os.environ.items() if key != "CHALK_CATALOG_URL"}
+
+
+def _refused(root: Path, port: str) -> subprocess.CompletedProcess[str]:
+    """``chalk dashboard --port PORT`` in a new project at ``root``, which should not start."""
+    return subprocess.run(
+        [CHALK, "dashboard", "--port", port],
+        cwd=root,
+        env=_project(root),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_prints_its_url_once_the_page_answers_and_ctrl_c_ends_it(tmp_path: Path) -> None:
@@ -52,36 +65,18 @@ def test_prints_its_url_once_the_page_answers_and_ctrl_c_ends_it(tmp_path: Path)
 
 
 def test_a_port_in_use_is_refused_naming_it(tmp_path: Path) -> None:
-    env = _project(tmp_path)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run(
-            [CHALK, "dashboard", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = _refused(tmp_path, str(port))
 
     assert done.returncode == 1
     assert done.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
 
 
 def test_a_port_out_of_range_is_refused_naming_the_flag(tmp_path: Path) -> None:
-    env = _project(tmp_path)
-    done = subprocess.run(
-        [CHALK, "dashboard", "--port", "70000"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = _refused(tmp_path, "70000")
 
     assert done.returncode == 1
     assert done.stderr == "error: --port must be from 0 to 65535 (0: any free port), got 70000\n"
