@@ -52,6 +52,10 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "serve",
         "answer online queries and model calls over HTTP (the graph `chalk apply` stored)",
     ),
+    "dashboard": (
+        "dashboard",
+        "show the project's groups, models and graph live in a browser (127.0.0.1 only)",
+    ),
     "server": ("server", "run the feature server on Kubernetes: deploy, inspect and delete it"),
 }
 _INTERRUPTED = "interrupted"

@@ -42,6 +42,7 @@ from chalk.features.wire import (
     MODEL_CALLS_HEADER,
 )
 from chalk.server.auth import BearerAuth
+from chalk.server.dashboard.pages import page_routes
 from chalk.server.dashboard.routes import (
     DASHBOARD_ENDPOINTS,
     Dashboard,
@@ -149,6 +150,7 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
         Route("/openapi.json", _openapi, methods=["GET"]),
         *dashboard_routes(state.dashboard, wrap),
         *login_routes(settings.token, wrap),
+        *page_routes(),
     ]
     app = Starlette(
         routes=routes,

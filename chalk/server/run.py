@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
+from socket import socket
 from typing import Final
 
 import uvicorn
@@ -19,8 +21,10 @@ __all__ = ["serve"]
 _FACTORY: Final = "chalk.server.app:app_from_env"
 
 
-def serve(settings: ServerSettings) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM), then drain and return."""
+def serve(settings: ServerSettings, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Serve until interrupted (SIGINT/SIGTERM), then drain and return; with ``on_ready``
+    (one worker only), call it once the server listens, and let a Ctrl-C that ended it
+    through as KeyboardInterrupt."""
     log_to_stderr()
     common = {
         "host": settings.host,
@@ -31,6 +35,10 @@ def serve(settings: ServerSettings) -> None:
         "loop": "uvloop",
         "timeout_graceful_shutdown": 10,
     }
+    if settings.workers == 1 and on_ready is not None:
+        config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
+        _Announcing(config, on_ready).run()
+        return
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
         return
@@ -41,3 +49,16 @@ def serve(settings: ServerSettings) -> None:
         uvicorn.run(_FACTORY, factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+class _Announcing(uvicorn.Server):
+    """A server that calls ``on_ready`` once it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_ready = on_ready
+
+    async def startup(self, sockets: list[socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self._on_ready()

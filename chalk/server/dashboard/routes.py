@@ -69,6 +69,7 @@ _PAGE_PATHS: Final = frozenset({"/", "/models", "/graph"})
 _PAGE_PREFIXES: Final = ("/groups/", "/static/dashboard/")
 _LOGIN_FORM: Final = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>chalk: log in</title>
+<link rel="icon" href="data:,">
 <style>body{{font:15px system-ui,sans-serif;max-width:24rem;margin:4rem auto}}
 input,button{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box;margin:.3rem 0}}
 .error{{color:#b00020}}</style></head>
