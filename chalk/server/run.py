@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Callable
 from socket import socket
+from types import FrameType
 from typing import Final
 
 import uvicorn
@@ -22,9 +24,9 @@ _FACTORY: Final = "chalk.server.app:app_from_env"
 
 
 def serve(settings: ServerSettings, *, on_ready: Callable[[], None] | None = None) -> None:
-    """Serve until interrupted (SIGINT/SIGTERM), then drain and return; with ``on_ready``
-    (one worker only), call it once the server listens, and let a Ctrl-C that ended it
-    through as KeyboardInterrupt."""
+    """Serve until stopped, then drain: SIGTERM returns (SystemExit(0) with one worker), a
+    Ctrl-C with one worker ends in KeyboardInterrupt (the CLI's exit 130). With ``on_ready``
+    (one worker only), call it once the server listens."""
     log_to_stderr()
     common = {
         "host": settings.host,
@@ -35,12 +37,17 @@ def serve(settings: ServerSettings, *, on_ready: Callable[[], None] | None = Non
         "loop": "uvloop",
         "timeout_graceful_shutdown": 10,
     }
-    if settings.workers == 1 and on_ready is not None:
-        config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
-        _Announcing(config, on_ready).run()
-        return
     if settings.workers == 1:
-        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        # Not uvicorn.run, which swallows the KeyboardInterrupt a Ctrl-C ends the server with:
+        # the CLI turns it into one line and exit code 130, as for every other command.
+        config = uvicorn.Config(create_app(settings), **common)  # type: ignore[arg-type]
+        # uvicorn drains on SIGTERM, then raises it again: a stop asked for is a success (0),
+        # as Kubernetes expects of a pod it ends, not the 143 of a process killed.
+        previous = signal.signal(signal.SIGTERM, _stopped)
+        try:
+            _Announcing(config, on_ready).run()
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return
     metrics_dir = tempfile.mkdtemp(prefix="chalk-serve-metrics-")
     os.environ[MULTIPROCESS_ENV] = metrics_dir
@@ -51,14 +58,18 @@ def serve(settings: ServerSettings, *, on_ready: Callable[[], None] | None = Non
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-class _Announcing(uvicorn.Server):
-    """A server that calls ``on_ready`` once it listens."""
+def _stopped(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None]) -> None:
+
+class _Announcing(uvicorn.Server):
+    """A server that calls ``on_ready`` (when given) once it listens."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None) -> None:
         super().__init__(config)
         self._on_ready = on_ready
 
     async def startup(self, sockets: list[socket] | None = None) -> None:
         await super().startup(sockets)
-        if self.started:
+        if self.started and self._on_ready is not None:
             self._on_ready()
