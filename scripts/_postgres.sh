@@ -21,26 +21,16 @@ if [ "${CI:-}" = "true" ]; then
 fi
 
 if [ -z "${SCALEGROUP_TEST_POSTGRES_URL:-}" ] && ! _scalegroup_has_postgres; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> as root: apt-get update && apt-get install postgresql (Debian's package, for the" \
-      "catalog's PostgreSQL tests; about a minute; the log in .venv/postgres-install.log)"
-    _scalegroup_pg_log="$ROOT/.venv/postgres-install.log"
-    run_quietly "installing PostgreSQL" "$_scalegroup_pg_log" sh -c 'apt-get update &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql' ||
-      exit 1
+  if apt_install "the catalog's PostgreSQL tests; about a minute" postgresql; then
     if ! _scalegroup_has_postgres; then
       echo "installed Debian's postgresql package, but still found no initdb and pg_ctl on" \
-           "PATH or under /usr/lib/postgresql/*/bin; the log is in $_scalegroup_pg_log" >&2
+        "PATH or under /usr/lib/postgresql/*/bin" >&2
       exit 1
     fi
   else
-    if [ "${SCALEGROUP_REQUIRE_POSTGRES:-}" = 1 ]; then
-      _scalegroup_pg_fate="will fail (SCALEGROUP_REQUIRE_POSTGRES=1)"
-    else
-      _scalegroup_pg_fate="will be skipped here"
-    fi
     echo "note: PostgreSQL's server programs (initdb, pg_ctl) are not installed, so the" \
-         "catalog's PostgreSQL tests $_scalegroup_pg_fate. Install them (sudo apt-get install" \
-         "postgresql), or set SCALEGROUP_TEST_POSTGRES_URL to a server's URL." >&2
+      "catalog's PostgreSQL tests $(missing_fate "${SCALEGROUP_REQUIRE_POSTGRES:-}" \
+        SCALEGROUP_REQUIRE_POSTGRES=1). Install them (sudo apt-get" \
+      "install postgresql), or set SCALEGROUP_TEST_POSTGRES_URL to a server's URL." >&2
   fi
 fi

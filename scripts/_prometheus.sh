@@ -5,25 +5,14 @@
 # will be skipped. Under CI (CI=true) a missing prometheus fails them.
 
 if ! command -v prometheus >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "==> as root: apt-get update && apt-get install prometheus (Debian's package, for the" \
-      "dashboard's Prometheus tests; under a minute; the log in .venv/prometheus-install.log)"
-    _scalegroup_prom_log="$ROOT/.venv/prometheus-install.log"
-    run_quietly "installing prometheus" "$_scalegroup_prom_log" sh -c 'apt-get update &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus' ||
-      exit 1
+  if apt_install "the dashboard's Prometheus tests; under a minute" prometheus; then
     if ! command -v prometheus >/dev/null; then
-      echo "installed Debian's prometheus package, but found no prometheus on PATH; the log" \
-           "is in $_scalegroup_prom_log" >&2
+      echo "installed Debian's prometheus package, but found no prometheus on PATH" >&2
       exit 1
     fi
   else
-    if [ "${CI:-}" = "true" ]; then
-      _scalegroup_prom_fate="will fail (CI=true)"
-    else
-      _scalegroup_prom_fate="will be skipped here"
-    fi
     echo "note: Debian's prometheus is not installed, so the dashboard's Prometheus tests" \
-         "$_scalegroup_prom_fate. Install it (sudo apt-get install prometheus)." >&2
+      "$(missing_fate "${CI:-}" CI=true). Install it (sudo apt-get install" \
+      "prometheus)." >&2
   fi
 fi

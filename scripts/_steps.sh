@@ -76,3 +76,33 @@ run_quietly() {
   fi
   echo "    $what: done in $((SECONDS - started)) s"
 }
+
+# apt_install WHY PACKAGE...: where it may (root, apt-get present), installs Debian's PACKAGEs,
+# saying so first ("==> as root: ...", WHY says what for and how long) with apt's output in
+# .venv/apt-PACKAGE.log; `apt-get update` runs once per script. Returns 1 where it may not,
+# for the caller to say what goes without; ends the script when the install fails.
+apt_install() {
+  local why=$1 update='apt-get update && ' log
+  shift
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    return 1
+  fi
+  if [ -n "${_scalegroup_apt_updated:-}" ]; then
+    update=''
+  fi
+  log="$ROOT/.venv/apt-$1.log"
+  echo "==> as root: ${update}apt-get install $* (Debian's packages, for $why; the log in" \
+    "${log#"$ROOT/"})"
+  run_quietly "installing $*" "$log" sh -c "${update}DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y --no-install-recommends $*" || exit 1
+  _scalegroup_apt_updated=1
+}
+
+# missing_fate VALUE SETTING: what becomes of the tests that need a missing program: "will fail
+# (SETTING)" when VALUE (SETTING's value) is 1 or true, else "will be skipped here".
+missing_fate() {
+  case "$1" in
+    1 | true) echo "will fail ($2)" ;;
+    *) echo "will be skipped here" ;;
+  esac
+}

@@ -36,8 +36,8 @@ def _prometheus_program() -> str:
     found = shutil.which("prometheus")
     if found is None:
         reason = (
-            "Debian's prometheus is not installed (as root: bash scripts/_prometheus.sh, or "
-            "apt-get install prometheus)"
+            "Debian's prometheus is not installed (apt-get install prometheus; scripts/test "
+            "does it as root)"
         )
         if os.environ.get("CI") == "true":
             pytest.fail(f"{reason}; under CI it is required")
