@@ -68,7 +68,11 @@ def evaluate(
             kind = literal_type(current.value)
             return pa.repeat(pa.scalar(current.value, kind), rows)
         call = cast(Call, current)
-        answer = next((found for seen, found in answers if seen is call or seen == call), None)
+        answer = None
+        for seen, found in answers:
+            if seen is call or seen == call:
+                answer = found
+                break
         if answer is None:
             arguments = []
             for argument in call.args[1:]:
