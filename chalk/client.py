@@ -41,7 +41,14 @@ from chalk.engine.callers import refuse_delete_of_called
 from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, model_calls
 from chalk.engine.plan import Plan
-from chalk.engine.query import feature_name, input_table, run_query
+from chalk.engine.query import (
+    OnlineShape,
+    feature_name,
+    input_table,
+    online_shape,
+    run_online,
+    run_query,
+)
 from chalk.engine.recorder import CallRecorder, GroupCalls, recording
 from chalk.features import FeatureGraph, graph_for
 from chalk.features.dsl import feature_classes
@@ -265,6 +272,10 @@ class ChalkClient:
         The graph is the ``@features`` classes this process has defined; with ``api_server``
         it is the server's, and a name this process does not define is checked there.
         """
+        if self._api is None:
+            shape = _SHAPES.of(input, output)
+            if shape is not None:
+                return OnlineQueryResult(run_online(shape, input.values(), **self._run()))
         graph = _graph_for(input, output)
         if self._api is not None:
             return OnlineQueryResult(self._api.query(graph, input, output))
@@ -604,6 +615,43 @@ class _Graphs:
 
 
 _GRAPHS = _Graphs()
+
+
+class _Shapes:
+    """One-row queries' shapes (``online_shape``) by their input keys and outputs, while the
+    process's ``@features`` classes stay the same: a query of a shape seen before skips the
+    name lookups, the graph's choice, the plan cache's key and the result's ordering.
+
+    A query whose shape cannot be worked out (an unknown name, no inputs, a key that is not
+    hashable) takes the general path, which raises its error as before.
+    """
+
+    def __init__(self, maxsize: int = 256) -> None:
+        self._maxsize = maxsize
+        self._shapes: dict[tuple[Any, ...], tuple[list[type], OnlineShape]] = {}
+
+    def of(self, inputs: Any, outputs: Sequence[Any]) -> OnlineShape | None:
+        if not isinstance(inputs, dict) or not isinstance(outputs, list | tuple):
+            return None
+        classes = feature_classes()
+        key = (tuple(inputs), tuple(outputs), tuple(map(id, classes)))
+        try:
+            found = self._shapes.get(key)
+        except TypeError:  # an unhashable key or output: the general path says what it is
+            return None
+        if found is not None:
+            return found[1]
+        try:
+            shape = online_shape(_graph_for(inputs, outputs), inputs, outputs)
+        except Exception:  # the general path raises it again, as it always has
+            return None
+        if len(self._shapes) >= self._maxsize:
+            self._shapes.clear()
+        self._shapes[key] = (classes, shape)
+        return shape
+
+
+_SHAPES = _Shapes()
 
 
 def _blocks(table: pa.Table) -> list[pa.Table]:

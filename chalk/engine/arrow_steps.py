@@ -57,7 +57,9 @@ def evaluate(
     ``column(name)`` gives a feature's column by fully qualified name; ``rows`` is the row
     count literals are repeated to. Each ``catalog_call`` is made once, arguments first.
     """
-    answers: dict[Call, Column] = {}
+    # Each call's answer; a list, since an expression rarely holds more than one call and a
+    # Call's hash walks its whole tree.
+    answers: list[tuple[Call, Column]] = []
 
     def value(current: Expr) -> Steps[Column]:
         if isinstance(current, FeatureRef):
@@ -66,7 +68,11 @@ def evaluate(
             kind = literal_type(current.value)
             return pa.repeat(pa.scalar(current.value, kind), rows)
         call = cast(Call, current)
-        answer = answers.get(call)
+        answer = None
+        for seen, found in answers:
+            if seen is call or seen == call:
+                answer = found
+                break
         if answer is None:
             arguments = []
             for argument in call.args[1:]:
@@ -76,7 +82,7 @@ def evaluate(
             # Call refuses a catalog_call whose first argument is not the name as a literal.
             name = str(cast(Literal, call.args[0]).value)
             answer = yield ModelRequest(fqn, name, arguments, as_chunks=True)
-            answers[call] = answer
+            answers.append((call, answer))
         return answer
 
     try:

@@ -223,7 +223,7 @@ def _inputs(
     for fqn in needed:
         column = arrow.column(fqn)
         declared = graph.features[fqn].arrow_type
-        if not stores_as(column.type, declared):
+        if column.type != declared and not stores_as(column.type, declared):
             raise EngineTypeError(
                 f"{fqn}: the input column holds {type_text(column.type)}, but the feature is "
                 f"declared {type_text(declared)}: expected a column of {type_text(declared)}"

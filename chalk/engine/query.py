@@ -9,6 +9,7 @@ the outputs, named by fully qualified name, rows in input order.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
@@ -22,7 +23,16 @@ from chalk.engine.plan import Plan, cached_plan
 from chalk.features.graph import FeatureGraph, GraphError
 from chalk.features.wire import WireValueError, check_python_values
 
-__all__ = ["QueryError", "feature_name", "input_table", "run_query", "run_query_async"]
+__all__ = [
+    "OnlineShape",
+    "QueryError",
+    "feature_name",
+    "input_table",
+    "online_shape",
+    "run_online",
+    "run_query",
+    "run_query_async",
+]
 
 
 class QueryError(ChalkError, ValueError):
@@ -65,25 +75,8 @@ def input_table(
     columns: dict[str, pa.Array] = {}
     for key, value in inputs.items():
         fqn = _known(graph, feature_name(key))
-        values = [value] if online else value
-        if online and isinstance(value, list | tuple) and not _is_list_feature(graph, fqn):
-            raise QueryError(
-                f"{fqn}: an online query takes one value per feature, got a "
-                f"{type(value).__name__}; use offline_query for many rows"
-            )
         arrow_type = graph.feature(fqn).arrow_type
-        if isinstance(values, list | tuple):
-            try:
-                check_python_values(values, arrow_type, what=fqn)
-            except WireValueError as error:
-                raise QueryError(str(error)) from None
-        try:
-            columns[fqn] = pa.array(values, arrow_type)
-        except (pa.ArrowException, TypeError, ValueError) as error:
-            # ValueError also covers text Arrow cannot encode (a lone surrogate).
-            raise QueryError(
-                f"{fqn}: the input does not fit its type {graph.feature(fqn).arrow_type}: {error}"
-            ) from None
+        columns[fqn] = _input_column(fqn, arrow_type, is_list(arrow_type), value, online=online)
     lengths = {len(column) for column in columns.values()}
     if len(lengths) > 1:
         raise QueryError(
@@ -91,6 +84,78 @@ def input_table(
             f"per row in every column"
         )
     return pa.Table.from_arrays(list(columns.values()), names=list(columns))
+
+
+def _input_column(
+    fqn: str, arrow_type: pa.DataType, listed: bool, value: Any, *, online: bool
+) -> pa.Array:
+    """One input feature's column: ``value`` (one value online, a sequence offline)."""
+    values = [value] if online else value
+    if online and not listed and isinstance(value, list | tuple):
+        raise QueryError(
+            f"{fqn}: an online query takes one value per feature, got a "
+            f"{type(value).__name__}; use offline_query for many rows"
+        )
+    if isinstance(values, list | tuple):
+        try:
+            check_python_values(values, arrow_type, what=fqn)
+        except WireValueError as error:
+            raise QueryError(str(error)) from None
+    try:
+        if isinstance(values, list | tuple):
+            # A list is never taken for pandas; saying so skips pyarrow's look for pandas
+            # (half the cost of a one-value array).
+            return pa.array(values, arrow_type, from_pandas=False)
+        return pa.array(values, arrow_type)
+    except (pa.ArrowException, TypeError, ValueError) as error:
+        # ValueError also covers text Arrow cannot encode (a lone surrogate).
+        raise QueryError(f"{fqn}: the input does not fit its type {arrow_type}: {error}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineShape:
+    """What a one-row query of given input features and outputs needs from its graph, worked
+    out once (``online_shape``) for every query of that shape (``run_online``)."""
+
+    graph: FeatureGraph
+    inputs: tuple[tuple[str, pa.DataType, bool], ...]  # fqn, type, list-typed, in key order
+    plan: Plan
+    wanted: tuple[str, ...]
+    keys: tuple[str, ...]  # the primary keys given as inputs, first in the result
+
+
+def online_shape(graph: FeatureGraph, keys: Iterable[Any], outputs: Iterable[Any]) -> OnlineShape:
+    """The shape of a one-row query naming ``keys`` as inputs; raises QueryError where
+    ``input_table`` or ``run_query`` would (possibly another of their errors first)."""
+    inputs = []
+    for key in keys:
+        fqn = _known(graph, feature_name(key))
+        arrow_type = graph.feature(fqn).arrow_type
+        inputs.append((fqn, arrow_type, is_list(arrow_type)))
+    if not inputs:
+        raise QueryError("a query needs inputs")
+    names = list(dict.fromkeys(fqn for fqn, _, _ in inputs))
+    plan, wanted = _planned(graph, names, outputs)
+    primary = tuple(key for key in _primary_keys(graph, wanted) if key in names)
+    return OnlineShape(graph, tuple(inputs), plan, tuple(wanted), primary)
+
+
+def run_online(
+    shape: OnlineShape, values: Iterable[Any], *, model_caller: ModelCaller | None = None
+) -> dict[str, Any]:
+    """One row's outputs by fqn, primary keys first: what ``run_query`` over
+    ``input_table(graph, inputs, online=True)`` answers, as Python values, for inputs of
+    ``shape`` whose values are ``values`` (in the shape's key order)."""
+    columns: dict[str, pa.Array] = {}
+    for (fqn, arrow_type, listed), value in zip(shape.inputs, values, strict=True):
+        columns[fqn] = _input_column(fqn, arrow_type, listed, value, online=True)
+    table = pa.Table.from_arrays(list(columns.values()), names=list(columns))
+    result = execute(shape.plan, table, shape.graph, model_caller=model_caller)
+    row = {key: columns[key][0].as_py() for key in shape.keys}
+    for fqn in shape.wanted:
+        if fqn not in row:
+            row[fqn] = result.column(fqn)[0].as_py()
+    return row
 
 
 def run_query(
@@ -171,7 +236,3 @@ def _typed(graph: FeatureGraph, table: pa.Table) -> pa.Table:
                 f"{arrow_type}: {error}"
             ) from None
     return table
-
-
-def _is_list_feature(graph: FeatureGraph, fqn: str) -> bool:
-    return is_list(graph.feature(fqn).arrow_type)
