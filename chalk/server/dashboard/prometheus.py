@@ -1,5 +1,6 @@
 """The dashboard's time series on Kubernetes: asked of the Prometheus server chalk.yaml names
-(``kubernetes.prometheus_url``) through its HTTP API's ``query_range``, never scraped by us.
+(``kubernetes.prometheus_url``) through its HTTP API's ``query_range``, never scraped by us; and
+the figures of now (calls/s, in flight, CPU, memory) through its instant ``query``.
 
 A group's pods are the Deployment's (``<group>-<hash>-<id>`` in the project's namespace), so
 the queries select ``namespace`` and ``pod``, the labels Prometheus' Kubernetes discovery gives.
@@ -10,14 +11,22 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 import httpx
 
 from chalk.server.dashboard.series import FIELDS, STEP_S, WINDOW_S, empty_series
 
-__all__ = ["NO_PROMETHEUS_NOTE", "PrometheusError", "PrometheusSeries", "queries"]
+__all__ = [
+    "NO_PROMETHEUS_NOTE",
+    "Instant",
+    "PrometheusError",
+    "PrometheusSeries",
+    "instant_queries",
+    "queries",
+]
 
 NO_PROMETHEUS_NOTE: Final = (
     "no time series: on Kubernetes they come from a Prometheus server; name it in chalk.yaml "
@@ -40,7 +49,7 @@ def queries(namespace: str, group: str, *, by_pod: bool) -> dict[str, str]:
     >>> queries("ml", "ner", by_pod=False)["callsPerSecond"]
     'sum(rate(chalk_remote_call_calls_total{namespace="ml",pod=~"ner-[a-z0-9]+-[a-z0-9]+"}[1m]))'
     """
-    selector = f'{{namespace="{namespace}",pod=~"{re.escape(group)}-[a-z0-9]+-[a-z0-9]+"}}'
+    selector = _selector(namespace, group)
     by = " by (pod)" if by_pod else ""
     by_le = " by (le, pod)" if by_pod else " by (le)"
 
@@ -58,6 +67,39 @@ def queries(namespace: str, group: str, *, by_pod: bool) -> dict[str, str]:
         "p99Seconds": latency(0.99),
         "errorsPerSecond": rate("chalk_remote_call_errors_total"),
     }
+
+
+def instant_queries(namespace: str, group: str) -> dict[str, str]:
+    """The PromQL of a group's figures of now, each ``by (pod)``: calls in flight, CPU in
+    millicores and resident memory (the runtime's ``process_*``, which every replica exports).
+
+    Examples
+    --------
+    >>> instant_queries("ml", "ner")["inFlight"]
+    'sum by (pod)(chalk_remote_call_in_flight{namespace="ml",pod=~"ner-[a-z0-9]+-[a-z0-9]+"})'
+    """
+    selector = _selector(namespace, group)
+    return {
+        "inFlight": f"sum by (pod)(chalk_remote_call_in_flight{selector})",
+        "cpuMillicores": f"1000 * sum by (pod)(rate(process_cpu_seconds_total{selector}[{_RATE}]))",
+        "memoryBytes": f"sum by (pod)(process_resident_memory_bytes{selector})",
+    }
+
+
+def _selector(namespace: str, group: str) -> str:
+    return f'{{namespace="{namespace}",pod=~"{re.escape(group)}-[a-z0-9]+-[a-z0-9]+"}}'
+
+
+@dataclass(frozen=True, slots=True)
+class Instant:
+    """The figures of now: calls per second by group, and by ``(group, pod)`` the calls in
+    flight, CPU millicores and resident bytes; ``error`` says why some are missing."""
+
+    calls_per_second: dict[str, float] = field(default_factory=dict)
+    in_flight: dict[tuple[str, str], float] = field(default_factory=dict)
+    cpu_millicores: dict[tuple[str, str], float] = field(default_factory=dict)
+    memory_bytes: dict[tuple[str, str], float] = field(default_factory=dict)
+    error: str | None = None
 
 
 class PrometheusSeries:
@@ -109,6 +151,44 @@ class PrometheusSeries:
             },
         }
 
+    async def instant(self, groups: Sequence[str], *, pods_of: str | None = None) -> Instant:
+        """Calls per second of each of ``groups`` and, for group ``pods_of``, its pods'
+        figures, asked in one round of concurrent queries; a query that fails leaves its
+        figures out and says why in ``error``, never raises."""
+        asked = [
+            (group, "callsPerSecond", queries(self._namespace, group, by_pod=False))
+            for group in groups
+        ]
+        if pods_of is not None:
+            by_pod = instant_queries(self._namespace, pods_of)
+            asked += [(pods_of, name, by_pod) for name in by_pod]
+        answers = await asyncio.gather(
+            *(self._query("query", {"query": q[name]}) for _, name, q in asked),
+            return_exceptions=True,
+        )
+        found = Instant()
+        per_pod = {
+            "inFlight": found.in_flight,
+            "cpuMillicores": found.cpu_millicores,
+            "memoryBytes": found.memory_bytes,
+        }
+        errors = []
+        for (group, name, _), answer in zip(asked, answers, strict=True):
+            if isinstance(answer, BaseException):
+                if not isinstance(answer, PrometheusError):
+                    raise answer
+                errors.append(str(answer))
+            elif name == "callsPerSecond":
+                value = _now(answer[0]) if answer else None
+                if value is not None:
+                    found.calls_per_second[group] = value
+            else:
+                for result in answer:
+                    pod, value = result.get("metric", {}).get("pod"), _now(result)
+                    if pod and value is not None:
+                        per_pod[name][(group, str(pod))] = value
+        return replace(found, error=errors[0] if errors else None)
+
     async def _range(self, query: str, start: float, end: float) -> list[dict[str, Any]]:
         params = {
             "query": query,
@@ -116,8 +196,11 @@ class PrometheusSeries:
             "end": f"{end:.3f}",
             "step": f"{STEP_S:g}",
         }
+        return await self._query("query_range", params)
+
+    async def _query(self, api: str, params: Mapping[str, str]) -> list[dict[str, Any]]:
         try:
-            reply = await self._http.get(f"{self._url}/api/v1/query_range", params=params)
+            reply = await self._http.get(f"{self._url}/api/v1/{api}", params=params)
             answer = reply.json()
         except (httpx.HTTPError, ValueError) as error:
             raise PrometheusError(
@@ -146,6 +229,15 @@ def _values(result: Mapping[str, Any]) -> dict[float, float]:
         if not math.isnan(value) and not math.isinf(value):
             found[round(float(t), 3)] = value
     return found
+
+
+def _now(result: Mapping[str, Any]) -> float | None:
+    """An instant query's ``[time, "value"]`` as a float; None for NaN or infinity."""
+    try:
+        value = float(result["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return None if math.isnan(value) or math.isinf(value) else value
 
 
 def _only(results: list[dict[str, Any]]) -> dict[float, float]:

@@ -2,7 +2,8 @@
 the model versions and the applied graph (``routes`` answers them; the page polls them).
 
 Locally the groups' state comes from the catalog, on Kubernetes from the backend's read-only
-``observe``; what a replica holds in flight comes from the series scraper's last reading.
+``observe``; what a replica holds in flight comes from the series scraper's last reading, on
+Kubernetes from Prometheus (with calls/s, CPU and memory: ``Live``, filled by ``routes``).
 """
 
 from __future__ import annotations
@@ -59,12 +60,16 @@ _OOM: Final = "OOMKilled"
 @dataclass(frozen=True, slots=True)
 class Live:
     """What the series source knows now: where series come from (``source``, with a ``note``
-    when there are none), calls per second by group, calls in flight by (group, replica)."""
+    when there are none or some figures are missing), calls per second by group, calls in
+    flight by (group, replica); on Kubernetes also CPU millicores and resident bytes by
+    (group, replica), which locally come from the catalog's samples instead."""
 
     source: str = "none"
     note: str | None = None
     calls_per_second: Mapping[str, float] = field(default_factory=dict)
     in_flight: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    cpu_millicores: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    memory_bytes: Mapping[tuple[str, str], float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,8 +320,11 @@ def _replica_json(
     group: ScalingGroup, replica: Replica, now: dt.datetime, live: Live
 ) -> dict[str, Any]:
     cpu_limit, memory_limit = group_limits(group.spec)
-    cpu, memory = fresh_usage(replica, now)
-    in_flight = live.in_flight.get((group.name, replica.replica_id))
+    key = (group.name, replica.replica_id)
+    sampled_cpu, sampled_memory = fresh_usage(replica, now)
+    cpu = live.cpu_millicores.get(key) if sampled_cpu is None else sampled_cpu
+    memory = live.memory_bytes.get(key) if sampled_memory is None else sampled_memory
+    in_flight = live.in_flight.get(key)
     started = replica.started_at
     return {
         "name": replica.replica_id,
@@ -326,7 +334,7 @@ def _replica_json(
         "restarts": replica.restarts,
         "cpuMillicores": None if cpu is None else round(cpu),
         "cpuLimitMillicores": cpu_limit,
-        "memoryBytes": memory,
+        "memoryBytes": None if memory is None else round(memory),
         "memoryLimitBytes": memory_limit,
         "inFlight": None if in_flight is None else round(in_flight),
         "startedAt": rfc3339(started),

@@ -23,13 +23,16 @@ import pytest
 
 from chalk.catalog import open_catalog
 from chalk.common.config import load_project
-from chalk.server.dashboard.prometheus import PrometheusError, PrometheusSeries
+from chalk.server.dashboard.prometheus import Instant, PrometheusError, PrometheusSeries
 from chalk.server.dashboard.routes import Dashboard
 from chalk.shim.client import RemoteCallClient
+from tests.engine.call_handlers import BLOCK
 from tests.engine.conftest import runtimes
 from tests.support.runtime_process import RuntimeProcess, free_port
 
 POD = "ner-5d8f9c-x7k2p"
+# How long the runtime holds a call carrying ``BLOCK``: several of Prometheus' 1 s scrapes.
+BLOCK_S = 4.0
 
 
 def _prometheus_program() -> str:
@@ -52,7 +55,7 @@ def scraped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Run
     program = _prometheus_program()
     directory = tmp_path_factory.mktemp("prometheus")
     with runtimes(directory) as start:
-        runtime = start("call_handlers.entities")
+        runtime = start("call_handlers.picky", env={"BLOCK_SECONDS": str(BLOCK_S)})
         [metrics] = [r["metrics_port"] for r in runtime.records() if "metrics_port" in r]
         config = directory / "prometheus.yml"
         config.write_text(
@@ -116,7 +119,7 @@ def test_a_groups_series_come_from_prometheus_query_range(
             give_up = time.monotonic() + 60
             while True:
                 for _ in range(5):
-                    await client.call(runtime.target, {"text": pa.array(["a b"])}, name="entities")
+                    await client.call(runtime.target, {"x": pa.array([1, 2])}, name="picky")
                 found = await source.group_series("ner", now=time.time(), since=None)
                 rates = found["group"]["callsPerSecond"]
                 if any(v for v in rates) or time.monotonic() > give_up:
@@ -136,6 +139,63 @@ def test_a_groups_series_come_from_prometheus_query_range(
     assert list(found["replicas"]) == [POD]
     other = asyncio.run(_series_of(url, "other", since=None))
     assert (other["group"]["t"], other["replicas"]) == ([], {})
+
+
+def test_the_figures_of_now_come_from_prometheus_instant_queries(
+    scraped: tuple[str, RuntimeProcess],
+) -> None:
+    url, runtime = scraped
+
+    async def during_and_after_a_slow_call() -> tuple[Instant, Instant]:
+        client = RemoteCallClient()
+        source = PrometheusSeries(url, "ml")
+        try:
+            slow = asyncio.ensure_future(
+                client.call(runtime.target, {"x": pa.array([BLOCK])}, name="picky")
+            )
+            during = await source.instant(["ner"], pods_of="ner")
+            while not slow.done() and during.in_flight.get(("ner", POD), 0) < 1:
+                await asyncio.sleep(0.2)
+                during = await source.instant(["ner"], pods_of="ner")
+            await slow
+            for _ in range(5):
+                await client.call(runtime.target, {"x": pa.array([1])}, name="picky")
+            give_up = time.monotonic() + 30
+            after = await source.instant(["ner", "other"])
+            while not after.calls_per_second.get("ner") and time.monotonic() < give_up:
+                await asyncio.sleep(0.3)
+                after = await source.instant(["ner", "other"])
+            return during, after
+        finally:
+            await client.close()
+            await source.aclose()
+
+    during, after = asyncio.run(during_and_after_a_slow_call())
+
+    assert during.in_flight == {("ner", POD): 1.0}, during
+    assert during.error is None
+    assert during.memory_bytes[("ner", POD)] > 1_000_000  # a Python process' resident bytes
+    assert during.cpu_millicores[("ner", POD)] >= 0
+    assert after.calls_per_second["ner"] > 0, after
+    assert "other" not in after.calls_per_second  # no pods, no figure
+    assert (after.in_flight, after.memory_bytes) == ({}, {})  # no pods_of, not asked
+
+
+def test_a_prometheus_that_does_not_answer_leaves_the_figures_of_now_unknown() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    async def ask() -> Instant:
+        source = PrometheusSeries(url, "ml")
+        try:
+            return await source.instant(["ner"], pods_of="ner")
+        finally:
+            await source.aclose()
+
+    found = asyncio.run(ask())
+
+    assert (found.calls_per_second, found.in_flight, found.cpu_millicores) == ({}, {}, {})
+    assert found.error is not None
+    assert found.error.startswith(f"Prometheus at {url} did not answer")
 
 
 async def _series_of(url: str, group: str, since: float | None) -> dict[str, Any]:
