@@ -75,7 +75,7 @@ function groupRows(group) {
     h("td", {}, statusBadge(group.status, group.broken)),
     h("th", { scope: "row" }, link(`/groups/${encodeURIComponent(group.name)}`, group.name)),
     h("td", { class: "num" }, `${orDash(group.readyReplicas)}/${orDash(group.desiredReplicas)}`),
-    h("td", {}, modelText(group)),
+    h("td", { class: "nowrap" }, modelText(group)),
     h("td", { class: "mono clip", title: group.image || "" }, orDash(group.image)),
     h("td", { class: "mono clip url", title: group.url || null }, orDash(group.url)),
     h("td", {}, tagList(group.tags)),
