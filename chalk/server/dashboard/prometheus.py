@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import httpx
 
+from chalk.common.errors import ChalkError
 from chalk.server.dashboard.series import FIELDS, STEP_S, WINDOW_S, empty_series
 
 __all__ = [
@@ -36,7 +37,7 @@ _TIMEOUT_S: Final = 3.0
 _RATE: Final = "1m"
 
 
-class PrometheusError(Exception):
+class PrometheusError(ChalkError):
     """Prometheus did not answer a query (unreachable, or an error answer): said in the
     series answer's note, never a failed request."""
 
