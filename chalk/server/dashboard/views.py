@@ -233,7 +233,7 @@ def broken_reason(
     if status in _BROKEN_STATUSES:
         why = f"{status}: {_broken_detail(group, replicas)}"
     elif rollout is not None and rollout.failing_reason is not None:
-        why = f"Failed: {rollout.failing_reason}"
+        why = rollout.failing_reason
     if why is not None and rollout is not None:
         asked = _version_text(specs, rollout.revision)
         serving = _version_text(specs, rollout.serving_revision)
