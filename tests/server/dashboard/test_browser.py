@@ -244,7 +244,7 @@ def test_chalk_dashboard_serves_the_page_and_a_banner_says_when_it_is_gone(
     assert kept  # what it showed last stays
 
 
-def test_with_a_token_the_page_asks_for_it_once_then_shows_the_groups(
+def test_with_a_token_the_page_asks_for_it_once_then_shows_the_page_asked_for(
     dashboard: Dashboard,
 ) -> None:
     token = "browser-test-token"
@@ -255,15 +255,15 @@ def test_with_a_token_the_page_asks_for_it_once_then_shows_the_groups(
         asked_at = dashboard.browser.current_url
         dashboard.browser.find_element("id", "token").send_keys(token)
         dashboard.browser.find_element("css selector", "form").submit()
-        dashboard.wait("document.querySelector('table.groups tr[data-group]')", "the groups")
+        dashboard.wait("document.querySelector('.models section.model')", "the models")
         cookie = dashboard.browser.get_cookie("chalk_session")
         errors = console_errors(dashboard.browser)
     finally:
         secured.stop()
         dashboard.browser.delete_all_cookies()
 
-    assert asked_at == f"{secured.url}/login"
-    assert dashboard.browser.current_url == f"{secured.url}/"
+    assert asked_at == f"{secured.url}/login?next=%2Fmodels"
+    assert dashboard.browser.current_url == f"{secured.url}/models"
     assert cookie is not None
     assert cookie["httpOnly"] is True
     assert token not in cookie["value"]
