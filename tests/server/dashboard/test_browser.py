@@ -151,6 +151,13 @@ def test_the_page_shows_the_projects_groups_models_and_graph_with_no_console_err
     dashboard.open("/")
     dashboard.wait("document.querySelector('table.groups tr[data-group]')", "the groups")
     shown = sorted(row["name"] for row in dashboard.rows())
+    headers = dashboard.browser.execute_script(
+        "return [...document.querySelectorAll('table.groups thead th')].map((th) => th.textContent)"
+    )
+    url_cell = dashboard.browser.execute_script(
+        "const cell = document.querySelector('tr[data-group=\"double\"] td.url');"
+        "return [cell.textContent, cell.title, getComputedStyle(cell).whiteSpace];"
+    )
     dashboard.open("/models")
     dashboard.wait("document.querySelector('section[data-model=\"double\"] tr')", "model double")
     dashboard.open("/graph")
@@ -163,6 +170,37 @@ def test_the_page_shows_the_projects_groups_models_and_graph_with_no_console_err
     assert groups == ["double"]
     assert shown == groups
     assert calls == "double"
+    assert "Last scaling decision" in headers
+    url = dashboard.client.get_scaling_group("double").url
+    assert url_cell == [url, url, "nowrap"]  # on one line, whole in its title when clipped
+    assert console_errors(dashboard.browser) == []
+
+
+def test_an_unknown_group_says_so_once_and_is_not_asked_about_again(
+    dashboard: Dashboard,
+) -> None:
+    dashboard.open("/groups/nope")
+    dashboard.wait("document.querySelector('[data-unknown-group]')", "the unknown group")
+    time.sleep(LIVE_S + 1)  # the page polls every second: it would have asked again by now
+    text = dashboard.browser.find_element("css selector", "[data-unknown-group]").text
+    asked = dashboard.browser.execute_script(
+        "return performance.getEntriesByType('resource')"
+        ".filter((entry) => entry.name.includes('/api/dashboard/groups/nope')).length"
+    )
+    banner_hidden = dashboard.browser.execute_script(
+        "return document.getElementById('banner').hidden"
+    )
+    errors = console_errors(dashboard.browser)
+    dashboard.browser.find_element("link text", "Back to the groups").click()
+    dashboard.wait("document.querySelector('table.groups tr[data-group]')", "the groups")
+
+    assert text == "There is no scaling group named 'nope'. Back to the groups"
+    assert asked == 1
+    assert banner_hidden is True
+    # The one answer of 404 is Chromium's console error; no other, and none repeated.
+    assert len(errors) <= 1, errors
+    assert all("404" in error for error in errors), errors
+    assert dashboard.browser.current_url.endswith("/")
     assert console_errors(dashboard.browser) == []
 
 
@@ -291,11 +329,41 @@ def test_a_crash_looping_group_goes_first_marked_with_its_reason(dashboard: Dash
         timeout_s=LIVE_S,
     )
     first = dashboard.rows()[0]
+    badges = dashboard.browser.execute_script(
+        "return [...document.querySelectorAll('tr[data-group=\"wobbly\"] .badge')]"
+        ".map((badge) => badge.className)"
+    )
+
+    # Its page: every replica in the selector (none has points), one line instead of charts.
+    dashboard.browser.execute_script(
+        "document.querySelector('tr[data-group=\"wobbly\"] a').click();"  # redrawn each second
+    )
+    dashboard.wait("document.querySelector('[data-no-charts]')", "the line instead of charts")
+    replicas = dashboard.server.http.get("/api/dashboard/groups/wobbly").json()["replicas"]
+    note = dashboard.server.http.get("/api/dashboard/groups/wobbly/series").json()["note"]
+    dashboard.wait(
+        f"document.getElementById('series-of').options.length === {len(replicas) + 1}",
+        "every replica in the selector",
+        timeout_s=LIVE_S,
+    )
+    options = dashboard.browser.execute_script(
+        "return [...document.getElementById('series-of').options].map((o) => o.textContent)"
+    )
+    no_charts = dashboard.browser.find_element("css selector", "[data-no-charts]").text
+    charts = dashboard.browser.find_elements("css selector", "figure[data-chart]")
 
     assert first["broken"] == "true"
     assert first["status"] == "CrashLoopBackOff"
     assert "CrashLoopBackOff" in first["reason"]
     assert first["reason"].startswith("Broken: ")
+    assert badges == ["badge bad broken"]  # one marker: the status, styled as broken
+    assert replicas
+    assert options == [
+        "whole group",
+        *sorted(f"replica {replica['name']} (no points yet)" for replica in replicas),
+    ]
+    assert no_charts == (note or "No calls measured in the last 15 minutes.")
+    assert charts == []
     assert console_errors(dashboard.browser) == []
 
 

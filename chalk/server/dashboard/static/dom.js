@@ -140,7 +140,7 @@ export function usageBar(used, limit, format) {
 
 // A status word in a badge; the class colours it, the text says it.
 export function statusBadge(status, broken) {
-  const kind = broken ? "bad" : statusKind(status);
+  const kind = broken ? "bad broken" : statusKind(status);
   return h("span", { class: `badge ${kind}`, "data-status": status }, status || "Unknown");
 }
 

@@ -55,6 +55,11 @@ export class SeriesBuffer {
     return (name && this.replicas.get(name)) || this.group;
   }
 
+  // Whether replica `name` has points in the window.
+  has(name) {
+    return this.replicas.has(name) && this.replicas.get(name).t.length > 0;
+  }
+
   replicaNames() {
     return [...this.replicas.keys()].sort();
   }

@@ -1,7 +1,7 @@
 // One group's page: its settings, rollout (old and new revision side by side), replicas,
 // charts of the last 15 minutes (the whole group or one replica) and its events.
 
-import { getJson } from "../api.js";
+import { ApiFailure, getJson } from "../api.js";
 import {
   bytes,
   clock,
@@ -9,6 +9,7 @@ import {
   duration,
   h,
   latency,
+  link,
   millicores,
   number,
   orDash,
@@ -87,12 +88,14 @@ export function groupView(main, name, ctx) {
       h("h2", { id: "events-title" }, "Events"), parts.events),
   );
 
+  // Every replica of the group (from its detail) and every one with points in the window.
+  let replicaNames = [];
+
   function drawCharts() {
     pick.hidden = buffer.source === "none";
-    if (buffer.source === "none") {
-      parts.charts.replaceChildren(
-        h("p", { class: "empty" }, `No time series here: ${buffer.note || "no source"}`),
-      );
+    const empty = chartsMissing();
+    if (empty !== null) {
+      parts.charts.replaceChildren(h("p", { class: "empty", "data-no-charts": true }, empty));
       return;
     }
     const data = buffer.of(shown);
@@ -114,35 +117,92 @@ export function groupView(main, name, ctx) {
     );
   }
 
+  // One line instead of the charts when they would all be empty, saying why; null: draw them.
+  function chartsMissing() {
+    if (buffer.source === null) return "Loading…";
+    if (buffer.source === "none") return `No time series here: ${buffer.note || "no source"}`;
+    if (buffer.group.t.length === 0) {
+      return buffer.note || "No calls measured in the last 15 minutes.";
+    }
+    if (shown && !buffer.has(shown)) return `Replica ${shown}: no points yet.`;
+    return null;
+  }
+
   function drawPicker() {
-    const wanted = [WHOLE_GROUP, ...buffer.replicaNames()];
-    if (!wanted.includes(shown)) shown = WHOLE_GROUP; // its replica left the window
-    const have = [...picker.options].map((option) => option.value);
-    if (JSON.stringify(wanted) === JSON.stringify(have)) return;
+    const withPoints = new Set(buffer.replicaNames());
+    const names = [...new Set([...replicaNames, ...withPoints])].sort();
+    const wanted = [WHOLE_GROUP, ...names];
+    if (!wanted.includes(shown)) shown = WHOLE_GROUP; // its replica is gone
+    const labels = wanted.map((value) => {
+      if (!value) return "whole group";
+      return withPoints.has(value) ? `replica ${value}` : `replica ${value} (no points yet)`;
+    });
+    const have = [...picker.options].map((option) => option.textContent);
+    if (JSON.stringify(labels) === JSON.stringify(have)) return;
     picker.replaceChildren(
-      ...wanted.map((value) =>
-        h("option", { value, selected: value === shown }, value ? `replica ${value}` : "whole group"),
+      ...wanted.map((value, i) => h("option", { value, selected: value === shown }, labels[i])),
+    );
+  }
+
+  // The server knows no such group (a mistyped address, or deleted meanwhile): say so once,
+  // and stop asking about it.
+  function unknown() {
+    detail.stop();
+    if (series) series.stop();
+    ctx.note(null);
+    main.replaceChildren(
+      h("h1", {}, "Unknown scaling group"),
+      h(
+        "p",
+        { class: "unknown-group", "data-unknown-group": name },
+        `There is no scaling group named '${name}'. `,
+        link("/", "Back to the groups"),
       ),
     );
   }
 
+  // Returns what `request` answers, or null after showing that the group is unknown.
+  async function known(request) {
+    try {
+      return await request();
+    } catch (error) {
+      if (error instanceof ApiFailure && error.status === 404) {
+        unknown();
+        return null;
+      }
+      throw error;
+    }
+  }
+
+  let series = null;
   const detail = ctx.poll("group", DETAIL_MS, async (signal) => {
-    const data = await getJson(base, { signal });
+    const data = await known(() => getJson(base, { signal }));
+    if (data === null) return;
     renderDetail(parts, data);
+    replicaNames = (data.replicas || []).map((replica) => replica.name);
+    if (series === null) {
+      // Asked only once the group is known: an unknown one costs one failed request.
+      series = ctx.poll("series", SERIES_MS, pollSeries);
+    } else if (buffer.source !== null) {
+      drawPicker();
+    }
   });
-  const series = ctx.poll("series", SERIES_MS, async (signal) => {
+
+  async function pollSeries(signal) {
     const since = buffer.last === null ? "" : `?since=${buffer.last}`;
-    const data = await getJson(`${base}/series${since}`, { signal });
+    const data = await known(() => getJson(`${base}/series${since}`, { signal }));
+    if (data === null) return;
     buffer.add(data);
     ctx.note(data.source === "none" ? data.note || "no source" : null);
     drawPicker();
     drawCharts();
-  });
+  }
+
   return {
     title: name,
     stop() {
       detail.stop();
-      series.stop();
+      if (series) series.stop();
     },
   };
 }
@@ -161,10 +221,10 @@ function renderDetail(parts, data) {
     ...setting("Ready", `${orDash(group.readyReplicas)} of ${orDash(group.desiredReplicas)}`),
     ...setting("Model", modelText(group)),
     ...setting("Image", h("span", { class: "mono" }, orDash(group.image))),
-    ...setting("URL", h("span", { class: "mono" }, orDash(group.url))),
+    ...setting("URL", h("span", { class: "mono", title: group.url || null }, orDash(group.url))),
     ...setting("Resources", resourcesText(group.resources)),
     ...setting("Autoscaling", boundsText(group.autoscaling)),
-    ...setting("Decision", decisionText(group.autoscaling)),
+    ...setting("Last scaling decision", decisionText(group.autoscaling)),
     ...setting("Tags", tagList(group.tags)),
   );
   renderRollout(parts.rollout, data.rollout);
@@ -266,8 +326,12 @@ function replicaTable(replicas) {
         h("td", {}, usageBar(replica.memoryBytes, replica.memoryLimitBytes, bytes)),
         h("td", { class: "num" }, orDash(replica.inFlight)),
         h("td", { class: "num" }, duration(replica.ageSeconds)),
-        h("td", { class: replica.lastExit ? "warn-text" : "muted" }, replica.lastExit || DASH),
-        h("td", { class: "mono" }, orDash(replica.endpoint)),
+        h(
+          "td",
+          { class: replica.lastExit ? "nowrap warn-text" : "muted" },
+          replica.lastExit || DASH,
+        ),
+        h("td", { class: "mono nowrap" }, orDash(replica.endpoint)),
       ),
     ),
     { cls: "replicas" },

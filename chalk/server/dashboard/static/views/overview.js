@@ -23,7 +23,7 @@ const HEADERS = [
   "Tags",
   "Resources",
   "Autoscaling",
-  "Current decision",
+  "Last scaling decision",
   "Calls/s",
 ];
 
@@ -72,16 +72,16 @@ function groupRows(group) {
       "data-broken": group.broken ? "true" : "false",
       class: group.broken ? "broken" : null,
     },
-    h("td", {}, statusCell(group)),
+    h("td", {}, statusBadge(group.status, group.broken)),
     h("th", { scope: "row" }, link(`/groups/${encodeURIComponent(group.name)}`, group.name)),
     h("td", { class: "num" }, `${orDash(group.readyReplicas)}/${orDash(group.desiredReplicas)}`),
-    h("td", {}, modelText(group)),
+    h("td", { class: "nowrap" }, modelText(group)),
     h("td", { class: "mono clip", title: group.image || "" }, orDash(group.image)),
-    h("td", { class: "mono url" }, orDash(group.url)),
+    h("td", { class: "mono clip url", title: group.url || null }, orDash(group.url)),
     h("td", {}, tagList(group.tags)),
-    h("td", {}, resourcesText(group.resources)),
-    h("td", {}, boundsText(group.autoscaling)),
-    h("td", {}, decisionText(group.autoscaling)),
+    h("td", { class: "nowrap" }, resourcesText(group.resources)),
+    h("td", { class: "nowrap" }, boundsText(group.autoscaling)),
+    h("td", { class: "decision-cell" }, decisionText(group.autoscaling)),
     h("td", { class: "num" }, number(group.callsPerSecond)),
   );
   if (!group.broken) return [row];
@@ -98,18 +98,19 @@ function groupRows(group) {
   return [row, reason];
 }
 
-function statusCell(group) {
-  return [
-    statusBadge(group.status, group.broken),
-    group.broken ? h("span", { class: "flag" }, "broken") : null,
-  ];
-}
-
+// "ner v2", or "ner v2 (v1 serves)" while an older version still serves (a rollout).
 export function modelText(group) {
   if (!group.model) return h("span", { class: "muted" }, DASH);
-  return group.modelVersion === null || group.modelVersion === undefined
-    ? group.model
-    : `${group.model} v${group.modelVersion}`;
+  if (!known(group.modelVersion)) return group.model;
+  const text = `${group.model} v${group.modelVersion}`;
+  const serving = group.servingModelVersion;
+  return known(serving) && serving !== group.modelVersion
+    ? h("span", {}, text, " ", h("span", { class: "muted" }, `(v${serving} serves)`))
+    : text;
+}
+
+function known(value) {
+  return value !== null && value !== undefined;
 }
 
 export function resourcesText(resources) {
