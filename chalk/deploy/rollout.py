@@ -15,7 +15,7 @@ from chalk.catalog import ScalingGroup
 from chalk.catalog.records import Replica
 from chalk.deploy.states import GroupStatus
 
-__all__ = ["Rollout", "rollout_of"]
+__all__ = ["Rollout", "rollout_of", "serving_revision"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,13 @@ def rollout_of(
         serving=_what(specs.get(serving_revision), serving_revision),
         failing_reason=_failing(group, current),
     )
+
+
+def serving_revision(group: ScalingGroup, replicas: Sequence[Replica]) -> int:
+    """The revision whose replicas answer the group's calls: its own, unless its rollout is
+    unfinished (``rollout_of``: none of its replicas ready while an older revision's are)."""
+    rollout = rollout_of(group, replicas, {})
+    return group.revision if rollout is None else rollout.serving_revision
 
 
 def _what(spec: Mapping[str, Any] | None, revision: int) -> str:

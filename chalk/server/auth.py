@@ -2,7 +2,8 @@
 cookie (set by ``POST /login``), on every path but the probes and the login form.
 
 ``chalk.server.app`` wraps its app in ``BearerAuth``; a dashboard page asked for without
-either is sent to the login form, any other request is answered the usual 401 JSON.
+either is sent to the login form (``?next=`` the page, to come back to after), any other
+request is answered the usual 401 JSON.
 """
 
 from __future__ import annotations
@@ -16,13 +17,20 @@ import orjson
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from chalk.server.dashboard.routes import SESSION_COOKIE, is_page, session_value
+from chalk.server.dashboard.routes import (
+    LOGIN_CSS,
+    SESSION_COOKIE,
+    is_page,
+    login_location,
+    session_value,
+)
 from chalk.server.errors import ApiError
 
 __all__ = ["OPEN_PATHS", "BearerAuth"]
 
-# Paths a load balancer probes, and the login form: open even when a token is required.
-OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/login"})
+# Paths a load balancer probes, and the login form with its stylesheet: open even when a
+# token is required.
+OPEN_PATHS: Final = frozenset({"/healthz", "/readyz", "/login", LOGIN_CSS})
 
 
 class BearerAuth:
@@ -43,7 +51,9 @@ class BearerAuth:
             await self._app(scope, receive, send)
             return
         if scope["method"] in ("GET", "HEAD") and is_page(scope["path"]):
-            await RedirectResponse("/login", status_code=303)(scope, receive, send)
+            query = scope.get("query_string", b"").decode("latin-1")
+            where = login_location(scope["path"], query)
+            await RedirectResponse(where, status_code=303)(scope, receive, send)
             return
         started = time.perf_counter()
         error = ApiError(

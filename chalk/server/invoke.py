@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from chalk.catalog import Catalog
 from chalk.catalog.records import Route
+from chalk.deploy.rollout import serving_revision
 from chalk.engine.calls import ModelCaller
 from chalk.engine.recorder import CallRecorder
 from chalk.features.wire import WireValueError, value_from_json, value_to_json
@@ -26,8 +27,8 @@ _SCHEMA_TTL_S: Final = 1.0
 
 
 class Schemas:
-    """The route (model and schemas, endpoints aside) of each group, read at most every
-    ``ttl_s``: a redeploy to a new model version is seen within that time."""
+    """The route (model and schemas, endpoints aside) of each group and the model version
+    that serves it, read at most every ``ttl_s``: a redeploy is seen within that time."""
 
     def __init__(
         self,
@@ -39,19 +40,34 @@ class Schemas:
         self._catalog = catalog
         self._ttl_s = ttl_s
         self._clock = clock
-        self._routes: dict[str, tuple[Route, float]] = {}
+        self._routes: dict[str, tuple[Route, tuple[str, int], float]] = {}
         self._lock = threading.Lock()
 
-    def route(self, group: str) -> Route:
+    def served(self, group: str) -> tuple[Route, tuple[str, int]]:
+        """The group's route and the (model, version) whose replicas answer its calls: while
+        a rollout's new version has no ready replica the old one still serves."""
         now = self._clock()
         with self._lock:
             found = self._routes.get(group)
-        if found is not None and now - found[1] < self._ttl_s:
-            return found[0]
+        if found is not None and now - found[2] < self._ttl_s:
+            return found[0], found[1]
         route = self._catalog.resolve(f"model.{group}", serving=False)
+        serving = self._serving(group, route)
         with self._lock:
-            self._routes[group] = (route, now)
-        return route
+            self._routes[group] = (route, serving, now)
+        return route, serving
+
+    def _serving(self, name: str, route: Route) -> tuple[str, int]:
+        asked = (route.model_name, route.model_version)
+        group = self._catalog.groups.find(name)
+        if group is None:
+            return asked
+        revision = serving_revision(group, self._catalog.state.replicas(group.id))
+        if revision == group.revision:
+            return asked
+        specs = {r.revision: r.spec for r in self._catalog.groups.history(name)}
+        model = (specs.get(revision) or {}).get("model")
+        return (str(model["name"]), int(model["version"])) if model else asked
 
 
 async def invoke(
@@ -63,7 +79,7 @@ async def invoke(
 ) -> dict[str, Any]:
     """Call ``group``'s model on the request's columns; the JSON answer."""
     started = time.perf_counter()
-    route = await asyncio.to_thread(schemas.route, group)
+    route, (model_name, model_version) = await asyncio.to_thread(schemas.served, group)
     args = _arguments(group, route.input_schema, request.inputs)
     call = caller.call(
         feature=f"scaling group {group!r}",
@@ -77,8 +93,8 @@ async def invoke(
         "outputs": [value_to_json(value, output_type) for value in answer.to_pylist()],
         "meta": {
             "group": group,
-            "model_name": route.model_name,
-            "model_version": route.model_version,
+            "model_name": model_name,
+            "model_version": model_version,
             "execution_duration_s": time.perf_counter() - started,
         },
     }

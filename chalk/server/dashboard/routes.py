@@ -12,8 +12,9 @@ import hmac
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
+from html import escape
 from typing import Any, Final
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -50,7 +51,9 @@ __all__ = [
     "Dashboard",
     "dashboard_routes",
     "is_page",
+    "login_location",
     "login_routes",
+    "safe_next",
     "session_value",
 ]
 
@@ -67,17 +70,28 @@ DASHBOARD_ENDPOINTS: Final = {
 _NO_SERIES: Final[dict[str, Any]] = {"group": empty_series(), "replicas": {}}
 _PAGE_PATHS: Final = frozenset({"/", "/models", "/graph"})
 _PAGE_PREFIXES: Final = ("/groups/", "/static/dashboard/")
+# The dashboard's stylesheet (served without a token, ``auth.OPEN_PATHS``) and a few lines
+# of the form's own; the hidden username lets a password manager file the token, and keeps
+# Chromium from logging a DOM note about a password field without one.
+LOGIN_CSS: Final = "/static/dashboard/app.css"
 _LOGIN_FORM: Final = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>chalk: log in</title>
+<html lang="en"><head><meta charset="utf-8"><title>scalegroup: log in</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <link rel="icon" href="data:,">
-<style>body{{font:15px system-ui,sans-serif;max-width:24rem;margin:4rem auto}}
-input,button{{font:inherit;padding:.4rem;width:100%;box-sizing:border-box;margin:.3rem 0}}
-.error{{color:#b00020}}</style></head>
-<body><h1>chalk serve</h1>{error}
+<link rel="stylesheet" href="{css}">
+<style>.login{{max-width:24rem;margin:3rem auto;padding:16px 20px;background:var(--panel,#fff);
+border:1px solid var(--line,#d9dee5);border-radius:6px}}
+.login input,.login button{{font:inherit;padding:.4rem;width:100%;margin:.3rem 0}}
+.login button{{background:var(--accent,#1f5fbf);color:#fff;border:0;border-radius:4px}}
+.error{{color:var(--bad,#b3261e)}}</style></head>
+<body><header class="top"><a class="brand" href="/">scalegroup</a></header>
+<main class="login"><h1>Log in</h1>{error}
 <form method="post" action="/login">
+<input type="hidden" name="next" value="{next}">
+<input type="text" name="username" value="chalk" autocomplete="username" hidden>
 <label for="token">Token (the content of chalk serve --token-file)</label>
 <input id="token" name="token" type="password" autocomplete="current-password" autofocus>
-<button type="submit">Log in</button></form></body></html>
+<button type="submit">Log in</button></form></main></body></html>
 """
 
 Wrap = Callable[
@@ -94,6 +108,28 @@ def is_page(path: str) -> bool:
     """Whether ``path`` is one of the dashboard's pages or assets (a browser's request, which
     is sent to the login form rather than answered 401)."""
     return path in _PAGE_PATHS or path.startswith(_PAGE_PREFIXES)
+
+
+def safe_next(path: str | None) -> str:
+    """Where a login goes on: ``path`` when it is a path of this server (``/`` then anything
+    but another ``/`` or a backslash), else ``/`` (never another site).
+
+    Examples
+    --------
+    >>> safe_next("/groups/ner?x=1"), safe_next("//evil.example"), safe_next("https://x")
+    ('/groups/ner?x=1', '/', '/')
+    """
+    if not path or not path.startswith("/") or path.startswith(("//", "/\\")):
+        return "/"
+    if any(ord(c) < 0x20 or c == "\\" for c in path):
+        return "/"
+    return path
+
+
+def login_location(path: str, query: str) -> str:
+    """The login form's address that comes back to ``path`` (with its ``query``) after."""
+    asked = path if not query else f"{path}?{query}"
+    return "/login" if asked == "/" else f"/login?next={quote(asked, safe='')}"
 
 
 class Dashboard:
@@ -164,7 +200,7 @@ class Dashboard:
         head = {"stepSeconds": STEP_S, "windowSeconds": WINDOW_S}
         if self.project.config.backend != "kubernetes":
             store = await run_in_threadpool(self._local_store)
-            return {"source": "local", "note": None, **head, **store.group_series(name, since)}
+            return {"source": "local", **head, **store.group_series(name, since)}
         if self._prometheus is None:
             return {"source": "none", "note": NO_PROMETHEUS_NOTE, **head, **_NO_SERIES}
         try:
@@ -203,7 +239,7 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
         return _json({"generatedAt": rfc3339(dashboard.catalog.clock()), **answer})
 
     async def models(_request: Request) -> Response:
-        return _json(await run_in_threadpool(models_document, dashboard.catalog))
+        return _json(await run_in_threadpool(models_document, dashboard.project, dashboard.catalog))
 
     async def graph(_request: Request) -> Response:
         return _json(await run_in_threadpool(graph_document, dashboard.catalog))
@@ -222,21 +258,24 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
 
 
 def login_routes(token: str | None, wrap: Wrap) -> list[BaseRoute]:
-    """``GET /login`` (the form) and ``POST /login`` (form field ``token``: sets the HttpOnly
-    session cookie and goes to ``/``; a wrong token gets the form again, answered 401)."""
+    """``GET /login`` (the form; ``?next=`` the page asked for) and ``POST /login`` (form
+    fields ``token`` and ``next``: sets the HttpOnly session cookie and goes to ``next`` when
+    it is a path of this server, else to ``/``; a wrong token gets the form again, 401)."""
 
-    async def form(_request: Request) -> Response:
-        return HTMLResponse(_LOGIN_FORM.format(error=""))
+    async def form(request: Request) -> Response:
+        return HTMLResponse(_login_form(request.query_params.get("next"), error=""))
 
     async def log_in(request: Request) -> Response:
         body = await request.body()
-        given = parse_qs(body.decode(errors="replace")).get("token", [""])[0].strip()
+        fields = parse_qs(body.decode(errors="replace"))
+        given = fields.get("token", [""])[0].strip()
+        after = safe_next(fields.get("next", [""])[0])
         if token is None:
-            return RedirectResponse("/", status_code=303)
+            return RedirectResponse(after, status_code=303)
         if not hmac.compare_digest(given.encode(), token.encode()):
             error = '<p class="error" role="alert">That token is not this server\'s.</p>'
-            return HTMLResponse(_LOGIN_FORM.format(error=error), status_code=401)
-        response = RedirectResponse("/", status_code=303)
+            return HTMLResponse(_login_form(after, error=error), status_code=401)
+        response = RedirectResponse(after, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             session_value(token),
@@ -252,6 +291,10 @@ def login_routes(token: str | None, wrap: Wrap) -> list[BaseRoute]:
         Route("/login", wrap(endpoint, form), methods=["GET"]),
         Route("/login", wrap(endpoint, log_in), methods=["POST"]),
     ]
+
+
+def _login_form(after: str | None, *, error: str) -> str:
+    return _LOGIN_FORM.format(css=LOGIN_CSS, error=error, next=escape(safe_next(after)))
 
 
 def _group(dashboard: Dashboard, name: str, live: Live) -> dict[str, Any]:

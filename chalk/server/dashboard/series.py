@@ -28,6 +28,7 @@ from chalk.deploy.local.probes import IN_FLIGHT_METRIC
 
 __all__ = [
     "FIELDS",
+    "NO_RUNTIME_METRICS_NOTE",
     "POINTS",
     "STEP_S",
     "WINDOW_S",
@@ -67,6 +68,8 @@ _ROWS: Final = "chalk_remote_call_rows_total"
 _ERRORS: Final = "chalk_remote_call_errors_total"
 _HANDLER_BUCKET: Final = "chalk_remote_call_handler_seconds_bucket"
 _RESTARTS: Final = "chalk_controller_replica_restarts_total"
+# The series' note of a group whose ready replicas serve no metrics (e.g. a plain HTTP server).
+NO_RUNTIME_METRICS_NOTE: Final = "no model runtime metrics from this group's replicas"
 
 
 class Ring:
@@ -153,11 +156,12 @@ class ControllerReading:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A replica to scrape: its group, its name and its metrics port on 127.0.0.1."""
+    """A replica to scrape: its group, name, metrics port on 127.0.0.1 and readiness."""
 
     group: str
     replica: str
     port: int
+    ready: bool = True
 
 
 def parse_runtime(text: str) -> RuntimeReading:
@@ -259,6 +263,8 @@ class SeriesStore:
         self._groups: dict[str, Ring] = {}
         self._last: dict[tuple[str, str], tuple[float, RuntimeReading]] = {}
         self._controller: tuple[float, ControllerReading] | None = None
+        # Groups whose ready replicas answered no runtime metrics at the last scrape.
+        self._silent: frozenset[str] = frozenset()
         # The scraper records on a thread while requests read: one at a time.
         self._lock = threading.Lock()
 
@@ -275,10 +281,13 @@ class SeriesStore:
         t: float,
         readings: Mapping[tuple[str, str], RuntimeReading],
         controller: ControllerReading | None = None,
+        silent: frozenset[str] = frozenset(),
     ) -> None:
         """One scrape at time ``t``: a point per replica read twice by now, a point per group
-        with such a replica, and the rings older than the window dropped."""
+        with such a replica or the controller's restarts (calls null), old rings dropped;
+        ``silent``: the groups whose ready replicas answered no runtime metrics."""
         with self._lock:
+            self._silent = silent
             self._record(t, readings, controller)
 
     def _record(
@@ -319,6 +328,9 @@ class SeriesStore:
                 restarts.get(group, 0.0) if controller is not None else None,
             ]
             self._groups.setdefault(group, Ring()).append(t, group_values)
+        for group, rate in restarts.items():
+            if group not in by_group:  # no replica read (crash-looping): the restarts alone
+                self._groups.setdefault(group, Ring()).append(t, [None] * 5 + [rate])
         self._forget_before(t - WINDOW_S)
 
     def _restart_rates(self, t: float, controller: ControllerReading | None) -> dict[str, float]:
@@ -343,7 +355,8 @@ class SeriesStore:
             del self._groups[group]
 
     def group_series(self, group: str, since: float | None) -> dict[str, Any]:
-        """The group's points and each of its replicas' after ``since``."""
+        """The group's points and each of its replicas' after ``since``, and a ``note`` when
+        its ready replicas answer no runtime metrics (else None)."""
         with self._lock:
             return self._group_series(group, since)
 
@@ -356,6 +369,7 @@ class SeriesStore:
                 for g, replica in sorted(self._replicas)
                 if g == group
             },
+            "note": NO_RUNTIME_METRICS_NOTE if group in self._silent else None,
         }
 
     def calls_per_second(self) -> dict[str, float]:
@@ -449,7 +463,9 @@ class Scraper:
             reading = _parsed(text, parse_runtime)
             if reading is not None:
                 readings[target.group, target.replica] = reading
-        self._store.record(t, readings, _parsed(controller, parse_controller))
+        read = {group for group, _ in readings}
+        silent = frozenset(x.group for x in targets if x.ready and x.group not in read)
+        self._store.record(t, readings, _parsed(controller, parse_controller), silent)
         if self._on_pass is not None:
             self._on_pass(self._store)
 
@@ -458,7 +474,7 @@ def catalog_targets(catalog: Catalog) -> Targets:
     """Every replica with a metrics port, and the local controller's metrics port (from
     its heartbeat row)."""
     targets = [
-        Target(group.name, replica.replica_id, replica.metrics_port)
+        Target(group.name, replica.replica_id, replica.metrics_port, replica.ready)
         for group in catalog.groups.list()
         for replica in catalog.state.replicas(group.id)
         if replica.metrics_port is not None

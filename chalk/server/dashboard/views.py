@@ -38,6 +38,7 @@ __all__ = [
     "models_document",
     "overview_document",
     "rfc3339",
+    "serving_model_version",
 ]
 
 EVENTS_SHOWN: Final = 200
@@ -132,12 +133,16 @@ def group_document(project: Project, catalog: Catalog, name: str, live: Live) ->
     }
 
 
-def models_document(catalog: Catalog) -> dict[str, Any]:
-    """``GET /api/dashboard/models``: each model's versions with the groups running them."""
+def models_document(project: Project, catalog: Catalog) -> dict[str, Any]:
+    """``GET /api/dashboard/models``: each model's versions with the groups running them (by
+    their live replicas: an old version a failing rollout left serving lists its group)."""
     running: dict[tuple[str, int], list[str]] = {}
+    backend = backend_for(project)
     for group in catalog.groups.list():
-        if group.model is not None:
-            running.setdefault(group.model, []).append(group.name)
+        view = backend.observe(catalog, group)
+        specs = {r.revision: r.spec for r in catalog.groups.history(group.name)}
+        for model in _models_running(view.group, view.replicas, specs):
+            running.setdefault(model, []).append(group.name)
     models: dict[str, list[dict[str, Any]]] = {}
     for version in catalog.models.list():
         key = (version.model_name, version.model_version)
@@ -219,18 +224,64 @@ def broken_reason(
 
     Broken: a status that says so by itself (CrashLoopBackOff, Failed, Unknown, an image or
     container error), a rollout whose new revision has no ready replica while old ones serve
-    and is failing, or an OOM kill in the last 15 minutes.
+    and is failing, or an OOM kill in the last 15 minutes. A failing rollout's reason says
+    which version still serves: ``rollout to v2 failing: CrashLoopBackOff: ...; v1 serves``.
     """
     status = group.status
-    if status in _BROKEN_STATUSES:
-        return f"{status}: {_broken_detail(group, replicas)}"
     rollout = rollout_of(group, replicas, specs)
-    if rollout is not None and rollout.failing_reason is not None:
-        return f"Failed: {rollout.message}"
+    why = None
+    if status in _BROKEN_STATUSES:
+        why = f"{status}: {_broken_detail(group, replicas)}"
+    elif rollout is not None and rollout.failing_reason is not None:
+        why = rollout.failing_reason
+    if why is not None and rollout is not None:
+        asked = _version_text(specs, rollout.revision)
+        serving = _version_text(specs, rollout.serving_revision)
+        return f"rollout to {asked} failing: {why}; {serving} serves"
+    if why is not None:
+        return why
     oom = _recent_oom(group, replicas, events, now)
     if oom is not None:
         return f"{_OOM}: {oom}"
     return None
+
+
+def serving_model_version(
+    group: ScalingGroup, replicas: Sequence[Replica], specs: Mapping[int, Mapping[str, Any]]
+) -> int | None:
+    """The model version whose replicas are ready and answer calls: an unfinished rollout's
+    old one (``rollout_of``), else the group's own while any replica is ready, else None."""
+    rollout = rollout_of(group, replicas, specs)
+    if rollout is not None:
+        model = (specs.get(rollout.serving_revision) or {}).get("model") or {}
+        return model.get("version")
+    if group.ready_replicas > 0 or any(r.ready for r in replicas):
+        return None if group.model is None else group.model[1]
+    return None
+
+
+def _models_running(
+    group: ScalingGroup, replicas: Sequence[Replica], specs: Mapping[int, Mapping[str, Any]]
+) -> set[tuple[str, int]]:
+    """The (model, version) pairs the group's ready replicas run; with none ready, the one it
+    asks for (what it is starting or failing to start)."""
+    found = set()
+    for revision in {r.revision for r in replicas if r.ready}:
+        model = (specs.get(revision) or {}).get("model")
+        if model:
+            found.add((str(model["name"]), int(model["version"])))
+    if not found and group.model is not None:
+        found.add(group.model)
+    return found
+
+
+def _version_text(specs: Mapping[int, Mapping[str, Any]], revision: int) -> str:
+    """A revision as the overview names it: ``v2`` for a model's, else its image."""
+    spec = specs.get(revision) or {}
+    model = spec.get("model")
+    if model:
+        return f"v{model['version']}"
+    return f"image {spec['image']}" if spec.get("image") else f"revision {revision}"
 
 
 def _broken_detail(group: ScalingGroup, replicas: Sequence[Replica]) -> str:
@@ -290,6 +341,7 @@ def _group_json(observed: _Observed, live: Live) -> dict[str, Any]:
         "image": spec.image,
         "model": None if model is None else model[0],
         "modelVersion": None if model is None else model[1],
+        "servingModelVersion": serving_model_version(group, observed.view.replicas, observed.specs),
         "url": group.url,
         "tags": group.tags,
         "resources": {"cpu": limits["cpu"], "memory": limits["memory"], "gpu": spec.resources.gpu},

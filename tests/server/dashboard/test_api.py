@@ -43,7 +43,10 @@ def test_the_overview_lists_the_groups_broken_first_with_the_reason(served: Serv
     assert overview["graphVersion"] == 1
     assert overview["series"] == {"source": "local", "note": None}
     assert overview["generatedAt"].endswith("Z")
-    assert wobbly["brokenReason"].startswith(("CrashLoopBackOff: replica wobbly", "Failed: "))
+    assert wobbly["brokenReason"].startswith(
+        ("rollout to v2 failing: CrashLoopBackOff: replica wobbly", "rollout to v2 failing: ")
+    )
+    assert wobbly["brokenReason"].endswith("; v1 serves")
     assert "exit code 1" in wobbly["brokenReason"] or "weights" in wobbly["brokenReason"]
     assert double == double | {
         "status": "Ready",
@@ -54,6 +57,7 @@ def test_the_overview_lists_the_groups_broken_first_with_the_reason(served: Serv
         "image": "double:v1",
         "model": "double",
         "modelVersion": 1,
+        "servingModelVersion": 1,
         "tags": {},
         "resources": {"cpu": "1", "memory": "1Gi", "gpu": None},
     }
@@ -63,6 +67,27 @@ def test_the_overview_lists_the_groups_broken_first_with_the_reason(served: Serv
         2,
         "double:crash",
     )
+    assert wobbly["servingModelVersion"] == 1  # the old version's replica is the ready one
+
+
+def test_invoking_a_group_mid_failing_rollout_names_the_version_that_answered(
+    served: Served,
+) -> None:
+    _until(
+        lambda: _get(served, "/api/dashboard/groups/wobbly"),
+        lambda d: d["rollout"] is not None,
+    )
+
+    reply = served.server.http.post("/v1/models/wobbly/invoke", json={"inputs": {"x": [2.0]}})
+
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"] == [4.0]
+    assert reply.json()["meta"] | {"execution_duration_s": 0} == {
+        "group": "wobbly",
+        "model_name": "double",
+        "model_version": 1,
+        "execution_duration_s": 0,
+    }
 
 
 def test_a_group_shows_its_replicas_events_and_both_revisions_of_its_rollout(
@@ -104,8 +129,13 @@ def test_an_unknown_group_is_404_naming_it(served: Served) -> None:
         assert "'nope'" in reply.json()["errors"][0]["message"]
 
 
-def test_models_list_each_version_with_its_schemas_and_groups(served: Served) -> None:
-    models = _get(served, "/api/dashboard/models")["models"]
+def test_models_list_each_version_with_its_schemas_and_the_groups_it_serves(
+    served: Served,
+) -> None:
+    models = _until(
+        lambda: _get(served, "/api/dashboard/models")["models"],
+        lambda m: m[0]["versions"][0]["groups"] == ["double", "wobbly"],
+    )
 
     assert [m["name"] for m in models] == ["double"]
     first, second = models[0]["versions"]
@@ -115,9 +145,9 @@ def test_models_list_each_version_with_its_schemas_and_groups(served: Served) ->
         "inputSchema": [{"name": "x", "type": "double"}],
         "outputSchema": [{"name": "y", "type": "double"}],
         "deterministic": True,
-        "groups": ["double"],
+        "groups": ["double", "wobbly"],  # wobbly's version 1 replica serves
     }
-    assert (second["version"], second["groups"]) == (2, ["wobbly"])
+    assert (second["version"], second["groups"]) == (2, [])
 
 
 def test_the_graph_shows_classes_features_and_which_feature_calls_which_group(

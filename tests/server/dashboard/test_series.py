@@ -17,6 +17,7 @@ import pytest
 
 from chalk.server.dashboard.election import ScrapeElection
 from chalk.server.dashboard.series import (
+    NO_RUNTIME_METRICS_NOTE,
     POINTS,
     STEP_S,
     WINDOW_S,
@@ -125,6 +126,40 @@ def test_restarts_per_second_come_from_the_controller() -> None:
 
     assert store.group_series("g", None)["group"]["restartsPerSecond"] == [2.0]
     assert store.group_series("g", None)["replicas"]["a"]["restartsPerSecond"] == [None]
+
+
+def test_a_group_with_no_replica_read_still_charts_the_controllers_restarts() -> None:
+    store = SeriesStore()
+    store.record(0.0, {}, ControllerReading({"crashy": 1.0}))
+    store.record(2.0, {}, ControllerReading({"crashy": 3.0}))
+    store.record(4.0, {}, ControllerReading({"crashy": 3.0}))
+
+    series = store.group_series("crashy", None)
+    assert series["group"]["t"] == [2.0, 4.0]
+    assert series["group"]["restartsPerSecond"] == [1.0, 0.0]
+    assert series["group"]["callsPerSecond"] == [None, None]  # no replica read: unknown
+    assert (series["replicas"], series["note"]) == ({}, None)
+
+
+def test_a_ready_replica_without_runtime_metrics_gives_its_group_a_note() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens: a plain server without /metrics
+    targets: Targets = (
+        [Target("plain", "plain-1", port), Target("starting", "starting-1", port, ready=False)],
+        None,
+    )
+    store = SeriesStore()
+    scraper = Scraper(lambda: targets, store, timeout_s=0.5, clock=iter([0.0]).__next__)
+
+    async def one_pass() -> None:
+        async with httpx.AsyncClient(timeout=0.5) as http:
+            await scraper.scrape_once(http)
+
+    asyncio.run(asyncio.wait_for(one_pass(), timeout=30))
+
+    assert store.group_series("plain", None)["note"] == NO_RUNTIME_METRICS_NOTE
+    assert store.group_series("starting", None)["note"] is None
 
 
 def test_rings_of_100_replicas_over_the_whole_window_stay_under_50_mb() -> None:

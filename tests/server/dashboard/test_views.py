@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
 
 from chalk.catalog import ScalingGroup
 from chalk.catalog.records import Event, Replica
-from chalk.server.dashboard.views import broken_reason, rfc3339
+from chalk.server.dashboard.views import broken_reason, rfc3339, serving_model_version
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
 SPECS = {
@@ -75,9 +76,16 @@ def oom(minutes_ago: float) -> Event:
             "Progressing", "rolling to revision 2",
             [replica("ner-1", 1, "Running"),
              replica("ner-2", 2, "Starting", restarts=2, exit_reason="exit code 1")],
-            "Failed: rollout of model m version 2 (revision 2) failing: exit code 1; serving "
-            "model m version 1 (revision 1) from 1 replica",
+            "rollout to v2 failing: exit code 1; v1 serves",
             id="rollout_failing_between_restarts",
+        ),
+        pytest.param(
+            "CrashLoopBackOff", "",
+            [replica("ner-1", 1, "Running"),
+             replica("ner-2", 2, "CrashLoopBackOff", restarts=3, exit_reason="exit code 1")],
+            "rollout to v2 failing: CrashLoopBackOff: replica ner-2 exit code 1 (3 restarts); "
+            "v1 serves",
+            id="rollout_crash_looping",
         ),
     ],
 )  # fmt: skip
@@ -101,6 +109,29 @@ def test_a_broken_group_says_why_in_one_line(
 )
 def test_a_healthy_or_starting_group_is_not_broken(status: str, replicas: list[Replica]) -> None:
     assert broken_reason(group(status), replicas, [], SPECS, NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("ready", "replicas", "expected"),
+    [
+        pytest.param(1, [replica("ner-1", 2, "Running")], 2, id="its_own"),
+        pytest.param(
+            1, [replica("ner-1", 1, "Running"), replica("ner-2", 2, "CrashLoopBackOff")], 1,
+            id="old_one_mid_rollout",
+        ),
+        pytest.param(
+            2, [replica("ner-1", 1, "Running"), replica("ner-2", 2, "Running")], 2,
+            id="both_ready",
+        ),
+        pytest.param(0, [replica("ner-2", 2, "CrashLoopBackOff")], None, id="none_ready"),
+    ],
+)  # fmt: skip
+def test_the_serving_version_is_the_one_whose_replicas_are_ready(
+    ready: int, replicas: list[Replica], expected: int | None
+) -> None:
+    shown = dataclasses.replace(group("Progressing"), ready_replicas=ready)
+
+    assert serving_model_version(shown, replicas, SPECS) == expected
 
 
 def test_an_oom_kill_breaks_a_group_for_15_minutes() -> None:
