@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -88,7 +87,9 @@ def instant_queries(namespace: str, group: str) -> dict[str, str]:
 
 
 def _selector(namespace: str, group: str) -> str:
-    return f'{{namespace="{namespace}",pod=~"{re.escape(group)}-[a-z0-9]+-[a-z0-9]+"}}'
+    # A group's name is a DNS-1123 label (letters, digits, '-'), nothing PromQL's string or
+    # regex would read otherwise: written as it is (re.escape's "\-" is no escape PromQL knows).
+    return f'{{namespace="{namespace}",pod=~"{group}-[a-z0-9]+-[a-z0-9]+"}}'
 
 
 @dataclass(frozen=True, slots=True)

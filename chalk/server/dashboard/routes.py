@@ -228,8 +228,13 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
 
     async def group(request: Request) -> Response:
         name = request.path_params["name"]
+        await run_in_threadpool(_known_group, dashboard.catalog, name)  # before any query
         live = await dashboard.live_now([name], pods_of=name)
-        return _json(await run_in_threadpool(_group, dashboard, name, live))
+        return _json(
+            await run_in_threadpool(
+                group_document, dashboard.project, dashboard.catalog, name, live
+            )
+        )
 
     async def series(request: Request) -> Response:
         name = request.path_params["name"]
@@ -295,11 +300,6 @@ def login_routes(token: str | None, wrap: Wrap) -> list[BaseRoute]:
 
 def _login_form(after: str | None, *, error: str) -> str:
     return _LOGIN_FORM.format(css=LOGIN_CSS, error=error, next=escape(safe_next(after)))
-
-
-def _group(dashboard: Dashboard, name: str, live: Live) -> dict[str, Any]:
-    _known_group(dashboard.catalog, name)
-    return group_document(dashboard.project, dashboard.catalog, name, live)
 
 
 def _group_names(catalog: Catalog) -> list[str]:

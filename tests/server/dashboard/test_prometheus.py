@@ -243,3 +243,24 @@ def test_on_kubernetes_the_answer_says_where_series_come_from(
     assert note in answer["note"]
     assert answer["group"]["t"] == []
     assert dashboard.live().source == source
+
+
+def test_every_query_of_a_hyphenated_group_is_one_prometheus_accepts(
+    scraped: tuple[str, RuntimeProcess],
+) -> None:
+    """A group's name may hold '-' (a DNS label): Prometheus refused the selector when the name
+    went through re.escape ("\\-" is no escape of PromQL's strings)."""
+    url, _runtime = scraped
+
+    async def ask() -> tuple[dict[str, Any], Instant]:
+        source = PrometheusSeries(url, "ml")
+        try:
+            series = await source.group_series("ner-small", now=time.time(), since=None)
+            return series, await source.instant(["ner-small"], pods_of="ner-small")
+        finally:
+            await source.aclose()
+
+    series, instant = asyncio.run(ask())
+
+    assert series["replicas"] == {}
+    assert instant.error is None
