@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from chalk.catalog import Catalog
 from chalk.catalog.errors import NotFoundError
 from chalk.common.config import Project
+from chalk.deploy.backends import backend_for
 from chalk.server.dashboard.election import ScrapeElection
 from chalk.server.dashboard.prometheus import NO_PROMETHEUS_NOTE, PrometheusError, PrometheusSeries
 from chalk.server.dashboard.series import (
@@ -139,6 +140,8 @@ class Dashboard:
     def __init__(self, project: Project, catalog: Catalog) -> None:
         self.project = project
         self.catalog = catalog
+        # One backend for every poll (on Kubernetes it holds the API client).
+        self.backend = backend_for(project)
         self.store = SeriesStore()
         self._scraper: Scraper | None = None
         self._election: ScrapeElection | None = None
@@ -223,7 +226,12 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
         names = await run_in_threadpool(_group_names, dashboard.catalog)
         live = await dashboard.live_now(names)
         return _json(
-            await run_in_threadpool(overview_document, dashboard.project, dashboard.catalog, live)
+            await run_in_threadpool(
+                partial(overview_document, backend=dashboard.backend),
+                dashboard.project,
+                dashboard.catalog,
+                live,
+            )
         )
 
     async def group(request: Request) -> Response:
@@ -232,7 +240,11 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
         live = await dashboard.live_now([name], pods_of=name)
         return _json(
             await run_in_threadpool(
-                group_document, dashboard.project, dashboard.catalog, name, live
+                partial(group_document, backend=dashboard.backend),
+                dashboard.project,
+                dashboard.catalog,
+                name,
+                live,
             )
         )
 
@@ -244,7 +256,13 @@ def dashboard_routes(dashboard: Dashboard, wrap: Wrap) -> list[BaseRoute]:
         return _json({"generatedAt": rfc3339(dashboard.catalog.clock()), **answer})
 
     async def models(_request: Request) -> Response:
-        return _json(await run_in_threadpool(models_document, dashboard.project, dashboard.catalog))
+        return _json(
+            await run_in_threadpool(
+                partial(models_document, backend=dashboard.backend),
+                dashboard.project,
+                dashboard.catalog,
+            )
+        )
 
     async def graph(_request: Request) -> Response:
         return _json(await run_in_threadpool(graph_document, dashboard.catalog))

@@ -21,7 +21,7 @@ from chalk.deploy.backends import backend_for
 from chalk.deploy.rollout import rollout_of
 from chalk.deploy.states import GroupStatus
 from chalk.deploy.usage import fresh_usage, group_limits
-from chalk.deploy.views import GroupView
+from chalk.deploy.views import Backend, GroupView
 from chalk.engine.callers import groups_called
 from chalk.engine.parse import parse
 from chalk.features.expr import ExpressionError, features_used
@@ -99,11 +99,14 @@ def rfc3339(moment: dt.datetime | None) -> str | None:
     return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def overview_document(project: Project, catalog: Catalog, live: Live) -> dict[str, Any]:
+def overview_document(
+    project: Project, catalog: Catalog, live: Live, *, backend: Backend | None = None
+) -> dict[str, Any]:
     """``GET /api/dashboard/overview``: every live group, broken ones first (the most recent
     break first), then by name."""
     now = catalog.clock()
-    observed = [_observe(project, catalog, group, now) for group in catalog.groups.list()]
+    backend = backend or backend_for(project)
+    observed = [_observe(backend, catalog, group, now) for group in catalog.groups.list()]
     broken = sorted((o for o in observed if o.broken), key=lambda o: o.broken_at, reverse=True)
     healthy = sorted((o for o in observed if not o.broken), key=lambda o: o.view.group.name)
     active = catalog.graphs.active()
@@ -117,11 +120,18 @@ def overview_document(project: Project, catalog: Catalog, live: Live) -> dict[st
     }
 
 
-def group_document(project: Project, catalog: Catalog, name: str, live: Live) -> dict[str, Any]:
+def group_document(
+    project: Project,
+    catalog: Catalog,
+    name: str,
+    live: Live,
+    *,
+    backend: Backend | None = None,
+) -> dict[str, Any]:
     """``GET /api/dashboard/groups/{name}``: the group, its replicas, its events (newest
     first) and its rollout; an unknown ``name`` raises the catalog's NotFoundError."""
     now = catalog.clock()
-    observed = _observe(project, catalog, catalog.groups.get(name), now)
+    observed = _observe(backend or backend_for(project), catalog, catalog.groups.get(name), now)
     group, replicas = observed.view.group, observed.view.replicas
     rollout = rollout_of(group, replicas, observed.specs)
     return {
@@ -133,11 +143,13 @@ def group_document(project: Project, catalog: Catalog, name: str, live: Live) ->
     }
 
 
-def models_document(project: Project, catalog: Catalog) -> dict[str, Any]:
+def models_document(
+    project: Project, catalog: Catalog, *, backend: Backend | None = None
+) -> dict[str, Any]:
     """``GET /api/dashboard/models``: each model's versions with the groups running them (by
     their live replicas: an old version a failing rollout left serving lists its group)."""
     running: dict[tuple[str, int], list[str]] = {}
-    backend = backend_for(project)
+    backend = backend or backend_for(project)
     for group in catalog.groups.list():
         view = backend.observe(catalog, group)
         specs = {r.revision: r.spec for r in catalog.groups.history(group.name)}
@@ -311,9 +323,9 @@ def _recent_oom(
 
 
 def _observe(
-    project: Project, catalog: Catalog, group: ScalingGroup, now: dt.datetime
+    backend: Backend, catalog: Catalog, group: ScalingGroup, now: dt.datetime
 ) -> _Observed:
-    view = backend_for(project).observe(catalog, group)
+    view = backend.observe(catalog, group)
     if view.group.backend == "local":
         events = tuple(catalog.state.events(group.id, limit=EVENTS_SHOWN))
     else:
