@@ -20,7 +20,7 @@ from rich.console import Console
 
 from chalk import functions as F
 from chalk.catalog import open_catalog
-from chalk.client import ChalkClient, Dataset, GroupCalls
+from chalk.client import _SHAPES, ChalkClient, Dataset, GroupCalls
 from chalk.engine.query import (
     QueryError,
     input_table,
@@ -194,6 +194,7 @@ def test_bad_queries_name_the_feature(
 def test_bad_queries_raise_the_same_once_their_shape_was_seen(client: ChalkClient) -> None:
     # A one-row query of a shape seen before takes the cached shape's path: same errors.
     client.query(input={Shop.id: 1, Shop.name: "x"}, output=[Shop.loud])
+    assert _SHAPES.of({Shop.id: "seven", Shop.name: "x"}, [Shop.loud]) is not None
     with pytest.raises(QueryError, match=r"shop\.id: the input does not fit"):
         client.query(input={Shop.id: "seven", Shop.name: "x"}, output=[Shop.loud])
     with pytest.raises(QueryError, match=r"shop\.name: the input does not fit"):
