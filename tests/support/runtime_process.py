@@ -107,6 +107,27 @@ def start_runtime(
     Our runtime takes ``--port 0`` and logs the port it bound; ``pick_port=True`` instead picks
     a free port up front, for the reference runtime, which cannot report one.
     """
+    if pick_port and wait_listening:
+        # A port picked free up front can be taken by another test's process before the
+        # runtime binds it (gRPC then serves on no port at all, silently): once, pick again.
+        try:
+            return _start(handler, log_path, args, env, command, cwd, True, timeout_s)
+        except TimeoutError:
+            pass
+    return _start(handler, log_path, args, env, command, cwd, pick_port, timeout_s, wait_listening)
+
+
+def _start(
+    handler: str,
+    log_path: Path,
+    args: Sequence[str],
+    env: Mapping[str, str] | None,
+    command: Sequence[str],
+    cwd: Path,
+    pick_port: bool,
+    timeout_s: float,
+    wait_listening: bool = True,
+) -> RuntimeProcess:
     port = free_port() if pick_port else 0
     full_env = dict(os.environ)
     full_env.update(
@@ -125,7 +146,11 @@ def start_runtime(
         )
     runtime = RuntimeProcess(process=process, port=port, log_path=log_path)
     if wait_listening:
-        _wait_listening(runtime, timeout_s, announced=not pick_port)
+        try:
+            _wait_listening(runtime, timeout_s, announced=not pick_port)
+        except TimeoutError:
+            runtime.stop(timeout=5)
+            raise
     return runtime
 
 
