@@ -323,7 +323,9 @@ def test_errors_awaited_are_the_errors_of_execute(
         run({"y": (kind, text)}, awaited=True)
 
     assert type(awaited.value) is type(blocking.value)
-    assert str(awaited.value) == str(blocking.value)
+    # polars casts a column's parts on several threads and names the values of the part that
+    # failed first ("for 2 out of 3 values: [700, -700]" or "1 out of 2: [300]"), run to run.
+    assert str(awaited.value).split(" for ")[0] == str(blocking.value).split(" for ")[0]
 
 
 def test_results_are_typed_by_the_declared_types() -> None:
