@@ -195,6 +195,21 @@ image_tags: Final = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 
+# --- schema version 5: demand, what calling processes ask of each group ------------------------
+
+# One row per (group name, calling process), rewritten by that process's ModelCaller at most once
+# a second per group (``catalog.demand``). Keyed by the group's name, which is what a call names.
+demand: Final = sa.Table(
+    "demand",
+    metadata,
+    sa.Column("group_name", sa.String(63), primary_key=True),
+    sa.Column("process", sa.String(128), primary_key=True),
+    sa.Column("in_flight", sa.Integer, nullable=False),
+    sa.Column("waiting", sa.Integer, nullable=False),
+    sa.Column("last_call_at", UTCDateTime, nullable=True),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
 _VERSION_2: Final = (
     replicas,
     events,
@@ -251,6 +266,8 @@ MIGRATIONS: Final[tuple[Callable[[sa.Connection], None], ...]] = (
     ),
     # Version 4: whether a model version answers the same arguments alike (dedup, batching).
     _add_columns((model_versions, ("deterministic",))),
+    # Version 5: demand rows of the calling processes (queue depth, scale to zero).
+    _create((demand,)),
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -20,6 +20,7 @@ from typing import Any, Final, Protocol
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from chalk.catalog.demand import DemandStore
 from chalk.catalog.errors import (
     BadCallNameError,
     CatalogError,
@@ -61,8 +62,9 @@ class HasCatalogUrl(Protocol):
 
 class Catalog:
     """The catalog: model registry (``models``), scaling groups (``groups``), runtime state
-    (``state``: replicas, events, autoscaler state, controller heartbeat), applied feature
-    graphs (``graphs``), the local image index (``images``), and ``resolve``.
+    (``state``: replicas, events, autoscaler state, controller heartbeat), the callers' demand
+    (``demand``), applied feature graphs (``graphs``), the local image index (``images``), and
+    ``resolve``.
     """
 
     def __init__(self, engine: sa.Engine, *, location: str, clock: Clock = utc_now) -> None:
@@ -72,6 +74,7 @@ class Catalog:
         self.models = ModelRegistry(self)
         self.groups = GroupStore(self)
         self.state = RuntimeState(self)
+        self.demand = DemandStore(self)
         self.graphs = GraphStore(self)
         self.images = ImageStore(self)
 

@@ -27,7 +27,8 @@ class GroupStatus(StrEnum):
     IMAGE_PULL_BACK_OFF = "ImagePullBackOff"
     CREATE_CONTAINER_CONFIG_ERROR = "CreateContainerConfigError"
     CREATE_CONTAINER_ERROR = "CreateContainerError"
-    # The next wave adds IDLE ("scaled to zero, waiting for demand") here.
+    # Scaled to zero after its idle period (min_replicas=0): waiting for demand, not failed.
+    IDLE = "Idle"
 
 
 @unique
