@@ -282,9 +282,10 @@ class LocalController:
         await self._replicas.check_readiness(group, spec, state)
         current = [s for s in state.slots.values() if s.revision == group.revision]
         # A roll carries the count over: the new revision starts as many replicas as the old
-        # one runs, which is no scaling decision.
+        # one runs, which is no scaling decision, and keeps at least that many until it is over.
         running = len(current) or len(state.slots)
-        desired = await self._desired(group, spec, current, running)
+        rolling = len(current) < len(state.slots)
+        desired = await self._desired(group, spec, current, running, rolling)
         observed = Observed(desired, tuple(s.view() for s in state.slots.values()))
         self._apply(group, spec, state, plan(group, observed, self._monotonic()))
         self._report(group, state, desired)
@@ -322,13 +323,18 @@ class LocalController:
                     self._replicas.save_row(slot, slot.handle)
 
     async def _desired(
-        self, group: ScalingGroup, spec: GroupSpec, current: list[Slot], running: int
+        self, group: ScalingGroup, spec: GroupSpec, current: list[Slot], running: int, rolling: bool
     ) -> int:
         """The autoscaler's count for the group's revision; ``current`` are its replicas,
-        ``running`` how many the group runs (those of an older revision, mid-roll)."""
+        ``running`` how many the group runs (those of an older revision, mid-roll). Mid-roll
+        it measures only the new revision's replicas, so it shrinks nothing below ``running``
+        (within max_replicas) until the roll is over: no fewer serve than when it started."""
         scaling = spec.scaling
         if not scaling.autoscales:
             return scaling.min_replicas
+        floor = scaling.min_replicas
+        if rolling:
+            floor = max(floor, min(running, scaling.max_replicas))
         ready = [s.handle for s in current if s.handle is not None and s.state.serves]
         in_flight = None
         if spec.model is not None and scaling.queue_depth_target is not None:
@@ -336,7 +342,7 @@ class LocalController:
         context = AutoscaleContext(
             now_s=self._wall_clock(),
             current_replicas=running,
-            min_replicas=scaling.min_replicas,
+            min_replicas=floor,
             max_replicas=scaling.max_replicas,
             target_cpu_percent=scaling.effective_target_cpu,
             cpu_millicores_used=[h.cpu_millicores for h in ready if h.cpu_millicores is not None],

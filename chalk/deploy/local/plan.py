@@ -77,8 +77,9 @@ def plan(group: ScalingGroup, observed: Observed, now: float) -> list[Action]:
 
     Replicas of the current revision beyond ``desired`` stop, those that serve least first;
     missing ones start as new replicas; replicas without a process start once their back-off
-    (``restart_at``) has passed. Replicas of an older revision stop once the current one
-    serves with every desired replica, or at once when none of them runs any more.
+    (``restart_at``) has passed. Replicas of an older revision leave one for one as the
+    current one's replicas serve (``_replaced``), so a roll never serves from fewer replicas
+    than ``desired``; all of them at once when none of them runs any more.
     """
     revision = group.revision
     current = [r for r in observed.replicas if r.revision == revision]
@@ -96,12 +97,9 @@ def plan(group: ScalingGroup, observed: Observed, now: float) -> list[Action]:
     ]
     actions += [StartReplica(None, revision) for _ in range(-surplus)]
     ready_new = sum(1 for r in current if r.state.serves)
-    old_alive = any(r.state.has_process for r in outdated)
-    # Old replicas leave once the new revision serves in full, or at once when none of them
-    # runs any more (they crashed): keeping them would serve nobody.
-    if outdated and (ready_new >= observed.desired or not old_alive):
-        reason = f"replaced by revision {revision}"
-        actions += [StopReplica(r.replica_id, reason) for r in outdated]
+    reason = f"replaced by revision {revision}"
+    replaced = _replaced(outdated, keep=observed.desired - ready_new)
+    actions += [StopReplica(r.replica_id, reason) for r in replaced]
     return actions
 
 
@@ -132,6 +130,21 @@ def group_status(
     if ready_new >= desired:
         return GroupStatus.READY, ""
     return GroupStatus.PROGRESSING, f"{ready_new} of {desired} replicas ready"
+
+
+def _replaced(outdated: Sequence[ReplicaView], *, keep: int) -> list[ReplicaView]:
+    """The older revision's replicas that leave now when ``keep`` of them are still needed.
+
+    Each new replica that serves lets one old one go (``keep`` is the desired count less the
+    new replicas serving), those that serve least first. An old replica without a process
+    leaves at once (it is never restarted), and all of them do when none runs any more.
+    """
+    alive = [r for r in outdated if r.state.has_process]
+    if not alive:
+        return list(outdated)
+    surplus = len(alive) - max(keep, 0)
+    leaving = sorted(alive, key=_stop_order)[: max(surplus, 0)]
+    return [r for r in outdated if not r.state.has_process or r in leaving]
 
 
 def _stop_order(replica: ReplicaView) -> tuple[bool, int]:

@@ -7,6 +7,8 @@ import os
 import re
 import signal
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 from chalk.catalog import Catalog
-from chalk.catalog.resources import AutoScalingSpec
+from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.common.config import Project
 from chalk.deploy.groups import pin_image, update_group
@@ -274,6 +276,77 @@ def test_an_update_rolls_to_the_new_revision(
     registry = running.controller.metrics.registry
     labels = {"group": "doubler"}
     assert registry.get_sample_value("chalk_controller_replica_restarts_total", labels) == 0.0
+
+
+def test_a_roll_of_an_autoscaled_group_keeps_its_ready_replicas_while_called(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    """Issue 22: the new revision starts at the group's count, and old replicas leave one for
+    one as new ones serve; sampled every 200 ms, the group never has fewer ready replicas."""
+    model_image(catalog, project)
+    floats = pa.schema([("x", pa.float64())])
+    catalog.models.register("m", input_schema=floats, output_schema=floats, image="model:latest")
+    two = AutoScalingSpec(min_replicas=2, max_replicas=2, shutdown_delay_seconds=2)
+    # A large CPU request: the calls below never make the autoscaler want more than 2.
+    resources = ScalingGroupResourceRequest(cpu="8")
+    group_id = create(catalog, "doubler", model_spec(scaling=two, resources=resources))
+    controller()
+    ready_group(catalog, "doubler", replicas=2)
+
+    def serves_alone(revision: int) -> bool:
+        rows = catalog.state.replicas(group_id)
+        ready = [r for r in rows if r.ready and r.revision == revision]
+        return len(ready) == 2 and all(r.revision == revision for r in rows)
+
+    # Autoscaled from 1 to 4 from here: its 60 s scale-down window keeps the 2 it runs.
+    autoscaled = AutoScalingSpec(min_replicas=1, max_replicas=4, shutdown_delay_seconds=2)
+    spec = GroupSpec.from_dict(catalog.groups.get("doubler").spec)
+    spec = spec.with_changes(scaling=autoscaled)
+    scaled, _ = catalog.groups.update("doubler", spec.to_dict())
+    wait_for(lambda: serves_alone(scaled.revision), what="the replicas kept at 2, autoscaled")
+    answers: list[float] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        with ModelCaller(catalog) as caller:
+            while not stop.is_set():
+                try:
+                    answer = caller.call_blocking(
+                        feature="t.y", name="model.doubler", args=[pa.array([1.0])]
+                    )
+                    answers.extend(answer.to_pylist())
+                except Exception as error:  # every failure is the test's finding
+                    failures.append(error)
+
+    calling = threading.Thread(target=keep_calling)
+    calling.start()
+    ready_counts: list[int] = []
+    try:
+        wait_for(lambda: len(answers) >= 5, what="the first answers")
+        new_version = spec.with_changes(env={"FACTOR": "10"})
+        rolling, _ = catalog.groups.update("doubler", new_version.to_dict())
+        give_up = time.monotonic() + 60
+        while not serves_alone(rolling.revision) and time.monotonic() < give_up:
+            ready_counts.append(catalog.groups.get("doubler").ready_replicas)
+            time.sleep(0.2)
+        seen = len(answers)
+        wait_for(lambda: len(answers) >= seen + 5, what="answers after the roll")
+    finally:
+        stop.set()
+        calling.join(timeout=60)
+
+    assert serves_alone(rolling.revision), "the roll did not finish in 60 s"
+    assert len(ready_counts) >= 3, ready_counts
+    assert min(ready_counts) >= 2, ready_counts
+    assert max(ready_counts) == 2, ready_counts  # one old replica leaves as each new one serves
+    assert failures == []
+    assert set(answers) <= {2.0, 10.0}
+    assert answers[-1] == 10.0
+    events = catalog.state.events(group_id, limit=100)
+    replaced = [e for e in events if "replaced by revision" in e.message]
+    assert len(replaced) == 2
+    assert not [e.message for e in events if e.reason == "Scaled" and "-> 1" in e.message]
 
 
 def _decisions(running: RunningController) -> float:
