@@ -8,7 +8,9 @@ send the chunks, and re-joins the answers in row order.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
@@ -26,12 +28,14 @@ from chalk.engine.chunking import (
     ChunkLimits,
 )
 from chalk.engine.dedup import dedup_enabled, dedupe, fan_out
+from chalk.engine.demand import DemandPublisher, GroupLoad, demand_sink
 from chalk.engine.dispatch import DEFAULT_RECOVERY_S, Dispatcher
 from chalk.engine.event_loop import EventLoopThread, Inbox, Reply, refuse_on, run_on
+from chalk.engine.holds import DEFAULT_HOLD_TIMEOUT_S, DEFAULT_MAX_HELD_CALLS, HeldCalls
 from chalk.engine.model_call import Chunk, ModelCall
 from chalk.engine.recorder import CallRecorder, current_recorder
 from chalk.engine.routes import Resolver, RouteCache
-from chalk.shim.client import DEFAULT_MAX_REQUEST_BYTES, RemoteCallClient
+from chalk.shim.client import DEFAULT_DEADLINE_S, DEFAULT_MAX_REQUEST_BYTES, RemoteCallClient
 
 __all__ = ["ModelCaller"]
 
@@ -65,7 +69,16 @@ class ModelCaller:
     once; a chunk that let its deadline pass on a replica is not sent there again; a handler
     error is never retried, except each call's part of a merged chunk, alone, once. Answers
     are re-joined in row order and typed by output_schema; nulls pass through to the model
-    and back. ``demand()`` counts, per group, model calls in flight and chunks waiting.
+    and back.
+
+    A group with no ready replica (starting, scaled to zero, waiting for capacity) holds the
+    call (``chalk.engine.holds``): its route is read every 100 ms until a replica is ready, for
+    at most ``hold_timeout_s`` or the call's deadline, whichever is smaller, and at most
+    ``max_held_calls`` calls at once; past either bound, and at once for a crash-looping
+    group, the call fails with ``ModelUnavailableError`` naming the group, the wait and why.
+    ``loads()`` (and ``demand()``) count, per group, model calls in flight, chunks waiting
+    and calls held; for groups of the local backend they are published to the catalog's
+    ``demand`` rows (``chalk.engine.demand``) for the local controller's autoscaler.
 
     A caller belongs to one event loop: ``loop`` when given (share one across a process, e.g.
     an ``EventLoopThread``'s), else the loop its ``call`` is first awaited on, else a
@@ -95,6 +108,11 @@ class ModelCaller:
     batch_max_delay_s
         How long a queued chunk of a call with nothing in flight waits for a free slot
         before it goes anyway, for groups whose spec sets no ``batch_max_delay_ms``.
+    hold_timeout_s
+        How long a call waits for a replica of a group that has none ready (at most the
+        deadline: ``deadline_s``, else the client's default of 120 s).
+    max_held_calls
+        How many calls wait for a ready replica at once; the next fails at once.
 
     Examples
     --------
@@ -124,6 +142,8 @@ class ModelCaller:
         recovery_s: float = DEFAULT_RECOVERY_S,
         batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_S,
         dedup: bool | None = None,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        max_held_calls: int = DEFAULT_MAX_HELD_CALLS,
     ) -> None:
         for label, value in (
             ("max_chunk_rows", max_chunk_rows),
@@ -142,6 +162,13 @@ class ModelCaller:
         )
         self._loop = loop
         self._routes = RouteCache(catalog)
+        self._held = HeldCalls(catalog, hold_timeout_s=hold_timeout_s, max_held=max_held_calls)
+        self._hold_deadline_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
+        # When this process last called each group (time.time()), and who publishes its
+        # demand (where the catalog keeps demand rows).
+        self._last_calls: dict[str, float] = {}
+        sink = demand_sink(catalog)
+        self._publisher = None if sink is None else DemandPublisher(sink, self.loads)
         self._thread: EventLoopThread | None = None
         self._inbox: Inbox | None = None
         self._lock = threading.Lock()
@@ -227,8 +254,24 @@ class ModelCaller:
         recorder: CallRecorder | None,
     ) -> pa.Array | pa.ChunkedArray:
         route, resolved_at = await self._routes.resolve(feature, name)
+        if not route.endpoints:
+            self._called(route)
+            route, resolved_at = await self._held.until_ready(
+                feature, name, route, deadline_s=self._hold_deadline_s, held=self._held_now
+            )
         call, indices = self._chunked(feature, name, route, resolved_at, args, recorder)
         return await self._sent(call, indices, as_chunks)
+
+    def _called(self, route: Route) -> None:
+        """Note a call to ``route``'s group: its last call time, and its demand's publisher."""
+        self._last_calls[route.group] = time.time()
+        if self._publisher is not None and route.backend == "local":
+            self._publisher.called(route.group)
+
+    def _held_now(self, group: str) -> None:
+        """A call to ``group`` found no ready replica: the controller hears of it at once."""
+        if self._publisher is not None:
+            self._publisher.urgent(group)
 
     def _chunked(
         self,
@@ -242,6 +285,7 @@ class ModelCaller:
         """The call, its argument rows deduplicated and cut into pending chunks (none for
         no rows), and the dedup's indices (None: every row is sent)."""
         call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
+        self._called(route)
         batch = argument_batch(call, args)
         if batch.num_rows == 0:
             return call, None
@@ -269,10 +313,29 @@ class ModelCaller:
         calls in flight and the chunks waiting in its queue (counted before merging) or held
         while no replica may take them.
 
-        Safe to read from any thread (a snapshot of two counters per group).
+        Safe to read from any thread (a snapshot of a few counters per group).
         """
-        queues = list(self._dispatcher.queues.values())
-        return {queue.group: queue.demand for queue in queues}
+        return {group: (load.in_flight, load.waiting) for group, load in self.loads().items()}
+
+    def loads(self) -> dict[str, GroupLoad]:
+        """Per scaling group this caller has called: model calls in flight, calls waiting
+        (chunks queued, counted before merging, or between attempts while no replica may take
+        them, and calls held while the group has no ready replica), the held ones alone, and
+        when it was last called. Safe to read from any thread."""
+        queues = {queue.group: queue.demand for queue in list(self._dispatcher.queues.values())}
+        held = dict(self._held.counts)
+        last = dict(self._last_calls)
+        loads: dict[str, GroupLoad] = {}
+        for group in queues.keys() | held.keys() | last.keys():
+            in_flight, waiting = queues.get(group, (0, 0))
+            at = last.get(group)
+            loads[group] = GroupLoad(
+                in_flight=in_flight,
+                waiting=waiting + held.get(group, 0),
+                held=held.get(group, 0),
+                last_call_at=None if at is None else dt.datetime.fromtimestamp(at, dt.UTC),
+            )
+        return loads
 
     def _claim_loop(self, feature: str) -> None:
         """Make the running loop this caller's, unless it already has another."""
@@ -360,16 +423,22 @@ class ModelCaller:
         return inbox
 
     async def aclose(self) -> None:
-        """Close the caller's own client (on its loop); the loop and thread stay."""
+        """Close the caller's own client (on its loop) and withdraw its demand; the loop and
+        thread stay."""
+        if self._publisher is not None:
+            await asyncio.to_thread(self._publisher.close)
         if self._owns_client:
             await self._client.close()
 
     def close(self) -> None:
-        """Close the caller's own client and stop its own loop thread; idempotent."""
+        """Close the caller's own client, withdraw its demand and stop its own loop thread;
+        idempotent."""
         with self._lock:
             loop, thread = self._loop, self._thread
         if loop is not None and not loop.is_closed() and loop.is_running():
             run_on(loop, self.aclose(), None)
+        elif self._publisher is not None:
+            self._publisher.close()
         if thread is not None:
             thread.stop()
 
