@@ -40,6 +40,7 @@ from chalk.deploy.groups import (
 from chalk.engine.callers import refuse_delete_of_called
 from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, model_calls
+from chalk.engine.holds import DEFAULT_HOLD_TIMEOUT_S, DEFAULT_MAX_HELD_CALLS, check_hold_bounds
 from chalk.engine.plan import Plan
 from chalk.engine.query import (
     OnlineShape,
@@ -67,6 +68,14 @@ class ChalkClient:
         How long one model call (one chunk of a ``catalog_call``) may take before it is
         given up on (default 120 s). A call that lets it pass is not sent again to the same
         replica.
+    hold_timeout_s
+        How long a model call waits for a replica of a scaling group that has none ready
+        (starting, scaled to zero, waiting for capacity) before it fails naming the group and
+        why (default 60 s; at most ``model_call_deadline_s``). A crash-looping group fails at
+        once.
+    max_held_calls
+        How many model calls of this client wait for a ready replica at once (default 1000);
+        the next one fails at once.
     api_server
         The URL of a ``chalk serve`` (default: ``$CHALK_API_SERVER``): ``query`` then runs
         there, on the applied graph, with the same results and errors (and a
@@ -103,15 +112,23 @@ class ChalkClient:
         project_dir: str | Path | None = None,
         model_call_deadline_s: float | None = None,
         api_server: str | None = None,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        max_held_calls: int = DEFAULT_MAX_HELD_CALLS,
     ) -> None:
         if model_call_deadline_s is not None:
             check_bound("deadline_seconds", model_call_deadline_s, what="model_call_deadline_s")
+        check_hold_bounds(hold_timeout_s, max_held_calls)
         api_server = api_server or os.environ.get(API_SERVER_ENV)
         self._api = ApiServerClient(api_server) if api_server else None
         self._project = _LazyProject(Path(project_dir) if project_dir else Path.cwd())
         if self._api is None:
             self._project.catalog()  # in process every query needs the project: find it now
-        self._calls = _Calls(self._project, model_call_deadline_s)
+        self._calls = _Calls(
+            self._project,
+            model_call_deadline_s,
+            hold_timeout_s=hold_timeout_s,
+            max_held_calls=max_held_calls,
+        )
         # A client dropped without close() still stops its event loop thread and channels.
         weakref.finalize(self, _close_calls, self._calls)
 
@@ -387,16 +404,30 @@ class _Calls:
     """One ModelCaller, and so one background event loop, for every query of a client,
     whichever thread runs it: gRPC's asyncio objects belong to one loop."""
 
-    def __init__(self, project: _LazyProject, deadline_s: float | None) -> None:
+    def __init__(
+        self,
+        project: _LazyProject,
+        deadline_s: float | None,
+        *,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        max_held_calls: int = DEFAULT_MAX_HELD_CALLS,
+    ) -> None:
         self._project = project
         self._deadline_s = deadline_s
+        self._hold_timeout_s = hold_timeout_s
+        self._max_held_calls = max_held_calls
         self._caller: ModelCaller | None = None
         self._lock = threading.Lock()
 
     def caller(self) -> ModelCaller:
         with self._lock:
             if self._caller is None:
-                self._caller = ModelCaller(self._project.catalog(), deadline_s=self._deadline_s)
+                self._caller = ModelCaller(
+                    self._project.catalog(),
+                    deadline_s=self._deadline_s,
+                    hold_timeout_s=self._hold_timeout_s,
+                    max_held_calls=self._max_held_calls,
+                )
             return self._caller
 
     def close(self) -> None:

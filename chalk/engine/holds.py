@@ -8,15 +8,17 @@ time bound and a per-process count bound (DESIGN.md, "Scale to zero").
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from chalk.catalog.errors import ResolveError
-from chalk.catalog.records import Route
+from chalk.common.bounds import check_bound
 from chalk.engine.errors import ModelUnavailableError, TooManyHeldCallsError
-from chalk.engine.routes import Resolver
+
+if TYPE_CHECKING:  # the defaults are read by chalk serve's settings, which load no pyarrow
+    from chalk.catalog.records import Route
+    from chalk.engine.routes import Resolver
 
 __all__ = [
     "DEFAULT_HOLD_TIMEOUT_S",
@@ -48,14 +50,16 @@ _HOLD_SETTING: Final = "hold_timeout_s on ChalkClient, --hold-timeout on chalk s
 _COUNT_SETTING: Final = "max_held_calls on ChalkClient, --max-held-calls on chalk serve"
 
 
-def check_hold_bounds(hold_timeout_s: float, max_held_calls: int) -> None:
-    """Refuse a hold timeout that is negative or not finite, and a count bound under 0."""
-    if not (math.isfinite(hold_timeout_s) and hold_timeout_s >= 0):
-        raise ValueError(
-            f"hold_timeout_s must be a number of seconds of at least 0, got {hold_timeout_s}"
-        )
-    if max_held_calls < 0:
-        raise ValueError(f"max_held_calls must be at least 0, got {max_held_calls}")
+def check_hold_bounds(
+    hold_timeout_s: float,
+    max_held_calls: int,
+    *,
+    names: tuple[str, str] = ("hold_timeout_s", "max_held_calls"),
+) -> None:
+    """Raise ``ValidationError`` (naming ``names``: the setting's or flag's) for a bound
+    outside chalk.common.bounds' table."""
+    check_bound("hold_timeout_seconds", hold_timeout_s, what=names[0])
+    check_bound("max_held_calls", max_held_calls, what=names[1])
 
 
 class HeldCalls:

@@ -80,6 +80,8 @@ _ENDPOINTS = {
     **DASHBOARD_ENDPOINTS,
 }
 # Body types read as JSON: none given, JSON, and what curl -d sends by default.
+# How often each worker sets its demand gauges (scrapes are seconds apart).
+_DEMAND_GAUGES_EVERY_S = 0.5
 _JSON_MEDIA_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
 
 
@@ -107,7 +109,20 @@ class _State:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """The model calls run on the server's own loop, the one that answers HTTP: a small
         query runs there too, a larger one's thread hands its calls to it (no third thread)."""
-        self._caller = ModelCaller(self.catalog, loop=loop, deadline_s=self.settings.deadline_s)
+        self._caller = ModelCaller(
+            self.catalog,
+            loop=loop,
+            deadline_s=self.settings.deadline_s,
+            hold_timeout_s=self.settings.hold_timeout_s,
+            max_held_calls=self.settings.max_held_calls,
+        )
+
+    async def demand_gauges(self) -> None:
+        """Keep the demand gauges at this worker's figures (each worker writes its own; the
+        worker answering /metrics sums them), until cancelled."""
+        while True:
+            self.metrics.demand(self.caller.loads())
+            await asyncio.sleep(_DEMAND_GAUGES_EVERY_S)
 
     async def stop(self) -> None:
         if self._caller is not None:
@@ -123,9 +138,11 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         state.start(asyncio.get_running_loop())
         await state.dashboard.start(workers=settings.workers)
+        gauges = asyncio.create_task(state.demand_gauges())
         try:
             yield
         finally:
+            gauges.cancel()
             await state.dashboard.stop()
             await state.stop()
 
@@ -330,6 +347,7 @@ async def _readyz(state: _State, _request: Request) -> Response:
 
 
 async def _metrics(state: _State, _request: Request) -> Response:
+    state.metrics.demand(state.caller.loads())  # this worker's figures as of now
     text = await run_in_threadpool(state.metrics.exposition)
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 

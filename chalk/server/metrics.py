@@ -7,11 +7,13 @@ directory and ``/metrics`` sums them over the workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from chalk.engine.demand import GroupLoad
 from chalk.engine.recorder import CallRecorder, GroupCalls
 
 __all__ = ["MULTIPROCESS_ENV", "ServerMetrics"]
@@ -115,6 +117,31 @@ class ServerMetrics:
             ["group"],
             registry=registry,
         )
+        # The worker's demand per group (chalk.engine.demand), as the local backend's catalog
+        # rows carry it: on Kubernetes the autoscaler reads these instead.
+        self.model_calls_in_flight = Gauge(
+            "chalk_server_model_calls_in_flight",
+            "Model calls sent and not yet answered, by scaling group.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.model_calls_waiting = Gauge(
+            "chalk_server_model_calls_waiting",
+            "Model calls waiting, by scaling group: chunks queued (before merging) and calls "
+            "held while the group has no ready replica.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.model_calls_held = Gauge(
+            "chalk_server_model_calls_held",
+            "Model calls held while their scaling group has no ready replica (starting, scaled "
+            "to zero, waiting for capacity), by group; counted in the waiting ones too.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
         self.graph_version = Gauge(
             "chalk_server_graph_version",
             "The applied feature graph version the server last answered with.",
@@ -141,6 +168,13 @@ class ServerMetrics:
             latency = self.model_call_latency.labels(group)
             for value in seconds:
                 latency.observe(value)
+
+    def demand(self, loads: Mapping[str, GroupLoad]) -> None:
+        """Set the demand gauges to this worker's figures now (``ModelCaller.loads``)."""
+        for group, load in loads.items():
+            self.model_calls_in_flight.labels(group).set(load.in_flight)
+            self.model_calls_waiting.labels(group).set(load.waiting)
+            self.model_calls_held.labels(group).set(load.held)
 
     def _batched(self, group: str, calls: GroupCalls) -> None:
         if not calls.chunk_queries:
