@@ -182,7 +182,7 @@ def test_the_hold_defaults_are_the_engines() -> None:
     ("changes", "message"),
     [
         ({"hold_timeout_s": -1.0}, r"--hold-timeout is out of range: expected 0 s to 3600 s"),
-        ({"max_held_calls": -1}, r"--max-held-calls is out of range: expected 0 calls to 1000000 calls"),
+        ({"max_held_calls": -1}, r"--max-held-calls is out of range: expected 0 calls to 1000000"),
     ],
 )
 def test_hold_bounds_out_of_range_are_refused_naming_the_flag(
