@@ -65,7 +65,9 @@ def check_hold_bounds(
 class HeldCalls:
     """The calls of one process held for a group with no ready replica, counted per group.
 
-    A held call reads the group's route every ``HOLD_POLL_S`` until it has endpoints; it
+    A held call reads the group's route every ``HOLD_POLL_S`` until it has endpoints (the
+    calls held for one group share each read: a read started after a call began its wait
+    serves it, so a thousand held calls make about ten reads a second, not ten thousand); it
     fails with ``ModelUnavailableError`` once ``bound_s`` passed (the hold timeout or the
     call's deadline, the smaller), or at once when the group's status says no wait helps
     (crash-looping, failed). ``max_held`` bounds the calls held at once: the next one fails at
@@ -89,6 +91,8 @@ class HeldCalls:
         self._held = 0
         # Calls held now, by group name.
         self.counts: dict[str, int] = {}
+        # The latest read of each held name's route: when it started, and the read.
+        self._reads: dict[str, tuple[float, asyncio.Task[Route]]] = {}
 
     async def until_ready(
         self,
@@ -124,11 +128,10 @@ class HeldCalls:
                 left_s = bound_s - (time.monotonic() - started)
                 if left_s <= 0:
                     raise _timed_out(feature, name, route, time.monotonic() - started, bound_s)
+                waited_from = time.monotonic()
                 await asyncio.sleep(min(self._poll_s, left_s))
-                read_at = time.monotonic()
                 try:
-                    # The catalog reads a database: off the loop.
-                    route = await asyncio.to_thread(self._catalog.resolve, name)
+                    read_at, route = await self._read_since(name, waited_from)
                 except ResolveError as error:
                     raise type(error)(f"{feature}: {error}") from None
                 if route.endpoints:
@@ -141,6 +144,27 @@ class HeldCalls:
                 self.counts[group] = left
             else:
                 del self.counts[group]
+                self._reads.pop(name, None)
+
+    async def _read_since(self, name: str, since: float) -> tuple[float, Route]:
+        """A read of ``name``'s route started at ``since`` or later (another held call's, or
+        a new one), and when it started."""
+        found = self._reads.get(name)
+        if found is None or found[0] < since:
+            # The catalog reads a database: off the loop, once for every call waiting now.
+            task = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(self._catalog.resolve, name)
+            )
+            task.add_done_callback(_retrieved)
+            found = (time.monotonic(), task)
+            self._reads[name] = found
+        # Shielded: a call cancelled while waiting leaves the read to the others.
+        return found[0], await asyncio.shield(found[1])
+
+
+def _retrieved(read: asyncio.Task[Route]) -> None:
+    if not read.cancelled():
+        read.exception()  # retrieved: every waiter may have been cancelled
 
 
 def _refuse_at_once(feature: str, name: str, route: Route, started: float) -> None:

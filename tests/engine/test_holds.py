@@ -13,8 +13,9 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pytest
 
-from chalk.catalog import Catalog, Endpoint
+from chalk.catalog import Catalog, Endpoint, Route
 from chalk.catalog.errors import ControllerDownError
+from chalk.catalog.records import Replica
 from chalk.engine.calls import ModelCaller
 from chalk.engine.errors import ModelCallError, ModelUnavailableError, TooManyHeldCallsError
 from tests.engine.conftest import SHIM_HANDLERS, MakeCaller, StartRuntime
@@ -206,3 +207,56 @@ def test_a_local_group_without_a_controller_stays_an_error(
 
     with pytest.raises(ControllerDownError, match=r"^t\.y: .*local controller is not running"):
         make_caller().call_blocking(feature="t.y", name="model.double", args=ONE)
+
+
+class _CountingResolver:
+    """The catalog, counting its route reads."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.reads = 0
+        self._lock = threading.Lock()
+
+    def resolve(self, name: str) -> Route:
+        with self._lock:
+            self.reads += 1
+        return self.catalog.resolve(name)
+
+    def replica_at(self, group: str, endpoint: str) -> Replica | None:
+        return self.catalog.replica_at(group, endpoint)
+
+
+def test_calls_held_for_one_group_share_each_read_of_its_route(
+    catalog: Catalog, runtime: StartRuntime
+) -> None:
+    group_id = _group(catalog, "Progressing", "0 of 1 replicas ready")
+    resolver = _CountingResolver(catalog)
+    calls = 50
+    port = free_port()
+
+    async def held_calls() -> tuple[list[pa.Array], int, int]:
+        caller = ModelCaller(resolver)
+        try:
+            answers = [
+                asyncio.ensure_future(caller.call(feature=f"t.y{i}", name="model.double", args=ONE))
+                for i in range(calls)
+            ]
+            await asyncio.to_thread(_held, caller, calls)
+            first = resolver.reads
+            await asyncio.sleep(1.0)  # about ten polls of every held call
+            polled = resolver.reads - first
+            await asyncio.to_thread(
+                runtime, "model_handlers.double", cwd=SHIM_HANDLERS, args=("--port", str(port))
+            )
+            await asyncio.to_thread(_report, catalog, group_id, "Ready", "", [f"127.0.0.1:{port}"])
+            return list(await asyncio.gather(*answers)), polled, first
+        finally:
+            await caller.aclose()
+
+    answers, polled, first = asyncio.run(held_calls())
+
+    assert answers == [pa.array([2, 4], INT)] * calls
+    # Each call's first read is its own (the route cache's); the polls are shared: about ten
+    # in the second, where 50 calls polling alone would make about 500.
+    assert first <= calls
+    assert 1 <= polled <= 3 * 10
