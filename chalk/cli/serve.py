@@ -42,6 +42,14 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="how long one request may take before it is answered 504 (30)",
     )
+    parser.add_argument(
+        "--answer-cache-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="each worker's in-process cache of model answers (max_staleness), in bytes "
+        "(256 MiB; 0 keeps none)",
+    )
     parser.set_defaults(run=_serve)
 
 
@@ -69,6 +77,7 @@ def _serve(args: argparse.Namespace) -> int:
             token=read_token(args.token_file) if args.token_file else None,
             max_body_bytes=args.max_body_bytes,
             deadline_s=args.deadline,
+            answer_cache_bytes=args.answer_cache_bytes,
         )
         # Port 0: the one the system picks now, so that it can be printed.
         settings = dataclasses.replace(settings, port=check_bindable(settings.host, settings.port))

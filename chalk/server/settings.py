@@ -68,6 +68,9 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     deadline_s: float = DEFAULT_DEADLINE_S
     graph_ttl_s: float = DEFAULT_GRAPH_TTL_S
+    # Each worker's in-process answer cache, in bytes; None: the engine's default
+    # (chalk.engine.cache.DEFAULT_MAX_BYTES, not imported here: it would load polars).
+    answer_cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= _MAX_PORT:
@@ -77,6 +80,11 @@ class ServerSettings:
         _bounded("workers", self.workers, "--workers")
         _bounded("max_body_bytes", self.max_body_bytes, "--max-body-bytes")
         _bounded("deadline_seconds", self.deadline_s, "--deadline")
+        if self.answer_cache_bytes is not None and self.answer_cache_bytes < 0:
+            raise ServerSettingsError(
+                f"--answer-cache-bytes must be a number of bytes >= 0 (0: keep no answers), "
+                f"got {self.answer_cache_bytes}"
+            )
         if self.token is None and not is_loopback(self.host):
             raise ServerSettingsError(
                 f"chalk serve refuses to listen on {self.host} without a token: anyone who "
