@@ -77,3 +77,11 @@ def test_two_processes_compute_equal_keys() -> None:
 
     batch = pa.record_batch({"s": ["a", None, "text"], "x": [1.5, None, -0.0]})
     assert runs[0] == runs[1] == f"{row_keys(batch).to_pylist()}\n"
+
+
+def test_few_rows_key_as_they_do_among_many() -> None:
+    many = pa.record_batch(
+        {"x": pa.array(range(500), pa.int64()), "s": [str(i) for i in range(500)]}
+    )
+
+    assert row_keys(many.slice(10, 3)) == row_keys(many).slice(10, 3)

@@ -154,3 +154,23 @@ def test_open_answer_store_keeps_answers_in_memory_without_online_store() -> Non
 def test_a_redis_online_store_is_refused_until_it_is_available() -> None:
     with pytest.raises(EngineError, match=r"online_store 'redis://x:6379'.*not available"):
         open_answer_store("redis://x:6379", max_bytes=1)
+
+
+def test_a_lookup_of_few_keys_finds_what_a_lookup_of_many_finds() -> None:
+    clock = Clock()
+    store = MemoryAnswerStore(1 << 20, clock=clock)
+    for start in (0, 50, 100, 25):  # overlapping puts: later answers win
+        clock.now += 1
+        values = list(range(start, start + 60))
+        run(store.put(scope(), keys_of(values), pa.array([v + start for v in values])))
+    wanted = list(range(-5, 200, 3))
+
+    many = run(store.get(scope(), keys_of(wanted)))
+    few = [run(store.get(scope(), keys_of(wanted[i : i + 4]))) for i in range(0, len(wanted), 4)]
+
+    assert len(wanted) > 32
+    assert many.found.to_pylist() == [hit for part in few for hit in part.found.to_pylist()]
+    assert many.answers.to_pylist() == [a for part in few for a in part.answers.to_pylist()]
+    answered = [key for key, hit in zip(wanted, many.found.to_pylist(), strict=True) if hit]
+    by_key = dict(zip(answered, many.answers.to_pylist(), strict=True))
+    assert (by_key[1], by_key[25], by_key[55], by_key[130]) == (1, 50, 80, 230)  # newest put
