@@ -468,7 +468,10 @@ class Dataset:
     in the order they first did) and ``retries`` (attempts that failed in transport and went
     to a replica again); ``rows_asked``, ``rows_sent`` and ``dedup_hits`` say how many
     argument rows the calls had, how many were left to send once identical rows were merged,
-    and how many were answered from another row's answer.
+    and how many were answered from another row's answer; ``cache_hits``, ``cache_misses``
+    and ``cache_errors`` how many of those left were answered from the answer cache
+    (features with ``max_staleness``), how many were looked up and sent, and how many
+    lookups the store failed.
 
     Examples
     --------

@@ -66,9 +66,7 @@ def test_a_bad_max_staleness_names_the_class_and_attribute() -> None:
         class Tardy:
             id: int
             text: str
-            e: str = feature(
-                expression=F.catalog_call("model.ner", _.text), max_staleness="often"
-            )
+            e: str = feature(expression=F.catalog_call("model.ner", _.text), max_staleness="often")
 
 
 def test_max_staleness_travels_in_the_graph_and_only_when_set() -> None:

@@ -268,7 +268,7 @@ def _lookup_few(
         hi, lo = key_pair(key)
         for run in reversed(runs):
             run_hi = run.index.get_column("hi")
-            row = bisect.bisect_right(run_hi, hi) - 1  # type: ignore[arg-type]
+            row = bisect.bisect_right(run_hi, hi) - 1
             if row < 0 or run_hi[row] != hi:
                 continue
             _, run_lo, put_at = run.index.row(row)
