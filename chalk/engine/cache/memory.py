@@ -125,10 +125,7 @@ class MemoryAnswerStore:
         if len(keys) != len(answers):
             raise ValueError(f"{len(keys)} keys but {len(answers)} answers")
         now = self._clock()
-        hi, lo = key_halves(keys)
-        index = pl.DataFrame({"hi": hi, "lo": lo, "put_at": pl.repeat(now, len(keys), eager=True)})
-        order = index.get_column("hi").arg_sort()
-        run = _Run(_rows(index, order), answers.take(order.to_arrow()), now)
+        run = _few_run(keys, answers, now) if len(keys) <= _FEW_KEYS else _run(keys, answers, now)
         with self._lock:
             kept = self._scopes.setdefault(scope, _Scope(swept_at=now))
             kept.runs.append(run)
@@ -159,15 +156,10 @@ class MemoryAnswerStore:
             self._closed = True
             self._scopes.clear()
 
-    def _count(self, group: str, *, hits: int = 0, misses: int = 0, evictions: int = 0) -> None:
+    def _count(self, group: str, *, hits: int, misses: int) -> None:
         with self._lock:
             seen = self._stats.get(group, CacheStats())
-            self._stats[group] = replace(
-                seen,
-                hits=seen.hits + hits,
-                misses=seen.misses + misses,
-                evictions=seen.evictions + evictions,
-            )
+            self._stats[group] = replace(seen, hits=seen.hits + hits, misses=seen.misses + misses)
 
     def _sweep(self, scope: AnswerScope, kept: _Scope, now: float) -> None:
         """Drop the scope's answers older than its time to live (under the lock)."""
@@ -182,8 +174,9 @@ class MemoryAnswerStore:
                 continue
             fresh = run.index.get_column("put_at") > cutoff
             if fresh.any():
+                index = run.index.filter(fresh)
                 answers = run.answers.filter(fresh.to_arrow())
-                runs.append(_Run(run.index.filter(fresh), answers, cutoff))
+                runs.append(_Run(index, answers, _oldest(index)))
         kept.runs = runs
         if not runs:
             del self._scopes[scope]
@@ -211,6 +204,27 @@ class MemoryAnswerStore:
             excess -= run.nbytes - (evicted.nbytes if evicted is not None else 0)
             if not kept.runs:
                 del self._scopes[scope]
+
+
+def _run(keys: pa.FixedSizeBinaryArray, answers: pa.Array, now: float) -> _Run:
+    """A run of ``answers`` to ``keys`` put at ``now``, sorted by the keys' first halves."""
+    hi, lo = key_halves(keys)
+    index = pl.DataFrame({"hi": hi, "lo": lo, "put_at": pl.repeat(now, len(keys), eager=True)})
+    order = index.get_column("hi").arg_sort()
+    return _Run(_rows(index, order), answers.take(order.to_arrow()), now)
+
+
+def _few_run(keys: pa.FixedSizeBinaryArray, answers: pa.Array, now: float) -> _Run:
+    """``_run`` sorted in Python (an online query's few answers)."""
+    pairs = sorted((*key_pair(key), row) for row, key in enumerate(keys.to_pylist()))
+    columns = {
+        "hi": pl.Series([hi for hi, _, _ in pairs], dtype=pl.UInt64),
+        "lo": pl.Series([lo for _, lo, _ in pairs], dtype=pl.UInt64),
+        "put_at": pl.Series([now] * len(pairs), dtype=pl.Float64),
+    }
+    order = [row for _, _, row in pairs]
+    in_order = order == sorted(order)
+    return _Run(pl.DataFrame(columns), answers if in_order else answers.take(order), now)
 
 
 def _lookup(
@@ -300,9 +314,14 @@ def _without_oldest(run: _Run, drop: int) -> _Run | None:
     put_at = run.index.get_column("put_at")
     keep = put_at.rank("ordinal") > drop
     index = run.index.filter(keep)
+    return _Run(index, run.answers.filter(keep.to_arrow()), _oldest(index))
+
+
+def _oldest(index: pl.DataFrame) -> float:
+    """When the oldest answer of a run's ``index`` was put."""
     oldest = index.get_column("put_at").min()
     assert isinstance(oldest, float)
-    return _Run(index, run.answers.filter(keep.to_arrow()), oldest)
+    return oldest
 
 
 def _rows(frame: pl.DataFrame, rows: pl.Series) -> pl.DataFrame:

@@ -7,7 +7,8 @@ import pyarrow as pa
 
 from chalk.catalog import Catalog
 from chalk.engine.cache import MemoryAnswerStore
-from chalk.engine.recorder import CallRecorder, recording
+from chalk.engine.calls import ModelCaller
+from chalk.engine.recorder import CallRecorder, GroupCalls, recording
 from tests.engine.conftest import SHIM_HANDLERS, Deploy, MakeCaller, StartRuntime
 
 ROWS = "chalk_remote_call_rows_total"
@@ -15,7 +16,13 @@ INT_IN, INT_OUT = pa.schema({"x": pa.int64()}), pa.schema({"y": pa.int64()})
 HOUR = 3600.0
 
 
-def call(caller, values: list[int | None], *, staleness: float | None = HOUR, group="double"):  # type: ignore[no-untyped-def]
+def call(
+    caller: ModelCaller,
+    values: list[int | None],
+    *,
+    staleness: float | None = HOUR,
+    group: str = "double",
+) -> tuple[list[int | None], GroupCalls]:
     with recording(CallRecorder()) as recorder:
         answer = caller.call_blocking(
             feature="t.y",

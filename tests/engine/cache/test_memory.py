@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pyarrow as pa
 import pytest
@@ -21,6 +23,7 @@ class Clock:
 
 
 INT = pa.int64()
+T = TypeVar("T")
 
 
 def scope(version: int = 1, ttl_s: float = 60.0, output: pa.DataType = INT) -> AnswerScope:
@@ -31,7 +34,7 @@ def keys_of(values: list[int]) -> pa.FixedSizeBinaryArray:
     return row_keys(pa.record_batch({"x": pa.array(values, pa.int64())}))
 
 
-def run(coroutine):  # type: ignore[no-untyped-def]
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
