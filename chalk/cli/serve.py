@@ -59,6 +59,14 @@ def register(subparsers: Any) -> None:
         help="model calls each worker holds at once while their groups have no ready replica; "
         "the next fails at once (1000)",
     )
+    parser.add_argument(
+        "--answer-cache-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="each worker's in-process cache of model answers (max_staleness), in bytes "
+        "(256 MiB; 0 keeps none)",
+    )
     parser.set_defaults(run=_serve)
 
 
@@ -88,6 +96,7 @@ def _serve(args: argparse.Namespace) -> int:
             deadline_s=args.deadline,
             hold_timeout_s=args.hold_timeout,
             max_held_calls=args.max_held_calls,
+            answer_cache_bytes=args.answer_cache_bytes,
         )
         # Port 0: the one the system picks now, so that it can be printed.
         settings = dataclasses.replace(settings, port=check_bindable(settings.host, settings.port))

@@ -18,6 +18,10 @@ import pyarrow as pa
 
 from chalk.catalog.records import Route
 from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
+from chalk.engine.cache.answers import joined_answers, missed_rows
+from chalk.engine.cache.keys import row_keys
+from chalk.engine.cache.memory import MemoryAnswerStore
+from chalk.engine.cache.store import AnswerScope, AnswerStore
 from chalk.engine.call_schema import argument_batch
 from chalk.engine.chunking import (
     DEFAULT_CHUNKS_PER_ENDPOINT,
@@ -91,8 +95,15 @@ class ModelCaller:
     ``deterministic=False``; ``dedup=False`` (or ``CHALK_DEDUP=0`` in the environment when
     ``dedup`` is not given) sends every row.
 
+    A call for a feature with ``max_staleness`` (``max_staleness_s``) first looks its distinct
+    argument rows up in ``answers`` (``chalk.engine.cache``: keyed by ``row_keys`` under the
+    model version's ``AnswerScope``), sends only the rows it did not find, and keeps the
+    model's answers to them there; never for a model version registered with
+    ``deterministic=False``. By default ``answers`` is a ``MemoryAnswerStore`` of the caller's
+    own; the caller closes its store when it closes.
+
     Calls made inside ``recording(recorder)`` count their chunks, rows, answering replicas,
-    retries, rows asked and sent and dedup hits in the ``CallRecorder``.
+    retries, rows asked and sent, dedup hits and cache hits in the ``CallRecorder``.
 
     Parameters
     ----------
@@ -144,6 +155,7 @@ class ModelCaller:
         dedup: bool | None = None,
         hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
         max_held_calls: int = DEFAULT_MAX_HELD_CALLS,
+        answers: AnswerStore | None = None,
     ) -> None:
         for label, value in (
             ("max_chunk_rows", max_chunk_rows),
@@ -173,6 +185,7 @@ class ModelCaller:
         self._inbox: Inbox | None = None
         self._lock = threading.Lock()
         self._dedup = dedup_enabled(dedup)
+        self.answers: AnswerStore = MemoryAnswerStore() if answers is None else answers
         self._limits = ChunkLimits(
             max_rows=max_chunk_rows,
             max_bytes=max_chunk_bytes,
@@ -211,6 +224,7 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: Literal[False] = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array: ...
 
     @overload
@@ -222,6 +236,7 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: Literal[True],
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.ChunkedArray: ...
 
     async def call(
@@ -232,6 +247,7 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: bool = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array | pa.ChunkedArray:
         """Call ``name`` (``model.<group>``) on the argument columns for ``feature``.
 
@@ -240,10 +256,13 @@ class ModelCaller:
         copying them into one (8 MB for a million float64 values). ``recorder`` (by default
         the one ``recording`` set in this context) counts the call's chunks. Raises
         ``ModelCallError`` subclasses naming ``feature``; the catalog's ``ResolveError``
-        subclasses keep their class and gain the feature as a prefix.
+        subclasses keep their class and gain the feature as a prefix. ``max_staleness_s``
+        (the feature's ``max_staleness``; None: no caching) lets answers kept for this model
+        version answer, for at most that long after the model gave them.
         """
         self._claim_loop(feature)
-        return await self._call(feature, name, args, as_chunks, recorder or current_recorder())
+        recorder = recorder or current_recorder()
+        return await self._call(feature, name, args, as_chunks, recorder, max_staleness_s)
 
     async def _call(
         self,
@@ -252,15 +271,23 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: bool,
         recorder: CallRecorder | None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array | pa.ChunkedArray:
         route, resolved_at = await self._routes.resolve(feature, name)
+        if max_staleness_s is not None and route.deterministic:
+            call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
+            return await self._cached(call, args, as_chunks, max_staleness_s)
         if not route.endpoints:
-            self._called(route)
-            route, resolved_at = await self._held.until_ready(
-                feature, name, route, deadline_s=self._hold_deadline_s, held=self._held_now
-            )
+            route, resolved_at = await self._hold(feature, name, route)
         call, indices = self._chunked(feature, name, route, resolved_at, args, recorder)
         return await self._sent(call, indices, as_chunks)
+
+    async def _hold(self, feature: str, name: str, route: Route) -> tuple[Route, float]:
+        """The route of ``name`` once its group has a ready replica (``chalk.engine.holds``)."""
+        self._called(route)
+        return await self._held.until_ready(
+            feature, name, route, deadline_s=self._hold_deadline_s, held=self._held_now
+        )
 
     def _called(self, route: Route) -> None:
         """Note a call to ``route``'s group: its last call time, and its demand's publisher."""
@@ -272,6 +299,53 @@ class ModelCaller:
         """A call to ``group`` found no ready replica: the controller hears of it at once."""
         if self._publisher is not None:
             self._publisher.urgent(group)
+
+    async def _cached(
+        self, call: ModelCall, args: Sequence[pa.Array], as_chunks: bool, ttl_s: float
+    ) -> pa.Array | pa.ChunkedArray:
+        """``call`` answered from the store where it can, the model asked for the rest.
+
+        A call whose every row is cached needs no replica: a group scaled to zero answers it
+        without waking (and without counting it as a call to the group)."""
+        route, recorder = call.route, call.recorder
+        batch = argument_batch(call, args)
+        if batch.num_rows == 0:
+            return _joined(call, [], None, as_chunks)
+        distinct, indices = dedupe(batch) if self._dedup else (batch, None)
+        if recorder is not None:
+            recorder.deduplicated(route.group, asked=batch.num_rows, sent=distinct.num_rows)
+        scope = AnswerScope(
+            route.group, route.model_name, route.model_version, ttl_s, call.output_type
+        )
+        keys = row_keys(distinct)
+        lookup = await self.answers.get(scope, keys)
+        missed = missed_rows(lookup)
+        if recorder is not None:
+            hits = len(keys) - len(missed)
+            recorder.looked_up(route.group, hits=hits, misses=len(missed), error=lookup.error)
+        answer = lookup.answers
+        if len(missed):
+            if route.endpoints:
+                self._called(route)
+            else:
+                route, resolved_at = await self._hold(call.feature, call.name, route)
+                call = ModelCall(
+                    call.feature, call.name, route, resolved_at=resolved_at, recorder=recorder
+                )
+            sent = distinct if len(missed) == len(keys) else distinct.take(missed)
+            start = 0
+            for index, chunk in enumerate(self._limits.cut(sent, endpoints=len(route.endpoints))):
+                call.pending.append(Chunk(index, start, chunk, distinct=True))
+                start += chunk.num_rows
+            answered = await self._sent(call, None, as_chunks=False)
+            assert isinstance(answered, pa.Array)
+            if route.model_version == scope.version and route.model_name == scope.model:
+                await self.answers.put(scope, keys.take(missed), answered)
+            answer = joined_answers(lookup, answered)
+        elif answer.type != call.output_type:
+            answer = answer.cast(call.output_type)
+        answer = fan_out(answer, indices)
+        return pa.chunked_array([answer], type=call.output_type) if as_chunks else answer
 
     def _chunked(
         self,
@@ -359,6 +433,7 @@ class ModelCaller:
         timeout_s: float | None = None,
         as_chunks: Literal[False] = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array: ...
 
     @overload
@@ -371,6 +446,7 @@ class ModelCaller:
         timeout_s: float | None = None,
         as_chunks: Literal[True],
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.ChunkedArray: ...
 
     def call_blocking(
@@ -382,6 +458,7 @@ class ModelCaller:
         timeout_s: float | None = None,
         as_chunks: bool = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array | pa.ChunkedArray:
         """``call`` from synchronous code: runs it on the caller's loop and waits.
 
@@ -389,6 +466,10 @@ class ModelCaller:
         """
         recorder = recorder or current_recorder()
         loop = self.loop
+        if max_staleness_s is not None:
+            # The store is asked on the loop, before anything is sent.
+            cached = self._call(feature, name, args, as_chunks, recorder, max_staleness_s)
+            return run_on(loop, cached, timeout_s)
         fresh = self._routes.fresh(name)
         if fresh is None:
             # The route is read on the loop (shared by the calls that find it expired).
@@ -423,12 +504,13 @@ class ModelCaller:
         return inbox
 
     async def aclose(self) -> None:
-        """Close the caller's own client (on its loop) and withdraw its demand; the loop and
-        thread stay."""
+        """Close the caller's own client and its answer store (on its loop) and withdraw its
+        demand; the loop and thread stay."""
         if self._publisher is not None:
             await asyncio.to_thread(self._publisher.close)
         if self._owns_client:
             await self._client.close()
+        await self.answers.aclose()
 
     def close(self) -> None:
         """Close the caller's own client, withdraw its demand and stop its own loop thread;

@@ -13,6 +13,7 @@ from typing import Final
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from chalk.engine.cache import CacheStats
 from chalk.engine.demand import GroupLoad
 from chalk.engine.recorder import CallRecorder, GroupCalls
 
@@ -142,6 +143,39 @@ class ServerMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        # The answer cache (a feature's max_staleness): the process's store's own figures.
+        self.cache_hits = Counter(
+            "chalk_server_answer_cache_hits",
+            "Distinct argument rows answered from the answer cache, by scaling group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_misses = Counter(
+            "chalk_server_answer_cache_misses",
+            "Distinct argument rows looked up in the answer cache and not found, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_evictions = Counter(
+            "chalk_server_answer_cache_evictions",
+            "Answers dropped from the answer cache before their time for room, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_errors = Counter(
+            "chalk_server_answer_cache_errors",
+            "Answer cache reads and writes the store failed (each row a miss), by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "chalk_server_answer_cache_bytes",
+            "Bytes the answers kept in the answer cache take now, by scaling group.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._cache_seen: dict[str, CacheStats] = {}
         self.graph_version = Gauge(
             "chalk_server_graph_version",
             "The applied feature graph version the server last answered with.",
@@ -175,6 +209,21 @@ class ServerMetrics:
             self.model_calls_in_flight.labels(group).set(load.in_flight)
             self.model_calls_waiting.labels(group).set(load.waiting)
             self.model_calls_held.labels(group).set(load.held)
+
+    def cached(self, stats: dict[str, CacheStats]) -> None:
+        """Bring the answer cache's figures up to the store's ``stats`` (its totals since the
+        process started): counters grow by what changed since the last call."""
+        for group, now in stats.items():
+            seen = self._cache_seen.get(group, CacheStats())
+            for counter, grown in (
+                (self.cache_hits, now.hits - seen.hits),
+                (self.cache_misses, now.misses - seen.misses),
+                (self.cache_evictions, now.evictions - seen.evictions),
+                (self.cache_errors, now.errors - seen.errors),
+            ):
+                counter.labels(group).inc(max(grown, 0))
+            self.cache_bytes.labels(group).set(now.bytes)
+            self._cache_seen[group] = now
 
     def _batched(self, group: str, calls: GroupCalls) -> None:
         if not calls.chunk_queries:

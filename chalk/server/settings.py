@@ -76,6 +76,9 @@ class ServerSettings:
     # calls a worker holds so at once (chalk.engine.holds).
     hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S
     max_held_calls: int = DEFAULT_MAX_HELD_CALLS
+    # Each worker's in-process answer cache, in bytes; None: the engine's default
+    # (chalk.engine.cache.DEFAULT_MAX_BYTES, not imported here: it would load polars).
+    answer_cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= _MAX_PORT:
@@ -87,6 +90,11 @@ class ServerSettings:
         _bounded("deadline_seconds", self.deadline_s, "--deadline")
         _bounded("hold_timeout_seconds", self.hold_timeout_s, "--hold-timeout")
         _bounded("max_held_calls", self.max_held_calls, "--max-held-calls")
+        if self.answer_cache_bytes is not None and self.answer_cache_bytes < 0:
+            raise ServerSettingsError(
+                f"--answer-cache-bytes must be a number of bytes >= 0 (0: keep no answers), "
+                f"got {self.answer_cache_bytes}"
+            )
         if self.token is None and not is_loopback(self.host):
             raise ServerSettingsError(
                 f"chalk serve refuses to listen on {self.host} without a token: anyone who "
