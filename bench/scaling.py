@@ -95,6 +95,11 @@ class Figures:
     scale_out_s: float | None = None
     scale_decided_s: float | None = None
     scale_start_to_ready_s: float = 0.0
+    # From the first call: the last new replica's Started and Ready events.
+    scale_started_s: float = 0.0
+    scale_ready_s: float = 0.0
+    # The io group's Scaled events from the first call on: time, and the decision's reason.
+    scale_decisions: list[str] = field(default_factory=list)
     io_calls: int = 0
 
 
@@ -235,9 +240,17 @@ def scale_out(catalog: Catalog, caller: ModelCaller, figures: Figures) -> None:
     scaled = [e for e in catalog.state.events(group.id, limit=200) if e.reason == "Scaled"]
     decided = [_seconds(e.time) for e in scaled if _seconds(e.time) >= began]
     figures.scale_decided_s = decided[0] - began if decided else None
+    figures.scale_decisions = [
+        f"{_seconds(e.time) - began:6.3f} s  {e.message}"
+        for e in scaled
+        if _seconds(e.time) >= began
+    ]
     new = [r for r in catalog.state.replicas(group.id) if r.replica_id not in before]
     spans = [replica_times(catalog, "io", r.replica_id) for r in new]
     figures.scale_start_to_ready_s = max((ready - started for started, ready in spans), default=0)
+    if spans:
+        figures.scale_started_s = max(started for started, _ in spans) - began
+        figures.scale_ready_s = max(ready for _, ready in spans) - began
 
 
 def measure(work: Path, cold_count: int, progress: Callable[[str], None]) -> Figures:
@@ -304,6 +317,8 @@ def lines(figures: Figures) -> list[list[str]]:
         rows += [
             _line(f"io: first call to {MAX_REPLICAS} ready", "s", figures.scale_out_s, target),
             _line("io: first call to the Scaled decision", "s", figures.scale_decided_s or 0),
+            _line("io: first call to the last new replica's start", "s", figures.scale_started_s),
+            _line("io: first call to the last new replica's Ready", "s", figures.scale_ready_s),
             _line("io: slowest new replica start to ready", "s", figures.scale_start_to_ready_s),
             _line("io: calls answered meanwhile", "calls", figures.io_calls),
         ]
@@ -322,11 +337,11 @@ def _line(
     at_most: float | None = None,
     at_least: float | None = None,
 ) -> list[str]:
-    shown = number(value)
+    shown = f"{value:.0f}" if unit == "calls" else number(value)
     if at_most is None and at_least is None:
         return [figure, unit, shown, "-", "-"]
     met = (at_most is None or value <= at_most) and (at_least is None or value >= at_least)
-    target = f"<= {at_most:g}" if at_least is None else f">= {at_least:g}"
+    target = f"<= {number(at_most)}" if at_most is not None else f">= {number(at_least or 0)}"
     return [figure, unit, shown, target, "yes" if met else "NO"]
 
 
@@ -353,6 +368,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     print()
     print(format_grid(("figure", "unit", "value", "target", "met"), lines(figures), left=2))
+    if figures.scale_decisions:
+        print()
+        print("io's scaling decisions, from its first call:")
+        print("\n".join(f"  {decision}" for decision in figures.scale_decisions))
 
 
 if __name__ == "__main__":
