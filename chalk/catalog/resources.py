@@ -151,17 +151,18 @@ class AutoScalingSpec:
             _check_optional_count(field, getattr(self, field), bound=field)
 
     def _check_replicas(self) -> None:
-        if type(self.min_replicas) is int and self.min_replicas < 1:
-            if self.min_replicas < 0:
-                bound = BOUNDS["replicas"]
-                error = invalid_value(
-                    "min_replicas is out of range",
-                    expected=f"0 to {bound.shown(bound.maximum)} ({bound.reason})",
-                    got=str(self.min_replicas),
-                )
-                raise error
-        else:  # 0 is allowed (scale to zero); the bound's own minimum is 1
-            _check_count("min_replicas", self.min_replicas, bound="replicas")
+        bound = BOUNDS["replicas"]
+        minimum = self.min_replicas
+        if type(minimum) is int and not 0 <= minimum <= bound.maximum:
+            # The bound's floor is 1; a minimum may be 0 (scale to zero).
+            error = invalid_value(
+                "min_replicas is out of range",
+                expected=f"0 to {bound.shown(bound.maximum)} ({bound.reason})",
+                got=str(minimum),
+            )
+            raise error
+        if type(minimum) is not int:
+            _check_count("min_replicas", minimum, bound="replicas")
         _check_count("max_replicas", self.max_replicas, bound="replicas")
         if self.min_replicas > self.max_replicas:
             error = invalid_value(

@@ -250,6 +250,11 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
         "queue_depth_target": getattr(args, "queue_depth_target", None),
         "idle_seconds": getattr(args, "idle_seconds", None),
     }
+    if args.replicas == 0:
+        raise ValidationError(
+            "--replicas 0 would run no replica at all: expected --replicas 1 or more; for a "
+            "group that scales to zero when idle give --min-replicas 0 --max-replicas N"
+        )
     if args.replicas is not None:
         for field in _BOUNDS:
             if given[field] is not None and given[field] != args.replicas:
@@ -263,11 +268,16 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
             flags[field] = "--replicas"
     scaling = {field: value for field, value in given.items() if value is not None}
     for field, value in scaling.items():
-        # A replica count alone stands for both bounds, so only its own range is checked
-        # (a minimum of 0 is checked with a maximum of 1: the most is never below 1).
-        alone = dict.fromkeys(_BOUNDS, value) if field in _BOUNDS else {field: value}
-        if field == "min_replicas":
-            alone["max_replicas"] = max(value, 1)
+        # Each count is checked alone against its own range: a maximum with a minimum of 1
+        # (--replicas is checked as a maximum: it sets both), a minimum with a maximum of at
+        # least 1 (a minimum may be 0).
+        if field == "min_replicas" and flags[field] == "--replicas":
+            continue
+        alone: dict[str, int] = {field: value}
+        if field == "max_replicas":
+            alone = {"min_replicas": 1, "max_replicas": value}
+        elif field == "min_replicas":
+            alone = {"min_replicas": value, "max_replicas": max(value, 1)}
         _scaling_spec(alone, dict.fromkeys(_SCALING_FLAGS, flags[field]))
     if set(_BOUNDS) <= scaling.keys():
         _scaling_spec({field: scaling[field] for field in _BOUNDS}, flags)
