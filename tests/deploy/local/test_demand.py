@@ -6,14 +6,18 @@ Demand rows are published straight into the catalog, as a calling process's Mode
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import time
 from collections.abc import Callable
+
+import pytest
 
 from chalk.catalog import Catalog
 from chalk.catalog.demand import DemandFigures
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
+from chalk.cli import main
 from chalk.common.config import Project
 from chalk.deploy.groups import pin_image
 from chalk.deploy.local.autoscaler import SIGNALS_KEY
@@ -54,12 +58,19 @@ def publish(catalog: Catalog, group: str, *, in_flight: int = 0, waiting: int = 
     catalog.demand.publish("test-caller", {group: figures})
 
 
+def chalk_output(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 0
+    return capsys.readouterr().out
+
+
 def scaled_reasons(catalog: Catalog, group_id: str) -> list[str]:
     return [e.message for e in catalog.state.events(group_id, limit=200) if e.reason == "Scaled"]
 
 
 def test_published_demand_scales_a_group_out_and_back(
-    catalog: Catalog, project: Project, controller: Start
+    catalog: Catalog, project: Project, controller: Start, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server_image(catalog, project)
     scaling = AutoScalingSpec(
@@ -83,6 +94,18 @@ def test_published_demand_scales_a_group_out_and_back(
     signals = catalog.state.autoscaler_state(group_id)[SIGNALS_KEY]
     assert signals["queueDepthTarget"] == 2
     assert signals["demand"] == {"inFlight": 0, "waiting": 0, "total": 0}
+    assert "3 -> 1" in signals["lastDecision"]["reason"]
+
+    # `get` shows each signal's value and the decisions' reasons, -o json too.
+    text = chalk_output(["scaling-group", "get", "--name", "busy"], capsys)
+    assert "queue depth target 2" in text
+    assert "Autoscaler: demand 0 (0 in flight, 0 waiting); queue depth target 2; cpu " in text
+    assert "last change at " in text
+    document = json.loads(
+        chalk_output(["scaling-group", "get", "--name", "busy", "-o", "json"], capsys)
+    )
+    assert document["autoscaler"]["queueDepthTarget"] == 2
+    assert document["autoscaler"]["demand"]["total"] == 0
 
 
 def test_a_min_zero_group_starts_at_one_goes_idle_and_wakes_on_demand(
