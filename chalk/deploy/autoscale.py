@@ -505,8 +505,6 @@ def _reason(
 
 def _signals_text(context: AutoscaleContext, signals: Sequence[_Signal]) -> str:
     if not signals:
-        if context.current_replicas == 0:
-            return "no replica running"
         configured = context.target_cpu_percent is not None or (
             context.queue_depth_target is not None
         )

@@ -51,7 +51,8 @@ def test_given_targets_win_over_defaults() -> None:
 def test_a_group_may_scale_to_zero_after_an_idle_period() -> None:
     spec = AutoScalingSpec(min_replicas=0, max_replicas=3, idle_seconds=30)
 
-    assert spec.autoscales and spec.scales_to_zero
+    assert spec.autoscales
+    assert spec.scales_to_zero
     assert spec.effective_idle_seconds == 30
     assert AutoScalingSpec(min_replicas=0).effective_idle_seconds == 300
     assert AutoScalingSpec.from_dict(spec.to_dict()) == spec

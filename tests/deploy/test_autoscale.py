@@ -376,7 +376,7 @@ def test_the_count_is_clamped(kwargs: dict[str, Any], expected: int, reason: str
         (
             {"current": 0, "cpu_percent": None},
             1,
-            "no replica running: 0 -> 1 (clamped to min 1)",
+            "no replica measured yet: 0 -> 1 (clamped to min 1)",
         ),
         (
             {"current": 5, "max_replicas": 4, "cpu_percent": None},
@@ -692,7 +692,7 @@ def test_a_new_or_updated_min_zero_group_starts_at_one() -> None:
     decision, _ = decide(context, {})
 
     assert decision.desired == 1
-    assert decision.reason == "no replica running: 0 -> 1 (at least 1 until idle for 300 s)"
+    assert decision.reason == "no replica measured yet: 0 -> 1 (at least 1 until idle for 300 s)"
 
 
 @pytest.mark.parametrize(
