@@ -117,6 +117,7 @@ class KubernetesGroups:
 
     def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
         """Apply the objects, then store the record; a failure of either leaves neither."""
+        refuse_what_needs_keda(name, spec.scaling)  # before any cluster is asked
         cluster = self._backend()
         applied = False
         try:
