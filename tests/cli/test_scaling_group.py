@@ -227,6 +227,19 @@ def test_create_requires_name_and_image(project: Path) -> None:
     assert "the following arguments are required: --image" in result.stderr
 
 
+def test_the_demand_flags_are_stored_in_the_spec(
+    project: Path, catalog: Catalog, image: LocalImage
+) -> None:
+    flags = ("--min-replicas", "0", "--max-replicas", "3", "--queue-depth-target", "2")
+    result = chalk(project, *CREATE, *flags, "--idle-seconds", "60", "--dry-run", "-o", "json")
+
+    assert result.returncode == 0, result.stderr
+    scaling = json.loads(result.stdout)["spec"]["scaling"]
+    assert (scaling["minReplicas"], scaling["maxReplicas"]) == (0, 3)
+    assert (scaling["queueDepthTarget"], scaling["idleSeconds"]) == (2, 60)
+    assert catalog.groups.find("ner") is None
+
+
 def test_dry_run_prints_the_pinned_spec_as_yaml_and_stores_nothing(
     project: Path, catalog: Catalog, image: LocalImage
 ) -> None:
