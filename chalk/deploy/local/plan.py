@@ -44,9 +44,8 @@ class ReplicaView:
 class Observed:
     """What one pass observed of a group: its replicas and how many it should run.
 
-    ``desired`` is the autoscaler's count for the group's current revision. The next wave
-    adds the group's demand (calls in flight and waiting) and its idle time here, for
-    ``plan`` to scale to zero and back.
+    ``desired`` is the autoscaler's count for the group's current revision; it weighs the
+    demand and the idle time (``autoscaler.py``), and is 0 for a group scaled to zero.
     """
 
     desired: int
