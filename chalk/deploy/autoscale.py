@@ -3,6 +3,7 @@
 The local controller calls ``decide`` on each pass with the group's CPU and demand (calls in
 flight and waiting, summed over the calling processes), keeps the returned state in the catalog
 (``catalog.state.save_autoscaler_state``) and records each decision's reason as an event.
+Over 500 lines: one policy, its rules (CPU, demand, window, idle) and their doctests together.
 """
 
 from __future__ import annotations
