@@ -1,6 +1,7 @@
 """The real controller following demand: queue depth, scale to zero, and back on a call.
 
-Demand rows are published straight into the catalog, as a calling process's ModelCaller does.
+Demand rows are published straight into the catalog, as a calling process's ModelCaller does,
+and in the last test by a real ModelCaller whose call is held while the group wakes.
 """
 
 from __future__ import annotations
@@ -11,17 +12,19 @@ import sys
 import time
 from collections.abc import Callable
 
+import pyarrow as pa
 import pytest
 
 from chalk.catalog import Catalog
 from chalk.catalog.demand import DemandFigures
 from chalk.catalog.resources import AutoScalingSpec
-from chalk.catalog.specs import GroupSpec
+from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.cli import main
 from chalk.common.config import Project
 from chalk.deploy.groups import pin_image
 from chalk.deploy.local.autoscaler import SIGNALS_KEY
-from tests.deploy.local.conftest import RunningController, save_image, wait_for
+from chalk.engine.calls import ModelCaller
+from tests.deploy.local.conftest import RunningController, model_image, save_image, wait_for
 
 Start = Callable[..., RunningController]
 
@@ -177,3 +180,31 @@ def test_a_crash_looping_min_zero_group_is_reported_as_such_not_idle(
 
     assert "Idle" not in {status for status, _ in seen}
     assert {desired for _, desired in seen} == {1}
+
+
+def test_a_real_call_to_an_idle_group_is_held_and_wakes_it(
+    catalog: Catalog, project: Project, controller: Start
+) -> None:
+    model_image(catalog, project)
+    floats = pa.schema([("x", pa.float64())])
+    catalog.models.register("m", input_schema=floats, output_schema=floats, image="model:latest")
+    spec = GroupSpec(
+        image="model:latest",
+        model=ModelRef("m", 1),
+        scaling=AutoScalingSpec(min_replicas=0, max_replicas=2, idle_seconds=1),
+    )
+    group_id = catalog.groups.create(
+        "napper", pin_image(catalog, spec, port_given=False).to_dict(), backend="local"
+    ).id
+    controller()
+    wait_for(lambda: catalog.groups.get("napper").status == "Idle", what="Idle")
+
+    with ModelCaller(catalog) as caller:
+        asked = time.monotonic()
+        answer = caller.call_blocking(feature="t.y", name="model.napper", args=[pa.array([2.0])])
+        print(f"a call to an idle group answered after {time.monotonic() - asked:.2f} s")
+
+    assert answer.to_pylist() == [4.0]
+    assert any("with no replica: 0 -> 1" in r for r in scaled_reasons(catalog, group_id))
+    # Once the caller is gone, the group goes back to zero after its idle period.
+    wait_for(lambda: catalog.groups.get("napper").status == "Idle", what="Idle again")
