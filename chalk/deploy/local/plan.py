@@ -44,9 +44,8 @@ class ReplicaView:
 class Observed:
     """What one pass observed of a group: its replicas and how many it should run.
 
-    ``desired`` is the autoscaler's count for the group's current revision. The next wave
-    adds the group's demand (calls in flight and waiting) and its idle time here, for
-    ``plan`` to scale to zero and back.
+    ``desired`` is the autoscaler's count for the group's current revision; it weighs the
+    demand and the idle time (``autoscaler.py``), and is 0 for a group scaled to zero.
     """
 
     desired: int
@@ -104,13 +103,14 @@ def plan(group: ScalingGroup, observed: Observed, now: float) -> list[Action]:
 
 
 def group_status(
-    revision: int, desired: int, replicas: Sequence[ReplicaView]
+    revision: int, desired: int, replicas: Sequence[ReplicaView], *, idle_reason: str = ""
 ) -> tuple[GroupStatus, str]:
     """The group's status and its reason, from its replicas after a pass's actions.
 
     The first that holds wins: a replica waiting for capacity (Pending), a replica backing
     off after exits (CrashLoopBackOff, naming the one restarted most), a roll in progress
-    (Progressing), every desired replica ready (Ready), else Progressing.
+    (Progressing), scaled to zero with no replica left (Idle, with ``idle_reason``), every
+    desired replica ready (Ready), else Progressing.
     """
     current = [r for r in replicas if r.revision == revision]
     ready_new = sum(1 for r in current if r.state.serves)
@@ -127,6 +127,8 @@ def group_status(
             GroupStatus.PROGRESSING,
             f"rolling to revision {revision}: {ready_new} of {desired} new replicas ready",
         )
+    if desired == 0 and not replicas:
+        return GroupStatus.IDLE, idle_reason or "scaled to zero"
     if ready_new >= desired:
         return GroupStatus.READY, ""
     return GroupStatus.PROGRESSING, f"{ready_new} of {desired} replicas ready"

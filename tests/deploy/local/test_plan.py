@@ -252,3 +252,15 @@ def test_states_print_and_compare_as_the_strings_the_catalog_stores() -> None:
     assert isinstance(GroupStatus.FAILED, str)
     assert ReplicaState("Terminating") is S.TERMINATING
     assert f"{S.RUNNING}" == "Running"
+
+
+def test_a_group_scaled_to_zero_is_idle_once_no_replica_is_left() -> None:
+    crashed = ReplicaView(
+        "g-1", 1, ReplicaState.CRASH_LOOP_BACK_OFF, restarts=3, last_exit_reason="exit code 3"
+    )
+
+    assert group_status(1, 0, [], idle_reason="no call for 300 s") == (
+        GroupStatus.IDLE,
+        "no call for 300 s",
+    )
+    assert group_status(1, 0, [crashed])[0] is GroupStatus.CRASH_LOOP_BACK_OFF
