@@ -192,8 +192,9 @@ class GroupQueue:
         self.group = group
         self.max_delay_s = max_delay_s
         self.endpoints: tuple[Endpoint, ...] = ()
-        # Model calls in flight (merged or not), and chunks held between attempts while no
-        # endpoint may take them (the dispatcher's back-off).
+        # Chunks in flight (a merged model call carries several: demand counts calls before
+        # merging, so 8 queries in 2 merged sends are 8), and chunks held between attempts
+        # while no endpoint may take them (the dispatcher's back-off).
         self.in_flight = 0
         self.held = 0
         self._parts: deque[_Part] = deque()
@@ -214,8 +215,8 @@ class GroupQueue:
 
     @property
     def demand(self) -> tuple[int, int]:
-        """``(in_flight, waiting)``: model calls in flight, and chunks waiting for a slot or
-        held while no endpoint may take them."""
+        """``(in_flight, waiting)``: chunks in flight (each part of a merged model call
+        counts), and chunks waiting for a slot or held while no endpoint may take them."""
         return self.in_flight, len(self._parts) + self.held
 
     def submit(
@@ -407,7 +408,7 @@ class GroupQueue:
             part.launched = True
             part.call.in_flight += 1
         self._slots.take(endpoint.target)
-        self.in_flight += 1
+        self.in_flight += len(merged)
         task = asyncio.create_task(self._run(endpoint, merged, now, reason))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -427,7 +428,7 @@ class GroupQueue:
         finally:
             call_s = time.perf_counter() - began
             self._slots.give_back(endpoint.target)
-            self.in_flight -= 1
+            self.in_flight -= len(merged)
             for part in merged:
                 part.call.in_flight -= 1
         offset = 0

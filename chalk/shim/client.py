@@ -36,9 +36,16 @@ __all__ = [
 DEFAULT_MAX_REQUEST_BYTES: Final = 64 << 20
 DEFAULT_DEADLINE_S: Final = 120.0
 # Codes that mean the call did not reach (or did not finish in) a handler, so another replica
-# may take it. INTERNAL without our payload is a reset stream, e.g. a replica killed mid-call.
+# may take it. INTERNAL without our payload is a reset stream, e.g. a replica killed mid-call;
+# CANCELLED from the server is a replica stopping with the call still running (its grace
+# period passed; a call we cancel ourselves raises asyncio.CancelledError instead).
 _TRANSPORT_CODES: Final = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.INTERNAL}
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.CANCELLED,
+    }
 )
 
 

@@ -305,3 +305,20 @@ def test_queued_chunks_that_fill_a_merged_chunk_leave_without_a_free_slot(
     for recorder in (first, second):
         figures = recorder.groups()["picky"]
         assert (figures.left_full, figures.chunk_queries) == (1, (2,))
+
+
+def test_demand_counts_each_call_a_merged_model_call_carries(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    # DESIGN.md: demand counts calls before merging, so 3 queries in one model call are 3 in
+    # flight (the autoscaler divides them by the queue-depth target).
+    picky_group(runtime, deploy, 1)
+    caller = make_caller(max_in_flight_per_endpoint=1, batch_max_delay_s=NO_DELAY_EXIT)
+
+    with ThreadPoolExecutor(4) as pool:
+        queued = queued_behind_blockers(caller, pool, 1, [[BLOCK], [BLOCK, 1], [BLOCK, 2]])
+        wait_for(lambda: caller.demand()["picky"] == (3, 0), "the merged call is in flight")
+        answers = [future.result(timeout=30).to_pylist() for future in queued]
+
+    assert answers == [[BLOCK], [BLOCK, 1], [BLOCK, 2]]
+    assert caller.demand()["picky"] == (0, 0)

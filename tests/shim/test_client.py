@@ -7,13 +7,14 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import grpc
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalk.shim import RemoteCallClient, RemoteHandlerError, TransportError, split_batch
-from chalk.shim.client import wait_until_serving
+from chalk.shim.client import _call_error, wait_until_serving
 from tests.support.runtime_process import RuntimeProcess, free_port, start_runtime
 
 Serving = Callable[..., RuntimeProcess]
@@ -191,3 +192,15 @@ def test_split_batch_parts_rejoin_to_the_input(rows: int, max_bytes: int) -> Non
 
 def _calls_served(runtime: RuntimeProcess) -> float:
     return runtime.metric("chalk_remote_call_calls_total")
+
+
+@pytest.mark.parametrize("code", ["UNAVAILABLE", "INTERNAL", "CANCELLED", "DEADLINE_EXCEEDED"])
+def test_a_call_a_replica_did_not_finish_is_a_transport_error(code: str) -> None:
+    # CANCELLED from the server: a replica stopping with the call running (its grace passed).
+    status = grpc.StatusCode[code]
+    error = grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(), "gone")
+
+    failure = _call_error(error, "127.0.0.1:1")
+
+    assert isinstance(failure, TransportError)
+    assert failure.code == code
