@@ -1,0 +1,351 @@
+"""RedisAnswerStore against a real Redis server: round trips, expiry, version isolation,
+pipelined reads, and a Redis that stops or stalls (a miss with an error, never an exception)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import sys
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import pyarrow as pa
+import pytest
+import redis
+
+from chalk.common.errors import ConfigError
+from chalk.engine.cache.redis_store import KEY_PREFIX, RedisAnswerStore, check_redis_url
+from chalk.engine.cache.store import AnswerScope, CacheStats
+from tests.support.redis import RedisServer
+
+T = TypeVar("T")
+
+
+class FakeClock:
+    """The store's clock for skipping Redis and for its live bytes; Redis keeps real time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def keys(*names: str) -> pa.FixedSizeBinaryArray:
+    """16-byte keys, one per name, as the engine would hash argument rows."""
+    digests = [hashlib.blake2b(name.encode(), digest_size=16).digest() for name in names]
+    return pa.array(digests, pa.binary(16))
+
+
+FLOAT64 = pa.float64()
+
+
+def scope(
+    output_type: pa.DataType = FLOAT64,
+    *,
+    model: str = "fraud",
+    version: int = 1,
+    ttl_s: float = 60.0,
+    group: str = "fraud-group",
+) -> AnswerScope:
+    return AnswerScope(group, model, version, ttl_s, output_type)
+
+
+def run(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    return asyncio.run(coroutine())
+
+
+@pytest.mark.parametrize(
+    "answers",
+    [
+        pa.array([0.5, None, -1.0], pa.float64()),
+        pa.array([True, None, False], pa.bool_()),
+        pa.array(["ORG", None, ""], pa.large_string()),
+        pa.array([[1, None], None, []], pa.list_(pa.int64())),
+        pa.array([{"label": "ORG"}, None, {"label": None}], pa.struct([("label", pa.string())])),
+    ],
+    ids=["float64", "bool", "large_string", "list", "struct"],
+)
+def test_answers_round_trip_with_their_nulls(redis_server: RedisServer, answers: pa.Array) -> None:
+    where = scope(answers.type)
+    written = keys("a", "b", "c")
+
+    async def scenario() -> tuple[Any, Any]:
+        store = RedisAnswerStore(redis_server.url)
+        try:
+            await store.put(where, written, answers)
+            return await store.get(where, keys("c", "unknown", "a", "b")), store.stats()
+        finally:
+            await store.aclose()
+
+    lookup, stats = run(scenario)
+
+    assert lookup.error is None
+    assert lookup.found.to_pylist() == [True, False, True, True]
+    assert lookup.answers.type == answers.type
+    expected = answers.to_pylist()
+    assert lookup.answers.to_pylist() == [expected[2], expected[0], expected[1]]
+    assert stats["fraud-group"].hits == 3
+    assert stats["fraud-group"].misses == 1
+    assert stats["fraud-group"].errors == 0
+
+
+def test_keys_name_the_scheme_model_and_version(redis_server: RedisServer) -> None:
+    async def scenario() -> None:
+        store = RedisAnswerStore(redis_server.url)
+        await store.put(scope(version=7), keys("a"), pa.array([1.0]))
+        await store.aclose()
+
+    run(scenario)
+
+    with redis_server.client() as client:
+        (key,) = client.keys("*")
+    assert key.startswith(KEY_PREFIX + b"e1.")
+    assert key[:-16].endswith(b":fraud:7:")
+    assert key[-16:] == keys("a")[0].as_py()
+
+
+def test_answers_expire_after_the_scopes_time_to_live(redis_server: RedisServer) -> None:
+    clock = FakeClock()
+    short = scope(ttl_s=0.3)
+
+    async def scenario() -> tuple[list[bool], int, CacheStats, list[bool], CacheStats]:
+        store = RedisAnswerStore(redis_server.url, clock=clock)
+        try:
+            await store.put(short, keys("a"), pa.array([1.0]))
+            fresh = (await store.get(short, keys("a"))).found.to_pylist()
+            with redis_server.client() as client:
+                (key,) = client.keys("*")
+                ttl_ms = client.pttl(key)
+            written = store.stats()["fraud-group"]
+            for _ in range(100):  # Redis expires it in real time: wait for it, up to 10 s
+                later = (await store.get(short, keys("a"))).found.to_pylist()
+                if later == [False]:
+                    break
+                await asyncio.sleep(0.1)
+            clock.now += 0.3
+            return fresh, ttl_ms, written, later, store.stats()["fraud-group"]
+        finally:
+            await store.aclose()
+
+    fresh, ttl_ms, written, later, after = run(scenario)
+
+    assert fresh == [True]
+    assert 0 < ttl_ms <= 300
+    assert written.bytes > 16
+    assert later == [False]
+    assert after.bytes == 0
+
+
+def test_a_new_version_never_sees_an_older_versions_answers(redis_server: RedisServer) -> None:
+    async def scenario() -> list[list[bool]]:
+        store = RedisAnswerStore(redis_server.url)
+        try:
+            await store.put(scope(version=1), keys("a"), pa.array([1.0]))
+            return [
+                (await store.get(where, keys("a"))).found.to_pylist()
+                for where in [
+                    scope(version=2),
+                    scope(model="other"),
+                    scope(pa.float32()),
+                    scope(version=1, group="another-group"),
+                ]
+            ]
+        finally:
+            await store.aclose()
+
+    new_version, other_model, other_type, same_version = run(scenario)
+
+    assert new_version == [False]
+    assert other_model == [False]
+    assert other_type == [False]
+    assert same_version == [True]  # the group only sorts figures; the version owns answers
+
+
+def test_many_keys_are_read_in_pipelined_batches(redis_server: RedisServer) -> None:
+    count = 25_000
+    names = [f"row-{index}" for index in range(count)]
+    values = pa.array([float(index) if index % 5 else None for index in range(count)])
+    asked = [*names[::2], "missing", *names[1::2]]
+
+    async def scenario() -> Any:
+        store = RedisAnswerStore(redis_server.url)
+        try:
+            await store.put(scope(), keys(*names), values)
+            with redis_server.client() as client:
+                client.config_resetstat()
+            return await store.get(scope(), keys(*asked))
+        finally:
+            await store.aclose()
+
+    lookup = run(scenario)
+
+    with redis_server.client() as client:
+        mget = client.info("commandstats")["cmdstat_mget"]
+    assert mget["calls"] == 3  # 25,001 keys in MGETs of 10,000
+    assert lookup.error is None
+    assert lookup.found.to_pylist() == [name != "missing" for name in asked]
+    expected = values.to_pylist()
+    in_order = [*expected[::2], *expected[1::2]]
+    assert lookup.answers.to_pylist() == in_order
+
+
+def test_a_stopped_redis_costs_misses_then_is_skipped_then_recovers(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+    where = scope()
+
+    async def scenario() -> list[Any]:
+        store = RedisAnswerStore(redis_server.url, clock=clock, skip_after_error_s=5.0)
+        try:
+            await store.put(where, keys("a", "b"), pa.array([1.0, 2.0]))
+            redis_server.stop()
+            down = await store.get(where, keys("a", "b"))
+            await store.put(where, keys("c"), pa.array([3.0]))
+            skipped = await store.get(where, keys("a"))
+            redis_server.start()  # same port, empty: no persistence
+            still_skipped = await store.get(where, keys("a"))
+            clock.now += 5.0
+            back = await store.get(where, keys("a"))
+            await store.put(where, keys("a"), pa.array([4.0]))
+            again = await store.get(where, keys("a"))
+            return [down, skipped, still_skipped, back, again, store.stats()["fraud-group"]]
+        finally:
+            await store.aclose()
+
+    down, skipped, still_skipped, back, again, stats = run(scenario)
+
+    assert down.found.to_pylist() == [False, False]
+    assert len(down.answers) == 0
+    assert down.error is not None
+    assert down.error.startswith(f"could not read answers from Redis at {redis_server.url}")
+    assert skipped.error is not None
+    assert "skipped for 5 s after: could not read answers" in skipped.error
+    assert still_skipped.error is not None
+    assert back.error is None
+    assert back.found.to_pylist() == [False]
+    assert again.found.to_pylist() == [True]
+    assert again.answers.to_pylist() == [4.0]
+    # Lookups: down, skipped, still skipped; the write while skipped: 4 errors.
+    assert stats.errors == 4
+    assert stats.hits == 1
+    assert stats.misses == 2 + 1 + 1 + 1
+
+
+def test_redis_killed_during_a_lookup_costs_a_miss(redis_server: RedisServer) -> None:
+    sleeper = threading.Thread(target=_sleep_redis, args=(redis_server, 5.0), daemon=True)
+
+    async def scenario() -> Any:
+        store = RedisAnswerStore(redis_server.url, timeout_s=30.0)
+        try:
+            await store.put(scope(), keys("a"), pa.array([1.0]))
+            sleeper.start()
+            await asyncio.sleep(0.3)  # Redis is asleep in DEBUG SLEEP, with the MGET queued
+            lookup = asyncio.create_task(store.get(scope(), keys("a")))
+            await asyncio.sleep(0.3)
+            redis_server.kill()
+            return await lookup
+        finally:
+            await store.aclose()
+
+    lookup = run(scenario)
+
+    assert lookup.found.to_pylist() == [False]
+    assert lookup.error is not None
+    assert "could not read answers from Redis" in lookup.error
+
+
+def test_a_slow_redis_costs_a_miss_within_the_timeout(redis_server: RedisServer) -> None:
+    sleeper = threading.Thread(target=_sleep_redis, args=(redis_server, 5.0), daemon=True)
+
+    async def scenario() -> tuple[Any, bool]:
+        store = RedisAnswerStore(redis_server.url, timeout_s=0.2)
+        try:
+            await store.put(scope(), keys("a"), pa.array([1.0]))
+            sleeper.start()
+            await asyncio.sleep(0.3)
+            lookup = await store.get(scope(), keys("a"))
+            return lookup, sleeper.is_alive()
+        finally:
+            await store.aclose()
+
+    lookup, redis_still_asleep = run(scenario)
+
+    assert redis_still_asleep  # the lookup did not wait for Redis to answer
+    assert lookup.found.to_pylist() == [False]
+    assert lookup.error is not None
+    assert "could not read answers from Redis" in lookup.error
+    sleeper.join()
+
+
+def test_a_closed_store_answers_misses(redis_server: RedisServer) -> None:
+    async def scenario() -> Any:
+        store = RedisAnswerStore(redis_server.url)
+        await store.put(scope(), keys("a"), pa.array([1.0]))
+        await store.aclose()
+        return await store.get(scope(), keys("a"))
+
+    lookup = run(scenario)
+
+    assert lookup.found.to_pylist() == [False]
+    assert lookup.error is not None
+    assert "closed" in lookup.error
+
+
+def test_an_empty_lookup_asks_nothing() -> None:
+    async def scenario() -> Any:
+        store = RedisAnswerStore("redis://127.0.0.1:1/0")
+        lookup = await store.get(scope(pa.string()), keys())
+        await store.put(scope(pa.string()), keys(), pa.array([], pa.string()))
+        return lookup, store.stats()
+
+    lookup, stats = run(scenario)
+
+    assert len(lookup.found) == 0
+    assert lookup.answers.type == pa.string()
+    assert lookup.error is None
+    assert stats == {}
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://127.0.0.1:6379", "is not a Redis URL"),
+        ("redis:///0", "names no host"),
+        ("127.0.0.1:6379", "is not a Redis URL"),
+        ("redis://127.0.0.1:notaport/0", "is not a Redis URL"),
+        ("unix://", "names no socket path"),
+        ("redis://127.0.0.1:6379/zero", "names database 'zero', not a number"),
+    ],
+    ids=["http", "no-host", "no-scheme", "bad-port", "unix-no-path", "bad-db"],
+)
+def test_a_url_that_is_not_redis_is_a_config_error(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=r"chalk\.yaml: online_store") as raised:
+        check_redis_url(url)
+
+    assert problem in str(raised.value)
+    assert "expected redis://" in str(raised.value)
+
+
+def test_a_url_hides_its_password_in_errors() -> None:
+    with pytest.raises(ConfigError) as raised:
+        check_redis_url("redis://user:secret@:6379/0")
+
+    assert "secret" not in str(raised.value)
+    assert "user:***@" in str(raised.value)
+
+
+def test_without_redis_py_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)
+
+    with pytest.raises(ConfigError, match=r"pip install 'scalegroup\[redis\]'"):
+        check_redis_url("redis://127.0.0.1:6379/0")
+
+
+def _sleep_redis(server: RedisServer, seconds: float) -> None:
+    """Block the server's only thread for ``seconds`` (DEBUG SLEEP), as a stalled Redis."""
+    with contextlib.suppress(redis.ConnectionError), server.client() as client:  # killed asleep
+        client.execute_command("DEBUG", "SLEEP", seconds)
