@@ -31,8 +31,7 @@ _PORT_TRIES: Final = 3
 
 
 class RedisServer:
-    """One ``redis-server`` process on ``port``: no snapshots, no append-only file, DEBUG
-    allowed (tests make it slow with ``DEBUG SLEEP``)."""
+    """One ``redis-server`` process on ``port``: no snapshots, no append-only file."""
 
     def __init__(self, program: str, directory: Path) -> None:
         self._program = program
@@ -95,7 +94,6 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self._directory),
             "--logfile", str(self.log),
-            "--enable-debug-command", "local",
         ]  # fmt: skip
         self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         self.port = port

@@ -4,16 +4,13 @@ pipelined reads, and a Redis that stops or stalls (a miss with an error, never a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import sys
-import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pyarrow as pa
 import pytest
-import redis
 
 from chalk.common.errors import ConfigError
 from chalk.engine.cache.redis_store import KEY_PREFIX, RedisAnswerStore, check_redis_url
@@ -236,18 +233,34 @@ def test_a_stopped_redis_costs_misses_then_is_skipped_then_recovers(
 
 
 def test_redis_killed_during_a_lookup_costs_a_miss(redis_server: RedisServer) -> None:
-    sleeper = threading.Thread(target=_sleep_redis, args=(redis_server, 5.0), daemon=True)
-
-    async def scenario() -> Any:
+    async def scenario() -> tuple[Any, bool]:
         store = RedisAnswerStore(redis_server.url, timeout_s=30.0)
         try:
             await store.put(scope(), keys("a"), pa.array([1.0]))
-            sleeper.start()
-            await asyncio.sleep(0.3)  # Redis is asleep in DEBUG SLEEP, with the MGET queued
+            _pause(redis_server, 30.0)  # the lookup's MGET waits in Redis
             lookup = asyncio.create_task(store.get(scope(), keys("a")))
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.2)
+            waiting = not lookup.done()
             redis_server.kill()
-            return await lookup
+            return await lookup, waiting
+        finally:
+            await store.aclose()
+
+    lookup, waited_for_redis = run(scenario)
+
+    assert waited_for_redis
+    assert lookup.found.to_pylist() == [False]
+    assert lookup.error is not None
+    assert "could not read answers from Redis" in lookup.error
+
+
+def test_a_slow_redis_costs_a_miss_within_the_timeout(redis_server: RedisServer) -> None:
+    async def scenario() -> Any:
+        store = RedisAnswerStore(redis_server.url, timeout_s=0.2)
+        try:
+            await store.put(scope(), keys("a"), pa.array([1.0]))
+            _pause(redis_server, 30.0)
+            return await store.get(scope(), keys("a"))
         finally:
             await store.aclose()
 
@@ -256,29 +269,7 @@ def test_redis_killed_during_a_lookup_costs_a_miss(redis_server: RedisServer) ->
     assert lookup.found.to_pylist() == [False]
     assert lookup.error is not None
     assert "could not read answers from Redis" in lookup.error
-
-
-def test_a_slow_redis_costs_a_miss_within_the_timeout(redis_server: RedisServer) -> None:
-    sleeper = threading.Thread(target=_sleep_redis, args=(redis_server, 5.0), daemon=True)
-
-    async def scenario() -> tuple[Any, bool]:
-        store = RedisAnswerStore(redis_server.url, timeout_s=0.2)
-        try:
-            await store.put(scope(), keys("a"), pa.array([1.0]))
-            sleeper.start()
-            await asyncio.sleep(0.3)
-            lookup = await store.get(scope(), keys("a"))
-            return lookup, sleeper.is_alive()
-        finally:
-            await store.aclose()
-
-    lookup, redis_still_asleep = run(scenario)
-
-    assert redis_still_asleep  # the lookup did not wait for Redis to answer
-    assert lookup.found.to_pylist() == [False]
-    assert lookup.error is not None
-    assert "could not read answers from Redis" in lookup.error
-    sleeper.join()
+    assert "Timeout" in lookup.error
 
 
 def test_a_closed_store_answers_misses(redis_server: RedisServer) -> None:
@@ -345,7 +336,8 @@ def test_without_redis_py_the_error_names_the_extra(monkeypatch: pytest.MonkeyPa
         check_redis_url("redis://127.0.0.1:6379/0")
 
 
-def _sleep_redis(server: RedisServer, seconds: float) -> None:
-    """Block the server's only thread for ``seconds`` (DEBUG SLEEP), as a stalled Redis."""
-    with contextlib.suppress(redis.ConnectionError), server.client() as client:  # killed asleep
-        client.execute_command("DEBUG", "SLEEP", seconds)
+def _pause(server: RedisServer, seconds: float) -> None:
+    """Hold every client's commands for ``seconds`` (CLIENT PAUSE ... ALL), as a stalled
+    Redis; the server still accepts connections and ends at once when stopped."""
+    with server.client() as client:
+        client.execute_command("CLIENT", "PAUSE", int(seconds * 1000), "ALL")
