@@ -22,6 +22,7 @@ Run it from the repository root::
     .venv/bin/python bench/calls.py                     # about 100 seconds on 2 cores
     .venv/bin/python bench/calls.py --quick             # a rougher run, about 50 seconds
     .venv/bin/python bench/calls.py --part batching --delay-ms 10   # one part, another delay
+    .venv/bin/python bench/calls.py --part cache        # the answer cache (calls_cache.py)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from calls_batching import batching_table
+from calls_cache import cache_figures
 from groups import route_to_runtime
 from report import format_grid, number, progress_printer
 
@@ -234,7 +236,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="one pass per side: a rougher run")
     parser.add_argument(
-        "--part", choices=("all", "dedup", "batching"), default="all", help="what to measure"
+        "--part",
+        choices=("all", "dedup", "batching", "cache"),
+        default="all",
+        help="what to measure",
     )
     parser.add_argument(
         "--delay-ms",
@@ -253,12 +258,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     progress = progress_printer()
     passes = 1 if args.quick else 3
     lines: list[list[str]] = []
+    cache: list[list[str]] = []
     batching = ""
     with tempfile.TemporaryDirectory(prefix="bench-calls-") as work:
-        for part in ("dedup", "batching"):
+        for part in ("dedup", "batching", "cache"):
             (Path(work) / part).mkdir()
         if args.part in ("all", "dedup"):
             lines = dedup_figures(Path(work) / "dedup", passes, progress)
+        if args.part in ("all", "cache"):
+            cache = cache_figures(_paced_group, Path(work) / "cache", progress)
         if args.part in ("all", "batching"):
             batching = batching_table(Path(work) / "batching", args.quick, args.delay_ms, progress)
     print(
@@ -269,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if lines:
         print()
         print(format_grid(("figure", "unit", "value", "target", "met"), lines, left=2))
+    if cache:
+        print()
+        header = ("answer cache (max_staleness)", "unit", "in-process", "redis", "target", "met")
+        print(format_grid(header, cache, left=2))
     if batching:
         print()
         print(batching)

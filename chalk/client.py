@@ -29,6 +29,7 @@ from chalk.client_http import API_SERVER_ENV, ApiServerClient, offline_table
 from chalk.common.apply_guard import check_write
 from chalk.common.bounds import check_bound
 from chalk.common.config import Project, find_project
+from chalk.common.errors import ValidationError
 from chalk.deploy.groups import (
     check_model_image,
     delete_group,
@@ -37,9 +38,11 @@ from chalk.deploy.groups import (
     observe_group,
     wait_until_serving,
 )
+from chalk.engine.cache import DEFAULT_MAX_BYTES, open_answer_store
 from chalk.engine.callers import refuse_delete_of_called
 from chalk.engine.calls import ModelCaller
 from chalk.engine.execute import execute, model_calls
+from chalk.engine.holds import DEFAULT_HOLD_TIMEOUT_S, DEFAULT_MAX_HELD_CALLS, check_hold_bounds
 from chalk.engine.plan import Plan
 from chalk.engine.query import (
     OnlineShape,
@@ -67,6 +70,18 @@ class ChalkClient:
         How long one model call (one chunk of a ``catalog_call``) may take before it is
         given up on (default 120 s). A call that lets it pass is not sent again to the same
         replica.
+    hold_timeout_s
+        How long a model call waits for a replica of a scaling group that has none ready
+        (starting, scaled to zero, waiting for capacity) before it fails naming the group and
+        why (default 60 s; at most ``model_call_deadline_s``). A crash-looping group fails at
+        once.
+    max_held_calls
+        How many model calls of this client wait for a ready replica at once (default 1000);
+        the next one fails at once.
+    answer_cache_bytes
+        The most bytes this client's in-process answer cache keeps (features with
+        ``max_staleness``; default 256 MiB, 0 keeps none). Unused when chalk.yaml names an
+        ``online_store``.
     api_server
         The URL of a ``chalk serve`` (default: ``$CHALK_API_SERVER``): ``query`` then runs
         there, on the applied graph, with the same results and errors (and a
@@ -103,15 +118,29 @@ class ChalkClient:
         project_dir: str | Path | None = None,
         model_call_deadline_s: float | None = None,
         api_server: str | None = None,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        max_held_calls: int = DEFAULT_MAX_HELD_CALLS,
+        answer_cache_bytes: int | None = None,
     ) -> None:
         if model_call_deadline_s is not None:
             check_bound("deadline_seconds", model_call_deadline_s, what="model_call_deadline_s")
+        check_hold_bounds(hold_timeout_s, max_held_calls)
         api_server = api_server or os.environ.get(API_SERVER_ENV)
         self._api = ApiServerClient(api_server) if api_server else None
         self._project = _LazyProject(Path(project_dir) if project_dir else Path.cwd())
         if self._api is None:
             self._project.catalog()  # in process every query needs the project: find it now
-        self._calls = _Calls(self._project, model_call_deadline_s)
+        if answer_cache_bytes is not None and answer_cache_bytes < 0:
+            raise ValidationError(
+                f"answer_cache_bytes: expected a number of bytes >= 0, got {answer_cache_bytes}"
+            )
+        self._calls = _Calls(
+            self._project,
+            model_call_deadline_s,
+            hold_timeout_s=hold_timeout_s,
+            max_held_calls=max_held_calls,
+            cache_bytes=answer_cache_bytes,
+        )
         # A client dropped without close() still stops its event loop thread and channels.
         weakref.finalize(self, _close_calls, self._calls)
 
@@ -265,21 +294,27 @@ class ChalkClient:
             return wait_until_serving(self._catalog, name, project=self.project)
         return group
 
-    def query(self, input: Mapping[Any, Any], output: Sequence[Any]) -> OnlineQueryResult:
+    def query(
+        self, input: Mapping[Any, Any], output: Sequence[Any], *, use_cache: bool = True
+    ) -> OnlineQueryResult:
         """Compute ``output`` features for one row of ``input`` values.
 
         Keys and outputs are features (``Document.text``) or their names (``"document.text"``).
         The graph is the ``@features`` classes this process has defined; with ``api_server``
         it is the server's, and a name this process does not define is checked there.
+        Model answers of features with ``max_staleness`` come from the answer cache when it
+        holds them; ``use_cache=False`` neither reads nor fills it.
         """
         if self._api is None:
             shape = _SHAPES.of(input, output)
             if shape is not None:
-                return OnlineQueryResult(run_online(shape, input.values(), **self._run()))
+                values = input.values()
+                return OnlineQueryResult(run_online(shape, values, **self._run(use_cache)))
         graph = _graph_for(input, output)
         if self._api is not None:
-            return OnlineQueryResult(self._api.query(graph, input, output))
-        table = run_query(graph, input_table(graph, input, online=True), output, **self._run())
+            return OnlineQueryResult(self._api.query(graph, input, output, use_cache=use_cache))
+        online = input_table(graph, input, online=True)
+        table = run_query(graph, online, output, **self._run(use_cache))
         columns = zip(table.column_names, table.columns, strict=True)
         return OnlineQueryResult({name: column[0].as_py() for name, column in columns})
 
@@ -289,6 +324,7 @@ class ChalkClient:
         output: Sequence[Any],
         *,
         show_progress: bool | Console = True,
+        use_cache: bool = True,
     ) -> Dataset:
         """Compute ``output`` for every row of ``input`` (a dict of lists, polars or Arrow).
 
@@ -299,10 +335,14 @@ class ChalkClient:
         is a terminal). The dataset's ``model_calls`` says, per scaling group, how many calls
         and rows the query sent and which replicas answered. With ``api_server`` the rows go
         to the server in Arrow blocks, several at once, and the bar advances by blocks.
+        Model answers of features with ``max_staleness`` come from the answer cache when it
+        holds them (``model_calls`` counts the cache's hits and misses); ``use_cache=False``
+        neither reads nor fills it.
         """
         graph = _graph_for(input, output)
         if self._api is not None:
-            return self._offline_remote(self._api, graph, input, output, show_progress)
+            api = self._api
+            return self._offline_remote(api, graph, input, output, show_progress, use_cache)
         table = input_table(graph, input, online=False)
         console = _progress_console(show_progress)
         bar = _QueryBar(console, table.num_rows) if console is not None else None
@@ -311,7 +351,8 @@ class ChalkClient:
         results = []
         with recording(recorder), bar or contextlib.nullcontext():
             for block in _blocks(table):
-                results.append(run_query(graph, block, output, run=run, **self._run()))
+                options = self._run(use_cache)
+                results.append(run_query(graph, block, output, run=run, **options))
                 if bar is not None:
                     bar.finished(block.num_rows)
         table = pa.concat_tables(results) if len(results) > 1 else results[0]
@@ -324,6 +365,7 @@ class ChalkClient:
         input: Any,
         output: Sequence[Any],
         show_progress: bool | Console,
+        use_cache: bool,
     ) -> Dataset:
         table = offline_table(graph, input)
         console = _progress_console(show_progress)
@@ -331,14 +373,17 @@ class ChalkClient:
         calls: dict[str, GroupCalls] = {}
         results = []
         with bar or contextlib.nullcontext():
-            for block in api.offline_blocks(graph, [table], output, model_calls=calls):
+            blocks = api.offline_blocks(
+                graph, [table], output, model_calls=calls, use_cache=use_cache
+            )
+            for block in blocks:
                 results.append(block)
                 if bar is not None:
                     bar.finished(block.num_rows)
         return Dataset(pa.concat_tables(results), model_calls=calls)
 
-    def _run(self) -> dict[str, Any]:
-        return {"model_caller": self._calls.caller()}
+    def _run(self, use_cache: bool = True) -> dict[str, Any]:
+        return {"model_caller": self._calls.caller(), "use_cache": use_cache}
 
     def close(self) -> None:
         """Close the model calls' channels and their background loop; the client makes
@@ -387,16 +432,36 @@ class _Calls:
     """One ModelCaller, and so one background event loop, for every query of a client,
     whichever thread runs it: gRPC's asyncio objects belong to one loop."""
 
-    def __init__(self, project: _LazyProject, deadline_s: float | None) -> None:
+    def __init__(
+        self,
+        project: _LazyProject,
+        deadline_s: float | None,
+        *,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        max_held_calls: int = DEFAULT_MAX_HELD_CALLS,
+        cache_bytes: int | None = None,
+    ) -> None:
         self._project = project
         self._deadline_s = deadline_s
+        self._hold_timeout_s = hold_timeout_s
+        self._max_held_calls = max_held_calls
+        self._cache_bytes = DEFAULT_MAX_BYTES if cache_bytes is None else cache_bytes
         self._caller: ModelCaller | None = None
         self._lock = threading.Lock()
 
     def caller(self) -> ModelCaller:
         with self._lock:
             if self._caller is None:
-                self._caller = ModelCaller(self._project.catalog(), deadline_s=self._deadline_s)
+                answers = open_answer_store(
+                    self._project.project().config.online_store, max_bytes=self._cache_bytes
+                )
+                self._caller = ModelCaller(
+                    self._project.catalog(),
+                    deadline_s=self._deadline_s,
+                    hold_timeout_s=self._hold_timeout_s,
+                    max_held_calls=self._max_held_calls,
+                    answers=answers,
+                )
             return self._caller
 
     def close(self) -> None:
@@ -437,7 +502,10 @@ class Dataset:
     in the order they first did) and ``retries`` (attempts that failed in transport and went
     to a replica again); ``rows_asked``, ``rows_sent`` and ``dedup_hits`` say how many
     argument rows the calls had, how many were left to send once identical rows were merged,
-    and how many were answered from another row's answer.
+    and how many were answered from another row's answer; ``cache_hits``, ``cache_misses``
+    and ``cache_errors`` how many of those left were answered from the answer cache
+    (features with ``max_staleness``), how many were looked up and sent, and how many
+    lookups the store failed.
 
     Examples
     --------

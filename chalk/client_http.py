@@ -138,9 +138,15 @@ class ApiServerClient:
         self._lock = threading.Lock()
 
     def query(
-        self, graph: FeatureGraph, inputs: Mapping[Any, Any], outputs: Sequence[Any]
+        self,
+        graph: FeatureGraph,
+        inputs: Mapping[Any, Any],
+        outputs: Sequence[Any],
+        *,
+        use_cache: bool = True,
     ) -> dict[str, Any]:
-        """One row of ``outputs`` for ``inputs``, as plain Python values by fqn.
+        """One row of ``outputs`` for ``inputs``, as plain Python values by fqn; with
+        ``use_cache=False`` the server neither reads nor fills its answer cache.
 
         ``graph`` holds the features this process defines; a feature it lacks travels by its
         name alone (its value as JSON by its Python type) and comes back as its JSON value.
@@ -156,7 +162,9 @@ class ApiServerClient:
             for fqn in [*row, *wanted]
             if fqn in graph.features
         }
-        body = {"inputs": row, "outputs": wanted, "fingerprints": fingerprints}
+        body: dict[str, Any] = {"inputs": row, "outputs": wanted, "fingerprints": fingerprints}
+        if not use_cache:
+            body["use_cache"] = False
         try:
             reply = self._http.post("/v1/query/online", json=body)
         except self._transport_errors as error:
@@ -174,6 +182,7 @@ class ApiServerClient:
         *,
         model_calls: dict[str, GroupCalls] | None = None,
         max_rows: int | None = None,
+        use_cache: bool = True,
     ) -> Iterator[pa.Table]:
         """``outputs`` for the rows of ``tables`` (columns named by fqn), in their order.
 
@@ -181,10 +190,13 @@ class ApiServerClient:
         ``blocks_in_flight`` blocks are sent and not yet handed back at once, so memory stays
         bounded however many rows ``tables`` yields. What the model calls did is added up
         into ``model_calls``. ``max_rows`` bounds a block's rows too. Closing the iterator
-        early cancels the blocks not yet sent.
+        early cancels the blocks not yet sent. ``use_cache=False`` (``?use_cache=false``): the
+        server neither reads nor fills its answer cache.
         """
         wanted = [feature_name(output) for output in outputs]
         params = {"output": wanted}
+        if not use_cache:
+            params["use_cache"] = ["false"]
         pending: collections.deque[Future[_Answer]] = collections.deque()
         pool = ThreadPoolExecutor(self._blocks_in_flight, thread_name_prefix="chalk-offline")
         headers: dict[str, str] | None = None

@@ -62,7 +62,9 @@ class NoModelError(ResolveError):
 
 
 class NoReadyReplicaError(ResolveError):
-    """The scaling group has no replica ready to take calls."""
+    """The scaling group has no replica ready to take calls. ``Catalog.resolve`` no longer
+    raises it (such a group's route has no endpoints, and the engine holds the call); kept
+    for the callers that still catch it."""
 
 
 class ControllerDownError(ResolveError):

@@ -143,7 +143,9 @@ class Route:
     """Where and how to call ``model.<group>``: the model's schemas and the live endpoints.
 
     ``deterministic`` is False for a model version registered as non-deterministic: its calls
-    are never deduplicated, merged or cached.
+    are never deduplicated, merged or cached. A group with no ready replica (starting, scaled
+    to zero, crash-looping, waiting for capacity) has no endpoints; ``status`` and ``reason``
+    then say why, and ``starting`` counts the replicas it wants that are not ready yet.
     """
 
     group: str
@@ -156,6 +158,13 @@ class Route:
     deterministic: bool = True
     # The group's ``batch_max_delay_ms`` in seconds; None keeps the engine's default.
     batch_max_delay_s: float | None = None
+    # The group's status and its reason as its backend last reported them (GroupStatus values).
+    status: str = ""
+    reason: str = ""
+    # Replicas the group wants that are not ready yet.
+    starting: int = 0
+    # The backend running the group (``local``, ``kubernetes``): local callers publish demand.
+    backend: str = ""
 
 
 @dataclass(frozen=True, slots=True)

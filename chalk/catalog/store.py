@@ -27,7 +27,6 @@ from chalk.catalog.errors import (
     ControllerDownError,
     DeletedGroupError,
     NoModelError,
-    NoReadyReplicaError,
     UnknownGroupError,
     UnreachableGroupError,
 )
@@ -106,8 +105,10 @@ class Catalog:
     ) -> Route:
         """Where to send ``catalog_call(name, ...)``: the model's schemas and live endpoints.
 
-        With ``serving=False`` the group need only exist and host a model version (what
-        ``chalk apply`` validates against); its endpoints may be empty. Of a Kubernetes
+        A group with no ready replica (starting, ``Idle`` at zero, crash-looping, waiting
+        for capacity) has a route with no endpoints, carrying the group's status and reason:
+        the engine holds such a call until a replica is ready. With ``serving=False`` the
+        controller need not run either (what ``chalk apply`` validates against). Of a Kubernetes
         group's endpoints, only those the reader reaches: inside the cluster
         (``KUBERNETES_SERVICE_HOST`` in ``env``, default ``os.environ``) its Service's DNS
         name, outside it the gateway.
@@ -148,14 +149,8 @@ class Catalog:
         version = self.models.get(model[0], model[1])
         if serving and group.backend == "local":
             self._require_live_controller(name)
-        if serving and not group.endpoints:
-            detail = f" ({group.reason})" if group.reason else ""
-            raise NoReadyReplicaError(
-                f"cannot call {name!r}: scaling group {group_name!r} has no ready replica; "
-                f"its status is {group.status}{detail}"
-            )
         endpoints = reachable(group.endpoints, in_cluster=runs_in_cluster(env))
-        if serving and not endpoints:
+        if serving and group.endpoints and not endpoints:
             raise _unreachable(name, group_name, group.endpoints)
         port = group.spec.get("port")
         return Route(
@@ -168,6 +163,10 @@ class Catalog:
             endpoints=endpoints,
             deterministic=version.deterministic,
             batch_max_delay_s=_batch_max_delay_s(group.spec),
+            status=group.status,
+            reason=group.reason,
+            starting=max(0, group.desired_replicas - group.ready_replicas),
+            backend=group.backend,
         )
 
     def local_controller_running(self) -> bool:

@@ -133,13 +133,16 @@ def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Generator[pa.Tabl
         return
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.engine.cache import open_answer_store  # noqa: PLC0415
     from chalk.engine.calls import ModelCaller  # noqa: PLC0415
     from chalk.engine.query import input_table, run_query  # noqa: PLC0415
 
-    catalog = open_catalog(find_project(), create=False)
+    project = find_project()
+    catalog = open_catalog(project, create=False)
     graph = _applied_graph(catalog)
     _check_names(graph, dataset, args.input, args.outputs)
-    with ModelCaller(catalog) as caller:
+    answers = open_answer_store(project.config.online_store)
+    with ModelCaller(catalog, answers=answers) as caller:
         for block in cut_blocks(tables, lambda: _LOCAL_BLOCK_BYTES, max_rows=args.block_rows):
             result = run_query(
                 graph, input_table(graph, block, online=False), args.outputs, model_caller=caller

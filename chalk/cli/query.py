@@ -50,11 +50,13 @@ def _query(args: argparse.Namespace) -> int:
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.catalog.errors import NotFoundError, ValidationError  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
+    from chalk.engine.cache import open_answer_store  # noqa: PLC0415
     from chalk.engine.calls import ModelCaller  # noqa: PLC0415
     from chalk.engine.query import input_table, run_query  # noqa: PLC0415
     from chalk.features.graph import FeatureGraph  # noqa: PLC0415
 
-    catalog = open_catalog(find_project(), create=False)
+    project = find_project()
+    catalog = open_catalog(project, create=False)
     active = catalog.graphs.active()
     if active is None:
         raise NotFoundError(
@@ -70,7 +72,8 @@ def _query(args: argparse.Namespace) -> int:
                 f"expected one value per feature"
             )
         values[name] = value
-    with ModelCaller(catalog) as caller:
+    answers = open_answer_store(project.config.online_store)
+    with ModelCaller(catalog, answers=answers) as caller:
         table = run_query(
             graph, input_table(graph, values, online=True), args.outputs, model_caller=caller
         )

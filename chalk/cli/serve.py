@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chalk.server import ServerSettings, ServerSettingsError
+from chalk.server.settings import DEFAULT_HOLD_TIMEOUT_S, DEFAULT_MAX_HELD_CALLS
 
 __all__ = ["register"]
 
@@ -42,6 +43,30 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="how long one request may take before it is answered 504 (30)",
     )
+    parser.add_argument(
+        "--hold-timeout",
+        type=float,
+        default=DEFAULT_HOLD_TIMEOUT_S,
+        metavar="SECONDS",
+        help="how long a model call waits for a replica of a scaling group with none ready "
+        "(starting, scaled to zero) before it fails; at most --deadline (60)",
+    )
+    parser.add_argument(
+        "--max-held-calls",
+        type=int,
+        default=DEFAULT_MAX_HELD_CALLS,
+        metavar="N",
+        help="model calls each worker holds at once while their groups have no ready replica; "
+        "the next fails at once (1000)",
+    )
+    parser.add_argument(
+        "--answer-cache-bytes",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="each worker's in-process cache of model answers (max_staleness), in bytes "
+        "(256 MiB; 0 keeps none)",
+    )
     parser.set_defaults(run=_serve)
 
 
@@ -69,6 +94,9 @@ def _serve(args: argparse.Namespace) -> int:
             token=read_token(args.token_file) if args.token_file else None,
             max_body_bytes=args.max_body_bytes,
             deadline_s=args.deadline,
+            hold_timeout_s=args.hold_timeout,
+            max_held_calls=args.max_held_calls,
+            answer_cache_bytes=args.answer_cache_bytes,
         )
         # Port 0: the one the system picks now, so that it can be printed.
         settings = dataclasses.replace(settings, port=check_bindable(settings.host, settings.port))

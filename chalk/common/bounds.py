@@ -79,6 +79,10 @@ BOUNDS: Final[dict[str, Bound]] = {
     "max_body_bytes": Bound(1, 2 * _GI, "bytes", "one request body is held in memory"),
     "deadline_seconds": Bound(0.001, 3_600, "s", "one request's time; longer holds its worker"),
     "grace_period_seconds": Bound(0, 3_600, "s", "how long SIGTERM waits for in-flight calls"),
+    "hold_timeout_seconds": Bound(
+        0, 3_600, "s", "how long a call waits for a replica of a group with none ready"
+    ),
+    "max_held_calls": Bound(0, 1_000_000, "calls", "each held call waits in memory"),
     # Views ------------------------------------------------------------------------------------
     "refresh_seconds": Bound(0.1, 3_600, "s", "time between two refreshes of a view"),
     "log_lines": Bound(0, 1_000_000, "lines", "lines held in memory before they print"),

@@ -42,6 +42,8 @@ _EXPECTED: Final = {
     "'postgresql://user@host/db'",
     "http_url": "the http:// or https:// URL of a Prometheus server such as "
     "'http://prometheus.monitoring:9090'",
+    "store_url": "a redis://, rediss:// or unix:// URL such as 'redis://localhost:6379/0', "
+    "or null for the in-process store",
     "string_type": "a string",
     "string_too_short": "a non-empty string",
     "mapping": "a mapping of keys",
@@ -106,6 +108,14 @@ def _http_url(value: Any) -> str:
     spaced = any(character.isspace() for character in text)
     if scheme.lower() not in ("http", "https") or not host or spaced or not _URL.fullmatch(text):
         raise _Invalid("http_url")
+    return text
+
+
+def _store_url(value: Any) -> str:
+    text = _string(value)
+    scheme, _, rest = text.partition("://")
+    if scheme.lower() not in ("redis", "rediss", "unix") or not rest or not _URL.fullmatch(text):
+        raise _Invalid("store_url")
     return text
 
 
@@ -192,6 +202,9 @@ class ProjectConfig(_Section):
         default_factory=KubernetesConfig, metadata={"section": KubernetesConfig}
     )
     catalog_url: str | None = _key(None, check=_or_null(_database_url))
+    # Where model answers cached for a feature's max_staleness are kept: a Redis server that
+    # every process of the project shares; null keeps them in each process's memory.
+    online_store: str | None = _key(None, check=_or_null(_store_url))
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,12 +50,14 @@ def evaluate(
     namespace: str,
     column: Callable[[str], Column],
     rows: int,
+    max_staleness_s: float | None = None,
 ) -> Steps[Column]:
     """The column of ``node`` (one ``evaluates`` accepts) for feature ``fqn``, as steps that
     yield each model call's ``ModelRequest`` and are sent its answer.
 
     ``column(name)`` gives a feature's column by fully qualified name; ``rows`` is the row
-    count literals are repeated to. Each ``catalog_call`` is made once, arguments first.
+    count literals are repeated to. Each ``catalog_call`` is made once, arguments first, its
+    answers cached for ``max_staleness_s`` (None: not cached).
     """
     # Each call's answer; a list, since an expression rarely holds more than one call and a
     # Call's hash walks its whole tree.
@@ -81,7 +83,7 @@ def evaluate(
                 arguments.append(_as_polars_gives(argument_value))
             # Call refuses a catalog_call whose first argument is not the name as a literal.
             name = str(cast(Literal, call.args[0]).value)
-            answer = yield ModelRequest(fqn, name, arguments, as_chunks=True)
+            answer = yield ModelRequest(fqn, name, arguments, True, max_staleness_s)
             answers.append((call, answer))
         return answer
 

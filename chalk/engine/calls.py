@@ -8,7 +8,9 @@ send the chunks, and re-joins the answers in row order.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Literal, overload
 
@@ -16,6 +18,10 @@ import pyarrow as pa
 
 from chalk.catalog.records import Route
 from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
+from chalk.engine.cache.answers import joined_answers, missed_rows
+from chalk.engine.cache.keys import row_keys
+from chalk.engine.cache.memory import MemoryAnswerStore
+from chalk.engine.cache.store import AnswerScope, AnswerStore
 from chalk.engine.call_schema import argument_batch
 from chalk.engine.chunking import (
     DEFAULT_CHUNKS_PER_ENDPOINT,
@@ -26,12 +32,14 @@ from chalk.engine.chunking import (
     ChunkLimits,
 )
 from chalk.engine.dedup import dedup_enabled, dedupe, fan_out
+from chalk.engine.demand import DemandPublisher, GroupLoad, demand_sink
 from chalk.engine.dispatch import DEFAULT_RECOVERY_S, Dispatcher
 from chalk.engine.event_loop import EventLoopThread, Inbox, Reply, refuse_on, run_on
+from chalk.engine.holds import DEFAULT_HOLD_TIMEOUT_S, DEFAULT_MAX_HELD_CALLS, HeldCalls
 from chalk.engine.model_call import Chunk, ModelCall
 from chalk.engine.recorder import CallRecorder, current_recorder
 from chalk.engine.routes import Resolver, RouteCache
-from chalk.shim.client import DEFAULT_MAX_REQUEST_BYTES, RemoteCallClient
+from chalk.shim.client import DEFAULT_DEADLINE_S, DEFAULT_MAX_REQUEST_BYTES, RemoteCallClient
 
 __all__ = ["ModelCaller"]
 
@@ -65,7 +73,16 @@ class ModelCaller:
     once; a chunk that let its deadline pass on a replica is not sent there again; a handler
     error is never retried, except each call's part of a merged chunk, alone, once. Answers
     are re-joined in row order and typed by output_schema; nulls pass through to the model
-    and back. ``demand()`` counts, per group, model calls in flight and chunks waiting.
+    and back.
+
+    A group with no ready replica (starting, scaled to zero, waiting for capacity) holds the
+    call (``chalk.engine.holds``): its route is read every 100 ms until a replica is ready, for
+    at most ``hold_timeout_s`` or the call's deadline, whichever is smaller, and at most
+    ``max_held_calls`` calls at once; past either bound, and at once for a crash-looping
+    group, the call fails with ``ModelUnavailableError`` naming the group, the wait and why.
+    ``loads()`` (and ``demand()``) count, per group, model calls in flight, chunks waiting
+    and calls held; for groups of the local backend they are published to the catalog's
+    ``demand`` rows (``chalk.engine.demand``) for the local controller's autoscaler.
 
     A caller belongs to one event loop: ``loop`` when given (share one across a process, e.g.
     an ``EventLoopThread``'s), else the loop its ``call`` is first awaited on, else a
@@ -78,8 +95,15 @@ class ModelCaller:
     ``deterministic=False``; ``dedup=False`` (or ``CHALK_DEDUP=0`` in the environment when
     ``dedup`` is not given) sends every row.
 
+    A call for a feature with ``max_staleness`` (``max_staleness_s``) first looks its distinct
+    argument rows up in ``answers`` (``chalk.engine.cache``: keyed by ``row_keys`` under the
+    model version's ``AnswerScope``), sends only the rows it did not find, and keeps the
+    model's answers to them there; never for a model version registered with
+    ``deterministic=False``. By default ``answers`` is a ``MemoryAnswerStore`` of the caller's
+    own; the caller closes its store when it closes.
+
     Calls made inside ``recording(recorder)`` count their chunks, rows, answering replicas,
-    retries, rows asked and sent and dedup hits in the ``CallRecorder``.
+    retries, rows asked and sent, dedup hits and cache hits in the ``CallRecorder``.
 
     Parameters
     ----------
@@ -95,6 +119,11 @@ class ModelCaller:
     batch_max_delay_s
         How long a queued chunk of a call with nothing in flight waits for a free slot
         before it goes anyway, for groups whose spec sets no ``batch_max_delay_ms``.
+    hold_timeout_s
+        How long a call waits for a replica of a group that has none ready (at most the
+        deadline: ``deadline_s``, else the client's default of 120 s).
+    max_held_calls
+        How many calls wait for a ready replica at once; the next fails at once.
 
     Examples
     --------
@@ -124,6 +153,9 @@ class ModelCaller:
         recovery_s: float = DEFAULT_RECOVERY_S,
         batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_S,
         dedup: bool | None = None,
+        hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
+        max_held_calls: int = DEFAULT_MAX_HELD_CALLS,
+        answers: AnswerStore | None = None,
     ) -> None:
         for label, value in (
             ("max_chunk_rows", max_chunk_rows),
@@ -142,10 +174,18 @@ class ModelCaller:
         )
         self._loop = loop
         self._routes = RouteCache(catalog)
+        self._held = HeldCalls(catalog, hold_timeout_s=hold_timeout_s, max_held=max_held_calls)
+        self._hold_deadline_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
+        # When this process last called each group (time.time()), and who publishes its
+        # demand (where the catalog keeps demand rows).
+        self._last_calls: dict[str, float] = {}
+        sink = demand_sink(catalog)
+        self._publisher = None if sink is None else DemandPublisher(sink, self.loads)
         self._thread: EventLoopThread | None = None
         self._inbox: Inbox | None = None
         self._lock = threading.Lock()
         self._dedup = dedup_enabled(dedup)
+        self.answers: AnswerStore = MemoryAnswerStore() if answers is None else answers
         self._limits = ChunkLimits(
             max_rows=max_chunk_rows,
             max_bytes=max_chunk_bytes,
@@ -184,6 +224,7 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: Literal[False] = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array: ...
 
     @overload
@@ -195,6 +236,7 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: Literal[True],
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.ChunkedArray: ...
 
     async def call(
@@ -205,6 +247,7 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: bool = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array | pa.ChunkedArray:
         """Call ``name`` (``model.<group>``) on the argument columns for ``feature``.
 
@@ -213,10 +256,13 @@ class ModelCaller:
         copying them into one (8 MB for a million float64 values). ``recorder`` (by default
         the one ``recording`` set in this context) counts the call's chunks. Raises
         ``ModelCallError`` subclasses naming ``feature``; the catalog's ``ResolveError``
-        subclasses keep their class and gain the feature as a prefix.
+        subclasses keep their class and gain the feature as a prefix. ``max_staleness_s``
+        (the feature's ``max_staleness``; None: no caching) lets answers kept for this model
+        version answer, for at most that long after the model gave them.
         """
         self._claim_loop(feature)
-        return await self._call(feature, name, args, as_chunks, recorder or current_recorder())
+        recorder = recorder or current_recorder()
+        return await self._call(feature, name, args, as_chunks, recorder, max_staleness_s)
 
     async def _call(
         self,
@@ -225,10 +271,81 @@ class ModelCaller:
         args: Sequence[pa.Array],
         as_chunks: bool,
         recorder: CallRecorder | None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array | pa.ChunkedArray:
         route, resolved_at = await self._routes.resolve(feature, name)
+        if max_staleness_s is not None and route.deterministic:
+            call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
+            return await self._cached(call, args, as_chunks, max_staleness_s)
+        if not route.endpoints:
+            route, resolved_at = await self._hold(feature, name, route)
         call, indices = self._chunked(feature, name, route, resolved_at, args, recorder)
         return await self._sent(call, indices, as_chunks)
+
+    async def _hold(self, feature: str, name: str, route: Route) -> tuple[Route, float]:
+        """The route of ``name`` once its group has a ready replica (``chalk.engine.holds``)."""
+        self._called(route)
+        return await self._held.until_ready(
+            feature, name, route, deadline_s=self._hold_deadline_s, held=self._held_now
+        )
+
+    def _called(self, route: Route) -> None:
+        """Note a call to ``route``'s group: its last call time, and its demand's publisher."""
+        self._last_calls[route.group] = time.time()
+        if self._publisher is not None and route.backend == "local":
+            self._publisher.called(route.group)
+
+    def _held_now(self, group: str) -> None:
+        """A call to ``group`` found no ready replica: the controller hears of it at once."""
+        if self._publisher is not None:
+            self._publisher.urgent(group)
+
+    async def _cached(
+        self, call: ModelCall, args: Sequence[pa.Array], as_chunks: bool, ttl_s: float
+    ) -> pa.Array | pa.ChunkedArray:
+        """``call`` answered from the store where it can, the model asked for the rest.
+
+        A call whose every row is cached needs no replica: a group scaled to zero answers it
+        without waking (and without counting it as a call to the group)."""
+        route, recorder = call.route, call.recorder
+        batch = argument_batch(call, args)
+        if batch.num_rows == 0:
+            return _joined(call, [], None, as_chunks)
+        distinct, indices = dedupe(batch) if self._dedup else (batch, None)
+        if recorder is not None:
+            recorder.deduplicated(route.group, asked=batch.num_rows, sent=distinct.num_rows)
+        scope = AnswerScope(
+            route.group, route.model_name, route.model_version, ttl_s, call.output_type
+        )
+        keys = row_keys(distinct)
+        lookup = await self.answers.get(scope, keys)
+        missed = missed_rows(lookup)
+        if recorder is not None:
+            hits = len(keys) - len(missed)
+            recorder.looked_up(route.group, hits=hits, misses=len(missed), error=lookup.error)
+        answer = lookup.answers
+        if len(missed):
+            if route.endpoints:
+                self._called(route)
+            else:
+                route, resolved_at = await self._hold(call.feature, call.name, route)
+                call = ModelCall(
+                    call.feature, call.name, route, resolved_at=resolved_at, recorder=recorder
+                )
+            sent = distinct if len(missed) == len(keys) else distinct.take(missed)
+            start = 0
+            for index, chunk in enumerate(self._limits.cut(sent, endpoints=len(route.endpoints))):
+                call.pending.append(Chunk(index, start, chunk, distinct=True))
+                start += chunk.num_rows
+            answered = await self._sent(call, None, as_chunks=False)
+            assert isinstance(answered, pa.Array)
+            if route.model_version == scope.version and route.model_name == scope.model:
+                await self.answers.put(scope, keys.take(missed), answered)
+            answer = joined_answers(lookup, answered)
+        elif answer.type != call.output_type:
+            answer = answer.cast(call.output_type)
+        answer = fan_out(answer, indices)
+        return pa.chunked_array([answer], type=call.output_type) if as_chunks else answer
 
     def _chunked(
         self,
@@ -242,6 +359,7 @@ class ModelCaller:
         """The call, its argument rows deduplicated and cut into pending chunks (none for
         no rows), and the dedup's indices (None: every row is sent)."""
         call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
+        self._called(route)
         batch = argument_batch(call, args)
         if batch.num_rows == 0:
             return call, None
@@ -269,10 +387,29 @@ class ModelCaller:
         calls in flight and the chunks waiting in its queue (counted before merging) or held
         while no replica may take them.
 
-        Safe to read from any thread (a snapshot of two counters per group).
+        Safe to read from any thread (a snapshot of a few counters per group).
         """
-        queues = list(self._dispatcher.queues.values())
-        return {queue.group: queue.demand for queue in queues}
+        return {group: (load.in_flight, load.waiting) for group, load in self.loads().items()}
+
+    def loads(self) -> dict[str, GroupLoad]:
+        """Per scaling group this caller has called: model calls in flight, calls waiting
+        (chunks queued, counted before merging, or between attempts while no replica may take
+        them, and calls held while the group has no ready replica), the held ones alone, and
+        when it was last called. Safe to read from any thread."""
+        queues = {queue.group: queue.demand for queue in list(self._dispatcher.queues.values())}
+        held = dict(self._held.counts)
+        last = dict(self._last_calls)
+        loads: dict[str, GroupLoad] = {}
+        for group in queues.keys() | held.keys() | last.keys():
+            in_flight, waiting = queues.get(group, (0, 0))
+            at = last.get(group)
+            loads[group] = GroupLoad(
+                in_flight=in_flight,
+                waiting=waiting + held.get(group, 0),
+                held=held.get(group, 0),
+                last_call_at=None if at is None else dt.datetime.fromtimestamp(at, dt.UTC),
+            )
+        return loads
 
     def _claim_loop(self, feature: str) -> None:
         """Make the running loop this caller's, unless it already has another."""
@@ -296,6 +433,7 @@ class ModelCaller:
         timeout_s: float | None = None,
         as_chunks: Literal[False] = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array: ...
 
     @overload
@@ -308,6 +446,7 @@ class ModelCaller:
         timeout_s: float | None = None,
         as_chunks: Literal[True],
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.ChunkedArray: ...
 
     def call_blocking(
@@ -319,6 +458,7 @@ class ModelCaller:
         timeout_s: float | None = None,
         as_chunks: bool = False,
         recorder: CallRecorder | None = None,
+        max_staleness_s: float | None = None,
     ) -> pa.Array | pa.ChunkedArray:
         """``call`` from synchronous code: runs it on the caller's loop and waits.
 
@@ -326,6 +466,10 @@ class ModelCaller:
         """
         recorder = recorder or current_recorder()
         loop = self.loop
+        if max_staleness_s is not None:
+            # The store is asked on the loop, before anything is sent.
+            cached = self._call(feature, name, args, as_chunks, recorder, max_staleness_s)
+            return run_on(loop, cached, timeout_s)
         fresh = self._routes.fresh(name)
         if fresh is None:
             # The route is read on the loop (shared by the calls that find it expired).
@@ -360,16 +504,23 @@ class ModelCaller:
         return inbox
 
     async def aclose(self) -> None:
-        """Close the caller's own client (on its loop); the loop and thread stay."""
+        """Close the caller's own client and its answer store (on its loop) and withdraw its
+        demand; the loop and thread stay."""
+        if self._publisher is not None:
+            await asyncio.to_thread(self._publisher.close)
         if self._owns_client:
             await self._client.close()
+        await self.answers.aclose()
 
     def close(self) -> None:
-        """Close the caller's own client and stop its own loop thread; idempotent."""
+        """Close the caller's own client, withdraw its demand and stop its own loop thread;
+        idempotent."""
         with self._lock:
             loop, thread = self._loop, self._thread
         if loop is not None and not loop.is_closed() and loop.is_running():
             run_on(loop, self.aclose(), None)
+        elif self._publisher is not None:
+            self._publisher.close()
         if thread is not None:
             thread.stop()
 

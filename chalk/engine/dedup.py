@@ -15,7 +15,7 @@ from typing import Final, TypeVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["DEDUP_ENV", "SAMPLE_ROWS", "dedup_enabled", "dedupe", "fan_out"]
+__all__ = ["DEDUP_ENV", "SAMPLE_ROWS", "dedup_enabled", "dedupe", "fan_out", "float_bits"]
 
 # ``CHALK_DEDUP=0`` turns deduplication off for every ModelCaller of the process that is not
 # told otherwise (benchmarks compare the two; a model whose answers vary should rather be
@@ -126,7 +126,7 @@ def _codes(column: pa.Array) -> tuple[pa.Array, int] | None:
         return _list_codes(column)
     if pa.types.is_nested(kind) or pa.types.is_union(kind):
         return None  # maps, unions: no engine type; their rows are sent as they are
-    return _encode(_float_bits(column) if pa.types.is_floating(kind) else column)
+    return _encode(float_bits(column) if pa.types.is_floating(kind) else column)
 
 
 def _encode(column: pa.Array) -> tuple[pa.Array, int] | None:
@@ -137,7 +137,7 @@ def _encode(column: pa.Array) -> tuple[pa.Array, int] | None:
     return encoded.indices.cast(pa.int64()), len(encoded.dictionary)
 
 
-def _float_bits(column: pa.Array) -> pa.Array:
+def float_bits(column: pa.Array) -> pa.Array:
     """The floats as integers of their bits, every NaN first made the same NaN."""
     if column.type == pa.float16():
         column = column.cast(pa.float32())  # exact: float32 holds every float16 value

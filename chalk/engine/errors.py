@@ -21,6 +21,8 @@ __all__ = [
     "ModelHandlerError",
     "ModelResultError",
     "ModelTransportError",
+    "ModelUnavailableError",
+    "TooManyHeldCallsError",
 ]
 
 
@@ -80,3 +82,22 @@ class ModelTransportError(ModelCallError):
 
 class ModelResultError(ModelCallError):
     """The model answered the wrong number of values, or values its output_schema cannot hold."""
+
+
+class ModelUnavailableError(ModelCallError):
+    """No replica of the group became ready for a held call: still starting past the hold
+    bound, crash-looping (at once), or waiting for capacity. Names the group, the time
+    waited, and the group's status and reason."""
+
+    def __init__(
+        self, message: str, *, group: str, waited_s: float, status: str, reason: str
+    ) -> None:
+        super().__init__(message)
+        self.group = group
+        self.waited_s = waited_s
+        self.status = status
+        self.reason = reason
+
+
+class TooManyHeldCallsError(ModelUnavailableError):
+    """A call that found no ready replica while the process already held its most calls."""

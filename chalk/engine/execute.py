@@ -43,6 +43,7 @@ def execute(
     *,
     model_caller: ModelCaller | None = None,
     arrow_steps_first: bool = True,
+    use_cache: bool = True,
 ) -> pa.Table:
     """Compute the plan's outputs from ``table``, vectorised, as an Arrow table.
 
@@ -61,7 +62,9 @@ def execute(
     columns are evaluated first and sent to the model for every row (also rows an
     ``if_then_else`` discards), and the answer column takes the call's place in the rest of
     the expression. A call written twice in one expression is made once. Without a caller,
-    ``catalog_call`` raises ``ModelCallNotWiredError``.
+    ``catalog_call`` raises ``ModelCallNotWiredError``. The model answers of a feature with
+    ``max_staleness`` are looked up in the caller's answer store first and kept there
+    (``chalk.engine.cache``); ``use_cache=False`` neither reads nor fills it.
 
     Steps that only pass columns along (a feature, a literal, or a ``catalog_call`` on those)
     run on the Arrow columns directly, giving what polars would; ``arrow_steps_first=False``
@@ -79,9 +82,8 @@ def execute(
     >>> execute(query, pa.table({"doc.text": ["hi", None]}), graph).to_pydict()
     {'doc.shout': ['HI', None]}
     """
-    return answer_blocking(
-        _steps(plan, table, graph, model_caller is not None, arrow_steps_first), model_caller
-    )
+    steps = _steps(plan, table, graph, model_caller is not None, arrow_steps_first, use_cache)
+    return answer_blocking(steps, model_caller)
 
 
 async def execute_async(
@@ -91,12 +93,13 @@ async def execute_async(
     *,
     model_caller: ModelCaller | None = None,
     arrow_steps_first: bool = True,
+    use_cache: bool = True,
 ) -> pa.Table:
     """``execute`` on the running event loop: each model call is awaited on ``model_caller``
     (which must belong to this loop), the polars and Arrow work between them runs on the loop
     itself. Same results and errors as ``execute``; for small tables, since the loop serves
     nothing else meanwhile (``chalk serve`` runs a one-row online query this way)."""
-    steps = _steps(plan, table, graph, model_caller is not None, arrow_steps_first)
+    steps = _steps(plan, table, graph, model_caller is not None, arrow_steps_first, use_cache)
     return await answer_awaiting(steps, model_caller)
 
 
@@ -106,6 +109,7 @@ def _steps(
     graph: FeatureGraph,
     calls_models: bool,
     arrow_steps_first: bool,
+    use_cache: bool = True,
 ) -> Steps[pa.Table]:
     """``execute``'s work, yielding a ``ModelRequest`` per model call (one copy for both
     drivers); without ``calls_models``, a ``catalog_call`` raises ModelCallNotWiredError."""
@@ -120,6 +124,7 @@ def _steps(
         node = step.node
         if node is None:
             continue
+        staleness = graph.features[step.fqn].max_staleness_s if use_cache else None
         if arrow_steps_first and _on_arrow(node, calls_models):
             value = yield from arrow_steps.evaluate(
                 node,
@@ -127,11 +132,13 @@ def _steps(
                 namespace=step.namespace,
                 column=columns.get,
                 rows=columns.rows,
+                max_staleness_s=staleness,
             )
             columns.add(step.fqn, _stored(value, types[step.fqn], step.fqn, node))
         else:
             frame = columns.polars()
-            columns.frame = yield from _derive(frame, step, node, types, calls_models)
+            derived = _derive(frame, step, node, types, calls_models, staleness)
+            columns.frame = yield from derived
     return columns.table(plan.outputs, types)
 
 
@@ -238,12 +245,15 @@ def _derive(
     node: Expr,
     types: Mapping[str, pa.DataType],
     calls_models: bool,
+    max_staleness_s: float | None = None,
 ) -> Steps[pl.DataFrame]:
     declared = types[step.fqn]
     answers: dict[Call, Typed] = {}
     if calls_models:
         for index, call in enumerate(model_calls(node)):
-            frame, answers[call] = yield from _call_model(frame, step, call, index, types, answers)
+            frame, answers[call] = yield from _call_model(
+                frame, step, call, index, types, answers, max_staleness_s
+            )
     typed = Compiler(step.fqn, step.namespace, types, answers).compile(node)
     column = cast_to_declared(typed, declared, step.fqn)
     # Through the lazy engine: polars 2.1's eager with_columns gives `lit == when(...)` one
@@ -273,6 +283,7 @@ def _call_model(
     index: int,
     types: Mapping[str, pa.DataType],
     answers: Mapping[Call, Typed],
+    max_staleness_s: float | None,
 ) -> Steps[tuple[pl.DataFrame, Typed]]:
     """Evaluate ``call``'s arguments, call the model, and add its answers as a column."""
     compiler = Compiler(step.fqn, step.namespace, types, answers)
@@ -287,7 +298,7 @@ def _call_model(
     # Call refuses a catalog_call whose first argument is not the name as a string literal.
     name = str(cast(Literal, call.args[0]).value)
     args = [table.column(n).combine_chunks() for n in names]
-    answer = yield ModelRequest(step.fqn, name, args, as_chunks=False)
+    answer = yield ModelRequest(step.fqn, name, args, False, max_staleness_s)
     column = _MODEL_COLUMN.format(index)
     frame = frame.with_columns(pl.Series(column, answer))
     return frame, Typed(pl.col(column), answer.type)

@@ -27,6 +27,9 @@ class ModelRequest:
     args: Sequence[pa.Array | pa.ChunkedArray]
     # True: the answer may stay a ChunkedArray of the chunks' answers (no copy into one).
     as_chunks: bool
+    # The feature's max_staleness in seconds; None: the answers are not cached (none set, or
+    # the query said use_cache=False).
+    max_staleness_s: float | None = None
 
 
 # Work that yields a ModelRequest for each model call, is sent its answer, and returns a T.
@@ -64,17 +67,19 @@ async def answer_awaiting(steps: Steps[T], caller: ModelCaller | None) -> T:
 
 def _blocking(caller: ModelCaller, request: ModelRequest) -> Answer:
     args = list(request.args)
+    feature, name, staleness = request.feature, request.name, request.max_staleness_s
     if request.as_chunks:
         return caller.call_blocking(
-            feature=request.feature, name=request.name, args=args, as_chunks=True
+            feature=feature, name=name, args=args, as_chunks=True, max_staleness_s=staleness
         )
-    return caller.call_blocking(feature=request.feature, name=request.name, args=args)
+    return caller.call_blocking(feature=feature, name=name, args=args, max_staleness_s=staleness)
 
 
 async def _awaited(caller: ModelCaller, request: ModelRequest) -> Answer:
     args = list(request.args)
+    feature, name, staleness = request.feature, request.name, request.max_staleness_s
     if request.as_chunks:
         return await caller.call(
-            feature=request.feature, name=request.name, args=args, as_chunks=True
+            feature=feature, name=name, args=args, as_chunks=True, max_staleness_s=staleness
         )
-    return await caller.call(feature=request.feature, name=request.name, args=args)
+    return await caller.call(feature=feature, name=name, args=args, max_staleness_s=staleness)

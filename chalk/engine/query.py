@@ -141,7 +141,11 @@ def online_shape(graph: FeatureGraph, keys: Iterable[Any], outputs: Iterable[Any
 
 
 def run_online(
-    shape: OnlineShape, values: Iterable[Any], *, model_caller: ModelCaller | None = None
+    shape: OnlineShape,
+    values: Iterable[Any],
+    *,
+    model_caller: ModelCaller | None = None,
+    use_cache: bool = True,
 ) -> dict[str, Any]:
     """One row's outputs by fqn, primary keys first: what ``run_query`` over
     ``input_table(graph, inputs, online=True)`` answers, as Python values, for inputs of
@@ -150,7 +154,7 @@ def run_online(
     for (fqn, arrow_type, listed), value in zip(shape.inputs, values, strict=True):
         columns[fqn] = _input_column(fqn, arrow_type, listed, value, online=True)
     table = pa.Table.from_arrays(list(columns.values()), names=list(columns))
-    result = execute(shape.plan, table, shape.graph, model_caller=model_caller)
+    result = execute(shape.plan, table, shape.graph, model_caller=model_caller, use_cache=use_cache)
     row = {key: columns[key][0].as_py() for key in shape.keys}
     for fqn in shape.wanted:
         if fqn not in row:
@@ -173,13 +177,18 @@ def run_query(
 
 
 async def run_query_async(
-    graph: FeatureGraph, table: pa.Table, outputs: Iterable[Any], *, model_caller: ModelCaller
+    graph: FeatureGraph,
+    table: pa.Table,
+    outputs: Iterable[Any],
+    *,
+    model_caller: ModelCaller,
+    use_cache: bool = True,
 ) -> pa.Table:
     """``run_query`` on the running event loop, its model calls awaited on ``model_caller``
     (see ``execute_async``): for small tables, on a loop that serves other work too."""
     names = table.column_names
     plan, wanted = _planned(graph, names, outputs)
-    result = await execute_async(plan, table, graph, model_caller=model_caller)
+    result = await execute_async(plan, table, graph, model_caller=model_caller, use_cache=use_cache)
     return _ordered(graph, table, names, wanted, result)
 
 

@@ -28,6 +28,11 @@ class GroupCalls:
     send once identical argument rows were merged (``chalk.engine.dedup``); ``dedup_hits``:
     rows answered from another row's answer (asked - sent).
 
+    The answer cache (a feature's ``max_staleness``; ``chalk.engine.cache``): ``cache_hits``,
+    distinct argument rows answered from the cache (not sent); ``cache_misses``, those looked
+    up and sent; ``cache_errors``, lookups the store failed (a Redis down: its rows were
+    misses, the query went on).
+
     How the query's chunks shared the process's model calls (see
     ``chalk.engine.batching.GroupQueue``; timing-dependent, so equality ignores them):
     ``chunk_queries``: for each model call that carried the query's rows, how many queries'
@@ -45,6 +50,9 @@ class GroupCalls:
     rows_asked: int = 0
     rows_sent: int = 0
     dedup_hits: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    cache_errors: int = 0
     chunk_queries: tuple[int, ...] = field(default=(), compare=False)
     waited_s: float = field(default=0.0, compare=False)
     left_slot_free: int = field(default=0, compare=False)
@@ -104,7 +112,7 @@ class CallRecorder:
     >>> recorder.left_queue("ner", queries=3, waited_s=0.001, reason="slot_free")
     >>> recorder.answered("ner", "127.0.0.1:7002", 200, seconds=0.004)
     >>> recorder.groups()["ner"]
-    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1, rows_asked=800, rows_sent=500, dedup_hits=300, chunk_queries=(3,), waited_s=0.001, left_slot_free=1, left_full=0, left_delay=0)
+    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1, rows_asked=800, rows_sent=500, dedup_hits=300, cache_hits=0, cache_misses=0, cache_errors=0, chunk_queries=(3,), waited_s=0.001, left_slot_free=1, left_full=0, left_delay=0)
     >>> recorder.call_seconds()
     {'ner': [0.004]}
     """  # noqa: E501
@@ -152,6 +160,20 @@ class CallRecorder:
             )
         if self._on_rows is not None and asked > sent:
             self._on_rows(asked - sent)
+
+    def looked_up(self, group: str, *, hits: int, misses: int, error: str | None) -> None:
+        """Count a lookup in the answer cache: ``hits`` rows found, ``misses`` not (to send);
+        ``error``: the store failed (every row a miss)."""
+        with self._lock:
+            seen = self._group(group)
+            self._groups[group] = replace(
+                seen,
+                cache_hits=seen.cache_hits + hits,
+                cache_misses=seen.cache_misses + misses,
+                cache_errors=seen.cache_errors + (error is not None),
+            )
+        if self._on_rows is not None and hits:
+            self._on_rows(hits)
 
     def left_queue(
         self,

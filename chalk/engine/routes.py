@@ -23,7 +23,8 @@ ROUTE_TTL_S: Final = 1.0
 # How long a call that lost a replica twice waits for the local controller to record the
 # replica's exit (it observes exits every pass, 0.5 s) before it says only "connection lost".
 EXIT_RECORD_WAIT_S: Final = 1.0
-# Resolve errors that a replica restart or a roll clears: a later round may find endpoints.
+# Resolve errors that a controller restart clears: a later round may find endpoints (a group
+# with no ready replica has a route with no endpoints instead).
 _PASSING_RESOLVE_ERRORS: Final = (NoReadyReplicaError, ControllerDownError)
 
 
@@ -87,7 +88,10 @@ class RouteCache:
         except ResolveError:
             self._routes.pop(name, None)
             raise
-        self._routes[name] = (route, now)
+        if route.endpoints:
+            self._routes[name] = (route, now)
+        else:  # no ready replica: each call holds, reading it again (chalk.engine.holds)
+            self._routes.pop(name, None)
         return route, now
 
     def _read_done(self, name: str, read: asyncio.Task[tuple[Route, float]]) -> None:
@@ -144,6 +148,9 @@ class RouteCache:
             return None
         except ResolveError as error:
             raise type(error)(f"{call.feature}: {error}") from None
+        if not route.endpoints:
+            # Restarting, or scaled away: the call's retries keep its route meanwhile.
+            return None
         self._routes[call.name] = (route, time.monotonic())
         return _checked_route(call, route)
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from chalk.features.graph import FeatureDef, FeatureGraph
+from chalk.features.staleness import staleness_text
 from chalk.features.types import type_to_text
 
 __all__ = ["FeatureChange", "GraphDiff", "diff_graphs", "feature_summary"]
@@ -100,7 +101,13 @@ def _differences(old: FeatureDef, new: FeatureDef) -> Iterator[tuple[str, str, s
         ("primary", str(old.primary), str(new.primary)),
         ("expression", old.expression or "(input)", new.expression or "(input)"),
         ("description", repr(old.description), repr(new.description)),
+        ("max_staleness", _staleness(old), _staleness(new)),
     )
     for what, before, after in pairs:
         if before != after:
             yield what, before, after
+
+
+def _staleness(feature: FeatureDef) -> str:
+    seconds = feature.max_staleness_s
+    return "(no caching)" if seconds is None else staleness_text(seconds)

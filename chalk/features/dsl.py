@@ -12,6 +12,7 @@ import textwrap
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any, ClassVar, Final, TypeVar, overload
 
 import pyarrow as pa
@@ -19,6 +20,7 @@ import pyarrow as pa
 from chalk.common.errors import ChalkError
 from chalk.features.expr import Deferred, Expr, ExpressionError, features_used, node_of
 from chalk.features.graph import ClassDef, FeatureDef, FeatureGraph
+from chalk.features.staleness import StalenessError, max_staleness_seconds
 from chalk.features.types import FeatureTypeError, arrow_type_of
 
 __all__ = [
@@ -80,12 +82,14 @@ class _FeatureOptions:
     description: str | None
     primary: bool
     expression: Deferred | Expr | None
+    max_staleness: object = None
 
 
 def feature(
     description: str | None = None,
     primary: bool = False,
     expression: Deferred | Expr | None = None,
+    max_staleness: str | timedelta | None = None,
 ) -> Any:
     """Options of one feature, written as the attribute's default.
 
@@ -97,6 +101,13 @@ def feature(
         Whether this feature is the class's primary key (otherwise ``id`` is).
     expression
         What computes the feature, built from ``_`` and the F functions; None for an input.
+    max_staleness
+        How long the answers of the models this feature's expression calls
+        (``F.catalog_call``) may be reused for the same model version and argument values:
+        ``"30s"``, ``"10m"``, ``"1h"``, ``"1d"``, ``"1h30m"``, a ``timedelta``, or
+        ``"infinity"``; None or ``"0s"`` calls the model every time. Only model answers are
+        cached: on a feature whose expression calls no model it has no effect. Never for a
+        model version registered with ``deterministic=False``.
 
     Examples
     --------
@@ -111,7 +122,7 @@ def feature(
     >>> Account.__chalk_class__.features[2].expression
     '(_.balance < 0)'
     """
-    return _FeatureOptions(description, primary, expression)
+    return _FeatureOptions(description, primary, expression, max_staleness)
 
 
 @overload
@@ -340,6 +351,12 @@ def _feature_def(
         node = _node_of(options.expression, where)
         _check_references(cls.__name__, name, node, names, source)
         expression = repr(node)
+    try:
+        max_staleness_s = max_staleness_seconds(options.max_staleness)
+    except StalenessError as error:
+        raise FeatureClassError(
+            f"{where} has max_staleness={options.max_staleness!r}: {error}"
+        ) from None
     return FeatureDef(
         namespace=namespace,
         name=name,
@@ -349,6 +366,7 @@ def _feature_def(
         expression=expression,
         description=options.description,
         source=source,
+        max_staleness_s=max_staleness_s,
     )
 
 

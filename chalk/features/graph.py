@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,13 +41,15 @@ class FeatureDef:
     expression: str | None = None
     description: str | None = None
     source: str | None = None
+    # ``feature(max_staleness=...)`` in seconds (math.inf: "infinity"); None: no caching.
+    max_staleness_s: float | None = None
 
     @property
     def fqn(self) -> str:
         return f"{self.namespace}.{self.name}"
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        document: dict[str, Any] = {
             "name": self.name,
             "type": type_to_text(self.arrow_type),
             "nullable": self.nullable,
@@ -55,6 +58,12 @@ class FeatureDef:
             "description": self.description,
             "source": self.source,
         }
+        # Written only when set, so the graphs (and fingerprints) of features without it stay
+        # as they were before the option existed.
+        if self.max_staleness_s is not None:
+            staleness = self.max_staleness_s
+            document["max_staleness_s"] = "infinity" if math.isinf(staleness) else staleness
+        return document
 
     @classmethod
     def from_json(cls, namespace: str, data: Mapping[str, Any]) -> FeatureDef:
@@ -67,7 +76,14 @@ class FeatureDef:
             expression=data.get("expression"),
             description=data.get("description"),
             source=data.get("source"),
+            max_staleness_s=_staleness_of(data.get("max_staleness_s")),
         )
+
+
+def _staleness_of(value: Any) -> float | None:
+    if value is None:
+        return None
+    return math.inf if value == "infinity" else float(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from starlette.types import ASGIApp
 
 from chalk.catalog import Catalog, open_catalog
 from chalk.common.config import find_project
+from chalk.engine.cache import DEFAULT_MAX_BYTES, open_answer_store
 from chalk.engine.calls import ModelCaller
 from chalk.engine.recorder import CallRecorder
 from chalk.features.wire import (
@@ -54,7 +55,7 @@ from chalk.server.graphs import ActiveGraph, LoadedGraph, NoGraphError
 from chalk.server.invoke import Schemas, invoke
 from chalk.server.metrics import ServerMetrics
 from chalk.server.models import InvokeRequest, OnlineQueryRequest
-from chalk.server.offline import OfflineOutcome, fingerprints_of, run_offline_block
+from chalk.server.offline import OfflineOutcome, fingerprints_of, run_offline_block, use_cache_of
 from chalk.server.openapi import openapi_document
 from chalk.server.queries import QueryOutcome, run_online_query, run_online_query_async
 from chalk.server.settings import ServerSettings
@@ -80,6 +81,8 @@ _ENDPOINTS = {
     **DASHBOARD_ENDPOINTS,
 }
 # Body types read as JSON: none given, JSON, and what curl -d sends by default.
+# How often each worker sets its demand gauges (scrapes are seconds apart).
+_DEMAND_GAUGES_EVERY_S = 0.5
 _JSON_MEDIA_TYPES = frozenset({"", "application/json", "application/x-www-form-urlencoded"})
 
 
@@ -90,6 +93,11 @@ class _State:
         self.settings = settings
         project = find_project(Path(settings.project_dir))
         self.catalog: Catalog = open_catalog(project)
+        cache_bytes = settings.answer_cache_bytes
+        self.answers = open_answer_store(
+            project.config.online_store,
+            max_bytes=DEFAULT_MAX_BYTES if cache_bytes is None else cache_bytes,
+        )
         self.dashboard = Dashboard(project, self.catalog)
         self.graph = ActiveGraph(self.catalog, ttl_s=settings.graph_ttl_s)
         self.schemas = Schemas(self.catalog)
@@ -107,11 +115,32 @@ class _State:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """The model calls run on the server's own loop, the one that answers HTTP: a small
         query runs there too, a larger one's thread hands its calls to it (no third thread)."""
-        self._caller = ModelCaller(self.catalog, loop=loop, deadline_s=self.settings.deadline_s)
+        self._caller = ModelCaller(
+            self.catalog,
+            loop=loop,
+            deadline_s=self.settings.deadline_s,
+            hold_timeout_s=self.settings.hold_timeout_s,
+            max_held_calls=self.settings.max_held_calls,
+            answers=self.answers,
+        )
+
+    async def demand_gauges(self) -> None:
+        """Keep the demand gauges at this worker's figures (each worker writes its own; the
+        worker answering /metrics sums them), until cancelled."""
+        while True:
+            self.metrics.demand(self.caller.loads())
+            await asyncio.sleep(_DEMAND_GAUGES_EVERY_S)
+
+    def called(self, recorder: CallRecorder) -> None:
+        """A request's model calls, and the answer cache's figures after it, in the metrics."""
+        self.metrics.called(recorder)
+        self.metrics.cached(self.answers.stats())
 
     async def stop(self) -> None:
         if self._caller is not None:
             await self._caller.aclose()
+        else:
+            await self.answers.aclose()
         self.queries.shutdown(wait=False, cancel_futures=True)
 
 
@@ -123,9 +152,11 @@ def create_app(settings: ServerSettings, *, registry: CollectorRegistry | None =
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         state.start(asyncio.get_running_loop())
         await state.dashboard.start(workers=settings.workers)
+        gauges = asyncio.create_task(state.demand_gauges())
         try:
             yield
         finally:
+            gauges.cancel()
             await state.dashboard.stop()
             await state.stop()
 
@@ -247,7 +278,7 @@ async def _query(state: _State, request: Request) -> Response:
         loop = asyncio.get_running_loop()
         work = loop.run_in_executor(state.queries, _on_thread, state, query)
         outcome = await _within_deadline(state, work)
-    state.metrics.called(outcome.model_calls)
+    state.called(outcome.model_calls)
     return _json(outcome.body)
 
 
@@ -257,12 +288,13 @@ async def _offline(state: _State, request: Request) -> Response:
     body = await _body(request, state.settings.max_body_bytes, media=ARROW_STREAM)
     outputs = request.query_params.getlist("output")
     fingerprints = fingerprints_of(request.headers.get(FINGERPRINTS_HEADER))
+    use_cache = use_cache_of(request.query_params.get("use_cache"))
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(
-        state.queries, _offline_on_thread, state, body, outputs, fingerprints
+        state.queries, _offline_on_thread, state, body, outputs, fingerprints, use_cache
     )
     outcome: OfflineOutcome = await _within_deadline(state, work)
-    state.metrics.called(outcome.model_calls)
+    state.called(outcome.model_calls)
     headers = {
         GRAPH_VERSION_HEADER: str(outcome.graph_version),
         MODEL_CALLS_HEADER: outcome.model_calls_json(),
@@ -271,12 +303,18 @@ async def _offline(state: _State, request: Request) -> Response:
 
 
 def _offline_on_thread(
-    state: _State, body: bytes, outputs: list[str], fingerprints: dict[str, str]
+    state: _State,
+    body: bytes,
+    outputs: list[str],
+    fingerprints: dict[str, str],
+    use_cache: bool,
 ) -> OfflineOutcome:
     loaded = state.graph.current()
     state.metrics.graph_version.set(loaded.version)
     try:
-        return run_offline_block(loaded, body, outputs, fingerprints, state.caller)
+        return run_offline_block(
+            loaded, body, outputs, fingerprints, state.caller, use_cache=use_cache
+        )
     except Exception as error:
         raise on_graph(error, loaded.version, loaded.graph.features) from None
 
@@ -310,7 +348,7 @@ async def _invoke(state: _State, request: Request) -> Response:
             state, invoke(group, body, state.schemas, state.caller, recorder)
         )
     finally:
-        state.metrics.called(recorder)
+        state.called(recorder)
     return _json(answer)
 
 
@@ -330,6 +368,8 @@ async def _readyz(state: _State, _request: Request) -> Response:
 
 
 async def _metrics(state: _State, _request: Request) -> Response:
+    state.metrics.demand(state.caller.loads())  # this worker's figures as of now
+    state.metrics.cached(state.answers.stats())
     text = await run_in_threadpool(state.metrics.exposition)
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 

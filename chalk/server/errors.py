@@ -28,6 +28,7 @@ from chalk.engine.errors import (
     ModelCallTypeError,
     ModelHandlerError,
     ModelTransportError,
+    ModelUnavailableError,
 )
 from chalk.engine.plan import PlanError
 from chalk.engine.query import QueryError
@@ -86,6 +87,7 @@ def on_graph(error: Exception, graph_version: int, features: Container[str] = ()
 _STATUSES: Final[tuple[tuple[type[BaseException], int, str], ...]] = (
     (ModelHandlerError, 502, "MODEL_HANDLER_ERROR"),
     (ModelTransportError, 503, "MODEL_UNAVAILABLE"),
+    (ModelUnavailableError, 503, "MODEL_UNAVAILABLE"),
     (ModelArgumentCountError, 500, "MODEL_SIGNATURE_MISMATCH"),
     (ModelCallTypeError, 500, "MODEL_SIGNATURE_MISMATCH"),
     (NoReadyReplicaError, 503, "MODEL_UNAVAILABLE"),

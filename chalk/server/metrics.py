@@ -7,11 +7,14 @@ directory and ``/metrics`` sums them over the workers.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from chalk.engine.cache import CacheStats
+from chalk.engine.demand import GroupLoad
 from chalk.engine.recorder import CallRecorder, GroupCalls
 
 __all__ = ["MULTIPROCESS_ENV", "ServerMetrics"]
@@ -115,6 +118,64 @@ class ServerMetrics:
             ["group"],
             registry=registry,
         )
+        # The worker's demand per group (chalk.engine.demand), as the local backend's catalog
+        # rows carry it: on Kubernetes the autoscaler reads these instead.
+        self.model_calls_in_flight = Gauge(
+            "chalk_server_model_calls_in_flight",
+            "Model calls sent and not yet answered, by scaling group.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.model_calls_waiting = Gauge(
+            "chalk_server_model_calls_waiting",
+            "Model calls waiting, by scaling group: chunks queued (before merging) and calls "
+            "held while the group has no ready replica.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.model_calls_held = Gauge(
+            "chalk_server_model_calls_held",
+            "Model calls held while their scaling group has no ready replica (starting, scaled "
+            "to zero, waiting for capacity), by group; counted in the waiting ones too.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        # The answer cache (a feature's max_staleness): the process's store's own figures.
+        self.cache_hits = Counter(
+            "chalk_server_answer_cache_hits",
+            "Distinct argument rows answered from the answer cache, by scaling group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_misses = Counter(
+            "chalk_server_answer_cache_misses",
+            "Distinct argument rows looked up in the answer cache and not found, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_evictions = Counter(
+            "chalk_server_answer_cache_evictions",
+            "Answers dropped from the answer cache before their time for room, by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_errors = Counter(
+            "chalk_server_answer_cache_errors",
+            "Answer cache reads and writes the store failed (each row a miss), by group.",
+            ["group"],
+            registry=registry,
+        )
+        self.cache_bytes = Gauge(
+            "chalk_server_answer_cache_bytes",
+            "Bytes the answers kept in the answer cache take now, by scaling group.",
+            ["group"],
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self._cache_seen: dict[str, CacheStats] = {}
         self.graph_version = Gauge(
             "chalk_server_graph_version",
             "The applied feature graph version the server last answered with.",
@@ -141,6 +202,28 @@ class ServerMetrics:
             latency = self.model_call_latency.labels(group)
             for value in seconds:
                 latency.observe(value)
+
+    def demand(self, loads: Mapping[str, GroupLoad]) -> None:
+        """Set the demand gauges to this worker's figures now (``ModelCaller.loads``)."""
+        for group, load in loads.items():
+            self.model_calls_in_flight.labels(group).set(load.in_flight)
+            self.model_calls_waiting.labels(group).set(load.waiting)
+            self.model_calls_held.labels(group).set(load.held)
+
+    def cached(self, stats: dict[str, CacheStats]) -> None:
+        """Bring the answer cache's figures up to the store's ``stats`` (its totals since the
+        process started): counters grow by what changed since the last call."""
+        for group, now in stats.items():
+            seen = self._cache_seen.get(group, CacheStats())
+            for counter, grown in (
+                (self.cache_hits, now.hits - seen.hits),
+                (self.cache_misses, now.misses - seen.misses),
+                (self.cache_evictions, now.evictions - seen.evictions),
+                (self.cache_errors, now.errors - seen.errors),
+            ):
+                counter.labels(group).inc(max(grown, 0))
+            self.cache_bytes.labels(group).set(now.bytes)
+            self._cache_seen[group] = now
 
     def _batched(self, group: str, calls: GroupCalls) -> None:
         if not calls.chunk_queries:

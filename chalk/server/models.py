@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
+    "CacheFigures",
     "ErrorItem",
     "ErrorMeta",
     "ErrorResponse",
@@ -45,6 +46,13 @@ class OnlineQueryRequest(_Strict):
             "lacks or defines differently is answered with 409."
         ),
     )
+    use_cache: bool = Field(
+        True,
+        description=(
+            "False: the model answers of features with max_staleness are neither read from "
+            "nor kept in the answer cache."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_shape(self) -> OnlineQueryRequest:
@@ -69,10 +77,23 @@ class FeatureResult(_Strict):
     error: ErrorItem | None = None
 
 
+class CacheFigures(_Strict):
+    hits: int = Field(description="Distinct argument rows answered from the answer cache.")
+    misses: int = Field(description="Distinct argument rows looked up, not found, and sent.")
+    errors: int = Field(description="Lookups the store failed (their rows were misses).")
+
+
 class QueryMeta(_Strict):
     query_id: str
     execution_duration_s: float
     graph_version: int = Field(description="The applied feature graph the query ran on.")
+    answer_cache: dict[str, CacheFigures] | None = Field(
+        None,
+        description=(
+            "Per scaling group whose answers were looked up in the answer cache (features "
+            "with max_staleness): its hits, misses and errors; absent when none was."
+        ),
+    )
 
 
 class OnlineQueryResponse(_Strict):

@@ -18,7 +18,7 @@ from chalk.server.errors import ApiError
 from chalk.server.graphs import LoadedGraph
 from chalk.server.queries import check_fingerprints
 
-__all__ = ["OfflineOutcome", "fingerprints_of", "run_offline_block"]
+__all__ = ["OfflineOutcome", "fingerprints_of", "run_offline_block", "use_cache_of"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -60,14 +60,40 @@ def fingerprints_of(header: str | None) -> dict[str, str]:
     return found
 
 
+def use_cache_of(parameter: str | None) -> bool:
+    """A request's ``?use_cache=`` (true when not given).
+
+    Examples
+    --------
+    >>> use_cache_of(None), use_cache_of("false"), use_cache_of("1")
+    (True, False, True)
+    """
+    if parameter is None:
+        return True
+    value = parameter.strip().lower()
+    if value not in _BOOLEANS:
+        raise ApiError(
+            400,
+            "INVALID_QUERY",
+            f"use_cache={parameter!r} in the URL: expected true or false",
+        )
+    return _BOOLEANS[value]
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
 def run_offline_block(
     loaded: LoadedGraph,
     body: bytes,
     outputs: Sequence[str],
     fingerprints: Mapping[str, str],
     caller: ModelCaller,
+    *,
+    use_cache: bool = True,
 ) -> OfflineOutcome:
-    """Answer one block on ``loaded``: check fingerprints, read the rows, run, encode."""
+    """Answer one block on ``loaded``: check fingerprints, read the rows, run, encode; with
+    ``use_cache=False`` the answer cache is neither read nor filled."""
     if not outputs:
         raise ApiError(
             400,
@@ -78,7 +104,7 @@ def run_offline_block(
     table = input_table(loaded.graph, _read_block(body), online=False)
     recorder = CallRecorder()
     with recording(recorder):
-        result = run_query(loaded.graph, table, outputs, model_caller=caller)
+        result = run_query(loaded.graph, table, outputs, model_caller=caller, use_cache=use_cache)
     return OfflineOutcome(_write_block(result), recorder, loaded.version)
 
 

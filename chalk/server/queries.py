@@ -41,7 +41,13 @@ def run_online_query(
     table = _checked_inputs(loaded, request)
     recorder = CallRecorder()
     with recording(recorder):
-        result = run_query(loaded.graph, table, request.outputs, model_caller=caller)
+        result = run_query(
+            loaded.graph,
+            table,
+            request.outputs,
+            model_caller=caller,
+            use_cache=request.use_cache,
+        )
     return _outcome(loaded, request, result, recorder, started)
 
 
@@ -54,7 +60,13 @@ async def run_online_query_async(
     table = _checked_inputs(loaded, request)
     recorder = CallRecorder()
     with recording(recorder):
-        result = await run_query_async(loaded.graph, table, request.outputs, model_caller=caller)
+        result = await run_query_async(
+            loaded.graph,
+            table,
+            request.outputs,
+            model_caller=caller,
+            use_cache=request.use_cache,
+        )
     return _outcome(loaded, request, result, recorder, started)
 
 
@@ -74,16 +86,29 @@ def _outcome(
     started: float,
 ) -> QueryOutcome:
     encoded = _rows(loaded.graph, result)
-    body = {
-        "data": encoded[0] if request.rows is None else encoded,
-        "errors": [],
-        "meta": {
-            "query_id": uuid.uuid4().hex,
-            "execution_duration_s": time.perf_counter() - started,
-            "graph_version": loaded.version,
-        },
+    meta: dict[str, Any] = {
+        "query_id": uuid.uuid4().hex,
+        "execution_duration_s": time.perf_counter() - started,
+        "graph_version": loaded.version,
     }
+    cached = _answer_cache(recorder)
+    if cached:
+        meta["answer_cache"] = cached
+    body = {"data": encoded[0] if request.rows is None else encoded, "errors": [], "meta": meta}
     return QueryOutcome(body, recorder)
+
+
+def _answer_cache(recorder: CallRecorder) -> dict[str, dict[str, int]]:
+    """Per scaling group whose answers the query looked up: its cache hits, misses, errors."""
+    return {
+        group: {
+            "hits": calls.cache_hits,
+            "misses": calls.cache_misses,
+            "errors": calls.cache_errors,
+        }
+        for group, calls in recorder.groups().items()
+        if calls.cache_hits or calls.cache_misses or calls.cache_errors
+    }
 
 
 def check_fingerprints(loaded: LoadedGraph, fingerprints: Mapping[str, str]) -> None:

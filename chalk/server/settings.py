@@ -32,6 +32,10 @@ __all__ = [
 SETTINGS_ENV: Final = "CHALK_SERVER_SETTINGS"
 DEFAULT_MAX_BODY_BYTES: Final = 16 << 20
 DEFAULT_DEADLINE_S: Final = 30.0
+# chalk.engine.holds' defaults (DESIGN.md, "Scale to zero"), repeated: the settings load no
+# engine (chalk serve --help stays light); tests/server/test_settings.py compares them.
+DEFAULT_HOLD_TIMEOUT_S: Final = 60.0
+DEFAULT_MAX_HELD_CALLS: Final = 1000
 # How old the server's idea of the active graph may get before it reads the catalog again.
 DEFAULT_GRAPH_TTL_S: Final = 1.0
 _MAX_PORT: Final = 65535
@@ -68,6 +72,13 @@ class ServerSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     deadline_s: float = DEFAULT_DEADLINE_S
     graph_ttl_s: float = DEFAULT_GRAPH_TTL_S
+    # How long a model call waits for a replica of a group with none ready, and how many
+    # calls a worker holds so at once (chalk.engine.holds).
+    hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S
+    max_held_calls: int = DEFAULT_MAX_HELD_CALLS
+    # Each worker's in-process answer cache, in bytes; None: the engine's default
+    # (chalk.engine.cache.DEFAULT_MAX_BYTES, not imported here: it would load polars).
+    answer_cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= _MAX_PORT:
@@ -77,6 +88,13 @@ class ServerSettings:
         _bounded("workers", self.workers, "--workers")
         _bounded("max_body_bytes", self.max_body_bytes, "--max-body-bytes")
         _bounded("deadline_seconds", self.deadline_s, "--deadline")
+        _bounded("hold_timeout_seconds", self.hold_timeout_s, "--hold-timeout")
+        _bounded("max_held_calls", self.max_held_calls, "--max-held-calls")
+        if self.answer_cache_bytes is not None and self.answer_cache_bytes < 0:
+            raise ServerSettingsError(
+                f"--answer-cache-bytes must be a number of bytes >= 0 (0: keep no answers), "
+                f"got {self.answer_cache_bytes}"
+            )
         if self.token is None and not is_loopback(self.host):
             raise ServerSettingsError(
                 f"chalk serve refuses to listen on {self.host} without a token: anyone who "

@@ -20,7 +20,6 @@ from chalk.catalog.errors import (
     ControllerDownError,
     DeletedGroupError,
     NoModelError,
-    NoReadyReplicaError,
     SchemaVersionError,
     UnknownGroupError,
 )
@@ -128,21 +127,37 @@ def test_resolve_group_without_model(catalog: Catalog) -> None:
         catalog.resolve("model.web")
 
 
-def test_resolve_group_without_ready_replica(catalog: Catalog) -> None:
+def test_a_group_without_a_ready_replica_routes_nowhere_and_says_why(catalog: Catalog) -> None:
     group_id = _serving_group(catalog)
     catalog.state.heartbeat("local", pid=1, host="laptop")
     catalog.groups.report(
         group_id,
         status="CrashLoopBackOff",
-        reason="exit code 1",
+        reason="replica r1 exit code 1 (2 restarts)",
         desired=1,
         ready=0,
         available=0,
         endpoints=[],
     )
 
-    with pytest.raises(NoReadyReplicaError, match=r"no ready replica; its status is Crash.*exit"):
-        catalog.resolve("model.ner")
+    route = catalog.resolve("model.ner")
+
+    assert route.endpoints == ()
+    assert (route.status, route.reason) == (
+        "CrashLoopBackOff",
+        "replica r1 exit code 1 (2 restarts)",
+    )
+    assert (route.starting, route.backend, route.model_name) == (1, "local", "ner-model")
+
+
+def test_a_serving_group_routes_with_its_status(catalog: Catalog) -> None:
+    _serving_group(catalog)
+    catalog.state.heartbeat("local", pid=1, host="laptop")
+
+    route = catalog.resolve("model.ner")
+
+    assert route.endpoints
+    assert route.starting == 0
 
 
 def test_local_endpoints_need_a_fresh_controller_heartbeat(

@@ -22,6 +22,7 @@ project: fraud
 environment: prod-eu
 backend: kubernetes
 catalog_url: postgresql://chalk@db.internal/catalog
+online_store: rediss://cache.internal:6380/2
 kubernetes:
   namespace: models
   context: gke-prod
@@ -105,6 +106,7 @@ def test_every_key_with_good_values(tmp_path: Path) -> None:
     assert config.catalog_url == "postgresql://chalk@db.internal/catalog"
     assert (config.kubernetes.namespace, config.kubernetes.context) == ("models", "gke-prod")
     assert config.kubernetes.prometheus_url == "http://prometheus.monitoring:9090"
+    assert config.online_store == "rediss://cache.internal:6380/2"
     assert config.kubernetes.gateway == GatewayConfig(
         name="public", namespace="gateway-system", domain="models.example.com"
     )
@@ -173,6 +175,17 @@ def test_every_key_with_good_values(tmp_path: Path) -> None:
             "project: fraud\nkubernetes:\n  prometheus_url: ftp://prom/\n",
             "chalk.yaml: kubernetes.prometheus_url: expected the http:// or https:// URL",
             id="prometheus_url_not_http",
+        ),
+        pytest.param(
+            "project: fraud\nonline_store: http://cache:6379\n",
+            "chalk.yaml: online_store: expected a redis://, rediss:// or unix:// URL such as "
+            "'redis://localhost:6379/0', or null for the in-process store, got 'http://cache:6379'",
+            id="online_store_not_redis",
+        ),
+        pytest.param(
+            "project: fraud\nonline_store: 'redis://'\n",
+            "chalk.yaml: online_store: expected a redis://, rediss:// or unix:// URL",
+            id="online_store_without_a_host",
         ),
         pytest.param(
             "project: fraud\ncatalog_url: catalog.db\n",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
+import pyarrow as pa
 import pytest
 
-from chalk.catalog import Route
+from chalk.catalog import Endpoint, Route
 from chalk.catalog.errors import UnknownGroupError
 from chalk.catalog.records import Replica
 from chalk.engine.routes import RouteCache
@@ -31,10 +32,15 @@ class _SlowResolver:
         time.sleep(self.read_s)
         if self.fails:
             raise UnknownGroupError(f"cannot call {name!r}: there is no scaling group named 'x'")
-        return cast(Route, ("route of", name))
+        return _route(name)
 
     def replica_at(self, group: str, endpoint: str) -> Replica | None:
         return None
+
+
+def _route(name: str) -> Route:
+    empty = pa.schema([])
+    return Route(name, "m", 1, empty, empty, None, (Endpoint("127.0.0.1:1"),))
 
 
 async def _resolve_many(cache: RouteCache, calls: int) -> list[Any]:
@@ -51,7 +57,7 @@ def test_concurrent_calls_share_one_read_of_an_expired_route() -> None:
     answers = asyncio.run(_resolve_many(cache, 20))
 
     assert resolver.reads == 1
-    assert {answer[0] for answer in answers} == {("route of", "model.x")}
+    assert {answer[0] for answer in answers} == {_route("model.x")}
     assert len({answer[1] for answer in answers}) == 1
 
 
@@ -82,5 +88,5 @@ def test_a_cancelled_call_leaves_the_shared_read_to_the_others() -> None:
 
     route, _ = asyncio.run(scenario())
 
-    assert route == ("route of", "model.x")
+    assert route == _route("model.x")
     assert resolver.reads == 1

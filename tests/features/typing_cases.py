@@ -78,3 +78,9 @@ class Order:
 
     # feature() beside them.
     described: float = feature(expression=_.price * 1.2, description="with VAT")
+    cached_entities: str = feature(
+        expression=F.catalog_call("model.ner", _.code), max_staleness="1h30m"
+    )
+    kept_entities: str = feature(
+        expression=F.catalog_call("model.ner", _.code), max_staleness=dt.timedelta(days=1)
+    )

@@ -10,12 +10,15 @@ import pytest
 import chalk.server.run
 from chalk.catalog.errors import NoReadyReplicaError, UnknownGroupError, UnreachableGroupError
 from chalk.cli import main
-from chalk.engine.errors import ModelHandlerError
+from chalk.engine import holds
+from chalk.engine.errors import ModelHandlerError, ModelUnavailableError
 from chalk.engine.query import QueryError
 from chalk.features import GraphError
 from chalk.server.errors import ApiError, api_error, on_graph
 from chalk.server.graphs import NoGraphError
 from chalk.server.settings import (
+    DEFAULT_HOLD_TIMEOUT_S,
+    DEFAULT_MAX_HELD_CALLS,
     ServerSettings,
     ServerSettingsError,
     check_bindable,
@@ -76,6 +79,10 @@ def test_a_token_file_that_holds_no_token_is_refused(
         pytest.param(UnknownGroupError("u"), 404, "UNKNOWN_GROUP", id="group"),
         pytest.param(NoReadyReplicaError("n"), 503, "MODEL_UNAVAILABLE", id="no_replica"),
         pytest.param(UnreachableGroupError("u"), 503, "MODEL_UNAVAILABLE", id="unreachable"),
+        pytest.param(
+            ModelUnavailableError("h", group="g", waited_s=60.0, status="Idle", reason=""),
+            503, "MODEL_UNAVAILABLE", id="held_too_long",
+        ),
         pytest.param(NoGraphError("n"), 503, "NO_GRAPH", id="no_graph"),
         pytest.param(
             ModelHandlerError("h", kind="ValueError", remote_message="m", remote_traceback="",
@@ -161,3 +168,25 @@ def test_serve_prints_the_address_it_binds(
     (settings,) = served
     assert settings.port != 0
     assert f"on {shown}{settings.port} (" in capsys.readouterr().out
+
+
+def test_the_hold_defaults_are_the_engines() -> None:
+    # Repeated in the settings so that `chalk serve --help` loads no engine.
+    assert (DEFAULT_HOLD_TIMEOUT_S, DEFAULT_MAX_HELD_CALLS) == (
+        holds.DEFAULT_HOLD_TIMEOUT_S,
+        holds.DEFAULT_MAX_HELD_CALLS,
+    )
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"hold_timeout_s": -1.0}, r"--hold-timeout is out of range: expected 0 s to 3600 s"),
+        ({"max_held_calls": -1}, r"--max-held-calls is out of range: expected 0 calls to 1000000"),
+    ],
+)
+def test_hold_bounds_out_of_range_are_refused_naming_the_flag(
+    changes: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ServerSettingsError, match=message):
+        ServerSettings(project_dir="/srv", **changes)  # type: ignore[arg-type]

@@ -6,11 +6,47 @@ model answered after. Where answers are kept is an ``AnswerStore``: in this proc
 by bytes, by default (``chalk.engine.cache.memory``), or a Redis server that several processes
 share when chalk.yaml names one (``online_store: redis://...``,
 ``chalk.engine.cache.redis_store``). Never for a model version registered with
-``deterministic=False``.
+``deterministic=False``. ``open_answer_store`` picks one.
 """
 
 from __future__ import annotations
 
+from chalk.engine.cache.memory import DEFAULT_MAX_BYTES, MemoryAnswerStore
 from chalk.engine.cache.store import AnswerScope, AnswerStore, CacheStats, Lookup
+from chalk.engine.errors import EngineError
 
-__all__ = ["AnswerScope", "AnswerStore", "CacheStats", "Lookup"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "AnswerScope",
+    "AnswerStore",
+    "AnswerStoreUnavailableError",
+    "CacheStats",
+    "Lookup",
+    "MemoryAnswerStore",
+    "open_answer_store",
+]
+
+
+class AnswerStoreUnavailableError(EngineError):
+    """chalk.yaml's ``online_store`` names a store this installation cannot open."""
+
+
+def open_answer_store(
+    online_store: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> AnswerStore:
+    """The answer store of a process: chalk.yaml's ``online_store`` (a ``redis://``,
+    ``rediss://`` or ``unix://`` URL), or with None one in this process's memory holding at
+    most ``max_bytes`` bytes.
+
+    Examples
+    --------
+    >>> type(open_answer_store(None, max_bytes=1024)).__name__
+    'MemoryAnswerStore'
+    """
+    if online_store is None:
+        return MemoryAnswerStore(max_bytes)
+    raise AnswerStoreUnavailableError(
+        f"chalk.yaml: online_store {online_store!r}: the Redis answer store is not available "
+        f"in this installation: expected online_store: null (answers kept in each process's "
+        f"memory) until it is"
+    )

@@ -1,0 +1,175 @@
+"""``ModelCaller`` with a feature's ``max_staleness``: answers from the cache, only misses sent,
+real runtime processes counting the rows they get."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from chalk.catalog import Catalog
+from chalk.engine.cache import MemoryAnswerStore
+from chalk.engine.calls import ModelCaller
+from chalk.engine.recorder import CallRecorder, GroupCalls, recording
+from tests.engine.conftest import SHIM_HANDLERS, Deploy, MakeCaller, StartRuntime
+
+ROWS = "chalk_remote_call_rows_total"
+INT_IN, INT_OUT = pa.schema({"x": pa.int64()}), pa.schema({"y": pa.int64()})
+HOUR = 3600.0
+
+
+def call(
+    caller: ModelCaller,
+    values: list[int | None],
+    *,
+    staleness: float | None = HOUR,
+    group: str = "double",
+) -> tuple[list[int | None], GroupCalls]:
+    with recording(CallRecorder()) as recorder:
+        answer = caller.call_blocking(
+            feature="t.y",
+            name=f"model.{group}",
+            args=[pa.array(values, pa.int64())],
+            max_staleness_s=staleness,
+        )
+    return answer.to_pylist(), recorder.groups()[group]
+
+
+def test_a_second_call_is_answered_from_the_cache(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    caller = make_caller()
+
+    first, first_calls = call(caller, [1, 2, None, 2])
+    second, second_calls = call(caller, [2, None, 1, 1])
+
+    assert first == [2, 4, None, 4]
+    assert second == [4, None, 2, 2]
+    assert model.metric(ROWS) == 3
+    assert (first_calls.cache_hits, first_calls.cache_misses) == (0, 3)
+    assert (second_calls.cache_hits, second_calls.cache_misses, second_calls.calls) == (3, 0, 0)
+
+
+def test_only_the_rows_not_cached_are_sent(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    caller = make_caller(max_chunk_rows=2)
+    call(caller, [1, 3, 5])
+
+    answer, calls = call(caller, [7, 1, 8, 3, 9, 7])
+
+    assert answer == [14, 2, 16, 6, 18, 14]
+    assert model.metric(ROWS) == 3 + 3
+    assert (calls.cache_hits, calls.cache_misses, calls.rows) == (2, 3, 3)
+    assert call(caller, [9, 8, 7, 5])[1].cache_hits == 4
+
+
+def test_without_max_staleness_nothing_is_read_or_kept(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    store = MemoryAnswerStore()
+    caller = make_caller(answers=store)
+    call(caller, [1, 2])
+
+    answer, calls = call(caller, [1, 2], staleness=None)
+    call(caller, [3], staleness=None)
+
+    assert answer == [2, 4]
+    assert model.metric(ROWS) == 2 + 2 + 1
+    assert (calls.cache_hits, calls.cache_misses) == (0, 0)
+    assert call(caller, [3])[1].cache_misses == 1  # [3] was never kept
+
+
+def test_a_non_deterministic_model_is_never_cached(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("dice", [model.target], inputs=INT_IN, output=INT_OUT, deterministic=False)
+    store = MemoryAnswerStore()
+    caller = make_caller(answers=store)
+
+    call(caller, [1, 1], group="dice")
+    answer, calls = call(caller, [1, 1], group="dice")
+
+    assert answer == [2, 2]
+    assert model.metric(ROWS) == 4
+    assert (calls.cache_hits, calls.cache_misses) == (0, 0)
+    assert store.stats() == {}
+
+
+def test_a_new_model_version_gets_fresh_calls(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller, catalog: Catalog
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    caller = make_caller()
+    call(caller, [1, 2])
+    version = catalog.models.register(
+        "double", input_schema=INT_IN, output_schema=INT_OUT, image="x"
+    )
+    group = catalog.groups.get("double")
+    spec = {**group.spec, "model": {"name": "double", "version": version.model_version}}
+    catalog.groups.update("double", spec)
+    caller = make_caller()  # a fresh route (a caller reads it again after a second)
+    store = caller.answers
+
+    answer, calls = call(caller, [1, 2])
+
+    assert answer == [2, 4]
+    assert model.metric(ROWS) == 4
+    assert (calls.cache_hits, calls.cache_misses) == (0, 2)
+    assert store.stats()["double"].misses == 2
+
+
+def test_answers_expire_after_max_staleness(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    now = [100.0]
+    caller = make_caller(answers=MemoryAnswerStore(clock=lambda: now[0]))
+    call(caller, [1], staleness=30)
+    now[0] += 20
+    assert call(caller, [1], staleness=30)[1].cache_hits == 1
+
+    now[0] += 11
+    answer, calls = call(caller, [1], staleness=30)
+
+    assert answer == [2]
+    assert (calls.cache_hits, calls.cache_misses) == (0, 1)
+    assert model.metric(ROWS) == 2
+
+
+def test_every_answer_type_round_trips_through_the_cache(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.identity", cwd=SHIM_HANDLERS)
+    columns = {
+        "s": pa.array(["a", None, "a"], pa.large_string()),
+        "f": pa.array([1.5, None, 1.5]),
+        "b": pa.array([True, None, True]),
+        "bin": pa.array([b"x", None, b"x"], pa.large_binary()),
+        "l": pa.array([[1, None], None, [1, None]], pa.list_(pa.int64())),
+        "ts": pa.array([5, None, 5], pa.timestamp("us", tz="UTC")),
+        "d": pa.array([3, None, 3], pa.date32()),
+    }
+    caller = make_caller()
+    for name, values in columns.items():
+        deploy(
+            f"echo-{name}",
+            [model.target],
+            inputs=pa.schema({"x": values.type}),
+            output=pa.schema({"y": values.type}),
+        )
+        for _ in range(2):
+            with recording(CallRecorder()) as recorder:
+                answer = caller.call_blocking(
+                    feature="t.y", name=f"model.echo-{name}", args=[values], max_staleness_s=HOUR
+                )
+            assert answer.type == values.type
+            assert answer.to_pylist() == values.to_pylist()
+        assert recorder.groups()[f"echo-{name}"].cache_hits == 2
