@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chalk.common.errors import ConfigError
+from chalk.engine.cache import AnswerStoreUnavailableError
 from chalk.engine.cache.encoding import decode_answers, encode_answers, encoding_name
 from chalk.engine.cache.store import AnswerScope, CacheStats, Lookup
 
@@ -266,7 +267,7 @@ class RedisAnswerStore:
 
 def check_redis_url(url: str) -> None:
     """Raise ConfigError naming chalk.yaml's ``online_store`` unless ``url`` is a Redis URL
-    redis-py can connect with, and redis-py is installed.
+    redis-py can connect with; AnswerStoreUnavailableError when redis-py is not installed.
 
     Examples
     --------
@@ -283,7 +284,7 @@ def check_redis_url(url: str) -> None:
     try:
         import redis.asyncio  # noqa: PLC0415 (an optional dependency, the redis extra)
     except ImportError:
-        raise ConfigError(
+        raise AnswerStoreUnavailableError(
             f"chalk.yaml: online_store {shown!r} names a Redis server, but redis-py is not "
             f"installed: expected scalegroup's redis extra (pip install 'scalegroup[redis]'), "
             f"or no online_store to keep answers in this process"

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from chalk.common.errors import ConfigError
+from chalk.engine.cache import AnswerStoreUnavailableError, open_answer_store
 from chalk.engine.cache.redis_store import KEY_PREFIX, RedisAnswerStore, check_redis_url
 from chalk.engine.cache.store import AnswerScope, CacheStats
 from tests.support.redis import RedisServer
@@ -332,8 +333,16 @@ def test_a_url_hides_its_password_in_errors() -> None:
 def test_without_redis_py_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "redis.asyncio", None)
 
-    with pytest.raises(ConfigError, match=r"pip install 'scalegroup\[redis\]'"):
-        check_redis_url("redis://127.0.0.1:6379/0")
+    with pytest.raises(AnswerStoreUnavailableError, match=r"pip install 'scalegroup\[redis\]'"):
+        open_answer_store("redis://127.0.0.1:6379/0")
+
+
+def test_open_answer_store_opens_redis_for_a_redis_url() -> None:
+    store = open_answer_store("redis://127.0.0.1:6379/0", max_bytes=1)
+
+    assert isinstance(store, RedisAnswerStore)
+    with pytest.raises(ConfigError, match=r"online_store 'redis://:6379/0' names no host"):
+        open_answer_store("redis://:6379/0")
 
 
 def _pause(server: RedisServer, seconds: float) -> None:
