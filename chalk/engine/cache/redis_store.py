@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -42,9 +42,11 @@ DEFAULT_TIMEOUT_S: Final = 0.5
 # After a failure, lookups and writes skip Redis (each a miss, counted as an error) for this
 # long, so that a Redis that is down costs one query a timeout, not every query.
 DEFAULT_SKIP_AFTER_ERROR_S: Final = 1.0
-# Keys per MGET (one pipeline round trip for all of a lookup's), and per run of _SET_ALL.
+# Keys per MGET (pipelined _READS_PER_ROUND_TRIP at a time), and per run of _SET_ALL.
 _READ_BATCH: Final = 10_000
+_READS_PER_ROUND_TRIP: Final = 4
 _WRITE_BATCH: Final = 5_000
+_WRITES_IN_FLIGHT: Final = 2
 # Sets KEYS[i] to ARGV[i + 1] for ARGV[1] milliseconds: one command per batch, where a
 # pipeline of SETs costs redis-py 30-50 us per key to queue and the script about 5 us.
 _SET_ALL: Final = """
@@ -89,7 +91,7 @@ class RedisAnswerStore:
     ``<encoding>`` names the layout and the answers' type (``chalk.engine.cache.encoding``),
     so a new model version, or a type another process reads differently, never sees these
     answers. Writes are ``SET ... PX ttl``, 5,000 to a run of a Lua script (one command);
-    reads are ``MGET``s of 10,000 keys, all of a lookup's in one pipeline.
+    reads are ``MGET``s of 10,000 keys, pipelined four to a round trip.
 
     ``timeout_s`` bounds each connect, read and write (``DEFAULT_TIMEOUT_S``); after a
     failure Redis is skipped for ``skip_after_error_s`` (``DEFAULT_SKIP_AFTER_ERROR_S``).
@@ -208,19 +210,44 @@ class RedisAnswerStore:
 
     async def _read(self, keys: Sequence[bytes]) -> list[bytes | None]:
         client = self._usable_client()
-        pipeline = client.pipeline(transaction=False)
-        for start in range(0, len(keys), _READ_BATCH):
-            pipeline.mget(keys[start : start + _READ_BATCH])
-        replies: list[list[bytes | None]] = await pipeline.execute()
-        return [value for reply in replies for value in reply]
+        if len(keys) <= _READ_BATCH:
+            # Replies are bytes: the client does not decode (decode_responses=False).
+            return cast("list[bytes | None]", await client.mget(keys))
+        found: list[bytes | None] = []
+        # MGETs pipelined a few per round trip: a pipeline of all of 1M keys' MGETs would be
+        # one 60 MB write, longer than timeout_s allows a write to take.
+        step = _READ_BATCH * _READS_PER_ROUND_TRIP
+        for start in range(0, len(keys), step):
+            pipeline = client.pipeline(transaction=False)
+            for batch in range(start, min(start + step, len(keys)), _READ_BATCH):
+                pipeline.mget(keys[batch : batch + _READ_BATCH])
+            for reply in await pipeline.execute():
+                found.extend(reply)
+        return found
 
     async def _write(self, keys: Sequence[bytes], values: Sequence[bytes], ttl_ms: int) -> None:
         client = self._usable_client()
         if self._set_all is None:
             self._set_all = client.register_script(_SET_ALL)
-        for start in range(0, len(keys), _WRITE_BATCH):
-            end = start + _WRITE_BATCH
-            await self._set_all(keys=keys[start:end], args=[ttl_ms, *values[start:end]])
+        set_all = self._set_all
+        # Two runs in flight (on two connections): Redis runs one while this loop packs the
+        # next, about a third less time for 1M answers than one after the other.
+        running: set[asyncio.Future[Any]] = set()
+        try:
+            for start in range(0, len(keys), _WRITE_BATCH):
+                if len(running) >= _WRITES_IN_FLIGHT:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for finished in done:
+                        finished.result()
+                end = start + _WRITE_BATCH
+                run = set_all(keys=keys[start:end], args=[ttl_ms, *values[start:end]])
+                running.add(asyncio.ensure_future(run))
+            await asyncio.gather(*running)
+        finally:
+            # After a failure (or a cancel) the other run stops too; its error is the same.
+            for unfinished in running:
+                unfinished.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     def _usable_client(self) -> redis.asyncio.Redis:
         """The client for the running loop; raises _RedisDown while Redis is skipped."""

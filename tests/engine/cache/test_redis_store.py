@@ -233,6 +233,30 @@ def test_a_stopped_redis_costs_misses_then_is_skipped_then_recovers(
     assert stats.misses == 2 + 1 + 1 + 1
 
 
+def test_a_large_write_to_a_stopped_redis_is_dropped_and_counted(
+    redis_server: RedisServer,
+) -> None:
+    names = [f"row-{index}" for index in range(12_000)]  # three runs of the write script
+
+    async def scenario() -> tuple[CacheStats, Any]:
+        store = RedisAnswerStore(redis_server.url)
+        try:
+            await store.get(scope(), keys("warm"))  # a pooled connection, stale after the stop
+            redis_server.stop()
+            await store.put(scope(), keys(*names), pa.array([1.0] * len(names)))
+            stats = store.stats()["fraud-group"]
+            return stats, await store.get(scope(), keys("row-1"))
+        finally:
+            await store.aclose()
+
+    stats, after = run(scenario)
+
+    assert stats.errors == 1
+    assert stats.bytes == 0
+    assert after.error is not None
+    assert "skipped for 1 s after: could not write answers to Redis" in after.error
+
+
 def test_redis_killed_during_a_lookup_costs_a_miss(redis_server: RedisServer) -> None:
     async def scenario() -> tuple[Any, bool]:
         store = RedisAnswerStore(redis_server.url, timeout_s=30.0)
