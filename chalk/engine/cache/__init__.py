@@ -50,9 +50,17 @@ def open_answer_store(
 
 def _redis_store(url: str) -> AnswerStore:
     """The store in the Redis server at ``url``, shared by every process naming it (its memory
-    is bounded by the server's ``maxmemory``, not ``max_bytes``). Imported only here: it needs
-    the ``redis`` extra (AnswerStoreUnavailableError without it; ConfigError for a URL that
-    is not a Redis server's)."""
-    from chalk.engine.cache.redis_store import RedisAnswerStore  # noqa: PLC0415
+    is bounded by the server's ``maxmemory``, not ``max_bytes``): ConfigError for a URL that
+    is not a Redis server's, AnswerStoreUnavailableError without the ``redis`` extra."""
+    from chalk.engine.cache.redis_store import RedisAnswerStore, check_redis_url  # noqa: PLC0415
 
+    check_redis_url(url)
+    try:
+        import redis.asyncio  # noqa: F401, PLC0415 (an optional dependency)
+    except ImportError:
+        raise AnswerStoreUnavailableError(
+            "chalk.yaml: online_store names a Redis server, but redis-py is not installed: "
+            "expected scalegroup's redis extra (pip install 'scalegroup[redis]'), or no "
+            "online_store to keep answers in this process"
+        ) from None
     return RedisAnswerStore(url)

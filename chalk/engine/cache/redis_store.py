@@ -1,8 +1,8 @@
 """``RedisAnswerStore``: model answers kept in a Redis server that a deployment's processes
 share (chalk.yaml ``online_store: redis://...``); ``open_answer_store`` builds it.
 
-Needs the ``redis`` extra (redis-py's asyncio client). A Redis that is down or slow costs a
-lookup a miss, never a query error.
+Needs the ``redis`` extra (redis-py's asyncio client; ``open_answer_store`` says so when it is
+missing). A Redis that is down or slow costs a lookup a miss, never a query error.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from chalk.common.errors import ConfigError
-from chalk.engine.cache import AnswerStoreUnavailableError
 from chalk.engine.cache.encoding import decode_answers, encode_answers, encoding_name
 from chalk.engine.cache.store import AnswerScope, CacheStats, Lookup
 
@@ -38,6 +37,7 @@ __all__ = [
 
 # How long one connect, read or write may wait for Redis before the lookup is a miss: a Redis
 # on the same network answers in well under a millisecond; a loaded test machine needs room.
+# A URL's ?socket_timeout=...&socket_connect_timeout=... (redis-py's options) wins over it.
 DEFAULT_TIMEOUT_S: Final = 0.5
 # After a failure, lookups and writes skip Redis (each a miss, counted as an error) for this
 # long, so that a Redis that is down costs one query a timeout, not every query.
@@ -48,7 +48,8 @@ _READS_PER_ROUND_TRIP: Final = 4
 _WRITE_BATCH: Final = 5_000
 _WRITES_IN_FLIGHT: Final = 2
 # Sets KEYS[i] to ARGV[i + 1] for ARGV[1] milliseconds: one command per batch, where a
-# pipeline of SETs costs redis-py 30-50 us per key to queue and the script about 5 us.
+# pipeline of SETs costs redis-py 30-50 us per key to queue, and the script about 7 us a key
+# in all (4 of them in Redis; bench/README.md, "calls.py").
 _SET_ALL: Final = """
 local ttl = ARGV[1]
 for i, key in ipairs(KEYS) do
@@ -93,8 +94,9 @@ class RedisAnswerStore:
     answers. Writes are ``SET ... PX ttl``, 5,000 to a run of a Lua script (one command);
     reads are ``MGET``s of 10,000 keys, pipelined four to a round trip.
 
-    ``timeout_s`` bounds each connect, read and write (``DEFAULT_TIMEOUT_S``); after a
-    failure Redis is skipped for ``skip_after_error_s`` (``DEFAULT_SKIP_AFTER_ERROR_S``).
+    ``timeout_s`` bounds each connect, read and write (``DEFAULT_TIMEOUT_S``; the URL's
+    ``socket_timeout`` and ``socket_connect_timeout`` options win over it); after a failure
+    Redis is skipped for ``skip_after_error_s`` (``DEFAULT_SKIP_AFTER_ERROR_S``).
     A failed or skipped lookup returns every key as a miss with ``error`` set; a failed or
     skipped write is dropped. Each counts one error for the group.
 
@@ -113,6 +115,7 @@ class RedisAnswerStore:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         check_redis_url(url)
+        _check_options(url)
         from redis.exceptions import RedisError  # noqa: PLC0415 (the optional redis extra)
 
         # How Redis fails: redis-py's errors (its timeouts and lost connections among them),
@@ -230,6 +233,9 @@ class RedisAnswerStore:
         if self._set_all is None:
             self._set_all = client.register_script(_SET_ALL)
         set_all = self._set_all
+        if len(keys) <= _WRITE_BATCH:
+            await set_all(keys=keys, args=[ttl_ms, *values])
+            return
         # Two runs in flight (on two connections): Redis runs one while this loop packs the
         # next, about a third less time for 1M answers than one after the other.
         running: set[asyncio.Future[Any]] = set()
@@ -293,8 +299,9 @@ class RedisAnswerStore:
 
 
 def check_redis_url(url: str) -> None:
-    """Raise ConfigError naming chalk.yaml's ``online_store`` unless ``url`` is a Redis URL
-    redis-py can connect with; AnswerStoreUnavailableError when redis-py is not installed.
+    """Raise ConfigError naming chalk.yaml's ``online_store`` unless ``url`` is a Redis URL:
+    a redis:// or rediss:// URL with a host (and a database number, if any), or a unix://
+    URL with a socket path.
 
     Examples
     --------
@@ -304,22 +311,24 @@ def check_redis_url(url: str) -> None:
     ...
     chalk.common.errors.ConfigError: chalk.yaml: online_store 'http://a:1' is not a Redis URL: ...
     """
-    shown = _redacted(url)
     problem = _url_problem(url)
     if problem:
+        shown = _redacted(url)
         raise ConfigError(f"chalk.yaml: online_store {shown!r} {problem}: {_EXPECTED_URL}")
-    try:
-        import redis.asyncio  # noqa: PLC0415 (an optional dependency, the redis extra)
-    except ImportError:
-        raise AnswerStoreUnavailableError(
-            f"chalk.yaml: online_store {shown!r} names a Redis server, but redis-py is not "
-            f"installed: expected scalegroup's redis extra (pip install 'scalegroup[redis]'), "
-            f"or no online_store to keep answers in this process"
-        ) from None
+
+
+def _check_options(url: str) -> None:
+    """Raise ConfigError when redis-py refuses the URL's options (``?socket_timeout=x``)."""
+    import redis.asyncio  # noqa: PLC0415 (an optional dependency, the redis extra)
+
     try:
         redis.asyncio.connection.parse_url(url)
     except ValueError as error:
-        raise ConfigError(f"chalk.yaml: online_store {shown!r}: {error}; {_EXPECTED_URL}") from None
+        shown = _redacted(url)
+        problem = str(error).rstrip(".")
+        raise ConfigError(
+            f"chalk.yaml: online_store {shown!r}: {problem}; {_EXPECTED_URL}"
+        ) from None
 
 
 def _url_problem(url: str) -> str:

@@ -367,6 +367,8 @@ def test_open_answer_store_opens_redis_for_a_redis_url() -> None:
     assert isinstance(store, RedisAnswerStore)
     with pytest.raises(ConfigError, match=r"online_store 'redis://:6379/0' names no host"):
         open_answer_store("redis://:6379/0")
+    with pytest.raises(ConfigError, match=r"Invalid value for 'socket_timeout' in connection URL;"):
+        open_answer_store("redis://127.0.0.1:6379/0?socket_timeout=soon")
 
 
 def _pause(server: RedisServer, seconds: float) -> None:
