@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -71,18 +72,29 @@ class _RedisDown(Exception):
 
 @dataclass
 class _GroupFigures:
-    """One group's counters, and the bytes it wrote with when their time to live ends."""
+    """One group's counters, and the bytes it wrote by the second their time to live ends."""
 
     hits: int = 0
     misses: int = 0
     errors: int = 0
-    # (monotonic time the write expires, bytes written): a heap, earliest first.
-    written: list[tuple[float, int]] = field(default_factory=list)
+    # Bytes written by the (whole, rounded up) monotonic second they expire in, and those
+    # seconds as a heap, earliest first: at most one entry per second of time to live, however
+    # many writes (an online server writes once a query).
+    expiring: dict[int, int] = field(default_factory=dict)
+    seconds: list[int] = field(default_factory=list)
     live_bytes: int = 0
 
+    def wrote(self, size: int, expires_at: float) -> None:
+        second = math.ceil(expires_at)
+        if second not in self.expiring:
+            heapq.heappush(self.seconds, second)
+            self.expiring[second] = 0
+        self.expiring[second] += size
+        self.live_bytes += size
+
     def forget_expired(self, now: float) -> None:
-        while self.written and self.written[0][0] <= now:
-            self.live_bytes -= heapq.heappop(self.written)[1]
+        while self.seconds and self.seconds[0] <= now:
+            self.live_bytes -= self.expiring.pop(heapq.heappop(self.seconds))
 
 
 class RedisAnswerStore:
@@ -185,8 +197,7 @@ class RedisAnswerStore:
         written = sum(map(len, redis_keys)) + sum(map(len, values))
         with self._lock:
             figures = self._group(scope.group)
-            heapq.heappush(figures.written, (self._clock() + scope.ttl_s, written))
-            figures.live_bytes += written
+            figures.wrote(written, self._clock() + scope.ttl_s)
 
     def stats(self) -> dict[str, CacheStats]:
         """Figures per scaling group name (see the class); safe to read from any thread."""

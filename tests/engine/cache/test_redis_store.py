@@ -123,7 +123,7 @@ def test_answers_expire_after_the_scopes_time_to_live(redis_server: RedisServer)
                 if later == [False]:
                     break
                 await asyncio.sleep(0.1)
-            clock.now += 0.3
+            clock.now += 1.0  # the store forgets written bytes by the whole second
             return fresh, ttl_ms, written, later, store.stats()["fraud-group"]
         finally:
             await store.aclose()
@@ -135,6 +135,35 @@ def test_answers_expire_after_the_scopes_time_to_live(redis_server: RedisServer)
     assert written.bytes > 16
     assert later == [False]
     assert after.bytes == 0
+
+
+def test_bytes_count_what_this_process_wrote_until_it_expires(
+    redis_server: RedisServer,
+) -> None:
+    clock = FakeClock()
+
+    async def scenario() -> list[int]:
+        store = RedisAnswerStore(redis_server.url, clock=clock)
+        seen = []
+        try:
+            for name in ("a", "b", "c"):  # three writes within one second, one of 60 s
+                await store.put(scope(ttl_s=10.0), keys(name), pa.array([1.0]))
+            await store.put(scope(ttl_s=60.0), keys("d"), pa.array([1.0]))
+            seen.append(store.stats()["fraud-group"].bytes)
+            clock.now += 11.0
+            seen.append(store.stats()["fraud-group"].bytes)
+            clock.now += 50.0
+            seen.append(store.stats()["fraud-group"].bytes)
+            return seen
+        finally:
+            await store.aclose()
+
+    every, after_ten, after_sixty = run(scenario)
+
+    one = len(KEY_PREFIX) + len(b"e1.12345678:fraud:1:") + 16 + 8  # key and float64 value
+    assert every == 4 * one
+    assert after_ten == one
+    assert after_sixty == 0
 
 
 def test_a_new_version_never_sees_an_older_versions_answers(redis_server: RedisServer) -> None:
