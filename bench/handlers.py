@@ -1,6 +1,6 @@
-"""Handlers served by the runtimes in ``bench/shim.py``, ``bench/engine.py`` and
-``bench/calls.py``; loaded as ``handlers.double``, ``handlers.paced_double`` and
-``handlers.burn``."""
+"""Handlers served by the runtimes in ``bench/shim.py``, ``bench/engine.py``, ``bench/calls.py``
+and ``bench/scaling.py``; loaded as ``handlers.double``, ``handlers.paced_double``,
+``handlers.burn`` and ``handlers.sleepy_double``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Final
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["burn", "double", "paced_double"]
+__all__ = ["burn", "double", "paced_double", "sleepy_double"]
 
 # A ready-made scalar: with a Python float operand, pyarrow 26 looks for pandas on every call
 # (about 55-70 us), which would bury the runtimes' own per-call costs under the handler's.
@@ -45,3 +45,15 @@ def burn(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Array:
     while time.thread_time() < until:
         pass
     return event["x"]
+
+
+# What an I/O-bound model waits per call in ``sleepy_double`` (bench/scaling.py's scale-out).
+SLEEPY_CALL_S: Final = 0.05
+
+
+def sleepy_double(event: dict[str, pa.Array], context: dict[str, Any]) -> pa.Array:
+    """``double`` for an I/O-bound model: it sleeps 50 ms per call, whatever its rows, as a
+    model waiting on a remote service would: its replicas are busy waiting, not computing, so
+    their CPU never asks for more of them and only the queue depth can."""
+    time.sleep(SLEEPY_CALL_S)
+    return pc.multiply(event["x"], _TWO)

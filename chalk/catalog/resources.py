@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Self
 
-from chalk.common.bounds import check_bound
+from chalk.common.bounds import BOUNDS, check_bound
 from chalk.common.quantities import (
     GpuRequest,
     format_cpu,
@@ -23,6 +23,7 @@ from chalk.common.quantities import (
 __all__ = [
     "DEFAULT_CPU_LIMIT",
     "DEFAULT_CPU_REQUEST",
+    "DEFAULT_IDLE_SECONDS",
     "DEFAULT_MEMORY_LIMIT",
     "DEFAULT_MEMORY_REQUEST",
     "DEFAULT_SHUTDOWN_DELAY_SECONDS",
@@ -40,6 +41,7 @@ DEFAULT_MEMORY_LIMIT: Final = "1Gi"
 DEFAULT_TARGET_CPU_PERCENTAGE: Final = 80
 DEFAULT_SHUTDOWN_DELAY_SECONDS: Final = 30
 DEFAULT_WINDOW_SECONDS: Final = 60
+DEFAULT_IDLE_SECONDS: Final = 300
 GPU_RESOURCE_NAME: Final = "nvidia.com/gpu"
 
 # Frozen dataclasses, not pydantic models: validation raises our own ValidationError with our
@@ -98,9 +100,10 @@ class AutoScalingSpec:
     Parameters
     ----------
     min_replicas
-        At least 1 (scale to zero comes in a later version).
+        At least 0. A group with 0 starts at 1 replica, and goes to 0 only after
+        ``idle_seconds`` with no call and no demand.
     max_replicas
-        At least ``min_replicas``.
+        At least ``min_replicas`` and at least 1.
     target_cpu_utilization_percentage
         CPU use, as a percentage of the requested CPU, to keep replicas at (1 to 100).
     queue_depth_target
@@ -109,6 +112,9 @@ class AutoScalingSpec:
         Grace period of a leaving replica before it is killed, >= 0.
     window_seconds
         Scale-down stabilisation window, >= 0.
+    idle_seconds
+        With ``min_replicas=0``: how long a group goes without a call and without demand
+        before it scales to zero, >= 1.
 
     Raises
     ------
@@ -122,11 +128,13 @@ class AutoScalingSpec:
     (True, 80, 60)
     >>> AutoScalingSpec.from_dict(spec.to_dict()) == spec
     True
-    >>> AutoScalingSpec(min_replicas=0)
+    >>> AutoScalingSpec(min_replicas=0).effective_idle_seconds
+    300
+    >>> AutoScalingSpec(min_replicas=-1)
     Traceback (most recent call last):
     ...
-    chalk.common.errors.ValidationError: min_replicas is 0, but scaling to zero comes in a \
-later version: expected min_replicas >= 1, got 0; set min_replicas=1
+    chalk.common.errors.ValidationError: min_replicas is out of range: expected 0 to 1000 \
+(the controller tracks every replica on each pass, and each is a process or a pod), got -1
     """
 
     min_replicas: int = 1
@@ -135,6 +143,7 @@ later version: expected min_replicas >= 1, got 0; set min_replicas=1
     queue_depth_target: int | None = None
     shutdown_delay_seconds: int | None = None
     window_seconds: int | None = None
+    idle_seconds: int | None = None
 
     def __post_init__(self) -> None:
         self._check_replicas()
@@ -142,15 +151,18 @@ later version: expected min_replicas >= 1, got 0; set min_replicas=1
             _check_optional_count(field, getattr(self, field), bound=field)
 
     def _check_replicas(self) -> None:
-        if type(self.min_replicas) is int and self.min_replicas == 0:
+        bound = BOUNDS["replicas"]
+        minimum = self.min_replicas
+        if type(minimum) is int and not 0 <= minimum <= bound.maximum:
+            # The bound's floor is 1; a minimum may be 0 (scale to zero).
             error = invalid_value(
-                "min_replicas is 0, but scaling to zero comes in a later version",
-                expected="min_replicas >= 1",
-                got="0",
-                fix="set min_replicas=1",
+                "min_replicas is out of range",
+                expected=f"0 to {bound.shown(bound.maximum)} ({bound.reason})",
+                got=str(minimum),
             )
             raise error
-        _check_count("min_replicas", self.min_replicas, bound="replicas")
+        if type(minimum) is not int:
+            _check_count("min_replicas", minimum, bound="replicas")
         _check_count("max_replicas", self.max_replicas, bound="replicas")
         if self.min_replicas > self.max_replicas:
             error = invalid_value(
@@ -213,6 +225,31 @@ later version: expected min_replicas >= 1, got 0; set min_replicas=1
             return DEFAULT_WINDOW_SECONDS
         return self.window_seconds
 
+    @property
+    def effective_idle_seconds(self) -> int:
+        """Idle time before a group with ``min_replicas=0`` scales to zero: the given one,
+        else 300 seconds.
+
+        Examples
+        --------
+        >>> AutoScalingSpec(min_replicas=0, idle_seconds=60).effective_idle_seconds
+        60
+        """
+        if self.idle_seconds is None:
+            return DEFAULT_IDLE_SECONDS
+        return self.idle_seconds
+
+    @property
+    def scales_to_zero(self) -> bool:
+        """Whether the group may go to zero replicas when idle (``min_replicas == 0``).
+
+        Examples
+        --------
+        >>> AutoScalingSpec(min_replicas=0).scales_to_zero, AutoScalingSpec().scales_to_zero
+        (True, False)
+        """
+        return self.min_replicas == 0
+
     def to_dict(self) -> dict[str, int | None]:
         """The spec as a JSON-able dict keyed by exactly the field names.
 
@@ -228,6 +265,7 @@ later version: expected min_replicas >= 1, got 0; set min_replicas=1
             "queue_depth_target": self.queue_depth_target,
             "shutdown_delay_seconds": self.shutdown_delay_seconds,
             "window_seconds": self.window_seconds,
+            "idle_seconds": self.idle_seconds,
         }
 
     @classmethod
@@ -243,7 +281,7 @@ later version: expected min_replicas >= 1, got 0; set min_replicas=1
         --------
         >>> AutoScalingSpec.from_dict({"min_replicas": 2, "max_replicas": 5})
         AutoScalingSpec(min_replicas=2, max_replicas=5, target_cpu_utilization_percentage=None, \
-queue_depth_target=None, shutdown_delay_seconds=None, window_seconds=None)
+queue_depth_target=None, shutdown_delay_seconds=None, window_seconds=None, idle_seconds=None)
         """
         values = _fields_from("autoscaling", data, _AUTOSCALING_FIELDS)
         return cls(**values)  # type: ignore[arg-type]  # each value is checked in __post_init__
@@ -255,6 +293,7 @@ _BOUNDED_TARGETS: Final = (
     "queue_depth_target",
     "shutdown_delay_seconds",
     "window_seconds",
+    "idle_seconds",
 )
 _AUTOSCALING_FIELDS: Final = (
     "min_replicas",
@@ -263,6 +302,7 @@ _AUTOSCALING_FIELDS: Final = (
     "queue_depth_target",
     "shutdown_delay_seconds",
     "window_seconds",
+    "idle_seconds",
 )
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any, Final
 
 from chalk.catalog import ScalingGroup
@@ -13,6 +14,7 @@ from chalk.catalog.specs import GroupSpec
 
 __all__ = [
     "TIME_FORMAT",
+    "autoscaler_text",
     "event_json",
     "group_json",
     "image_text",
@@ -82,13 +84,75 @@ def event_json(event: Event) -> dict[str, Any]:
     }
 
 
-def print_group(group: ScalingGroup, spec: GroupSpec, *, rollout: str | None = None) -> None:
+def autoscaler_text(signals: Mapping[str, Any] | None) -> str:
+    """What the local autoscaler last saw and decided (its state's ``signals``), as lines:
+    each signal's value, then the reason of this pass and of the last change; empty when
+    there is none (a group that does not autoscale, or one on Kubernetes)."""
+    if not signals:
+        return ""
+    parts = []
+    demand = signals.get("demand")
+    if isinstance(demand, Mapping):
+        parts.append(
+            f"demand {demand.get('total')} ({demand.get('inFlight')} in flight, "
+            f"{demand.get('waiting')} waiting)"
+        )
+    elif signals.get("replicaInFlight") is not None:
+        parts.append(
+            f"{signals['replicaInFlight']:g} in flight at the replicas (no caller publishes)"
+        )
+    else:
+        parts.append("no demand published")
+    if signals.get("queueDepthTarget") is not None:
+        parts.append(f"queue depth target {signals['queueDepthTarget']}")
+    target_cpu = signals.get("targetCpuPercent")
+    if signals.get("cpuPercent") is not None:
+        parts.append(f"cpu {signals['cpuPercent']}% of {target_cpu}%")
+    elif target_cpu is not None:
+        parts.append(f"cpu not measured (target {target_cpu}%)")
+    idle_seconds = signals.get("idleSeconds")
+    if idle_seconds is not None:
+        since = _clock(signals.get("idleSince"))
+        parts.append(
+            f"idle since {since} (to zero after {idle_seconds} s)"
+            if since
+            else f"busy (to zero after {idle_seconds} s without calls)"
+        )
+    lines = ["; ".join(parts), f"now: {signals.get('reason', '')}"]
+    last = signals.get("lastDecision")
+    if isinstance(last, Mapping) and last.get("reason"):
+        lines.append(f"last change at {_clock(last.get('at'))}: {last['reason']}")
+    return "\n".join(lines)
+
+
+def _clock(iso: object) -> str:
+    """An ISO time as ``HH:MM:SS`` UTC; empty for none."""
+    if not isinstance(iso, str):
+        return ""
+    try:
+        return f"{dt.datetime.fromisoformat(iso):%H:%M:%S}"
+    except ValueError:
+        return iso
+
+
+def print_group(
+    group: ScalingGroup,
+    spec: GroupSpec,
+    *,
+    rollout: str | None = None,
+    autoscaler: str = "",
+) -> None:
     """The group's header lines; ``rollout`` says which version serves while a new one is
-    not (yet) up, so the Model line does not read as if it served."""
+    not (yet) up, so the Model line does not read as if it served; ``autoscaler`` is
+    ``autoscaler_text``."""
     scaling = spec.scaling
     replicas = f"min {scaling.min_replicas}, max {scaling.max_replicas}"
     if scaling.effective_target_cpu is not None:
         replicas += f", target CPU {scaling.effective_target_cpu}%"
+    if scaling.queue_depth_target is not None:
+        replicas += f", queue depth target {scaling.queue_depth_target}"
+    if scaling.scales_to_zero:
+        replicas += f", to zero after {scaling.effective_idle_seconds} s idle"
     amounts = spec.resources.requests_and_limits()
     resources = "; ".join(
         f"{kind} " + ", ".join(f"{name}={value}" for name, value in values.items())
@@ -108,6 +172,7 @@ def print_group(group: ScalingGroup, spec: GroupSpec, *, rollout: str | None = N
             f"{group.desired_replicas} desired, {group.ready_replicas} ready, "
             f"{group.available_replicas} available ({replicas})"
         ),
+        "Autoscaler": autoscaler,
         "Image": image_text(spec),
         "Port": str(spec.port),
         "Resources": resources,
@@ -121,7 +186,7 @@ def print_group(group: ScalingGroup, spec: GroupSpec, *, rollout: str | None = N
         "Revision": str(group.revision),
         "Created": f"{group.created_at:{TIME_FORMAT}} UTC",
     }
-    for key in ("Reason", "Rollout"):
+    for key in ("Reason", "Rollout", "Autoscaler"):
         if not lines[key]:
             del lines[key]
     width = max(len(key) for key in lines) + 2

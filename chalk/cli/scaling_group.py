@@ -297,6 +297,7 @@ def _get(args: argparse.Namespace) -> int:
     from chalk.cli.group_usage import USAGE_COLUMNS, replica_loads, unknown_note  # noqa: PLC0415
     from chalk.cli.group_views import (  # noqa: PLC0415
         TIME_FORMAT,
+        autoscaler_text,
         event_json,
         group_json,
         one_line,
@@ -316,15 +317,20 @@ def _get(args: argparse.Namespace) -> int:
     loads = replica_loads(group, replicas, now=now)
     specs = {revision.revision: revision.spec for revision in catalog.groups.history(group.name)}
     rollout = rollout_of(group, replicas, specs)
+    signals = catalog.state.autoscaler_state(group.id).get("signals")  # local groups only
     if args.output_format != "table":
         document = group_json(group)
         document["rollout"] = None if rollout is None else rollout.to_json()
+        document["autoscaler"] = signals
         document["replicas"] = [replica_json(load.replica) | load.document() for load in loads]
         document["events"] = [event_json(event) for event in events]
         emit(document, args.output_format)
         return 0
     print_group(
-        group, GroupSpec.from_dict(group.spec), rollout=rollout.message if rollout else None
+        group,
+        GroupSpec.from_dict(group.spec),
+        rollout=rollout.message if rollout else None,
+        autoscaler=autoscaler_text(signals),
     )
     print("\nReplica states:" + ("" if replicas else " <none>"))
     if replicas:

@@ -38,6 +38,8 @@ _SCALING_FLAGS: Final = {
     "min_replicas": "--min-replicas",
     "max_replicas": "--max-replicas",
     "target_cpu_utilization_percentage": "--target-cpu",
+    "queue_depth_target": "--queue-depth-target",
+    "idle_seconds": "--idle-seconds",
 }
 _BOUNDS: Final = ("min_replicas", "max_replicas")
 _RESOURCE_FIELDS: Final = ("cpu", "memory", "gpu")
@@ -49,6 +51,20 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
     """The flags of a group's spec, ``--dry-run`` and ``-o``; ``on_update``: absent ones keep."""
     keep = " (default: keep the current value)" if on_update else ""
     add_scaling_flags(parser, on_update=on_update)
+    parser.add_argument(
+        "--queue-depth-target",
+        type=int,
+        metavar="N",
+        help="calls in flight or waiting per replica to aim for: the group runs at least "
+        f"ceil(demand / N) replicas (1 to 10000; default: not scaled on demand){keep}",
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=int,
+        metavar="S",
+        help="with --min-replicas 0: seconds with no call and no demand before the group "
+        f"scales to zero (1 to 604800; default 300){keep}",
+    )
     parser.add_argument(
         "--gpu", help=f"GPUs per replica: type:count such as nvidia-tesla-t4:1, or count{keep}"
     )
@@ -105,7 +121,7 @@ def add_scaling_flags(parser: argparse.ArgumentParser, *, on_update: bool = Fals
         "--min-replicas",
         type=int,
         metavar="N",
-        help=f"the fewest replicas, at least 1{one}",
+        help=f"the fewest replicas; 0 scales to zero when idle (see --idle-seconds){one}",
     )
     parser.add_argument(
         "--max-replicas",
@@ -230,7 +246,15 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
         "min_replicas": args.min_replicas,
         "max_replicas": args.max_replicas,
         "target_cpu_utilization_percentage": args.target_cpu,
+        # Only the spec flags have these (chalk server deploy takes neither).
+        "queue_depth_target": getattr(args, "queue_depth_target", None),
+        "idle_seconds": getattr(args, "idle_seconds", None),
     }
+    if args.replicas == 0:
+        raise ValidationError(
+            "--replicas 0 would run no replica at all: expected --replicas 1 or more; for a "
+            "group that scales to zero when idle give --min-replicas 0 --max-replicas N"
+        )
     if args.replicas is not None:
         for field in _BOUNDS:
             if given[field] is not None and given[field] != args.replicas:
@@ -244,8 +268,16 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
             flags[field] = "--replicas"
     scaling = {field: value for field, value in given.items() if value is not None}
     for field, value in scaling.items():
-        # A replica count alone stands for both bounds, so only its own range is checked.
-        alone = dict.fromkeys(_BOUNDS, value) if field in _BOUNDS else {field: value}
+        # Each count is checked alone against its own range: a maximum with a minimum of 1
+        # (--replicas is checked as a maximum: it sets both), a minimum with a maximum of at
+        # least 1 (a minimum may be 0).
+        if field == "min_replicas" and flags[field] == "--replicas":
+            continue
+        alone: dict[str, int] = {field: value}
+        if field == "max_replicas":
+            alone = {"min_replicas": 1, "max_replicas": value}
+        elif field == "min_replicas":
+            alone = {"min_replicas": value, "max_replicas": max(value, 1)}
         _scaling_spec(alone, dict.fromkeys(_SCALING_FLAGS, flags[field]))
     if set(_BOUNDS) <= scaling.keys():
         _scaling_spec({field: scaling[field] for field in _BOUNDS}, flags)

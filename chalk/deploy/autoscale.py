@@ -1,11 +1,14 @@
 """The autoscaling policy: a pure function from what was measured to how many replicas to run.
 
-The local controller calls ``decide`` on each pass, keeps the returned state in the catalog
+The local controller calls ``decide`` on each pass with the group's CPU and demand (calls in
+flight and waiting, summed over the calling processes), keeps the returned state in the catalog
 (``catalog.state.save_autoscaler_state``) and records each decision's reason as an event.
+Over 500 lines: one policy, its rules (CPU, demand, window, idle) and their doctests together.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import statistics
 from collections.abc import Mapping, Sequence
@@ -14,15 +17,49 @@ from typing import Any, Final
 
 from chalk.common.quantities import invalid_value
 
-__all__ = ["DEFAULT_TOLERANCE", "AutoscaleContext", "AutoscaleDecision", "decide"]
+__all__ = [
+    "DEFAULT_IDLE_S",
+    "DEFAULT_TOLERANCE",
+    "AutoscaleContext",
+    "AutoscaleDecision",
+    "Demand",
+    "decide",
+]
 
 DEFAULT_TOLERANCE: Final = 0.1
+DEFAULT_IDLE_S: Final = 300.0
 
 _RECOMMENDATIONS: Final = "recommendations"
+# When demand was last seen (now_s's clock): an idle period starts no earlier.
+_BUSY: Final = "busy_s"
 # Float arithmetic must not move a value across a boundary it sits on: 88% of an 80% target is
 # exactly 10% off, and 2 replicas at 160% of 80% want exactly 4, not 5.
 _EPSILON: Final = 1e-9
 _DIGITS: Final = 9
+
+
+@dataclass(frozen=True)
+class Demand:
+    """A group's demand summed over the processes that call it: calls sent and not answered
+    (``in_flight``) and calls queued or held for lack of a ready replica (``waiting``).
+
+    Examples
+    --------
+    >>> Demand(in_flight=3, waiting=6).total
+    9
+    """
+
+    in_flight: int
+    waiting: int
+
+    @property
+    def total(self) -> int:
+        """Calls in flight plus waiting: what the queue-depth rule divides."""
+        return self.in_flight + self.waiting
+
+    def describe(self) -> str:
+        """``demand 9 (3 in flight, 6 waiting)``."""
+        return f"demand {self.total} ({self.in_flight} in flight, {self.waiting} waiting)"
 
 
 @dataclass(frozen=True)
@@ -37,7 +74,8 @@ class AutoscaleContext:
     current_replicas
         Replicas the group runs now, >= 0.
     min_replicas, max_replicas
-        The bounds the decision stays within, ``1 <= min_replicas <= max_replicas``.
+        The bounds the decision stays within, ``0 <= min_replicas <= max_replicas`` and
+        ``max_replicas >= 1``. With 0 the group goes to zero replicas only once idle (below).
     target_cpu_percent
         CPU use to aim for, as a percentage of the requested CPU; ``None`` to not scale on CPU.
     cpu_millicores_used
@@ -45,15 +83,25 @@ class AutoscaleContext:
     cpu_millicores_requested
         CPU requested per replica, in millicores (>= 1 when ``target_cpu_percent`` is set).
     queue_depth_target
-        In-flight calls per replica to aim for; ``None`` to not scale on them.
+        Calls (in flight plus waiting) per replica to aim for; ``None`` to not scale on them.
     in_flight
         In-flight calls of each replica that exposes our runtime's metrics; ``None`` when none
-        does.
+        does. Used only when ``demand`` is ``None`` (calls straight to a replica's port).
+    demand
+        The group's demand as its callers published it; ``None`` when no caller publishes.
     window_s
         Scale-down stabilisation window in seconds, >= 0: the group shrinks only to the
         highest count recommended within it.
     tolerance
         Relative distance from a target, >= 0, within which the count is kept.
+    last_call_s
+        When any caller last called the group (``now_s``'s clock); ``None``: never.
+    updated_s
+        When the group was created or last updated (``now_s``'s clock): a new or updated
+        group is busy from then, so it starts at ``max(min_replicas, 1)``.
+    idle_seconds
+        With ``min_replicas=0``: how long without a call and without demand before the group
+        goes to zero, > 0.
 
     Raises
     ------
@@ -84,10 +132,15 @@ min_replicas <= max_replicas, got min_replicas=2, max_replicas=1
     in_flight: Sequence[float] | None
     window_s: float
     tolerance: float = DEFAULT_TOLERANCE
+    demand: Demand | None = None
+    last_call_s: float | None = None
+    updated_s: float | None = None
+    idle_seconds: float = DEFAULT_IDLE_S
 
     def __post_init__(self) -> None:
         _check_at_least("current_replicas", self.current_replicas, 0)
-        _check_at_least("min_replicas", self.min_replicas, 1)
+        _check_at_least("min_replicas", self.min_replicas, 0)
+        _check_at_least("max_replicas", self.max_replicas, 1)
         if self.min_replicas > self.max_replicas:
             error = invalid_value(
                 "min_replicas is larger than max_replicas",
@@ -102,6 +155,13 @@ min_replicas <= max_replicas, got min_replicas=2, max_replicas=1
             _check_at_least("queue_depth_target", self.queue_depth_target, 1)
         _check_at_least("window_s", self.window_s, 0)
         _check_at_least("tolerance", self.tolerance, 0)
+        if not self.idle_seconds > 0:
+            error = invalid_value(
+                "idle_seconds is out of range",
+                expected="idle_seconds > 0",
+                got=f"{self.idle_seconds!r}",
+            )
+            raise error
 
 
 @dataclass(frozen=True)
@@ -111,21 +171,27 @@ class AutoscaleDecision:
     Parameters
     ----------
     desired
-        Replicas to run, within ``[min_replicas, max_replicas]``.
+        Replicas to run, within ``[min_replicas, max_replicas]``; 0 only for a group with
+        ``min_replicas=0`` that is idle.
     reason
         One human-readable line, e.g. ``"cpu 160% of 80% target: 2 -> 4"``.
     changed
         Whether ``desired`` differs from the current count.
+    idle_since_s
+        For a group with ``min_replicas=0``: since when it has had no call and no demand
+        (``now_s``'s clock); ``None`` while it has demand, and for other groups.
 
     Examples
     --------
     >>> AutoscaleDecision(desired=3, reason="no replica measured yet: keep 3", changed=False)
-    AutoscaleDecision(desired=3, reason='no replica measured yet: keep 3', changed=False)
+    AutoscaleDecision(desired=3, reason='no replica measured yet: keep 3', changed=False, \
+idle_since_s=None)
     """
 
     desired: int
     reason: str
     changed: bool
+    idle_since_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,14 +214,20 @@ def decide(
 ) -> tuple[AutoscaleDecision, dict[str, Any]]:
     """The replica count a group should run now, and the state to pass to the next call.
 
-    Each signal recommends ``ceil(current * utilisation / target)``, or the current count when
-    its utilisation is within ``tolerance`` of the target: CPU use as a share of the requested
-    CPU against ``target_cpu_percent``, and the mean in-flight calls per replica against
-    ``queue_depth_target``. The larger recommendation wins; with no signal configured or
-    measured, the current count stays. A larger count takes effect at once; a smaller one only
-    down to the highest count recommended within the last ``window_s`` seconds, so a dip
-    shorter than the window changes nothing. The result is clamped to
-    ``[min_replicas, max_replicas]``.
+    CPU recommends ``ceil(current * utilisation / target)`` (CPU use as a share of the
+    requested CPU against ``target_cpu_percent``); demand recommends
+    ``ceil((in flight + waiting) / queue_depth_target)``, or, when no caller publishes demand,
+    the replicas' own mean in-flight calls are held against ``queue_depth_target`` as CPU is.
+    A signal within ``tolerance`` of its target keeps the current count. The larger
+    recommendation wins; with no signal configured or measured, the current count stays. A
+    larger count takes effect at once; a smaller one only down to the highest count
+    recommended within the last ``window_s`` seconds, so a dip shorter than the window changes
+    nothing. The result is clamped to ``[max(min_replicas, 1), max_replicas]``.
+
+    A group with ``min_replicas=0`` goes to 0 once it has had no call and no demand for
+    ``idle_seconds`` (counted from its last call, the last demand seen, or its last change,
+    whichever is latest), whatever its CPU; from 0, any demand wants at least one replica at
+    once.
 
     Parameters
     ----------
@@ -181,28 +253,110 @@ def decide(
     ...     window_s=60.0,
     ... )
     >>> decision, state = decide(context, {})
-    >>> decision
-    AutoscaleDecision(desired=4, reason='cpu 160% of 80% target: 2 -> 4', changed=True)
+    >>> decision.desired, decision.reason
+    (4, 'cpu 160% of 80% target: 2 -> 4')
     >>> state
     {'recommendations': [{'time_s': 0.0, 'replicas': 4}]}
     """
     signals = [
-        signal for signal in (_cpu_signal(context), _queue_signal(context)) if signal is not None
+        signal
+        for signal in (_demand_signal(context), _cpu_signal(context), _queue_signal(context))
+        if signal is not None
     ]
     recommended = _recommended_replicas(context.current_replicas, signals)
+    busy_s, idle_since_s = _idle_since(context, state)
+    idle = idle_since_s is not None and context.now_s - idle_since_s >= context.idle_seconds
     history = _recent_recommendations(state, context.now_s, context.window_s)
     if not history and context.window_s > 0:
         # With no recent recommendation, the current count stands in for one made now, so a
         # new group (or one whose state is stale) also waits a whole window before shrinking.
         history = [_Recommendation(context.now_s, context.current_replicas)]
+    if idle:
+        # Idle for the whole period: no rule's count matters (an idle process still uses a
+        # little CPU, which the CPU rule would round up to a replica).
+        recommended = 0
     history.append(_Recommendation(context.now_s, recommended))
-    stabilised = _stabilised_replicas(context.current_replicas, recommended, history)
-    desired = _clamp_replicas(stabilised, context.min_replicas, context.max_replicas)
-    reason = _reason(context, signals, recommended, stabilised, desired)
+    stabilised = 0 if idle else _stabilised_replicas(context.current_replicas, recommended, history)
+    floor = context.min_replicas if idle else max(context.min_replicas, 1)
+    desired = _clamp_replicas(stabilised, floor, context.max_replicas)
+    if idle:
+        reason = _idle_reason(context, idle_since_s, busy_s, desired)
+    else:
+        reason = _reason(context, signals, recommended, stabilised, desired)
     decision = AutoscaleDecision(
-        desired=desired, reason=reason, changed=desired != context.current_replicas
+        desired=desired,
+        reason=reason,
+        changed=desired != context.current_replicas,
+        idle_since_s=idle_since_s,
     )
-    return decision, _state(_compact(history))
+    new_state = _state(_compact(history))
+    if busy_s is not None:
+        new_state[_BUSY] = busy_s
+    return decision, new_state
+
+
+def _idle_since(
+    context: AutoscaleContext, state: Mapping[str, Any]
+) -> tuple[float | None, float | None]:
+    """When demand was last seen (to keep in the state), and since when a group that may go
+    to zero has had no call and no demand (None: it has demand now, or it may not go to 0)."""
+    if context.min_replicas > 0:
+        return None, None
+    now = context.now_s
+    if _busy(context):
+        return now, None
+    stored = state.get(_BUSY)
+    busy_s = None
+    if isinstance(stored, int | float) and not isinstance(stored, bool) and stored <= now:
+        busy_s = float(stored)
+    known = [t for t in (context.last_call_s, context.updated_s, busy_s) if t is not None]
+    if not known:  # nothing known yet: the idle period starts now
+        return now, now
+    return busy_s, min(now, max(known))
+
+
+def _busy(context: AutoscaleContext) -> bool:
+    """Whether the group has calls in flight or waiting now, by what its callers published,
+    or else by what its replicas report."""
+    if context.demand is not None:
+        return context.demand.total > 0
+    return any(value > 0 for value in context.in_flight or ())
+
+
+def _idle_reason(
+    context: AutoscaleContext, idle_since_s: float | None, busy_s: float | None, desired: int
+) -> str:
+    """``idle 300 s (no call since 12:01:05): 1 -> 0``; times are shown as UTC wall times."""
+    current = context.current_replicas
+    outcome = f"keep {current}" if desired == current else f"{current} -> {desired}"
+    since = idle_since_s if idle_since_s is not None else context.now_s
+    at = _clock_time(since)
+    if since == context.last_call_s:
+        what = f"no call since {at}"
+    elif since == busy_s:
+        what = f"no demand since {at}"
+    else:
+        what = f"no call since its last change at {at}"
+    return f"idle {context.idle_seconds:g} s ({what}): {outcome}"
+
+
+def _clock_time(time_s: float) -> str:
+    return dt.datetime.fromtimestamp(time_s, dt.UTC).strftime("%H:%M:%S")
+
+
+def _demand_signal(context: AutoscaleContext) -> _Signal | None:
+    """ceil(demand / queue_depth_target) replicas; from zero, any demand wants one at once."""
+    demand, target, current = context.demand, context.queue_depth_target, context.current_replicas
+    if demand is None:
+        return None
+    if target is None:
+        if current == 0 and demand.total > 0:
+            return _Signal(f"{demand.describe()} with no replica", 1, False)
+        return None
+    wanted = math.ceil(demand.total / target)
+    if current > 0 and _within_tolerance(demand.total / (current * target), context.tolerance):
+        return _Signal(f"{demand.describe()} / target {target}", current, True)
+    return _Signal(f"{demand.describe()} / target {target}", wanted, False)
 
 
 def _cpu_signal(context: AutoscaleContext) -> _Signal | None:
@@ -220,9 +374,10 @@ def _cpu_signal(context: AutoscaleContext) -> _Signal | None:
 
 
 def _queue_signal(context: AutoscaleContext) -> _Signal | None:
+    """The replicas' own in-flight calls, when no caller publishes demand."""
     target = context.queue_depth_target
     per_replica = _in_flight_per_replica(context.in_flight)
-    if target is None or per_replica is None:
+    if target is None or per_replica is None or context.demand is not None:
         return None
     return _signal(
         f"in-flight {per_replica:.1f} per replica of {target} target",
@@ -339,8 +494,12 @@ def _reason(
     if stabilised > recommended:
         notes.append(f"scale-down to {recommended} waits out the {context.window_s:g}s window")
     if desired != stabilised:
-        bound = "max" if desired < stabilised else "min"
-        notes.append(f"clamped to {bound} {desired}")
+        if desired < stabilised:
+            notes.append(f"clamped to max {desired}")
+        elif desired > context.min_replicas:  # min 0: a group not idle runs one
+            notes.append(f"at least 1 until idle for {context.idle_seconds:g} s")
+        else:
+            notes.append(f"clamped to min {desired}")
     text = f"{_signals_text(context, signals)}: {outcome}"
     return f"{text} ({'; '.join(notes)})" if notes else text
 
@@ -354,12 +513,12 @@ def _signals_text(context: AutoscaleContext, signals: Sequence[_Signal]) -> str:
     parts = []
     for signal in signals:
         part = signal.description
-        if len(signals) > 1:
-            part = f"{part} wants {signal.replicas}"
         if signal.within_tolerance:
             part = f"{part}, within {context.tolerance:.0%} tolerance"
+        if len(signals) > 1:  # which count each signal wants
+            part = f"{part} -> {signal.replicas}"
         parts.append(part)
-    return ", ".join(parts)
+    return "; ".join(parts)
 
 
 def _check_at_least(name: str, value: float, minimum: float) -> None:

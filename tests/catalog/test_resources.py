@@ -48,19 +48,38 @@ def test_given_targets_win_over_defaults() -> None:
     assert spec.effective_window_seconds == 0
 
 
+def test_a_group_may_scale_to_zero_after_an_idle_period() -> None:
+    spec = AutoScalingSpec(min_replicas=0, max_replicas=3, idle_seconds=30)
+
+    assert spec.autoscales
+    assert spec.scales_to_zero
+    assert spec.effective_idle_seconds == 30
+    assert AutoScalingSpec(min_replicas=0).effective_idle_seconds == 300
+    assert AutoScalingSpec.from_dict(spec.to_dict()) == spec
+
+
 @pytest.mark.parametrize(
     ("fields", "match"),
     [
         pytest.param(
-            {"min_replicas": 0},
-            r"min_replicas is 0, but scaling to zero comes in a later version: "
-            r"expected min_replicas >= 1, got 0; set min_replicas=1",
-            id="scale_to_zero",
+            {"min_replicas": 0, "max_replicas": 0},
+            r"max_replicas is out of range: expected 1 to 1000 \(.*\), got 0",
+            id="zero_min_and_max",
         ),
         pytest.param(
             {"min_replicas": -1},
-            r"min_replicas is out of range: expected 1 to 1000 \(.*\), got -1",
+            r"min_replicas is out of range: expected 0 to 1000 \(.*\), got -1",
             id="negative_min",
+        ),
+        pytest.param(
+            {"min_replicas": 0, "idle_seconds": 0},
+            r"idle_seconds is out of range: expected 1 s to 604800 s \(.*\), got 0 s",
+            id="zero_idle",
+        ),
+        pytest.param(
+            {"min_replicas": 0, "idle_seconds": 1.5},
+            r"idle_seconds must be a whole number: .*got 1.5 \(float\)$",
+            id="float_idle",
         ),
         pytest.param(
             {"min_replicas": 1, "max_replicas": 0},
@@ -154,6 +173,7 @@ def test_autoscaling_to_dict_has_exactly_the_field_names() -> None:
         "queue_depth_target": 4,
         "shutdown_delay_seconds": None,
         "window_seconds": None,
+        "idle_seconds": None,
     }
 
 
@@ -166,7 +186,7 @@ def test_autoscaling_to_dict_has_exactly_the_field_names() -> None:
             id="unknown_key",
         ),
         pytest.param([1], r"autoscaling is not a mapping: expected a dict .*got list", id="list"),
-        pytest.param({"min_replicas": 0}, r"min_replicas is 0", id="bad_value"),
+        pytest.param({"min_replicas": -2}, r"min_replicas is out of range", id="bad_value"),
     ],
 )
 def test_autoscaling_from_dict_refuses_with_a_message(data: object, match: str) -> None:
@@ -180,14 +200,15 @@ def test_autoscaling_from_dict_fills_missing_keys_with_defaults() -> None:
 
 @st.composite
 def _autoscaling_specs(draw: st.DrawFn) -> AutoScalingSpec:
-    min_replicas = draw(st.integers(min_value=1, max_value=1000))
+    min_replicas = draw(st.integers(min_value=0, max_value=1000))
     return AutoScalingSpec(
         min_replicas=min_replicas,
-        max_replicas=draw(st.integers(min_value=min_replicas, max_value=1000)),
+        max_replicas=draw(st.integers(min_value=max(min_replicas, 1), max_value=1000)),
         target_cpu_utilization_percentage=draw(st.none() | st.integers(1, 100)),
         queue_depth_target=draw(st.none() | st.integers(1, 10_000)),
         shutdown_delay_seconds=draw(st.none() | st.integers(0, 3_600)),
         window_seconds=draw(st.none() | st.integers(0, 86_400)),
+        idle_seconds=draw(st.none() | st.integers(1, 604_800)),
     )
 
 

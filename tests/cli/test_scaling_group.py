@@ -115,15 +115,18 @@ SUMMARY_FIELDS = (
         pytest.param(
             ["--replicas", "0"],
             1,
-            r"--replicas is 0, but scaling to zero comes in a later version: "
-            r"expected --replicas >= 1, got 0; set --replicas=1",
+            r"--replicas 0 would run no replica at all: expected --replicas 1 or more; for a "
+            r"group that scales to zero when idle give --min-replicas 0 --max-replicas N",
             id="replicas_zero",
         ),
         pytest.param(
             ["--replicas", "x"], 2, r"argument --replicas: invalid int value: 'x'", id="replicas_x"
         ),
         pytest.param(
-            ["--max-replicas", "0"], 1, r"--max-replicas is 0, but scaling", id="max_zero"
+            ["--max-replicas", "0"],
+            1,
+            r"--max-replicas is out of range: expected 1 to 1000 \(.*\), got 0",
+            id="max_zero",
         ),
         pytest.param(
             ["--min-replicas", "3", "--max-replicas", "2"],
@@ -224,6 +227,19 @@ def test_create_requires_name_and_image(project: Path) -> None:
     assert "the following arguments are required: --image" in result.stderr
 
 
+def test_the_demand_flags_are_stored_in_the_spec(
+    project: Path, catalog: Catalog, image: LocalImage
+) -> None:
+    flags = ("--min-replicas", "0", "--max-replicas", "3", "--queue-depth-target", "2")
+    result = chalk(project, *CREATE, *flags, "--idle-seconds", "60", "--dry-run", "-o", "json")
+
+    assert result.returncode == 0, result.stderr
+    scaling = json.loads(result.stdout)["spec"]["scaling"]
+    assert (scaling["minReplicas"], scaling["maxReplicas"]) == (0, 3)
+    assert (scaling["queueDepthTarget"], scaling["idleSeconds"]) == (2, 60)
+    assert catalog.groups.find("ner") is None
+
+
 def test_dry_run_prints_the_pinned_spec_as_yaml_and_stores_nothing(
     project: Path, catalog: Catalog, image: LocalImage
 ) -> None:
@@ -261,6 +277,7 @@ def test_dry_run_prints_the_pinned_spec_as_yaml_and_stores_nothing(
         "queueDepthTarget": None,
         "shutdownDelaySeconds": None,
         "windowSeconds": None,
+        "idleSeconds": None,
     }
     assert spec["resources"] == {"cpu": "500m", "memory": "512Mi", "gpu": None}
     assert spec["tags"] == {"team": "nlp", "tier": "gold"}
@@ -429,7 +446,7 @@ def test_update_dry_run_merges_and_stores_nothing(project: Path, catalog: Catalo
             id="max_below_current_min",
         ),
         pytest.param(["--memory", "4GB"], r"--memory has a unit", id="memory"),
-        pytest.param(["--replicas", "0"], r"--replicas is 0", id="replicas_zero"),
+        pytest.param(["--replicas", "0"], r"--replicas 0 would run no replica", id="replicas_zero"),
         pytest.param(
             ["--batch-max-delay", "-1"],
             r"--batch-max-delay is out of range: expected 0 ms to 10000 ms .*got -1 ms",

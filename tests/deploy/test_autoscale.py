@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chalk.catalog import ValidationError
-from chalk.deploy.autoscale import AutoscaleContext, AutoscaleDecision, decide
+from chalk.deploy.autoscale import AutoscaleContext, AutoscaleDecision, Demand, decide
 
 REQUEST_MILLICORES = 500
 TICK_S = 15.0
@@ -289,20 +289,20 @@ def test_the_queue_depth_reason() -> None:
             160.0,
             1.0,
             4,
-            "cpu 160% of 80% target wants 4, in-flight 1.0 per replica of 2 target wants 1: 2 -> 4",
+            "cpu 160% of 80% target -> 4; in-flight 1.0 per replica of 2 target -> 1: 2 -> 4",
         ),
         (
             40.0,
             6.0,
             6,
-            "cpu 40% of 80% target wants 1, in-flight 6.0 per replica of 2 target wants 6: 2 -> 6",
+            "cpu 40% of 80% target -> 1; in-flight 6.0 per replica of 2 target -> 6: 2 -> 6",
         ),
         (
             20.0,
             2.1,
             2,
-            "cpu 20% of 80% target wants 1, in-flight 2.1 per replica of 2 target wants 2,"
-            " within 10% tolerance: keep 2",
+            "cpu 20% of 80% target -> 1; in-flight 2.1 per replica of 2 target, within 10%"
+            " tolerance -> 2: keep 2",
         ),
     ],
     ids=["cpu-wins", "queue-wins", "one-within-tolerance-holds-the-other"],
@@ -449,7 +449,9 @@ def test_unusable_state_is_ignored_and_the_window_starts_now(state: dict[str, An
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"min_replicas": 0}, r"expected min_replicas >= 1, got 0"),
+        ({"min_replicas": -1}, r"expected min_replicas >= 0, got -1"),
+        ({"min_replicas": 0, "max_replicas": 0}, r"expected max_replicas >= 1, got 0"),
+        ({"idle_seconds": 0.0}, r"expected idle_seconds > 0, got 0.0"),
         ({"min_replicas": 3, "max_replicas": 2}, r"min_replicas is larger than max_replicas"),
         ({"current_replicas": -1}, r"expected current_replicas >= 0, got -1"),
         ({"target_cpu_percent": 0}, r"expected target_cpu_percent >= 1, got 0"),
@@ -459,7 +461,9 @@ def test_unusable_state_is_ignored_and_the_window_starts_now(state: dict[str, An
         ({"tolerance": -0.1}, r"expected tolerance >= 0, got -0.1"),
     ],
     ids=[
-        "min-zero",
+        "min-negative",
+        "max-zero",
+        "idle-zero",
         "min-above-max",
         "negative-current",
         "zero-cpu-target",
@@ -570,3 +574,182 @@ def test_constant_load_never_oscillates(
     counts = [start, *(desired for _, desired in group.timeline)]
     changes = sum(1 for before, after in itertools.pairwise(counts) if before != after)
     assert changes <= 1, counts
+
+
+# --- demand and scale to zero ---------------------------------------------------------------
+
+# 12:00:00 UTC on some day: idle reasons show wall times.
+NOON_S = 1_767_268_800.0
+
+
+def _demand_context(
+    *,
+    current: int,
+    demand: Demand | None,
+    now_s: float = NOON_S,
+    min_replicas: int = 0,
+    max_replicas: int = 10,
+    queue_depth_target: int | None = 2,
+    cpu_percent: float | None = None,
+    last_call_s: float | None = None,
+    updated_s: float | None = NOON_S - 1_000,
+    idle_seconds: float = 300.0,
+    window_s: float = 60.0,
+) -> AutoscaleContext:
+    return replace(
+        _context(
+            current=current,
+            cpu_percent=cpu_percent,
+            now_s=now_s,
+            min_replicas=min_replicas,
+            max_replicas=max_replicas,
+            queue_depth_target=queue_depth_target,
+            window_s=window_s,
+        ),
+        demand=demand,
+        last_call_s=last_call_s,
+        updated_s=updated_s,
+        idle_seconds=idle_seconds,
+    )
+
+
+def test_demand_over_the_queue_depth_target_scales_out_and_names_each_signal() -> None:
+    context = _demand_context(
+        current=1, demand=Demand(in_flight=3, waiting=6), cpu_percent=40.0, min_replicas=1
+    )
+
+    decision, _ = decide(context, {})
+
+    assert decision.desired == 5
+    assert decision.reason == (
+        "demand 9 (3 in flight, 6 waiting) / target 2 -> 5; cpu 40% of 80% target -> 1: 1 -> 5"
+    )
+
+
+def test_published_demand_takes_over_from_the_replicas_own_in_flight_figures() -> None:
+    context = replace(
+        _demand_context(current=2, demand=Demand(in_flight=2, waiting=0), min_replicas=1),
+        in_flight=[9.0, 9.0],
+        window_s=0.0,
+    )
+
+    decision, _ = decide(context, {})
+
+    assert (decision.desired, decision.reason) == (
+        1,
+        "demand 2 (2 in flight, 0 waiting) / target 2: 2 -> 1",
+    )
+
+
+def test_demand_falling_waits_out_the_window_like_cpu() -> None:
+    group_min = 1
+    state: dict[str, Any] = {}
+    desired = []
+    for step, total in enumerate([8, 8, 0, 0, 0, 0, 0]):
+        context = _demand_context(
+            current=desired[-1] if desired else 1,
+            demand=Demand(in_flight=total, waiting=0),
+            now_s=NOON_S + step * 15.0,
+            min_replicas=group_min,
+        )
+        decision, state = decide(context, state)
+        desired.append(decision.desired)
+
+    assert desired == [4, 4, 4, 4, 4, 4, 1]
+
+
+def test_a_min_zero_group_goes_to_zero_only_after_the_idle_period() -> None:
+    last_call = NOON_S - 299.0
+    busy = _demand_context(current=1, demand=Demand(0, 0), last_call_s=last_call, window_s=0.0)
+    idle = replace(busy, now_s=NOON_S + 1.0)
+
+    before, state = decide(busy, {})
+    after, _ = decide(idle, state)
+
+    assert (before.desired, before.reason) == (
+        1,
+        "demand 0 (0 in flight, 0 waiting) / target 2: keep 1 (at least 1 until idle for 300 s)",
+    )
+    assert before.idle_since_s == last_call
+    assert (after.desired, after.changed) == (0, True)
+    assert after.reason == "idle 300 s (no call since 11:55:01): 1 -> 0"
+
+
+def test_an_idle_replica_using_a_little_cpu_still_goes_to_zero() -> None:
+    context = _demand_context(
+        current=1, demand=None, cpu_percent=2.0, queue_depth_target=None, idle_seconds=1.0
+    )
+
+    decision, _ = decide(context, {})
+
+    assert decision.desired == 0
+    assert decision.reason == "idle 1 s (no call since its last change at 11:43:20): 1 -> 0"
+
+
+def test_a_new_or_updated_min_zero_group_starts_at_one() -> None:
+    context = _demand_context(current=0, demand=None, updated_s=NOON_S - 5.0)
+
+    decision, _ = decide(context, {})
+
+    assert decision.desired == 1
+    assert decision.reason == "no replica measured yet: 0 -> 1 (at least 1 until idle for 300 s)"
+
+
+@pytest.mark.parametrize(
+    ("queue_depth_target", "expected", "reason"),
+    [
+        (2, 3, "demand 5 (0 in flight, 5 waiting) / target 2: 0 -> 3"),
+        (None, 1, "demand 5 (0 in flight, 5 waiting) with no replica: 0 -> 1"),
+    ],
+    ids=["by-the-target", "without-a-target"],
+)
+def test_from_zero_any_demand_scales_up_at_once(
+    queue_depth_target: int | None, expected: int, reason: str
+) -> None:
+    # Idle for long, then a call is held: no window, no wait.
+    state = {"recommendations": [{"time_s": NOON_S - 10.0, "replicas": 0}]}
+    context = _demand_context(
+        current=0,
+        demand=Demand(in_flight=0, waiting=5),
+        queue_depth_target=queue_depth_target,
+        last_call_s=NOON_S - 10_000,
+    )
+
+    decision, new_state = decide(context, state)
+
+    assert (decision.desired, decision.reason) == (expected, reason)
+    assert decision.idle_since_s is None
+    assert new_state["busy_s"] == NOON_S
+
+
+def test_demand_seen_restarts_the_idle_period_even_without_a_call_time() -> None:
+    seen, state = decide(_demand_context(current=1, demand=Demand(1, 0)), {})
+    quiet_now = _demand_context(current=1, demand=Demand(0, 0), now_s=NOON_S + 299.0)
+    quiet_later = replace(quiet_now, now_s=NOON_S + 300.0)
+
+    kept, state = decide(quiet_now, state)
+    dropped, _ = decide(quiet_later, state)
+
+    assert (seen.desired, kept.desired, dropped.desired) == (1, 1, 0)
+    assert dropped.reason == "idle 300 s (no demand since 12:00:00): 1 -> 0"
+
+
+def test_calls_straight_to_a_replica_keep_a_min_zero_group_busy() -> None:
+    context = replace(_demand_context(current=1, demand=None, idle_seconds=1.0), in_flight=[1.0])
+
+    decision, _ = decide(context, {})
+
+    assert decision.desired == 1
+    assert decision.idle_since_s is None
+
+
+def test_a_group_with_a_minimum_never_goes_idle() -> None:
+    context = _demand_context(
+        current=1, demand=Demand(0, 0), min_replicas=1, idle_seconds=1.0, window_s=0.0
+    )
+
+    decision, state = decide(context, {})
+
+    assert decision.desired == 1
+    assert decision.idle_since_s is None
+    assert "busy_s" not in state

@@ -27,6 +27,7 @@ from chalk.deploy.kubernetes.manifests import (
     group_endpoints,
     group_manifests,
     placement_of,
+    refuse_what_needs_keda,
 )
 from chalk.deploy.local.image_runtime import argv_port
 from chalk.deploy.states import GroupStatus
@@ -116,6 +117,7 @@ class KubernetesGroups:
 
     def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
         """Apply the objects, then store the record; a failure of either leaves neither."""
+        refuse_what_needs_keda(name, spec.scaling)  # before any cluster is asked
         cluster = self._backend()
         applied = False
         try:
@@ -135,6 +137,7 @@ class KubernetesGroups:
     ) -> tuple[ScalingGroup, bool]:
         """Store the spec, then apply it (also when unchanged: that repairs drift and changes
         nothing otherwise). A failed apply marks the group Failed with the reason."""
+        refuse_what_needs_keda(name, spec.scaling)  # before the spec is stored
         stored, changed = catalog.groups.update(
             name, spec.to_dict(), expected_revision=expected_revision
         )

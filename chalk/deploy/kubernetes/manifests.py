@@ -14,7 +14,7 @@ from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY, Endpoint, runs_i
 from chalk.catalog.resources import GPU_RESOURCE_NAME, AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
-from chalk.common.errors import ConfigError
+from chalk.common.errors import ConfigError, ValidationError
 
 __all__ = [
     "AUTOSCALING_V2",
@@ -41,6 +41,7 @@ __all__ = [
     "http_route",
     "is_owned",
     "placement_of",
+    "refuse_what_needs_keda",
     "replica_count",
     "selector_labels",
     "service",
@@ -249,6 +250,33 @@ def replica_count(scaling: AutoScalingSpec, live_replicas: int | None) -> int:
     return min(max(live_replicas, scaling.min_replicas), scaling.max_replicas)
 
 
+def refuse_what_needs_keda(name: str, scaling: AutoScalingSpec) -> None:
+    """Refuse scaling that only a KEDA ScaledObject can do on Kubernetes: to zero
+    (``min_replicas=0``) or on demand (``queue_depth_target``); a HorizontalPodAutoscaler
+    does neither, and this version has no KEDA support yet.
+
+    Examples
+    --------
+    >>> refuse_what_needs_keda("ner", AutoScalingSpec(min_replicas=0))
+    Traceback (most recent call last):
+    ...
+    chalk.common.errors.ValidationError: scaling group 'ner' scales to zero (min_replicas=0), \
+which on Kubernetes needs KEDA, and this version does not use KEDA yet: expected \
+--min-replicas 1 or more and no --queue-depth-target on Kubernetes (both work on the local backend)
+    """
+    needs = []
+    if scaling.scales_to_zero:
+        needs.append("scales to zero (min_replicas=0)")
+    if scaling.queue_depth_target is not None:
+        needs.append(f"scales on demand (queue_depth_target={scaling.queue_depth_target})")
+    if needs:
+        raise ValidationError(
+            f"scaling group {name!r} {' and '.join(needs)}, which on Kubernetes needs KEDA, "
+            f"and this version does not use KEDA yet: expected --min-replicas 1 or more and "
+            f"no --queue-depth-target on Kubernetes (both work on the local backend)"
+        )
+
+
 def group_manifests(
     name: str,
     spec: GroupSpec,
@@ -269,6 +297,7 @@ def group_manifests(
     >>> [m["kind"] for m in group_manifests("ner", spec, Placement("ml", "dev"))]
     ['Deployment', 'Service']
     """
+    refuse_what_needs_keda(name, spec.scaling)
     features = features or ServerFeatures()
     objects = [
         deployment(name, spec, placement, features, live_replicas=live_replicas),
@@ -419,8 +448,8 @@ def autoscaler(
 ) -> dict[str, Any] | None:
     """The group's HorizontalPodAutoscaler on CPU; None when it does not autoscale.
 
-    ``autoscaling/v2`` and ``v2beta2`` share this shape. ``queue_depth_target`` needs a
-    custom-metrics adapter, so on Kubernetes the group scales on CPU alone.
+    ``autoscaling/v2`` and ``v2beta2`` share this shape. ``queue_depth_target`` and
+    ``min_replicas=0`` need KEDA and are refused before this (``refuse_what_needs_keda``).
     """
     return cpu_autoscaler(
         name, spec.scaling, _metadata(name, placement, group_labels(name, spec)), features

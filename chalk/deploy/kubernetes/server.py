@@ -95,6 +95,11 @@ class ServerSpec:
                 f"the feature server takes no GPU: expected --cpu and --memory only, got gpu "
                 f"{self.resources.gpu!r}"
             )
+        if self.scaling.scales_to_zero:
+            raise ValidationError(
+                "the feature server does not scale to zero: expected --min-replicas 1 or more, "
+                "got 0"
+            )
         if type(self.workers) is not int:
             raise ValidationError(f"--workers is not a whole number: got {self.workers!r}")
         check_bound("workers", self.workers, what="--workers")

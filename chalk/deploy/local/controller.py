@@ -24,18 +24,15 @@ from typing import Any, Final
 
 from chalk.catalog import Catalog, Endpoint, ScalingGroup
 from chalk.catalog.records import LocalImage, Replica
-from chalk.catalog.resources import DEFAULT_CPU_REQUEST
 from chalk.catalog.specs import GroupSpec
 from chalk.common.backoff import capped_backoff
 from chalk.common.errors import ChalkError
-from chalk.common.quantities import parse_cpu
-from chalk.deploy.autoscale import AutoscaleContext, decide
-from chalk.deploy.local.controller_metrics import ControllerMetrics, signals_measured
+from chalk.deploy.local.autoscaler import LocalAutoscaler
+from chalk.deploy.local.controller_metrics import ControllerMetrics
 from chalk.deploy.local.gpus import GpuAllocator, GpuError, parse_cuda_visible_devices
 from chalk.deploy.local.launching import METRICS_PORT_ENV
 from chalk.deploy.local.logs import tidy_logs
 from chalk.deploy.local.plan import Action, Observed, StopReplica, group_status, plan
-from chalk.deploy.local.probes import scrape_in_flight
 from chalk.deploy.local.processes import ReplicaHandle, adopt
 from chalk.deploy.local.proxy import GroupProxy
 from chalk.deploy.local.replicas import DEFAULT_GRACE_S, Failure, Replicas, Slot, TrackedGroup
@@ -77,6 +74,14 @@ class LocalController:
         self._replicas = Replicas(
             catalog, settings, self.metrics, monotonic=monotonic, wall_clock=wall_clock
         )
+        self._autoscaler = LocalAutoscaler(
+            catalog,
+            settings,
+            self.metrics,
+            scaled=lambda group, reason: self._replicas.event(group, "Normal", "Scaled", reason),
+            monotonic=monotonic,
+            wall_clock=wall_clock,
+        )
         self._logs_tidied_at: float | None = None
         self._usage_saved_at: float | None = None
         self._metrics_port: int | None = None
@@ -108,8 +113,7 @@ class LocalController:
                     )
                 self._save_usage_when_due()
                 await self._tidy_logs_when_due()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=wait_s)
+                await self._wait_for_next_pass(stop, wait_s)
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -166,12 +170,39 @@ class LocalController:
                 logger.warning("replica %s: %s", row.replica_id, error)
         return handle
 
-    async def reconcile_once(self) -> None:
-        """One pass over every group; one group's failure never stops the others."""
+    async def _wait_for_next_pass(self, stop: asyncio.Event, wait_s: float) -> None:
+        """Wait ``wait_s`` (or until ``stop``); meanwhile, while a group is at zero or waking
+        from it, look at the demand every ``demand_poll_s`` and reconcile those groups at once,
+        so a call held for a group at zero waits for no pass."""
+        loop = asyncio.get_running_loop()  # real time, whatever clock the passes are given
+        deadline = loop.time() + wait_s
+        while not stop.is_set():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            watching = self._autoscaler.watching()
+            timeout = min(remaining, self._settings.demand_poll_s) if watching else remaining
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=timeout)
+            if watching and not stop.is_set():
+                names = self._autoscaler.groups_to_wake()
+                if names:
+                    try:
+                        await self.reconcile_once(only=names)
+                    except Exception:  # the next full pass tries again
+                        logger.exception("reconciling %s failed", ", ".join(sorted(names)))
+
+    async def reconcile_once(self, *, only: set[str] | None = None) -> None:
+        """One pass over every group (``only``: over the groups of these names, reading the
+        demand anew only for a full pass); one group's failure never stops the others."""
         live = {group.id: group for group in self._catalog.groups.list()}
-        for group_id in [gid for gid in self._groups if gid not in live]:
-            await self._retire(group_id)
+        if only is None:
+            self._autoscaler.read_demand()
+            for group_id in [gid for gid in self._groups if gid not in live]:
+                await self._retire(group_id)
         for group in live.values():
+            if only is not None and group.name not in only:
+                continue
             state = self._groups.get(group.id)
             if state is None:
                 state = self._groups[group.id] = TrackedGroup(group.name)
@@ -282,12 +313,13 @@ class LocalController:
         await self._replicas.check_readiness(group, spec, state)
         current = [s for s in state.slots.values() if s.revision == group.revision]
         # A roll carries the count over: the new revision starts as many replicas as the old
-        # one runs, which is no scaling decision.
+        # one runs, which is no scaling decision, and keeps at least that many until it is over.
         running = len(current) or len(state.slots)
-        desired = await self._desired(group, spec, current, running)
+        rolling = len(current) < len(state.slots)
+        desired = await self._autoscaler.desired(group, spec, current, running, rolling=rolling)
         observed = Observed(desired, tuple(s.view() for s in state.slots.values()))
         self._apply(group, spec, state, plan(group, observed, self._monotonic()))
-        self._report(group, state, desired)
+        self._report(group, state, desired, idle=self._autoscaler.idle_reason(spec))
 
     def _apply(
         self, group: ScalingGroup, spec: GroupSpec, state: TrackedGroup, actions: Iterable[Action]
@@ -321,56 +353,6 @@ class LocalController:
                 if slot.handle is not None:
                     self._replicas.save_row(slot, slot.handle)
 
-    async def _desired(
-        self, group: ScalingGroup, spec: GroupSpec, current: list[Slot], running: int
-    ) -> int:
-        """The autoscaler's count for the group's revision; ``current`` are its replicas,
-        ``running`` how many the group runs (those of an older revision, mid-roll)."""
-        scaling = spec.scaling
-        if not scaling.autoscales:
-            return scaling.min_replicas
-        ready = [s.handle for s in current if s.handle is not None and s.state.serves]
-        in_flight = None
-        if spec.model is not None and scaling.queue_depth_target is not None:
-            in_flight = await self._in_flight(ready)
-        context = AutoscaleContext(
-            now_s=self._wall_clock(),
-            current_replicas=running,
-            min_replicas=scaling.min_replicas,
-            max_replicas=scaling.max_replicas,
-            target_cpu_percent=scaling.effective_target_cpu,
-            cpu_millicores_used=[h.cpu_millicores for h in ready if h.cpu_millicores is not None],
-            cpu_millicores_requested=(
-                spec.resources.cpu_millicores or parse_cpu(DEFAULT_CPU_REQUEST)
-            ),
-            queue_depth_target=scaling.queue_depth_target,
-            in_flight=in_flight,
-            window_s=float(scaling.effective_window_seconds),
-        )
-        previous = self._catalog.state.autoscaler_state(group.id)
-        decision, autoscaler_state = decide(context, previous)
-        if autoscaler_state != previous:
-            self._catalog.state.save_autoscaler_state(group.id, autoscaler_state)
-        if decision.changed:
-            self._replicas.event(group, "Normal", "Scaled", decision.reason)
-            self.metrics.scaled(
-                group.name,
-                current=running,
-                desired=decision.desired,
-                reason=signals_measured(context),
-            )
-        return decision.desired
-
-    async def _in_flight(self, handles: Iterable[ReplicaHandle]) -> list[float] | None:
-        ports = [h.metrics_port for h in handles if h.metrics_port is not None]
-        timeout_s = self._settings.metrics_timeout_s
-        readings = await asyncio.gather(
-            *(asyncio.to_thread(scrape_in_flight, port, timeout_s) for port in ports)
-        )
-        answered = [value for value in readings if value is not None]
-        # Replicas whose metrics do not answer are scaled on CPU alone.
-        return answered or None
-
     async def _retire(self, group_id: str) -> None:
         """A group that was deleted: its URL goes now, its replicas leave with their grace."""
         state = self._groups[group_id]
@@ -383,6 +365,7 @@ class LocalController:
                 self._catalog.state.remove_replica(group_id, slot.replica_id)
         state.slots.clear()
         await _close_proxy(state)
+        self._autoscaler.forget(group_id, state.name)
         self._replicas.reap_leaving(group_id, state)
         if not state.leaving:
             del self._groups[group_id]
@@ -394,9 +377,9 @@ class LocalController:
         await proxy.start(_port_of(group.url))
         state.proxy = proxy
 
-    def _report(self, group: ScalingGroup, state: TrackedGroup, desired: int) -> None:
+    def _report(self, group: ScalingGroup, state: TrackedGroup, desired: int, idle: str) -> None:
         views = [slot.view() for slot in state.slots.values()]
-        status, reason = group_status(group.revision, desired, views)
+        status, reason = group_status(group.revision, desired, views, idle_reason=idle)
         self._write_status(group, state, status, reason, desired)
 
     def _fail(self, group: ScalingGroup, state: TrackedGroup, reason: str) -> None:

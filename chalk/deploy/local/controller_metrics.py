@@ -140,7 +140,7 @@ def signals_measured(context: AutoscaleContext) -> str:
     signals = []
     if context.target_cpu_percent is not None and context.cpu_millicores_used:
         signals.append("cpu")
-    if context.queue_depth_target is not None and context.in_flight:
+    if context.queue_depth_target is not None and (context.demand or context.in_flight):
         signals.append("queue_depth")
     return "+".join(signals) or "none"
 

@@ -44,9 +44,8 @@ class ReplicaView:
 class Observed:
     """What one pass observed of a group: its replicas and how many it should run.
 
-    ``desired`` is the autoscaler's count for the group's current revision. The next wave
-    adds the group's demand (calls in flight and waiting) and its idle time here, for
-    ``plan`` to scale to zero and back.
+    ``desired`` is the autoscaler's count for the group's current revision; it weighs the
+    demand and the idle time (``autoscaler.py``), and is 0 for a group scaled to zero.
     """
 
     desired: int
@@ -77,8 +76,9 @@ def plan(group: ScalingGroup, observed: Observed, now: float) -> list[Action]:
 
     Replicas of the current revision beyond ``desired`` stop, those that serve least first;
     missing ones start as new replicas; replicas without a process start once their back-off
-    (``restart_at``) has passed. Replicas of an older revision stop once the current one
-    serves with every desired replica, or at once when none of them runs any more.
+    (``restart_at``) has passed. Replicas of an older revision leave one for one as the
+    current one's replicas serve (``_replaced``), so a roll never serves from fewer replicas
+    than ``desired``; all of them at once when none of them runs any more.
     """
     revision = group.revision
     current = [r for r in observed.replicas if r.revision == revision]
@@ -96,23 +96,21 @@ def plan(group: ScalingGroup, observed: Observed, now: float) -> list[Action]:
     ]
     actions += [StartReplica(None, revision) for _ in range(-surplus)]
     ready_new = sum(1 for r in current if r.state.serves)
-    old_alive = any(r.state.has_process for r in outdated)
-    # Old replicas leave once the new revision serves in full, or at once when none of them
-    # runs any more (they crashed): keeping them would serve nobody.
-    if outdated and (ready_new >= observed.desired or not old_alive):
-        reason = f"replaced by revision {revision}"
-        actions += [StopReplica(r.replica_id, reason) for r in outdated]
+    reason = f"replaced by revision {revision}"
+    replaced = _replaced(outdated, keep=observed.desired - ready_new)
+    actions += [StopReplica(r.replica_id, reason) for r in replaced]
     return actions
 
 
 def group_status(
-    revision: int, desired: int, replicas: Sequence[ReplicaView]
+    revision: int, desired: int, replicas: Sequence[ReplicaView], *, idle_reason: str = ""
 ) -> tuple[GroupStatus, str]:
     """The group's status and its reason, from its replicas after a pass's actions.
 
     The first that holds wins: a replica waiting for capacity (Pending), a replica backing
     off after exits (CrashLoopBackOff, naming the one restarted most), a roll in progress
-    (Progressing), every desired replica ready (Ready), else Progressing.
+    (Progressing), scaled to zero with no replica left (Idle, with ``idle_reason``), every
+    desired replica ready (Ready), else Progressing.
     """
     current = [r for r in replicas if r.revision == revision]
     ready_new = sum(1 for r in current if r.state.serves)
@@ -129,9 +127,26 @@ def group_status(
             GroupStatus.PROGRESSING,
             f"rolling to revision {revision}: {ready_new} of {desired} new replicas ready",
         )
+    if desired == 0 and not replicas:
+        return GroupStatus.IDLE, idle_reason or "scaled to zero"
     if ready_new >= desired:
         return GroupStatus.READY, ""
     return GroupStatus.PROGRESSING, f"{ready_new} of {desired} replicas ready"
+
+
+def _replaced(outdated: Sequence[ReplicaView], *, keep: int) -> list[ReplicaView]:
+    """The older revision's replicas that leave now when ``keep`` of them are still needed.
+
+    Each new replica that serves lets one old one go (``keep`` is the desired count less the
+    new replicas serving), those that serve least first. An old replica without a process
+    leaves at once (it is never restarted), and all of them do when none runs any more.
+    """
+    alive = [r for r in outdated if r.state.has_process]
+    if not alive:
+        return list(outdated)
+    surplus = len(alive) - max(keep, 0)
+    leaving = sorted(alive, key=_stop_order)[: max(surplus, 0)]
+    return [r for r in outdated if not r.state.has_process or r in leaving]
 
 
 def _stop_order(replica: ReplicaView) -> tuple[bool, int]:

@@ -24,6 +24,9 @@ class ControllerSettings:
     # How long a leaving replica stays out of the endpoints before its SIGTERM.
     endpoint_drain_s: float = 1.0
     metrics_timeout_s: float = 0.5
+    # While a group is at zero replicas (or waking from it), how often its demand is read
+    # between passes: a call held for it waits at most this long for a replica to start.
+    demand_poll_s: float = 0.1
     # The controller's own /metrics on 127.0.0.1: 0 picks a free port, None serves none.
     metrics_port: int | None = 0
     # How often each replica's CPU and memory reading is written into its catalog row.

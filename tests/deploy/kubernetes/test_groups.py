@@ -255,3 +255,34 @@ def test_the_cli_loads_the_kubernetes_client_only_when_needed() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize(
+    ("scaling", "match"),
+    [
+        (
+            AutoScalingSpec(min_replicas=0, max_replicas=2),
+            r"scaling group 'ner' scales to zero \(min_replicas=0\), which on Kubernetes needs "
+            r"KEDA",
+        ),
+        (
+            AutoScalingSpec(min_replicas=1, max_replicas=3, queue_depth_target=4),
+            r"scaling group 'ner' scales on demand \(queue_depth_target=4\), which on Kubernetes "
+            r"needs KEDA",
+        ),
+    ],
+    ids=["min-zero", "queue-depth"],
+)
+def test_what_needs_keda_is_refused_before_anything_is_stored_or_applied(
+    project: Project, catalog: Catalog, scaling: AutoScalingSpec, match: str
+) -> None:
+    groups = KubernetesGroups(project, connect=_no_cluster)  # type: ignore[arg-type]
+    spec = GroupSpec(image="ghcr.io/acme/ner:1", scaling=scaling)
+
+    with pytest.raises(ValidationError, match=match):
+        create_group(project, catalog, "ner", spec, port_given=False)
+    with pytest.raises(ValidationError, match=match):
+        groups.manifests("ner", spec)  # what --dry-run prints
+    with pytest.raises(ValidationError, match=match):
+        groups.update(catalog, "ner", spec, expected_revision=1)
+    assert catalog.groups.find("ner") is None

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import signal
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -15,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from chalk.catalog import Catalog
-from chalk.catalog.resources import AutoScalingSpec
+from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.common.config import Project
 from chalk.deploy.groups import pin_image, update_group
@@ -274,6 +277,120 @@ def test_an_update_rolls_to_the_new_revision(
     registry = running.controller.metrics.registry
     labels = {"group": "doubler"}
     assert registry.get_sample_value("chalk_controller_replica_restarts_total", labels) == 0.0
+
+
+STAGGERED_HANDLER = """
+import os
+import time
+
+import pyarrow.compute as pc
+
+MARKER = os.environ.get("FIRST_MARKER")
+if MARKER:
+    try:
+        os.close(os.open(MARKER, os.O_CREAT | os.O_EXCL))
+    except FileExistsError:
+        time.sleep(3)  # all but the first replica come up late: a roll goes one by one
+
+
+def handler(event, context):
+    return pc.multiply(next(iter(event.values())), int(os.environ.get("FACTOR", "2")))
+"""
+
+
+@pytest.mark.parametrize("window_s", [None, 0], ids=["default_window", "no_window"])
+def test_a_roll_of_an_autoscaled_group_keeps_its_ready_replicas_while_called(
+    catalog: Catalog, project: Project, controller: Start, window_s: int | None
+) -> None:
+    """Issue 22: the new revision starts at the group's count, and old replicas leave one for
+    one as new ones serve; sampled every 200 ms, the group never has fewer ready replicas.
+    With no scale-down window the autoscaler (which sees only the new revision's replicas,
+    all idle) would shrink the group mid-roll; it goes on only once the roll is over."""
+    entrypoint = ("chalk-remote-call", "--handler", "model.handler", "--port", "8080")
+    files = {"/app/model.py": STAGGERED_HANDLER}
+    save_image(
+        catalog, project, "staggered:1", files=files, entrypoint=entrypoint, exposed_port=8080
+    )
+    floats = pa.schema([("x", pa.float64())])
+    catalog.models.register("m", input_schema=floats, output_schema=floats, image="staggered:1")
+    two = AutoScalingSpec(min_replicas=2, max_replicas=2, shutdown_delay_seconds=2)
+    # A large CPU request: the calls below never make the autoscaler want more than 2.
+    resources = ScalingGroupResourceRequest(cpu="8")
+    spec = model_spec("staggered:1", scaling=two, resources=resources)
+    group_id = create(catalog, "doubler", spec)
+    # Endpoints drain longer than the engine keeps a route (1 s), as by default: no call is
+    # sent to a replica once it stops.
+    controller(endpoint_drain_s=1.5)
+    ready_group(catalog, "doubler", replicas=2)
+
+    def rolled_to(revision: int, ready: int = 1) -> bool:
+        rows = catalog.state.replicas(group_id)
+        serving = [r for r in rows if r.ready and r.revision == revision]
+        return len(serving) >= ready and all(r.revision == revision for r in rows)
+
+    # Autoscaled from 1 to 4 from here: its 60 s scale-down window keeps the 2 it runs.
+    autoscaled = AutoScalingSpec(min_replicas=1, max_replicas=4, shutdown_delay_seconds=2)
+    spec = GroupSpec.from_dict(catalog.groups.get("doubler").spec)
+    spec = spec.with_changes(scaling=autoscaled)
+    scaled, _ = catalog.groups.update("doubler", spec.to_dict())
+    wait_for(lambda: rolled_to(scaled.revision, ready=2), what="2 replicas kept, autoscaled")
+    answers: list[float] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def keep_calling() -> None:
+        with ModelCaller(catalog) as caller:
+            while not stop.is_set():
+                try:
+                    answer = caller.call_blocking(
+                        feature="t.y", name="model.doubler", args=[pa.array([1.0])]
+                    )
+                    answers.extend(answer.to_pylist())
+                except Exception as error:  # every failure is the test's finding
+                    failures.append(error)
+
+    calling = threading.Thread(target=keep_calling)
+    calling.start()
+    ready_counts: list[int] = []
+    try:
+        wait_for(lambda: len(answers) >= 5, what="the first answers")
+        scaling = dataclasses.replace(autoscaled, window_seconds=window_s)
+        marker = str(project.root / "first-replica")
+        env = {"FACTOR": "10", "FIRST_MARKER": marker}
+        new_version = spec.with_changes(env=env, scaling=scaling)
+        rolling, _ = catalog.groups.update("doubler", new_version.to_dict())
+        give_up = time.monotonic() + 60
+        while time.monotonic() < give_up:
+            ready = catalog.groups.get("doubler").ready_replicas
+            rows = catalog.state.replicas(group_id)
+            # Read before the rows: while an old replica is not leaving, the roll went on.
+            if not any(r.revision != rolling.revision and r.state != "Terminating" for r in rows):
+                break
+            ready_counts.append(ready)
+            time.sleep(0.2)
+        wait_for(lambda: rolled_to(rolling.revision), what="the new revision serving alone")
+        seen = len(answers)
+        wait_for(lambda: len(answers) >= seen + 5, what="answers after the roll")
+    finally:
+        stop.set()
+        calling.join(timeout=60)
+
+    assert len(ready_counts) >= 3, ready_counts
+    assert min(ready_counts) >= 2, ready_counts
+    assert max(ready_counts) == 2, ready_counts  # one old replica leaves as each new one serves
+    assert failures == []
+    assert set(answers) <= {2.0, 10.0}
+    assert answers[-1] == 10.0
+    # The samples stop as the last old replica leaves; the events show the rest: no replica of
+    # the new revision went before that (a scale-down mid-roll would stop one).
+    events = catalog.state.events(group_id, limit=100)
+    stops = [e.message for e in events if e.reason == "Stopping"]
+    replaced = [i for i, message in enumerate(stops) if "replaced by revision" in message]
+    assert len(replaced) == 2, stops
+    assert all(i > max(replaced) for i, m in enumerate(stops) if "scaled down" in m), stops
+    if window_s is None:
+        assert rolled_to(rolling.revision, ready=2)
+        assert not [e.message for e in events if e.reason == "Scaled" and "-> 1" in e.message]
 
 
 def _decisions(running: RunningController) -> float:

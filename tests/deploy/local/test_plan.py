@@ -148,6 +148,49 @@ def test_a_roll_keeps_the_old_revision_until_the_new_one_serves_in_full() -> Non
     ]
 
 
+def test_a_roll_replaces_old_replicas_one_for_one_as_new_ones_serve() -> None:
+    old = {f"old{i}": replica(f"old{i}", S.RUNNING, revision=1, pid=i) for i in (1, 2, 3)}
+    world = World(replicas=dict(old))
+    g = group(revision=2)
+
+    def serving() -> int:
+        return sum(1 for r in world.replicas.values() if r.state.serves)
+
+    world.apply(step := plan(g, world.observed(desired=3), now=0.0))
+    assert step == [StartReplica(None, 2)] * 3
+    assert serving() == 3
+    stopped: list[list[str]] = []
+    for tick, name in enumerate(["r2", "r1", "r3"], start=1):
+        # One new replica passes its probe: exactly one old one leaves, newest process first.
+        world.replicas[name] = replace(world.replicas[name], state=S.RUNNING)
+        step = plan(g, world.observed(desired=3), now=float(tick))
+        assert all(isinstance(action, StopReplica) for action in step)
+        world.apply(step)
+        stopped.append([action.replica_id for action in step])  # type: ignore[union-attr]
+        assert serving() == 3
+
+    assert stopped == [["old3"], ["old2"], ["old1"]]
+    assert all(r.revision == 2 for r in world.replicas.values())
+
+
+def test_a_roll_lets_old_replicas_that_serve_nobody_go_first() -> None:
+    replicas = (
+        replica("old-ready", S.RUNNING, revision=1, pid=1),
+        replica("old-starting", S.STARTING, revision=1, pid=2),
+        replica("old-crashed", S.CRASH_LOOP_BACK_OFF, revision=1, restart_at=99.0),
+        replica("new-ready", S.RUNNING, revision=2, pid=3),
+        replica("new-starting", S.STARTING, revision=2, pid=4),
+    )
+
+    actions = plan(group(revision=2), Observed(desired=2, replicas=replicas), now=0.0)
+
+    # One new replica serves, so one old one is still needed: the one that serves stays.
+    assert actions == [
+        StopReplica("old-starting", "replaced by revision 2"),
+        StopReplica("old-crashed", "replaced by revision 2"),
+    ]
+
+
 def test_old_replicas_that_no_longer_run_leave_at_once() -> None:
     old = replica("old", S.CRASH_LOOP_BACK_OFF, revision=1, restart_at=99.0)
 
@@ -209,3 +252,15 @@ def test_states_print_and_compare_as_the_strings_the_catalog_stores() -> None:
     assert isinstance(GroupStatus.FAILED, str)
     assert ReplicaState("Terminating") is S.TERMINATING
     assert f"{S.RUNNING}" == "Running"
+
+
+def test_a_group_scaled_to_zero_is_idle_once_no_replica_is_left() -> None:
+    crashed = ReplicaView(
+        "g-1", 1, ReplicaState.CRASH_LOOP_BACK_OFF, restarts=3, last_exit_reason="exit code 3"
+    )
+
+    assert group_status(1, 0, [], idle_reason="no call for 300 s") == (
+        GroupStatus.IDLE,
+        "no call for 300 s",
+    )
+    assert group_status(1, 0, [crashed])[0] is GroupStatus.CRASH_LOOP_BACK_OFF

@@ -3,12 +3,17 @@ real runtime processes counting the rows they get."""
 
 from __future__ import annotations
 
+import time
+
 import pyarrow as pa
+import pytest
 
 from chalk.catalog import Catalog
 from chalk.engine.cache import MemoryAnswerStore
 from chalk.engine.calls import ModelCaller
+from chalk.engine.errors import ModelUnavailableError
 from chalk.engine.recorder import CallRecorder, GroupCalls, recording
+from chalk.engine.routes import ROUTE_TTL_S
 from tests.engine.conftest import SHIM_HANDLERS, Deploy, MakeCaller, StartRuntime
 
 ROWS = "chalk_remote_call_rows_total"
@@ -173,3 +178,31 @@ def test_every_answer_type_round_trips_through_the_cache(
             assert answer.type == values.type
             assert answer.to_pylist() == values.to_pylist()
         assert recorder.groups()[f"echo-{name}"].cache_hits == 2
+
+
+def test_a_group_with_no_ready_replica_answers_cached_rows_and_holds_only_for_misses(
+    runtime: StartRuntime, deploy: Deploy, catalog: Catalog, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    caller = make_caller(hold_timeout_s=0.3)
+    call(caller, [1, 2])
+    group = catalog.groups.find("double")
+    assert group is not None
+    # The group scaled to zero: no endpoint left.
+    catalog.groups.report(
+        group.id,
+        status="Idle",
+        reason="no call for 300 s",
+        desired=0,
+        ready=0,
+        available=0,
+        endpoints=[],
+    )
+    time.sleep(ROUTE_TTL_S)
+
+    answer, calls = call(caller, [2, 1, 2])
+    assert answer == [4, 2, 4]
+    assert (calls.cache_hits, calls.calls) == (2, 0)
+    with pytest.raises(ModelUnavailableError, match="double"):
+        call(caller, [3])
