@@ -7,6 +7,8 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from chalk.engine.cache.encoding import decode_answers, encode_answers, encoding_name
 
@@ -83,6 +85,29 @@ def test_a_slice_encodes_only_its_own_answers(answers: pa.Array) -> None:
     decoded = decode_answers(encode_answers(part), answers.type)
 
     assert decoded.to_pylist() == part.to_pylist() or _same_floats(decoded, part)
+
+
+_VALUES = {
+    "int64": (st.integers(-(2**63), 2**63 - 1), pa.int64()),
+    "float64": (st.floats(allow_nan=False), pa.float64()),
+    "large_string": (st.text(), pa.large_string()),
+    "binary": (st.binary(), pa.binary()),
+    "list": (st.lists(st.none() | st.integers(-(2**63), 2**63 - 1)), pa.list_(pa.int64())),
+}
+
+
+@given(
+    st.sampled_from(sorted(_VALUES)).flatmap(
+        lambda name: st.tuples(st.just(name), st.lists(st.none() | _VALUES[name][0]))
+    )
+)
+def test_any_answers_round_trip(case: tuple[str, list[object]]) -> None:
+    name, values = case
+    answers = pa.array(values, _VALUES[name][1])
+
+    decoded = decode_answers(encode_answers(answers), answers.type)
+
+    assert decoded.to_pylist() == values
 
 
 def test_chunked_answers_encode_as_one_array() -> None:
