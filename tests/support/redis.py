@@ -31,7 +31,8 @@ _PORT_TRIES: Final = 3
 
 
 class RedisServer:
-    """One ``redis-server`` process on ``port``: no snapshots, no append-only file."""
+    """One ``redis-server`` process on ``port`` (and a Unix socket in its directory): no
+    snapshots, no append-only file."""
 
     def __init__(self, program: str, directory: Path) -> None:
         self._program = program
@@ -42,6 +43,11 @@ class RedisServer:
     @property
     def url(self) -> str:
         return f"redis://{_HOST}:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        """The same server through its Unix socket."""
+        return f"unix://{self._directory / 'redis.sock'}?db=0"
 
     @property
     def log(self) -> Path:
@@ -94,6 +100,8 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self._directory),
             "--logfile", str(self.log),
+            "--unixsocket", str(self._directory / "redis.sock"),
+            "--unixsocketperm", "700",
         ]  # fmt: skip
         self._process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         self.port = port

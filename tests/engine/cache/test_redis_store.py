@@ -90,6 +90,23 @@ def test_answers_round_trip_with_their_nulls(redis_server: RedisServer, answers:
     assert stats["fraud-group"].errors == 0
 
 
+def test_a_unix_socket_url_reaches_the_same_server(redis_server: RedisServer) -> None:
+    async def scenario() -> Any:
+        over_tcp = RedisAnswerStore(redis_server.url)
+        over_unix = open_answer_store(redis_server.unix_url)
+        try:
+            await over_tcp.put(scope(), keys("a"), pa.array([1.5]))
+            return await over_unix.get(scope(), keys("a"))
+        finally:
+            await over_tcp.aclose()
+            await over_unix.aclose()
+
+    lookup = run(scenario)
+
+    assert lookup.error is None
+    assert lookup.answers.to_pylist() == [1.5]
+
+
 def test_keys_name_the_scheme_model_and_version(redis_server: RedisServer) -> None:
     async def scenario() -> None:
         store = RedisAnswerStore(redis_server.url)
