@@ -16,6 +16,7 @@ from chalk.common.errors import ConfigError
 from chalk.engine.cache import AnswerStoreUnavailableError, open_answer_store
 from chalk.engine.cache.redis_store import KEY_PREFIX, RedisAnswerStore, check_redis_url
 from chalk.engine.cache.store import AnswerScope, CacheStats
+from tests.support import redis as support_redis
 from tests.support.redis import RedisServer
 
 T = TypeVar("T")
@@ -415,6 +416,22 @@ def test_open_answer_store_opens_redis_for_a_redis_url() -> None:
         open_answer_store("redis://:6379/0")
     with pytest.raises(ConfigError, match=r"Invalid value for 'socket_timeout' in connection URL;"):
         open_answer_store("redis://127.0.0.1:6379/0?socket_timeout=soon")
+
+
+@pytest.mark.parametrize(
+    ("ci", "outcome"),
+    [("true", pytest.fail.Exception), ("", pytest.skip.Exception)],
+    ids=["ci-fails", "else-skips"],
+)
+def test_without_redis_server_the_tests_skip_except_under_ci(
+    monkeypatch: pytest.MonkeyPatch, ci: str, outcome: type[BaseException]
+) -> None:
+    monkeypatch.setattr(support_redis.shutil, "which", lambda _name: None)
+    monkeypatch.setattr(support_redis.os, "access", lambda _path, _mode: False)
+    monkeypatch.setenv("CI", ci)
+
+    with pytest.raises(outcome, match="no redis-server for the answer cache's Redis tests"):
+        support_redis.require_redis_server()
 
 
 def _pause(server: RedisServer, seconds: float) -> None:
