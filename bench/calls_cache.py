@@ -6,13 +6,16 @@ The same 1M-row offline query, twice, on one ``ChalkClient`` whose feature has
 10 us a row on one handler thread), every row distinct so that the first query sends them
 all: the first and second wall times and their ratio (target: the second at least 10x
 faster), and the second query's model calls (target 0), read from ``Dataset.model_calls``.
-Every answer is checked against x * 2. Columns: the in-process store (``MemoryAnswerStore``);
-the Redis column is empty until the Redis store's branch fills it (``--part cache`` runs this
-part alone).
+Every answer is checked against x * 2. Columns: the in-process store (``MemoryAnswerStore``),
+and a Redis server (``RedisAnswerStore``: Debian's redis-server started on a free loopback
+port, named by chalk.yaml's ``online_store``; no target; "-" without redis-server).
+``--part cache`` runs this part alone.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -69,7 +72,7 @@ def _timed_query(client: ChalkClient, table: pa.Table) -> tuple[float, int, int,
 
 
 def in_process_run(client: ChalkClient) -> CacheRun:
-    """The two queries on ``client`` (its own in-process store, empty at first)."""
+    """The two queries on ``client`` (its answer store empty at first)."""
     table = pa.table(
         {
             "cached_draw.id": pa.array(range(ROWS), pa.int64()),
@@ -81,6 +84,27 @@ def in_process_run(client: ChalkClient) -> CacheRun:
     return CacheRun(first_s, second_s, first_calls, second_calls, second_rows, second_hits)
 
 
+def redis_run(root: Path) -> CacheRun | None:
+    """The two queries on a new client of the project at ``root`` whose chalk.yaml names a
+    fresh Redis server as ``online_store``; None without Debian's redis-server."""
+    if shutil.which("redis-server") is None:
+        return None
+    from tests.support.redis import RedisServer
+
+    config = root / "chalk.yaml"
+    before = config.read_text()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        server = RedisServer("redis-server", Path(directory))
+        server.start()
+        try:
+            config.write_text(f"{before.rstrip()}\nonline_store: {server.url}\n")
+            with ChalkClient(project_dir=root) as client:
+                return in_process_run(client)
+        finally:
+            config.write_text(before)
+            server.stop()
+
+
 def cache_figures(
     paced_group: Callable[[Path], AbstractContextManager[ChalkClient]],
     work: Path,
@@ -90,8 +114,8 @@ def cache_figures(
     progress("answer cache: the same 1M-row offline query twice, in-process store")
     with paced_group(work) as client:
         memory = in_process_run(client)
-    # The Redis column: a run against chalk.yaml's online_store, once the Redis store exists.
-    redis: CacheRun | None = None
+        progress("answer cache: the same queries, Redis store (chalk.yaml online_store)")
+        redis = redis_run(client.project.root)
     return [
         _line("first query wall", "s", memory.first_s, redis and redis.first_s),
         _line("second query wall", "s", memory.second_s, redis and redis.second_s),

@@ -35,8 +35,8 @@ def open_answer_store(
     online_store: str | None, *, max_bytes: int = DEFAULT_MAX_BYTES
 ) -> AnswerStore:
     """The answer store of a process: chalk.yaml's ``online_store`` (a ``redis://``,
-    ``rediss://`` or ``unix://`` URL), or with None one in this process's memory holding at
-    most ``max_bytes`` bytes.
+    ``rediss://`` or ``unix://`` URL: ``RedisAnswerStore``), or with None one in this
+    process's memory holding at most ``max_bytes`` bytes.
 
     Examples
     --------
@@ -45,8 +45,22 @@ def open_answer_store(
     """
     if online_store is None:
         return MemoryAnswerStore(max_bytes)
-    raise AnswerStoreUnavailableError(
-        f"chalk.yaml: online_store {online_store!r}: the Redis answer store is not available "
-        f"in this installation: expected online_store: null (answers kept in each process's "
-        f"memory) until it is"
-    )
+    return _redis_store(online_store)
+
+
+def _redis_store(url: str) -> AnswerStore:
+    """The store in the Redis server at ``url``, shared by every process naming it (its memory
+    is bounded by the server's ``maxmemory``, not ``max_bytes``): ConfigError for a URL that
+    is not a Redis server's, AnswerStoreUnavailableError without the ``redis`` extra."""
+    from chalk.engine.cache.redis_store import RedisAnswerStore, check_redis_url  # noqa: PLC0415
+
+    check_redis_url(url)
+    try:
+        import redis.asyncio  # noqa: F401, PLC0415 (an optional dependency)
+    except ImportError:
+        raise AnswerStoreUnavailableError(
+            "chalk.yaml: online_store names a Redis server, but redis-py is not installed: "
+            "expected scalegroup's redis extra (pip install 'scalegroup[redis]'), or no "
+            "online_store to keep answers in this process"
+        ) from None
+    return RedisAnswerStore(url)

@@ -7,11 +7,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import pyarrow as pa
-import pytest
 
 from chalk.engine.cache import AnswerScope, MemoryAnswerStore, open_answer_store
 from chalk.engine.cache.keys import row_keys
-from chalk.engine.errors import EngineError
 
 
 class Clock:
@@ -152,11 +150,6 @@ def test_open_answer_store_keeps_answers_in_memory_without_online_store() -> Non
 
     assert isinstance(store, MemoryAnswerStore)
     assert store.max_bytes == 123
-
-
-def test_a_redis_online_store_is_refused_until_it_is_available() -> None:
-    with pytest.raises(EngineError, match=r"online_store 'redis://x:6379'.*not available"):
-        open_answer_store("redis://x:6379", max_bytes=1)
 
 
 def test_a_lookup_of_few_keys_finds_what_a_lookup_of_many_finds() -> None:
