@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 __all__ = [
     "CacheFigures",
@@ -46,7 +46,7 @@ class OnlineQueryRequest(_Strict):
             "lacks or defines differently is answered with 409."
         ),
     )
-    use_cache: bool = Field(
+    use_cache: StrictBool = Field(
         True,
         description=(
             "False: the model answers of features with max_staleness are neither read from "
