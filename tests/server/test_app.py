@@ -158,6 +158,17 @@ def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Serve
             "outputs: Input should be a valid array",
             id="outputs_not_a_list",
         ),
+        *(
+            pytest.param(
+                "/v1/query/online",
+                {"inputs": ROW_JSON, "outputs": ["reading.loud"], "use_cache": loose},
+                400,
+                "INVALID_REQUEST",
+                "use_cache: Input should be a valid boolean",
+                id=f"use_cache_{name}",
+            )
+            for name, loose in (("no", "no"), ("false_text", "false"), ("yes", "yes"), ("one", 1))
+        ),
         pytest.param(
             "/v1/models/nope/invoke",
             {"inputs": {"x": [1.0]}},
