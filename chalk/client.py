@@ -501,11 +501,13 @@ class Dataset:
     (chunks sent, one gRPC call each), ``rows``, ``endpoints`` (the replicas that answered,
     in the order they first did) and ``retries`` (attempts that failed in transport and went
     to a replica again); ``rows_asked``, ``rows_sent`` and ``dedup_hits`` say how many
-    argument rows the calls had, how many were left to send once identical rows were merged,
-    and how many were answered from another row's answer; ``cache_hits``, ``cache_misses``
-    and ``cache_errors`` how many of those left were answered from the answer cache
-    (features with ``max_staleness``), how many were looked up and sent, and how many
-    lookups the store failed.
+    argument rows the calls had, how many were sent to the model (those left once identical
+    rows were merged, less the cache's hits), and how many were answered from another row's
+    answer; ``cache_hits``, ``cache_misses`` and ``cache_errors`` how many distinct rows were
+    answered from the answer cache (features with ``max_staleness``), how many were looked up
+    and sent, and how many lookups the store failed; ``cache_bytes`` and ``cache_evictions``
+    what the group's answers take in the store after the query and how many the store
+    evicted for room while it ran.
 
     Examples
     --------

@@ -89,6 +89,9 @@ def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Serve
     InvokeResponse.model_validate(reply.json())
     assert reply.json()["outputs"] == [2.0, 5.0, None]
     assert reply.json()["meta"]["model_name"] == "double"
+    assert reply.json()["meta"]["serving_versions"] == [
+        {"model_name": "double", "model_version": 1}
+    ]
 
 
 @pytest.mark.parametrize(
