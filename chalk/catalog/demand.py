@@ -18,14 +18,24 @@ import sqlalchemy as sa
 from chalk.catalog.schema import demand
 from chalk.catalog.transactions import Transactions
 
-__all__ = ["DEMAND_MAX_AGE", "DEMAND_ROWS_KEPT", "DemandFigures", "DemandStore", "GroupDemand"]
+__all__ = [
+    "DEMAND_MAX_AGE",
+    "DEMAND_ROWS_KEPT",
+    "GROUP_ROW",
+    "DemandFigures",
+    "DemandStore",
+    "GroupDemand",
+]
 
 # A row not rewritten for this long no longer counts as demand: its process stopped calling,
 # or stopped.
 DEMAND_MAX_AGE: Final = dt.timedelta(seconds=5)
-# Rows untouched for this long are deleted on the next publish (their last call time no
+# A group's row untouched for this long is deleted on the next write (its last call time no
 # longer matters to any idle period).
 DEMAND_ROWS_KEPT: Final = dt.timedelta(days=1)
+# The ``process`` of a group's own row, where stale rows of processes leave their last call
+# (no process id is this: they are host:pid:token).
+GROUP_ROW: Final = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,14 +73,17 @@ class GroupDemand:
 
 
 class DemandStore:
-    """The demand rows: one per (group name, calling process)."""
+    """The demand rows: one per (group name, calling process) that published in the last
+    ``DEMAND_MAX_AGE`` or so, and one per group (process ``GROUP_ROW``) keeping the last call
+    time of the processes whose rows went stale: a stopped process leaves no row of its own
+    behind for longer than a write's fold."""
 
     def __init__(self, catalog: Transactions) -> None:
         self._catalog = catalog
 
     def publish(self, process: str, figures: Mapping[str, DemandFigures]) -> None:
         """Replace ``process``'s rows for the groups in ``figures`` (by group name), in one
-        write; rows of every process untouched for ``DEMAND_ROWS_KEPT`` go too."""
+        write, and fold the stale rows of every process into their groups' rows."""
         if not figures:
             return
         now = self._catalog.clock()
@@ -94,35 +107,95 @@ class DemandStore:
                     for group, figure in figures.items()
                 ],
             )
-            connection.execute(
-                sa.delete(demand).where(demand.c.updated_at < now - DEMAND_ROWS_KEPT)
-            )
+            _fold_stale(connection, now)
 
     def forget(self, process: str) -> None:
-        """Drop ``process``'s figures (it stops calling), keeping when it last called."""
+        """Zero ``process``'s figures (it stops calling), keeping when it last called; its
+        rows are folded into their groups' rows by a write once they are stale."""
+        now = self._catalog.clock()
         with self._catalog.write() as connection:
             connection.execute(
                 sa.update(demand)
                 .where(demand.c.process == process)
-                .values(in_flight=0, waiting=0, updated_at=self._catalog.clock())
+                .values(in_flight=0, waiting=0, updated_at=now)
             )
+            _fold_stale(connection, now)
 
     def totals(self, *, max_age: dt.timedelta = DEMAND_MAX_AGE) -> dict[str, GroupDemand]:
-        """Each group's demand by group name; a group nobody published is absent."""
+        """Each group's demand by group name, summed by the database; a group nobody
+        published is absent."""
+        fresh = (demand.c.updated_at >= self._catalog.clock() - max_age) & (
+            demand.c.process != GROUP_ROW
+        )
+
+        def fresh_sum(column: sa.ColumnElement[int]) -> sa.ColumnElement[int]:
+            return sa.func.coalesce(sa.func.sum(sa.case((fresh, column), else_=0)), 0)
+
+        query = sa.select(
+            demand.c.group_name,
+            fresh_sum(demand.c.in_flight),
+            fresh_sum(demand.c.waiting),
+            sa.func.max(demand.c.last_call_at),
+            fresh_sum(sa.literal(1, sa.Integer)),
+        ).group_by(demand.c.group_name)
         with self._catalog.read() as connection:
-            rows = connection.execute(sa.select(demand)).all()
-        fresh_after = self._catalog.clock() - max_age
-        sums: dict[str, GroupDemand] = {}
-        for row in rows:
-            found = sums.get(row.group_name, GroupDemand())
-            last = found.last_call_at
-            if row.last_call_at is not None and (last is None or row.last_call_at > last):
-                last = row.last_call_at
-            fresh = row.updated_at >= fresh_after
-            sums[row.group_name] = GroupDemand(
-                in_flight=found.in_flight + (row.in_flight if fresh else 0),
-                waiting=found.waiting + (row.waiting if fresh else 0),
-                last_call_at=last,
-                processes=found.processes + int(fresh),
+            rows = connection.execute(query).all()
+        return {
+            name: GroupDemand(int(in_flight), int(waiting), last_call_at, int(processes))
+            for name, in_flight, waiting, last_call_at, processes in rows
+        }
+
+
+def _fold_stale(connection: sa.Connection, now: dt.datetime) -> None:
+    """Fold the process rows older than ``DEMAND_MAX_AGE`` (no longer demand) into one row
+    per group, which keeps the group's latest call and latest write; then drop the groups'
+    rows untouched for ``DEMAND_ROWS_KEPT``. Catalog writes are serialised
+    (``Catalog.write``), so no other fold runs between this one's read and its writes."""
+    stale = (demand.c.process != GROUP_ROW) & (demand.c.updated_at < now - DEMAND_MAX_AGE)
+    folded = connection.execute(
+        sa.select(
+            demand.c.group_name,
+            sa.func.max(demand.c.last_call_at),
+            sa.func.max(demand.c.updated_at),
+        )
+        .where(stale)
+        .group_by(demand.c.group_name)
+    ).all()
+    if folded:
+        of_groups = (demand.c.process == GROUP_ROW) & demand.c.group_name.in_(
+            [name for name, _, _ in folded]
+        )
+        kept: dict[str, tuple[dt.datetime | None, dt.datetime | None]] = {
+            name: (last_call_at, updated_at)
+            for name, last_call_at, updated_at in connection.execute(
+                sa.select(demand.c.group_name, demand.c.last_call_at, demand.c.updated_at).where(
+                    of_groups
+                )
             )
-        return sums
+        }
+        connection.execute(sa.delete(demand).where(stale | of_groups))
+        connection.execute(
+            sa.insert(demand),
+            [
+                {
+                    "group_name": name,
+                    "process": GROUP_ROW,
+                    "in_flight": 0,
+                    "waiting": 0,
+                    "last_call_at": _latest(last_call_at, kept.get(name, (None, None))[0]),
+                    "updated_at": _latest(updated_at, kept.get(name, (None, None))[1]),
+                }
+                for name, last_call_at, updated_at in folded
+            ],
+        )
+    connection.execute(
+        sa.delete(demand).where(
+            (demand.c.process == GROUP_ROW) & (demand.c.updated_at < now - DEMAND_ROWS_KEPT)
+        )
+    )
+
+
+def _latest(*times: dt.datetime | None) -> dt.datetime | None:
+    """The latest of ``times`` that are known (None: none is)."""
+    known = [time for time in times if time is not None]
+    return max(known) if known else None

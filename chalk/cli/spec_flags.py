@@ -42,6 +42,8 @@ _SCALING_FLAGS: Final = {
     "idle_seconds": "--idle-seconds",
 }
 _BOUNDS: Final = ("min_replicas", "max_replicas")
+# What a count flag takes to clear its field (``--queue-depth-target none``).
+_NONE: Final = "none"
 _RESOURCE_FIELDS: Final = ("cpu", "memory", "gpu")
 
 _T = TypeVar("_T")
@@ -53,10 +55,11 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
     add_scaling_flags(parser, on_update=on_update)
     parser.add_argument(
         "--queue-depth-target",
-        type=int,
+        type=_count_or_none,
         metavar="N",
         help="calls in flight or waiting per replica to aim for: the group runs at least "
-        f"ceil(demand / N) replicas (1 to 10000; default: not scaled on demand){keep}",
+        f"ceil(demand / N) replicas (1 to 10000, or none: not scaled on demand; default "
+        f"none){keep}",
     )
     parser.add_argument(
         "--idle-seconds",
@@ -164,7 +167,7 @@ class SpecFlags:
 
     image: str | None
     port: int | None
-    scaling: dict[str, int]
+    scaling: dict[str, int | None]
     scaling_flags: dict[str, str]
     resources: dict[str, str]
     env: dict[str, str]
@@ -240,7 +243,17 @@ def read_resource_flags(
     return resources
 
 
-def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, str]]:
+def _count_or_none(text: str) -> int | str:
+    """A count flag's value: an integer, or ``none`` (kept as such: the field is cleared)."""
+    if text.strip().lower() == _NONE:
+        return _NONE
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or none, got {text!r}") from None
+
+
+def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int | None], dict[str, str]]:
     """The AutoScalingSpec fields given and the flag of each, checked without the current spec."""
     from chalk.catalog import ValidationError  # noqa: PLC0415
 
@@ -269,8 +282,15 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int], dict[str, 
                 )
             given[field] = args.replicas
             flags[field] = "--replicas"
-    scaling = {field: value for field, value in given.items() if value is not None}
+    # A field given as ``none`` is cleared (None), one not given is absent.
+    scaling = {
+        field: None if value == _NONE else value
+        for field, value in given.items()
+        if value is not None
+    }
     for field, value in scaling.items():
+        if value is None:
+            continue
         # Each count is checked alone against its own range: a maximum with a minimum of 1
         # (--replicas is checked as a maximum: it sets both), a minimum with a maximum of at
         # least 1 (a minimum may be 0).

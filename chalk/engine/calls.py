@@ -203,6 +203,7 @@ class ModelCaller:
             max_backoff_s=max_backoff_s,
             deadline_s=deadline_s,
             recovery_s=recovery_s,
+            hold=self._hold,
             batch_max_delay_s=batch_max_delay_s,
         )
 

@@ -149,7 +149,11 @@ class DemandPublisher:
         while not self._closed:
             self._wake.clear()
             self._idle = True
-            active = self.publish_due()
+            try:
+                active = self.publish_due()
+            except Exception:  # advice only: a failing step costs a tick, never the thread
+                _LOG.exception("publishing demand failed; trying again in %s s", _TICK_S)
+                active = True
             if active:
                 self._idle = False
             # Idle: sleep until a call wakes it.
@@ -158,9 +162,9 @@ class DemandPublisher:
     def publish_due(self) -> bool:
         """Write the rows that are due now; whether any group is still active."""
         now = time.monotonic()
+        loads = self._loads()
         with self._lock:
             urgent, self._urgent = self._urgent, set()
-        loads = self._loads()
         due: dict[str, DemandFigures] = {}
         active = False
         for group, called_at in list(self._called.items()):

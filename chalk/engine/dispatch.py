@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeAlias
 
 import pyarrow as pa
 
@@ -41,7 +41,7 @@ from chalk.engine.routes import RouteCache
 from chalk.shim.client import DEFAULT_DEADLINE_S, RemoteCallClient
 from chalk.shim.errors import RemoteCallError, RemoteHandlerError, TransportError
 
-__all__ = ["DEFAULT_RECOVERY_S", "Dispatcher", "lost_after_sending"]
+__all__ = ["DEFAULT_RECOVERY_S", "Dispatcher", "Hold", "lost_after_sending"]
 
 # How long a call keeps trying while no replica can take a chunk: long enough for a replica
 # that died to be restarted (a local one is back in about 2 s).
@@ -50,6 +50,11 @@ DEFAULT_RECOVERY_S: Final = 10.0
 # connect, a draining replica refused it (our runtime's words), or a server going away
 # told gRPC it would not take the stream.
 _REFUSED_MARKS: Final = ("failed to connect", "connection refused", "shutting down", "goaway")
+
+# Waits, for a call of ``feature`` to ``name``, until the group of ``route`` (one with no
+# endpoints) has a ready replica; its route then and when it was read (``ModelCaller._hold``:
+# ``chalk.engine.holds.HeldCalls.until_ready``).
+Hold: TypeAlias = Callable[[str, str, Route], Awaitable[tuple[Route, float]]]
 
 
 def lost_after_sending(error: TransportError) -> bool:
@@ -83,9 +88,10 @@ class Dispatcher:
     refused, after a back-off (``backoff_s`` doubling up to ``max_backoff_s``) to the route
     read again, until ``max_attempts`` attempts (default: the endpoints plus 2) and
     ``recovery_s`` since the first failure are spent. A connection lost after sending (the
-    replica died) is retried once; a second death fails the call. A replica that let the
-    chunk's deadline pass is not tried again. A handler error is never retried, except that
-    each call's part of a merged model call is retried alone once.
+    replica died) is retried once; a second death fails the call. A chunk whose route, read
+    again, has no endpoints is held (``hold``) within the hold bound, as a new call is. A
+    replica that let the chunk's deadline pass is not tried again. A handler error is never
+    retried, except that each call's part of a merged model call is retried alone once.
     """
 
     def __init__(
@@ -100,9 +106,11 @@ class Dispatcher:
         max_backoff_s: float,
         deadline_s: float | None,
         recovery_s: float,
+        hold: Hold,
         batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_S,
     ) -> None:
         self._client = client
+        self._hold = hold
         self.routes = routes
         self._limits = limits
         self._max_attempts = max_attempts
@@ -287,7 +295,15 @@ class Dispatcher:
             )
         finally:
             queue.held -= 1
-        queue.set_endpoints(tuple(dict.fromkeys(await self.routes.endpoints_again(call))))
+        route = await self.routes.route_again(call)
+        if route is not None and not route.endpoints:
+            # The group lost its last ready replica (scaled to zero, restarting): the chunk is
+            # held as a new call is, within the hold bound, and then starts its retries afresh.
+            held, read_at = await self._hold(call.feature, call.name, route)
+            route = self.routes.adopt(call, held, read_at)
+            chunk.failing_since = None
+            chunk.attempts = 0
+        queue.set_endpoints(() if route is None else tuple(dict.fromkeys(route.endpoints)))
 
     async def _after_failure(
         self, call: ModelCall, chunk: Chunk, sent: Sent, max_attempts: int, refused: set[str]

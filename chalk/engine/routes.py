@@ -42,7 +42,7 @@ class RouteCache:
     Resolving reads the database (~0.5 ms, and a thread hop) on every call otherwise. Calls
     that find a route expired share one read of it: under 64 concurrent queries, each starting
     its own read made about one read per ten queries (bench/README.md, "Batching"). A call
-    that finds an endpoint gone resolves afresh (``endpoints_again``), so a stale route costs
+    that finds an endpoint gone resolves afresh (``route_again``), so a stale route costs
     one retry at most.
     """
 
@@ -100,10 +100,25 @@ class RouteCache:
         if not read.cancelled():
             read.exception()  # retrieved: every waiter may have been cancelled
 
-    async def endpoints_again(self, call: ModelCall) -> tuple[Endpoint, ...]:
-        """The group's endpoints now: replicas come and go while a call runs."""
-        route = await self._route_again(call)
-        return () if route is None else route.endpoints
+    async def route_again(self, call: ModelCall) -> Route | None:
+        """The group's route read now, for ``call``: with endpoints, adopted as the call's
+        route; with none (replicas restarting, or scaled away), as read, carrying the group's
+        status for the caller to hold the call on; None while the catalog cannot route it
+        (the controller is down)."""
+        try:
+            route = await asyncio.to_thread(self._catalog.resolve, call.name)
+        except _PASSING_RESOLVE_ERRORS:
+            return None
+        except ResolveError as error:
+            raise type(error)(f"{call.feature}: {error}") from None
+        if not route.endpoints:
+            return route
+        return self.adopt(call, route, time.monotonic())
+
+    def adopt(self, call: ModelCall, route: Route, read_at: float) -> Route:
+        """``route``, read at ``read_at`` with endpoints, as ``call``'s route and the cache's."""
+        self._routes[call.name] = (route, read_at)
+        return _checked_route(call, route)
 
     async def endpoints_between_chunks(self, call: ModelCall) -> tuple[Endpoint, ...] | None:
         """The group's endpoints, read again when the call's route is older than ROUTE_TTL_S
@@ -117,7 +132,7 @@ class RouteCache:
         if cached is not None and now - cached[1] < ROUTE_TTL_S:
             route: Route | None = _checked_route(call, cached[0])
         else:
-            route = await self._route_again(call)
+            route = await self.route_again(call)
         return None if route is None or not route.endpoints else route.endpoints
 
     async def exited_replica(self, call: ModelCall, endpoint: str) -> Replica | None:
@@ -139,20 +154,6 @@ class RouteCache:
             if time.monotonic() >= give_up:
                 return None
             await asyncio.sleep(0.05)
-
-    async def _route_again(self, call: ModelCall) -> Route | None:
-        """The group's route read now (None while no replica is ready), for ``call``."""
-        try:
-            route = await asyncio.to_thread(self._catalog.resolve, call.name)
-        except _PASSING_RESOLVE_ERRORS:
-            return None
-        except ResolveError as error:
-            raise type(error)(f"{call.feature}: {error}") from None
-        if not route.endpoints:
-            # Restarting, or scaled away: the call's retries keep its route meanwhile.
-            return None
-        self._routes[call.name] = (route, time.monotonic())
-        return _checked_route(call, route)
 
 
 def _checked_route(call: ModelCall, route: Route) -> Route:

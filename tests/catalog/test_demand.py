@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from chalk.catalog import open_catalog
-from chalk.catalog.demand import DEMAND_ROWS_KEPT, DemandFigures, GroupDemand
+import sqlalchemy as sa
+
+from chalk.catalog import Catalog, open_catalog
+from chalk.catalog.demand import DEMAND_ROWS_KEPT, GROUP_ROW, DemandFigures, GroupDemand
+from chalk.catalog.schema import demand
 
 _T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -54,3 +57,36 @@ def test_rows_untouched_for_a_day_are_deleted_on_publish(catalog_url: str) -> No
     clock.now = _T0 + DEMAND_ROWS_KEPT + dt.timedelta(seconds=1)
     catalog.demand.publish("b", {"fraud": DemandFigures(0, 1, clock.now)})
     assert set(catalog.demand.totals()) == {"fraud"}
+
+
+def _rows(catalog: Catalog) -> list[tuple[str, str]]:
+    with catalog.read() as connection:
+        found = connection.execute(sa.select(demand.c.group_name, demand.c.process)).all()
+    return sorted((group, process) for group, process in found)
+
+
+def test_stopped_processes_leave_one_row_per_group_with_the_last_call(catalog_url: str) -> None:
+    clock = _Clock()
+    catalog = open_catalog(catalog_url, clock=clock)
+    for second, process in enumerate(["q1", "q2", "q3"]):
+        clock.now = _T0 + dt.timedelta(seconds=second)
+        catalog.demand.publish(process, {"ner": DemandFigures(1, 0, clock.now)})
+        catalog.demand.forget(process)
+    last_call = _T0 + dt.timedelta(seconds=2)
+    # A write after the 5 s window folds the three stopped processes into the group's row.
+    clock.now = _T0 + dt.timedelta(seconds=8)
+    catalog.demand.publish("live", {"fraud": DemandFigures(0, 1, clock.now)})
+    assert _rows(catalog) == [("fraud", "live"), ("ner", GROUP_ROW)]
+    assert catalog.demand.totals()["ner"] == GroupDemand(0, 0, last_call, 0)
+
+    # Later stopped processes fold into that same row, which keeps the latest call.
+    clock.now = _T0 + dt.timedelta(seconds=9)
+    catalog.demand.publish("q4", {"ner": DemandFigures(2, 1, clock.now)})
+    assert catalog.demand.totals()["ner"] == GroupDemand(2, 1, clock.now, 1)
+    catalog.demand.forget("q4")
+    clock.now = _T0 + dt.timedelta(seconds=20)
+    catalog.demand.forget("live")
+    assert _rows(catalog) == [("fraud", "live"), ("ner", GROUP_ROW)]
+    totals = catalog.demand.totals()
+    assert totals["ner"] == GroupDemand(0, 0, _T0 + dt.timedelta(seconds=9), 0)
+    assert totals["fraud"] == GroupDemand(0, 0, _T0 + dt.timedelta(seconds=8), 1)

@@ -240,6 +240,18 @@ def test_the_demand_flags_are_stored_in_the_spec(
     assert catalog.groups.find("ner") is None
 
 
+def test_a_queue_depth_target_of_none_is_no_target_and_a_word_is_refused(
+    project: Path, image: LocalImage
+) -> None:
+    cleared = chalk(project, *CREATE, "--queue-depth-target", "none", "--dry-run", "-o", "json")
+    assert cleared.returncode == 0, cleared.stderr
+    assert json.loads(cleared.stdout)["spec"]["scaling"].get("queueDepthTarget") is None
+
+    wrong = chalk(project, *CREATE, "--queue-depth-target", "many", "--dry-run")
+    assert wrong.returncode == 2
+    assert "--queue-depth-target: expected a whole number or none, got 'many'" in wrong.stderr
+
+
 def test_dry_run_prints_the_pinned_spec_as_yaml_and_stores_nothing(
     project: Path, catalog: Catalog, image: LocalImage
 ) -> None:

@@ -150,6 +150,32 @@ def test_a_group_with_a_held_call_is_published_at_once() -> None:
     assert published[0] == {"a": DemandFigures(2, 1, None)}
 
 
+def test_the_publisher_survives_a_step_that_raises(caplog: pytest.LogCaptureFixture) -> None:
+    published: list[Mapping[str, DemandFigures]] = []
+    failures = [RuntimeError("loads broke")]
+
+    class Sink:
+        def publish(self, process: str, figures: Mapping[str, DemandFigures]) -> None:
+            published.append(figures)
+
+        def forget(self, process: str) -> None:
+            pass
+
+    def loads() -> Mapping[str, GroupLoad]:
+        if failures:
+            raise failures.pop()
+        return {"a": GroupLoad(in_flight=1)}
+
+    publisher = DemandPublisher(Sink(), loads, process="p")
+    with caplog.at_level("ERROR", logger="chalk.engine.demand"):
+        publisher.urgent("a")
+        _until(lambda: GroupDemand() if published else None, timeout_s=10)
+    publisher.close()
+
+    assert published[0] == {"a": DemandFigures(1, 0, None)}
+    assert "loads broke" in caplog.text
+
+
 _CALLING_PROCESS = """
 import sys
 from chalk import functions as F

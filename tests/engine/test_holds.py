@@ -260,3 +260,65 @@ def test_calls_held_for_one_group_share_each_read_of_its_route(
     # in the second, where 50 calls polling alone would make about 500.
     assert first <= calls
     assert 1 <= polled <= 3 * 10
+
+
+class _LastReplicaGoes:
+    """The catalog, where the group's last endpoint goes away right after the first read:
+    a call resolved it just before the replica was removed (scale to zero)."""
+
+    def __init__(self, catalog: Catalog, group_id: str) -> None:
+        self.catalog = catalog
+        self.group_id = group_id
+        self.reads = 0
+
+    def resolve(self, name: str) -> Route:
+        route = self.catalog.resolve(name)
+        self.reads += 1
+        if self.reads == 1:
+            _report(self.catalog, self.group_id, "Idle")
+        return route
+
+    def replica_at(self, group: str, endpoint: str) -> Replica | None:
+        return self.catalog.replica_at(group, endpoint)
+
+
+def test_a_call_whose_last_replica_goes_mid_call_is_held_past_the_recovery_window(
+    catalog: Catalog, runtime: StartRuntime
+) -> None:
+    group_id = _group(catalog, "Ready")
+    _report(catalog, group_id, "Ready", targets=[f"127.0.0.1:{free_port()}"])  # refuses
+    port = free_port()
+
+    async def call() -> pa.Array:
+        caller = ModelCaller(_LastReplicaGoes(catalog, group_id), backoff_s=0.01, recovery_s=0.2)
+        try:
+            answer = asyncio.ensure_future(
+                caller.call(feature="t.y", name="model.double", args=ONE)
+            )
+            await asyncio.to_thread(_held, caller, 1)
+            await asyncio.sleep(1.0)  # five recovery windows: the call is still held
+            assert not answer.done()
+            await asyncio.to_thread(
+                runtime, "model_handlers.double", cwd=SHIM_HANDLERS, args=("--port", str(port))
+            )
+            await asyncio.to_thread(_report, catalog, group_id, "Ready", "", [f"127.0.0.1:{port}"])
+            return await answer
+        finally:
+            await caller.aclose()
+
+    assert asyncio.run(call()) == pa.array([2, 4], INT)
+
+
+def test_a_chunk_held_after_its_replica_went_fails_with_the_hold_bound(
+    catalog: Catalog,
+) -> None:
+    group_id = _group(catalog, "Ready")
+    _report(catalog, group_id, "Ready", targets=[f"127.0.0.1:{free_port()}"])
+    caller = ModelCaller(
+        _LastReplicaGoes(catalog, group_id), backoff_s=0.01, recovery_s=0.1, hold_timeout_s=0.5
+    )
+    try:
+        with pytest.raises(ModelUnavailableError, match=r"became ready within 0\.5 s"):
+            caller.call_blocking(feature="t.y", name="model.double", args=ONE)
+    finally:
+        caller.close()

@@ -137,7 +137,9 @@ class KubernetesGroups:
     ) -> tuple[ScalingGroup, bool]:
         """Store the spec, then apply it (also when unchanged: that repairs drift and changes
         nothing otherwise). A failed apply marks the group Failed with the reason."""
-        refuse_what_needs_keda(name, spec.scaling)  # before the spec is stored
+        found = catalog.groups.find(name)
+        before = None if found is None else GroupSpec.from_dict(found.spec).scaling
+        refuse_what_needs_keda(name, spec.scaling, stored=before)  # before the spec is stored
         stored, changed = catalog.groups.update(
             name, spec.to_dict(), expected_revision=expected_revision
         )

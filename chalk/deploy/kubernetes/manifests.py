@@ -7,7 +7,7 @@ it. Nothing here talks to a cluster: what the server supports comes in as ``Serv
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY, Endpoint, runs_in_cluster
@@ -250,10 +250,14 @@ def replica_count(scaling: AutoScalingSpec, live_replicas: int | None) -> int:
     return min(max(live_replicas, scaling.min_replicas), scaling.max_replicas)
 
 
-def refuse_what_needs_keda(name: str, scaling: AutoScalingSpec) -> None:
-    """Refuse scaling that only a KEDA ScaledObject can do on Kubernetes: to zero
-    (``min_replicas=0``) or on demand (``queue_depth_target``); a HorizontalPodAutoscaler
-    does neither, and this version has no KEDA support yet.
+def refuse_what_needs_keda(
+    name: str, scaling: AutoScalingSpec, *, stored: AutoScalingSpec | None = None
+) -> None:
+    """Refuse a create or update that adds scaling only KEDA does on Kubernetes: to zero
+    (``min_replicas=0``) or on demand (``queue_depth_target``). A HorizontalPodAutoscaler
+    does neither, and this version creates no KEDA ScaledObject. ``stored``: the group's
+    scaling before an update; what it had stays (a queue-depth target stored when Kubernetes
+    took it unused, the HPA scaling on CPU alone).
 
     Examples
     --------
@@ -261,19 +265,25 @@ def refuse_what_needs_keda(name: str, scaling: AutoScalingSpec) -> None:
     Traceback (most recent call last):
     ...
     chalk.common.errors.ValidationError: scaling group 'ner' scales to zero (min_replicas=0), \
-which on Kubernetes needs KEDA, and this version does not use KEDA yet: expected \
---min-replicas 1 or more and no --queue-depth-target on Kubernetes (both work on the local backend)
+which on Kubernetes needs KEDA (a ScaledObject in place of the HorizontalPodAutoscaler), and \
+this version has no KEDA support: expected --min-replicas 1 or more and no --queue-depth-target \
+on Kubernetes (both work on the local backend)
+    >>> stored = AutoScalingSpec(max_replicas=3, queue_depth_target=4)
+    >>> refuse_what_needs_keda("ner", AutoScalingSpec(queue_depth_target=8), stored=stored)
     """
     needs = []
-    if scaling.scales_to_zero:
+    if scaling.scales_to_zero and not (stored is not None and stored.scales_to_zero):
         needs.append("scales to zero (min_replicas=0)")
-    if scaling.queue_depth_target is not None:
+    if scaling.queue_depth_target is not None and (
+        stored is None or stored.queue_depth_target is None
+    ):
         needs.append(f"scales on demand (queue_depth_target={scaling.queue_depth_target})")
     if needs:
         raise ValidationError(
-            f"scaling group {name!r} {' and '.join(needs)}, which on Kubernetes needs KEDA, "
-            f"and this version does not use KEDA yet: expected --min-replicas 1 or more and "
-            f"no --queue-depth-target on Kubernetes (both work on the local backend)"
+            f"scaling group {name!r} {' and '.join(needs)}, which on Kubernetes needs KEDA "
+            f"(a ScaledObject in place of the HorizontalPodAutoscaler), and this version has "
+            f"no KEDA support: expected --min-replicas 1 or more and no --queue-depth-target "
+            f"on Kubernetes (both work on the local backend)"
         )
 
 
@@ -288,8 +298,10 @@ def group_manifests(
     """The objects a group becomes, in apply order: Deployment, Service, HTTPRoute, HPA.
 
     The HTTPRoute comes only with a gateway, the HorizontalPodAutoscaler only when the group
-    autoscales. ``live_replicas``: the Deployment's replica count in the cluster now, if it
-    exists (see ``deployment``).
+    autoscales. A queue-depth target renders nothing: one is refused where a create or update
+    adds it (``refuse_what_needs_keda``), and one stored before that stays unused.
+    ``live_replicas``: the Deployment's replica count in the cluster now, if it exists (see
+    ``deployment``).
 
     Examples
     --------
@@ -297,7 +309,8 @@ def group_manifests(
     >>> [m["kind"] for m in group_manifests("ner", spec, Placement("ml", "dev"))]
     ['Deployment', 'Service']
     """
-    refuse_what_needs_keda(name, spec.scaling)
+    # Never stored on Kubernetes (zero was refused before KEDA was named): an HPA cannot.
+    refuse_what_needs_keda(name, replace(spec.scaling, queue_depth_target=None))
     features = features or ServerFeatures()
     objects = [
         deployment(name, spec, placement, features, live_replicas=live_replicas),

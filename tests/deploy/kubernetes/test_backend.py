@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -490,3 +491,34 @@ def test_the_cli_runs_a_group_end_to_end(project: Project, kube: KubernetesBacke
     assert deleted.returncode == 0, deleted.stderr
     assert _absent(kube, "apps/v1", "Deployment")
     assert _absent(kube, "v1", "Service")
+
+
+def test_a_stored_queue_depth_target_stays_updatable_and_the_cli_clears_it(
+    project: Project, catalog: Catalog, kube: KubernetesBackend
+) -> None:
+    scaling = AutoScalingSpec(min_replicas=1, max_replicas=4)
+    group, spec = create_group(project, catalog, "ner", _spec(scaling=scaling), port_given=False)
+    assert group is not None
+    # Stored as before Kubernetes refused a queue-depth target (it scaled on CPU alone).
+    with_target = replace(spec, scaling=replace(scaling, queue_depth_target=2))
+    catalog.groups.update("ner", with_target.to_dict(), expected_revision=group.revision)
+
+    update_group(project, catalog, "ner", {"tags": {"team": "nlp"}})
+    hpa = _read(kube, _autoscaling(kube), "HorizontalPodAutoscaler")
+    assert hpa["spec"]["maxReplicas"] == 4
+    assert GroupSpec.from_dict(catalog.groups.get("ner").spec).tags == {"team": "nlp"}
+    changed = scaling_group(project.root, "update", "--name", "ner", "--max-replicas", "5")
+    assert changed.returncode == 0, changed.stderr
+    assert GroupSpec.from_dict(catalog.groups.get("ner").spec).scaling.queue_depth_target == 2
+
+    cleared = scaling_group(project.root, "update", "--name", "ner", "--queue-depth-target", "none")
+    assert cleared.returncode == 0, cleared.stderr
+    stored = GroupSpec.from_dict(catalog.groups.get("ner").spec).scaling
+    assert (stored.queue_depth_target, stored.max_replicas) == (None, 5)
+
+    added = scaling_group(project.root, "update", "--name", "ner", "--queue-depth-target", "3")
+    assert added.returncode == 1
+    assert "scales on demand (queue_depth_target=3), which on Kubernetes needs KEDA" in (
+        added.stderr
+    )
+    assert GroupSpec.from_dict(catalog.groups.get("ner").spec).scaling.queue_depth_target is None

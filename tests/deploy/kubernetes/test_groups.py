@@ -282,7 +282,26 @@ def test_what_needs_keda_is_refused_before_anything_is_stored_or_applied(
     with pytest.raises(ValidationError, match=match):
         create_group(project, catalog, "ner", spec, port_given=False)
     with pytest.raises(ValidationError, match=match):
-        groups.manifests("ner", spec)  # what --dry-run prints
-    with pytest.raises(ValidationError, match=match):
         groups.update(catalog, "ner", spec, expected_revision=1)
     assert catalog.groups.find("ner") is None
+    if scaling.scales_to_zero:
+        with pytest.raises(ValidationError, match=match):
+            groups.manifests("ner", spec)  # what --dry-run prints
+    else:  # a target stored before the refusal renders the CPU autoscaler it always had
+        kinds = [manifest["kind"] for manifest in groups.manifests("ner", spec)]
+        assert kinds == ALL_KINDS
+
+
+def test_the_keda_refusal_names_keda_and_what_to_give_instead(project: Project) -> None:
+    groups = KubernetesGroups(project, connect=_no_cluster)  # type: ignore[arg-type]
+    scaling = AutoScalingSpec(min_replicas=0, max_replicas=2, queue_depth_target=3)
+
+    with pytest.raises(ValidationError) as caught:
+        groups.manifests("ner", GroupSpec(image="ghcr.io/acme/ner:1", scaling=scaling))
+
+    assert str(caught.value) == (
+        "scaling group 'ner' scales to zero (min_replicas=0), which on Kubernetes needs KEDA (a "
+        "ScaledObject in place of the HorizontalPodAutoscaler), and this version has no KEDA "
+        "support: expected --min-replicas 1 or more and no --queue-depth-target on Kubernetes "
+        "(both work on the local backend)"
+    )
