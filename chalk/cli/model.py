@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any, Final
 
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.cli.scaling_group import checked_image
+from chalk.cli.scaling_group import checked_image, what_replicas_do
 from chalk.cli.spec_flags import (
     add_spec_flags,
     emit_dry_run,
@@ -188,7 +188,7 @@ def _deploy(args: argparse.Namespace) -> int:
         version = spec.model.version if spec.model else args.version
         print(
             f"scaling group {group.name!r} serves {args.model} version {version} at revision "
-            f"{group.revision}" + ("" if args.wait else "; its replicas roll to it")
+            f"{group.revision}; {what_replicas_do(project, base, spec, args.wait)}"
         )
     else:
         print(f"scaling group {group.name!r} already serves that version (unchanged)")

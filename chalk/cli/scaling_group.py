@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from chalk.catalog.specs import GroupSpec
     from chalk.common.config import Project
 
-__all__ = ["checked_image", "register"]
+__all__ = ["checked_image", "register", "what_replicas_do"]
 
 _EVENTS_SHOWN: Final = 20
 # `get`'s replica columns; each replica's load (chalk.cli.group_usage) goes after PORT.
@@ -276,14 +276,14 @@ def _update(args: argparse.Namespace) -> int:
     elif changed:
         print(
             f"updated scaling group {group.name!r} to revision {group.revision} "
-            f"({image_text(stored)}); {_what_replicas_do(project, current, stored, args.wait)}"
+            f"({image_text(stored)}); {what_replicas_do(project, current, stored, args.wait)}"
         )
     else:
         print(f"scaling group {group.name!r} is unchanged (revision {group.revision})")
     return 0
 
 
-def _what_replicas_do(project: Project, before: GroupSpec, after: GroupSpec, waited: bool) -> str:
+def what_replicas_do(project: Project, before: GroupSpec, after: GroupSpec, waited: bool) -> str:
     """What the update does to the running replicas: a change of only the scaling (locally,
     also of the tags) keeps them, as the controller resizes and restarts nothing; any other
     change rolls them."""

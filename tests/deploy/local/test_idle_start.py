@@ -41,6 +41,17 @@ def on_startup():
 )
 
 
+def slow_image(catalog: Catalog, project: Project) -> None:
+    save_image(
+        catalog,
+        project,
+        "slow:latest",
+        files={"/app/server.py": SLOW_SERVER},
+        entrypoint=(sys.executable, "server.py", "8000"),
+        exposed_port=8000,
+    )
+
+
 def event_reasons(catalog: Catalog, group_id: str) -> list[str]:
     """The group's event reasons, oldest first."""
     return [e.reason for e in catalog.state.events(group_id, limit=200)]
@@ -57,14 +68,7 @@ def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
 def test_a_new_min_zero_group_slower_to_start_than_its_idle_period_serves_first(
     catalog: Catalog, project: Project, controller: Start, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    save_image(
-        catalog,
-        project,
-        "slow:latest",
-        files={"/app/server.py": SLOW_SERVER},
-        entrypoint=(sys.executable, "server.py", "8000"),
-        exposed_port=8000,
-    )
+    slow_image(catalog, project)
     controller()
 
     started = time.monotonic()
@@ -92,14 +96,7 @@ def test_a_new_min_zero_group_slower_to_start_than_its_idle_period_serves_first(
 def test_a_replica_woken_for_callers_that_gave_up_finishes_its_start(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
-    save_image(
-        catalog,
-        project,
-        "slow:latest",
-        files={"/app/server.py": SLOW_SERVER},
-        entrypoint=(sys.executable, "server.py", "8000"),
-        exposed_port=8000,
-    )
+    slow_image(catalog, project)
     scaling = AutoScalingSpec(min_replicas=0, max_replicas=1, idle_seconds=1)
     group_id = create(catalog, "napper", scaling, image="slow")
     controller()
