@@ -6,8 +6,13 @@ import argparse
 from typing import TYPE_CHECKING, Any, Final
 
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.cli.scaling_group import checked_image
-from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, read_spec_flags
+from chalk.cli.scaling_group import checked_image, what_replicas_do
+from chalk.cli.spec_flags import (
+    add_spec_flags,
+    emit_dry_run,
+    note_unused_scaling_flags,
+    read_spec_flags,
+)
 
 # The catalog, pyarrow and the deployers are imported where a command uses them, so that
 # `chalk model --help` loads none of them (see chalk.cli's docstring).
@@ -168,6 +173,7 @@ def _deploy(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         expected_revision=live.revision if live else None,
     )
+    note_unused_scaling_flags(flags, spec.scaling)
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": spec.to_dict()}
         emit_dry_run(project, args.name, spec, document, args.output_format)
@@ -183,7 +189,7 @@ def _deploy(args: argparse.Namespace) -> int:
         version = spec.model.version if spec.model else args.version
         print(
             f"scaling group {group.name!r} serves {args.model} version {version} at revision "
-            f"{group.revision}" + ("" if args.wait else "; its replicas roll to it")
+            f"{group.revision}; {what_replicas_do(project, base, spec, args.wait)}"
         )
     else:
         print(f"scaling group {group.name!r} already serves that version (unchanged)")

@@ -12,16 +12,23 @@ import argparse
 from typing import TYPE_CHECKING, Final
 
 from chalk.cli.output import add_output_flag, emit, emit_table
-from chalk.cli.spec_flags import add_spec_flags, emit_dry_run, naming_flag, read_spec_flags
+from chalk.cli.spec_flags import (
+    add_spec_flags,
+    emit_dry_run,
+    naming_flag,
+    note_unused_scaling_flags,
+    read_spec_flags,
+)
 
 # The catalog, the deployers and chalk.cli.group_views (which imports the catalog) are imported
 # where a command uses them, so that `chalk scaling-group --help` loads none of them (see
 # chalk.cli's docstring); `list` loads the catalog and chalk.deploy.groups, not gRPC or polars.
 if TYPE_CHECKING:
     from chalk.catalog import Catalog
+    from chalk.catalog.specs import GroupSpec
     from chalk.common.config import Project
 
-__all__ = ["checked_image", "register"]
+__all__ = ["checked_image", "register", "what_replicas_do"]
 
 _EVENTS_SHOWN: Final = 20
 # `get`'s replica columns; each replica's load (chalk.cli.group_usage) goes after PORT.
@@ -65,6 +72,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the port the image serves on (default: the image's EXPOSE, else the --port in "
         "its entrypoint, else 8080)",
     )
+    _add_wait(create)
     add_spec_flags(create, on_update=False)
     create.set_defaults(run=_create)
 
@@ -72,12 +80,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "update",
         help="change a scaling group (flags not given keep their value)",
         description="Change a scaling group: flags not given keep their current value, and "
-        "its replicas roll to the new spec. The image tag is pinned again, so with no other "
+        "its replicas roll to the new spec (a change of only the scaling or the tags keeps "
+        "them). The image tag is pinned again, so with no other "
         "flag this picks up a rebuilt image.",
     )
     _add_name(update)
     update.add_argument("--image", type=_image_reference, help="a new image to run, e.g. ner:v2")
     update.add_argument("--port", type=int, help="the port the image serves on")
+    _add_wait(update)
     add_spec_flags(update, on_update=True)
     update.set_defaults(run=_update)
 
@@ -134,6 +144,15 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", required=True, help="the scaling group's name, e.g. ner")
 
 
+def _add_wait(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="return once the group serves its new spec; fail at once, saying why, when it "
+        "cannot (its replicas keep crashing, or no controller runs)",
+    )
+
+
 def checked_image(text: str) -> str:
     """An ``--image`` flag's reference, stripped; an invalid one is refused, saying why (it
     could never be built or pulled)."""
@@ -188,7 +207,7 @@ def _create(args: argparse.Namespace) -> int:
     from chalk.catalog import ConflictError  # noqa: PLC0415
     from chalk.catalog.specs import GroupSpec  # noqa: PLC0415
     from chalk.cli.group_views import TIME_FORMAT, group_json, image_text  # noqa: PLC0415
-    from chalk.deploy.groups import create_group  # noqa: PLC0415
+    from chalk.deploy.groups import create_group, wait_until_serving  # noqa: PLC0415
 
     flags = read_spec_flags(args)
     base = GroupSpec(image=args.image)
@@ -210,14 +229,18 @@ def _create(args: argparse.Namespace) -> int:
         port_given=args.port is not None,
         dry_run=args.dry_run,
     )
+    note_unused_scaling_flags(flags, stored.scaling)
     if group is None:
         document = {"name": args.name, "spec": stored.to_dict()}
         emit_dry_run(project, args.name, stored, document, args.output_format)
-    elif args.output_format == "table":
+        return 0
+    if args.wait:
+        group = wait_until_serving(catalog, args.name, project=project)
+    if args.output_format == "table":
+        started = "serves" if args.wait else f"{_who_starts(project)} starts its replicas"
         print(
             f"created scaling group {group.name!r} ({image_text(stored)}, port {stored.port}); "
-            f"{_who_starts(project)} starts its replicas: see "
-            f"`chalk scaling-group get --name {group.name}`"
+            f"{started}: see `chalk scaling-group get --name {group.name}`"
         )
     else:
         emit(group_json(group), args.output_format)
@@ -227,7 +250,7 @@ def _create(args: argparse.Namespace) -> int:
 def _update(args: argparse.Namespace) -> int:
     from chalk.catalog.specs import GroupSpec  # noqa: PLC0415
     from chalk.cli.group_views import group_json, image_text  # noqa: PLC0415
-    from chalk.deploy.groups import update_group  # noqa: PLC0415
+    from chalk.deploy.groups import update_group, wait_until_serving  # noqa: PLC0415
 
     flags = read_spec_flags(args)
     project, catalog = _open(args.name, dry_run=args.dry_run)
@@ -241,19 +264,37 @@ def _update(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         expected_revision=read.revision,
     )
+    note_unused_scaling_flags(flags, stored.scaling)
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": stored.to_dict()}
         emit_dry_run(project, args.name, stored, document, args.output_format)
-    elif args.output_format != "table":
+        return 0
+    if args.wait:
+        group = wait_until_serving(catalog, args.name, project=project)
+    if args.output_format != "table":
         emit(group_json(group), args.output_format)
     elif changed:
         print(
             f"updated scaling group {group.name!r} to revision {group.revision} "
-            f"({image_text(stored)}); its replicas roll to it"
+            f"({image_text(stored)}); {what_replicas_do(project, current, stored, args.wait)}"
         )
     else:
         print(f"scaling group {group.name!r} is unchanged (revision {group.revision})")
     return 0
+
+
+def what_replicas_do(project: Project, before: GroupSpec, after: GroupSpec, waited: bool) -> str:
+    """What the update does to the running replicas: a change of only the scaling (locally,
+    also of the tags) keeps them, as the controller resizes and restarts nothing; any other
+    change rolls them."""
+    kept = ("scaling",) if project.config.backend == "kubernetes" else ("scaling", "tags")
+    if _without(before, kept) == _without(after, kept):
+        return f"its replicas are kept (only the {' or the '.join(kept)} changed)"
+    return "its replicas serve it" if waited else "its replicas roll to it"
+
+
+def _without(spec: GroupSpec, fields: tuple[str, ...]) -> dict[str, object]:
+    return {key: value for key, value in spec.to_dict().items() if key not in fields}
 
 
 def _who_starts(project: Project) -> str:

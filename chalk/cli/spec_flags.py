@@ -28,6 +28,7 @@ __all__ = [
     "add_spec_flags",
     "emit_dry_run",
     "naming_flag",
+    "note_unused_scaling_flags",
     "read_resource_flags",
     "read_scaling_flags",
     "read_spec_flags",
@@ -305,6 +306,28 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int | None], dic
     if set(_BOUNDS) <= scaling.keys():
         _scaling_spec({field: scaling[field] for field in _BOUNDS}, flags)
     return scaling, flags
+
+
+def note_unused_scaling_flags(flags: SpecFlags, scaling: AutoScalingSpec) -> None:
+    """A note on stderr for each scaling flag given here that the resulting spec leaves
+    without effect (kept, for when it takes effect): ``--idle-seconds`` on a group that never
+    goes to zero, ``--queue-depth-target`` on one that never autoscales."""
+    given = flags.scaling
+    bounds = f"--min-replicas {scaling.min_replicas} --max-replicas {scaling.max_replicas}"
+    if "idle_seconds" in given and not scaling.scales_to_zero:
+        print(
+            f"note: --idle-seconds {given['idle_seconds']} has no effect while the group's "
+            f"minimum is {scaling.min_replicas} (only a group with --min-replicas 0 goes "
+            f"idle); stored for when it is",
+            file=sys.stderr,
+        )
+    if "queue_depth_target" in given and not scaling.autoscales:
+        print(
+            f"note: --queue-depth-target {given['queue_depth_target']} has no effect while the "
+            f"group runs a fixed count ({bounds}); give a --max-replicas above the minimum to "
+            f"scale on it; stored for when it does",
+            file=sys.stderr,
+        )
 
 
 def naming_flag(flag: str, field: str, build: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:

@@ -102,6 +102,13 @@ class AutoscaleContext:
     idle_seconds
         With ``min_replicas=0``: how long without a call and without demand before the group
         goes to zero, > 0.
+    ready_s
+        When a replica of the group last became ready (``now_s``'s clock); ``None``: none yet.
+        The idle period starts no earlier: a group that has not served since it (re)started
+        is not idle.
+    not_ready
+        Replicas started and not ready yet (starting, or backing off after a crash), >= 0.
+        While there is one, the idle rule does not apply: a replica finishes its start.
 
     Raises
     ------
@@ -136,9 +143,12 @@ min_replicas <= max_replicas, got min_replicas=2, max_replicas=1
     last_call_s: float | None = None
     updated_s: float | None = None
     idle_seconds: float = DEFAULT_IDLE_S
+    ready_s: float | None = None
+    not_ready: int = 0
 
     def __post_init__(self) -> None:
         _check_at_least("current_replicas", self.current_replicas, 0)
+        _check_at_least("not_ready", self.not_ready, 0)
         _check_at_least("min_replicas", self.min_replicas, 0)
         _check_at_least("max_replicas", self.max_replicas, 1)
         if self.min_replicas > self.max_replicas:
@@ -225,9 +235,10 @@ def decide(
     nothing. The result is clamped to ``[max(min_replicas, 1), max_replicas]``.
 
     A group with ``min_replicas=0`` goes to 0 once it has had no call and no demand for
-    ``idle_seconds`` (counted from its last call, the last demand seen, or its last change,
-    whichever is latest), whatever its CPU; from 0, any demand wants at least one replica at
-    once.
+    ``idle_seconds`` (counted from its last call, the last demand seen, its last change, or
+    the moment a replica of it last became ready, whichever is latest), whatever its CPU; not
+    while a replica is starting or backing off (``not_ready``); from 0, any demand wants at
+    least one replica at once.
 
     Parameters
     ----------
@@ -265,7 +276,11 @@ def decide(
     ]
     recommended = _recommended_replicas(context.current_replicas, signals)
     busy_s, idle_since_s = _idle_since(context, state)
-    idle = idle_since_s is not None and context.now_s - idle_since_s >= context.idle_seconds
+    idle = (
+        idle_since_s is not None
+        and context.not_ready == 0
+        and context.now_s - idle_since_s >= context.idle_seconds
+    )
     history = _recent_recommendations(state, context.now_s, context.window_s)
     if not history and context.window_s > 0:
         # With no recent recommendation, the current count stands in for one made now, so a
@@ -282,7 +297,7 @@ def decide(
     if idle:
         reason = _idle_reason(context, idle_since_s, busy_s, desired)
     else:
-        reason = _reason(context, signals, recommended, stabilised, desired)
+        reason = _reason(context, signals, recommended, desired)
     decision = AutoscaleDecision(
         desired=desired,
         reason=reason,
@@ -309,7 +324,8 @@ def _idle_since(
     busy_s = None
     if isinstance(stored, int | float) and not isinstance(stored, bool) and stored <= now:
         busy_s = float(stored)
-    known = [t for t in (context.last_call_s, context.updated_s, busy_s) if t is not None]
+    times = (context.last_call_s, context.updated_s, busy_s, context.ready_s)
+    known = [t for t in times if t is not None]
     if not known:  # nothing known yet: the idle period starts now
         return now, now
     return busy_s, min(now, max(known))
@@ -335,6 +351,8 @@ def _idle_reason(
         what = f"no call since {at}"
     elif since == busy_s:
         what = f"no demand since {at}"
+    elif since == context.ready_s:
+        what = f"no call since it became ready at {at}"
     else:
         what = f"no call since its last change at {at}"
     return f"idle {context.idle_seconds:g} s ({what}): {outcome}"
@@ -485,23 +503,37 @@ def _reason(
     context: AutoscaleContext,
     signals: Sequence[_Signal],
     recommended: int,
-    stabilised: int,
     desired: int,
 ) -> str:
     current = context.current_replicas
     outcome = f"keep {current}" if desired == current else f"{current} -> {desired}"
+    floor = max(context.min_replicas, 1)
+    target = _clamp_replicas(recommended, floor, context.max_replicas)
     notes = []
-    if stabilised > recommended:
-        notes.append(f"scale-down to {recommended} waits out the {context.window_s:g}s window")
-    if desired != stabilised:
-        if desired < stabilised:
-            notes.append(f"clamped to max {desired}")
-        elif desired > context.min_replicas:  # min 0: a group not idle runs one
-            notes.append(f"at least 1 until idle for {context.idle_seconds:g} s")
-        else:
-            notes.append(f"clamped to min {desired}")
+    # desired >= target always: the window only ever holds a count up.
+    if desired > target:
+        notes.append(f"scale-down to {target} waits out the {context.window_s:g}s window")
+    elif recommended > context.max_replicas:
+        notes.append(f"clamped to max {desired}")
+    elif recommended < floor and context.min_replicas == 0:  # a group not idle runs one
+        notes.append(_not_idle_note(context))
+    elif recommended < floor:
+        notes.append(f"clamped to min {desired}")
+    elif context.min_replicas == 0 and desired == floor and (context.not_ready or not signals):
+        notes.append(_not_idle_note(context))
     text = f"{_signals_text(context, signals)}: {outcome}"
     return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+def _not_idle_note(context: AutoscaleContext) -> str:
+    """Why a group that may go to zero keeps a replica."""
+    if context.not_ready:
+        waiting = "replica" if context.not_ready == 1 else "replicas"
+        return (
+            f"{context.not_ready} {waiting} not ready yet: the {context.idle_seconds:g} s idle "
+            "period starts once ready"
+        )
+    return f"at least 1 until idle for {context.idle_seconds:g} s"
 
 
 def _signals_text(context: AutoscaleContext, signals: Sequence[_Signal]) -> str:

@@ -24,6 +24,7 @@ from chalk.deploy.local.probes import scrape_in_flight
 from chalk.deploy.local.processes import ReplicaHandle
 from chalk.deploy.local.replicas import Slot
 from chalk.deploy.local.settings import ControllerSettings
+from chalk.deploy.states import ReplicaState
 
 __all__ = ["SIGNALS_KEY", "LocalAutoscaler"]
 
@@ -64,6 +65,10 @@ class LocalAutoscaler:
         # Names of the groups at zero, and of those woken from zero with no replica ready yet.
         self._at_zero: set[str] = set()
         self._waking: set[str] = set()
+        # Per group name: its ready replicas at the last pass, and when one last became ready
+        # (wall seconds): the idle period starts no earlier.
+        self._ready_ids: dict[str, frozenset[str]] = {}
+        self._ready_at: dict[str, float] = {}
 
     # --- demand between passes ------------------------------------------------------------
 
@@ -110,6 +115,7 @@ class LocalAutoscaler:
         if rolling:
             floor = max(floor, min(running, scaling.max_replicas))
         ready = [s.handle for s in current if s.handle is not None and s.state.serves]
+        ready_s = self._became_ready(group.name, current)
         demand = self._demand_of(group.name)
         in_flight = None
         if demand is None and spec.model is not None and scaling.queue_depth_target is not None:
@@ -131,14 +137,14 @@ class LocalAutoscaler:
             last_call_s=self._last_call_s(group.name),
             updated_s=self._revision_time(group) if scaling.scales_to_zero else None,
             idle_seconds=float(scaling.effective_idle_seconds),
+            ready_s=ready_s,
+            # A replica finishes its start (callers that gave up do not stop it), and a
+            # crash-looping one stays, so the group reads CrashLoopBackOff, not Idle.
+            not_ready=sum(1 for slot in current if slot.state in _NOT_READY),
         )
         previous = self._state_of(group.id)
         decision, state = decide(context, previous)
         desired = decision.desired
-        if desired == 0 and _crash_looping(current):
-            # Kept at one: at zero it would read Idle, hiding why its calls fail.
-            desired = running
-            decision = AutoscaleDecision(desired, decision.reason, False, decision.idle_since_s)
         if decision.changed:
             self._scaled(group, decision.reason)
             self._metrics.scaled(
@@ -160,6 +166,8 @@ class LocalAutoscaler:
         self._states.pop(group_id, None)
         self._saved_at.pop(group_id, None)
         self._revision_times.pop(group_id, None)
+        self._ready_ids.pop(name, None)
+        self._ready_at.pop(name, None)
         self._forget_zero(name)
 
     # --- helpers --------------------------------------------------------------------------
@@ -180,6 +188,15 @@ class LocalAutoscaler:
         if found is None or found.last_call_at is None:
             return None
         return found.last_call_at.timestamp()
+
+    def _became_ready(self, name: str, current: Sequence[Slot]) -> float | None:
+        """When a replica of the group last became ready (wall seconds; None: none has since
+        this controller started)."""
+        ready = frozenset(s.replica_id for s in current if s.state.serves)
+        if ready - self._ready_ids.get(name, frozenset()):
+            self._ready_at[name] = self._wall_clock()
+        self._ready_ids[name] = ready
+        return self._ready_at.get(name)
 
     def _revision_time(self, group: ScalingGroup) -> float:
         """When the group's revision was stored: a new or updated group is busy from then."""
@@ -250,8 +267,7 @@ class LocalAutoscaler:
         return answered or None
 
 
-def _crash_looping(current: Sequence[Slot]) -> bool:
-    return any(slot.restarts > 0 and not slot.state.serves for slot in current)
+_NOT_READY: Final = frozenset({ReplicaState.STARTING, ReplicaState.CRASH_LOOP_BACK_OFF})
 
 
 def _signals(

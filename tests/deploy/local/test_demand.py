@@ -159,7 +159,7 @@ def test_a_crash_looping_min_zero_group_is_reported_as_such_not_idle(
         entrypoint=(sys.executable, "crash.py"),
         exposed_port=8000,
     )
-    create(
+    group_id = create(
         catalog,
         "broken",
         AutoScalingSpec(min_replicas=0, max_replicas=1, idle_seconds=1),
@@ -180,6 +180,14 @@ def test_a_crash_looping_min_zero_group_is_reported_as_such_not_idle(
 
     assert "Idle" not in {status for status, _ in seen}
     assert {desired for _, desired in seen} == {1}
+
+    # Nor does the autoscaler claim a decision to zero it does not take.
+    def reason() -> str:
+        return str(catalog.state.autoscaler_state(group_id)[SIGNALS_KEY]["reason"])
+
+    wait_for(lambda: "not ready yet" in reason(), what="the autoscaler's reason")
+    assert "1 -> 0" not in reason()
+    assert not any("-> 0" in r for r in scaled_reasons(catalog, group_id))
 
 
 def test_a_real_call_to_an_idle_group_is_held_and_wakes_it(
