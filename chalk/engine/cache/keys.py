@@ -89,8 +89,8 @@ def key_halves(keys: pa.FixedSizeBinaryArray) -> tuple[pl.Series, pl.Series]:
 
 def _hashable(column: pa.Array) -> pa.Array:
     """``column`` with every float in it, at any depth, as the integer of its bits
-    (``float_bits``): polars hashes -0.0 as 0.0 and NaNs by their bits, where dedupe keeps
-    -0.0 apart and every NaN together. Columns without floats are returned as they are."""
+    (``float_bits``), as dedupe compares them: polars' row hash gives list[-0.0] the key of
+    list[0.0]. Columns without floats are returned as they are."""
     kind = column.type
     if not _holds_floats(kind):
         return column
