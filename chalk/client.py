@@ -130,10 +130,8 @@ class ChalkClient:
         self._project = _LazyProject(Path(project_dir) if project_dir else Path.cwd())
         if self._api is None:
             self._project.catalog()  # in process every query needs the project: find it now
-        if answer_cache_bytes is not None and answer_cache_bytes < 0:
-            raise ValidationError(
-                f"answer_cache_bytes: expected a number of bytes >= 0, got {answer_cache_bytes}"
-            )
+        if answer_cache_bytes is not None:
+            check_bound("answer_cache_bytes", answer_cache_bytes)
         self._calls = _Calls(
             self._project,
             model_call_deadline_s,
@@ -305,6 +303,7 @@ class ChalkClient:
         Model answers of features with ``max_staleness`` come from the answer cache when it
         holds them; ``use_cache=False`` neither reads nor fills it.
         """
+        _check_use_cache(use_cache)
         if self._api is None:
             shape = _SHAPES.of(input, output)
             if shape is not None:
@@ -339,6 +338,7 @@ class ChalkClient:
         holds them (``model_calls`` counts the cache's hits and misses); ``use_cache=False``
         neither reads nor fills it.
         """
+        _check_use_cache(use_cache)
         graph = _graph_for(input, output)
         if self._api is not None:
             api = self._api
@@ -501,11 +501,13 @@ class Dataset:
     (chunks sent, one gRPC call each), ``rows``, ``endpoints`` (the replicas that answered,
     in the order they first did) and ``retries`` (attempts that failed in transport and went
     to a replica again); ``rows_asked``, ``rows_sent`` and ``dedup_hits`` say how many
-    argument rows the calls had, how many were left to send once identical rows were merged,
-    and how many were answered from another row's answer; ``cache_hits``, ``cache_misses``
-    and ``cache_errors`` how many of those left were answered from the answer cache
-    (features with ``max_staleness``), how many were looked up and sent, and how many
-    lookups the store failed.
+    argument rows the calls had, how many were sent to the model (those left once identical
+    rows were merged, less the cache's hits), and how many were answered from another row's
+    answer; ``cache_hits``, ``cache_misses`` and ``cache_errors`` how many distinct rows were
+    answered from the answer cache (features with ``max_staleness``), how many were looked up
+    and sent, and how many lookups the store failed; ``cache_bytes`` and ``cache_evictions``
+    what the group's answers take in the store after the query and how many the store
+    evicted for room while it ran.
 
     Examples
     --------
@@ -726,3 +728,11 @@ def _blocks(table: pa.Table) -> list[pa.Table]:
     if table.num_rows <= _BLOCK_ROWS:
         return [table]
     return [table.slice(start, _BLOCK_ROWS) for start in range(0, table.num_rows, _BLOCK_ROWS)]
+
+
+def _check_use_cache(use_cache: object) -> None:
+    """``use_cache`` is True or False: a string such as "no" would read as true."""
+    if not isinstance(use_cache, bool):
+        raise ValidationError(
+            f"use_cache: expected True or False, got {type(use_cache).__name__} {use_cache!r}"
+        )

@@ -157,6 +157,12 @@ class Route:
     are never deduplicated, merged or cached. A group with no ready replica (starting, scaled
     to zero, crash-looping, waiting for capacity) has no endpoints; ``status`` and ``reason``
     then say why, and ``starting`` counts the replicas it wants that are not ready yet.
+
+    ``serving`` lists the ``(model, version)`` pairs its ready endpoints run, as far as the
+    catalog can tell (``chalk.catalog.serving``; empty when it cannot). Mid-roll the old
+    version still answers while ``model_version`` names the new one: the route is ``settled``
+    only when every ready endpoint is known to run ``model_version``, and only a settled
+    route's answers may be cached under it.
     """
 
     group: str
@@ -178,6 +184,13 @@ class Route:
     starting: int = 0
     # The backend running the group (``local``, ``kubernetes``): local callers publish demand.
     backend: str = ""
+    # The (model, version) pairs the ready endpoints run, sorted; () when not known.
+    serving: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def settled(self) -> bool:
+        """Whether every ready endpoint is known to run this route's model version."""
+        return self.serving == ((self.model_name, self.model_version),)
 
 
 @dataclass(frozen=True, slots=True)

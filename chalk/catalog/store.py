@@ -36,6 +36,7 @@ from chalk.catalog.images import ImageStore
 from chalk.catalog.models import ModelRegistry
 from chalk.catalog.records import Endpoint, Replica, Route, reachable, runs_in_cluster
 from chalk.catalog.schema import SCHEMA_VERSION, migrate, schema_version
+from chalk.catalog.serving import serving_models
 from chalk.catalog.state import RuntimeState
 from chalk.catalog.transactions import Clock, utc_now
 from chalk.common.names import group_of_call_name
@@ -111,7 +112,8 @@ class Catalog:
         controller need not run either (what ``chalk apply`` validates against). Of a Kubernetes
         group's endpoints, only those the reader reaches: inside the cluster
         (``KUBERNETES_SERVICE_HOST`` in ``env``, default ``os.environ``) its Service's DNS
-        name, outside it the gateway.
+        name, outside it the gateway. The route's ``serving`` says which model versions its
+        ready endpoints run (``chalk.catalog.serving``): mid-roll, not only the group's own.
 
         Examples
         --------
@@ -153,6 +155,12 @@ class Catalog:
         if serving and group.endpoints and not endpoints:
             raise _unreachable(name, group_name, group.endpoints)
         port = group.spec.get("port")
+        models = serving_models(
+            group,
+            endpoints,
+            lambda: self.state.replicas(group.id),
+            lambda: ((r.revision, r.spec) for r in self.groups.history(group_name)),
+        )
         return Route(
             group=group_name,
             model_name=version.model_name,
@@ -168,6 +176,7 @@ class Catalog:
             reason=group.reason,
             starting=max(0, group.desired_replicas - group.ready_replicas),
             backend=group.backend,
+            serving=models,
         )
 
     def local_controller_running(self) -> bool:

@@ -62,6 +62,10 @@ _INTERRUPTED = "interrupted"
 # Set to see the traceback of an unexpected error instead of its one line.
 _DEBUG_ENV = "CHALK_DEBUG"
 _EXIT_INTERRUPTED = 130
+# A reader that closed our stdout (`chalk model get ... | head -1`) ends the command quietly,
+# with the status a shell reports for a process SIGPIPE ended (128 + 13), as `yes | head -1`'s
+# `yes` does: `set -o pipefail` scripts see it the same way, and nothing is printed.
+_EXIT_BROKEN_PIPE = 141
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
@@ -121,6 +125,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         # now could only cut the interpreter's clean-up short, or kill it by the signal once
         # the interpreter has put the default action back.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if code == _EXIT_BROKEN_PIPE and _stdout_closed():
+        # What is still buffered for stdout would fail again when the interpreter flushes it
+        # at exit ("Exception ignored ..."): send it nowhere.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     _before_exit()
     sys.exit(code)
 
@@ -138,6 +146,19 @@ def _before_exit() -> None:
     if catalog is not None:
         catalog.close_catalogs()
     gc.freeze()
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone (poll reports an error on it)."""
+    import select  # noqa: PLC0415 - built in, but only needed on this path
+
+    try:
+        descriptor = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by one without a descriptor
+        return False
+    poller = select.poll()
+    poller.register(descriptor, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _, events in poller.poll(0))
 
 
 def _end_at_once(signum: int, frame: FrameType | None) -> None:
@@ -185,6 +206,10 @@ def _run(
         sys.stdout.flush()
     except ChalkError as error:
         return 1, str(error)
+    except BrokenPipeError as error:
+        if _stdout_closed():  # the reader of our output is gone: nobody is left to tell
+            return _EXIT_BROKEN_PIPE, None
+        return 1, _unexpected(error)  # a socket's, say: a real failure
     except Exception as error:
         if _from_ctrl_c(error):
             # Python 3.11 wraps a KeyboardInterrupt raised in __set_name__ (a class being

@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
     add.add_argument(
         "--non-deterministic",
         action="store_true",
-        help="the model may answer the same arguments differently: never deduplicate its calls",
+        help="the model may answer the same arguments differently: its calls are never "
+        "deduplicated, merged or cached (max_staleness has no effect on them)",
     )
     add_output_flag(add)
     add.set_defaults(run=_register)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
+from chalk.cli.query import add_no_cache_flag
+
 # pyarrow, the catalog and the engine are imported where the query runs, so that
 # `chalk offline-query --help` loads none of them (see chalk.cli's docstring).
 if TYPE_CHECKING:
@@ -73,6 +75,7 @@ def register(subparsers: Any) -> None:
         metavar="URL",
         help="run on this `chalk serve` (its token from $CHALK_API_TOKEN) instead of in process",
     )
+    add_no_cache_flag(parser)
     parser.set_defaults(run=_offline_query)
 
 
@@ -129,7 +132,7 @@ def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Generator[pa.Tabl
 
     tables = _read(dataset)
     if args.server:
-        yield from _remote(args.server, tables, args.outputs, args.block_rows)
+        yield from _remote(args.server, tables, args.outputs, args.block_rows, args.use_cache)
         return
     from chalk.catalog import open_catalog  # noqa: PLC0415
     from chalk.common.config import find_project  # noqa: PLC0415
@@ -144,15 +147,20 @@ def _results(args: argparse.Namespace, dataset: ds.Dataset) -> Generator[pa.Tabl
     answers = open_answer_store(project.config.online_store)
     with ModelCaller(catalog, answers=answers) as caller:
         for block in cut_blocks(tables, lambda: _LOCAL_BLOCK_BYTES, max_rows=args.block_rows):
+            table = input_table(graph, block, online=False)
             result = run_query(
-                graph, input_table(graph, block, online=False), args.outputs, model_caller=caller
+                graph, table, args.outputs, model_caller=caller, use_cache=args.use_cache
             )
-            del block  # not held while the next block is read
+            del block, table  # not held while the next block is read
             yield result
 
 
 def _remote(
-    url: str, tables: Iterable[pa.Table], outputs: Sequence[str], max_rows: int | None
+    url: str,
+    tables: Iterable[pa.Table],
+    outputs: Sequence[str],
+    max_rows: int | None,
+    use_cache: bool,
 ) -> Iterator[pa.Table]:
     from chalk.client_http import ApiServerClient  # noqa: PLC0415
     from chalk.features import FeatureGraph  # noqa: PLC0415
@@ -160,7 +168,9 @@ def _remote(
     client = ApiServerClient(url)
     try:
         # This process defines no features: the server checks every name against its graph.
-        yield from client.offline_blocks(FeatureGraph(()), tables, outputs, max_rows=max_rows)
+        yield from client.offline_blocks(
+            FeatureGraph(()), tables, outputs, max_rows=max_rows, use_cache=use_cache
+        )
     finally:
         client.close()
 

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
     from chalk.features.graph import FeatureGraph
 
-__all__ = ["register"]
+__all__ = ["add_no_cache_flag", "register"]
 
 
 def register(subparsers: Any) -> None:
@@ -42,8 +42,21 @@ def register(subparsers: Any) -> None:
         metavar="FEATURE",
         help="a feature to compute (repeatable), e.g. --out document.entities",
     )
+    add_no_cache_flag(parser)
     add_output_flag(parser)
     parser.set_defaults(run=_query)
+
+
+def add_no_cache_flag(parser: argparse.ArgumentParser) -> None:
+    """``--no-cache`` (``args.use_cache`` False): the query neither reads nor fills the answer
+    cache, as ``use_cache=False`` in the API and HTTP."""
+    parser.add_argument(
+        "--no-cache",
+        dest="use_cache",
+        action="store_false",
+        help="neither read nor fill the answer cache: every model call of a feature with "
+        "max_staleness goes to the model",
+    )
 
 
 def _query(args: argparse.Namespace) -> int:
@@ -75,7 +88,11 @@ def _query(args: argparse.Namespace) -> int:
     answers = open_answer_store(project.config.online_store)
     with ModelCaller(catalog, answers=answers) as caller:
         table = run_query(
-            graph, input_table(graph, values, online=True), args.outputs, model_caller=caller
+            graph,
+            input_table(graph, values, online=True),
+            args.outputs,
+            model_caller=caller,
+            use_cache=args.use_cache,
         )
     row = {name: table.column(name)[0].as_py() for name in table.column_names}
     if args.output_format == "table":

@@ -85,6 +85,12 @@ def _serve(args: argparse.Namespace) -> int:
     from chalk.common.config import find_project  # noqa: PLC0415 - yaml: not for --help
 
     project = find_project()
+    if project.config.online_store is not None:
+        # A store the workers could not open fails here, before "serving" is announced (a
+        # ChalkError: main prints it). Making a store connects nothing, so it is just dropped.
+        from chalk.engine.cache import open_answer_store  # noqa: PLC0415 - loads polars
+
+        open_answer_store(project.config.online_store)
     try:
         settings = ServerSettings(
             project_dir=str(project.root),

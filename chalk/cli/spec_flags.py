@@ -94,7 +94,10 @@ def add_spec_flags(parser: argparse.ArgumentParser, *, on_update: bool) -> None:
         type=float,
         metavar="MS",
         help="how long, in milliseconds, a query's model call waits for a free replica slot "
-        f"(merging with other queries' calls meanwhile) before it goes anyway (default 5){keep}",
+        "(merging with other queries' calls meanwhile) before it goes anyway"
+        + (
+            " (default: keep the current value; 5 for a new group)" if on_update else " (default 5)"
+        ),
     )
     parser.add_argument(
         "--dry-run",

@@ -8,22 +8,25 @@ it is stored or used. README's "Bounds" section lists the same table.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Final
 
 from chalk.common.errors import ValidationError
 
-__all__ = ["BOUNDS", "Bound", "check_bound"]
+__all__ = ["BOUNDS", "Bound", "check_bound", "check_number"]
 
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """The smallest and largest value of one user-given number, its unit and why."""
+    """The smallest and largest value of one user-given number, its unit and why; ``whole``:
+    only an int is accepted (a count, a size in bytes)."""
 
     minimum: float
     maximum: float
     unit: str
     reason: str
+    whole: bool = False
 
     def shown(self, value: float) -> str:
         """``value`` in this bound's unit, as the user would write it."""
@@ -51,7 +54,7 @@ BOUNDS: Final[dict[str, Bound]] = {
     "queue_depth_target": Bound(1, 10_000, "", "calls in flight per replica"),
     "shutdown_delay_seconds": Bound(0, 3_600, "s", "a leaving replica is killed after it"),
     "window_seconds": Bound(0, 86_400, "s", "the scale-down window; longer never scales down"),
-    "idle_seconds": Bound(1, 604_800, "s", "idle time before scaling to zero (a week at most)"),
+    "idle_seconds": Bound(1, 604_800, "s", "idle time before scaling to zero, a week at most"),
     "port": Bound(1, 65_535, "", "a TCP port"),
     "batch_max_delay_ms": Bound(
         0, 10_000, "ms", "a longer wait for a free slot only delays queries: add replicas instead"
@@ -61,7 +64,7 @@ BOUNDS: Final[dict[str, Bound]] = {
         16 * _MI,
         64 * _TI,
         "bytes",
-        "below 16Mi no Python runtime starts (it is killed as OOMKilled at once); "
+        "below 16Mi no Python runtime starts, it is killed as OOMKilled at once; "
         "no machine offers more than 64Ti",
     ),
     "gpu": Bound(1, 16, "", "no machine holds more than 16 GPUs"),
@@ -82,7 +85,10 @@ BOUNDS: Final[dict[str, Bound]] = {
     "hold_timeout_seconds": Bound(
         0, 3_600, "s", "how long a call waits for a replica of a group with none ready"
     ),
-    "max_held_calls": Bound(0, 1_000_000, "calls", "each held call waits in memory"),
+    "max_held_calls": Bound(0, 1_000_000, "calls", "each held call waits in memory", whole=True),
+    "answer_cache_bytes": Bound(
+        0, 64 * _GI, "bytes", "each process holds its answer cache in memory", whole=True
+    ),
     # Views ------------------------------------------------------------------------------------
     "refresh_seconds": Bound(0.1, 3_600, "s", "time between two refreshes of a view"),
     "log_lines": Bound(0, 1_000_000, "lines", "lines held in memory before they print"),
@@ -111,11 +117,16 @@ controller tracks every replica on each pass, and each is a process or a pod), g
     Traceback (most recent call last):
     ...
     chalk.common.errors.ValidationError: --memory is below its floor: expected at least 16Mi \
-(below 16Mi no Python runtime starts (it is killed as OOMKilled at once); no machine offers \
+(below 16Mi no Python runtime starts, it is killed as OOMKilled at once; no machine offers \
 more than 64Ti), got 500k
+    >>> check_bound("max_held_calls", True)
+    Traceback (most recent call last):
+    ...
+    chalk.common.errors.ValidationError: max_held_calls: expected an int, got bool True
     """
     bound = BOUNDS[name]
     label = name if what is None else what
+    check_number(value, label, whole=bound.whole)
     finite = not isinstance(value, float) or math.isfinite(value)
     if finite and bound.minimum <= value <= bound.maximum:
         return
@@ -129,6 +140,24 @@ more than 64Ti), got 500k
         f"{label} is out of range: expected {bound.shown(bound.minimum)} to "
         f"{bound.shown(bound.maximum)} ({bound.reason}), got {got}"
     )
+
+
+def check_number(value: object, what: str, *, whole: bool = False) -> None:
+    """Raise ``ValidationError`` naming ``what`` unless ``value`` is a number (an int when
+    ``whole``); a bool is not a number here, though Python counts it as an int.
+
+    Examples
+    --------
+    >>> check_number(1.5, "hold_timeout_s")
+    >>> check_number("5", "hold_timeout_s")
+    Traceback (most recent call last):
+    ...
+    chalk.common.errors.ValidationError: hold_timeout_s: expected a number, got str '5'
+    """
+    expected = numbers.Integral if whole else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, expected):
+        kind = "an int" if whole else "a number"
+        raise ValidationError(f"{what}: expected {kind}, got {type(value).__name__} {value!r}")
 
 
 def _bytes_text(size: int) -> str:

@@ -18,10 +18,10 @@ import pyarrow as pa
 
 from chalk.catalog.records import Route
 from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
-from chalk.engine.cache.answers import joined_answers, missed_rows
+from chalk.engine.cache.answers import answered_by, joined_answers, missed_rows
 from chalk.engine.cache.keys import row_keys
 from chalk.engine.cache.memory import MemoryAnswerStore
-from chalk.engine.cache.store import AnswerScope, AnswerStore
+from chalk.engine.cache.store import AnswerScope, AnswerStore, CacheStats
 from chalk.engine.call_schema import argument_batch
 from chalk.engine.chunking import (
     DEFAULT_CHUNKS_PER_ENDPOINT,
@@ -306,7 +306,14 @@ class ModelCaller:
         """``call`` answered from the store where it can, the model asked for the rest.
 
         A call whose every row is cached needs no replica: a group scaled to zero answers it
-        without waking (and without counting it as a call to the group)."""
+        without waking (and without counting it as a call to the group).
+
+        Answers are kept only under the version that gave them: only when the route the
+        rows were sent on and the call's route at its end (the dispatch reads it again
+        between chunks) are both settled on the scope's version (``Route.settled``). Mid-roll
+        the old version's replicas answer while the route names the new one: nothing is kept
+        then. Lookups stay safe mid-roll: the current version's answers were kept only while
+        it alone answered."""
         route, recorder = call.route, call.recorder
         batch = argument_batch(call, args)
         if batch.num_rows == 0:
@@ -328,6 +335,7 @@ class ModelCaller:
         if recorder is not None:
             hits = len(keys) - len(missed)
             recorder.looked_up(route.group, hits=hits, misses=len(missed), error=lookup.error)
+            self._cache_figures(recorder, route.group)
         answer = lookup.answers
         if len(missed):
             if route.endpoints:
@@ -344,13 +352,20 @@ class ModelCaller:
                 start += chunk.num_rows
             answered = await self._sent(call, None, as_chunks=False)
             assert isinstance(answered, pa.Array)
-            if route.model_version == scope.version and route.model_name == scope.model:
+            if answered_by(route, scope) and answered_by(call.route, scope):
                 await self.answers.put(scope, keys.take(missed), answered)
+                if recorder is not None:
+                    self._cache_figures(recorder, route.group)
             answer = joined_answers(lookup, answered)
         elif answer.type != call.output_type:
             answer = answer.cast(call.output_type)
         answer = fan_out(answer, indices)
         return pa.chunked_array([answer], type=call.output_type) if as_chunks else answer
+
+    def _cache_figures(self, recorder: CallRecorder, group: str) -> None:
+        """Tell ``recorder`` the store's bytes and evictions for ``group`` now."""
+        figures = self.answers.stats().get(group) or CacheStats()
+        recorder.cache_figures(group, nbytes=figures.bytes, evictions=figures.evictions)
 
     def _chunked(
         self,

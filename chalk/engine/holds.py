@@ -112,8 +112,8 @@ class HeldCalls:
             raise TooManyHeldCallsError(
                 f"{feature}: catalog_call({name!r}): scaling group {group!r} has no ready "
                 f"replica{_status_of(route)}, and this process already holds "
-                f"{self._held} calls waiting for one: expected at most {self.max_held} at "
-                f"once; raise the bound ({_COUNT_SETTING})",
+                f"{self._held} call{'' if self._held == 1 else 's'} waiting for one: expected "
+                f"at most {self.max_held} at once; raise the bound ({_COUNT_SETTING})",
                 group=group,
                 waited_s=0.0,
                 status=route.status,

@@ -24,14 +24,17 @@ class GroupCalls:
     ``calls``: chunks answered (each one gRPC call); ``rows``: rows answered; ``endpoints``:
     the distinct replicas (gRPC targets) that answered, in the order they first did;
     ``retries``: chunk attempts that failed in transport and were sent again.
-    ``rows_asked``: argument rows the calls asked answers for; ``rows_sent``: rows left to
-    send once identical argument rows were merged (``chalk.engine.dedup``); ``dedup_hits``:
-    rows answered from another row's answer (asked - sent).
+    ``rows_asked``: argument rows the calls asked answers for; ``rows_sent``: rows sent to
+    the model, those left once identical argument rows were merged (``chalk.engine.dedup``)
+    less those the answer cache answered; ``dedup_hits``: rows answered from another row's
+    answer (asked less the distinct rows).
 
     The answer cache (a feature's ``max_staleness``; ``chalk.engine.cache``): ``cache_hits``,
     distinct argument rows answered from the cache (not sent); ``cache_misses``, those looked
     up and sent; ``cache_errors``, lookups the store failed (a Redis down: its rows were
-    misses, the query went on).
+    misses, the query went on); ``cache_bytes``, what the group's answers take in the store
+    after the query; ``cache_evictions``, answers of the group the store dropped for room
+    while the query ran (any query's, the store's count).
 
     How the query's chunks shared the process's model calls (see
     ``chalk.engine.batching.GroupQueue``; timing-dependent, so equality ignores them):
@@ -53,6 +56,8 @@ class GroupCalls:
     cache_hits: int = 0
     cache_misses: int = 0
     cache_errors: int = 0
+    cache_bytes: int = 0
+    cache_evictions: int = 0
     chunk_queries: tuple[int, ...] = field(default=(), compare=False)
     waited_s: float = field(default=0.0, compare=False)
     left_slot_free: int = field(default=0, compare=False)
@@ -86,14 +91,19 @@ class GroupCalls:
         >>> total = a.plus(b)
         >>> total.calls, total.rows, total.endpoints, total.retries, total.dedup_hits
         (3, 30, ('x:1', 'x:2'), 1, 2)
+
+        ``cache_bytes`` is the later block's figure when it looked the cache up (the store
+        after the query), else the earlier one's.
         """
         added = {
             f.name: getattr(self, f.name) + getattr(other, f.name)
             for f in fields(self)
-            if f.name not in ("group", "endpoints")
+            if f.name not in ("group", "endpoints", "cache_bytes")
         }
         endpoints = self.endpoints + tuple(e for e in other.endpoints if e not in self.endpoints)
-        return replace(self, endpoints=endpoints, **added)
+        looked_up = other.cache_hits or other.cache_misses or other.cache_errors
+        cache_bytes = other.cache_bytes if looked_up else self.cache_bytes
+        return replace(self, endpoints=endpoints, cache_bytes=cache_bytes, **added)
 
 
 class CallRecorder:
@@ -112,7 +122,7 @@ class CallRecorder:
     >>> recorder.left_queue("ner", queries=3, waited_s=0.001, reason="slot_free")
     >>> recorder.answered("ner", "127.0.0.1:7002", 200, seconds=0.004)
     >>> recorder.groups()["ner"]
-    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1, rows_asked=800, rows_sent=500, dedup_hits=300, cache_hits=0, cache_misses=0, cache_errors=0, chunk_queries=(3,), waited_s=0.001, left_slot_free=1, left_full=0, left_delay=0)
+    GroupCalls(group='ner', calls=2, rows=500, endpoints=('127.0.0.1:7001', '127.0.0.1:7002'), retries=1, rows_asked=800, rows_sent=500, dedup_hits=300, cache_hits=0, cache_misses=0, cache_errors=0, cache_bytes=0, cache_evictions=0, chunk_queries=(3,), waited_s=0.001, left_slot_free=1, left_full=0, left_delay=0)
     >>> recorder.call_seconds()
     {'ner': [0.004]}
     """  # noqa: E501
@@ -122,6 +132,8 @@ class CallRecorder:
         self._lock = threading.Lock()
         self._groups: dict[str, GroupCalls] = {}
         self._seconds: dict[str, list[float]] = {}
+        # Per group, the store's eviction count when the query first looked its answers up.
+        self._evictions_at_start: dict[str, int] = {}
 
     def answered(
         self, group: str, endpoint: str, rows: int, *, seconds: float | None = None
@@ -162,18 +174,32 @@ class CallRecorder:
             self._on_rows(asked - sent)
 
     def looked_up(self, group: str, *, hits: int, misses: int, error: str | None) -> None:
-        """Count a lookup in the answer cache: ``hits`` rows found, ``misses`` not (to send);
-        ``error``: the store failed (every row a miss)."""
+        """Count a lookup in the answer cache of a call's distinct rows (``deduplicated``
+        counted them as to send): ``hits`` rows found, not sent after all; ``misses`` not
+        found (sent); ``error``: the store failed (every row a miss)."""
         with self._lock:
             seen = self._group(group)
             self._groups[group] = replace(
                 seen,
+                rows_sent=seen.rows_sent - hits,
                 cache_hits=seen.cache_hits + hits,
                 cache_misses=seen.cache_misses + misses,
                 cache_errors=seen.cache_errors + (error is not None),
             )
         if self._on_rows is not None and hits:
             self._on_rows(hits)
+
+    def cache_figures(self, group: str, *, nbytes: int, evictions: int) -> None:
+        """The answer store's figures for ``group`` now: the bytes its answers take and how
+        many it ever evicted. The first report of a group is the query's baseline: its
+        ``cache_evictions`` counts those evicted since."""
+        with self._lock:
+            baseline = self._evictions_at_start.setdefault(group, evictions)
+            self._groups[group] = replace(
+                self._group(group),
+                cache_bytes=nbytes,
+                cache_evictions=max(0, evictions - baseline),
+            )
 
     def left_queue(
         self,

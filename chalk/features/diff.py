@@ -81,17 +81,23 @@ def diff_graphs(old: FeatureGraph | None, new: FeatureGraph) -> GraphDiff:
 
 
 def feature_summary(feature: FeatureDef) -> str:
-    """A feature as one line of a plan: its type, then its expression or ``input``.
+    """A feature as one line of a plan: its type, then its expression or ``input``, then its
+    ``max_staleness`` when it has one.
 
     Examples
     --------
     >>> import pyarrow as pa
     >>> feature_summary(FeatureDef("doc", "text", pa.large_string(), nullable=True))
     'large_string (nullable) input'
+    >>> feature_summary(FeatureDef("doc", "n", pa.int64(), expression="(_.id + 1)",
+    ...                            max_staleness_s=3600.0))
+    'int64 (_.id + 1) max_staleness=3600s'
     """
     nullable = " (nullable)" if feature.nullable else ""
     role = "primary key" if feature.primary else feature.expression or "input"
-    return f"{type_to_text(feature.arrow_type)}{nullable} {role}"
+    seconds = feature.max_staleness_s
+    staleness = "" if seconds is None else f" max_staleness={staleness_text(seconds)}"
+    return f"{type_to_text(feature.arrow_type)}{nullable} {role}{staleness}"
 
 
 def _differences(old: FeatureDef, new: FeatureDef) -> Iterator[tuple[str, str, str]]:

@@ -20,7 +20,7 @@ from typing import Final
 import pathspec
 
 from chalk.common.errors import ChalkError
-from chalk.features.dsl import feature_classes
+from chalk.features.dsl import FeatureClassError, feature_classes
 
 __all__ = [
     "BUILTIN_IGNORES",
@@ -54,6 +54,8 @@ class ImportProblem:
 
     @property
     def message(self) -> str:
+        if isinstance(self.error, FeatureClassError):  # it names its own class, file and line
+            return f"{type(self.error).__name__}: {self.error}"
         return f"{self.location}: {type(self.error).__name__}: {self.error}"
 
 

@@ -1,5 +1,6 @@
 """``POST /v1/models/<group>/invoke``: JSON columns named by the model's input_schema, sent
-to the group through the process's ``ModelCaller``, the answers back as JSON."""
+to the group through the process's ``ModelCaller``, the answers back as JSON; the meta says
+which model versions the group's ready replicas run (more than one mid-roll)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,8 @@ class Schemas:
 
     def _serving(self, name: str, route: Route) -> tuple[str, int]:
         asked = (route.model_name, route.model_version)
+        if len(route.serving) == 1:
+            return route.serving[0]
         group = self._catalog.groups.find(name)
         if group is None:
             return asked
@@ -95,6 +98,10 @@ async def invoke(
             "group": group,
             "model_name": model_name,
             "model_version": model_version,
+            # Mid-roll the replicas of more than one version answer, and any may have.
+            "serving_versions": [
+                {"model_name": name, "model_version": version} for name, version in route.serving
+            ],
             "execution_duration_s": time.perf_counter() - started,
         },
     }

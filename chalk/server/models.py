@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 __all__ = [
     "CacheFigures",
@@ -20,6 +20,7 @@ __all__ = [
     "OnlineQueryRequest",
     "OnlineQueryResponse",
     "QueryMeta",
+    "ServingVersion",
 ]
 
 
@@ -46,7 +47,7 @@ class OnlineQueryRequest(_Strict):
             "lacks or defines differently is answered with 409."
         ),
     )
-    use_cache: bool = Field(
+    use_cache: StrictBool = Field(
         True,
         description=(
             "False: the model answers of features with max_staleness are neither read from "
@@ -81,6 +82,10 @@ class CacheFigures(_Strict):
     hits: int = Field(description="Distinct argument rows answered from the answer cache.")
     misses: int = Field(description="Distinct argument rows looked up, not found, and sent.")
     errors: int = Field(description="Lookups the store failed (their rows were misses).")
+    bytes: int = Field(description="What the group's answers take in the store after the query.")
+    evictions: int = Field(
+        description="The group's answers the store dropped for room while the query ran."
+    )
 
 
 class QueryMeta(_Strict):
@@ -91,7 +96,8 @@ class QueryMeta(_Strict):
         None,
         description=(
             "Per scaling group whose answers were looked up in the answer cache (features "
-            "with max_staleness): its hits, misses and errors; absent when none was."
+            "with max_staleness): its hits, misses, errors, bytes and evictions; absent when "
+            "none was."
         ),
     )
 
@@ -110,10 +116,22 @@ class InvokeRequest(_Strict):
     )
 
 
+class ServingVersion(_Strict):
+    model_name: str
+    model_version: int
+
+
 class InvokeMeta(_Strict):
     group: str
     model_name: str
     model_version: int
+    serving_versions: list[ServingVersion] = Field(
+        description=(
+            "The model versions the group's ready replicas run, any of which may have "
+            "answered: more than one while a rollout is in progress; empty when not known "
+            "(a Kubernetes rollout in progress)."
+        )
+    )
     execution_duration_s: float
 
 

@@ -65,7 +65,7 @@ def use_cache_of(parameter: str | None) -> bool:
 
     Examples
     --------
-    >>> use_cache_of(None), use_cache_of("false"), use_cache_of("1")
+    >>> use_cache_of(None), use_cache_of("false"), use_cache_of("true")
     (True, False, True)
     """
     if parameter is None:
@@ -80,7 +80,8 @@ def use_cache_of(parameter: str | None) -> bool:
     return _BOOLEANS[value]
 
 
-_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+# Only the words: "0", "no" or "off" would each need a rule to guess right.
+_BOOLEANS = {"true": True, "false": False}
 
 
 def run_offline_block(

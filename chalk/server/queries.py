@@ -99,12 +99,16 @@ def _outcome(
 
 
 def _answer_cache(recorder: CallRecorder) -> dict[str, dict[str, int]]:
-    """Per scaling group whose answers the query looked up: its cache hits, misses, errors."""
+    """Per scaling group whose answers the query looked up: its cache hits, misses, errors,
+    the bytes its answers take in the store after the query, and the store's evictions of its
+    answers while the query ran."""
     return {
         group: {
             "hits": calls.cache_hits,
             "misses": calls.cache_misses,
             "errors": calls.cache_errors,
+            "bytes": calls.cache_bytes,
+            "evictions": calls.cache_evictions,
         }
         for group, calls in recorder.groups().items()
         if calls.cache_hits or calls.cache_misses or calls.cache_errors

@@ -90,11 +90,8 @@ class ServerSettings:
         _bounded("deadline_seconds", self.deadline_s, "--deadline")
         _bounded("hold_timeout_seconds", self.hold_timeout_s, "--hold-timeout")
         _bounded("max_held_calls", self.max_held_calls, "--max-held-calls")
-        if self.answer_cache_bytes is not None and self.answer_cache_bytes < 0:
-            raise ServerSettingsError(
-                f"--answer-cache-bytes must be a number of bytes >= 0 (0: keep no answers), "
-                f"got {self.answer_cache_bytes}"
-            )
+        if self.answer_cache_bytes is not None:
+            _bounded("answer_cache_bytes", self.answer_cache_bytes, "--answer-cache-bytes")
         if self.token is None and not is_loopback(self.host):
             raise ServerSettingsError(
                 f"chalk serve refuses to listen on {self.host} without a token: anyone who "

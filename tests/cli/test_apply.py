@@ -164,6 +164,24 @@ def test_the_plan_shows_added_removed_and_changed_features(project: Path, apply:
     assert plan["unchanged"] == ["document.entities", "document.id", "document.text"]
 
 
+def test_a_new_feature_with_max_staleness_shows_it_on_its_plus_line(
+    project: Path, apply: Apply
+) -> None:
+    host_ner(project)
+    cached = DOCUMENT.replace(
+        'entities: str = F.catalog_call("model.ner", _.text)',
+        'entities: str = feature(expression=F.catalog_call("model.ner", _.text), '
+        'max_staleness="1h30m")',
+    ).replace("import _, features", "import _, feature, features")
+    write_files(project, {"features/documents.py": cached})
+
+    code, out, err = apply("--dry-run")
+
+    assert (code, err) == (0, "")
+    [line] = [row for row in out.splitlines() if "+ document.entities" in row]
+    assert 'catalog_call("model.ner", _.text) max_staleness=5400s  (features/' in line
+
+
 def test_a_removed_feature_is_planned_with_a_minus(project: Path, apply: Apply) -> None:
     write_files(project, {"features/documents.py": PLAIN_DOCUMENT})
     assert apply()[0] == 0

@@ -75,6 +75,15 @@ def test_init_makes_a_missing_directory_and_its_parents(tmp_path: Path) -> None:
     assert (root / "chalk.yaml").is_file()
 
 
+def test_chalk_yaml_lists_online_store_commented(tmp_path: Path) -> None:
+    assert _chalk_init(str(tmp_path / "fraud")) == 0
+
+    lines = (tmp_path / "fraud" / "chalk.yaml").read_text().splitlines()
+
+    assert any(line.startswith("# online_store: redis://") for line in lines)
+    assert load_project(tmp_path / "fraud" / "chalk.yaml").config.online_store is None
+
+
 def test_init_defaults_to_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -27,6 +27,10 @@ from chalk.features.staleness import StalenessError, max_staleness_seconds, stal
         pytest.param("1h30m", 5400.0, id="compound"),
         pytest.param(" 2H ", 7200.0, id="case-and-space"),
         pytest.param("1.5s", 1.5, id="fraction"),
+        pytest.param("1.5h", 5400.0, id="fraction-of-an-hour"),
+        pytest.param("1w2d3h4m5s", 788645.0, id="every-unit-largest-first"),
+        pytest.param("520w", 520 * 604800.0, id="ten-years-less-a-few-days"),
+        pytest.param(timedelta(days=3650), 3650 * 86400.0, id="ten-years"),
         pytest.param(timedelta(minutes=5), 300.0, id="timedelta"),
         pytest.param("infinity", math.inf, id="infinity"),
         pytest.param("0s", None, id="zero"),
@@ -47,6 +51,15 @@ def test_durations_chalk_accepts_are_read_in_seconds(given: object, seconds: flo
         pytest.param("", "got ''", id="empty"),
         pytest.param(60, "got int 60", id="number"),
         pytest.param(timedelta(seconds=-5), "a negative duration", id="negative"),
+        pytest.param("1h1h", "got '1h1h'", id="unit-twice"),
+        pytest.param("30m1h", "got '30m1h'", id="units-out-of-order"),
+        pytest.param("1h 30m", "got '1h 30m'", id="space-inside"),
+        pytest.param("3651d", "got '3651d', longer than 10 years", id="over-ten-years"),
+        pytest.param(
+            "99999999999999999999999w", 'longer than 10 years: write "infinity"', id="huge"
+        ),
+        pytest.param("9" * 400 + "s", "longer than 10 years", id="past-a-float"),
+        pytest.param(timedelta(days=3651), "longer than 10 years", id="timedelta-over"),
     ],
 )
 def test_anything_else_is_refused_saying_what_was_expected(given: object, message: str) -> None:

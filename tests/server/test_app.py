@@ -89,6 +89,9 @@ def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Serve
     InvokeResponse.model_validate(reply.json())
     assert reply.json()["outputs"] == [2.0, 5.0, None]
     assert reply.json()["meta"]["model_name"] == "double"
+    assert reply.json()["meta"]["serving_versions"] == [
+        {"model_name": "double", "model_version": 1}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -157,6 +160,17 @@ def test_a_model_is_invoked_with_columns_named_by_its_input_schema(server: Serve
             "INVALID_REQUEST",
             "outputs: Input should be a valid array",
             id="outputs_not_a_list",
+        ),
+        *(
+            pytest.param(
+                "/v1/query/online",
+                {"inputs": ROW_JSON, "outputs": ["reading.loud"], "use_cache": loose},
+                400,
+                "INVALID_REQUEST",
+                "use_cache: Input should be a valid boolean",
+                id=f"use_cache_{name}",
+            )
+            for name, loose in (("no", "no"), ("false_text", "false"), ("yes", "yes"), ("one", 1))
         ),
         pytest.param(
             "/v1/models/nope/invoke",

@@ -1,5 +1,6 @@
 """A cached call's two halves joined: the answers the store found and those the model gave for
-the rest, back in the order of the call's distinct argument rows. ``ModelCaller`` uses it.
+the rest, back in the order of the call's distinct argument rows; and whether a route's answers
+may be kept under a scope. ``ModelCaller`` uses them.
 """
 
 from __future__ import annotations
@@ -7,9 +8,20 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chalk.engine.cache.store import Lookup
+from chalk.catalog.records import Route
+from chalk.engine.cache.store import AnswerScope, Lookup
 
-__all__ = ["joined_answers", "missed_rows"]
+__all__ = ["answered_by", "joined_answers", "missed_rows"]
+
+
+def answered_by(route: Route, scope: AnswerScope) -> bool:
+    """Whether answers sent on ``route`` came from the scope's model version: every ready
+    endpoint of the route is known to run it (``Route.settled``). Mid-roll the old version's
+    replicas still answer while the route names the new one: their answers are not its."""
+    return route.settled and (route.model_name, route.model_version) == (
+        scope.model,
+        scope.version,
+    )
 
 
 def missed_rows(lookup: Lookup) -> pa.Array:

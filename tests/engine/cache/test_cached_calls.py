@@ -245,3 +245,45 @@ def test_a_group_with_no_ready_replica_answers_cached_rows_and_holds_only_for_mi
     assert (calls.cache_hits, calls.calls) == (2, 0)
     with pytest.raises(ModelUnavailableError, match="double"):
         call(caller, [3])
+
+
+def test_rows_sent_counts_only_rows_the_model_got_and_the_store_says_its_bytes_and_evictions(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    store = MemoryAnswerStore()
+    caller = make_caller(answers=store)
+
+    _, first = call(caller, [1, 2, 2, 3])
+    _, second = call(caller, [3, 1, 4, 4])
+
+    kept = store.stats()["double"].bytes
+    assert (first.rows_asked, first.rows_sent, first.dedup_hits) == (4, 3, 1)
+    assert (second.rows_asked, second.rows_sent, second.dedup_hits) == (4, 1, 1)
+    assert (second.cache_hits, second.cache_misses, second.rows) == (2, 1, 1)
+    assert first.cache_bytes > 0
+    assert second.cache_bytes == kept > first.cache_bytes
+    assert (first.cache_evictions, second.cache_evictions) == (0, 0)
+    assert call(caller, [1, 2, 3, 4])[1].rows_sent == 0
+
+
+def test_a_query_counts_the_evictions_its_group_had_while_it_ran(
+    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    probe = make_caller()
+    call(probe, list(range(10)))
+    ten_rows = probe.answers.stats()["double"].bytes
+    store = MemoryAnswerStore(max_bytes=ten_rows)
+    caller = make_caller(answers=store)
+    call(caller, list(range(10)))
+    before = store.stats()["double"].evictions
+
+    _, calls = call(caller, list(range(100, 110)))
+
+    evicted = store.stats()["double"].evictions - before
+    assert evicted > 0
+    assert calls.cache_evictions == evicted
+    assert calls.cache_bytes == store.stats()["double"].bytes <= ten_rows

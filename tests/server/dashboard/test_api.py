@@ -86,6 +86,7 @@ def test_invoking_a_group_mid_failing_rollout_names_the_version_that_answered(
         "group": "wobbly",
         "model_name": "double",
         "model_version": 1,
+        "serving_versions": [{"model_name": "double", "model_version": 1}],
         "execution_duration_s": 0,
     }
 
