@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -59,6 +61,15 @@ class ModelVersion:
             "createdAt": self.created_at.isoformat(),
             "deterministic": self.deterministic,
         }
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits naming this registration (all of it but the aliases, which move from
+        version to version): the same name and version registered again, or in another
+        catalog, digests differently. The answer cache keeps answers by it."""
+        registered = {key: value for key, value in self.to_json().items() if key != "aliases"}
+        text = json.dumps(registered, sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 # Who can reach an endpoint: every reader of the catalog (a local replica), readers inside the
@@ -162,6 +173,8 @@ class Route:
     port: int | None
     endpoints: tuple[Endpoint, ...]
     deterministic: bool = True
+    # The model version's ``ModelVersion.digest``: the answer cache's keys name it.
+    version_digest: str = ""
     # The group's ``batch_max_delay_ms`` in seconds; None keeps the engine's default.
     batch_max_delay_s: float | None = None
     # The group's status and its reason as its backend last reported them (GroupStatus values).

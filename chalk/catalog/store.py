@@ -170,6 +170,7 @@ class Catalog:
             port=int(port) if port is not None else None,
             endpoints=endpoints,
             deterministic=version.deterministic,
+            version_digest=version.digest,
             batch_max_delay_s=_batch_max_delay_s(group.spec),
             status=group.status,
             reason=group.reason,

@@ -323,7 +323,12 @@ class ModelCaller:
         if recorder is not None:
             recorder.deduplicated(route.group, asked=batch.num_rows, sent=distinct.num_rows)
         scope = AnswerScope(
-            route.group, route.model_name, route.model_version, ttl_s, call.output_type
+            route.group,
+            route.model_name,
+            route.model_version,
+            ttl_s,
+            call.output_type,
+            route.version_digest,
         )
         keys = row_keys(distinct)
         lookup = await self.answers.get(scope, keys)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -268,6 +270,29 @@ def test_resolve_tells_whether_the_model_version_is_deterministic(catalog: Catal
 
     assert catalog.resolve("model.ner").deterministic is True
     assert catalog.resolve("model.dice").deterministic is False
+
+
+def test_resolve_names_the_registration_of_its_model_version(catalog: Catalog) -> None:
+    registered = catalog.models.register(
+        "ner", input_schema=TEXT, output_schema=TEXT, image="ner:1", metadata={"weights": "a"}
+    )
+    model = {"name": "ner", "version": 1}
+    group = catalog.groups.create("ner", {"image": "x", "model": model}, backend="kubernetes")
+    catalog.groups.report(
+        group.id, status="Ready", desired=1, ready=1, available=1, endpoints=[Endpoint("a:1")]
+    )
+
+    digest = catalog.resolve("model.ner").version_digest
+
+    assert re.fullmatch(r"[0-9a-f]{16}", digest)
+    assert digest == registered.digest == catalog.models.get("ner", 1).digest
+    assert replace(registered, aliases=("prod",)).digest == digest
+    # The same name and version registered anew (another catalog, or this one deleted): a
+    # later time, another image or other weights.
+    later = registered.created_at + dt.timedelta(microseconds=1)
+    assert replace(registered, created_at=later).digest != digest
+    assert replace(registered, image="ner:2").digest != digest
+    assert replace(registered, metadata={"weights": "b"}).digest != digest
 
 
 def test_a_newer_catalog_is_refused(catalog_url: str) -> None:

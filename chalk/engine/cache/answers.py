@@ -17,10 +17,12 @@ __all__ = ["answered_by", "joined_answers", "missed_rows"]
 def answered_by(route: Route, scope: AnswerScope) -> bool:
     """Whether answers sent on ``route`` came from the scope's model version: every ready
     endpoint of the route is known to run it (``Route.settled``). Mid-roll the old version's
-    replicas still answer while the route names the new one: their answers are not its."""
-    return route.settled and (route.model_name, route.model_version) == (
+    replicas still answer while the route names the new one: their answers are not its; nor
+    are those of the same name and version registered again meanwhile (another digest)."""
+    return route.settled and (route.model_name, route.model_version, route.version_digest) == (
         scope.model,
         scope.version,
+        scope.identity,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Final
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from chalk.engine.dedup import float_bits
 
@@ -36,7 +37,8 @@ def row_keys(batch: pa.RecordBatch) -> pa.FixedSizeBinaryArray:
     collision of two 64-bit hashes at once).
 
     Rows compare as ``chalk.engine.dedup`` compares them: a null is a value of its own, every
-    NaN the same NaN, -0.0 apart from 0.0. Column names play no part; their order does.
+    NaN the same NaN, -0.0 apart from 0.0, in a list or struct as at the top. Column names
+    play no part; their order does.
 
     Examples
     --------
@@ -47,10 +49,7 @@ def row_keys(batch: pa.RecordBatch) -> pa.FixedSizeBinaryArray:
     rows = batch.num_rows
     if rows == 0:
         return pa.array([], pa.binary(KEY_BYTES))
-    columns = {
-        f"c{index}": float_bits(column) if pa.types.is_floating(column.type) else column
-        for index, column in enumerate(batch.columns)
-    }
+    columns = {f"c{index}": _hashable(column) for index, column in enumerate(batch.columns)}
     frame = pl.DataFrame(columns)
     halves = [frame.hash_rows(seed=seed) for seed in _SEEDS]
     if rows <= _FEW_ROWS:
@@ -86,3 +85,48 @@ def key_halves(keys: pa.FixedSizeBinaryArray) -> tuple[pl.Series, pl.Series]:
     words = pa.Array.from_buffers(pa.uint64(), 2 * len(keys), [None, data], offset=2 * keys.offset)
     series = pl.Series(words)
     return series.gather_every(2), series.gather_every(2, offset=1)
+
+
+def _hashable(column: pa.Array) -> pa.Array:
+    """``column`` with every float in it, at any depth, as the integer of its bits
+    (``float_bits``), as dedupe compares them: polars' row hash gives list[-0.0] the key of
+    list[0.0]. Columns without floats are returned as they are."""
+    kind = column.type
+    if not _holds_floats(kind):
+        return column
+    if pa.types.is_floating(kind):
+        return float_bits(column)
+    if pa.types.is_dictionary(kind):
+        return _hashable(column.dictionary_decode())
+    mask = column.is_null() if column.null_count else None
+    if pa.types.is_struct(kind):
+        # flatten() gives the children of this slice; a null struct stays null (the mask).
+        children = [_hashable(child) for child in column.flatten()]
+        names = [kind.field(index).name for index in range(kind.num_fields)]
+        return pa.StructArray.from_arrays(children, names=names, mask=mask)
+    if pa.types.is_fixed_size_list(kind):
+        size = kind.list_size
+        items = column.values.slice(column.offset * size, len(column) * size)
+        return pa.FixedSizeListArray.from_arrays(_hashable(items), size, mask=mask)
+    # A slice's offsets index its parent's whole child array: only the items between its
+    # first and last offset are its own, renumbered from 0 (Arrow takes no mask beside
+    # offsets that do not start at 0).
+    offsets = column.offsets
+    first, last = offsets[0].as_py(), offsets[-1].as_py()
+    items = _hashable(column.values.slice(first, last - first))
+    if first:
+        offsets = pc.subtract(offsets, pa.scalar(first, offsets.type))
+    lists = pa.LargeListArray if pa.types.is_large_list(kind) else pa.ListArray
+    return lists.from_arrays(offsets, items, mask=mask)
+
+
+def _holds_floats(kind: pa.DataType) -> bool:
+    if pa.types.is_floating(kind):
+        return True
+    if pa.types.is_dictionary(kind):
+        return _holds_floats(kind.value_type)
+    if pa.types.is_struct(kind):
+        return any(_holds_floats(kind.field(index).type) for index in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return _holds_floats(kind.value_type)
+    return False

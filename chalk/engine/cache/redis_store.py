@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import TYPE_CHECKING, Any, Final, cast
 from urllib.parse import urlsplit
 
@@ -48,16 +50,30 @@ _READ_BATCH: Final = 10_000
 _READS_PER_ROUND_TRIP: Final = 4
 _WRITE_BATCH: Final = 5_000
 _WRITES_IN_FLIGHT: Final = 2
-# Sets KEYS[i] to ARGV[i + 1] for ARGV[1] milliseconds: one command per batch, where a
-# pipeline of SETs costs redis-py 30-50 us per key to queue, and the script about 7 us a key
-# in all (4 of them in Redis; bench/README.md, "calls.py").
+# Sets KEYS[i] to the put time ARGV[2] and the answer ARGV[i + 2], for ARGV[1] milliseconds
+# (an empty ARGV[1]: with no expiry): one command per batch, where a pipeline of SETs costs
+# redis-py 30-50 us per key to queue, and the script about 7 us a key in all (4 of them in
+# Redis; bench/README.md, "calls.py").
 _SET_ALL: Final = """
 local ttl = ARGV[1]
+local put_at = ARGV[2]
 for i, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[i + 1], 'PX', ttl)
+  if ttl == '' then
+    redis.call('SET', key, put_at .. ARGV[i + 2])
+  else
+    redis.call('SET', key, put_at .. ARGV[i + 2], 'PX', ttl)
+  end
 end
 return #KEYS
 """
+# A value starts with when it was put: milliseconds since the epoch (the writer's clock), 8
+# bytes big-endian, so that stamps compare as bytes compare. A reader serves it only while it
+# is at most its own scope's ttl_s old: features of one model version with different
+# max_staleness share the keys, and the writer's PX only bounds how long Redis keeps them.
+_STAMP: Final = struct.Struct(">Q")
+# The longest PX the store writes (a time to live over 146,000 years is kept that long):
+# Redis refuses a PX that overflows a 64-bit count of milliseconds when added to its clock.
+_MAX_TTL_MS: Final = 2**62
 KEY_PREFIX: Final = b"scalegroup:answers:"
 _SCHEMES: Final = ("redis", "rediss", "unix")
 _EXPECTED_URL: Final = (
@@ -84,7 +100,11 @@ class _GroupFigures:
     seconds: list[int] = field(default_factory=list)
     live_bytes: int = 0
 
-    def wrote(self, size: int, expires_at: float) -> None:
+    def wrote(self, size: int, expires_at: float | None) -> None:
+        """``size`` bytes written, expiring at ``expires_at`` (None: never)."""
+        if expires_at is None:
+            self.live_bytes += size
+            return
         second = math.ceil(expires_at)
         if second not in self.expiring:
             heapq.heappush(self.seconds, second)
@@ -100,11 +120,15 @@ class _GroupFigures:
 class RedisAnswerStore:
     """An ``AnswerStore`` in Redis: one key per answer, expired by Redis itself.
 
-    A key is ``scalegroup:answers:<encoding>:<model>:<version>:`` and the 16 key bytes, where
-    ``<encoding>`` names the layout and the answers' type (``chalk.engine.cache.encoding``),
-    so a new model version, or a type another process reads differently, never sees these
-    answers. Writes are ``SET ... PX ttl``, 5,000 to a run of a Lua script (one command);
-    reads are ``MGET``s of 10,000 keys, pipelined four to a round trip.
+    A key is ``scalegroup:answers:<encoding>:<model>:<version>:<identity>:`` and the 16 key
+    bytes, where ``<encoding>`` names the layout and the answers' type
+    (``chalk.engine.cache.encoding``) and ``<identity>`` the registration of the version
+    (``AnswerScope.identity``), so a new model version, the same version registered again or
+    in another catalog, or a type another process reads differently, never sees these
+    answers. A value is the time it was put (``wall_clock``, 8 bytes) and the answer; a
+    lookup serves it while it is at most its scope's ``ttl_s`` old. Writes are
+    ``SET ... PX ttl`` (no PX for an infinite ``ttl_s``), 5,000 to a run of a Lua script (one
+    command); reads are ``MGET``s of 10,000 keys, pipelined four to a round trip.
 
     ``timeout_s`` bounds each connect, read and write (``DEFAULT_TIMEOUT_S``; the URL's
     ``socket_timeout`` and ``socket_connect_timeout`` options win over it); after a failure
@@ -125,6 +149,7 @@ class RedisAnswerStore:
         timeout_s: float = DEFAULT_TIMEOUT_S,
         skip_after_error_s: float = DEFAULT_SKIP_AFTER_ERROR_S,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         check_redis_url(url)
         _check_options(url)
@@ -138,6 +163,7 @@ class RedisAnswerStore:
         self._timeout_s = timeout_s
         self._skip_after_error_s = skip_after_error_s
         self._clock = clock
+        self._wall_clock = wall_clock
         self._lock = threading.Lock()
         self._figures: dict[str, _GroupFigures] = {}
         self._client: redis.asyncio.Redis | None = None
@@ -154,10 +180,10 @@ class RedisAnswerStore:
             return _all_missed(scope, 0, None)
         try:
             values = await self._read(_redis_keys(scope, keys))
-            found = [value is not None for value in values]
-            answers = decode_answers(
-                [value for value in values if value is not None], scope.output_type
-            )
+            ttl_ms = _ttl_ms(scope.ttl_s)
+            now_ms = round(self._wall_clock() * 1000)
+            found, fresh = _fresh(values, _stamp(0 if ttl_ms is None else now_ms - ttl_ms))
+            answers = decode_answers(fresh, scope.output_type)
         except _RedisDown as error:
             return self._missed(scope, count, str(error))
         except (ValueError, pa.ArrowException) as error:
@@ -180,13 +206,14 @@ class RedisAnswerStore:
         """Keep ``answers`` under ``keys`` for ``scope.ttl_s``; dropped when Redis fails."""
         if len(keys) != len(answers):
             raise ValueError(f"{len(keys)} keys for {len(answers)} answers: expected as many")
-        if len(keys) == 0:
+        ttl_ms = _ttl_ms(scope.ttl_s)
+        if len(keys) == 0 or ttl_ms == 0:
             return
         redis_keys = _redis_keys(scope, keys)
         values = encode_answers(answers)
-        ttl_ms = max(1, round(scope.ttl_s * 1000))
+        put_at = _stamp(round(self._wall_clock() * 1000))
         try:
-            await self._write(redis_keys, values, ttl_ms)
+            await self._write(redis_keys, values, ttl_ms, put_at)
         except _RedisDown:
             self._count_error(scope.group)
             return
@@ -194,10 +221,11 @@ class RedisAnswerStore:
             self._failed("write answers to", error)
             self._count_error(scope.group)
             return
-        written = sum(map(len, redis_keys)) + sum(map(len, values))
+        written = sum(map(len, redis_keys)) + sum(map(len, values)) + _STAMP.size * len(values)
+        expires_at = None if ttl_ms is None else self._clock() + ttl_ms / 1000
         with self._lock:
             figures = self._group(scope.group)
-            figures.wrote(written, self._clock() + scope.ttl_s)
+            figures.wrote(written, expires_at)
 
     def stats(self) -> dict[str, CacheStats]:
         """Figures per scaling group name (see the class); safe to read from any thread."""
@@ -239,13 +267,17 @@ class RedisAnswerStore:
                 found.extend(reply)
         return found
 
-    async def _write(self, keys: Sequence[bytes], values: Sequence[bytes], ttl_ms: int) -> None:
+    async def _write(
+        self, keys: Sequence[bytes], values: Sequence[bytes], ttl_ms: int | None, put_at: bytes
+    ) -> None:
+        """``SET`` each key to ``put_at`` and its value, for ``ttl_ms`` (None: no expiry)."""
+        ttl = b"" if ttl_ms is None else b"%d" % ttl_ms
         client = self._usable_client()
         if self._set_all is None:
             self._set_all = client.register_script(_SET_ALL)
         set_all = self._set_all
         if len(keys) <= _WRITE_BATCH:
-            await set_all(keys=keys, args=[ttl_ms, *values])
+            await set_all(keys=keys, args=[ttl, put_at, *values])
             return
         # Two runs in flight (on two connections): Redis runs one while this loop packs the
         # next, about a third less time for 1M answers than one after the other.
@@ -257,7 +289,7 @@ class RedisAnswerStore:
                     for finished in done:
                         finished.result()
                 end = start + _WRITE_BATCH
-                run = set_all(keys=keys[start:end], args=[ttl_ms, *values[start:end]])
+                run = set_all(keys=keys[start:end], args=[ttl, put_at, *values[start:end]])
                 running.add(asyncio.ensure_future(run))
             await asyncio.gather(*running)
         finally:
@@ -395,12 +427,49 @@ def _connect(url: str, timeout_s: float) -> redis.asyncio.Redis:
     )
 
 
+def _ttl_ms(ttl_s: float) -> int | None:
+    """A scope's ``ttl_s`` in whole milliseconds, at most ``_MAX_TTL_MS``: None for an
+    infinite one, 0 for one that keeps nothing (not above 0, NaN). Never raises."""
+    if not ttl_s > 0:
+        return 0
+    if math.isinf(ttl_s):
+        return None
+    if ttl_s >= _MAX_TTL_MS / 1000:
+        return _MAX_TTL_MS
+    return max(1, round(ttl_s * 1000))
+
+
+def _stamp(milliseconds: int) -> bytes:
+    """A put time (milliseconds since the epoch) as a value's first bytes; one before the
+    epoch (a cutoff minus a very long time to live) as the epoch."""
+    return _STAMP.pack(min(max(0, milliseconds), 2**64 - 1))
+
+
+def _fresh(values: Sequence[bytes | None], oldest: bytes) -> tuple[list[bool], list[bytes]]:
+    """Per value whether it is kept and put at ``oldest`` or later, and those values' answers
+    (without their put time), in order. ValueError for such a value too short to have one.
+
+    A value compares as its put time does (its first bytes, big-endian) when it has one; one
+    comprehension per step, about a third faster than a loop testing each value in turn.
+    """
+    found = [value is not None and value >= oldest for value in values]
+    stamped = cast("list[bytes]", list(compress(values, found)))
+    size = _STAMP.size
+    shortest = min(map(len, stamped), default=size)
+    if shortest < size:
+        raise ValueError(f"a value of {shortest} bytes has no {size}-byte put time")
+    return found, [value[size:] for value in stamped]
+
+
 def _redis_keys(scope: AnswerScope, keys: pa.FixedSizeBinaryArray) -> list[bytes]:
-    prefix = b"%s%s:%s:%d:" % (
+    # The identity comes before the 16 key bytes: keys of the earlier layout (no identity)
+    # are 16 bytes after the version, never equal to one of these.
+    prefix = b"%s%s:%s:%d:%s:" % (
         KEY_PREFIX,
         encoding_name(scope.output_type).encode(),
         scope.model.encode(),
         scope.version,
+        scope.identity.encode(),
     )
     joined = pc.binary_join_element_wise(
         pa.scalar(prefix, pa.binary()), keys.cast(pa.binary()), pa.scalar(b"", pa.binary())

@@ -22,7 +22,11 @@ class AnswerScope:
     ``group`` names the scaling group (figures are kept per group); ``model`` and ``version``
     the model version that answers (a new version never sees an older one's answers);
     ``ttl_s`` how long an answer may be served, the feature's ``max_staleness`` in seconds
-    (> 0); ``output_type`` the answers' Arrow type (the model's output_schema).
+    (> 0, ``math.inf`` for "infinity"): a lookup never answers with one put longer ago than
+    its own scope's ``ttl_s``; ``output_type`` the answers' Arrow type (the model's
+    output_schema); ``identity`` which registration of that version (a digest of it,
+    ``Route.version_digest``): a version of the same name and number registered in another
+    catalog, or registered again, never sees these answers.
     """
 
     group: str
@@ -30,6 +34,7 @@ class AnswerScope:
     version: int
     ttl_s: float
     output_type: pa.DataType
+    identity: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,17 +4,27 @@ real runtime processes counting the rows they get."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from chalk.catalog import Catalog
 from chalk.engine.cache import MemoryAnswerStore
+from chalk.engine.cache.redis_store import RedisAnswerStore
 from chalk.engine.calls import ModelCaller
 from chalk.engine.errors import ModelUnavailableError
 from chalk.engine.recorder import CallRecorder, GroupCalls, recording
 from chalk.engine.routes import ROUTE_TTL_S
-from tests.engine.conftest import SHIM_HANDLERS, Deploy, MakeCaller, StartRuntime
+from tests.engine.conftest import (
+    SHIM_HANDLERS,
+    Deploy,
+    MakeCaller,
+    StartRuntime,
+    deploy_group,
+    sqlite_catalog,
+)
+from tests.support.redis import RedisServer
 
 ROWS = "chalk_remote_call_rows_total"
 INT_IN, INT_OUT = pa.schema({"x": pa.int64()}), pa.schema({"y": pa.int64()})
@@ -128,6 +138,35 @@ def test_a_new_model_version_gets_fresh_calls(
     assert model.metric(ROWS) == 4
     assert (calls.cache_hits, calls.cache_misses) == (0, 2)
     assert store.stats()["double"].misses == 2
+
+
+def test_two_catalogs_sharing_one_redis_never_share_a_versions_answers(
+    runtime: StartRuntime,
+    deploy: Deploy,
+    make_caller: MakeCaller,
+    tmp_path: Path,
+    redis_server: RedisServer,
+) -> None:
+    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+    dev = make_caller(answers=RedisAnswerStore(redis_server.url))
+    call(dev, [1, 2])
+    (tmp_path / "prod").mkdir()
+
+    with sqlite_catalog(tmp_path / "prod") as prod_catalog:  # its own `double` v1
+        deploy_group(prod_catalog, "double", [model.target], inputs=INT_IN, output=INT_OUT)
+        prod = ModelCaller(prod_catalog, answers=RedisAnswerStore(redis_server.url))
+        try:
+            answer, first = call(prod, [1, 2])
+            second = call(prod, [2, 1])[1]
+        finally:
+            prod.close()
+
+    assert answer == [2, 4]
+    assert (first.cache_hits, first.cache_misses) == (0, 2)
+    assert second.cache_hits == 2
+    assert call(dev, [2, 1])[1].cache_hits == 2
+    assert model.metric(ROWS) == 2 + 2
 
 
 def test_answers_expire_after_max_staleness(

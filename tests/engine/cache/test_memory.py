@@ -69,6 +69,15 @@ def test_another_model_version_never_sees_the_answers() -> None:
     assert run(store.get(scope(version=2), keys_of([1]))).found.to_pylist() == [False]
 
 
+def test_the_same_version_registered_again_never_sees_the_answers() -> None:
+    store = MemoryAnswerStore(1 << 20)
+    first, again = (AnswerScope("ner", "ner", 1, 60.0, INT, identity) for identity in "ab")
+    run(store.put(first, keys_of([1]), pa.array([10])))
+
+    assert run(store.get(again, keys_of([1]))).found.to_pylist() == [False]
+    assert run(store.get(first, keys_of([1]))).found.to_pylist() == [True]
+
+
 def test_an_answer_older_than_its_time_to_live_is_not_served() -> None:
     clock = Clock()
     store = MemoryAnswerStore(1 << 20, clock=clock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -23,10 +24,11 @@ T = TypeVar("T")
 
 
 class FakeClock:
-    """The store's clock for skipping Redis and for its live bytes; Redis keeps real time."""
+    """The store's clock for skipping Redis and for its live bytes, or its wall clock for the
+    answers' put times; Redis keeps real time."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
     def __call__(self) -> float:
         return self.now
@@ -48,8 +50,9 @@ def scope(
     version: int = 1,
     ttl_s: float = 60.0,
     group: str = "fraud-group",
+    identity: str = "5eed",
 ) -> AnswerScope:
-    return AnswerScope(group, model, version, ttl_s, output_type)
+    return AnswerScope(group, model, version, ttl_s, output_type, identity)
 
 
 def run(coroutine: Callable[[], Coroutine[Any, Any, T]]) -> T:
@@ -108,7 +111,7 @@ def test_a_unix_socket_url_reaches_the_same_server(redis_server: RedisServer) ->
     assert lookup.answers.to_pylist() == [1.5]
 
 
-def test_keys_name_the_scheme_model_and_version(redis_server: RedisServer) -> None:
+def test_keys_name_the_scheme_model_version_and_identity(redis_server: RedisServer) -> None:
     async def scenario() -> None:
         store = RedisAnswerStore(redis_server.url)
         await store.put(scope(version=7), keys("a"), pa.array([1.0]))
@@ -119,7 +122,7 @@ def test_keys_name_the_scheme_model_and_version(redis_server: RedisServer) -> No
     with redis_server.client() as client:
         (key,) = client.keys("*")
     assert key.startswith(KEY_PREFIX + b"e1.")
-    assert key[:-16].endswith(b":fraud:7:")
+    assert key[:-16].endswith(b":fraud:7:5eed:")
     assert key[-16:] == keys("a")[0].as_py()
 
 
@@ -178,7 +181,8 @@ def test_bytes_count_what_this_process_wrote_until_it_expires(
 
     every, after_ten, after_sixty = run(scenario)
 
-    one = len(KEY_PREFIX) + len(b"e1.12345678:fraud:1:") + 16 + 8  # key and float64 value
+    key = len(KEY_PREFIX) + len(b"e1.12345678:fraud:1:5eed:") + 16
+    one = key + 8 + 8  # the key, the put time and a float64
     assert every == 4 * one
     assert after_ten == one
     assert after_sixty == 0
@@ -195,18 +199,140 @@ def test_a_new_version_never_sees_an_older_versions_answers(redis_server: RedisS
                     scope(version=2),
                     scope(model="other"),
                     scope(pa.float32()),
+                    scope(identity="another-registration"),
+                    scope(identity=""),
                     scope(version=1, group="another-group"),
                 ]
             ]
         finally:
             await store.aclose()
 
-    new_version, other_model, other_type, same_version = run(scenario)
+    new_version, other_model, other_type, registered_again, no_identity, same_version = run(
+        scenario
+    )
 
     assert new_version == [False]
     assert other_model == [False]
     assert other_type == [False]
+    assert registered_again == [False]  # another catalog's `fraud` v1, or registered anew
+    assert no_identity == [False]
     assert same_version == [True]  # the group only sorts figures; the version owns answers
+
+
+def test_a_lookup_serves_answers_no_older_than_its_own_time_to_live(
+    redis_server: RedisServer,
+) -> None:
+    wall = FakeClock(now=1_700_000_000.0)
+    hour, minute = scope(ttl_s=3600.0), scope(ttl_s=60.0)
+
+    async def scenario() -> list[list[bool]]:
+        store = RedisAnswerStore(redis_server.url, wall_clock=wall)
+        seen = []
+        try:
+            await store.put(hour, keys("a"), pa.array([1.0]))  # feature A: max_staleness 1h
+            wall.now += 60.0
+            seen.append((await store.get(minute, keys("a"))).found.to_pylist())
+            wall.now += 0.5
+            seen.append((await store.get(minute, keys("a"))).found.to_pylist())
+            seen.append((await store.get(hour, keys("a"))).found.to_pylist())
+            await store.put(minute, keys("a"), pa.array([2.0]))  # B asked the model again
+            seen.append((await store.get(minute, keys("a"))).found.to_pylist())
+            wall.now += 3601.0  # Redis keeps the key (its PX runs in real time), but it is old
+            seen.append((await store.get(hour, keys("a"))).found.to_pylist())
+            return seen
+        finally:
+            await store.aclose()
+
+    at_a_minute, past_a_minute, within_the_hour, asked_again, past_the_hour = run(scenario)
+
+    assert at_a_minute == [True]
+    assert past_a_minute == [False]  # B (1m) never gets A's hour-old answer
+    assert within_the_hour == [True]
+    assert asked_again == [True]
+    assert past_the_hour == [False]
+
+
+@pytest.mark.parametrize(
+    ("ttl_s", "expected_pttl"),
+    [(math.inf, -1), (1e300, 2**62), (2e15, 2 * 10**18)],
+    ids=["infinity", "beyond-redis", "centuries"],
+)
+def test_a_time_to_live_too_long_for_px_keeps_answers(
+    redis_server: RedisServer, ttl_s: float, expected_pttl: int
+) -> None:
+    clock = FakeClock()
+    forever = scope(ttl_s=ttl_s)
+
+    async def scenario() -> tuple[Any, CacheStats]:
+        store = RedisAnswerStore(redis_server.url, clock=clock)
+        try:
+            await store.put(forever, keys("a", "b"), pa.array([1.0, None]))
+            clock.now += 1e9  # thirty years on, the bytes are still counted
+            return await store.get(forever, keys("a", "b", "c")), store.stats()["fraud-group"]
+        finally:
+            await store.aclose()
+
+    lookup, stats = run(scenario)
+
+    assert lookup.error is None
+    assert lookup.found.to_pylist() == [True, True, False]
+    assert lookup.answers.to_pylist() == [1.0, None]
+    assert stats.errors == 0
+    assert stats.bytes > 0
+    with redis_server.client() as client:
+        pttls = [client.pttl(key) for key in client.keys("*")]
+    if expected_pttl == -1:
+        assert pttls == [-1, -1]  # no expiry
+    else:
+        assert all(expected_pttl - 60_000 < pttl <= expected_pttl for pttl in pttls)
+
+
+@pytest.mark.parametrize("ttl_s", [0.0, -1.0, math.nan, -math.inf], ids=["0", "-1", "nan", "-inf"])
+def test_a_time_to_live_that_keeps_nothing_writes_nothing(
+    redis_server: RedisServer, ttl_s: float
+) -> None:
+    async def scenario() -> Any:
+        store = RedisAnswerStore(redis_server.url)
+        try:
+            await store.put(scope(ttl_s=ttl_s), keys("a"), pa.array([1.0]))
+            return await store.get(scope(ttl_s=ttl_s), keys("a"))
+        finally:
+            await store.aclose()
+
+    lookup = run(scenario)
+
+    assert lookup.found.to_pylist() == [False]
+    assert lookup.error is None
+    with redis_server.client() as client:
+        assert client.keys("*") == []
+
+
+def test_an_infinite_time_to_live_never_raises_with_redis_down() -> None:
+    forever = scope(pa.int64(), ttl_s=math.inf)
+
+    async def scenario() -> Any:
+        store = RedisAnswerStore("redis://127.0.0.1:1/0")
+        await store.put(forever, keys("a"), pa.array([1], pa.int64()))
+        return await store.get(forever, keys("a")), store.stats()["fraud-group"]
+
+    lookup, stats = run(scenario)
+
+    assert lookup.found.to_pylist() == [False]
+    assert lookup.error is not None
+    assert stats.errors == 2
+
+
+def test_a_value_without_a_put_time_is_a_miss_with_an_error(redis_server: RedisServer) -> None:
+    def overwrite() -> None:
+        with redis_server.client() as client:
+            (key,) = client.keys("*")
+            client.set(key, b"\x01")
+
+    lookup = _looked_up_after(redis_server, overwrite)
+
+    assert lookup.found.to_pylist() == [False]
+    assert lookup.error is not None
+    assert "unreadable: a value of 1 bytes has no 8-byte put time" in lookup.error
 
 
 def test_many_keys_are_read_in_pipelined_batches(redis_server: RedisServer) -> None:
@@ -327,16 +453,7 @@ def test_redis_killed_during_a_lookup_costs_a_miss(redis_server: RedisServer) ->
 
 
 def test_a_slow_redis_costs_a_miss_within_the_timeout(redis_server: RedisServer) -> None:
-    async def scenario() -> Any:
-        store = RedisAnswerStore(redis_server.url, timeout_s=0.2)
-        try:
-            await store.put(scope(), keys("a"), pa.array([1.0]))
-            _pause(redis_server, 30.0)
-            return await store.get(scope(), keys("a"))
-        finally:
-            await store.aclose()
-
-    lookup = run(scenario)
+    lookup = _looked_up_after(redis_server, lambda: _pause(redis_server, 30.0), timeout_s=0.2)
 
     assert lookup.found.to_pylist() == [False]
     assert lookup.error is not None
@@ -432,6 +549,21 @@ def test_without_redis_server_the_tests_skip_except_under_ci(
 
     with pytest.raises(outcome, match="no redis-server for the answer cache's Redis tests"):
         support_redis.require_redis_server()
+
+
+def _looked_up_after(server: RedisServer, between: Callable[[], None], **options: Any) -> Any:
+    """A store's lookup of the answer it put, after ``between()`` did something to Redis."""
+
+    async def scenario() -> Any:
+        store = RedisAnswerStore(server.url, **options)
+        try:
+            await store.put(scope(), keys("a"), pa.array([1.0]))
+            between()
+            return await store.get(scope(), keys("a"))
+        finally:
+            await store.aclose()
+
+    return run(scenario)
 
 
 def _pause(server: RedisServer, seconds: float) -> None:
