@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chalk.engine.cache.encoding import decode_answers, encode_answers, encoding_name
@@ -96,6 +96,8 @@ _VALUES = {
 }
 
 
+# No deadline and no "too slow" check: on a loaded 2-core machine a draw can take a while.
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.sampled_from(sorted(_VALUES)).flatmap(
         lambda name: st.tuples(st.just(name), st.lists(st.none() | _VALUES[name][0]))
