@@ -521,6 +521,10 @@ def _reason(
         notes.append(f"clamped to min {desired}")
     elif context.min_replicas == 0 and desired == floor and (context.not_ready or not signals):
         notes.append(_not_idle_note(context))
+    if current == 0 and desired > 0 and not signals and context.last_call_s is not None:
+        # Woken from zero by a call whose demand row came after its last-call time.
+        text = f"a call at {_clock_time(context.last_call_s)} with no replica: {outcome}"
+        return f"{text} ({'; '.join(notes)})" if notes else text
     text = f"{_signals_text(context, signals)}: {outcome}"
     return f"{text} ({'; '.join(notes)})" if notes else text
 
