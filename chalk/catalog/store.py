@@ -3,6 +3,8 @@
 SQLite (WAL) by default, PostgreSQL through a ``postgresql://`` URL. The CLI, the client, the
 local controller and the Kubernetes backend all talk through it; one SQLAlchemy engine is
 shared per URL and process, and a ``Catalog`` may be used from several threads at once.
+Over 500 lines: ``resolve`` (the engine's one read of a group) and the connection set-up it
+needs stay beside ``Catalog``; the record stores live in their own modules.
 """
 
 from __future__ import annotations

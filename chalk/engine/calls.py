@@ -2,7 +2,9 @@
 
 The executor hands a call's columns to ``ModelCaller`` (one per process: ``ChalkClient``,
 ``chalk query``, the server), which resolves the group, casts, chunks, has the ``Dispatcher``
-send the chunks, and re-joins the answers in row order.
+send the chunks, and re-joins the answers in row order. Over 500 lines: ``ModelCaller`` is
+the one place where dedup, the answer cache, held calls and demand meet one call; each of
+those mechanisms lives in its own module (dedup, cache/, holds, demand).
 """
 
 from __future__ import annotations

@@ -3,7 +3,8 @@
 Handlers are thin: read and validate the body, run the library function (a small query on
 this server's event loop, a larger one on a query thread; model calls on the loop), answer
 JSON.
-``create_app`` builds one app per worker process.
+``create_app`` builds one app per worker process. Over 500 lines: the routes and their
+shared per-worker state read best together; request models and the dashboard are elsewhere.
 """
 
 from __future__ import annotations
