@@ -26,7 +26,7 @@ from chalk.catalog.errors import CatalogError
 from chalk.common.config import Project
 from chalk.deploy.errors import DeployError
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
-from chalk.deploy.local.lock import controller_pid
+from chalk.deploy.local.lock import controller_gone, controller_pid
 from chalk.deploy.local.lock import lock_path as _lock_path
 from chalk.deploy.local.logs import logs_dir
 from chalk.deploy.local.processes import ReplicaHandle, adopt
@@ -128,8 +128,12 @@ def start_detached(project: Project) -> int:
 
 
 def ensure_running(project: Project) -> int | None:
-    """Start the controller detached when none runs; returns the new pid, or None if one ran."""
-    if controller_pid(project) is not None:
+    """Start the controller detached when none runs; returns the new pid, or None if one ran.
+
+    A controller run inside another process (tests, an embedding program) holds no lock but
+    beats: a second one started beside it would adopt its replicas and fight it over them.
+    """
+    if controller_pid(project) is not None or _reports_without_lock(project):
         return None
     try:
         return start_detached(project)
@@ -138,6 +142,11 @@ def ensure_running(project: Project) -> int | None:
         if controller_pid(project) is not None:
             return None
         raise
+
+
+def _reports_without_lock(project: Project) -> bool:
+    """A fresh heartbeat, and no lock released by a daemon that died or stopped since."""
+    return open_catalog(project).local_controller_running() and not controller_gone(project)
 
 
 def stop(project: Project, *, timeout_s: float | None = None) -> bool:

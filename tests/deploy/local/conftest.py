@@ -17,7 +17,7 @@ import pytest
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.records import LocalImage
 from chalk.common.config import Project, load_project
-from chalk.deploy.local.controller import ControllerSettings, LocalController
+from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
 
 MODEL_HANDLER = """
 import os
@@ -104,6 +104,7 @@ class RunningController:
         self.controller = LocalController(
             catalog, ControllerSettings(logs_dir=project.state_dir / "logs", **timings)
         )
+        self._catalog = catalog
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -116,7 +117,14 @@ class RunningController:
             self.error = error
 
     def start(self) -> RunningController:
+        """Start it and return once it has beaten: a CLI command run next then sees it
+        running and starts no daemon beside it (two controllers would fight over replicas)."""
+        before = self._catalog.state.controller(BACKEND)
         self._thread.start()
+        wait_for(
+            lambda: self.error is not None or self._catalog.state.controller(BACKEND) != before,
+            what="the controller's first heartbeat",
+        )
         return self
 
     def stop(self) -> None:

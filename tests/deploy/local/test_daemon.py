@@ -245,3 +245,12 @@ def test_waiting_for_a_group_with_no_controller_says_to_start_one(
 
     with pytest.raises(CatalogError, match=r"the local controller is not running.*chalk up"):
         wait_until_serving(catalog, "web", project=project)
+
+
+def test_no_daemon_starts_beside_a_controller_run_in_process(
+    catalog: Catalog, project: Project, controller: Callable[..., object]
+) -> None:
+    # It holds no lock but beats: a daemon beside it would adopt its replicas and fight it.
+    controller()
+    assert daemon.ensure_running(project) is None
+    assert daemon.controller_pid(project) is None
