@@ -17,6 +17,7 @@ import pytest
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.records import LocalImage
 from chalk.common.config import Project, load_project
+from chalk.deploy.local import daemon
 from chalk.deploy.local.controller import ControllerSettings, LocalController
 
 MODEL_HANDLER = """
@@ -127,10 +128,16 @@ class RunningController:
 
 
 @pytest.fixture
-def controller(catalog: Catalog, project: Project) -> Iterator[Callable[..., RunningController]]:
+def controller(
+    catalog: Catalog, project: Project, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., RunningController]]:
     started: list[RunningController] = []
 
     def _start(**settings: Any) -> RunningController:
+        # The in-process controller takes no lock, so a CLI command run by the test (create,
+        # model deploy) would start a second, detached controller on the same catalog, which
+        # doubles every replica and outlives the test: it is the only controller here.
+        monkeypatch.setattr(daemon, "ensure_running", lambda _project: None)
         running = RunningController(catalog, project, **settings).start()
         started.append(running)
         return running
