@@ -12,26 +12,15 @@ from chalk.common.config import Project
 from chalk.deploy.local.lock import controller_pid
 from chalk.engine.calls import ModelCaller
 from chalk.engine.errors import ModelUnavailableError
-from tests.deploy.local.conftest import save_image, wait_for
+from tests.deploy.local.conftest import wait_for
 from tests.deploy.local.test_demand import Start
-from tests.deploy.local.test_idle_start import MIN_ZERO, SLOW_MODEL, event_reasons, run
+from tests.deploy.local.test_idle_start import MIN_ZERO, event_reasons, run, slow_model
 
 
 def test_a_hold_shorter_than_on_startup_fails_and_the_replica_serves_after_it(
     catalog: Catalog, project: Project, controller: Start, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    save_image(
-        catalog,
-        project,
-        "slowmodel:latest",
-        files={"/app/model.py": SLOW_MODEL},
-        entrypoint=("chalk-remote-call", "--handler", "model.handler", "--port", "8080"),
-        exposed_port=8080,
-    )
-    floats = pa.schema([("x", pa.float64())])
-    catalog.models.register(
-        "m", input_schema=floats, output_schema=floats, image="slowmodel:latest"
-    )
+    slow_model(catalog, project)
     controller()
     deploy = ["model", "deploy", "--name", "slowpoke", "--model", "m", "--version", "1"]
     run([*deploy, *MIN_ZERO], capsys)
