@@ -139,6 +139,8 @@ def controller(catalog: Catalog, project: Project) -> Iterator[Callable[..., Run
     started: list[RunningController] = []
 
     def _start(**settings: Any) -> RunningController:
+        # A CLI command run by the test (create, model deploy) sees this controller's
+        # heartbeat and starts no detached one beside it (daemon.ensure_running).
         running = RunningController(catalog, project, **settings).start()
         started.append(running)
         return running

@@ -52,6 +52,22 @@ def slow_image(catalog: Catalog, project: Project) -> None:
     )
 
 
+def slow_model(catalog: Catalog, project: Project) -> None:
+    """Model ``m`` (version 1: floats in, floats out) in an image whose on_startup is slow."""
+    save_image(
+        catalog,
+        project,
+        "slowmodel:latest",
+        files={"/app/model.py": SLOW_MODEL},
+        entrypoint=("chalk-remote-call", "--handler", "model.handler", "--port", "8080"),
+        exposed_port=8080,
+    )
+    floats = pa.schema([("x", pa.float64())])
+    catalog.models.register(
+        "m", input_schema=floats, output_schema=floats, image="slowmodel:latest"
+    )
+
+
 def event_reasons(catalog: Catalog, group_id: str) -> list[str]:
     """The group's event reasons, oldest first."""
     return [e.reason for e in catalog.state.events(group_id, limit=200)]
@@ -121,18 +137,7 @@ def test_a_replica_woken_for_callers_that_gave_up_finishes_its_start(
 def test_model_deploy_wait_with_a_slow_on_startup_returns_once_serving(
     catalog: Catalog, project: Project, controller: Start, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    save_image(
-        catalog,
-        project,
-        "slowmodel:latest",
-        files={"/app/model.py": SLOW_MODEL},
-        entrypoint=("chalk-remote-call", "--handler", "model.handler", "--port", "8080"),
-        exposed_port=8080,
-    )
-    floats = pa.schema([("x", pa.float64())])
-    catalog.models.register(
-        "m", input_schema=floats, output_schema=floats, image="slowmodel:latest"
-    )
+    slow_model(catalog, project)
     controller()
 
     out, _ = run(
