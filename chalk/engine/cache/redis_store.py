@@ -244,11 +244,17 @@ class RedisAnswerStore:
             return result
 
     async def aclose(self) -> None:
-        """Close the connections to Redis; lookups after are misses."""
+        """Close the connections to Redis (on the loop that opened them); lookups after are
+        misses."""
         self._closed = True
-        client, self._client = self._client, None
-        if client is not None:
+        client, loop = self._client, self._client_loop
+        self._client, self._client_loop = None, None
+        if client is None or loop is None:
+            return
+        if loop is asyncio.get_running_loop():
             await client.aclose()
+        else:
+            _close_on(client, loop)
 
     async def _read(self, keys: Sequence[bytes]) -> list[bytes | None]:
         client = self._usable_client()
@@ -309,7 +315,10 @@ class RedisAnswerStore:
             )
         loop = asyncio.get_running_loop()
         if self._client is None or self._client_loop is not loop:
-            # redis-py's connections belong to the loop that opened them.
+            # redis-py's connections belong to the loop that opened them: the other loop's
+            # client is closed there, not dropped with its connections open.
+            if self._client is not None and self._client_loop is not None:
+                _close_on(self._client, self._client_loop)
             self._client = _connect(self._url, self._timeout_s)
             self._client_loop = loop
             self._set_all = None
@@ -425,6 +434,14 @@ def _connect(url: str, timeout_s: float) -> redis.asyncio.Redis:
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
     )
+
+
+def _close_on(client: redis.asyncio.Redis, loop: asyncio.AbstractEventLoop) -> None:
+    """Close ``client``, whose connections belong to ``loop`` (not the running loop): on
+    ``loop`` while it runs (not waited for). A loop that stopped can run nothing: its
+    connections' sockets close when they are collected."""
+    if loop.is_running() and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop)
 
 
 def _ttl_ms(ttl_s: float) -> int | None:

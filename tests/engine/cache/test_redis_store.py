@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import math
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -16,7 +17,8 @@ import pytest
 from chalk.common.errors import ConfigError
 from chalk.engine.cache import AnswerStoreUnavailableError, open_answer_store
 from chalk.engine.cache.redis_store import KEY_PREFIX, RedisAnswerStore, check_redis_url
-from chalk.engine.cache.store import AnswerScope, CacheStats
+from chalk.engine.cache.store import AnswerScope, CacheStats, Lookup
+from chalk.engine.event_loop import EventLoopThread
 from tests.support import redis as support_redis
 from tests.support.redis import RedisServer
 
@@ -473,6 +475,35 @@ def test_a_closed_store_answers_misses(redis_server: RedisServer) -> None:
     assert lookup.found.to_pylist() == [False]
     assert lookup.error is not None
     assert "closed" in lookup.error
+
+
+def test_a_store_used_from_another_loop_closes_the_first_loops_connections(
+    redis_server: RedisServer,
+) -> None:
+    # A client dropped with its connections open would be collected later, after its
+    # server stopped, as an "unclosed Connection" in whichever test runs then.
+    store = RedisAnswerStore(redis_server.url)
+    thread = EventLoopThread(name="redis-store-test")
+    try:
+        first = thread.run(store.get(scope(), keys("a")))
+
+        async def then_here() -> Lookup:
+            try:
+                return await store.get(scope(), keys("a"))
+            finally:
+                await store.aclose()
+
+        second = run(then_here)
+        with redis_server.client() as client:
+            give_up = time.monotonic() + 30.0
+            while len(client.client_list()) > 1 and time.monotonic() < give_up:
+                time.sleep(0.02)
+            connected = len(client.client_list())
+    finally:
+        thread.stop()
+
+    assert (first.error, second.error) == (None, None)
+    assert connected == 1  # only the checking client
 
 
 def test_an_empty_lookup_asks_nothing() -> None:
