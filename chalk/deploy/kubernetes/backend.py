@@ -8,6 +8,7 @@ the HTTPRoute custom resource).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
@@ -46,15 +47,19 @@ from chalk.deploy.kubernetes.observed import event_time, group_status, pod_repli
 from chalk.deploy.states import GroupStatus
 
 __all__ = [
+    "APPLIED_DIGEST",
     "APPLY_PATCH",
     "GroupState",
     "KubeError",
     "KubernetesBackend",
     "connect",
+    "manifest_digest",
     "unreachable_cause",
 ]
 
 APPLY_PATCH: Final = "application/apply-patch+yaml"
+# The digest of the manifest an object was last applied from (``KubernetesBackend.apply_object``).
+APPLIED_DIGEST: Final = "chalk.ai/applied-digest"
 _EVENTS_SHOWN: Final = 20
 
 
@@ -323,10 +328,26 @@ class KubernetesBackend:
         return True
 
     def apply_object(self, obj: Mapping[str, Any]) -> dict[str, Any]:
-        """Server-side apply ``obj`` as the field manager ``scalegroup``; the stored object."""
+        """Server-side apply ``obj`` as the field manager ``scalegroup``; the stored object.
+
+        An object whose last apply was this same manifest (its ``APPLIED_DIGEST`` annotation)
+        and whose live fields still hold every value of it is not sent again: API servers
+        write some no-op applies all the same (a custom resource's, when the apply lands in a
+        new second: kubernetes#95460, #121404), which moves its resourceVersion and wakes
+        every watcher for nothing. A manifest that dropped a field has a new digest, so the
+        apply that removes the field is sent.
+        """
+        digest = manifest_digest(obj)
+        live = self._read(obj)
+        if live is not None and _applied_unchanged(live, obj, digest):
+            return live
+        body = dict(obj)
+        metadata = dict(body.get("metadata") or {})
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), APPLIED_DIGEST: digest}
+        body["metadata"] = metadata
         query = [("fieldManager", FIELD_MANAGER), ("force", "true")]
         stored = self.request(
-            "PATCH", self._path(obj), query=query, body=dict(obj), content_type=APPLY_PATCH
+            "PATCH", self._path(obj), query=query, body=body, content_type=APPLY_PATCH
         )
         return dict(stored)
 
@@ -482,3 +503,46 @@ def _require_ours(owner: Owner, obj: Mapping[str, Any], current: Mapping[str, An
         f"{MANAGED_BY_LABEL}={MANAGED_BY} and {owner.label}={name}; choose another "
         f"{owner.noun.rsplit(' ', 1)[-1]} name or remove that {obj['kind']}"
     )
+
+
+def manifest_digest(obj: Mapping[str, Any]) -> str:
+    """A digest of the manifest ``obj`` as we apply it (key order does not count).
+
+    Examples
+    --------
+    >>> manifest_digest({"a": 1, "b": [2]}) == manifest_digest({"b": [2], "a": 1})
+    True
+    """
+    canonical = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _applied_unchanged(live: Mapping[str, Any], obj: Mapping[str, Any], digest: str) -> bool:
+    annotations = (live.get("metadata") or {}).get("annotations") or {}
+    return annotations.get(APPLIED_DIGEST) == digest and _holds(live, obj)
+
+
+def _holds(live: Any, wanted: Any) -> bool:
+    """Whether ``live`` has every value of ``wanted``: mappings may have more keys (the
+    server's defaults, other managers' fields), lists hold item by item, the rest is equal.
+
+    Examples
+    --------
+    >>> _holds({"spec": {"replicas": 2, "paused": False}}, {"spec": {"replicas": 2}})
+    True
+    >>> _holds({"spec": {"replicas": 3}}, {"spec": {"replicas": 2}})
+    False
+    >>> _holds({"ports": [{"port": 1, "protocol": "TCP"}]}, {"ports": [{"port": 1}, {"port": 2}]})
+    False
+    """
+    if isinstance(wanted, Mapping):
+        return isinstance(live, Mapping) and all(
+            key in live and _holds(live[key], value) for key, value in wanted.items()
+        )
+    if isinstance(wanted, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(wanted)
+            and all(_holds(have, want) for have, want in zip(live, wanted, strict=True))
+        )
+    return bool(live == wanted)
