@@ -1,48 +1,242 @@
-"""The addresses behind a ``dns:///`` endpoint: a headless Service resolves to one per pod,
-and each gets its own in-flight slots (``chalk.engine.batching.EndpointSlots`` counts them).
+"""The addresses behind a ``dns:`` endpoint, counted as gRPC's resolver finds them: a headless
+Service resolves to one per ready pod, each with its own in-flight slots
+(``chalk.engine.batching.EndpointSlots``), and to none while its group is at zero, when a call
+is held (``chalk.engine.holds``). ``ModelCaller`` owns one ``AddressCounts`` shared by both.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["DNS_RECOUNT_S", "CountAddresses", "count_addresses", "dns_host_port"]
+from chalk.catalog.records import Endpoint
 
-# How often the addresses behind a dns:/// target are counted again (pods come and go).
+__all__ = [
+    "DNS_LOOKUP_S",
+    "DNS_RECOUNT_S",
+    "AddressCounts",
+    "AddressLookupError",
+    "CountAddresses",
+    "DnsName",
+    "count_addresses",
+    "dns_name",
+    "service_without_pods",
+]
+
+# How long a positive count of a dns: target's addresses stands (pods come and go; a call that
+# finds them gone counts again at once).
 DNS_RECOUNT_S: Final = 30.0
+# How long a lookup at a target's own DNS server may take before it counts as failed (a
+# cluster's DNS answers in milliseconds).
+DNS_LOOKUP_S: Final = 2.0
+# getaddrinfo's answers that say the name has no address: it does not exist (NXDOMAIN), or
+# has no address record (no data). Any other error is a failed lookup.
+_NO_ADDRESS: Final = frozenset(
+    {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+)
+_DNS_PORT: Final = 53
 
-# Counts the addresses a host resolves to (``count_addresses``; tests pass their own).
-CountAddresses = Callable[[str, int], Awaitable[int]]
+
+@dataclass(frozen=True, slots=True)
+class DnsName:
+    """What a gRPC ``dns:`` target names: the host to resolve, the port to call, and the DNS
+    server its authority names (``dns://<server>/<host>:<port>``; None: the system's resolver,
+    which reads /etc/hosts and applies search domains)."""
+
+    host: str
+    port: int
+    server: tuple[str, int] | None = None
 
 
-def dns_host_port(target: str) -> tuple[str, int] | None:
-    """The host and port a ``dns:`` gRPC target names (port 443 when it names none); None for
-    any other target.
+class AddressLookupError(OSError):
+    """A lookup that failed (timed out, the server failed or refused): how many addresses the
+    name has is not known."""
+
+
+# Counts the addresses a name resolves to (``count_addresses``; tests pass their own).
+CountAddresses = Callable[[DnsName], Awaitable[int]]
+
+
+def dns_name(target: str) -> DnsName | None:
+    """What the ``dns:`` gRPC target ``target`` names (port 443 when it names none, the DNS
+    server's port 53 when its authority names none); None for any other target.
 
     Examples
     --------
-    >>> dns_host_port("dns:///ner.ml.svc.cluster.local:6666")
-    ('ner.ml.svc.cluster.local', 6666)
-    >>> dns_host_port("dns://8.8.8.8/example.com"), dns_host_port("127.0.0.1:7001")
-    (('example.com', 443), None)
+    >>> dns_name("dns:///ner.ml.svc.cluster.local:6666")
+    DnsName(host='ner.ml.svc.cluster.local', port=6666, server=None)
+    >>> dns_name("dns://10.96.0.10:5353/ner.ml.svc.cluster.local:8080").server
+    ('10.96.0.10', 5353)
+    >>> dns_name("dns://8.8.8.8/example.com")
+    DnsName(host='example.com', port=443, server=('8.8.8.8', 53))
+    >>> dns_name("dns://[::1]:5353/[::1]:80"), dns_name("127.0.0.1:7001")
+    (DnsName(host='::1', port=80, server=('::1', 5353)), None)
     """
     if not target.startswith("dns:"):
         return None
     name = target.removeprefix("dns:")
+    server = None
     if name.startswith("//"):
-        name = name[2:].partition("/")[2]  # after the DNS server's authority, if any
-    if name.startswith("["):
-        host, _, rest = name[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = name.rpartition(":") if ":" in name else (name, "", "")
-    return host, int(port) if port.isdigit() else 443
+        authority, _, name = name[2:].partition("/")
+        if authority:
+            host, port = _host_port(authority)
+            server = (host, int(port) if port.isdigit() else _DNS_PORT)
+    host, port = _host_port(name)
+    return DnsName(host, int(port) if port.isdigit() else 443, server)
 
 
-async def count_addresses(host: str, port: int) -> int:
-    """How many distinct addresses ``host`` resolves to (what gRPC's round_robin spreads over)."""
-    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+def _host_port(text: str) -> tuple[str, str]:
+    """``host:port``, ``[v6]:port`` or a bare host, split (the port "" when none)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", "")
+    return host, port
+
+
+async def count_addresses(name: DnsName) -> int:
+    """How many distinct addresses ``name`` resolves to (what gRPC's round_robin spreads
+    over): 0 when the name does not exist or has no address record (NXDOMAIN, no data: a
+    headless Service with no ready pod). Raises ``AddressLookupError`` when the lookup itself
+    failed (a timeout, a server failure): that is the transport's to report."""
+    if name.server is None:
+        return await _count_by_system(name)
+    return await _count_at_server(name, name.server)
+
+
+async def _count_by_system(name: DnsName) -> int:
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            name.host, name.port, type=socket.SOCK_STREAM
+        )
+    except socket.gaierror as error:
+        if error.errno in _NO_ADDRESS:
+            return 0
+        raise AddressLookupError(f"looking up {name.host} failed: {error.strerror}") from None
     return len({info[4][0] for info in found})
+
+
+async def _count_at_server(name: DnsName, server: tuple[str, int]) -> int:
+    """The A and AAAA records of ``name`` at ``server``, as gRPC's resolver asks for them."""
+    # Imported here (about 0.15 s): only a target naming its DNS server needs it.
+    import dns.asyncresolver  # noqa: PLC0415
+    import dns.exception  # noqa: PLC0415
+    import dns.resolver  # noqa: PLC0415
+
+    try:
+        ipaddress.ip_address(server[0])
+    except ValueError:
+        raise AddressLookupError(
+            f"looking up {name.host} failed: the target names DNS server {server[0]!r}: "
+            f"expected an IP address, as gRPC's resolver does"
+        ) from None
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [server[0]]
+    resolver.port = server[1]
+    resolver.lifetime = DNS_LOOKUP_S
+    addresses: set[str] = set()
+    try:
+        for kind in ("A", "AAAA"):
+            answer = await resolver.resolve(name.host, kind, search=False, raise_on_no_answer=False)
+            addresses.update(str(record) for record in answer.rrset or ())
+    except dns.resolver.NXDOMAIN:
+        return 0
+    except dns.exception.DNSException as error:
+        raise AddressLookupError(
+            f"looking up {name.host} at {server[0]}:{server[1]} failed: {error}"
+        ) from None
+    return len(addresses)
+
+
+class AddressCounts:
+    """How many addresses each ``dns:`` target of a process resolves to, as last counted.
+
+    One lookup of a target runs at a time, shared by every caller that asks while it runs: a
+    thousand calls held for a group at zero make about ten lookups a second, not ten
+    thousand. A positive count stands for ``DNS_RECOUNT_S``, so calls to a group whose pods
+    are up make no lookup; a count of zero stands for no one who did not ask for it. Used on
+    the caller's event loop.
+    """
+
+    def __init__(self, count: CountAddresses = count_addresses) -> None:
+        self._count = count
+        # The last finished count of each target: when its lookup started, and the count.
+        self._counted: dict[str, tuple[float, int]] = {}
+        # The lookup of each target in progress: when it started, and the lookup.
+        self._lookups: dict[str, tuple[float, asyncio.Task[int]]] = {}
+
+    def last(self, target: str) -> int | None:
+        """The last count of ``target``; None before one finished."""
+        counted = self._counted.get(target)
+        return None if counted is None else counted[1]
+
+    async def count(self, target: str, *, since: float | None = None) -> int:
+        """How many addresses the ``dns:`` target ``target`` resolves to now.
+
+        With ``since`` (a ``time.monotonic()``), from a lookup started then or later (one
+        in progress is shared); without, a positive count from the last ``DNS_RECOUNT_S``
+        serves too. Raises ``AddressLookupError`` when the lookup failed.
+        """
+        now = time.monotonic()
+        counted = self._counted.get(target)
+        if counted is not None:
+            started, addresses = counted
+            if started >= (now - DNS_RECOUNT_S if since is None else since) and (
+                addresses or since is not None
+            ):
+                return addresses
+        running = self._lookups.get(target)
+        if running is None or (since is not None and running[0] < since):
+            name = dns_name(target)
+            if name is None:
+                raise ValueError(f"{target!r} is not a dns: target")
+            task = asyncio.get_running_loop().create_task(self._lookup(target, name, now))
+            task.add_done_callback(_retrieved)
+            running = (now, task)
+            self._lookups[target] = running
+        # Shielded: a caller cancelled while waiting leaves the lookup to the others.
+        return await asyncio.shield(running[1])
+
+    async def _lookup(self, target: str, name: DnsName, started: float) -> int:
+        try:
+            addresses = await self._count(name)
+        finally:
+            running = self._lookups.get(target)
+            if running is not None and running[0] == started:
+                del self._lookups[target]
+        counted = self._counted.get(target)
+        if counted is None or counted[0] <= started:
+            self._counted[target] = (started, addresses)
+        return addresses
+
+
+def _retrieved(lookup: asyncio.Task[int]) -> None:
+    if not lookup.cancelled():
+        lookup.exception()  # retrieved: every waiter may have been cancelled
+
+
+async def service_without_pods(
+    endpoints: Sequence[Endpoint], counts: AddressCounts, *, since: float | None = None
+) -> str:
+    """The DNS name behind ``endpoints`` when every one is a ``dns:`` target that resolves to
+    no address (a headless Service with no ready pod: its group is at zero, or its pods are
+    not ready yet); "" otherwise: no endpoint, another kind of target, an address found, or a
+    lookup that failed (a timeout or a server failure stays the transport's to report).
+    ``since``: as ``AddressCounts.count``'s."""
+    names = [dns_name(endpoint.target) for endpoint in endpoints]
+    if not names or any(name is None for name in names):
+        return ""
+    for endpoint in endpoints:
+        try:
+            if await counts.count(endpoint.target, since=since):
+                return ""
+        except AddressLookupError:
+            return ""
+    first = names[0]
+    assert first is not None
+    return first.host

@@ -18,12 +18,7 @@ from typing import Final, Literal
 import pyarrow as pa
 
 from chalk.catalog.records import Endpoint
-from chalk.engine.addresses import (
-    DNS_RECOUNT_S,
-    CountAddresses,
-    count_addresses,
-    dns_host_port,
-)
+from chalk.engine.addresses import DNS_RECOUNT_S, AddressCounts, dns_name
 from chalk.engine.chunking import ChunkLimits
 from chalk.engine.model_call import Chunk, ModelCall
 
@@ -93,9 +88,9 @@ class EndpointSlots:
     """In-flight model calls per endpoint target, shared by every group queue of a process.
 
     ``limit`` calls per address take free slots; a queued chunk past its group's maximum
-    delay may go over them (``GroupQueue``). A ``dns:///`` target (a headless Service: gRPC
+    delay may go over them (``GroupQueue``). A ``dns:`` target (a headless Service: gRPC
     spreads its calls over the addresses, round_robin) has ``limit`` slots per address it
-    resolves to, counted by ``count`` (``watch``; one until the first count answers) and
+    resolves to, counted by ``addresses`` (``watch``; one until the first count answers) and
     again every ``DNS_RECOUNT_S``.
     """
 
@@ -103,7 +98,7 @@ class EndpointSlots:
     in_flight: dict[str, int] = field(default_factory=dict)
     # Addresses behind each dns:/// target, as last counted (every other target has one).
     widths: dict[str, int] = field(default_factory=dict)
-    count: CountAddresses = field(default=count_addresses)
+    addresses: AddressCounts = field(default_factory=AddressCounts)
     _counted_at: dict[str, float] = field(default_factory=dict)
     _counts: set[asyncio.Task[None]] = field(default_factory=set)
     _turn: itertools.count[int] = field(default_factory=itertools.count)
@@ -127,29 +122,24 @@ class EndpointSlots:
         return best
 
     def watch(self, endpoints: tuple[Endpoint, ...], changed: Callable[[], None]) -> None:
-        """Count the addresses behind each ``dns:///`` target of ``endpoints`` not counted
+        """Count the addresses behind each ``dns:`` target of ``endpoints`` not counted
         within ``DNS_RECOUNT_S`` (on the running loop, in the background); ``changed`` runs
         when a count changed."""
         now = time.monotonic()
         for endpoint in endpoints:
-            host_port = dns_host_port(endpoint.target)
-            if host_port is None:
+            if dns_name(endpoint.target) is None:
                 continue
             counted_at = self._counted_at.get(endpoint.target)
             if counted_at is not None and now - counted_at < DNS_RECOUNT_S:
                 continue
             self._counted_at[endpoint.target] = now
-            task = asyncio.get_running_loop().create_task(
-                self._recount(endpoint.target, host_port, changed)
-            )
+            task = asyncio.get_running_loop().create_task(self._recount(endpoint.target, changed))
             self._counts.add(task)
             task.add_done_callback(self._counts.discard)
 
-    async def _recount(
-        self, target: str, host_port: tuple[str, int], changed: Callable[[], None]
-    ) -> None:
+    async def _recount(self, target: str, changed: Callable[[], None]) -> None:
         try:
-            addresses = await self.count(*host_port)
+            addresses = await self.addresses.count(target)
         except OSError:
             return  # the last count stands; gRPC's own resolution reports what is wrong
         if addresses >= 1 and addresses != self.widths.get(target, 1):

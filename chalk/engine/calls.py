@@ -19,6 +19,7 @@ from typing import Literal, overload
 import pyarrow as pa
 
 from chalk.catalog.records import Route
+from chalk.engine.addresses import AddressCounts, dns_name
 from chalk.engine.batching import DEFAULT_BATCH_MAX_DELAY_S
 from chalk.engine.cache.answers import answered_by, joined_answers, missed_rows
 from chalk.engine.cache.keys import row_keys
@@ -82,6 +83,10 @@ class ModelCaller:
     at most ``hold_timeout_s`` or the call's deadline, whichever is smaller, and at most
     ``max_held_calls`` calls at once; past either bound, and at once for a crash-looping
     group, the call fails with ``ModelUnavailableError`` naming the group, the wait and why.
+    On Kubernetes a group at zero keeps its endpoint (its headless Service's ``dns:`` name),
+    which then resolves to no address: that call is held the same way, counting the Service's
+    addresses again with each read, and when they appear the channels to it are dropped
+    (gRPC's resolver would otherwise wait out its back-off after resolving nothing).
     ``loads()`` (and ``demand()``) count, per group, model calls in flight, chunks waiting
     and calls held; for groups of the local backend they are published to the catalog's
     ``demand`` rows (``chalk.engine.demand``) for the local controller's autoscaler.
@@ -175,8 +180,12 @@ class ModelCaller:
             max_request_bytes=max(DEFAULT_MAX_REQUEST_BYTES, max_chunk_bytes)
         )
         self._loop = loop
-        self._routes = RouteCache(catalog)
-        self._held = HeldCalls(catalog, hold_timeout_s=hold_timeout_s, max_held=max_held_calls)
+        # The addresses behind dns: endpoints: for their slots, and to see a Service at zero.
+        addresses = AddressCounts()
+        self._routes = RouteCache(catalog, addresses)
+        self._held = HeldCalls(
+            catalog, hold_timeout_s=hold_timeout_s, max_held=max_held_calls, addresses=addresses
+        )
         self._hold_deadline_s = DEFAULT_DEADLINE_S if deadline_s is None else deadline_s
         # When this process last called each group (time.time()), and who publishes its
         # demand (where the catalog keeps demand rows).
@@ -207,6 +216,7 @@ class ModelCaller:
             recovery_s=recovery_s,
             hold=self._hold,
             batch_max_delay_s=batch_max_delay_s,
+            addresses=addresses,
         )
 
     @property
@@ -276,21 +286,38 @@ class ModelCaller:
         recorder: CallRecorder | None,
         max_staleness_s: float | None = None,
     ) -> pa.Array | pa.ChunkedArray:
-        route, resolved_at = await self._routes.resolve(feature, name)
+        route, resolved_at, no_pod = routed = await self._routes.resolve(feature, name)
         if max_staleness_s is not None and route.deterministic:
             call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
-            return await self._cached(call, args, as_chunks, max_staleness_s)
-        if not route.endpoints:
-            route, resolved_at = await self._hold(feature, name, route)
+            return await self._cached(call, args, as_chunks, max_staleness_s, no_pod)
+        if routed.held:
+            route, resolved_at = await self._hold(feature, name, route, no_pod)
         call, indices = self._chunked(feature, name, route, resolved_at, args, recorder)
         return await self._sent(call, indices, as_chunks)
 
-    async def _hold(self, feature: str, name: str, route: Route) -> tuple[Route, float]:
-        """The route of ``name`` once its group has a ready replica (``chalk.engine.holds``)."""
+    async def _hold(
+        self, feature: str, name: str, route: Route, no_pod: str = ""
+    ) -> tuple[Route, float]:
+        """The route of ``name`` once its group has a ready replica (``chalk.engine.holds``);
+        ``no_pod``: the DNS name of its Service when that resolves to no pod."""
         self._called(route)
-        return await self._held.until_ready(
-            feature, name, route, deadline_s=self._hold_deadline_s, held=self._held_now
+        ready, read_at = await self._held.until_ready(
+            feature,
+            name,
+            route,
+            no_pod=no_pod,
+            deadline_s=self._hold_deadline_s,
+            # Only the local controller reads demand rows; on Kubernetes demand travels as
+            # chalk serve's metrics.
+            held=self._held_now if route.backend == "local" else _not_told,
         )
+        # A channel that resolved the Service to nothing waits out gRPC's back-off before it
+        # looks again: the first call after the hold opens a new one (one per read: the calls
+        # released by the same read share the new channel).
+        for endpoint in ready.endpoints:
+            if dns_name(endpoint.target) is not None:
+                self._client.drop(endpoint.target, tls=endpoint.tls, opened_before=read_at)
+        return ready, read_at
 
     def _called(self, route: Route) -> None:
         """Note a call to ``route``'s group: its last call time, and its demand's publisher."""
@@ -304,7 +331,12 @@ class ModelCaller:
             self._publisher.urgent(group)
 
     async def _cached(
-        self, call: ModelCall, args: Sequence[pa.Array], as_chunks: bool, ttl_s: float
+        self,
+        call: ModelCall,
+        args: Sequence[pa.Array],
+        as_chunks: bool,
+        ttl_s: float,
+        no_pod: str = "",
     ) -> pa.Array | pa.ChunkedArray:
         """``call`` answered from the store where it can, the model asked for the rest.
 
@@ -341,10 +373,10 @@ class ModelCaller:
             self._cache_figures(recorder, route.group)
         answer = lookup.answers
         if len(missed):
-            if route.endpoints:
+            if route.endpoints and not no_pod:
                 self._called(route)
             else:
-                route, resolved_at = await self._hold(call.feature, call.name, route)
+                route, resolved_at = await self._hold(call.feature, call.name, route, no_pod)
                 call = ModelCall(
                     call.feature, call.name, route, resolved_at=resolved_at, recorder=recorder
                 )
@@ -498,7 +530,7 @@ class ModelCaller:
             # The route is read on the loop (shared by the calls that find it expired).
             return run_on(loop, self._call(feature, name, args, as_chunks, recorder), timeout_s)
         refuse_on(loop)
-        call, indices = self._chunked(feature, name, *fresh, args, recorder)
+        call, indices = self._chunked(feature, name, fresh.route, fresh.read_at, args, recorder)
         if len(call.pending) != 1:
             return run_on(loop, self._sent(call, indices, as_chunks), timeout_s)
         # One chunk (an online query's): handed to the loop through the inbox, and answered
@@ -552,6 +584,10 @@ class ModelCaller:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _not_told(_group: str) -> None:
+    """A held call's group is not told to a demand publisher (none reads its rows)."""
 
 
 def _joined(

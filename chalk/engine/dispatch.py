@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from chalk.catalog.records import Endpoint, Route
 from chalk.common.backoff import capped_backoff
+from chalk.engine.addresses import AddressCounts, dns_name
 from chalk.engine.batching import (
     DEFAULT_BATCH_MAX_DELAY_S,
     EndpointSlots,
@@ -46,15 +47,25 @@ __all__ = ["DEFAULT_RECOVERY_S", "Dispatcher", "Hold", "lost_after_sending"]
 # How long a call keeps trying while no replica can take a chunk: long enough for a replica
 # that died to be restarted (a local one is back in about 2 s).
 DEFAULT_RECOVERY_S: Final = 10.0
+# A dns: target's name resolved to nothing, or its lookup failed: nothing was sent (gRPC's
+# words, before and since 1.6x).
+_UNRESOLVED_MARKS: Final = ("errors resolving", "dns resolution failed")
 # Transport failures that happened before the request reached a handler: gRPC could not
-# connect, a draining replica refused it (our runtime's words), or a server going away
-# told gRPC it would not take the stream.
-_REFUSED_MARKS: Final = ("failed to connect", "connection refused", "shutting down", "goaway")
+# connect, a draining replica refused it (our runtime's words), a server going away told
+# gRPC it would not take the stream, or the name resolved to nothing.
+_REFUSED_MARKS: Final = (
+    "failed to connect",
+    "connection refused",
+    "shutting down",
+    "goaway",
+    *_UNRESOLVED_MARKS,
+)
 
 # Waits, for a call of ``feature`` to ``name``, until the group of ``route`` (one with no
-# endpoints) has a ready replica; its route then and when it was read (``ModelCaller._hold``:
+# endpoints, or whose Service, the last argument, resolves to no pod) has a ready replica;
+# its route then and when it was read (``ModelCaller._hold``:
 # ``chalk.engine.holds.HeldCalls.until_ready``).
-Hold: TypeAlias = Callable[[str, str, Route], Awaitable[tuple[Route, float]]]
+Hold: TypeAlias = Callable[[str, str, Route, str], Awaitable[tuple[Route, float]]]
 
 
 def lost_after_sending(error: TransportError) -> bool:
@@ -71,6 +82,9 @@ def lost_after_sending(error: TransportError) -> bool:
     False
     >>> draining = "the model replica is shutting down"
     >>> lost_after_sending(TransportError(endpoint="a:1", code="UNAVAILABLE", details=draining))
+    False
+    >>> unresolved = "errors resolving ner.ml.svc.cluster.local:8080: ... Domain name not found"
+    >>> lost_after_sending(TransportError(endpoint="a:1", code="UNAVAILABLE", details=unresolved))
     False
     """
     if error.code == DEADLINE_EXCEEDED:
@@ -89,9 +103,12 @@ class Dispatcher:
     read again, until ``max_attempts`` attempts (default: the endpoints plus 2) and
     ``recovery_s`` since the first failure are spent. A connection lost after sending (the
     replica died) is retried once; a second death fails the call. A chunk whose route, read
-    again, has no endpoints is held (``hold``) within the hold bound, as a new call is. A
-    replica that let the chunk's deadline pass is not tried again. A handler error is never
-    retried, except that each call's part of a merged model call is retried alone once.
+    again, has no endpoints (or a Service with no pod, counted afresh) is held (``hold``)
+    within the hold bound, as a new call is. A ``dns:`` target whose name resolved to nothing
+    counts as a refusal, and its channel is dropped (its resolver would wait out gRPC's
+    back-off). A replica that let the chunk's deadline pass is not tried again. A handler
+    error is never retried, except that each call's part of a merged model call is retried
+    alone once.
     """
 
     def __init__(
@@ -108,6 +125,7 @@ class Dispatcher:
         recovery_s: float,
         hold: Hold,
         batch_max_delay_s: float = DEFAULT_BATCH_MAX_DELAY_S,
+        addresses: AddressCounts | None = None,
     ) -> None:
         self._client = client
         self._hold = hold
@@ -119,7 +137,9 @@ class Dispatcher:
         self._deadline_s = deadline_s
         self._recovery_s = recovery_s
         self._batch_max_delay_s = batch_max_delay_s
-        self._slots = EndpointSlots(max_in_flight_per_endpoint)
+        self._slots = EndpointSlots(
+            max_in_flight_per_endpoint, addresses=addresses or AddressCounts()
+        )
         self.queues: dict[str, GroupQueue] = {}
         # Per group, the route its queue's endpoints were last set from, and those endpoints.
         self._routes_set: dict[str, tuple[Route, tuple[Endpoint, ...]]] = {}
@@ -295,11 +315,12 @@ class Dispatcher:
             )
         finally:
             queue.held -= 1
-        route = await self.routes.route_again(call)
-        if route is not None and not route.endpoints:
+        routed = await self.routes.route_again(call, recount=True)
+        route = None if routed is None else routed.route
+        if routed is not None and routed.held:
             # The group lost its last ready replica (scaled to zero, restarting): the chunk is
             # held as a new call is, within the hold bound, and then starts its retries afresh.
-            held, read_at = await self._hold(call.feature, call.name, route)
+            held, read_at = await self._hold(call.feature, call.name, routed.route, routed.no_pod)
             route = self.routes.adopt(call, held, read_at)
             chunk.failing_since = None
             chunk.attempts = 0
@@ -339,6 +360,10 @@ class Dispatcher:
                 raise transport_error(call, chunk, self._deadline_s)
         else:
             refused.add(endpoint.target)
+            if _unresolved(error) and dns_name(endpoint.target) is not None:
+                # Its resolver now waits out gRPC's back-off (up to 2 minutes): the retry
+                # takes a new channel, which looks the name up again.
+                self._client.drop(endpoint.target, tls=endpoint.tls)
             if self._gave_up(chunk, max_attempts):
                 raise transport_error(call, chunk, self._deadline_s)
         if call.recorder is not None:
@@ -378,6 +403,12 @@ class Dispatcher:
         if len(answer) != batch.num_rows:
             raise _WrongLength(len(answer), batch.num_rows)
         return answer
+
+
+def _unresolved(error: TransportError) -> bool:
+    """Whether ``error`` says its target's name resolved to nothing (or failed to)."""
+    details = error.details.lower()
+    return any(mark in details for mark in _UNRESOLVED_MARKS)
 
 
 class _WrongLength(Exception):

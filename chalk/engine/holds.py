@@ -1,6 +1,7 @@
 """Calls held while their scaling group has no ready replica (starting, scaled to zero,
-waiting for capacity): re-resolved every ``HOLD_POLL_S`` until a replica is ready, within a
-time bound and a per-process count bound (DESIGN.md, "Scale to zero").
+waiting for capacity; on Kubernetes, its Service resolving to no pod): re-resolved every
+``HOLD_POLL_S`` until a replica is ready, within a time bound and a per-process count bound
+(DESIGN.md, "Scale to zero").
 
 ``ModelCaller`` owns one ``HeldCalls``; its counts are part of the caller's demand.
 """
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from chalk.catalog.errors import ResolveError
 from chalk.common.bounds import check_bound
+from chalk.engine.addresses import AddressCounts, service_without_pods
 from chalk.engine.errors import ModelUnavailableError, TooManyHeldCallsError
 
 if TYPE_CHECKING:  # the defaults are read by chalk serve's settings, which load no pyarrow
@@ -65,14 +67,18 @@ def check_hold_bounds(
 class HeldCalls:
     """The calls of one process held for a group with no ready replica, counted per group.
 
-    A held call reads the group's route every ``HOLD_POLL_S`` until it has endpoints (the
-    calls held for one group share each read: a read started after a call began its wait
-    serves it, so a thousand held calls make about ten reads a second, not ten thousand); it
-    fails with ``ModelUnavailableError`` once ``bound_s`` passed (the hold timeout or the
-    call's deadline, the smaller), or at once when the group's status says no wait helps
-    (crash-looping, failed). ``max_held`` bounds the calls held at once: the next one fails at
-    once with ``TooManyHeldCallsError``. Used on the caller's event loop; ``counts`` may be
-    read from any thread.
+    A held call reads the group's route every ``HOLD_POLL_S`` until it has endpoints, and,
+    when they are all ``dns:`` targets (a Kubernetes group's Service), counts their addresses
+    again (``addresses``) until one has an address: a headless Service lists only ready pods.
+    The calls held for one group share each read and count: a read started after a call
+    began its wait serves it, so a thousand held calls make about ten reads (and lookups) a
+    second, not ten thousand. A call fails with ``ModelUnavailableError`` once ``bound_s``
+    passed (the hold timeout or the call's deadline, the smaller), or at once when the
+    group's status says no wait helps (crash-looping, failed); never so for a Service with no
+    pod: a Kubernetes group's stored status is only as fresh as the last command that
+    observed it, and the Service is read live. ``max_held`` bounds the calls held at once:
+    the next one fails at once with ``TooManyHeldCallsError``. Used on the caller's event
+    loop; ``counts`` may be read from any thread.
     """
 
     def __init__(
@@ -82,17 +88,20 @@ class HeldCalls:
         hold_timeout_s: float = DEFAULT_HOLD_TIMEOUT_S,
         max_held: int = DEFAULT_MAX_HELD_CALLS,
         poll_s: float = HOLD_POLL_S,
+        addresses: AddressCounts | None = None,
     ) -> None:
         check_hold_bounds(hold_timeout_s, max_held)
         self._catalog = catalog
+        self._addresses = AddressCounts() if addresses is None else addresses
         self.hold_timeout_s = hold_timeout_s
         self.max_held = max_held
         self._poll_s = poll_s
         self._held = 0
         # Calls held now, by group name.
         self.counts: dict[str, int] = {}
-        # The latest read of each held name's route: when it started, and the read.
-        self._reads: dict[str, tuple[float, asyncio.Task[Route]]] = {}
+        # The latest read of each held name's route: when it started, and the read (the route,
+        # and its Service's name when that resolves to no pod).
+        self._reads: dict[str, tuple[float, asyncio.Task[tuple[Route, str]]]] = {}
 
     async def until_ready(
         self,
@@ -100,18 +109,21 @@ class HeldCalls:
         name: str,
         route: Route,
         *,
+        no_pod: str = "",
         deadline_s: float,
         held: Callable[[str], None] = lambda _group: None,
     ) -> tuple[Route, float]:
-        """The route of ``name`` once it has endpoints, and when it was read; ``route``: the
-        one just read, with none. ``held(group)`` is told when the call starts waiting."""
+        """The route of ``name`` once it has a ready replica, and when it was read; ``route``:
+        the one just read, with no endpoint, or with ``no_pod`` (its Service's DNS name)
+        resolving to no address. ``held(group)`` is told when the call starts waiting."""
         group = route.group
         started = time.monotonic()
-        _refuse_at_once(feature, name, route, started)
+        if not no_pod:
+            _refuse_at_once(feature, name, route, started)
         if self._held >= self.max_held:
             raise TooManyHeldCallsError(
                 f"{feature}: catalog_call({name!r}): scaling group {group!r} has no ready "
-                f"replica{_status_of(route)}, and this process already holds "
+                f"replica{_why_none(route, no_pod)}, and this process already holds "
                 f"{self._held} call{'' if self._held == 1 else 's'} waiting for one: expected "
                 f"at most {self.max_held} at once; raise the bound ({_COUNT_SETTING})",
                 group=group,
@@ -127,16 +139,18 @@ class HeldCalls:
             while True:
                 left_s = bound_s - (time.monotonic() - started)
                 if left_s <= 0:
-                    raise _timed_out(feature, name, route, time.monotonic() - started, bound_s)
+                    waited_s = time.monotonic() - started
+                    raise _timed_out(feature, name, route, no_pod, waited_s, bound_s)
                 waited_from = time.monotonic()
                 await asyncio.sleep(min(self._poll_s, left_s))
                 try:
-                    read_at, route = await self._read_since(name, waited_from)
+                    read_at, (route, no_pod) = await self._read_since(name, waited_from)
                 except ResolveError as error:
                     raise type(error)(f"{feature}: {error}") from None
-                if route.endpoints:
+                if route.endpoints and not no_pod:
                     return route, read_at
-                _refuse_at_once(feature, name, route, started)
+                if not no_pod:
+                    _refuse_at_once(feature, name, route, started)
         finally:
             self._held -= 1
             left = self.counts[group] - 1
@@ -146,23 +160,27 @@ class HeldCalls:
                 del self.counts[group]
                 self._reads.pop(name, None)
 
-    async def _read_since(self, name: str, since: float) -> tuple[float, Route]:
+    async def _read_since(self, name: str, since: float) -> tuple[float, tuple[Route, str]]:
         """A read of ``name``'s route started at ``since`` or later (another held call's, or
         a new one), and when it started."""
         found = self._reads.get(name)
         if found is None or found[0] < since:
-            # The catalog reads a database: off the loop, once for every call waiting now.
-            task = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(self._catalog.resolve, name)
-            )
+            now = time.monotonic()
+            task = asyncio.get_running_loop().create_task(self._read(name, now))
             task.add_done_callback(_retrieved)
-            found = (time.monotonic(), task)
+            found = (now, task)
             self._reads[name] = found
         # Shielded: a call cancelled while waiting leaves the read to the others.
         return found[0], await asyncio.shield(found[1])
 
+    async def _read(self, name: str, started: float) -> tuple[Route, str]:
+        """``name``'s route, and its Service's name when that resolves to no pod now."""
+        # The catalog reads a database: off the loop, once for every call waiting now.
+        route = await asyncio.to_thread(self._catalog.resolve, name)
+        return route, await service_without_pods(route.endpoints, self._addresses, since=started)
 
-def _retrieved(read: asyncio.Task[Route]) -> None:
+
+def _retrieved(read: asyncio.Task[tuple[Route, str]]) -> None:
     if not read.cancelled():
         read.exception()  # retrieved: every waiter may have been cancelled
 
@@ -186,10 +204,13 @@ def _refuse_at_once(feature: str, name: str, route: Route, started: float) -> No
 
 
 def _timed_out(
-    feature: str, name: str, route: Route, waited_s: float, bound_s: float
+    feature: str, name: str, route: Route, no_pod: str, waited_s: float, bound_s: float
 ) -> ModelUnavailableError:
     group = route.group
-    if route.status == _NO_CAPACITY:
+    fix = f"; `chalk scaling-group get --name {group}` shows its pods" if no_pod else ""
+    if no_pod:
+        why = _no_pod(route, no_pod)
+    elif route.status == _NO_CAPACITY:
         why = f"it waits for capacity: {route.reason or 'no resources free'}"
     else:
         why = f"{route.starting} starting; status {route.status or 'unknown'}" + (
@@ -199,7 +220,7 @@ def _timed_out(
         f"{feature}: catalog_call({name!r}): no replica of {group!r} became ready within "
         f"{_seconds(waited_s)} ({why}): expected one within the hold bound of "
         f"{_seconds(bound_s)} (the hold timeout or the call's deadline, the smaller; "
-        f"{_HOLD_SETTING})",
+        f"{_HOLD_SETTING}){fix}",
         group=group,
         waited_s=waited_s,
         status=route.status,
@@ -207,10 +228,24 @@ def _timed_out(
     )
 
 
-def _status_of(route: Route) -> str:
+def _why_none(route: Route, no_pod: str) -> str:
+    """Why ``route``'s group has no ready replica, as an aside: its Service's, or its status."""
+    if no_pod:
+        return f" ({_no_pod(route, no_pod)})"
     if not route.status:
         return ""
     return f" (status {route.status}" + (f": {route.reason})" if route.reason else ")")
+
+
+def _no_pod(route: Route, service: str) -> str:
+    """Why a Kubernetes group whose Service ``service`` resolves to no address has no ready
+    replica; its stored status (as the last command that observed the cluster left it) is
+    only a hint."""
+    last = ""
+    if route.status:
+        reason = f": {route.reason}" if route.reason else ""
+        last = f"; its status when last observed: {route.status}{reason}"
+    return f"its Service {service} resolves to no pod: scaled to zero, or no pod ready yet{last}"
 
 
 def _seconds(value: float) -> str:

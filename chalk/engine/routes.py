@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Final, Protocol
+from typing import Final, NamedTuple, Protocol
 
 from chalk.catalog.errors import ControllerDownError, NoReadyReplicaError, ResolveError
 from chalk.catalog.records import Endpoint, Replica, Route
+from chalk.engine.addresses import AddressCounts, service_without_pods
 from chalk.engine.errors import ModelCallError
 from chalk.engine.model_call import ModelCall
 
-__all__ = ["EXIT_RECORD_WAIT_S", "ROUTE_TTL_S", "Resolver", "RouteCache"]
+__all__ = ["EXIT_RECORD_WAIT_S", "ROUTE_TTL_S", "Resolver", "RouteCache", "Routed"]
 
 # How long a resolved route is reused before the catalog is read again.
 ROUTE_TTL_S: Final = 1.0
@@ -36,6 +37,22 @@ class Resolver(Protocol):
     def replica_at(self, group: str, endpoint: str) -> Replica | None: ...
 
 
+class Routed(NamedTuple):
+    """A route as read, when its read started (``time.monotonic()``), and ``no_pod``: the DNS
+    name of its Service when each of its endpoints is a ``dns:`` target that resolves to no
+    address (on Kubernetes, a group at zero or with no pod ready yet), else ""."""
+
+    route: Route
+    read_at: float
+    no_pod: str = ""
+
+    @property
+    def held(self) -> bool:
+        """Whether a call on this route waits for a ready replica (``chalk.engine.holds``):
+        it has no endpoint, or none with a pod behind it."""
+        return not self.route.endpoints or bool(self.no_pod)
+
+
 class RouteCache:
     """Routes by ``catalog_call`` name, each with when it was read, reused for ``ROUTE_TTL_S``.
 
@@ -44,24 +61,33 @@ class RouteCache:
     its own read made about one read per ten queries (bench/README.md, "Batching"). A call
     that finds an endpoint gone resolves afresh (``route_again``), so a stale route costs
     one retry at most.
+
+    A route whose endpoints are all ``dns:`` targets has their addresses counted
+    (``addresses``, shared with the in-flight slots): when none has one, the route is not kept
+    and its calls are held, as for a route with no endpoints. A positive count stands for
+    ``chalk.engine.addresses.DNS_RECOUNT_S``; a call that finds the pods gone reads the route
+    again with a fresh count (``route_again``).
     """
 
-    def __init__(self, catalog: Resolver) -> None:
+    def __init__(self, catalog: Resolver, addresses: AddressCounts | None = None) -> None:
         self._catalog = catalog
-        self._routes: dict[str, tuple[Route, float]] = {}
+        self._addresses = AddressCounts() if addresses is None else addresses
+        self._routes: dict[str, Routed] = {}
         # The read of a route in progress, by name, for the calls that found it expired.
-        self._reads: dict[str, asyncio.Task[tuple[Route, float]]] = {}
+        self._reads: dict[str, asyncio.Task[Routed]] = {}
 
-    def fresh(self, name: str) -> tuple[Route, float] | None:
+    def fresh(self, name: str) -> Routed | None:
         """The route of ``name`` and when it was read, when that was under ``ROUTE_TTL_S``
-        ago; else None. Safe from any thread (one read of a dict of immutable pairs)."""
+        ago; else None. Only a route whose calls need not wait is kept. Safe from any thread
+        (one read of a dict of immutable tuples)."""
         cached = self._routes.get(name)
-        if cached is not None and time.monotonic() - cached[1] < ROUTE_TTL_S:
+        if cached is not None and time.monotonic() - cached.read_at < ROUTE_TTL_S:
             return cached
         return None
 
-    async def resolve(self, feature: str, name: str) -> tuple[Route, float]:
-        """The route of ``name`` for a new call of ``feature``, and when it was read.
+    async def resolve(self, feature: str, name: str) -> Routed:
+        """The route of ``name`` for a new call of ``feature``, when it was read, and whether
+        its Service has no pod.
 
         The catalog's ``ResolveError`` subclasses keep their class and gain the feature as a
         prefix.
@@ -80,7 +106,7 @@ class RouteCache:
         except ResolveError as error:
             raise type(error)(f"{feature}: {error}") from None
 
-    async def _read(self, name: str) -> tuple[Route, float]:
+    async def _read(self, name: str) -> Routed:
         now = time.monotonic()
         try:
             # The catalog reads a database: off the loop, which serves every call of the process.
@@ -88,36 +114,42 @@ class RouteCache:
         except ResolveError:
             self._routes.pop(name, None)
             raise
-        if route.endpoints:
-            self._routes[name] = (route, now)
-        else:  # no ready replica: each call holds, reading it again (chalk.engine.holds)
+        routed = Routed(route, now, await service_without_pods(route.endpoints, self._addresses))
+        if routed.held:  # no ready replica: each call holds, reading it again (chalk.engine.holds)
             self._routes.pop(name, None)
-        return route, now
+        else:
+            self._routes[name] = routed
+        return routed
 
-    def _read_done(self, name: str, read: asyncio.Task[tuple[Route, float]]) -> None:
+    def _read_done(self, name: str, read: asyncio.Task[Routed]) -> None:
         if self._reads.get(name) is read:
             del self._reads[name]
         if not read.cancelled():
             read.exception()  # retrieved: every waiter may have been cancelled
 
-    async def route_again(self, call: ModelCall) -> Route | None:
-        """The group's route read now, for ``call``: with endpoints, adopted as the call's
-        route; with none (replicas restarting, or scaled away), as read, carrying the group's
-        status for the caller to hold the call on; None while the catalog cannot route it
-        (the controller is down)."""
+    async def route_again(self, call: ModelCall, *, recount: bool = False) -> Routed | None:
+        """The group's route read now, for ``call``: ready, adopted as the call's route; with
+        no endpoint (replicas restarting, or scaled away) or no pod behind its Service, as
+        read, carrying the group's status for the caller to hold the call on; None while the
+        catalog cannot route it (the controller is down). ``recount``: count the Service's
+        addresses afresh (a call just failed on it), not from a count that still stands."""
+        now = time.monotonic()
         try:
             route = await asyncio.to_thread(self._catalog.resolve, call.name)
         except _PASSING_RESOLVE_ERRORS:
             return None
         except ResolveError as error:
             raise type(error)(f"{call.feature}: {error}") from None
-        if not route.endpoints:
-            return route
-        return self.adopt(call, route, time.monotonic())
+        no_pod = await service_without_pods(
+            route.endpoints, self._addresses, since=now if recount else None
+        )
+        if no_pod or not route.endpoints:
+            return Routed(route, now, no_pod)
+        return Routed(self.adopt(call, route, now), now)
 
     def adopt(self, call: ModelCall, route: Route, read_at: float) -> Route:
-        """``route``, read at ``read_at`` with endpoints, as ``call``'s route and the cache's."""
-        self._routes[call.name] = (route, read_at)
+        """``route``, read at ``read_at`` and ready, as ``call``'s route and the cache's."""
+        self._routes[call.name] = Routed(route, read_at)
         return _checked_route(call, route)
 
     async def endpoints_between_chunks(self, call: ModelCall) -> tuple[Endpoint, ...] | None:
@@ -129,11 +161,10 @@ class RouteCache:
         # Claimed before the read, so the call's other workers do not read it as well.
         call.resolved_at = now
         cached = self._routes.get(call.name)
-        if cached is not None and now - cached[1] < ROUTE_TTL_S:
-            route: Route | None = _checked_route(call, cached[0])
-        else:
-            route = await self.route_again(call)
-        return None if route is None or not route.endpoints else route.endpoints
+        if cached is not None and now - cached.read_at < ROUTE_TTL_S:
+            return _checked_route(call, cached.route).endpoints
+        routed = await self.route_again(call)
+        return None if routed is None or routed.held else routed.route.endpoints
 
     async def exited_replica(self, call: ModelCall, endpoint: str) -> Replica | None:
         """The replica of ``call``'s group that served at ``endpoint`` and exited, once its

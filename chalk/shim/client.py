@@ -8,7 +8,9 @@ since the reference runtime serves only the first message of a stream; inputs la
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import grpc
@@ -91,8 +93,10 @@ class RemoteCallClient:
         self._max_request_bytes = max_request_bytes
         self._deadline_s = deadline_s
         self._max_parts_in_flight = max_parts_in_flight
-        self._channels: dict[tuple[str, bool], grpc.aio.Channel] = {}
-        self._methods: dict[tuple[str, bool], Any] = {}
+        self._channels: dict[tuple[str, bool], _Channel] = {}
+        # Channels dropped while calls were in flight on them: closed when the last ends.
+        self._dropped: set[_Channel] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def call(
         self,
@@ -129,13 +133,39 @@ class RemoteCallClient:
             raise
         return _concat(list(results), target)
 
+    def drop(self, target: str, *, tls: bool = False, opened_before: float | None = None) -> bool:
+        """Stop using the channel to ``target``: the next call opens a new one, whose resolver
+        starts afresh (a channel whose name resolved to nothing waits out gRPC's re-resolution
+        back-off, up to 2 minutes, before it looks again). The old channel closes once the
+        calls in flight on it end. With ``opened_before`` (a ``time.monotonic()``), only a
+        channel opened before then. Returns whether one was dropped. On the client's loop.
+        """
+        key = (target, tls)
+        found = self._channels.get(key)
+        if found is None or (opened_before is not None and found.opened_at >= opened_before):
+            return False
+        del self._channels[key]
+        if found.in_flight:
+            self._dropped.add(found)
+        else:
+            self._close_later(found)
+        return True
+
+    def _close_later(self, dropped: _Channel) -> None:
+        self._dropped.discard(dropped)
+        task = asyncio.get_running_loop().create_task(dropped.channel.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
     async def close(self) -> None:
-        """Close every channel."""
-        channels = list(self._channels.values())
+        """Close every channel (calls still in flight on them end CANCELLED)."""
+        channels = [*self._channels.values(), *self._dropped]
         self._channels.clear()
-        self._methods.clear()
-        for channel in channels:
-            await channel.close()
+        self._dropped.clear()
+        for open_channel in channels:
+            await open_channel.channel.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
     async def __aenter__(self) -> RemoteCallClient:
         return self
@@ -147,8 +177,10 @@ class RemoteCallClient:
         self, target: str, tls: bool, name: str, batch: pa.RecordBatch, deadline_s: float
     ) -> pa.Array:
         request = encode_request(name, *stream_pieces(batch))
+        channel = self._channel(target, tls)
+        channel.in_flight += 1
         try:
-            response = await self._method(target, tls)(request, timeout=deadline_s)
+            response = await channel.method(request, timeout=deadline_s)
             arrays = decode_result(response)
         except grpc.aio.AioRpcError as error:
             raise _call_error(error, target) from None
@@ -156,6 +188,10 @@ class RemoteCallClient:
             raise RemoteHandlerError(
                 endpoint=target, kind="ResultShapeError", message=str(error), code="OK"
             ) from None
+        finally:
+            channel.in_flight -= 1
+            if not channel.in_flight and channel in self._dropped:
+                self._close_later(channel)
         result = arrays[0] if len(arrays) == 1 else _concat(arrays, target)
         if len(result) != batch.num_rows:
             raise RemoteHandlerError(
@@ -169,12 +205,11 @@ class RemoteCallClient:
             )
         return result
 
-    def _method(self, target: str, tls: bool) -> Any:
+    def _channel(self, target: str, tls: bool) -> _Channel:
         key = (target, tls)
-        method = self._methods.get(key)
-        if method is None:
+        found = self._channels.get(key)
+        if found is None:
             channel = _open_channel(target, tls)
-            self._channels[key] = channel
             # The method streams both ways, but a call here is one request holding one record
             # batch, which both runtimes answer with one response (one per batch): on the wire
             # that is a unary call, which grpcio's asyncio makes for about half the client
@@ -183,8 +218,20 @@ class RemoteCallClient:
             method = channel.unary_unary(
                 CALL_FUNCTION_METHOD, response_deserializer=decode_response
             )
-            self._methods[key] = method
-        return method
+            found = _Channel(channel, method, time.monotonic())
+            self._channels[key] = found
+        return found
+
+
+@dataclass(eq=False, slots=True)
+class _Channel:
+    """A channel to one target, its CallFunction method, when it was opened
+    (``time.monotonic()``), and the calls in flight on it."""
+
+    channel: grpc.aio.Channel
+    method: Any
+    opened_at: float
+    in_flight: int = 0
 
 
 def _open_channel(target: str, tls: bool) -> grpc.aio.Channel:

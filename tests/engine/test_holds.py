@@ -25,8 +25,8 @@ INT = pa.int64()
 ONE = [pa.array([1, 2])]
 
 
-def _group(catalog: Catalog, status: str, reason: str = "", *, backend: str = "kubernetes") -> str:
-    """Scaling group ``double`` (model ``double``), reported with ``status`` and no endpoint."""
+def double_group(catalog: Catalog, backend: str) -> str:
+    """Scaling group ``double`` hosting model ``double`` (int64 in, int64 out); its id."""
     version = catalog.models.register(
         "double",
         input_schema=pa.schema([("x", INT)]),
@@ -34,9 +34,14 @@ def _group(catalog: Catalog, status: str, reason: str = "", *, backend: str = "k
         image="x",
     )
     model = {"name": version.model_name, "version": version.model_version}
-    group = catalog.groups.create("double", {"image": "x", "model": model}, backend=backend)
-    _report(catalog, group.id, status, reason)
-    return group.id
+    return catalog.groups.create("double", {"image": "x", "model": model}, backend=backend).id
+
+
+def _group(catalog: Catalog, status: str, reason: str = "", *, backend: str = "kubernetes") -> str:
+    """Scaling group ``double`` (model ``double``), reported with ``status`` and no endpoint."""
+    group_id = double_group(catalog, backend)
+    _report(catalog, group_id, status, reason)
+    return group_id
 
 
 def _report(
@@ -53,7 +58,7 @@ def _report(
     )
 
 
-def _held(caller: ModelCaller, count: int, timeout_s: float = 20.0) -> None:
+def wait_held(caller: ModelCaller, count: int, timeout_s: float = 20.0) -> None:
     """Wait until ``caller`` holds ``count`` calls of ``double``."""
     give_up = time.monotonic() + timeout_s
     while caller.loads().get("double") is None or caller.loads()["double"].held < count:
@@ -73,7 +78,7 @@ def test_a_call_held_while_the_only_replica_starts_is_answered(
         )
     )
     calling.start()
-    _held(caller, 1)
+    wait_held(caller, 1)
     # Held calls count as waiting in the caller's demand.
     assert caller.demand()["double"] == (0, 1)
 
@@ -159,7 +164,7 @@ def test_a_held_call_fails_as_soon_as_its_group_starts_crash_looping(
 
     calling = threading.Thread(target=call)
     calling.start()
-    _held(caller, 1)
+    wait_held(caller, 1)
     _report(catalog, group_id, "CrashLoopBackOff", "replica 1 exited with code 1 (1 restarts)")
     calling.join(timeout=20)
 
@@ -181,7 +186,7 @@ def test_past_max_held_calls_the_next_call_fails_at_once_naming_the_setting(
             asyncio.ensure_future(caller.call(feature=f"t.y{i}", name="model.double", args=ONE))
             for i in range(2)
         ]
-        await asyncio.to_thread(_held, caller, 2)
+        await asyncio.to_thread(wait_held, caller, 2)
         with pytest.raises(TooManyHeldCallsError) as caught:
             await caller.call(feature="t.y3", name="model.double", args=ONE)
         # The two held calls go on once a replica is ready.
@@ -241,7 +246,7 @@ def test_calls_held_for_one_group_share_each_read_of_its_route(
                 asyncio.ensure_future(caller.call(feature=f"t.y{i}", name="model.double", args=ONE))
                 for i in range(calls)
             ]
-            await asyncio.to_thread(_held, caller, calls)
+            await asyncio.to_thread(wait_held, caller, calls)
             first = resolver.reads
             await asyncio.sleep(1.0)  # about ten polls of every held call
             polled = resolver.reads - first
@@ -295,7 +300,7 @@ def test_a_call_whose_last_replica_goes_mid_call_is_held_past_the_recovery_windo
             answer = asyncio.ensure_future(
                 caller.call(feature="t.y", name="model.double", args=ONE)
             )
-            await asyncio.to_thread(_held, caller, 1)
+            await asyncio.to_thread(wait_held, caller, 1)
             await asyncio.sleep(1.0)  # five recovery windows: the call is still held
             assert not answer.done()
             await asyncio.to_thread(

@@ -86,7 +86,7 @@ def test_a_cancelled_call_leaves_the_shared_read_to_the_others() -> None:
             await first
         return await second
 
-    route, _ = asyncio.run(scenario())
+    route, _, _ = asyncio.run(scenario())
 
     assert route == _route("model.x")
     assert resolver.reads == 1

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pyarrow as pa
 
 from chalk.catalog.records import Endpoint, Route
+from chalk.engine.addresses import AddressCounts, DnsName
 from chalk.engine.batching import EndpointSlots, GroupQueue, Sent
 from chalk.engine.chunking import ChunkLimits
 from chalk.engine.model_call import Chunk, ModelCall
@@ -28,8 +29,8 @@ def test_a_dns_endpoint_gets_four_slots_per_address_once_they_are_counted() -> N
         release = asyncio.Event()
         asked: list[tuple[str, int]] = []
 
-        async def three_addresses(host: str, port: int) -> int:
-            asked.append((host, port))
+        async def three_addresses(name: DnsName) -> int:
+            asked.append((name.host, name.port))
             await counted.wait()
             return 3
 
@@ -37,7 +38,7 @@ def test_a_dns_endpoint_gets_four_slots_per_address_once_they_are_counted() -> N
             await release.wait()
             return batch.column(0)
 
-        slots = EndpointSlots(4, count=three_addresses)
+        slots = EndpointSlots(4, addresses=AddressCounts(three_addresses))
         queue = GroupQueue("ner", slots, send, ChunkLimits(), max_delay_s=60.0)
         queue.set_endpoints((SERVICE,))
         recounted = asyncio.Event()
