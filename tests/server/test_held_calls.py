@@ -1,6 +1,7 @@
 """A model call to a group whose only replica is still starting is held by the server until
 the real local controller has it ready, and the server's /metrics shows its demand per group
-(in flight, waiting, held) while calls wait or run."""
+(in flight, waiting, held) while calls wait or run; so too a call to a Kubernetes group at
+zero, whose Service resolves to no pod until one is ready."""
 
 from __future__ import annotations
 
@@ -15,9 +16,14 @@ import httpx
 import pyarrow as pa
 import pytest
 
+from chalk.catalog import open_catalog
 from chalk.client import ChalkClient
+from chalk.common.config import load_project
 from chalk.scaling import AutoScalingSpec
-from tests.server.conftest import Server, chalk
+from tests.engine.test_holds_kubernetes import SERVICE, kube_group
+from tests.server.conftest import Server, chalk, start_server
+from tests.support.dns_service import cluster_dns
+from tests.support.runtime_process import free_port, start_runtime
 
 # A handler that takes seconds to import: its replica starts, then becomes ready.
 SLOW_START = """
@@ -133,3 +139,42 @@ def test_a_call_to_a_crash_looping_group_fails_fast_with_the_exit_reason(
     assert "scaling group 'crasher' has no ready replica and is crash-looping" in error["message"]
     assert "status CrashLoopBackOff: replica " in error["message"]
     assert "exit code 3" in error["message"]
+
+
+def test_a_call_to_a_kubernetes_service_with_no_pod_is_held_and_shown_to_keda(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # chalk serve in the cluster: the catalog routes it to the group's Service, whose name
+    # the cluster's DNS (a real DNS server, named in the target) resolves to no pod: at zero.
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "chalk.yaml").write_text("project: cluster\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    port = free_port()
+    with cluster_dns(SERVICE) as dns:
+        kube_group(open_catalog(load_project(root / "chalk.yaml")), dns.target(port))
+        server = start_server(root)
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                reply = pool.submit(
+                    server.http.post, "/v1/models/double/invoke", json={"inputs": {"x": [2, 5]}}
+                )
+                # What KEDA's prometheus trigger reads, through Prometheus.
+                _until(lambda: _gauge(server, "chalk_server_model_calls_held", "double") == 1)
+                assert _gauge(server, "chalk_server_model_calls_waiting", "double") == 1
+                pod = start_runtime(
+                    "model_handlers.double",
+                    log_path=tmp_path / "pod.log",
+                    args=("--port", str(port)),
+                    env={"CHALK_REMOTE_CALL_HOST": "127.0.0.2"},
+                )
+                try:
+                    dns.pods = ["127.0.0.2"]  # KEDA woke the group; its pod is ready
+                    answer: httpx.Response = reply.result(timeout=60)
+                finally:
+                    pod.stop(timeout=5)
+        finally:
+            server.stop()
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"] == [4, 10]

@@ -4,7 +4,8 @@
 
 The cluster's DNS is stood in for by a small DNS server on 127.0.0.1 (dnslib), named in the
 target's authority (``dns://127.0.0.1:<port>/<name>:<port>``); the gateway by a TLS-terminating
-proxy (``tls_gateway.py``).
+proxy (``tls_gateway.py``). A channel whose name resolved to nothing is dropped, and the next
+call's new channel resolves it afresh.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from chalk.shim import RemoteCallClient
 from chalk.shim.client import wait_until_serving
+from chalk.shim.errors import TransportError
+from tests.support.dns_service import cluster_dns
 from tests.support.runtime_process import RuntimeProcess, free_port
 
 StartRuntime = Callable[..., RuntimeProcess]
@@ -137,3 +141,49 @@ def test_a_tls_endpoint_is_called_over_tls(start: StartRuntime, tmp_path: Path) 
     assert report["tls"] == ["behind-the-gateway"] * 2
     # The same endpoint spoken to in plaintext fails: the client did the TLS handshake.
     assert report["plaintext"] == "TransportError"
+
+
+def test_a_dropped_channel_resolves_a_name_that_resolved_to_nothing_afresh(
+    start: StartRuntime,
+) -> None:
+    port = free_port()
+    with cluster_dns(SERVICE) as dns:
+        target = dns.target(port)
+
+        async def calls() -> tuple[str, str, str, bool, bool]:
+            async with RemoteCallClient() as client:
+                # The Service has no pod: gRPC's resolver finds nothing, then backs off.
+                with pytest.raises(TransportError) as nothing:
+                    await client.call(target, {"x": [1]}, name="ner", deadline_s=10)
+                await asyncio.to_thread(_pod, start, "127.0.0.2", port, "woken")
+                dns.pods = ["127.0.0.2"]
+                # The same channel still waits out its back-off ...
+                with pytest.raises(TransportError) as stuck:
+                    await client.call(target, {"x": [1]}, name="ner", deadline_s=10)
+                # ... a new one looks the name up again.
+                dropped = client.drop(target, opened_before=time.monotonic())
+                answer = await client.call(target, {"x": [1]}, name="ner", deadline_s=10)
+                again = client.drop(target, opened_before=0.0)  # the new one is younger
+                return nothing.value.details, stuck.value.details, str(answer[0]), dropped, again
+
+        nothing, stuck, answer, dropped, again = asyncio.run(calls())
+
+    assert "Domain name not found" in nothing
+    assert stuck == nothing
+    assert (answer, dropped, again) == ("woken", True, False)
+
+
+def test_a_call_in_flight_on_a_dropped_channel_still_finishes(start: StartRuntime) -> None:
+    runtime = start("model_handlers.slow", args=("--metrics-port", "0"), env={"SLOW_SECONDS": "1"})
+
+    async def calls() -> tuple[list[int], list[int]]:
+        async with RemoteCallClient() as client:
+            in_flight = asyncio.ensure_future(
+                client.call(runtime.target, {"x": [1]}, name="slow", deadline_s=20)
+            )
+            await asyncio.to_thread(runtime.wait_in_flight, 1)
+            assert client.drop(runtime.target)
+            after = await client.call(runtime.target, {"x": [2]}, name="slow", deadline_s=20)
+            return (await in_flight).to_pylist(), after.to_pylist()
+
+    assert asyncio.run(calls()) == ([1], [2])
