@@ -21,6 +21,7 @@ graph, never on user code.
 #   calls        ModelCaller: resolve, cast, chunk, dispatch, re-join
 #   routes       RouteCache: a group's route through the catalog, reused for a second
 #   holds        HeldCalls: calls waiting for a group with no ready replica, and their bounds
+#   addresses    AddressCounts: the addresses behind dns: endpoints (slots, a Service at zero)
 #   demand       DemandPublisher: the caller's demand per local group, written to the catalog
 #   call_schema  arguments as the model's input_schema, answers as its output_schema
 #   chunking     ChunkLimits: how a call's rows are cut into chunks

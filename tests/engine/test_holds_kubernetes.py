@@ -232,3 +232,34 @@ def test_a_dns_server_that_does_not_answer_holds_nothing(
         "within the deadline of 1s"
     )
     assert set(seen_held) <= {0}
+
+
+def test_calls_held_for_a_service_share_each_lookup_of_its_name(
+    catalog: Catalog, dns: ClusterDns, port: int, pod: StartPod
+) -> None:
+    kube_group(catalog, dns.target(port))
+    calls = 50
+
+    async def held_calls() -> tuple[list[pa.Array], int]:
+        caller = ModelCaller(catalog)
+        try:
+            answers = [
+                asyncio.ensure_future(caller.call(feature=f"t.y{i}", name="model.double", args=ONE))
+                for i in range(calls)
+            ]
+            await asyncio.to_thread(wait_held, caller, calls)
+            first = dns.questions
+            await asyncio.sleep(1.0)  # about ten polls of every held call
+            asked = dns.questions - first
+            await asyncio.to_thread(pod, "127.0.0.2")
+            dns.pods = ["127.0.0.2"]
+            return list(await asyncio.gather(*answers)), asked
+        finally:
+            await caller.aclose()
+
+    answers, asked = asyncio.run(held_calls())
+
+    assert answers == [pa.array([2, 4], INT)] * calls
+    # About ten lookups in the second (one question each: NXDOMAIN ends a lookup), where 50
+    # calls looking alone would ask about 500.
+    assert 1 <= asked <= 3 * 10
