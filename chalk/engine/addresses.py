@@ -118,6 +118,8 @@ async def _count_by_system(name: DnsName) -> int:
         if error.errno in _NO_ADDRESS:
             return 0
         raise AddressLookupError(f"looking up {name.host} failed: {error.strerror}") from None
+    except UnicodeError as error:  # a label too long for IDNA, say: gRPC cannot resolve it
+        raise AddressLookupError(f"looking up {name.host} failed: {error}") from None
     return len({info[4][0] for info in found})
 
 
@@ -146,7 +148,7 @@ async def _count_at_server(name: DnsName, server: tuple[str, int]) -> int:
             addresses.update(str(record) for record in answer.rrset or ())
     except dns.resolver.NXDOMAIN:
         return 0
-    except dns.exception.DNSException as error:
+    except (dns.exception.DNSException, OSError) as error:
         raise AddressLookupError(
             f"looking up {name.host} at {server[0]}:{server[1]} failed: {error}"
         ) from None
@@ -235,7 +237,7 @@ async def service_without_pods(
         try:
             if await counts.count(endpoint.target, since=since):
                 return ""
-        except AddressLookupError:
+        except OSError:  # AddressLookupError, or the network itself failing the lookup
             return ""
     first = names[0]
     assert first is not None
