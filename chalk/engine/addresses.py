@@ -99,14 +99,15 @@ def _host_port(text: str) -> tuple[str, str]:
     return host, port
 
 
-async def count_addresses(name: DnsName) -> int:
+async def count_addresses(name: DnsName, *, timeout_s: float = DNS_LOOKUP_S) -> int:
     """How many distinct addresses ``name`` resolves to (what gRPC's round_robin spreads
     over): 0 when the name does not exist or has no address record (NXDOMAIN, no data: a
     headless Service with no ready pod). Raises ``AddressLookupError`` when the lookup itself
-    failed (a timeout, a server failure): that is the transport's to report."""
+    failed (a timeout, a server failure): that is the transport's to report. ``timeout_s``
+    bounds a lookup at the target's own DNS server (the system's resolver has its own)."""
     if name.server is None:
         return await _count_by_system(name)
-    return await _count_at_server(name, name.server)
+    return await _count_at_server(name, name.server, timeout_s)
 
 
 async def _count_by_system(name: DnsName) -> int:
@@ -123,7 +124,7 @@ async def _count_by_system(name: DnsName) -> int:
     return len({info[4][0] for info in found})
 
 
-async def _count_at_server(name: DnsName, server: tuple[str, int]) -> int:
+async def _count_at_server(name: DnsName, server: tuple[str, int], timeout_s: float) -> int:
     """The A and AAAA records of ``name`` at ``server``, as gRPC's resolver asks for them."""
     # Imported here (about 0.15 s): only a target naming its DNS server needs it.
     import dns.asyncresolver  # noqa: PLC0415
@@ -140,7 +141,7 @@ async def _count_at_server(name: DnsName, server: tuple[str, int]) -> int:
     resolver = dns.asyncresolver.Resolver(configure=False)
     resolver.nameservers = [server[0]]
     resolver.port = server[1]
-    resolver.lifetime = DNS_LOOKUP_S
+    resolver.lifetime = timeout_s
     addresses: set[str] = set()
     try:
         for kind in ("A", "AAAA"):
