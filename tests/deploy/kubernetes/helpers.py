@@ -30,15 +30,21 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 def kube_project(
-    root: Path, monkeypatch: pytest.MonkeyPatch, kubeconfig: Path, context: str, namespace: str
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kubeconfig: Path,
+    context: str,
+    namespace: str,
+    *,
+    prometheus_url: str | None = None,
 ) -> Project:
-    """A ``backend: kubernetes`` project at ``root`` on that cluster, with the gateway, run
-    from outside the cluster (``KUBERNETES_SERVICE_HOST`` unset) and its catalog in ``root``."""
-    config = {
-        "project": "demo",
-        "backend": "kubernetes",
-        "kubernetes": {"namespace": namespace, "context": context, "gateway": GATEWAY},
-    }
+    """A ``backend: kubernetes`` project at ``root`` on that cluster, with the gateway (and
+    ``prometheus_url`` when given), run from outside the cluster (``KUBERNETES_SERVICE_HOST``
+    unset) and its catalog in ``root``."""
+    kubernetes: dict[str, Any] = {"namespace": namespace, "context": context, "gateway": GATEWAY}
+    if prometheus_url is not None:
+        kubernetes["prometheus_url"] = prometheus_url
+    config = {"project": "demo", "backend": "kubernetes", "kubernetes": kubernetes}
     (root / "chalk.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
