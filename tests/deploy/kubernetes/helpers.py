@@ -3,6 +3,7 @@ the ``chalk`` console script, run for real."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ __all__ = [
     "chalk",
     "is_absent",
     "kube_project",
+    "make_event",
     "make_pod",
     "read_object",
     "scaling_group",
@@ -103,3 +105,35 @@ def make_pod(
     kube.request("POST", kube.path("v1", "Pod"), body=pod)
     path = kube.path("v1", "Pod", name) + "/status"
     kube.request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
+
+
+def make_event(
+    kube: KubernetesBackend,
+    about: tuple[str, str],
+    reason: str,
+    message: str,
+    at: dt.datetime,
+    *,
+    kind: str = "Warning",
+    source: str = "kubelet",
+) -> None:
+    """An Event about the object ``about`` (kind, name), as a controller would write it."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{about[1]}.{reason.lower()}.{at.timestamp():.0f}"},
+        "involvedObject": {
+            "kind": about[0],
+            "name": about[1],
+            "namespace": kube.placement.namespace,
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "source": {"component": source},
+    }
+    kube.request("POST", kube.path("v1", "Event"), body=event)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,7 +16,13 @@ from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
 from chalk.deploy.groups import create_group, delete_group, observe_group, update_group
 from chalk.deploy.kubernetes.backend import KubernetesBackend
-from tests.deploy.kubernetes.helpers import is_absent, kube_project, read_object, scaling_group
+from tests.deploy.kubernetes.helpers import (
+    is_absent,
+    kube_project,
+    make_event,
+    read_object,
+    scaling_group,
+)
 from tests.support.kube import KubeCluster
 
 pytestmark = pytest.mark.kube
@@ -102,31 +107,21 @@ def _scale_to_zero(kube: KubernetesBackend) -> None:
     kube.request("PATCH", path, body={"spec": {"replicas": 0}}, content_type=MERGE_PATCH)
 
 
-def _event(kube: KubernetesBackend, kind: str, name: str, reason: str, message: str) -> None:
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    event: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{name}.{reason.lower()}"},
-        "involvedObject": {"kind": kind, "name": name, "namespace": kube.placement.namespace},
-        "reason": reason,
-        "message": message,
-        "type": "Normal",
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-        "source": {"component": "keda-operator"},
-    }
-    kube.request("POST", kube.path("v1", "Event"), body=event)
-
-
 def test_a_group_keda_put_at_zero_is_idle_and_an_update_keeps_it_there(
     project: Project, catalog: Catalog, kube: KubernetesBackend
 ) -> None:
     create_group(project, catalog, "ner", GroupSpec(image=IMAGE, scaling=ZERO), port_given=False)
     _scale_to_zero(kube)
-    _event(kube, "ScaledObject", "ner", "KEDAScaleTargetDeactivated", "Deactivated ner from 1 to 0")
-    _event(kube, "HorizontalPodAutoscaler", "keda-hpa-ner", "SuccessfulRescale", "New size: 1")
+    now = dt.datetime.now(dt.UTC)
+    keda = {"kind": "Normal", "source": "keda-operator"}
+    deactivated = "Deactivated ner from 1 to 0"
+    make_event(
+        kube, ("ScaledObject", "ner"), "KEDAScaleTargetDeactivated", deactivated, now, **keda
+    )
+    rescaled = "New size: 1"
+    make_event(
+        kube, ("HorizontalPodAutoscaler", "keda-hpa-ner"), "SuccessfulRescale", rescaled, now
+    )
 
     view = observe_group(project, catalog, "ner")
     assert view.group.status == "Idle"
