@@ -14,7 +14,13 @@ from chalk.catalog import Catalog
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
-from chalk.deploy.groups import create_group, delete_group, observe_group, update_group
+from chalk.deploy.groups import (
+    create_group,
+    delete_group,
+    observe_group,
+    update_group,
+    wait_until_serving,
+)
 from chalk.deploy.kubernetes.backend import KubernetesBackend
 from tests.deploy.kubernetes.helpers import (
     is_absent,
@@ -130,6 +136,8 @@ def test_a_group_keda_put_at_zero_is_idle_and_an_update_keeps_it_there(
 
     update_group(project, catalog, "ner", {"tags": {"team": "nlp"}})
     assert _replicas(kube) == 0  # an apply never wakes it: the next call does
+    # Waiting for the update is over at once: the next call starts the new revision.
+    assert wait_until_serving(catalog, "ner", project=project, timeout_s=30).status == "Idle"
     result = scaling_group(project.root, "get", "--name", "ner")
     assert result.returncode == 0, result.stderr
     assert "Idle" in result.stdout
