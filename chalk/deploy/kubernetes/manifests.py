@@ -345,8 +345,10 @@ def deployment(
     ``replicas`` is always stated, so that no apply ever drops it: a field an applier stops
     stating goes back to its default (1), which scaled a group that started autoscaling down
     to one pod. For an autoscaling group it is the count in the cluster (``live_replicas``,
-    what the HorizontalPodAutoscaler last set) kept within min and max, so an apply never
-    undoes the autoscaler's scaling and a new group starts at its minimum.
+    what the HorizontalPodAutoscaler or KEDA last set) kept within min and max, so an apply
+    never undoes the autoscaler's scaling nor wakes a group at zero; a new group starts at its
+    minimum, but at one at least (``replica_count``). The pod template asks Prometheus to scrape
+    the runtime's metrics port, where KEDA's demand comes from.
     """
     labels = group_labels(name, spec)
     pod: dict[str, Any] = {
