@@ -54,7 +54,9 @@ def _up(args: argparse.Namespace) -> int:
     if args.detach:
         pid = daemon.ensure_running(project)
         if pid is None:
-            print(f"the local controller is already running (pid {daemon.controller_pid(project)})")
+            running = daemon.controller_pid(project)
+            where = "in another process, not as a daemon" if running is None else f"pid {running}"
+            print(f"the local controller is already running ({where})")
         else:
             print(f"started the local controller (pid {pid}); logs in {daemon.logs_dir(project)}")
         return 0

@@ -263,10 +263,11 @@ def wait_until_serving(
                 f"expected them to start; their last log lines are in `chalk scaling-group get "
                 f"--name {name}`"
             )
-        # On Kubernetes, Ready means rolled out; a group with no gateway has no endpoint
-        # outside the cluster and still serves inside it.
+        # On Kubernetes, Ready means rolled out, and Idle (KEDA keeps it at zero; an apply
+        # does not wake it) that the next call starts the current revision; a group with no
+        # gateway has no endpoint outside the cluster and still serves inside it.
         serving = (
-            group.status == GroupStatus.READY
+            group.status in (GroupStatus.READY, GroupStatus.IDLE)
             if backend is not None
             else _serves_current_revision(catalog, group)
         )

@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 __all__ = [
     "CONTEXT_ENV",
     "HTTPROUTE_CRD",
+    "KEDA_CRD",
     "KUBECONFIG_ENV",
     "REQUIRE_ENV",
     "KubeCluster",
@@ -50,6 +51,7 @@ KUBECONFIG_ENV: Final = "SCALEGROUP_TEST_KUBECONFIG"
 CONTEXT_ENV: Final = "SCALEGROUP_TEST_KUBE_CONTEXT"
 REQUIRE_ENV: Final = "SCALEGROUP_REQUIRE_KUBE"
 HTTPROUTE_CRD: Final = Path(__file__).parents[1] / "data" / "k8s" / "gateway-api-httproute-crd.yaml"
+KEDA_CRD: Final = Path(__file__).parents[1] / "data" / "k8s" / "keda-scaledobject-crd.yaml"
 BUILD_SCRIPT: Final = Path(__file__).parents[2] / "scripts" / "kube_apiserver.sh"
 _HOST: Final = "127.0.0.1"
 _CONTEXT: Final = "scalegroup-test"
@@ -115,7 +117,8 @@ def open_cluster() -> Iterator[KubeCluster]:
 
 @contextmanager
 def own_cluster(apiserver: Path, etcd: Path) -> Iterator[KubeCluster]:
-    """etcd and kube-apiserver on free ports of 127.0.0.1, with the HTTPRoute CRD installed.
+    """etcd and kube-apiserver on free ports of 127.0.0.1, with the HTTPRoute and KEDA's
+    ScaledObject CRDs installed.
 
     Everything lives in a temporary directory (certificates, etcd's data, logs, the
     kubeconfig); both processes are stopped and the directory removed on the way out.
@@ -134,7 +137,7 @@ def own_cluster(apiserver: Path, etcd: Path) -> Iterator[KubeCluster]:
                 context=_CONTEXT,
                 runs_controllers=False,
             )
-            _install_httproute_crd(cluster)
+            _install_crds(cluster)
             yield cluster
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -219,7 +222,7 @@ def _external_cluster(kubeconfig: Path, context: str | None) -> Iterator[KubeClu
         )
     cluster = KubeCluster(kubeconfig=kubeconfig, context=chosen, runs_controllers=True)
     try:
-        _install_httproute_crd(cluster)
+        _install_crds(cluster)
     except (ApiException, config.ConfigException, urllib3.exceptions.HTTPError, OSError) as error:
         raise KubeUnavailableError(
             f"cannot use the cluster of context {chosen!r} in {kubeconfig}: {error}"
@@ -381,9 +384,15 @@ def _write_kubeconfig(base: Path, server_url: str, token: str) -> Path:
     return path
 
 
-def _install_httproute_crd(cluster: KubeCluster) -> None:
-    """Create the HTTPRoute CRD unless the cluster has it, and wait until it is Established."""
-    crd = yaml.safe_load(HTTPROUTE_CRD.read_text())
+def _install_crds(cluster: KubeCluster) -> None:
+    """The CRDs our groups' objects need: the Gateway API's HTTPRoute, KEDA's ScaledObject."""
+    _install_crd(cluster, HTTPROUTE_CRD)
+    _install_crd(cluster, KEDA_CRD)
+
+
+def _install_crd(cluster: KubeCluster, path: Path) -> None:
+    """Create the CRD at ``path`` unless the cluster has it, and wait until it is Established."""
+    crd = yaml.safe_load(path.read_text())
     name = crd["metadata"]["name"]
     with cluster.api_client() as api_client:
         extensions = client.ApiextensionsV1Api(api_client)
@@ -393,7 +402,7 @@ def _install_httproute_crd(cluster: KubeCluster) -> None:
         try:
             extensions.create_custom_resource_definition(body=crd)
         except ApiException as error:
-            # A cluster of the user's may have the Gateway API already: leave theirs alone.
+            # A cluster of the user's may have the Gateway API or KEDA already: leave theirs.
             if error.status != 409:
                 raise
         deadline = time.monotonic() + _START_TIMEOUT_S

@@ -40,6 +40,8 @@ _RESOURCES: Final = {
     "autoscaling/v2/horizontalpodautoscalers": "HorizontalPodAutoscaler",
     "gateway.networking.k8s.io/v1/httproutes": "HTTPRoute",
 }
+# Served only where a test asks for KEDA (``fake_kube(..., keda=True)``).
+_KEDA_RESOURCES: Final = {"keda.sh/v1alpha1/scaledobjects": "ScaledObject"}
 _SERVER_SET: Final = ("uid", "creationTimestamp", "resourceVersion", "generation")
 
 
@@ -112,10 +114,14 @@ class FakeKube:
 
 
 @contextmanager
-def fake_kube(base: Path, version: tuple[int, int] = (1, 31)) -> Iterator[FakeKube]:
-    """Run the fake on a free port of 127.0.0.1 until the block ends."""
+def fake_kube(
+    base: Path, version: tuple[int, int] = (1, 31), *, keda: bool = False
+) -> Iterator[FakeKube]:
+    """Run the fake on a free port of 127.0.0.1 until the block ends; with ``keda``, it serves
+    KEDA's ScaledObject too."""
     emulator = ApplyingEmulator(version=version)
-    for resource, kind in _RESOURCES.items():
+    resources = {**_RESOURCES, **(_KEDA_RESOURCES if keda else {})}
+    for resource, kind in resources.items():
         emulator.resources[resource] = kmock.ResourceInfo(
             kind=kind, namespaced=True, verbs={"get", "list", "create", "patch", "delete"}
         )

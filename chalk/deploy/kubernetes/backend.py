@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import urllib3
@@ -28,6 +28,7 @@ from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
 from chalk.common.errors import ConfigError
 from chalk.deploy.errors import DeployError
+from chalk.deploy.kubernetes.keda import KEDA_API_VERSION, SCALED_OBJECT, SCALED_OBJECTS
 from chalk.deploy.kubernetes.manifests import (
     AUTOSCALING_V2,
     AUTOSCALING_V2BETA2,
@@ -98,9 +99,13 @@ def connect(project: Project, env: Mapping[str, str] | None = None) -> Kubernete
             raise ConfigError(_no_kubeconfig(project, kubeconfig + where, context))
         try:
             api = kube_config.new_client_from_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+            if context is None:
+                _contexts, current = kube_config.list_kube_config_contexts(kubeconfig)  # type: ignore[no-untyped-call]
+                context = str(current["name"])
         except (ConfigException, OSError, yaml.YAMLError, TypeError, AttributeError) as error:
             raise ConfigError(_bad_kubeconfig(project, kubeconfig, context, error)) from None
-        return KubernetesBackend(api, placement_of(project))
+        cluster = f"the cluster of context {context!r}"
+        return KubernetesBackend(api, placement_of(project), cluster=cluster)
     configuration = kube_client.Configuration()
     try:
         kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
@@ -110,7 +115,9 @@ def connect(project: Project, env: Mapping[str, str] | None = None) -> Kubernete
             f"API: {error}; expected a mounted service account token, or a kubeconfig "
             f"(KUBECONFIG)"
         ) from None
-    return KubernetesBackend(kube_client.ApiClient(configuration), placement_of(project))
+    return KubernetesBackend(
+        kube_client.ApiClient(configuration), placement_of(project), cluster="this pod's cluster"
+    )
 
 
 def _no_kubeconfig(project: Project, kubeconfig: str, context: str | None) -> str:
@@ -156,11 +163,16 @@ class KubernetesBackend:
         A connected ``kubernetes.client.ApiClient``.
     placement
         The namespace, environment and gateway from chalk.yaml.
+    cluster
+        Which cluster, for messages: ``the cluster of context 'prod'``.
     """
 
-    def __init__(self, api: kube_client.ApiClient, placement: Placement) -> None:
+    def __init__(
+        self, api: kube_client.ApiClient, placement: Placement, *, cluster: str = "the cluster"
+    ) -> None:
         self._api = api
         self.placement = placement
+        self.cluster = cluster
         self._features: ServerFeatures | None = None
         self._served: frozenset[str] | None = None
 
@@ -187,10 +199,19 @@ class KubernetesBackend:
         """What the server supports that changes the manifests (found once per backend)."""
         if self._features is None:
             version = self._get("/version")
-            self._features = ServerFeatures.from_discovery(
+            features = ServerFeatures.from_discovery(
                 (version_number(version["major"]), version_number(version["minor"])), self.served()
             )
+            if features.keda:
+                features = replace(features, keda=self._serves_scaled_objects())
+            self._features = features
         return self._features
+
+    def _serves_scaled_objects(self) -> bool:
+        """Whether KEDA's group version lists the ScaledObject resource (a cluster may have
+        only some of KEDA's CRDs)."""
+        resources = self._get(f"/apis/{KEDA_API_VERSION}").get("resources") or []
+        return any(resource.get("name") == SCALED_OBJECTS for resource in resources)
 
     # --- apply
 
@@ -219,22 +240,28 @@ class KubernetesBackend:
                 _require_ours(owner, obj, current)
 
     def apply(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
-        """Server-side apply the group's objects and remove the ones it no longer has (an
-        HPA once it stops autoscaling, an HTTPRoute once the gateway goes). Returns the
-        objects as the server stored them. Unchanged objects are not changed."""
+        """Server-side apply the group's objects, having removed the ones it no longer has (an
+        HPA once it stops autoscaling or gets a ScaledObject, a ScaledObject once it no longer
+        needs KEDA, an HTTPRoute once the gateway goes). Returns the objects as the server
+        stored them. Unchanged objects are not changed.
+
+        The removal comes first so that no two autoscalers ever drive the Deployment (KEDA's
+        admission webhook refuses a ScaledObject for a Deployment another HPA scales).
+        """
         objects = self.manifests(name, spec)
         self.check(name, objects)
-        stored = [self.apply_object(obj) for obj in objects]
         kept = {(obj["apiVersion"], obj["kind"]) for obj in objects}
         for api_version, kind in self.optional_kinds():
             if (api_version, kind) not in kept:
                 self.delete_owned(Owner.group(name), api_version, kind)
-        return stored
+        return [self.apply_object(obj) for obj in objects]
 
     # --- observe
 
-    def observe(self, name: str, group_id: str) -> GroupState:
-        """Read the Deployment's status, its pods and the events about them."""
+    def observe(self, name: str, group_id: str, *, scales_to_zero: bool = False) -> GroupState:
+        """Read the Deployment's status, its pods and the events about them and about its
+        autoscaler (ours, or KEDA's ScaledObject and the HPA KEDA made of it).
+        ``scales_to_zero``: the group's minimum is 0, so a Deployment at 0 is Idle."""
         namespace = self.placement.namespace
         deployment = self.read_path(self.path("apps/v1", "Deployment", name))
         if deployment is None:
@@ -260,11 +287,16 @@ class KubernetesBackend:
             for rs in replica_sets
         }
         replicas = tuple(pod_replica(group_id, pod, revisions) for pod in pods)
-        involved = {("Deployment", name), ("HorizontalPodAutoscaler", name)}
+        involved = {
+            ("Deployment", name),
+            ("HorizontalPodAutoscaler", name),
+            (SCALED_OBJECT, name),
+            ("HorizontalPodAutoscaler", f"keda-hpa-{name}"),
+        }
         involved |= {("ReplicaSet", rs["metadata"]["name"]) for rs in replica_sets}
         involved |= {("Pod", pod["metadata"]["name"]) for pod in pods}
         events = self._events(group_id, involved)
-        status, reason = group_status(deployment, pods, events)
+        status, reason = group_status(deployment, pods, events, scales_to_zero=scales_to_zero)
         counts = deployment.get("status") or {}
         return GroupState(
             status=status.value,
@@ -300,11 +332,14 @@ class KubernetesBackend:
 
     def optional_kinds(self) -> list[tuple[str, str]]:
         """The kinds an object may come and go with its spec: the autoscaler this server
-        serves, and the HTTPRoute where the Gateway API is served."""
+        serves, KEDA's ScaledObject where KEDA is served, and the HTTPRoute where the Gateway
+        API is served."""
         kinds = []
-        autoscaling = self.features().autoscaling
-        if autoscaling in (AUTOSCALING_V2, AUTOSCALING_V2BETA2):
-            kinds.append((autoscaling, "HorizontalPodAutoscaler"))
+        features = self.features()
+        if features.autoscaling in (AUTOSCALING_V2, AUTOSCALING_V2BETA2):
+            kinds.append((features.autoscaling, "HorizontalPodAutoscaler"))
+        if features.keda:
+            kinds.append((KEDA_API_VERSION, SCALED_OBJECT))
         if GATEWAY_API_VERSION in self.served():
             kinds.append((GATEWAY_API_VERSION, "HTTPRoute"))
         return kinds

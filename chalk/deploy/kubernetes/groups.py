@@ -18,16 +18,17 @@ from typing import TYPE_CHECKING, Any, Final
 from chalk.catalog import Catalog, Endpoint, ScalingGroup
 from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.catalog.images import normalize_tag
+from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import DEFAULT_PORT, GroupSpec
 from chalk.common.config import Project
 from chalk.common.errors import ChalkError
+from chalk.deploy.kubernetes.keda import refuse_what_needs_keda
 from chalk.deploy.kubernetes.manifests import (
     Placement,
     ServerFeatures,
     group_endpoints,
     group_manifests,
     placement_of,
-    refuse_what_needs_keda,
 )
 from chalk.deploy.local.image_runtime import argv_port
 from chalk.deploy.states import GroupStatus
@@ -117,8 +118,8 @@ class KubernetesGroups:
 
     def create(self, catalog: Catalog, name: str, spec: GroupSpec) -> ScalingGroup:
         """Apply the objects, then store the record; a failure of either leaves neither."""
-        refuse_what_needs_keda(name, spec.scaling)  # before any cluster is asked
         cluster = self._backend()
+        self._refuse_what_needs_keda(name, spec.scaling, keda=cluster.features().keda)
         applied = False
         try:
             cluster.check(name, cluster.manifests(name, spec))
@@ -139,7 +140,9 @@ class KubernetesGroups:
         nothing otherwise). A failed apply marks the group Failed with the reason."""
         found = catalog.groups.find(name)
         before = None if found is None else GroupSpec.from_dict(found.spec).scaling
-        refuse_what_needs_keda(name, spec.scaling, stored=before)  # before the spec is stored
+        keda = self._backend().features().keda
+        # Before the spec is stored.
+        self._refuse_what_needs_keda(name, spec.scaling, keda=keda, stored=before)
         stored, changed = catalog.groups.update(
             name, spec.to_dict(), expected_revision=expected_revision
         )
@@ -165,7 +168,8 @@ class KubernetesGroups:
 
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
         """Read the cluster's view of the group and record it in the catalog."""
-        state = self._backend().observe(group.name, group.id)
+        scaling = GroupSpec.from_dict(group.spec).scaling
+        state = self._backend().observe(group.name, group.id, scales_to_zero=scaling.scales_to_zero)
         catalog.groups.report(
             group.id,
             status=state.status,
@@ -181,8 +185,29 @@ class KubernetesGroups:
         return GroupView(refreshed, state.replicas, state.events)
 
     def manifests(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
-        """The objects for the newest servers (a dry run asks no cluster)."""
+        """The objects for the newest servers (a dry run asks no cluster: KEDA is assumed,
+        the Prometheus server KEDA would read is not)."""
+        self._refuse_what_needs_keda(name, spec.scaling, keda=True)
         return group_manifests(name, spec, self.placement(), ServerFeatures())
+
+    def _refuse_what_needs_keda(
+        self,
+        name: str,
+        scaling: AutoScalingSpec,
+        *,
+        keda: bool,
+        stored: AutoScalingSpec | None = None,
+    ) -> None:
+        cluster = "the cluster" if self._cluster is None else self._cluster.cluster
+        refuse_what_needs_keda(
+            name,
+            scaling,
+            keda=keda,
+            prometheus_url=self.placement().prometheus_url,
+            cluster=cluster,
+            config_path=str(self._project.config_path),
+            stored=stored,
+        )
 
     def placement(self) -> Placement:
         return placement_of(self._project)
@@ -198,7 +223,9 @@ class KubernetesGroups:
         self, catalog: Catalog, group: ScalingGroup, spec: GroupSpec
     ) -> ScalingGroup:
         endpoints, url, note = self._endpoints(group.name, spec)
-        state = self._backend().observe(group.name, group.id)
+        state = self._backend().observe(
+            group.name, group.id, scales_to_zero=spec.scaling.scales_to_zero
+        )
         catalog.groups.report(
             group.id,
             status=state.status,

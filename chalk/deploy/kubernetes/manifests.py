@@ -3,13 +3,14 @@
 The Kubernetes backend applies what ``group_manifests`` returns; ``--dry-run -o yaml`` prints
 it. Nothing here talks to a cluster: what the server supports comes in as ``ServerFeatures``.
 Over 500 lines: every object of a group (Deployment, Service, HPA, routes) renders here so
-that one pure function is what `--dry-run` prints and what is applied.
+that one pure function is what `--dry-run` prints and what is applied (KEDA's ScaledObject in
+``keda``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final
 
 from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY, Endpoint, runs_in_cluster
@@ -17,6 +18,15 @@ from chalk.catalog.resources import GPU_RESOURCE_NAME, AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
 from chalk.common.errors import ConfigError, ValidationError
+from chalk.deploy.kubernetes.keda import (
+    KEDA_API_VERSION,
+    METRICS_PORT_ENV,
+    METRICS_PORT_NAME,
+    metrics_port,
+    needs_keda,
+    scaled_object,
+    scrape_annotations,
+)
 
 __all__ = [
     "AUTOSCALING_V2",
@@ -43,7 +53,6 @@ __all__ = [
     "http_route",
     "is_owned",
     "placement_of",
-    "refuse_what_needs_keda",
     "replica_count",
     "selector_labels",
     "service",
@@ -72,7 +81,8 @@ _PROBE_PERIOD_S: Final = 5
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """Where a project's groups go: the namespace, the environment id and the gateway.
+    """Where a project's groups go: the namespace, the environment id and the gateway; and
+    the Prometheus server KEDA reads a group's demand from.
 
     ``gateway_name`` and ``gateway_domain`` are both set or both None (no HTTPRoute then).
 
@@ -89,6 +99,7 @@ class Placement:
     gateway_name: str | None = None
     gateway_namespace: str | None = None
     gateway_domain: str | None = None
+    prometheus_url: str | None = None
 
     def __post_init__(self) -> None:
         if (self.gateway_name is None) != (self.gateway_domain is None):
@@ -131,6 +142,7 @@ def placement_of(project: Project) -> Placement:
             gateway_name=kubernetes.gateway.name,
             gateway_namespace=kubernetes.gateway.namespace,
             gateway_domain=kubernetes.gateway.domain,
+            prometheus_url=kubernetes.prometheus_url,
         )
     except ConfigError as error:
         raise ConfigError(f"{project.config_path}: {error}") from None
@@ -143,14 +155,17 @@ class ServerFeatures:
     Examples
     --------
     >>> ServerFeatures.from_discovery((1, 20), {"autoscaling/v1", "autoscaling/v2beta2"})
-    ServerFeatures(grpc_probe=False, autoscaling='autoscaling/v2beta2', prestop_sleep=False)
-    >>> ServerFeatures.from_discovery((1, 31), {"autoscaling/v2"})
-    ServerFeatures(grpc_probe=True, autoscaling='autoscaling/v2', prestop_sleep=True)
+    ServerFeatures(grpc_probe=False, autoscaling='autoscaling/v2beta2', prestop_sleep=False, \
+keda=False)
+    >>> ServerFeatures.from_discovery((1, 31), {"autoscaling/v2", "keda.sh/v1alpha1"})
+    ServerFeatures(grpc_probe=True, autoscaling='autoscaling/v2', prestop_sleep=True, keda=True)
     """
 
     grpc_probe: bool = True
     autoscaling: str = AUTOSCALING_V2
     prestop_sleep: bool = True
+    # KEDA's ScaledObject (keda.sh/v1alpha1) is served: assumed by a dry run, as the newest.
+    keda: bool = True
 
     @classmethod
     def from_discovery(
@@ -163,6 +178,7 @@ class ServerFeatures:
             grpc_probe=version >= GRPC_PROBE_SINCE,
             autoscaling=autoscaling,
             prestop_sleep=version >= PRESTOP_SLEEP_SINCE,
+            keda=KEDA_API_VERSION in served,
         )
 
 
@@ -245,48 +261,22 @@ def group_labels(name: str, spec: GroupSpec) -> dict[str, str]:
 
 
 def replica_count(scaling: AutoScalingSpec, live_replicas: int | None) -> int:
-    """The Deployment's ``replicas``: the minimum, or for an autoscaling Deployment the count
-    in the cluster now (``live_replicas``) kept within min and max (see ``deployment``)."""
-    if not scaling.autoscales or live_replicas is None:
-        return scaling.min_replicas
-    return min(max(live_replicas, scaling.min_replicas), scaling.max_replicas)
-
-
-def refuse_what_needs_keda(
-    name: str, scaling: AutoScalingSpec, *, stored: AutoScalingSpec | None = None
-) -> None:
-    """Refuse a create or update that adds scaling only KEDA does on Kubernetes: to zero
-    (``min_replicas=0``) or on demand (``queue_depth_target``). A HorizontalPodAutoscaler
-    does neither, and this version creates no KEDA ScaledObject. ``stored``: the group's
-    scaling before an update; what it had stays (a queue-depth target stored when Kubernetes
-    took it unused, the HPA scaling on CPU alone).
+    """The Deployment's ``replicas``: for a new one (``live_replicas`` None) the minimum but at
+    least one (a group that scales to zero starts serving, and goes to zero only when idle);
+    else the minimum, or for an autoscaling Deployment the count in the cluster now kept within
+    min and max (see ``deployment``), so an apply never wakes a group its autoscaler put to 0.
 
     Examples
     --------
-    >>> refuse_what_needs_keda("ner", AutoScalingSpec(min_replicas=0))
-    Traceback (most recent call last):
-    ...
-    chalk.common.errors.ValidationError: scaling group 'ner' scales to zero (min_replicas=0), \
-which on Kubernetes needs KEDA (a ScaledObject in place of the HorizontalPodAutoscaler), and \
-this version has no KEDA support: expected --min-replicas 1 or more and no --queue-depth-target \
-on Kubernetes (both work on the local backend)
-    >>> stored = AutoScalingSpec(max_replicas=3, queue_depth_target=4)
-    >>> refuse_what_needs_keda("ner", AutoScalingSpec(queue_depth_target=8), stored=stored)
+    >>> scaling = AutoScalingSpec(min_replicas=0, max_replicas=3)
+    >>> replica_count(scaling, None), replica_count(scaling, 0), replica_count(scaling, 5)
+    (1, 0, 3)
     """
-    needs = []
-    if scaling.scales_to_zero and not (stored is not None and stored.scales_to_zero):
-        needs.append("scales to zero (min_replicas=0)")
-    if scaling.queue_depth_target is not None and (
-        stored is None or stored.queue_depth_target is None
-    ):
-        needs.append(f"scales on demand (queue_depth_target={scaling.queue_depth_target})")
-    if needs:
-        raise ValidationError(
-            f"scaling group {name!r} {' and '.join(needs)}, which on Kubernetes needs KEDA "
-            f"(a ScaledObject in place of the HorizontalPodAutoscaler), and this version has "
-            f"no KEDA support: expected --min-replicas 1 or more and no --queue-depth-target "
-            f"on Kubernetes (both work on the local backend)"
-        )
+    if live_replicas is None:
+        return max(scaling.min_replicas, 1)
+    if not scaling.autoscales:
+        return scaling.min_replicas
+    return min(max(live_replicas, scaling.min_replicas), scaling.max_replicas)
 
 
 def group_manifests(
@@ -297,23 +287,34 @@ def group_manifests(
     *,
     live_replicas: int | None = None,
 ) -> list[dict[str, Any]]:
-    """The objects a group becomes, in apply order: Deployment, Service, HTTPRoute, HPA.
+    """The objects a group becomes, in apply order: Deployment, Service, HTTPRoute, then its
+    autoscaler: a HorizontalPodAutoscaler, or KEDA's ScaledObject for a group that needs KEDA.
 
-    The HTTPRoute comes only with a gateway, the HorizontalPodAutoscaler only when the group
-    autoscales. A queue-depth target renders nothing: one is refused where a create or update
-    adds it (``refuse_what_needs_keda``), and one stored before that stays unused.
-    ``live_replicas``: the Deployment's replica count in the cluster now, if it exists (see
-    ``deployment``).
+    The HTTPRoute comes only with a gateway, an autoscaler only when the group autoscales. A
+    group that needs KEDA (``keda.needs_keda``) gets the ScaledObject where the server serves
+    it and ``placement`` names a Prometheus server; ``keda.refuse_what_needs_keda`` refuses it
+    before this otherwise, except a queue-depth target stored before, which renders the CPU
+    HorizontalPodAutoscaler. ``live_replicas``: the Deployment's replica count in the cluster
+    now, if it exists (see ``deployment``).
 
     Examples
     --------
     >>> spec = GroupSpec(image="ghcr.io/acme/ner:1")
     >>> [m["kind"] for m in group_manifests("ner", spec, Placement("ml", "dev"))]
     ['Deployment', 'Service']
+    >>> spec = GroupSpec(image="ghcr.io/acme/ner:1", scaling=AutoScalingSpec(max_replicas=2,
+    ...     min_replicas=0))
+    >>> placement = Placement("ml", "dev", prometheus_url="http://prometheus.monitoring:9090")
+    >>> [m["kind"] for m in group_manifests("ner", spec, placement)]
+    ['Deployment', 'Service', 'ScaledObject']
     """
-    # Never stored on Kubernetes (zero was refused before KEDA was named): an HPA cannot.
-    refuse_what_needs_keda(name, replace(spec.scaling, queue_depth_target=None))
     features = features or ServerFeatures()
+    if spec.scaling.scales_to_zero and not _renders_keda(spec.scaling, placement, features):
+        # Refused with the reason before this (keda.refuse_what_needs_keda): an HPA cannot.
+        raise ValidationError(
+            f"scaling group {name!r} scales to zero (min_replicas=0), which on Kubernetes "
+            f"needs KEDA and kubernetes.prometheus_url: expected both, or --min-replicas 1"
+        )
     objects = [
         deployment(name, spec, placement, features, live_replicas=live_replicas),
         service(name, spec, placement),
@@ -321,10 +322,14 @@ def group_manifests(
     route = http_route(name, spec, placement)
     if route is not None:
         objects.append(route)
-    hpa = autoscaler(name, spec, placement, features)
-    if hpa is not None:
-        objects.append(hpa)
+    scaler = autoscaler(name, spec, placement, features)
+    if scaler is not None:
+        objects.append(scaler)
     return objects
+
+
+def _renders_keda(scaling: AutoScalingSpec, placement: Placement, features: ServerFeatures) -> bool:
+    return needs_keda(scaling) and features.keda and placement.prometheus_url is not None
 
 
 def deployment(
@@ -340,8 +345,10 @@ def deployment(
     ``replicas`` is always stated, so that no apply ever drops it: a field an applier stops
     stating goes back to its default (1), which scaled a group that started autoscaling down
     to one pod. For an autoscaling group it is the count in the cluster (``live_replicas``,
-    what the HorizontalPodAutoscaler last set) kept within min and max, so an apply never
-    undoes the autoscaler's scaling and a new group starts at its minimum.
+    what the HorizontalPodAutoscaler or KEDA last set) kept within min and max, so an apply
+    never undoes the autoscaler's scaling nor wakes a group at zero; a new group starts at its
+    minimum, but at one at least (``replica_count``). The pod template asks Prometheus to scrape
+    the runtime's metrics port, where KEDA's demand comes from.
     """
     labels = group_labels(name, spec)
     pod: dict[str, Any] = {
@@ -361,7 +368,13 @@ def deployment(
             "type": "RollingUpdate",
             "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
         },
-        "template": {"metadata": {"labels": labels}, "spec": pod},
+        "template": {
+            "metadata": {
+                "labels": labels,
+                "annotations": scrape_annotations(metrics_port(spec.port)),
+            },
+            "spec": pod,
+        },
     }
     body = {"replicas": replica_count(spec.scaling, live_replicas), **body}
     return {
@@ -374,12 +387,22 @@ def deployment(
 
 def _container(name: str, spec: GroupSpec, features: ServerFeatures) -> dict[str, Any]:
     # The port variables first, so a user's own value for one wins, as on the local backend.
-    env = {"PORT": str(spec.port), "CHALK_REMOTE_CALL_PORT": str(spec.port), **spec.env}
+    # The metrics port lets Prometheus scrape our runtime's figures (the pod's annotations).
+    metrics = metrics_port(spec.port)
+    env = {
+        "PORT": str(spec.port),
+        "CHALK_REMOTE_CALL_PORT": str(spec.port),
+        METRICS_PORT_ENV: str(metrics),
+        **spec.env,
+    }
     container: dict[str, Any] = {"name": name, "image": spec.image}
     if spec.entrypoint is not None:
         # Replaces ENTRYPOINT and drops CMD: the entrypoint override's meaning everywhere.
         container["command"] = list(spec.entrypoint)
-    container["ports"] = [{"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"}]
+    container["ports"] = [
+        {"name": PORT_NAME, "containerPort": spec.port, "protocol": "TCP"},
+        {"name": METRICS_PORT_NAME, "containerPort": metrics, "protocol": "TCP"},
+    ]
     container["env"] = [{"name": key, "value": value} for key, value in env.items()]
     container["resources"] = spec.resources.requests_and_limits()
     container["readinessProbe"] = _readiness_probe(spec, features)
@@ -461,14 +484,14 @@ def http_route(name: str, spec: GroupSpec, placement: Placement) -> dict[str, An
 def autoscaler(
     name: str, spec: GroupSpec, placement: Placement, features: ServerFeatures
 ) -> dict[str, Any] | None:
-    """The group's HorizontalPodAutoscaler on CPU; None when it does not autoscale.
-
-    ``autoscaling/v2`` and ``v2beta2`` share this shape. ``queue_depth_target`` and
-    ``min_replicas=0`` need KEDA and are refused before this (``refuse_what_needs_keda``).
+    """The group's autoscaler: KEDA's ScaledObject where it needs and may have one (see
+    ``group_manifests``), else the HorizontalPodAutoscaler on CPU; None when it does not
+    autoscale. ``autoscaling/v2`` and ``v2beta2`` share the HorizontalPodAutoscaler's shape.
     """
-    return cpu_autoscaler(
-        name, spec.scaling, _metadata(name, placement, group_labels(name, spec)), features
-    )
+    metadata = _metadata(name, placement, group_labels(name, spec))
+    if placement.prometheus_url is not None and _renders_keda(spec.scaling, placement, features):
+        return scaled_object(name, spec.scaling, metadata, placement.prometheus_url)
+    return cpu_autoscaler(name, spec.scaling, metadata, features)
 
 
 def cpu_autoscaler(

@@ -11,7 +11,11 @@ from typing import Any, Final
 from chalk.catalog.records import Event, Replica
 from chalk.deploy.states import GroupStatus
 
-__all__ = ["event_time", "group_status", "pod_replica", "version_number"]
+__all__ = ["IDLE_REASON", "event_time", "group_status", "pod_replica", "version_number"]
+
+IDLE_REASON: Final = (
+    "scaled to zero by KEDA after idle_seconds with no demand; the next call wakes it"
+)
 
 _G = GroupStatus
 # Waiting reasons of a container that mean the group is in trouble, not merely starting, and
@@ -35,9 +39,25 @@ _TROUBLE_EVENTS: Final = {
 
 
 def group_status(
+    deployment: Mapping[str, Any],
+    pods: Sequence[Mapping[str, Any]],
+    events: Sequence[Event],
+    *,
+    scales_to_zero: bool = False,
+) -> tuple[GroupStatus, str]:
+    """The group's status and its reason, from the Deployment, then pods, then events.
+
+    A Deployment at 0 replicas of a group that scales to zero (``scales_to_zero``) is Idle:
+    KEDA put it there, and the next call wakes it.
+    """
+    if scales_to_zero and int(deployment["spec"].get("replicas", 0)) == 0:
+        return GroupStatus.IDLE, IDLE_REASON
+    return _running_status(deployment, pods, events)
+
+
+def _running_status(
     deployment: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], events: Sequence[Event]
 ) -> tuple[GroupStatus, str]:
-    """The group's status and its reason, from the Deployment, then pods, then events."""
     desired = int(deployment["spec"].get("replicas", 0))
     counts = deployment.get("status") or {}
     ready = int(counts.get("readyReplicas") or 0)

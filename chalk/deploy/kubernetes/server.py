@@ -16,6 +16,7 @@ from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.common.bounds import check_bound
 from chalk.deploy.errors import DeployError
+from chalk.deploy.kubernetes.keda import scrape_annotations
 from chalk.deploy.kubernetes.manifests import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -215,9 +216,11 @@ def _deployment(
         "name": "chalk-token",
         "secret": {"secretName": secret_name, "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}]},
     }
-    template: dict[str, Any] = {"labels": server_labels(name)}
+    # Prometheus scrapes the server's /metrics: the demand KEDA scales groups on.
+    annotations = scrape_annotations(SERVER_PORT)
     if secret is not None:
-        template["annotations"] = {CHECKSUM_ANNOTATION: secret.checksum()}
+        annotations[CHECKSUM_ANNOTATION] = secret.checksum()
+    template: dict[str, Any] = {"labels": server_labels(name), "annotations": annotations}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

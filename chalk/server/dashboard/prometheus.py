@@ -17,6 +17,7 @@ from typing import Any, Final
 import httpx
 
 from chalk.common.errors import ChalkError
+from chalk.deploy.kubernetes.keda import pod_selector
 from chalk.server.dashboard.series import FIELDS, STEP_S, WINDOW_S, empty_series
 
 __all__ = [
@@ -49,7 +50,7 @@ def queries(namespace: str, group: str, *, by_pod: bool) -> dict[str, str]:
     >>> queries("ml", "ner", by_pod=False)["callsPerSecond"]
     'sum(rate(chalk_remote_call_calls_total{namespace="ml",pod=~"ner-[a-z0-9]+-[a-z0-9]+"}[1m]))'
     """
-    selector = _selector(namespace, group)
+    selector = pod_selector(namespace, group)
     by = " by (pod)" if by_pod else ""
     by_le = " by (le, pod)" if by_pod else " by (le)"
 
@@ -78,18 +79,12 @@ def instant_queries(namespace: str, group: str) -> dict[str, str]:
     >>> instant_queries("ml", "ner")["inFlight"]
     'sum by (pod)(chalk_remote_call_in_flight{namespace="ml",pod=~"ner-[a-z0-9]+-[a-z0-9]+"})'
     """
-    selector = _selector(namespace, group)
+    selector = pod_selector(namespace, group)
     return {
         "inFlight": f"sum by (pod)(chalk_remote_call_in_flight{selector})",
         "cpuMillicores": f"1000 * sum by (pod)(rate(process_cpu_seconds_total{selector}[{_RATE}]))",
         "memoryBytes": f"sum by (pod)(process_resident_memory_bytes{selector})",
     }
-
-
-def _selector(namespace: str, group: str) -> str:
-    # A group's name is a DNS-1123 label (letters, digits, '-'), nothing PromQL's string or
-    # regex would read otherwise: written as it is (re.escape's "\-" is no escape PromQL knows).
-    return f'{{namespace="{namespace}",pod=~"{group}-[a-z0-9]+-[a-z0-9]+"}}'
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,6 +3,7 @@ the ``chalk`` console script, run for real."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ __all__ = [
     "chalk",
     "is_absent",
     "kube_project",
+    "make_event",
     "make_pod",
     "read_object",
     "scaling_group",
@@ -30,15 +32,21 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 def kube_project(
-    root: Path, monkeypatch: pytest.MonkeyPatch, kubeconfig: Path, context: str, namespace: str
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    kubeconfig: Path,
+    context: str,
+    namespace: str,
+    *,
+    prometheus_url: str | None = None,
 ) -> Project:
-    """A ``backend: kubernetes`` project at ``root`` on that cluster, with the gateway, run
-    from outside the cluster (``KUBERNETES_SERVICE_HOST`` unset) and its catalog in ``root``."""
-    config = {
-        "project": "demo",
-        "backend": "kubernetes",
-        "kubernetes": {"namespace": namespace, "context": context, "gateway": GATEWAY},
-    }
+    """A ``backend: kubernetes`` project at ``root`` on that cluster, with the gateway (and
+    ``prometheus_url`` when given), run from outside the cluster (``KUBERNETES_SERVICE_HOST``
+    unset) and its catalog in ``root``."""
+    kubernetes: dict[str, Any] = {"namespace": namespace, "context": context, "gateway": GATEWAY}
+    if prometheus_url is not None:
+        kubernetes["prometheus_url"] = prometheus_url
+    config = {"project": "demo", "backend": "kubernetes", "kubernetes": kubernetes}
     (root / "chalk.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
@@ -97,3 +105,35 @@ def make_pod(
     kube.request("POST", kube.path("v1", "Pod"), body=pod)
     path = kube.path("v1", "Pod", name) + "/status"
     kube.request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
+
+
+def make_event(
+    kube: KubernetesBackend,
+    about: tuple[str, str],
+    reason: str,
+    message: str,
+    at: dt.datetime,
+    *,
+    kind: str = "Warning",
+    source: str = "kubelet",
+) -> None:
+    """An Event about the object ``about`` (kind, name), as a controller would write it."""
+    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    event = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{about[1]}.{reason.lower()}.{at.timestamp():.0f}"},
+        "involvedObject": {
+            "kind": about[0],
+            "name": about[1],
+            "namespace": kube.placement.namespace,
+        },
+        "reason": reason,
+        "message": message,
+        "type": kind,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+        "source": {"component": source},
+    }
+    kube.request("POST", kube.path("v1", "Event"), body=event)

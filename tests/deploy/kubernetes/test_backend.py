@@ -34,7 +34,13 @@ from chalk.deploy.groups import (
     wait_until_serving,
 )
 from chalk.deploy.kubernetes.backend import KubernetesBackend
-from tests.deploy.kubernetes.helpers import chalk, kube_project, make_pod, scaling_group
+from tests.deploy.kubernetes.helpers import (
+    chalk,
+    kube_project,
+    make_event,
+    make_pod,
+    scaling_group,
+)
 from tests.deploy.kubernetes.helpers import is_absent as _absent
 from tests.deploy.kubernetes.helpers import read_object as _read
 from tests.support.kube import KubeCluster
@@ -76,30 +82,6 @@ def _write_deployment_status(kube: KubernetesBackend, **counts: int) -> None:
     status = {"observedGeneration": deployment["metadata"]["generation"], **counts}
     path = kube.path("apps/v1", "Deployment", "ner") + "/status"
     kube.request("PATCH", path, body={"status": status}, content_type=MERGE_PATCH)
-
-
-def _make_event(
-    kube: KubernetesBackend, about: tuple[str, str], reason: str, message: str, at: dt.datetime
-) -> None:
-    stamp = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"name": f"{about[1]}.{reason.lower()}.{at.timestamp():.0f}"},
-        "involvedObject": {
-            "kind": about[0],
-            "name": about[1],
-            "namespace": kube.placement.namespace,
-        },
-        "reason": reason,
-        "message": message,
-        "type": "Warning",
-        "firstTimestamp": stamp,
-        "lastTimestamp": stamp,
-        "count": 1,
-        "source": {"component": "kubelet"},
-    }
-    kube.request("POST", kube.path("v1", "Event"), body=event)
 
 
 def _spec(**fields: Any) -> GroupSpec:
@@ -323,14 +305,14 @@ def test_events_explain_trouble_and_get_shows_them(
     make_pod(kube, "ner-5d9c7-klmno", {"phase": "Pending"})
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     scheduling = "0/2 nodes are available: 2 Insufficient memory."
-    _make_event(kube, ("Pod", "ner-5d9c7-klmno"), "FailedScheduling", scheduling, now)
+    make_event(kube, ("Pod", "ner-5d9c7-klmno"), "FailedScheduling", scheduling, now)
     view = observe_group(project, catalog, "ner")
     assert view.group.status == "Pending"
     assert view.group.reason == f"FailedScheduling: pod/ner-5d9c7-klmno: {scheduling}"
     pull = 'Failed to pull image "ghcr.io/acme/ner:1": not found'
-    _make_event(kube, ("Pod", "ner-5d9c7-klmno"), "Failed", pull, now + dt.timedelta(seconds=5))
+    make_event(kube, ("Pod", "ner-5d9c7-klmno"), "Failed", pull, now + dt.timedelta(seconds=5))
     # An event about someone else's pod is not this group's.
-    _make_event(kube, ("Pod", "other-1"), "Failed", "not ours", now + dt.timedelta(seconds=9))
+    make_event(kube, ("Pod", "other-1"), "Failed", "not ours", now + dt.timedelta(seconds=9))
     view = observe_group(project, catalog, "ner")
     assert view.group.status == "ImagePullBackOff"
     assert [(e.reason, e.type) for e in view.events] == [

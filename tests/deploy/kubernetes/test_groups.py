@@ -258,50 +258,22 @@ def test_the_cli_loads_the_kubernetes_client_only_when_needed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("scaling", "match"),
+    "scaling",
     [
-        (
-            AutoScalingSpec(min_replicas=0, max_replicas=2),
-            r"scaling group 'ner' scales to zero \(min_replicas=0\), which on Kubernetes needs "
-            r"KEDA",
-        ),
-        (
-            AutoScalingSpec(min_replicas=1, max_replicas=3, queue_depth_target=4),
-            r"scaling group 'ner' scales on demand \(queue_depth_target=4\), which on Kubernetes "
-            r"needs KEDA",
-        ),
+        AutoScalingSpec(min_replicas=0, max_replicas=2),
+        AutoScalingSpec(min_replicas=1, max_replicas=3, queue_depth_target=4),
     ],
     ids=["min-zero", "queue-depth"],
 )
-def test_what_needs_keda_is_refused_before_anything_is_stored_or_applied(
-    project: Project, catalog: Catalog, scaling: AutoScalingSpec, match: str
+def test_a_dry_run_of_what_needs_keda_assumes_keda_and_asks_for_prometheus(
+    project: Project, scaling: AutoScalingSpec
 ) -> None:
     groups = KubernetesGroups(project, connect=_no_cluster)  # type: ignore[arg-type]
     spec = GroupSpec(image="ghcr.io/acme/ner:1", scaling=scaling)
 
-    with pytest.raises(ValidationError, match=match):
-        create_group(project, catalog, "ner", spec, port_given=False)
-    with pytest.raises(ValidationError, match=match):
-        groups.update(catalog, "ner", spec, expected_revision=1)
-    assert catalog.groups.find("ner") is None
-    if scaling.scales_to_zero:
-        with pytest.raises(ValidationError, match=match):
-            groups.manifests("ner", spec)  # what --dry-run prints
-    else:  # a target stored before the refusal renders the CPU autoscaler it always had
-        kinds = [manifest["kind"] for manifest in groups.manifests("ner", spec)]
-        assert kinds == ALL_KINDS
-
-
-def test_the_keda_refusal_names_keda_and_what_to_give_instead(project: Project) -> None:
-    groups = KubernetesGroups(project, connect=_no_cluster)  # type: ignore[arg-type]
-    scaling = AutoScalingSpec(min_replicas=0, max_replicas=2, queue_depth_target=3)
-
     with pytest.raises(ValidationError) as caught:
-        groups.manifests("ner", GroupSpec(image="ghcr.io/acme/ner:1", scaling=scaling))
+        groups.manifests("ner", spec)  # what --dry-run prints
 
-    assert str(caught.value) == (
-        "scaling group 'ner' scales to zero (min_replicas=0), which on Kubernetes needs KEDA (a "
-        "ScaledObject in place of the HorizontalPodAutoscaler), and this version has no KEDA "
-        "support: expected --min-replicas 1 or more and no --queue-depth-target on Kubernetes "
-        "(both work on the local backend)"
-    )
+    assert "needs KEDA reading the group's demand from Prometheus" in str(caught.value)
+    assert f"{project.config_path} names no Prometheus server" in str(caught.value)
+    assert "serves no KEDA" not in str(caught.value)

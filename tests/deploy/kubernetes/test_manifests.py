@@ -141,7 +141,10 @@ def test_a_model_group_serves_grpc() -> None:
     objects = _by_kind(group_manifests("ner", SPECS["model-group"], PLACEMENT))
     container = _container(list(objects.values()))
     assert container["image"] == "ghcr.io/acme/ner:1"
-    assert container["ports"] == [{"name": "serve", "containerPort": 6666, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "serve", "containerPort": 6666, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9464, "protocol": "TCP"},
+    ]
     assert container["readinessProbe"]["grpc"] == {"port": 6666}
     assert "tcpSocket" not in container["readinessProbe"]
     assert {"name": "CHALK_INPUT_ARGS", "value": "text,lang"} in container["env"]
@@ -183,14 +186,27 @@ def test_an_old_server_gets_a_tcp_probe_for_a_model_group() -> None:
 @pytest.mark.parametrize(
     ("version", "served", "expected"),
     [
-        ((1, 20), {"autoscaling/v2beta2"}, ServerFeatures(False, AUTOSCALING_V2BETA2, False)),
-        ((1, 23), {"autoscaling/v2", "autoscaling/v2beta2"}, ServerFeatures(False, V2, False)),
-        ((1, 24), {"autoscaling/v2"}, ServerFeatures(True, V2, False)),
-        ((1, 29), {"autoscaling/v2"}, ServerFeatures(True, V2, False)),
-        ((1, 30), {"autoscaling/v2"}, ServerFeatures(True, V2, True)),
-        ((1, 31), {"autoscaling/v1", "autoscaling/v2"}, ServerFeatures(True, V2, True)),
+        (
+            (1, 20),
+            {"autoscaling/v2beta2"},
+            ServerFeatures(False, AUTOSCALING_V2BETA2, False, keda=False),
+        ),
+        (
+            (1, 23),
+            {"autoscaling/v2", "autoscaling/v2beta2"},
+            ServerFeatures(False, V2, False, keda=False),
+        ),
+        ((1, 24), {"autoscaling/v2"}, ServerFeatures(True, V2, False, keda=False)),
+        ((1, 29), {"autoscaling/v2"}, ServerFeatures(True, V2, False, keda=False)),
+        ((1, 30), {"autoscaling/v2"}, ServerFeatures(True, V2, True, keda=False)),
+        ((1, 31), {"autoscaling/v1", "autoscaling/v2"}, ServerFeatures(True, V2, True, keda=False)),
+        (
+            (1, 31),
+            {"autoscaling/v2", "keda.sh/v1alpha1"},
+            ServerFeatures(True, V2, True, keda=True),
+        ),
     ],
-    ids=["1.20", "1.23", "1.24", "1.29", "1.30", "1.31"],
+    ids=["1.20", "1.23", "1.24", "1.29", "1.30", "1.31", "1.31-keda"],
 )
 def test_server_features_follow_discovery(
     version: tuple[int, int], served: set[str], expected: ServerFeatures

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -16,7 +17,9 @@ import pytest
 
 from chalk.catalog import Catalog, open_catalog
 from chalk.catalog.records import LocalImage
+from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project, load_project
+from chalk.deploy.groups import pin_image
 from chalk.deploy.local.controller import BACKEND, ControllerSettings, LocalController
 
 MODEL_HANDLER = """
@@ -75,6 +78,27 @@ def save_image(
         created_at=dt.datetime.now(dt.UTC),
     )
     return catalog.images.save(image, [tag])
+
+
+def server_image(
+    catalog: Catalog, project: Project, script: str, tag: str = "server:latest"
+) -> LocalImage:
+    """``tag``: ``script`` run as ``python server.py 8000`` (a plain TCP server)."""
+    return save_image(
+        catalog,
+        project,
+        tag,
+        files={"/app/server.py": script},
+        entrypoint=(sys.executable, "server.py", "8000"),
+        exposed_port=8000,
+    )
+
+
+def create_local(catalog: Catalog, name: str, spec: GroupSpec) -> str:
+    """Store the local group ``name`` (its image pinned) as ``chalk scaling-group create``
+    would, without starting it; its id."""
+    pinned = pin_image(catalog, spec, port_given=False)
+    return catalog.groups.create(name, pinned.to_dict(), backend="local").id
 
 
 def model_image(catalog: Catalog, project: Project, tag: str = "model:latest") -> LocalImage:

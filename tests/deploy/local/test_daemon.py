@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -253,4 +254,14 @@ def test_no_daemon_starts_beside_a_controller_run_in_process(
     # It holds no lock but beats: a daemon beside it would adopt its replicas and fight it.
     controller()
     assert daemon.ensure_running(project) is None
+    assert daemon.controller_pid(project) is None
+
+
+def test_up_detach_beside_a_controller_in_another_process_starts_none(
+    project: Project, controller: Callable[..., Any]
+) -> None:
+    controller()
+    again = chalk(project, "up", "--detach")
+    assert again.returncode == 0, again.stderr
+    assert "already running (in another process, not as a daemon)" in again.stdout
     assert daemon.controller_pid(project) is None

@@ -21,10 +21,16 @@ from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.cli import main
 from chalk.common.config import Project
-from chalk.deploy.groups import pin_image
 from chalk.deploy.local.autoscaler import SIGNALS_KEY
 from chalk.engine.calls import ModelCaller
-from tests.deploy.local.conftest import RunningController, model_image, save_image, wait_for
+from tests.deploy.local.conftest import (
+    RunningController,
+    create_local,
+    model_image,
+    save_image,
+    wait_for,
+)
+from tests.deploy.local.conftest import server_image as save_server_image
 
 Start = Callable[..., RunningController]
 
@@ -37,21 +43,11 @@ while True:
 
 
 def server_image(catalog: Catalog, project: Project) -> None:
-    save_image(
-        catalog,
-        project,
-        "server:latest",
-        files={"/app/server.py": SERVER},
-        entrypoint=(sys.executable, "server.py", "8000"),
-        exposed_port=8000,
-    )
+    save_server_image(catalog, project, SERVER)
 
 
 def create(catalog: Catalog, name: str, scaling: AutoScalingSpec, image: str = "server") -> str:
-    spec = GroupSpec(image=f"{image}:latest", scaling=scaling)
-    return catalog.groups.create(
-        name, pin_image(catalog, spec, port_given=False).to_dict(), backend="local"
-    ).id
+    return create_local(catalog, name, GroupSpec(image=f"{image}:latest", scaling=scaling))
 
 
 def publish(catalog: Catalog, group: str, *, in_flight: int = 0, waiting: int = 0) -> None:
@@ -201,9 +197,7 @@ def test_a_real_call_to_an_idle_group_is_held_and_wakes_it(
         model=ModelRef("m", 1),
         scaling=AutoScalingSpec(min_replicas=0, max_replicas=2, idle_seconds=1),
     )
-    group_id = catalog.groups.create(
-        "napper", pin_image(catalog, spec, port_given=False).to_dict(), backend="local"
-    ).id
+    group_id = create_local(catalog, "napper", spec)
     controller()
     wait_for(lambda: catalog.groups.get("napper").status == "Idle", what="Idle")
 

@@ -3,7 +3,6 @@ finding 2): a slow start-up outlasting ``--idle-seconds``, with callers waiting 
 
 from __future__ import annotations
 
-import sys
 import time
 
 import pyarrow as pa
@@ -14,7 +13,7 @@ from chalk.catalog.resources import AutoScalingSpec
 from chalk.cli import main
 from chalk.common.config import Project
 from chalk.engine.calls import ModelCaller
-from tests.deploy.local.conftest import MODEL_HANDLER, save_image, wait_for
+from tests.deploy.local.conftest import MODEL_HANDLER, save_image, server_image, wait_for
 from tests.deploy.local.test_demand import Start, create, publish, scaled_reasons
 
 STARTUP_S = 2.5  # longer than the idle period below (1 s), as QA's 9 s against 5 s
@@ -42,14 +41,7 @@ def on_startup():
 
 
 def slow_image(catalog: Catalog, project: Project) -> None:
-    save_image(
-        catalog,
-        project,
-        "slow:latest",
-        files={"/app/server.py": SLOW_SERVER},
-        entrypoint=(sys.executable, "server.py", "8000"),
-        exposed_port=8000,
-    )
+    server_image(catalog, project, SLOW_SERVER, "slow:latest")
 
 
 def slow_model(catalog: Catalog, project: Project) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import re
 import stat
-import sys
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -18,9 +17,9 @@ from chalk.catalog import Catalog
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.common.config import Project
-from chalk.deploy.groups import pin_image
 from chalk.shim import RemoteCallClient
-from tests.deploy.local.conftest import RunningController, save_image, wait_for
+from tests.deploy.local.conftest import RunningController, create_local, save_image, wait_for
+from tests.deploy.local.conftest import server_image as save_server_image
 
 Start = Callable[..., RunningController]
 
@@ -45,27 +44,14 @@ while True:
 
 
 def server_image(catalog: Catalog, project: Project) -> None:
-    save_image(
-        catalog,
-        project,
-        "server:latest",
-        files={"/app/server.py": SERVER},
-        entrypoint=(sys.executable, "server.py", "8000"),
-        exposed_port=8000,
-    )
-
-
-def create(catalog: Catalog, name: str, spec: GroupSpec) -> str:
-    return catalog.groups.create(
-        name, pin_image(catalog, spec, port_given=False).to_dict(), backend="local"
-    ).id
+    save_server_image(catalog, project, SERVER)
 
 
 def test_a_replica_over_its_memory_limit_is_killed_as_oomkilled(
     catalog: Catalog, project: Project, controller: Start
 ) -> None:
     server_image(catalog, project)
-    group_id = create(
+    group_id = create_local(
         catalog,
         "hog",
         GroupSpec(
@@ -104,7 +90,7 @@ def test_a_group_asking_for_more_gpus_than_exist_stays_pending(
     catalog: Catalog, project: Project, controller: Start, tmp_path: Path
 ) -> None:
     server_image(catalog, project)
-    create(
+    create_local(
         catalog,
         "big",
         GroupSpec(image="server:latest", resources=ScalingGroupResourceRequest(gpu="t4:2")),
@@ -127,14 +113,14 @@ def test_gpus_are_granted_by_count_through_cuda_visible_devices(
 ) -> None:
     server_image(catalog, project)
     two = AutoScalingSpec(min_replicas=2, max_replicas=2, shutdown_delay_seconds=1)
-    gpu_id = create(
+    gpu_id = create_local(
         catalog,
         "gpu",
         GroupSpec(
             image="server:latest", scaling=two, resources=ScalingGroupResourceRequest(gpu="1")
         ),
     )
-    cpu_id = create(catalog, "cpu", GroupSpec(image="server:latest"))
+    cpu_id = create_local(catalog, "cpu", GroupSpec(image="server:latest"))
     controller(nvidia_smi_path=fake_nvidia_smi(tmp_path, 4))
 
     def visible(group_id: str, count: int) -> list[str] | None:
@@ -165,7 +151,7 @@ def test_cpu_load_scales_up_and_an_idle_group_scales_back_down(
         ),
         resources=ScalingGroupResourceRequest(cpu="200m"),
     )
-    group_id = create(catalog, "busy", spec)
+    group_id = create_local(catalog, "busy", spec)
     controller()
 
     wait_for(
@@ -224,7 +210,7 @@ def test_in_flight_calls_scale_a_slow_model_up(
             min_replicas=1, max_replicas=3, queue_depth_target=1, shutdown_delay_seconds=6
         ),
     )
-    group_id = create(catalog, "slow", spec)
+    group_id = create_local(catalog, "slow", spec)
     running = controller()
     endpoints = wait_for(
         lambda: (g := catalog.groups.get("slow")).status == "Ready" and g.endpoints,
@@ -282,7 +268,7 @@ def test_delete_lets_an_in_flight_call_finish(
         model=ModelRef("slow", 1),
         scaling=AutoScalingSpec(shutdown_delay_seconds=10),
     )
-    create(catalog, "slow", spec)
+    create_local(catalog, "slow", spec)
     controller()
     [endpoint] = wait_for(
         lambda: (g := catalog.groups.get("slow")).status == "Ready" and g.endpoints,
