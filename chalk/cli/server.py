@@ -67,6 +67,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--workers", type=int, default=1, help="server processes per replica (default 1)"
     )
     deploy.add_argument(
+        "--deadline",
+        type=float,
+        metavar="SECONDS",
+        help="chalk serve's --deadline in the cluster: one request's time (default 30)",
+    )
+    deploy.add_argument(
+        "--hold-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="chalk serve's --hold-timeout in the cluster: how long a model call waits for a "
+        "group at zero to wake (KEDA's poll, Prometheus' scrape, the pod's start), at most "
+        "--deadline (default 60)",
+    )
+    deploy.add_argument(
         "--catalog-url",
         help="the catalog's database URL the server reads, reachable from the cluster "
         "(default: CHALK_CATALOG_URL, else catalog_url in chalk.yaml); kept in the Secret",
@@ -190,6 +204,8 @@ def _server_spec(args: argparse.Namespace) -> ServerSpec:
         resources=resources,
         workers=args.workers,
         existing_secret=args.existing_secret,
+        deadline_s=args.deadline,
+        hold_timeout_s=args.hold_timeout,
     )
 
 

@@ -66,6 +66,23 @@ def test_dry_run_with_an_existing_secret_writes_none(
     assert volume["secret"]["secretName"] == "mine"
 
 
+def test_dry_run_passes_the_deadline_and_hold_timeout_to_chalk_serve(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = ["--deadline", "120", "--hold-timeout", "90", "--dry-run"]
+    code, out, err = run_chalk(capsys, "server", "deploy", "--image", IMAGE, *flags)
+    assert (code, err) == (0, "")
+    (container,) = _by_kind(out)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:2] == ["chalk", "serve"]
+    assert command[command.index("--deadline") + 1] == "120"
+    assert command[command.index("--hold-timeout") + 1] == "90"
+    code, out, err = run_chalk(capsys, "server", "deploy", "--image", IMAGE, "--dry-run")
+    (container,) = _by_kind(out)["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert "--deadline" not in container["command"]
+    assert "--hold-timeout" not in container["command"]
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -80,6 +97,8 @@ def test_dry_run_with_an_existing_secret_writes_none(
         (["--image", IMAGE, "--cpu", "lots"], "--cpu"),
         (["--image", IMAGE, "--memory", "4GB"], "--memory"),
         (["--image", IMAGE, "--workers", "0"], "--workers is out of range: expected 1 to 256"),
+        (["--image", IMAGE, "--deadline", "0"], "--deadline is out of range"),
+        (["--image", IMAGE, "--hold-timeout", "-1"], "--hold-timeout is out of range"),
         (["--image", IMAGE, "--name", "Chalk_Server"], "--name 'Chalk_Server' is not valid"),
         (
             ["--image", IMAGE, "--existing-secret", "mine", "--catalog-url", CATALOG_URL],
@@ -104,6 +123,8 @@ def test_dry_run_with_an_existing_secret_writes_none(
         "bad-cpu",
         "bad-memory",
         "no-workers",
+        "no-deadline",
+        "negative-hold",
         "bad-name",
         "secret-and-url",
         "sqlite-catalog",

@@ -89,6 +89,10 @@ class ServerSpec:
     resources: ScalingGroupResourceRequest = field(default_factory=ScalingGroupResourceRequest)
     workers: int = 1
     existing_secret: str | None = None
+    # chalk serve's --deadline and --hold-timeout (None: its defaults). A call to a group KEDA
+    # keeps at zero is held for the smaller of the two while the group wakes.
+    deadline_s: float | None = None
+    hold_timeout_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.resources.gpu is not None:
@@ -104,6 +108,25 @@ class ServerSpec:
         if type(self.workers) is not int:
             raise ValidationError(f"--workers is not a whole number: got {self.workers!r}")
         check_bound("workers", self.workers, what="--workers")
+        if self.deadline_s is not None:
+            check_bound("deadline_seconds", self.deadline_s, what="--deadline")
+        if self.hold_timeout_s is not None:
+            check_bound("hold_timeout_seconds", self.hold_timeout_s, what="--hold-timeout")
+
+    def serve_flags(self) -> list[str]:
+        """The ``chalk serve`` flags this spec adds to the server's fixed ones.
+
+        Examples
+        --------
+        >>> ServerSpec(image="x:1", deadline_s=90, hold_timeout_s=75.5).serve_flags()
+        ['--deadline', '90', '--hold-timeout', '75.5']
+        """
+        flags = []
+        if self.deadline_s is not None:
+            flags += ["--deadline", f"{self.deadline_s:g}"]
+        if self.hold_timeout_s is not None:
+            flags += ["--hold-timeout", f"{self.hold_timeout_s:g}"]
+        return flags
 
     def secret_name(self, name: str) -> str:
         return self.existing_secret or name
@@ -200,6 +223,7 @@ def _deployment(
     secret_name = spec.secret_name(name)
     command = ["chalk", "serve", "--host", "0.0.0.0", "--port", str(SERVER_PORT)]
     command += ["--workers", str(spec.workers), "--token-file", f"{TOKEN_DIR}/{TOKEN_KEY}"]
+    command += spec.serve_flags()
     catalog_url = {"secretKeyRef": {"name": secret_name, "key": CATALOG_URL_KEY}}
     container = {
         "name": "server",
