@@ -14,9 +14,14 @@ from chalk.common.errors import ChalkError
 from chalk.deploy.errors import DeployError
 
 # Control flow that never reaches a user: the runtime's way to end a gRPC call with a status,
-# and a queued chunk's deadline, which the dispatcher turns into the call's error (their
-# subclasses too); private classes (``_CastFailure``) are left out by their name.
-_INTERNAL = ("chalk.shim._methods.Abort", "chalk.engine.batching.QueueDeadline")
+# a queued chunk's deadline, which the dispatcher turns into the call's error, and a failed
+# DNS lookup, which the engine reads as "not known" (their subclasses too); private classes
+# (``_CastFailure``) are left out by their name.
+_INTERNAL = (
+    "chalk.shim._methods.Abort",
+    "chalk.engine.batching.QueueDeadline",
+    "chalk.engine.addresses.AddressLookupError",
+)
 
 
 def _error_classes() -> list[type[BaseException]]:
