@@ -187,9 +187,10 @@ def _deploy(args: argparse.Namespace) -> int:
         )
     elif changed:
         version = spec.model.version if spec.model else args.version
+        idle = live is not None and live.status == "Idle"
         print(
             f"scaling group {group.name!r} serves {args.model} version {version} at revision "
-            f"{group.revision}; {what_replicas_do(project, base, spec, args.wait)}"
+            f"{group.revision}; {what_replicas_do(project, base, spec, args.wait, idle=idle)}"
         )
     else:
         print(f"scaling group {group.name!r} already serves that version (unchanged)")

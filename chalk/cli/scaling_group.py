@@ -276,19 +276,50 @@ def _update(args: argparse.Namespace) -> int:
     elif changed:
         print(
             f"updated scaling group {group.name!r} to revision {group.revision} "
-            f"({image_text(stored)}); {what_replicas_do(project, current, stored, args.wait)}"
+            f"({image_text(stored)}); "
+            f"{what_replicas_do(project, current, stored, args.wait, idle=read.status == 'Idle')}"
         )
     else:
         print(f"scaling group {group.name!r} is unchanged (revision {group.revision})")
     return 0
 
 
-def what_replicas_do(project: Project, before: GroupSpec, after: GroupSpec, waited: bool) -> str:
+def what_replicas_do(
+    project: Project, before: GroupSpec, after: GroupSpec, waited: bool, *, idle: bool = False
+) -> str:
     """What the update does to the running replicas: a change of only the scaling (locally,
     also of the tags) keeps them, as the controller resizes and restarts nothing; any other
-    change rolls them."""
+    change rolls them. ``idle``: the group was at zero (``Idle``) before the update.
+
+    Examples
+    --------
+    >>> from dataclasses import replace
+    >>> from pathlib import Path
+    >>> from chalk.catalog.resources import AutoScalingSpec
+    >>> from chalk.catalog.specs import GroupSpec
+    >>> from chalk.common.config import Project, ProjectConfig
+    >>> config = ProjectConfig(project="demo", backend="kubernetes")
+    >>> kube = Project(Path("/p"), Path("/p/chalk.yaml"), config)
+    >>> zero = GroupSpec(image="a:1", scaling=AutoScalingSpec(min_replicas=0, max_replicas=2))
+    >>> what_replicas_do(kube, zero, replace(zero, image="a:2"), False, idle=True)
+    'it stays at zero: the next call starts a replica of this revision'
+    >>> one = replace(zero, scaling=AutoScalingSpec(min_replicas=1, max_replicas=2))
+    >>> what_replicas_do(kube, zero, one, False, idle=True)
+    'it leaves zero: 1 replica starts'
+    """
     kept = ("scaling",) if project.config.backend == "kubernetes" else ("scaling", "tags")
-    if _without(before, kept) == _without(after, kept):
+    only_scaling = _without(before, kept) == _without(after, kept)
+    if idle:
+        starting = after.scaling.min_replicas
+        if starting > 0:
+            started = "replica starts" if starting == 1 else "replicas start"
+            return f"it leaves zero: {starting} {started}"
+        if only_scaling:
+            return "it stays at zero (only the scaling changed)"
+        if project.config.backend == "kubernetes":
+            return "it stays at zero: the next call starts a replica of this revision"
+        return "a replica of this revision starts, and goes back to zero when idle"
+    if only_scaling:
         return f"its replicas are kept (only the {' or the '.join(kept)} changed)"
     return "its replicas serve it" if waited else "its replicas roll to it"
 
