@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from chalk.deploy.groups import (
     update_group,
     wait_until_serving,
 )
-from chalk.deploy.kubernetes.backend import KubernetesBackend
+from chalk.deploy.kubernetes.backend import KubeError, KubernetesBackend
 from tests.deploy.kubernetes.helpers import (
     is_absent,
     kube_project,
@@ -92,6 +93,71 @@ def test_a_group_at_min_zero_gets_a_scaled_object_and_switches_with_the_hpa(
     delete_group(project, catalog, "ner")
     for api_version, kind in [KEDA, _hpa(kube), ("apps/v1", "Deployment"), ("v1", "Service")]:
         assert is_absent(kube, api_version, kind)
+
+
+WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+
+
+@pytest.fixture
+def refusing_webhook(kube: KubernetesBackend, kube_namespace: str) -> Iterator[None]:
+    """A validating webhook no one answers, failing closed, for Deployment updates in the test
+    namespace only: the API server refuses them, as a policy webhook would."""
+    name = f"refuse-{kube_namespace}"
+    kube.request(
+        "PATCH",
+        f"/api/v1/namespaces/{kube_namespace}",
+        body={"metadata": {"labels": {"refuse-deployments": name}}},
+        content_type=MERGE_PATCH,
+    )
+    webhook = {
+        "name": "refuse.scalegroup.test",
+        "clientConfig": {"url": "https://127.0.0.1:1/refuse"},
+        "rules": [
+            {
+                "apiGroups": ["apps"],
+                "apiVersions": ["v1"],
+                "operations": ["UPDATE"],
+                "resources": ["deployments"],
+            }
+        ],
+        "namespaceSelector": {"matchLabels": {"refuse-deployments": name}},
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        "admissionReviewVersions": ["v1"],
+        "timeoutSeconds": 2,
+    }
+    body = {"metadata": {"name": name}, "webhooks": [webhook]}
+    kube.request("POST", WEBHOOKS, body=body)
+    yield
+    kube.request("DELETE", f"{WEBHOOKS}/{name}")
+
+
+def _refuses_updates(kube: KubernetesBackend) -> bool:
+    path = kube.path("apps/v1", "Deployment", "ner")
+    probe = {"metadata": {"annotations": {"probe": str(time.monotonic())}}}
+    try:
+        kube.request("PATCH", path, body=probe, content_type=MERGE_PATCH)
+    except KubeError:
+        return True
+    return False
+
+
+def test_a_refused_deployment_leaves_the_old_hpa_in_place(
+    project: Project, catalog: Catalog, kube: KubernetesBackend, refusing_webhook: None
+) -> None:
+    cpu_only = AutoScalingSpec(min_replicas=1, max_replicas=3)
+    create_group(
+        project, catalog, "ner", GroupSpec(image=IMAGE, scaling=cpu_only), port_given=False
+    )
+    # The API server reads webhook configurations through a watch: wait until it has this one.
+    deadline = time.monotonic() + 10
+    while not _refuses_updates(kube):
+        assert time.monotonic() < deadline, "the API server never called the webhook"
+        time.sleep(0.1)
+    with pytest.raises(KubeError, match=r"refused PATCH .*/deployments/ner"):
+        kube.apply("ner", GroupSpec(image=IMAGE, env={"MODEL": "large"}, scaling=ZERO))
+    assert read_object(kube, *_hpa(kube))["spec"]["minReplicas"] == 1
+    assert is_absent(kube, *KEDA)
 
 
 def test_reapplying_an_unchanged_scaled_object_changes_nothing(
