@@ -1,6 +1,6 @@
-"""``promtool test rules`` (Debian's prometheus package) evaluating a PromQL expression over
-given input series, for the tests of queries we hand to Prometheus (KEDA's demand query).
-Without ``promtool`` the tests are skipped, or fail under CI (CI=true)."""
+"""Prometheus' programs for the tests (Debian's prometheus package): skipped without one, failed
+under CI (CI=true); and ``promtool test rules`` evaluating a PromQL expression we hand to
+Prometheus (KEDA's demand query) over given input series."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from pathlib import Path
 import pytest
 import yaml
 
-__all__ = ["promtool_program", "run_expression_test"]
+__all__ = ["require_prometheus_tool", "run_expression_test"]
 
 
-def promtool_program() -> str:
-    """The path of ``promtool``; skips the test without it (fails it under CI=true)."""
-    found = shutil.which("promtool")
+def require_prometheus_tool(name: str) -> str:
+    """The path of ``name`` (``prometheus`` or ``promtool``, from Debian's prometheus package);
+    skips the test without it (fails it under CI=true)."""
+    found = shutil.which(name)
     if found is None:
         reason = (
-            "promtool (Debian's prometheus package) is not installed (apt-get install "
+            f"{name} (Debian's prometheus package) is not installed (apt-get install "
             "prometheus; scripts/test does it as root)"
         )
         if os.environ.get("CI") == "true":
@@ -57,7 +58,7 @@ def run_expression_test(
     path = directory / "query_test.yml"
     path.write_text(yaml.safe_dump(test))
     return subprocess.run(
-        [promtool_program(), "test", "rules", str(path)],
+        [require_prometheus_tool("promtool"), "test", "rules", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
