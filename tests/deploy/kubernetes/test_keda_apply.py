@@ -5,9 +5,11 @@ without a change, deleted; a Deployment KEDA put at 0 observes as Idle."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,6 +40,7 @@ IMAGE = "ghcr.io/acme/ner:1"
 KEDA = ("keda.sh/v1alpha1", "ScaledObject")
 MERGE_PATCH = "application/merge-patch+json"
 ZERO = AutoScalingSpec(min_replicas=0, max_replicas=3, idle_seconds=60)
+CPU_ONLY = AutoScalingSpec(min_replicas=1, max_replicas=3)
 
 
 @pytest.fixture
@@ -96,68 +99,109 @@ def test_a_group_at_min_zero_gets_a_scaled_object_and_switches_with_the_hpa(
 
 
 WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+Refuse = Callable[[str, str, str], None]
 
 
 @pytest.fixture
-def refusing_webhook(kube: KubernetesBackend, kube_namespace: str) -> Iterator[None]:
-    """A validating webhook no one answers, failing closed, for Deployment updates in the test
-    namespace only: the API server refuses them, as a policy webhook would."""
+def refuse(kube: KubernetesBackend, kube_namespace: str) -> Iterator[Refuse]:
+    """``refuse(api_group, resources, operation)``: a validating webhook no one answers,
+    failing closed, for that request in the test namespace only, so that the API server
+    refuses it as a policy webhook would."""
     name = f"refuse-{kube_namespace}"
     kube.request(
         "PATCH",
         f"/api/v1/namespaces/{kube_namespace}",
-        body={"metadata": {"labels": {"refuse-deployments": name}}},
+        body={"metadata": {"labels": {"refuse-requests": name}}},
         content_type=MERGE_PATCH,
     )
-    webhook = {
-        "name": "refuse.scalegroup.test",
-        "clientConfig": {"url": "https://127.0.0.1:1/refuse"},
-        "rules": [
+    webhooks: list[dict[str, Any]] = []
+
+    def install(api_group: str, resources: str, operation: str) -> None:
+        rule = {
+            "apiGroups": [api_group],
+            "apiVersions": ["*"],
+            "operations": [operation],
+            "resources": [resources],
+        }
+        webhooks.append(
             {
-                "apiGroups": ["apps"],
-                "apiVersions": ["v1"],
-                "operations": ["UPDATE"],
-                "resources": ["deployments"],
+                "name": f"refuse{len(webhooks)}.scalegroup.test",
+                "clientConfig": {"url": "https://127.0.0.1:1/refuse"},
+                "rules": [rule],
+                "namespaceSelector": {"matchLabels": {"refuse-requests": name}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+                "timeoutSeconds": 2,
             }
-        ],
-        "namespaceSelector": {"matchLabels": {"refuse-deployments": name}},
-        "failurePolicy": "Fail",
-        "sideEffects": "None",
-        "admissionReviewVersions": ["v1"],
-        "timeoutSeconds": 2,
-    }
-    body = {"metadata": {"name": name}, "webhooks": [webhook]}
-    kube.request("POST", WEBHOOKS, body=body)
-    yield
-    kube.request("DELETE", f"{WEBHOOKS}/{name}")
+        )
+        body = {"metadata": {"name": name}, "webhooks": webhooks}
+        kube.request("PUT" if len(webhooks) > 1 else "POST", WEBHOOKS, body=body)
+        # The API server reads webhook configurations through a watch: wait until it has it.
+        deadline = time.monotonic() + 10
+        while not _refused(kube, api_group):
+            assert time.monotonic() < deadline, "the API server never called the webhook"
+            time.sleep(0.1)
+
+    yield install
+    if webhooks:
+        kube.request("DELETE", f"{WEBHOOKS}/{name}")
 
 
-def _refuses_updates(kube: KubernetesBackend) -> bool:
-    path = kube.path("apps/v1", "Deployment", "ner")
-    probe = {"metadata": {"annotations": {"probe": str(time.monotonic())}}}
+def _refused(kube: KubernetesBackend, api_group: str) -> bool:
+    """Whether the server refuses a dry run: an update of Deployment ``ner`` (``apps``), else
+    the create of a ScaledObject ``probe``."""
+    dry_run = [("dryRun", "All")]
     try:
-        kube.request("PATCH", path, body=probe, content_type=MERGE_PATCH)
+        if api_group == "apps":
+            probe = {"metadata": {"annotations": {"probe": str(time.monotonic())}}}
+            path = kube.path("apps/v1", "Deployment", "ner")
+            kube.request("PATCH", path, query=dry_run, body=probe, content_type=MERGE_PATCH)
+        else:
+            api_version, kind = KEDA
+            body = {
+                "apiVersion": api_version,
+                "kind": kind,
+                "metadata": {"name": "probe"},
+                "spec": {"scaleTargetRef": {"name": "probe"}, "triggers": []},
+            }
+            kube.request("POST", kube.path(api_version, kind), query=dry_run, body=body)
     except KubeError:
         return True
     return False
 
 
 def test_a_refused_deployment_leaves_the_old_hpa_in_place(
-    project: Project, catalog: Catalog, kube: KubernetesBackend, refusing_webhook: None
+    project: Project, catalog: Catalog, kube: KubernetesBackend, refuse: Refuse
 ) -> None:
-    cpu_only = AutoScalingSpec(min_replicas=1, max_replicas=3)
     create_group(
-        project, catalog, "ner", GroupSpec(image=IMAGE, scaling=cpu_only), port_given=False
+        project, catalog, "ner", GroupSpec(image=IMAGE, scaling=CPU_ONLY), port_given=False
     )
-    # The API server reads webhook configurations through a watch: wait until it has this one.
-    deadline = time.monotonic() + 10
-    while not _refuses_updates(kube):
-        assert time.monotonic() < deadline, "the API server never called the webhook"
-        time.sleep(0.1)
+    refuse("apps", "deployments", "UPDATE")
     with pytest.raises(KubeError, match=r"refused PATCH .*/deployments/ner"):
         kube.apply("ner", GroupSpec(image=IMAGE, env={"MODEL": "large"}, scaling=ZERO))
     assert read_object(kube, *_hpa(kube))["spec"]["minReplicas"] == 1
     assert is_absent(kube, *KEDA)
+
+
+def test_a_refused_scaled_object_fails_the_group_saying_it_has_no_autoscaler(
+    project: Project, catalog: Catalog, kube: KubernetesBackend, refuse: Refuse
+) -> None:
+    create_group(
+        project, catalog, "ner", GroupSpec(image=IMAGE, scaling=CPU_ONLY), port_given=False
+    )
+    refuse("keda.sh", "scaledobjects", "CREATE")
+    says = (
+        r"scaling group 'ner' has no autoscaler now \(its HorizontalPodAutoscaler was "
+        r"deleted\): its ScaledObject was refused: .*; fix the cause, then apply it again "
+        r"with `chalk scaling-group update --name ner`"
+    )
+    with pytest.raises(KubeError, match=says):
+        update_group(project, catalog, "ner", {"scaling": ZERO})
+    assert is_absent(kube, *_hpa(kube))
+    group = catalog.groups.get("ner")
+    assert group.status == "Failed"
+    assert re.search(says, group.reason)
 
 
 def test_reapplying_an_unchanged_scaled_object_changes_nothing(
