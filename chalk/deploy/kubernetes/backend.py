@@ -62,6 +62,7 @@ APPLY_PATCH: Final = "application/apply-patch+yaml"
 # The digest of the manifest an object was last applied from (``KubernetesBackend.apply_object``).
 APPLIED_DIGEST: Final = "chalk.ai/applied-digest"
 _EVENTS_SHOWN: Final = 20
+_AUTOSCALER_KINDS: Final = frozenset({"HorizontalPodAutoscaler", SCALED_OBJECT})
 
 
 class KubeError(DeployError):
@@ -240,21 +241,50 @@ class KubernetesBackend:
                 _require_ours(owner, obj, current)
 
     def apply(self, name: str, spec: GroupSpec) -> list[dict[str, Any]]:
-        """Server-side apply the group's objects, having removed the ones it no longer has (an
-        HPA once it stops autoscaling or gets a ScaledObject, a ScaledObject once it no longer
+        """Server-side apply the group's objects and remove the ones it no longer has (an HPA
+        once it stops autoscaling or gets a ScaledObject, a ScaledObject once it no longer
         needs KEDA, an HTTPRoute once the gateway goes). Returns the objects as the server
         stored them. Unchanged objects are not changed.
 
-        The removal comes first so that no two autoscalers ever drive the Deployment (KEDA's
+        The Deployment, Service and HTTPRoute go first, so that a refused one leaves the old
+        autoscaler in place; then the kinds the group no longer has go, before the new
+        autoscaler lands, so that no two autoscalers ever drive the Deployment (KEDA's
         admission webhook refuses a ScaledObject for a Deployment another HPA scales).
         """
         objects = self.manifests(name, spec)
         self.check(name, objects)
+        stored = {
+            id(obj): self.apply_object(obj)
+            for obj in objects
+            if obj["kind"] not in _AUTOSCALER_KINDS
+        }
         kept = {(obj["apiVersion"], obj["kind"]) for obj in objects}
-        for api_version, kind in self.optional_kinds():
-            if (api_version, kind) not in kept:
-                self.delete_owned(Owner.group(name), api_version, kind)
-        return [self.apply_object(obj) for obj in objects]
+        removed = [
+            kind
+            for api_version, kind in self.optional_kinds()
+            if (api_version, kind) not in kept
+            and self.delete_owned(Owner.group(name), api_version, kind)
+        ]
+        for obj in objects:
+            if obj["kind"] in _AUTOSCALER_KINDS:
+                stored[id(obj)] = self._apply_autoscaler(name, obj, removed)
+        return [stored[id(obj)] for obj in objects]
+
+    def _apply_autoscaler(
+        self, name: str, obj: Mapping[str, Any], removed: Sequence[str]
+    ) -> dict[str, Any]:
+        try:
+            return self.apply_object(obj)
+        except KubeError as error:
+            if not removed and self._read(obj) is not None:
+                raise
+            gone = f" (its {' and '.join(removed)} was deleted)" if removed else ""
+            raise KubeError(
+                f"scaling group {name!r} has no autoscaler now{gone}: its {obj['kind']} was "
+                f"refused: {error}; fix the cause, then apply it again with "
+                f"`chalk scaling-group update --name {name}`",
+                status=error.status,
+            ) from None
 
     # --- observe
 

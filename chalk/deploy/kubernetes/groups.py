@@ -138,8 +138,8 @@ class KubernetesGroups:
     ) -> tuple[ScalingGroup, bool]:
         """Store the spec, then apply it (also when unchanged: that repairs drift and changes
         nothing otherwise). A failed apply marks the group Failed with the reason."""
-        found = catalog.groups.find(name)
-        before = None if found is None else GroupSpec.from_dict(found.spec).scaling
+        # A missing group says so before the cluster is asked (as delete does).
+        before = GroupSpec.from_dict(catalog.groups.get(name).spec).scaling
         keda = self._backend().features().keda
         # Before the spec is stored.
         self._refuse_what_needs_keda(name, spec.scaling, keda=keda, stored=before)

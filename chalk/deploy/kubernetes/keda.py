@@ -146,13 +146,16 @@ def scaled_object(
 
     KEDA owns the HorizontalPodAutoscaler it makes of this (``keda-hpa-<name>``) and takes the
     Deployment to zero after ``idle_seconds`` (its cooldown) with no demand, and back to one at
-    the first demand (the prometheus trigger's activation above 0).
+    the first demand (the prometheus trigger's activation above 0). A new group waits
+    ``idle_seconds`` too before its first scale to zero (``initialCooldownPeriod``, KEDA 2.14).
 
     Examples
     --------
     >>> obj = scaled_object("ner", AutoScalingSpec(min_replicas=0, max_replicas=3), {}, "http://p")
     >>> [t["type"] for t in obj["spec"]["triggers"]], obj["spec"]["cooldownPeriod"]
     (['cpu', 'prometheus'], 300)
+    >>> obj["spec"]["initialCooldownPeriod"]
+    300
     """
     triggers = []
     target_cpu = scaling.effective_target_cpu
@@ -184,6 +187,9 @@ def scaled_object(
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
             "pollingInterval": POLLING_INTERVAL_S,
             "cooldownPeriod": scaling.effective_idle_seconds,
+            # KEDA >= 2.14: the cooldown counts from the last active trigger, which a new
+            # ScaledObject has none of, so without this a new group would go to zero at once.
+            "initialCooldownPeriod": scaling.effective_idle_seconds,
             "minReplicaCount": scaling.min_replicas,
             "maxReplicaCount": scaling.max_replicas,
             "advanced": {

@@ -17,13 +17,14 @@ from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY, Endpoint, runs_i
 from chalk.catalog.resources import GPU_RESOURCE_NAME, AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
 from chalk.common.config import Project
-from chalk.common.errors import ConfigError, ValidationError
+from chalk.common.errors import ConfigError
 from chalk.deploy.kubernetes.keda import (
     KEDA_API_VERSION,
     METRICS_PORT_ENV,
     METRICS_PORT_NAME,
     metrics_port,
     needs_keda,
+    refuse_what_needs_keda,
     scaled_object,
     scrape_annotations,
 )
@@ -310,10 +311,14 @@ def group_manifests(
     """
     features = features or ServerFeatures()
     if spec.scaling.scales_to_zero and not _renders_keda(spec.scaling, placement, features):
-        # Refused with the reason before this (keda.refuse_what_needs_keda): an HPA cannot.
-        raise ValidationError(
-            f"scaling group {name!r} scales to zero (min_replicas=0), which on Kubernetes "
-            f"needs KEDA and kubernetes.prometheus_url: expected both, or --min-replicas 1"
+        # Refused with the reason before this too (groups.py): an HPA cannot go to zero.
+        refuse_what_needs_keda(
+            name,
+            spec.scaling,
+            keda=features.keda,
+            prometheus_url=placement.prometheus_url,
+            cluster="the cluster",
+            config_path="chalk.yaml",
         )
     objects = [
         deployment(name, spec, placement, features, live_replicas=live_replicas),

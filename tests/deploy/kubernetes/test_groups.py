@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from chalk.catalog import Catalog, Endpoint
-from chalk.catalog.errors import ValidationError
+from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY, LocalImage
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec
@@ -108,6 +108,14 @@ def test_a_digest_reference_is_pinned_and_a_public_bare_name_passes(
     assert (pinned.image, pinned.image_digest) == (f"ghcr.io/a/b@{digest}", digest)
     public = groups.prepare(catalog, GroupSpec(image="python:3.11"), port_given=False)
     assert public.image == "python:3.11"
+
+
+def test_an_update_of_a_missing_group_says_so_before_connecting(
+    project: Project, catalog: Catalog
+) -> None:
+    groups = KubernetesGroups(project, connect=_no_cluster)  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError, match=r"'ghost'"):
+        groups.update(catalog, "ghost", GroupSpec(image="ghcr.io/acme/ner:1"), expected_revision=1)
 
 
 @pytest.mark.parametrize(

@@ -73,6 +73,8 @@ def test_a_group_at_zero_scales_on_cpu_and_wakes_on_demand() -> None:
     assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "ner"}
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 3)
     assert (spec["cooldownPeriod"], spec["pollingInterval"]) == (120, 5)
+    # A new ScaledObject has no last active trigger: it waits idle_seconds all the same.
+    assert spec["initialCooldownPeriod"] == 120
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior == {"scaleDown": {"stabilizationWindowSeconds": 30}}
     cpu, demand = spec["triggers"]
@@ -134,10 +136,20 @@ def test_a_group_gets_a_scaled_object_only_when_it_needs_and_may_have_one(
     assert not {"ScaledObject", "HorizontalPodAutoscaler"} <= set(kinds)
 
 
-def test_zero_never_renders_without_keda() -> None:
+@pytest.mark.parametrize(
+    ("placement", "features", "missing"),
+    [
+        (PLACEMENT, ServerFeatures(keda=False), r"the cluster serves no KEDA ScaledObject"),
+        (Placement("ml", "dev"), ServerFeatures(keda=True), r"chalk\.yaml names no Prometheus"),
+    ],
+    ids=["no-keda", "no-prometheus-url"],
+)
+def test_zero_never_renders_without_keda_and_says_what_is_missing(
+    placement: Placement, features: ServerFeatures, missing: str
+) -> None:
     spec = GroupSpec(image=IMAGE, scaling=KEDA_SCALINGS["zero-on-cpu"])
-    with pytest.raises(ValidationError, match=r"scaling group 'ner' scales to zero"):
-        group_manifests("ner", spec, PLACEMENT, ServerFeatures(keda=False))
+    with pytest.raises(ValidationError, match=rf"scaling group 'ner' scales to zero.*{missing}"):
+        group_manifests("ner", spec, placement, features)
 
 
 def test_a_new_group_at_min_zero_starts_at_one_and_an_apply_keeps_zero() -> None:

@@ -9,8 +9,6 @@ they fail instead (scripts/_prometheus.sh installs it as root).
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -28,6 +26,7 @@ from chalk.server.dashboard.routes import Dashboard
 from chalk.shim.client import RemoteCallClient
 from tests.engine.call_handlers import BLOCK
 from tests.engine.conftest import runtimes
+from tests.support.promtool import require_prometheus_tool
 from tests.support.runtime_process import RuntimeProcess, free_port
 
 POD = "ner-5d8f9c-x7k2p"
@@ -36,16 +35,7 @@ BLOCK_S = 4.0
 
 
 def _prometheus_program() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        reason = (
-            "Debian's prometheus is not installed (apt-get install prometheus; scripts/test "
-            "does it as root)"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; under CI it is required")
-        pytest.skip(reason)
-    return found
+    return require_prometheus_tool("prometheus")
 
 
 @pytest.fixture(scope="module")
