@@ -288,10 +288,11 @@ class KubernetesBackend:
 
     # --- observe
 
-    def observe(self, name: str, group_id: str, *, scales_to_zero: bool = False) -> GroupState:
+    def observe(self, name: str, group_id: str, *, idle_seconds: int | None = None) -> GroupState:
         """Read the Deployment's status, its pods and the events about them and about its
         autoscaler (ours, or KEDA's ScaledObject and the HPA KEDA made of it).
-        ``scales_to_zero``: the group's minimum is 0, so a Deployment at 0 is Idle."""
+        ``idle_seconds``: the group's idle time when its minimum is 0 (a Deployment at 0 is
+        then Idle, when its ScaledObject is there to wake it); None otherwise."""
         namespace = self.placement.namespace
         deployment = self.read_path(self.path("apps/v1", "Deployment", name))
         if deployment is None:
@@ -326,7 +327,12 @@ class KubernetesBackend:
         involved |= {("ReplicaSet", rs["metadata"]["name"]) for rs in replica_sets}
         involved |= {("Pod", pod["metadata"]["name"]) for pod in pods}
         events = self._events(group_id, involved)
-        status, reason = group_status(deployment, pods, events, scales_to_zero=scales_to_zero)
+        at_zero = idle_seconds is not None and int(deployment["spec"].get("replicas", 0)) == 0
+        scaled_object = at_zero and self._scaled_object(name) is not None
+        status, reason = group_status(
+            deployment, pods, events, idle_seconds=idle_seconds, scaled_object=scaled_object
+        )
+        reason = reason.replace("--name <group>", f"--name {name}")
         counts = deployment.get("status") or {}
         return GroupState(
             status=status.value,
@@ -337,6 +343,12 @@ class KubernetesBackend:
             replicas=replicas,
             events=tuple(events[-_EVENTS_SHOWN:]),
         )
+
+    def _scaled_object(self, name: str) -> dict[str, Any] | None:
+        """The group's ScaledObject; None where it or KEDA is missing."""
+        if not self.features().keda:
+            return None
+        return self.read_path(self.path(KEDA_API_VERSION, SCALED_OBJECT, name))
 
     # --- delete
 

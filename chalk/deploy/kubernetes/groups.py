@@ -169,7 +169,7 @@ class KubernetesGroups:
     def observe(self, catalog: Catalog, group: ScalingGroup) -> GroupView:
         """Read the cluster's view of the group and record it in the catalog."""
         scaling = GroupSpec.from_dict(group.spec).scaling
-        state = self._backend().observe(group.name, group.id, scales_to_zero=scaling.scales_to_zero)
+        state = self._backend().observe(group.name, group.id, idle_seconds=_idle_seconds(scaling))
         catalog.groups.report(
             group.id,
             status=state.status,
@@ -224,7 +224,7 @@ class KubernetesGroups:
     ) -> ScalingGroup:
         endpoints, url, note = self._endpoints(group.name, spec)
         state = self._backend().observe(
-            group.name, group.id, scales_to_zero=spec.scaling.scales_to_zero
+            group.name, group.id, idle_seconds=_idle_seconds(spec.scaling)
         )
         catalog.groups.report(
             group.id,
@@ -255,3 +255,8 @@ def _refuse_local_image(catalog: Catalog, reference: str) -> None:
 
 def _entrypoint_port(entrypoint: tuple[str, ...] | None) -> int | None:
     return argv_port(entrypoint or ())
+
+
+def _idle_seconds(scaling: AutoScalingSpec) -> int | None:
+    """The group's idle time before zero; None when it never goes to zero."""
+    return scaling.effective_idle_seconds if scaling.scales_to_zero else None

@@ -230,16 +230,26 @@ def refuse_what_needs_keda(
     chalk.common.errors.ValidationError: scaling group 'ner' scales to zero (min_replicas=0), \
 which on Kubernetes needs KEDA reading the group's demand from Prometheus, and /p/chalk.yaml \
 names no Prometheus server: expected kubernetes.prometheus_url in /p/chalk.yaml (e.g. \
-http://prometheus.monitoring:9090); set it, or give --min-replicas 1 or more and no \
---queue-depth-target
+http://prometheus.monitoring:9090); set it, or give --min-replicas 1 or more and \
+--queue-depth-target none
     >>> stored = AutoScalingSpec(max_replicas=3, queue_depth_target=4)
     >>> refuse_what_needs_keda("ner", AutoScalingSpec(max_replicas=3, queue_depth_target=8),
     ...     keda=False, prometheus_url=None, cluster="", config_path="", stored=stored)
+    >>> unused = AutoScalingSpec(min_replicas=2, max_replicas=2, queue_depth_target=4)
+    >>> refuse_what_needs_keda("ner", AutoScalingSpec(min_replicas=2, max_replicas=4,
+    ...     queue_depth_target=4), keda=True, prometheus_url=None, cluster="",
+    ...     config_path="/p/chalk.yaml", stored=unused)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    chalk.common.errors.ValidationError: scaling group 'ner' scales on demand \
+(queue_depth_target=4), which on Kubernetes needs KEDA reading ...
     """
     asks = []
     if scaling.scales_to_zero:
         asks.append("scales to zero (min_replicas=0)")
-    had_target = stored is not None and stored.queue_depth_target is not None
+    # Only a target the stored group already scaled on (min < max): one stored unused on a
+    # fixed count starts to need KEDA when an update lets the count change.
+    had_target = stored is not None and stored.queue_depth_target is not None and stored.autoscales
     if scaling.queue_depth_target is not None and scaling.autoscales and not had_target:
         asks.append(f"scales on demand (queue_depth_target={scaling.queue_depth_target})")
     missing, expected, fixes = [], [], []
@@ -259,5 +269,5 @@ http://prometheus.monitoring:9090); set it, or give --min-replicas 1 or more and
         f"scaling group {name!r} {' and '.join(asks)}, which on Kubernetes needs KEDA reading "
         f"the group's demand from Prometheus, and {' and '.join(missing)}: expected "
         f"{' and '.join(expected)}; {' and '.join(fixes)}, or give --min-replicas 1 or more "
-        f"and no --queue-depth-target"
+        f"and --queue-depth-target none"
     )

@@ -11,11 +11,8 @@ from typing import Any, Final
 from chalk.catalog.records import Event, Replica
 from chalk.deploy.states import GroupStatus
 
-__all__ = ["IDLE_REASON", "event_time", "group_status", "pod_replica", "version_number"]
+__all__ = ["event_time", "group_status", "pod_replica", "version_number"]
 
-IDLE_REASON: Final = (
-    "scaled to zero by KEDA after idle_seconds with no demand; the next call wakes it"
-)
 
 _G = GroupStatus
 # Waiting reasons of a container that mean the group is in trouble, not merely starting, and
@@ -43,16 +40,48 @@ def group_status(
     pods: Sequence[Mapping[str, Any]],
     events: Sequence[Event],
     *,
-    scales_to_zero: bool = False,
+    idle_seconds: int | None = None,
+    scaled_object: bool = True,
 ) -> tuple[GroupStatus, str]:
     """The group's status and its reason, from the Deployment, then pods, then events.
 
-    A Deployment at 0 replicas of a group that scales to zero (``scales_to_zero``) is Idle:
-    KEDA put it there, and the next call wakes it.
+    A Deployment at 0 replicas of a group that scales to zero (``idle_seconds``: its idle
+    time; None when its minimum is not 0) is Idle when its ScaledObject is there
+    (``scaled_object``) to wake it, and says so; with a warning from KEDA about it, the reason
+    quotes the warning instead of promising a wake. With no ScaledObject nothing wakes it:
+    Failed, naming the fix.
+
+    Examples
+    --------
+    >>> at_zero = {"metadata": {}, "spec": {"replicas": 0}}
+    >>> group_status(at_zero, [], [], idle_seconds=120)[1]
+    'scaled to zero by KEDA after 120 s with no demand; the next call wakes it'
+    >>> group_status(at_zero, [], [], idle_seconds=120, scaled_object=False)[0]
+    <GroupStatus.FAILED: 'Failed'>
     """
-    if scales_to_zero and int(deployment["spec"].get("replicas", 0)) == 0:
-        return GroupStatus.IDLE, IDLE_REASON
+    if idle_seconds is not None and int(deployment["spec"].get("replicas", 0)) == 0:
+        if not scaled_object:
+            return GroupStatus.FAILED, (
+                "at zero replicas with no KEDA ScaledObject to wake it: expected KEDA installed "
+                "and the group's ScaledObject; apply it again with `chalk scaling-group update "
+                "--name <group>`, or give --min-replicas 1"
+            )
+        idle = f"scaled to zero by KEDA after {idle_seconds} s with no demand"
+        warning = _keda_warning(events)
+        if warning is not None:
+            return GroupStatus.IDLE, f"{idle}; but KEDA warns, so a call may not wake it: {warning}"
+        return GroupStatus.IDLE, f"{idle}; the next call wakes it"
     return _running_status(deployment, pods, events)
+
+
+def _keda_warning(events: Sequence[Event]) -> str | None:
+    """The latest Warning event about the group's ScaledObject (a scaler that fails, such as
+    a Prometheus KEDA cannot reach), as ``reason: message``; None without one."""
+    for event in reversed(events):
+        about_keda = event.message.startswith(("scaledobject/", "horizontalpodautoscaler/keda-"))
+        if event.type == "Warning" and about_keda:
+            return f"{event.reason}: {event.message.partition(': ')[2]}"
+    return None
 
 
 def _running_status(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
 
 from chalk.catalog.errors import ValidationError
+from chalk.catalog.records import Event
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.deploy.kubernetes.keda import (
@@ -194,8 +196,8 @@ URL_MISSING = "/p/chalk.yaml names no Prometheus server"
             f"scaling group 'ner' scales to zero (min_replicas=0), which on Kubernetes needs KEDA "
             f"reading the group's demand from Prometheus, and {KEDA_MISSING}: expected KEDA "
             f"installed in the cluster of context 'prod'; install KEDA "
-            f"(https://keda.sh/docs/latest/deploy/), or give --min-replicas 1 or more and no "
-            f"--queue-depth-target",
+            f"(https://keda.sh/docs/latest/deploy/), or give --min-replicas 1 or more and "
+            f"--queue-depth-target none",
         ),
         (
             AutoScalingSpec(max_replicas=3, queue_depth_target=4),
@@ -204,7 +206,7 @@ URL_MISSING = "/p/chalk.yaml names no Prometheus server"
             f"scaling group 'ner' scales on demand (queue_depth_target=4), which on Kubernetes "
             f"needs KEDA reading the group's demand from Prometheus, and {URL_MISSING}: expected "
             f"kubernetes.prometheus_url in /p/chalk.yaml (e.g. http://prometheus.monitoring:9090)"
-            f"; set it, or give --min-replicas 1 or more and no --queue-depth-target",
+            f"; set it, or give --min-replicas 1 or more and --queue-depth-target none",
         ),
         (
             AutoScalingSpec(min_replicas=0, max_replicas=3, queue_depth_target=4),
@@ -216,7 +218,7 @@ URL_MISSING = "/p/chalk.yaml names no Prometheus server"
             f"the cluster of context 'prod' and kubernetes.prometheus_url in /p/chalk.yaml (e.g. "
             f"http://prometheus.monitoring:9090); install KEDA "
             f"(https://keda.sh/docs/latest/deploy/) and set kubernetes.prometheus_url, or give "
-            f"--min-replicas 1 or more and no --queue-depth-target",
+            f"--min-replicas 1 or more and --queue-depth-target none",
         ),
     ],
     ids=["no-keda", "no-url", "neither"],
@@ -279,11 +281,31 @@ def _deployment(replicas: int) -> dict[str, Any]:
 
 
 def test_a_deployment_at_zero_is_idle_only_for_a_group_that_scales_to_zero() -> None:
-    status, reason = group_status(_deployment(0), [], [], scales_to_zero=True)
+    status, reason = group_status(_deployment(0), [], [], idle_seconds=120)
     assert status is GroupStatus.IDLE
-    assert "scaled to zero by KEDA after idle_seconds with no demand" in reason
+    assert reason == "scaled to zero by KEDA after 120 s with no demand; the next call wakes it"
     assert group_status(_deployment(0), [], [])[0] is GroupStatus.READY
-    assert group_status(_deployment(1), [], [], scales_to_zero=True)[0] is not GroupStatus.IDLE
+    assert group_status(_deployment(1), [], [], idle_seconds=120)[0] is not GroupStatus.IDLE
+
+
+def test_at_zero_without_its_scaled_object_nothing_wakes_it() -> None:
+    status, reason = group_status(_deployment(0), [], [], idle_seconds=60, scaled_object=False)
+    assert status is GroupStatus.FAILED
+    assert "no KEDA ScaledObject to wake it" in reason
+
+
+def test_at_zero_a_warning_from_keda_is_quoted_instead_of_a_promise() -> None:
+    failed = Event(
+        group_id="g",
+        time=dt.datetime.now(dt.UTC),
+        type="Warning",
+        reason="KEDAScalerFailed",
+        message="scaledobject/ner: lookup prometheus.monitoring: no such host",
+    )
+    status, reason = group_status(_deployment(0), [], [failed], idle_seconds=60)
+    assert status is GroupStatus.IDLE
+    assert "the next call wakes it" not in reason
+    assert "KEDAScalerFailed: lookup prometheus.monitoring: no such host" in reason
 
 
 K8S_YAML = """\
