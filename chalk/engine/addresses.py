@@ -12,25 +12,30 @@ import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from chalk.catalog.records import Endpoint
 
 __all__ = [
     "DNS_LOOKUP_S",
     "DNS_RECOUNT_S",
+    "DNS_RETRY_S",
     "AddressCounts",
     "AddressLookupError",
     "CountAddresses",
     "DnsName",
     "count_addresses",
     "dns_name",
+    "retrieved",
     "service_without_pods",
 ]
 
 # How long a positive count of a dns: target's addresses stands (pods come and go; a call that
 # finds them gone counts again at once).
 DNS_RECOUNT_S: Final = 30.0
+# How long after a failed lookup of a target the last count stands before it is looked up
+# again (a caller that asks for a fresh count, a held call, looks up all the same).
+DNS_RETRY_S: Final = 5.0
 # How long a lookup at a target's own DNS server may take before it counts as failed (a
 # cluster's DNS answers in milliseconds).
 DNS_LOOKUP_S: Final = 2.0
@@ -104,10 +109,18 @@ async def count_addresses(name: DnsName, *, timeout_s: float = DNS_LOOKUP_S) -> 
     over): 0 when the name does not exist or has no address record (NXDOMAIN, no data: a
     headless Service with no ready pod). Raises ``AddressLookupError`` when the lookup itself
     failed (a timeout, a server failure): that is the transport's to report. ``timeout_s``
-    bounds a lookup at the target's own DNS server (the system's resolver has its own)."""
-    if name.server is None:
-        return await _count_by_system(name)
-    return await _count_at_server(name, name.server, timeout_s)
+    bounds the whole lookup (both the A and the AAAA query at a named server; the system's
+    resolver, which may retry for longer, is abandoned then)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            if name.server is None:
+                return await _count_by_system(name)
+            return await _count_at_server(name, name.server, timeout_s)
+    except TimeoutError:
+        at = "" if name.server is None else f" at {name.server[0]}:{name.server[1]}"
+        raise AddressLookupError(
+            f"looking up {name.host}{at} failed: no answer within {timeout_s:g} s"
+        ) from None
 
 
 async def _count_by_system(name: DnsName) -> int:
@@ -172,18 +185,38 @@ class AddressCounts:
         self._counted: dict[str, tuple[float, int]] = {}
         # The lookup of each target in progress: when it started, and the lookup.
         self._lookups: dict[str, tuple[float, asyncio.Task[int]]] = {}
+        # When the last lookup of each target that failed started (cleared by one that did not).
+        self._failed: dict[str, float] = {}
 
     def last(self, target: str) -> int | None:
         """The last count of ``target``; None before one finished."""
         counted = self._counted.get(target)
         return None if counted is None else counted[1]
 
+    def has_addresses(self, target: str) -> bool:
+        """Whether the last count of ``target`` found an address, for a call that must not
+        wait for a lookup: when that count is older than ``DNS_RECOUNT_S``, a recount starts
+        in the background (unless one runs, or one failed in the last ``DNS_RETRY_S``)."""
+        counted = self._counted.get(target)
+        if counted is None or not counted[1]:
+            return False
+        now = time.monotonic()
+        if (
+            now - counted[0] >= DNS_RECOUNT_S
+            and target not in self._lookups
+            and not self._failed_within(target, now)
+        ):
+            self._start(target, now)
+        return True
+
     async def count(self, target: str, *, since: float | None = None) -> int:
         """How many addresses the ``dns:`` target ``target`` resolves to now.
 
         With ``since`` (a ``time.monotonic()``), from a lookup started then or later (one
         in progress is shared); without, a positive count from the last ``DNS_RECOUNT_S``
-        serves too. Raises ``AddressLookupError`` when the lookup failed.
+        serves too, and any last count after a lookup failed in the last ``DNS_RETRY_S``.
+        Raises ``AddressLookupError`` when the lookup failed (or, without ``since``, failed
+        in the last ``DNS_RETRY_S`` and nothing was counted before).
         """
         now = time.monotonic()
         counted = self._counted.get(target)
@@ -193,21 +226,39 @@ class AddressCounts:
                 addresses or since is not None
             ):
                 return addresses
+        if since is None and self._failed_within(target, now):
+            if counted is not None:
+                return counted[1]
+            raise AddressLookupError(
+                f"looking up {target} failed in the last {DNS_RETRY_S:g} s; not yet retried"
+            )
         running = self._lookups.get(target)
         if running is None or (since is not None and running[0] < since):
-            name = dns_name(target)
-            if name is None:
-                raise ValueError(f"{target!r} is not a dns: target")
-            task = asyncio.get_running_loop().create_task(self._lookup(target, name, now))
-            task.add_done_callback(_retrieved)
-            running = (now, task)
-            self._lookups[target] = running
+            running = self._start(target, now)
         # Shielded: a caller cancelled while waiting leaves the lookup to the others.
         return await asyncio.shield(running[1])
+
+    def _failed_within(self, target: str, now: float) -> bool:
+        failed = self._failed.get(target)
+        return failed is not None and now - failed < DNS_RETRY_S
+
+    def _start(self, target: str, now: float) -> tuple[float, asyncio.Task[int]]:
+        """Start a lookup of ``target`` (on the running loop), shared by whoever asks."""
+        name = dns_name(target)
+        if name is None:
+            raise ValueError(f"{target!r} is not a dns: target")
+        task = asyncio.get_running_loop().create_task(self._lookup(target, name, now))
+        task.add_done_callback(retrieved)
+        running = (now, task)
+        self._lookups[target] = running
+        return running
 
     async def _lookup(self, target: str, name: DnsName, started: float) -> int:
         try:
             addresses = await self._count(name)
+        except OSError:
+            self._failed[target] = started
+            raise
         finally:
             running = self._lookups.get(target)
             if running is not None and running[0] == started:
@@ -215,12 +266,15 @@ class AddressCounts:
         counted = self._counted.get(target)
         if counted is None or counted[0] <= started:
             self._counted[target] = (started, addresses)
+            self._failed.pop(target, None)
         return addresses
 
 
-def _retrieved(lookup: asyncio.Task[int]) -> None:
-    if not lookup.cancelled():
-        lookup.exception()  # retrieved: every waiter may have been cancelled
+def retrieved(task: asyncio.Future[Any]) -> None:
+    """Mark the error of a shared task ``task`` as retrieved (a done callback): every caller
+    waiting for it may have been cancelled, and asyncio would log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def service_without_pods(
@@ -230,11 +284,15 @@ async def service_without_pods(
     no address (a headless Service with no ready pod: its group is at zero, or its pods are
     not ready yet); "" otherwise: no endpoint, another kind of target, an address found, or a
     lookup that failed (a timeout or a server failure stays the transport's to report).
-    ``since``: as ``AddressCounts.count``'s."""
+    ``since``: as ``AddressCounts.count``'s; without it, an endpoint whose last count found an
+    address answers at once (``AddressCounts.has_addresses``), so the calls to a group with
+    pods up make no lookup."""
     names = [dns_name(endpoint.target) for endpoint in endpoints]
     if not names or any(name is None for name in names):
         return ""
     for endpoint in endpoints:
+        if since is None and counts.has_addresses(endpoint.target):
+            return ""  # pods were up: no call waits for a lookup (a recount runs behind)
         try:
             if await counts.count(endpoint.target, since=since):
                 return ""

@@ -54,8 +54,8 @@ class QueueDeadline(Exception):
 class Sent:
     """How one attempt of a chunk went: the endpoint it went to (None: no endpoint could take
     it), its answer or the error of the whole model call, how many calls' chunks shared that
-    model call, how long the chunk waited in the queue, why it left, and how long the model
-    call took."""
+    model call, how long the chunk waited in the queue, why it left, how long the model call
+    took, and when it was sent (``time.monotonic()``; 0.0: never)."""
 
     endpoint: Endpoint | None
     answer: pa.Array | None = None
@@ -64,6 +64,7 @@ class Sent:
     waited_s: float = 0.0
     reason: LeaveReason = "slot_free"
     call_s: float = 0.0
+    sent_at: float = 0.0
 
 
 @dataclass(eq=False, slots=True)
@@ -409,7 +410,7 @@ class GroupQueue:
         queries = len(merged)
         batches = [part.chunk.batch for part in merged]
         batch = batches[0] if len(batches) == 1 else pa.concat_batches(batches)
-        began = time.perf_counter()
+        began, sent_at = time.perf_counter(), time.monotonic()
         try:
             answer: pa.Array | None = await self._send(endpoint, batch, merged[0].call)
             error: BaseException | None = None
@@ -427,8 +428,9 @@ class GroupQueue:
             mine = None if answer is None else answer.slice(offset, rows)
             offset += rows
             if not part.future.done():
+                waited_s = now - part.queued_at
                 part.future.set_result(
-                    Sent(endpoint, mine, error, queries, now - part.queued_at, reason, call_s)
+                    Sent(endpoint, mine, error, queries, waited_s, reason, call_s, sent_at)
                 )
         # After the chunks' own tasks ran: a call that fails now sends nothing more.
         asyncio.get_running_loop().call_soon(self.pump)

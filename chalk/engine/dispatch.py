@@ -362,8 +362,9 @@ class Dispatcher:
             refused.add(endpoint.target)
             if _unresolved(error) and dns_name(endpoint.target) is not None:
                 # Its resolver now waits out gRPC's back-off (up to 2 minutes): the retry
-                # takes a new channel, which looks the name up again.
-                self._client.drop(endpoint.target, tls=endpoint.tls)
+                # takes a new channel, which looks the name up again; not one opened after
+                # this attempt was sent (another retry's, which may have resolved).
+                self._client.drop(endpoint.target, tls=endpoint.tls, opened_before=sent.sent_at)
             if self._gave_up(chunk, max_attempts):
                 raise transport_error(call, chunk, self._deadline_s)
         if call.recorder is not None:

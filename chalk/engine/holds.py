@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 
 from chalk.catalog.errors import ResolveError
 from chalk.common.bounds import check_bound
-from chalk.engine.addresses import AddressCounts, service_without_pods
+from chalk.engine.addresses import AddressCounts, retrieved, service_without_pods
 from chalk.engine.errors import ModelUnavailableError, TooManyHeldCallsError
 
 if TYPE_CHECKING:  # the defaults are read by chalk serve's settings, which load no pyarrow
@@ -143,10 +143,18 @@ class HeldCalls:
                     raise _timed_out(feature, name, route, no_pod, waited_s, bound_s)
                 waited_from = time.monotonic()
                 await asyncio.sleep(min(self._poll_s, left_s))
+                left_s = bound_s - (time.monotonic() - started)
                 try:
-                    read_at, (route, no_pod) = await self._read_since(name, waited_from)
+                    # A slow lookup waits only as long as the bound leaves (the read goes on
+                    # for the other held calls).
+                    read_at, (route, no_pod) = await asyncio.wait_for(
+                        self._read_since(name, waited_from), max(left_s, 0.0)
+                    )
                 except ResolveError as error:
                     raise type(error)(f"{feature}: {error}") from None
+                except TimeoutError:
+                    waited_s = time.monotonic() - started
+                    raise _timed_out(feature, name, route, no_pod, waited_s, bound_s) from None
                 if route.endpoints and not no_pod:
                     return route, read_at
                 if not no_pod:
@@ -167,7 +175,7 @@ class HeldCalls:
         if found is None or found[0] < since:
             now = time.monotonic()
             task = asyncio.get_running_loop().create_task(self._read(name, now))
-            task.add_done_callback(_retrieved)
+            task.add_done_callback(retrieved)
             found = (now, task)
             self._reads[name] = found
         # Shielded: a call cancelled while waiting leaves the read to the others.
@@ -178,11 +186,6 @@ class HeldCalls:
         # The catalog reads a database: off the loop, once for every call waiting now.
         route = await asyncio.to_thread(self._catalog.resolve, name)
         return route, await service_without_pods(route.endpoints, self._addresses, since=started)
-
-
-def _retrieved(read: asyncio.Task[tuple[Route, str]]) -> None:
-    if not read.cancelled():
-        read.exception()  # retrieved: every waiter may have been cancelled
 
 
 def _refuse_at_once(feature: str, name: str, route: Route, started: float) -> None:

@@ -13,7 +13,7 @@ from typing import Final, NamedTuple, Protocol
 
 from chalk.catalog.errors import ControllerDownError, NoReadyReplicaError, ResolveError
 from chalk.catalog.records import Endpoint, Replica, Route
-from chalk.engine.addresses import AddressCounts, service_without_pods
+from chalk.engine.addresses import AddressCounts, retrieved, service_without_pods
 from chalk.engine.errors import ModelCallError
 from chalk.engine.model_call import ModelCall
 
@@ -107,14 +107,16 @@ class RouteCache:
             raise type(error)(f"{feature}: {error}") from None
 
     async def _read(self, name: str) -> Routed:
-        now = time.monotonic()
         try:
             # The catalog reads a database: off the loop, which serves every call of the process.
             route = await asyncio.to_thread(self._catalog.resolve, name)
         except ResolveError:
             self._routes.pop(name, None)
             raise
-        routed = Routed(route, now, await service_without_pods(route.endpoints, self._addresses))
+        no_pod = await service_without_pods(route.endpoints, self._addresses)
+        # Kept from when its count ended (when one ran: the pods' count was 0 or unknown), not
+        # when the read began: a slow lookup must not leave a route already stale.
+        routed = Routed(route, time.monotonic(), no_pod)
         if routed.held:  # no ready replica: each call holds, reading it again (chalk.engine.holds)
             self._routes.pop(name, None)
         else:
@@ -124,8 +126,7 @@ class RouteCache:
     def _read_done(self, name: str, read: asyncio.Task[Routed]) -> None:
         if self._reads.get(name) is read:
             del self._reads[name]
-        if not read.cancelled():
-            read.exception()  # retrieved: every waiter may have been cancelled
+        retrieved(read)
 
     async def route_again(self, call: ModelCall, *, recount: bool = False) -> Routed | None:
         """The group's route read now, for ``call``: ready, adopted as the call's route; with

@@ -10,9 +10,12 @@ import functools
 import time
 from collections.abc import Iterator
 
+import pyarrow as pa
 import pytest
 
 from chalk.catalog import Endpoint
+from chalk.catalog.records import Replica, Route
+from chalk.engine import addresses
 from chalk.engine.addresses import (
     AddressCounts,
     AddressLookupError,
@@ -21,6 +24,9 @@ from chalk.engine.addresses import (
     dns_name,
     service_without_pods,
 )
+from chalk.engine.errors import ModelUnavailableError
+from chalk.engine.holds import HeldCalls
+from chalk.engine.routes import RouteCache
 from tests.support.dns_service import ClusterDns, cluster_dns
 
 SERVICE = "ner.ml.svc.cluster.local"
@@ -135,3 +141,112 @@ def test_a_service_without_pods_is_told_only_when_every_lookup_says_so(dns: Clus
         return found
 
     assert asyncio.run(verdicts()) == [SERVICE, "", "", "", ""]
+
+
+TARGET = f"dns:///{SERVICE}:8080"
+# A guard for a test whose step must not wait for a lookup that never ends (it hangs without).
+GUARD_S = 10.0
+
+
+class _Lookups:
+    """A stand-in for ``count_addresses``: answers from ``answers`` in turn (an int, an error
+    to raise, or None: a lookup that never ends), counting the lookups made."""
+
+    def __init__(self, *answers: int | OSError | None) -> None:
+        self.answers = list(answers)
+        self.made = 0
+
+    async def __call__(self, name: DnsName) -> int:
+        answer = self.answers[min(self.made, len(self.answers) - 1)]
+        self.made += 1
+        if answer is None:
+            await asyncio.Event().wait()
+        if isinstance(answer, OSError):
+            raise answer
+        assert isinstance(answer, int)
+        return answer
+
+
+class _Catalog:
+    def __init__(self, status: str = "Ready") -> None:
+        self.route = Route(
+            "ner", "ner", 1, pa.schema([]), pa.schema([]), 8080, (Endpoint(TARGET),), status=status
+        )
+
+    def resolve(self, name: str) -> Route:
+        return self.route
+
+    def replica_at(self, group: str, endpoint: str) -> Replica | None:
+        return None
+
+
+def test_with_pods_up_a_route_read_never_waits_for_a_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lookups = _Lookups(2, None)  # pods counted, then a DNS server that never answers
+
+    async def scenario() -> list[bool]:
+        counts = AddressCounts(lookups)
+        assert await counts.count(TARGET) == 2
+        monkeypatch.setattr(addresses, "DNS_RECOUNT_S", 0.0)  # the count is old now
+        cache = RouteCache(_Catalog(), counts)
+        held = []
+        for _ in range(3):
+            routed = await asyncio.wait_for(cache.resolve("t.y", "model.ner"), GUARD_S)
+            held.append(routed.held)
+            cache._routes.clear()  # past ROUTE_TTL_S: read again
+        return held
+
+    assert asyncio.run(scenario()) == [False, False, False]
+    assert lookups.made == 2  # the first count, and one recount in the background
+
+
+def test_after_a_failed_lookup_the_last_count_stands_until_a_retry(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lookups = _Lookups(2, AddressLookupError("timed out"), 0)
+    monkeypatch.setattr(addresses, "DNS_RECOUNT_S", 0.0)
+
+    async def scenario() -> list[int | str]:
+        counts = AddressCounts(lookups)
+        found: list[int | str] = [await counts.count(TARGET)]
+        try:
+            await counts.count(TARGET)
+        except AddressLookupError as error:
+            found.append(str(error))
+        found.append(await counts.count(TARGET))  # backing off: the last count, no lookup
+        found.append(lookups.made)
+        found.append(await counts.count(TARGET, since=time.monotonic()))  # a held call's
+        return found
+
+    assert asyncio.run(scenario()) == [2, "timed out", 2, 2, 0]
+
+
+def test_a_held_call_fails_at_its_bound_while_a_lookup_is_slow() -> None:
+    lookups = _Lookups(None)  # the system resolver retrying a DNS server that does not answer
+    catalog = _Catalog(status="Idle")
+    held = HeldCalls(catalog, hold_timeout_s=0.3, addresses=AddressCounts(lookups))
+
+    async def hold() -> None:
+        await asyncio.wait_for(
+            held.until_ready("t.y", "model.ner", catalog.route, no_pod=SERVICE, deadline_s=GUARD_S),
+            GUARD_S,
+        )
+
+    bound = r"expected one within the hold bound of 0\.3 s"
+    with pytest.raises(ModelUnavailableError, match=bound):
+        asyncio.run(hold())
+    assert lookups.made == 1
+
+
+def test_a_lookup_through_the_system_resolver_is_bounded_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def never(name: DnsName) -> int:
+        await asyncio.Event().wait()
+        return 0
+
+    monkeypatch.setattr(addresses, "_count_by_system", never)
+
+    with pytest.raises(AddressLookupError, match=f"looking up {SERVICE} failed: no answer within"):
+        asyncio.run(count_addresses(DnsName(SERVICE, 8080), timeout_s=QUICK_TIMEOUT_S))

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from dnslib import QTYPE, RR, A
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
@@ -176,14 +177,18 @@ def test_a_dropped_channel_resolves_a_name_that_resolved_to_nothing_afresh(
 def test_a_call_in_flight_on_a_dropped_channel_still_finishes(start: StartRuntime) -> None:
     runtime = start("model_handlers.slow", args=("--metrics-port", "0"), env={"SLOW_SECONDS": "1"})
 
-    async def calls() -> tuple[list[int], list[int]]:
+    async def calls() -> tuple[list[int], list[int], grpc.ChannelConnectivity, bool]:
         async with RemoteCallClient() as client:
             in_flight = asyncio.ensure_future(
                 client.call(runtime.target, {"x": [1]}, name="slow", deadline_s=20)
             )
             await asyncio.to_thread(runtime.wait_in_flight, 1)
+            dropped = client._channels[(runtime.target, False)].channel
             assert client.drop(runtime.target)
             after = await client.call(runtime.target, {"x": [2]}, name="slow", deadline_s=20)
-            return (await in_flight).to_pylist(), after.to_pylist()
+            first = (await in_flight).to_pylist()
+            # Closed once its call ended, not left open until the client closes (a leak).
+            await asyncio.gather(*client._closing)
+            return first, after.to_pylist(), dropped.get_state(), bool(client._dropped)
 
-    assert asyncio.run(calls()) == ([1], [2])
+    assert asyncio.run(calls()) == ([1], [2], grpc.ChannelConnectivity.SHUTDOWN, False)
