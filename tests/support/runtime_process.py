@@ -57,12 +57,23 @@ class RuntimeProcess:
 
     def metric(self, name: str) -> float:
         """A sample of the runtime's Prometheus metrics (started with ``--metrics-port 0``)."""
-        [port] = [r["metrics_port"] for r in self.records() if "metrics_port" in r]
+        port = self._metrics_port()
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
             for line in reply.read().decode().splitlines():
                 if line.startswith(f"{name} "):
                     return float(line.split()[1])
         raise KeyError(f"the runtime reports no metric {name!r}")
+
+    def _metrics_port(self, timeout_s: float = 20.0) -> int:
+        """The metrics port the runtime logged; its log line may come after it serves gRPC."""
+        give_up = time.monotonic() + timeout_s
+        while True:
+            ports = [r["metrics_port"] for r in self.records() if "metrics_port" in r]
+            if ports:
+                return int(ports[0])
+            if time.monotonic() > give_up:
+                raise TimeoutError("the runtime never logged its metrics port")
+            time.sleep(0.02)
 
     def wait_in_flight(self, count: int, timeout_s: float = 20.0) -> None:
         """Wait until the runtime serves ``count`` calls (a call sent is not yet a call served)."""
