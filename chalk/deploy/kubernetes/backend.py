@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -557,7 +558,19 @@ def _api_message(method: str, path: str, status: int, data: bytes) -> str:
         message = str(json.loads(data).get("message") or "")
     except (ValueError, AttributeError):
         message = data.decode("utf-8", "replace")[:500]
+    missing = _MISSING_NAMESPACE.fullmatch(message) if status == 404 else None
+    if missing is not None:
+        namespace = missing.group(1)
+        return (
+            f"namespace {namespace!r} does not exist in the cluster: expected "
+            f"kubernetes.namespace in chalk.yaml to name an existing namespace; create it "
+            f"(`kubectl create namespace {namespace}`) or change kubernetes.namespace"
+        )
     return f"the Kubernetes API server refused {method} {path} ({status}): {message}"
+
+
+# The API server's words for a request into a namespace that does not exist.
+_MISSING_NAMESPACE: Final = re.compile(r'namespaces "([a-z0-9-]+)" not found')
 
 
 def _collection(api_version: str, kind: str, namespace: str) -> str:

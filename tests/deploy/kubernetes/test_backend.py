@@ -18,12 +18,13 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from chalk.catalog import Catalog, Endpoint
+from chalk.catalog import Catalog, Endpoint, open_catalog
 from chalk.catalog.errors import ConflictError
 from chalk.catalog.records import REACH_CLUSTER, REACH_GATEWAY
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.catalog.specs import GroupSpec, ModelRef
 from chalk.common.config import Project
+from chalk.common.errors import ChalkError
 from chalk.deploy.groups import (
     DeployTimeout,
     create_group,
@@ -533,3 +534,20 @@ def test_a_stored_queue_depth_target_stays_updatable_and_the_cli_clears_it(
         added.stderr
     )
     assert GroupSpec.from_dict(catalog.groups.get("ner").spec).scaling.queue_depth_target is None
+
+
+def test_a_namespace_that_does_not_exist_is_named_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube_cluster: KubeCluster
+) -> None:
+    project = kube_project(
+        tmp_path, monkeypatch, kube_cluster.kubeconfig, kube_cluster.context, "sg-no-such-ns"
+    )
+    catalog = open_catalog(project)
+    with pytest.raises(ChalkError) as refused:
+        create_group(project, catalog, "ner", _spec(), port_given=False)
+    assert str(refused.value) == (
+        "namespace 'sg-no-such-ns' does not exist in the cluster: expected kubernetes.namespace "
+        "in chalk.yaml to name an existing namespace; create it (`kubectl create namespace "
+        "sg-no-such-ns`) or change kubernetes.namespace"
+    )
+    assert catalog.groups.find("ner") is None
