@@ -16,7 +16,6 @@ from chalk.catalog.errors import NotFoundError, ValidationError
 from chalk.catalog.resources import AutoScalingSpec, ScalingGroupResourceRequest
 from chalk.common.bounds import check_bound
 from chalk.deploy.errors import DeployError
-from chalk.deploy.kubernetes.keda import scrape_annotations
 from chalk.deploy.kubernetes.manifests import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -240,11 +239,11 @@ def _deployment(
         "name": "chalk-token",
         "secret": {"secretName": secret_name, "items": [{"key": TOKEN_KEY, "path": TOKEN_KEY}]},
     }
-    # Prometheus scrapes the server's /metrics: the demand KEDA scales groups on.
-    annotations = scrape_annotations(SERVER_PORT)
+    # No prometheus.io/scrape annotations: /metrics needs the token, which the annotations'
+    # scrape job never sends (a 401 each scrape). README, "Prometheus for KEDA": a job with it.
+    template: dict[str, Any] = {"labels": server_labels(name)}
     if secret is not None:
-        annotations[CHECKSUM_ANNOTATION] = secret.checksum()
-    template: dict[str, Any] = {"labels": server_labels(name), "annotations": annotations}
+        template["annotations"] = {CHECKSUM_ANNOTATION: secret.checksum()}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
