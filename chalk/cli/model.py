@@ -173,7 +173,7 @@ def _deploy(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         expected_revision=live.revision if live else None,
     )
-    note_unused_scaling_flags(flags, spec.scaling)
+    note_unused_scaling_flags(flags, spec.scaling, args.name, project=project)
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": spec.to_dict()}
         emit_dry_run(project, args.name, spec, document, args.output_format)

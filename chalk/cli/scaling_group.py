@@ -229,7 +229,7 @@ def _create(args: argparse.Namespace) -> int:
         port_given=args.port is not None,
         dry_run=args.dry_run,
     )
-    note_unused_scaling_flags(flags, stored.scaling)
+    note_unused_scaling_flags(flags, stored.scaling, args.name, project=project)
     if group is None:
         document = {"name": args.name, "spec": stored.to_dict()}
         emit_dry_run(project, args.name, stored, document, args.output_format)
@@ -264,7 +264,7 @@ def _update(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         expected_revision=read.revision,
     )
-    note_unused_scaling_flags(flags, stored.scaling)
+    note_unused_scaling_flags(flags, stored.scaling, args.name, project=project)
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": stored.to_dict()}
         emit_dry_run(project, args.name, stored, document, args.output_format)

@@ -308,24 +308,44 @@ def _scaling_flags(args: argparse.Namespace) -> tuple[dict[str, int | None], dic
     return scaling, flags
 
 
-def note_unused_scaling_flags(flags: SpecFlags, scaling: AutoScalingSpec) -> None:
-    """A note on stderr for each scaling flag given here that the resulting spec leaves
-    without effect (kept, for when it takes effect): ``--idle-seconds`` on a group that never
-    goes to zero, ``--queue-depth-target`` on one that never autoscales."""
+def note_unused_scaling_flags(
+    flags: SpecFlags, scaling: AutoScalingSpec, name: str, *, project: Project | None = None
+) -> None:
+    """A note on stderr for each scaling flag given here that the resulting spec of the group
+    ``name`` leaves without effect (kept, for when it takes effect): ``--idle-seconds`` on a
+    group that never goes to zero, ``--queue-depth-target`` on one that never autoscales; and,
+    on Kubernetes with no ``kubernetes.prometheus_url``, a stored queue-depth target the group
+    keeps scaling without (on CPU alone)."""
     given = flags.scaling
     bounds = f"--min-replicas {scaling.min_replicas} --max-replicas {scaling.max_replicas}"
     if "idle_seconds" in given and not scaling.scales_to_zero:
         print(
-            f"note: --idle-seconds {given['idle_seconds']} has no effect while the group's "
-            f"minimum is {scaling.min_replicas} (only a group with --min-replicas 0 goes "
-            f"idle); stored for when it is",
+            f"note: scaling group {name!r}: --idle-seconds {given['idle_seconds']} has no "
+            f"effect while its minimum is {scaling.min_replicas} (only a group with "
+            f"--min-replicas 0 goes idle); stored for when it is",
             file=sys.stderr,
         )
     if "queue_depth_target" in given and not scaling.autoscales:
         print(
-            f"note: --queue-depth-target {given['queue_depth_target']} has no effect while the "
-            f"group runs a fixed count ({bounds}); give a --max-replicas above the minimum to "
-            f"scale on it; stored for when it does",
+            f"note: scaling group {name!r}: --queue-depth-target "
+            f"{given['queue_depth_target']} has no effect while it runs a fixed count "
+            f"({bounds}); give a --max-replicas above the minimum to scale on it; stored for "
+            f"when it does",
+            file=sys.stderr,
+        )
+    target = scaling.queue_depth_target
+    if (
+        project is not None
+        and project.config.backend == "kubernetes"
+        and project.config.kubernetes.prometheus_url is None
+        and target is not None
+        and scaling.autoscales
+    ):
+        print(
+            f"note: scaling group {name!r}: its queue depth target {target} stays unused: on "
+            f"Kubernetes KEDA reads demand from Prometheus, and {project.config_path} sets no "
+            f"kubernetes.prometheus_url, so it scales on CPU alone; set the key, or clear the "
+            f"target with --queue-depth-target none",
             file=sys.stderr,
         )
 

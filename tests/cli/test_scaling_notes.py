@@ -10,6 +10,8 @@ import pytest
 
 from chalk.catalog import Catalog
 from chalk.catalog.resources import AutoScalingSpec
+from chalk.cli.spec_flags import SpecFlags, note_unused_scaling_flags
+from chalk.common.config import Project, ProjectConfig
 from tests.cli import test_scaling_group as groups
 from tests.cli.test_scaling_group import CHALK, CREATE, chalk, make_group
 
@@ -26,14 +28,14 @@ controller_stand_in = groups.controller_stand_in
     [
         (
             ("--idle-seconds", "10"),
-            "note: --idle-seconds 10 has no effect while the group's minimum is 1 (only a "
-            "group with --min-replicas 0 goes idle); stored for when it is",
+            "note: scaling group 'ner': --idle-seconds 10 has no effect while its minimum is 1 "
+            "(only a group with --min-replicas 0 goes idle); stored for when it is",
         ),
         (
             ("--replicas", "2", "--queue-depth-target", "2"),
-            "note: --queue-depth-target 2 has no effect while the group runs a fixed count "
-            "(--min-replicas 2 --max-replicas 2); give a --max-replicas above the minimum to "
-            "scale on it; stored for when it does",
+            "note: scaling group 'ner': --queue-depth-target 2 has no effect while it runs a "
+            "fixed count (--min-replicas 2 --max-replicas 2); give a --max-replicas above the "
+            "minimum to scale on it; stored for when it does",
         ),
     ],
     ids=["idle-without-min-zero", "queue-depth-without-autoscaling"],
@@ -89,3 +91,19 @@ def test_create_and_update_offer_wait(project: Path, command: str) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "--wait" in shown.stdout
     assert "return once the group serves" in " ".join(shown.stdout.split())
+
+
+def test_on_kubernetes_without_prometheus_a_kept_queue_depth_target_gets_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = ProjectConfig(project="demo", backend="kubernetes")
+    kube = Project(tmp_path, tmp_path / "chalk.yaml", config)
+    scaling = AutoScalingSpec(min_replicas=1, max_replicas=3, queue_depth_target=4)
+    none_given = SpecFlags(None, None, {}, {}, {}, {}, None, None)
+    note_unused_scaling_flags(none_given, scaling, "ner", project=kube)
+    assert capsys.readouterr().err == (
+        f"note: scaling group 'ner': its queue depth target 4 stays unused: on Kubernetes KEDA "
+        f"reads demand from Prometheus, and {tmp_path / 'chalk.yaml'} sets no "
+        f"kubernetes.prometheus_url, so it scales on CPU alone; set the key, or clear the "
+        f"target with --queue-depth-target none\n"
+    )
