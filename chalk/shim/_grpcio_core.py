@@ -27,6 +27,8 @@ __all__ = ["GrpcioServerCore"]
 logger = logging.getLogger("chalk.shim.server")
 
 _SHUTDOWN_WAIT_S: Final = 5.0
+# How long stop lets calls whose handler is done finish sending (``GrpcioServerCore.stop``).
+_FINISH_GRACE_S: Final = 1.0
 # Pool threads beyond the handler slots: an open call holds one while it waits for its client,
 # for a slot, or for news (a health Watch), so health checks need threads of their own.
 _SPARE_THREADS: Final = 32
@@ -153,11 +155,17 @@ class GrpcioServerCore:
 
     def stop(self, timeout_s: float = _SHUTDOWN_WAIT_S) -> bool:
         """Cancel every call and stop within about ``timeout_s``; False when gRPC did not
-        finish by then (a handler still runs: the process leaves without it)."""
+        finish by then (a handler still runs: the process leaves without it).
+
+        A call whose handler is done may still be sending its status (its generator closes,
+        and the servicer counts it out, before grpcio writes the status): a short grace lets
+        it end OK instead of "Cancelling all calls"; only calls still running past it are
+        cancelled."""
         if not self._started:
             return True
         self._started = False
-        done = self._server.stop(grace=None).wait(timeout_s)
+        grace_s = min(_FINISH_GRACE_S, timeout_s / 2)
+        done = self._server.stop(grace=grace_s).wait(timeout_s)
         self._pool.shutdown(wait=False, cancel_futures=True)
         if not done:
             logger.warning("gRPC did not finish shutting down within %ss", timeout_s)
