@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -19,6 +20,7 @@ from kubernetes import client
 from chalk.catalog import Catalog, open_catalog
 from chalk.common.config import Project
 from chalk.deploy.kubernetes.backend import KubernetesBackend, connect
+from tests.deploy.kubernetes.helpers import kube_project
 from tests.support.kube import (
     REQUIRE_ENV,
     KubeCluster,
@@ -71,6 +73,17 @@ def kube_namespace(kube_api_client: client.ApiClient) -> Iterator[str]:
     name = create_namespace(kube_api_client)
     yield name
     delete_namespace(kube_api_client, name)
+
+
+@pytest.fixture
+def project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube_cluster: KubeCluster, kube_namespace: str
+) -> Project:
+    """A project on the session's cluster, in the test's own namespace (a module with another
+    chalk.yaml defines its own ``project``)."""
+    return kube_project(
+        tmp_path, monkeypatch, kube_cluster.kubeconfig, kube_cluster.context, kube_namespace
+    )
 
 
 @pytest.fixture

@@ -58,18 +58,6 @@ KINDS = [
 ]
 
 
-@pytest.fixture
-def project(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    kube_cluster: KubeCluster,
-    kube_namespace: str,
-) -> Project:
-    return kube_project(
-        tmp_path, monkeypatch, kube_cluster.kubeconfig, kube_cluster.context, kube_namespace
-    )
-
-
 def _versions(kube: KubernetesBackend, kinds: list[tuple[str, str]]) -> dict[str, str]:
     return {kind: _read(kube, v, kind)["metadata"]["resourceVersion"] for v, kind in kinds}
 

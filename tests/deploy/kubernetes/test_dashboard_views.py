@@ -8,7 +8,6 @@ figures of now Prometheus gives on Kubernetes, and the pages when it does not an
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,8 +22,7 @@ from chalk.deploy.groups import create_group
 from chalk.deploy.kubernetes.backend import KubernetesBackend
 from chalk.server.dashboard.routes import Dashboard, dashboard_routes
 from chalk.server.dashboard.views import Live, group_document, overview_document
-from tests.deploy.kubernetes.helpers import kube_project, make_pod
-from tests.support.kube import KubeCluster
+from tests.deploy.kubernetes.helpers import make_pod
 from tests.support.runtime_process import free_port
 
 pytestmark = pytest.mark.kube
@@ -40,15 +38,6 @@ RUNNING = {
         }
     ],
 }  # fmt: skip
-
-
-@pytest.fixture
-def project(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kube_cluster: KubeCluster, kube_namespace: str
-) -> Project:
-    return kube_project(
-        tmp_path, monkeypatch, kube_cluster.kubeconfig, kube_cluster.context, kube_namespace
-    )
 
 
 @pytest.fixture

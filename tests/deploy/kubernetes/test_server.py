@@ -8,7 +8,6 @@ Our server runs no controllers: tests write the Deployment's status themselves.
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,9 +23,8 @@ from chalk.deploy.errors import DeployError
 from chalk.deploy.groups import create_group
 from chalk.deploy.kubernetes.backend import KubernetesBackend
 from chalk.deploy.kubernetes.server import KubernetesServer, ServerSecret, ServerSpec
-from tests.deploy.kubernetes.helpers import is_absent, kube_project, read_object
+from tests.deploy.kubernetes.helpers import is_absent, read_object
 from tests.support.cli import run_chalk
-from tests.support.kube import KubeCluster
 
 pytestmark = pytest.mark.kube
 
@@ -40,18 +38,6 @@ AUTOSCALING = ServerSpec(
     scaling=AutoScalingSpec(min_replicas=1, max_replicas=3),
     resources=ScalingGroupResourceRequest(cpu="500m", memory="1Gi"),
 )
-
-
-@pytest.fixture
-def project(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    kube_cluster: KubeCluster,
-    kube_namespace: str,
-) -> Project:
-    return kube_project(
-        tmp_path, monkeypatch, kube_cluster.kubeconfig, kube_cluster.context, kube_namespace
-    )
 
 
 @pytest.fixture
