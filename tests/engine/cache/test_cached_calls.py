@@ -25,10 +25,19 @@ from tests.engine.conftest import (
     sqlite_catalog,
 )
 from tests.support.redis import RedisServer
+from tests.support.runtime_process import RuntimeProcess
 
 ROWS = "chalk_remote_call_rows_total"
 INT_IN, INT_OUT = pa.schema({"x": pa.int64()}), pa.schema({"y": pa.int64()})
 HOUR = 3600.0
+
+
+@pytest.fixture
+def model(runtime: StartRuntime, deploy: Deploy) -> RuntimeProcess:
+    """The runtime of ``model_handlers.double``, deployed as the group ``double``."""
+    started = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
+    deploy("double", [started.target], inputs=INT_IN, output=INT_OUT)
+    return started
 
 
 def call(
@@ -49,10 +58,8 @@ def call(
 
 
 def test_a_second_call_is_answered_from_the_cache(
-    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+    model: RuntimeProcess, make_caller: MakeCaller
 ) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     caller = make_caller()
 
     first, first_calls = call(caller, [1, 2, None, 2])
@@ -65,11 +72,7 @@ def test_a_second_call_is_answered_from_the_cache(
     assert (second_calls.cache_hits, second_calls.cache_misses, second_calls.calls) == (3, 0, 0)
 
 
-def test_only_the_rows_not_cached_are_sent(
-    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
-) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+def test_only_the_rows_not_cached_are_sent(model: RuntimeProcess, make_caller: MakeCaller) -> None:
     caller = make_caller(max_chunk_rows=2)
     call(caller, [1, 3, 5])
 
@@ -82,10 +85,8 @@ def test_only_the_rows_not_cached_are_sent(
 
 
 def test_without_max_staleness_nothing_is_read_or_kept(
-    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+    model: RuntimeProcess, make_caller: MakeCaller
 ) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     store = MemoryAnswerStore()
     caller = make_caller(answers=store)
     call(caller, [1, 2])
@@ -117,10 +118,8 @@ def test_a_non_deterministic_model_is_never_cached(
 
 
 def test_a_new_model_version_gets_fresh_calls(
-    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller, catalog: Catalog
+    model: RuntimeProcess, make_caller: MakeCaller, catalog: Catalog
 ) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     caller = make_caller()
     call(caller, [1, 2])
     version = catalog.models.register(
@@ -141,14 +140,11 @@ def test_a_new_model_version_gets_fresh_calls(
 
 
 def test_two_catalogs_sharing_one_redis_never_share_a_versions_answers(
-    runtime: StartRuntime,
-    deploy: Deploy,
+    model: RuntimeProcess,
     make_caller: MakeCaller,
     tmp_path: Path,
     redis_server: RedisServer,
 ) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     dev = make_caller(answers=RedisAnswerStore(redis_server.url))
     call(dev, [1, 2])
     (tmp_path / "prod").mkdir()
@@ -169,11 +165,7 @@ def test_two_catalogs_sharing_one_redis_never_share_a_versions_answers(
     assert model.metric(ROWS) == 2 + 2
 
 
-def test_answers_expire_after_max_staleness(
-    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
-) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
+def test_answers_expire_after_max_staleness(model: RuntimeProcess, make_caller: MakeCaller) -> None:
     now = [100.0]
     caller = make_caller(answers=MemoryAnswerStore(clock=lambda: now[0]))
     call(caller, [1], staleness=30)
@@ -220,10 +212,8 @@ def test_every_answer_type_round_trips_through_the_cache(
 
 
 def test_a_group_with_no_ready_replica_answers_cached_rows_and_holds_only_for_misses(
-    runtime: StartRuntime, deploy: Deploy, catalog: Catalog, make_caller: MakeCaller
+    model: RuntimeProcess, catalog: Catalog, make_caller: MakeCaller
 ) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     caller = make_caller(hold_timeout_s=0.3)
     call(caller, [1, 2])
     group = catalog.groups.find("double")
@@ -248,10 +238,8 @@ def test_a_group_with_no_ready_replica_answers_cached_rows_and_holds_only_for_mi
 
 
 def test_rows_sent_counts_only_rows_the_model_got_and_the_store_says_its_bytes_and_evictions(
-    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+    model: RuntimeProcess, make_caller: MakeCaller
 ) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     store = MemoryAnswerStore()
     caller = make_caller(answers=store)
 
@@ -269,10 +257,8 @@ def test_rows_sent_counts_only_rows_the_model_got_and_the_store_says_its_bytes_a
 
 
 def test_a_query_counts_the_evictions_its_group_had_while_it_ran(
-    runtime: StartRuntime, deploy: Deploy, make_caller: MakeCaller
+    model: RuntimeProcess, make_caller: MakeCaller
 ) -> None:
-    model = runtime("model_handlers.double", cwd=SHIM_HANDLERS)
-    deploy("double", [model.target], inputs=INT_IN, output=INT_OUT)
     probe = make_caller()
     call(probe, list(range(10)))
     ten_rows = probe.answers.stats()["double"].bytes
