@@ -27,13 +27,15 @@ INT = pa.int64()
 
 @pytest.fixture
 def controller(catalog: Catalog) -> Iterator[None]:
-    """A local controller's heartbeat, kept fresh (local groups route only while it is)."""
+    """A local controller's heartbeat, kept fresh (local groups route only while it is).
+    The first beat is written before the test starts: a call made before the thread's first
+    beat found no controller (a CI flake under load)."""
     stop = threading.Event()
+    catalog.state.heartbeat("local", pid=os.getpid(), host="test")
 
     def beat() -> None:
-        while not stop.is_set():
+        while not stop.wait(1.0):
             catalog.state.heartbeat("local", pid=os.getpid(), host="test")
-            stop.wait(1.0)
 
     beating = threading.Thread(target=beat, daemon=True)
     beating.start()
