@@ -15,10 +15,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from chalk.catalog.resources import DEFAULT_IDLE_SECONDS
 from chalk.common.quantities import invalid_value
 
 __all__ = [
-    "DEFAULT_IDLE_S",
     "DEFAULT_TOLERANCE",
     "AutoscaleContext",
     "AutoscaleDecision",
@@ -27,7 +27,6 @@ __all__ = [
 ]
 
 DEFAULT_TOLERANCE: Final = 0.1
-DEFAULT_IDLE_S: Final = 300.0
 
 _RECOMMENDATIONS: Final = "recommendations"
 # When demand was last seen (now_s's clock): an idle period starts no earlier.
@@ -142,7 +141,7 @@ min_replicas <= max_replicas, got min_replicas=2, max_replicas=1
     demand: Demand | None = None
     last_call_s: float | None = None
     updated_s: float | None = None
-    idle_seconds: float = DEFAULT_IDLE_S
+    idle_seconds: float = DEFAULT_IDLE_SECONDS
     ready_s: float | None = None
     not_ready: int = 0
 
