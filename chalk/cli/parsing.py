@@ -1,6 +1,7 @@
 """The ``chalk`` command's argument parser class: a flag that takes one value is an error when
-given twice, never "last wins" (issue 24). ``chalk.cli.build_parser`` builds every parser and
-subparser with it; repeatable flags say so with ``action="append"``.
+given twice, never "last wins" (issue 24), and a number flag's bad value gets our wording, not
+argparse's "invalid int value". ``chalk.cli.build_parser`` builds every parser and subparser
+with it; repeatable flags say so with ``action="append"``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,41 @@ class _StoreOnce(argparse._StoreAction):
         setattr(namespace, self.dest, values)
 
 
+def _whole_number(text: str) -> int:
+    """A ``type=int`` flag's value.
+
+    >>> _whole_number(" 3 ")
+    3
+    >>> _whole_number("1.5")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a whole number, got '1.5'
+    """
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def _number(text: str) -> float:
+    """A ``type=float`` flag's value (nan and inf pass: each flag's bounds name its range).
+
+    >>> _number("0.5")
+    0.5
+    >>> _number("5ms")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: expected a number, got '5ms'
+    """
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
 class ChalkArgumentParser(argparse.ArgumentParser):
-    """``argparse.ArgumentParser`` whose plain flags may be given once.
+    """``argparse.ArgumentParser`` whose plain flags may be given once, and whose ``type=int``
+    and ``type=float`` flags say what they expected of a bad value.
 
     Examples
     --------
@@ -49,9 +83,16 @@ class ChalkArgumentParser(argparse.ArgumentParser):
     ...
     argparse.ArgumentError: argument --replicas: given twice (2 and 3): expected it once; give \
 the value you mean alone
+    >>> parser.parse_args(["--replicas", "two"])
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentError: argument --replicas: expected a whole number, got 'two'
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
+        # argparse looks a flag's ``type`` up in this registry before calling it.
+        self.register("type", int, _whole_number)
+        self.register("type", float, _number)

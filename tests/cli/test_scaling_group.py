@@ -120,7 +120,10 @@ SUMMARY_FIELDS = (
             id="replicas_zero",
         ),
         pytest.param(
-            ["--replicas", "x"], 2, r"argument --replicas: invalid int value: 'x'", id="replicas_x"
+            ["--replicas", "x"],
+            2,
+            r"argument --replicas: expected a whole number, got 'x'",
+            id="replicas_x",
         ),
         pytest.param(
             ["--max-replicas", "0"],
@@ -168,7 +171,12 @@ SUMMARY_FIELDS = (
             id="port_high",
         ),
         pytest.param(["--port", "0"], 1, r"--port is out of range", id="port_zero"),
-        pytest.param(["--port", "http"], 2, r"argument --port: invalid int value", id="port_x"),
+        pytest.param(
+            ["--port", "http"],
+            2,
+            r"argument --port: expected a whole number, got 'http'",
+            id="port_x",
+        ),
         pytest.param(
             ["--tags", "bad"],
             1,
