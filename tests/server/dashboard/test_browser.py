@@ -40,8 +40,12 @@ pytestmark = pytest.mark.slow
 CHALK = str(Path(sys.executable).with_name("chalk"))
 # A model that cannot start: each replica exits at once (CrashLoopBackOff).
 BROKEN_MODEL = 'raise RuntimeError("weights not found")\n'
-# How long the page may take to show what the server knows (it polls every second).
+# A few of the page's polls (it asks the server every second).
 LIVE_S = 2.0
+# How long a test waits for the page to show what the server knows without a reload: a few
+# polls, with room for a loaded 2-core CI machine (2 s failed once at load 7). What is
+# asserted is that it shows, never how fast.
+SHOWN_S = 15.0
 
 
 @dataclass
@@ -267,7 +271,7 @@ def test_chalk_dashboard_serves_the_page_and_a_banner_says_when_it_is_gone(
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=30)
     dashboard.wait(
-        "!document.getElementById('banner').hidden", "the not-live banner", timeout_s=LIVE_S + 1
+        "!document.getElementById('banner').hidden", "the not-live banner", timeout_s=SHOWN_S
     )
     banner = dashboard.browser.find_element("id", "banner").text
     kept = dashboard.browser.find_elements("css selector", "table.groups tr[data-group]")
@@ -331,7 +335,7 @@ def test_a_crash_looping_group_goes_first_marked_with_its_reason(dashboard: Dash
         " && document.querySelector('table.groups tbody tr[data-group]').dataset.broken"
         " === 'true'",
         "wobbly first, broken",
-        timeout_s=LIVE_S,
+        timeout_s=SHOWN_S,
     )
     first = dashboard.rows()[0]
     badges = dashboard.browser.execute_script(
@@ -352,7 +356,7 @@ def test_a_crash_looping_group_goes_first_marked_with_its_reason(dashboard: Dash
     dashboard.wait(
         f"document.getElementById('series-of').options.length === {len(replicas) + 1}",
         "every replica in the selector",
-        timeout_s=LIVE_S,
+        timeout_s=SHOWN_S,
     )
     options = dashboard.browser.execute_script(
         "return [...document.getElementById('series-of').options].map((o) => o.textContent)"
