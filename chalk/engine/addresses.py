@@ -1,7 +1,10 @@
-"""The addresses behind a ``dns:`` endpoint, counted as gRPC's resolver finds them: a headless
-Service resolves to one per ready pod, each with its own in-flight slots
+"""The addresses behind a ``dns:`` endpoint, looked up as gRPC's resolver finds them: a
+headless Service resolves to one per ready pod, each with its own in-flight slots
 (``chalk.engine.batching.EndpointSlots``), and to none while its group is at zero, when a call
-is held (``chalk.engine.holds``). ``ModelCaller`` owns one ``AddressCounts`` shared by both.
+is held (``chalk.engine.holds``). ``ModelCaller`` owns one ``AddressCounts`` shared by both,
+and renews a target's channel when a lookup finds its addresses changed: gRPC's resolver looks
+again only when a connection fails, so without that a group scaled up would send no call to
+its new pods.
 """
 
 from __future__ import annotations
@@ -22,17 +25,18 @@ __all__ = [
     "DNS_RETRY_S",
     "AddressCounts",
     "AddressLookupError",
-    "CountAddresses",
     "DnsName",
-    "count_addresses",
+    "LookupAddresses",
     "dns_name",
+    "lookup_addresses",
     "retrieved",
     "service_without_pods",
 ]
 
 # How long a positive count of a dns: target's addresses stands (pods come and go; a call that
-# finds them gone counts again at once).
-DNS_RECOUNT_S: Final = 30.0
+# finds them gone counts again at once): a pod a group scaled up to takes calls within about
+# this long of being ready. A lookup at the cluster's DNS takes milliseconds.
+DNS_RECOUNT_S: Final = 5.0
 # How long after a failed lookup of a target the last count stands before it is looked up
 # again (a caller that asks for a fresh count, a held call, looks up all the same).
 DNS_RETRY_S: Final = 5.0
@@ -63,8 +67,10 @@ class AddressLookupError(OSError):
     name has is not known."""
 
 
-# Counts the addresses a name resolves to (``count_addresses``; tests pass their own).
-CountAddresses = Callable[[DnsName], Awaitable[int]]
+# The addresses a name resolves to (``lookup_addresses``; tests pass their own).
+LookupAddresses = Callable[[DnsName], Awaitable[frozenset[str]]]
+# Told that a lookup started at a time found a target's addresses changed: (target, started).
+AddressesChanged = Callable[[str, float], None]
 
 
 def dns_name(target: str) -> DnsName | None:
@@ -104,9 +110,9 @@ def _host_port(text: str) -> tuple[str, str]:
     return host, port
 
 
-async def count_addresses(name: DnsName, *, timeout_s: float = DNS_LOOKUP_S) -> int:
-    """How many distinct addresses ``name`` resolves to (what gRPC's round_robin spreads
-    over): 0 when the name does not exist or has no address record (NXDOMAIN, no data: a
+async def lookup_addresses(name: DnsName, *, timeout_s: float = DNS_LOOKUP_S) -> frozenset[str]:
+    """The distinct addresses ``name`` resolves to (what gRPC's round_robin spreads over):
+    none when the name does not exist or has no address record (NXDOMAIN, no data: a
     headless Service with no ready pod). Raises ``AddressLookupError`` when the lookup itself
     failed (a timeout, a server failure): that is the transport's to report. ``timeout_s``
     bounds the whole lookup (both the A and the AAAA query at a named server; the system's
@@ -114,8 +120,8 @@ async def count_addresses(name: DnsName, *, timeout_s: float = DNS_LOOKUP_S) -> 
     try:
         async with asyncio.timeout(timeout_s):
             if name.server is None:
-                return await _count_by_system(name)
-            return await _count_at_server(name, name.server, timeout_s)
+                return await _lookup_by_system(name)
+            return await _lookup_at_server(name, name.server, timeout_s)
     except TimeoutError:
         at = "" if name.server is None else f" at {name.server[0]}:{name.server[1]}"
         raise AddressLookupError(
@@ -123,21 +129,23 @@ async def count_addresses(name: DnsName, *, timeout_s: float = DNS_LOOKUP_S) -> 
         ) from None
 
 
-async def _count_by_system(name: DnsName) -> int:
+async def _lookup_by_system(name: DnsName) -> frozenset[str]:
     try:
         found = await asyncio.get_running_loop().getaddrinfo(
             name.host, name.port, type=socket.SOCK_STREAM
         )
     except socket.gaierror as error:
         if error.errno in _NO_ADDRESS:
-            return 0
+            return frozenset()
         raise AddressLookupError(f"looking up {name.host} failed: {error.strerror}") from None
     except UnicodeError as error:  # a label too long for IDNA, say: gRPC cannot resolve it
         raise AddressLookupError(f"looking up {name.host} failed: {error}") from None
-    return len({info[4][0] for info in found})
+    return frozenset(str(info[4][0]) for info in found)
 
 
-async def _count_at_server(name: DnsName, server: tuple[str, int], timeout_s: float) -> int:
+async def _lookup_at_server(
+    name: DnsName, server: tuple[str, int], timeout_s: float
+) -> frozenset[str]:
     """The A and AAAA records of ``name`` at ``server``, as gRPC's resolver asks for them."""
     # Imported here (about 0.15 s): only a target naming its DNS server needs it.
     import dns.asyncresolver  # noqa: PLC0415
@@ -161,12 +169,12 @@ async def _count_at_server(name: DnsName, server: tuple[str, int], timeout_s: fl
             answer = await resolver.resolve(name.host, kind, search=False, raise_on_no_answer=False)
             addresses.update(str(record) for record in answer.rrset or ())
     except dns.resolver.NXDOMAIN:
-        return 0
+        return frozenset()
     except (dns.exception.DNSException, OSError) as error:
         raise AddressLookupError(
             f"looking up {name.host} at {server[0]}:{server[1]} failed: {error}"
         ) from None
-    return len(addresses)
+    return frozenset(addresses)
 
 
 class AddressCounts:
@@ -175,14 +183,24 @@ class AddressCounts:
     One lookup of a target runs at a time, shared by every caller that asks while it runs: a
     thousand calls held for a group at zero make about ten lookups a second, not ten
     thousand. A positive count stands for ``DNS_RECOUNT_S``, so calls to a group whose pods
-    are up make no lookup; a count of zero stands for no one who did not ask for it. Used on
-    the caller's event loop.
+    are up make no lookup; a count of zero stands for no one who did not ask for it.
+    ``changed(target, started)`` is told when a lookup started at ``started`` found other
+    addresses than the one before it (a pod added, gone or replaced). Used on the caller's
+    event loop.
     """
 
-    def __init__(self, count: CountAddresses = count_addresses) -> None:
-        self._count = count
+    def __init__(
+        self,
+        lookup: LookupAddresses = lookup_addresses,
+        *,
+        changed: AddressesChanged | None = None,
+    ) -> None:
+        self._lookup_addresses = lookup
+        self._changed = changed
         # The last finished count of each target: when its lookup started, and the count.
         self._counted: dict[str, tuple[float, int]] = {}
+        # The addresses that lookup found.
+        self._addresses: dict[str, frozenset[str]] = {}
         # The lookup of each target in progress: when it started, and the lookup.
         self._lookups: dict[str, tuple[float, asyncio.Task[int]]] = {}
         # When the last lookup of each target that failed started (cleared by one that did not).
@@ -255,7 +273,7 @@ class AddressCounts:
 
     async def _lookup(self, target: str, name: DnsName, started: float) -> int:
         try:
-            addresses = await self._count(name)
+            addresses = await self._lookup_addresses(name)
         except OSError:
             self._failed[target] = started
             raise
@@ -265,9 +283,13 @@ class AddressCounts:
                 del self._lookups[target]
         counted = self._counted.get(target)
         if counted is None or counted[0] <= started:
-            self._counted[target] = (started, addresses)
+            self._counted[target] = (started, len(addresses))
             self._failed.pop(target, None)
-        return addresses
+            before = self._addresses.get(target)
+            self._addresses[target] = addresses
+            if before is not None and before != addresses and self._changed is not None:
+                self._changed(target, started)
+        return len(addresses)
 
 
 def retrieved(task: asyncio.Future[Any]) -> None:

@@ -180,8 +180,9 @@ class ModelCaller:
             max_request_bytes=max(DEFAULT_MAX_REQUEST_BYTES, max_chunk_bytes)
         )
         self._loop = loop
-        # The addresses behind dns: endpoints: for their slots, and to see a Service at zero.
-        addresses = AddressCounts()
+        # The addresses behind dns: endpoints: for their slots, to see a Service at zero, and
+        # to renew a channel whose Service's pods changed.
+        addresses = AddressCounts(changed=self._addresses_changed)
         self._routes = RouteCache(catalog, addresses)
         self._held = HeldCalls(
             catalog, hold_timeout_s=hold_timeout_s, max_held=max_held_calls, addresses=addresses
@@ -318,6 +319,14 @@ class ModelCaller:
             if dns_name(endpoint.target) is not None:
                 self._client.drop(endpoint.target, tls=endpoint.tls, opened_before=read_at)
         return ready, read_at
+
+    def _addresses_changed(self, target: str, since: float) -> None:
+        """A lookup started at ``since`` found the pods behind the ``dns:`` target ``target``
+        changed: the channels opened before then go (once their calls end), and the next call
+        opens one whose resolver sees them all. gRPC's resolver looks again only when a
+        connection fails: a pod added would otherwise take no call from this process."""
+        for tls in (False, True):
+            self._client.drop(target, tls=tls, opened_before=since)
 
     def _called(self, route: Route) -> None:
         """Note a call to ``route``'s group: its last call time, and its demand's publisher."""

@@ -6,6 +6,7 @@ and calls share the lookups (``AddressCounts``)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Iterator
@@ -20,8 +21,8 @@ from chalk.engine.addresses import (
     AddressCounts,
     AddressLookupError,
     DnsName,
-    count_addresses,
     dns_name,
+    lookup_addresses,
     service_without_pods,
 )
 from chalk.engine.errors import ModelUnavailableError
@@ -40,9 +41,9 @@ def dns() -> Iterator[ClusterDns]:
         yield running
 
 
-def _count(dns: ClusterDns, host: str = SERVICE) -> int:
+def _lookup(dns: ClusterDns, host: str = SERVICE) -> frozenset[str]:
     name = DnsName(host, 8080, ("127.0.0.1", dns.port))
-    return asyncio.run(count_addresses(name, timeout_s=QUICK_TIMEOUT_S))
+    return asyncio.run(lookup_addresses(name, timeout_s=QUICK_TIMEOUT_S))
 
 
 @pytest.mark.parametrize(
@@ -64,21 +65,21 @@ def test_a_targets_name_and_dns_server_are_read_as_grpc_reads_them(
     assert dns_name(target) == expected
 
 
-def test_a_name_with_addresses_counts_each_once(dns: ClusterDns) -> None:
+def test_a_name_with_addresses_finds_each_once(dns: ClusterDns) -> None:
     dns.pods = ["127.0.0.2", "127.0.0.3", "127.0.0.2"]
 
-    assert _count(dns) == 2
+    assert _lookup(dns) == {"127.0.0.2", "127.0.0.3"}
 
 
-def test_a_name_that_does_not_exist_counts_none(dns: ClusterDns) -> None:
-    assert _count(dns) == 0  # NXDOMAIN: a headless Service with no ready pod
+def test_a_name_that_does_not_exist_has_none(dns: ClusterDns) -> None:
+    assert _lookup(dns) == frozenset()  # NXDOMAIN: a headless Service with no ready pod
 
 
-def test_a_name_with_no_address_record_counts_none(dns: ClusterDns) -> None:
+def test_a_name_with_no_address_record_has_none(dns: ClusterDns) -> None:
     dns.pods = ["127.0.0.2"]
     dns.no_data = True  # the name exists, with no A or AAAA record
 
-    assert _count(dns) == 0
+    assert _lookup(dns) == frozenset()
 
 
 @pytest.mark.parametrize("failure", ["silent", "servfail"], ids=["timeout", "servfail"])
@@ -87,16 +88,16 @@ def test_a_server_that_times_out_or_fails_is_a_failed_lookup(dns: ClusterDns, fa
     setattr(dns, failure, True)
 
     with pytest.raises(AddressLookupError, match=rf"looking up {SERVICE} at 127\.0\.0\.1:"):
-        _count(dns)
+        _lookup(dns)
 
 
 def test_a_dns_server_named_by_host_name_is_refused_as_grpc_refuses_it() -> None:
     with pytest.raises(AddressLookupError, match="names DNS server 'kube-dns': expected an IP"):
-        asyncio.run(count_addresses(DnsName(SERVICE, 8080, ("kube-dns", 53))))
+        asyncio.run(lookup_addresses(DnsName(SERVICE, 8080, ("kube-dns", 53))))
 
 
 def test_without_an_authority_the_system_resolver_reads_etc_hosts() -> None:
-    assert asyncio.run(count_addresses(DnsName("localhost", 80))) >= 1
+    assert asyncio.run(lookup_addresses(DnsName("localhost", 80)))
 
 
 def test_calls_share_one_lookup_and_a_positive_count_stands(dns: ClusterDns) -> None:
@@ -135,7 +136,7 @@ def test_a_service_without_pods_is_told_only_when_every_lookup_says_so(dns: Clus
         found.append(await service_without_pods(service, counts, since=time.monotonic()))
         found.append(await service_without_pods([*service, Endpoint("127.0.0.1:1")], counts))
         dns.silent = True
-        quick = AddressCounts(functools.partial(count_addresses, timeout_s=QUICK_TIMEOUT_S))
+        quick = AddressCounts(functools.partial(lookup_addresses, timeout_s=QUICK_TIMEOUT_S))
         found.append(await service_without_pods(service, quick))
         found.append(await service_without_pods([], counts))
         return found
@@ -149,14 +150,15 @@ GUARD_S = 10.0
 
 
 class _Lookups:
-    """A stand-in for ``count_addresses``: answers from ``answers`` in turn (an int, an error
-    to raise, or None: a lookup that never ends), counting the lookups made."""
+    """A stand-in for ``lookup_addresses``: answers from ``answers`` in turn (a count of
+    addresses, an error to raise, or None: a lookup that never ends), counting the lookups
+    made."""
 
     def __init__(self, *answers: int | OSError | None) -> None:
         self.answers = list(answers)
         self.made = 0
 
-    async def __call__(self, name: DnsName) -> int:
+    async def __call__(self, name: DnsName) -> frozenset[str]:
         answer = self.answers[min(self.made, len(self.answers) - 1)]
         self.made += 1
         if answer is None:
@@ -164,7 +166,7 @@ class _Lookups:
         if isinstance(answer, OSError):
             raise answer
         assert isinstance(answer, int)
-        return answer
+        return frozenset(f"10.0.0.{pod}" for pod in range(answer))
 
 
 class _Catalog:
@@ -222,6 +224,28 @@ def test_after_a_failed_lookup_the_last_count_stands_until_a_retry(
     assert asyncio.run(scenario()) == [2, "timed out", 2, 2, 0]
 
 
+def test_a_lookup_that_finds_other_addresses_than_the_last_says_when_it_started() -> None:
+    # Two pods, the same two, a third added, a failed lookup, none (scaled to zero).
+    lookups = _Lookups(2, 2, 3, AddressLookupError("timed out"), 0)
+    changes: list[tuple[str, float]] = []
+
+    async def scenario() -> list[float]:
+        counts = AddressCounts(lookups, changed=lambda target, at: changes.append((target, at)))
+        started = []
+        for _ in range(5):
+            started.append(time.monotonic())
+            with contextlib.suppress(AddressLookupError):
+                await counts.count(TARGET, since=started[-1])
+        return started
+
+    started = asyncio.run(scenario())
+
+    # The first lookup has nothing to differ from; a failed one changes nothing.
+    assert [target for target, _ in changes] == [TARGET, TARGET]
+    assert started[2] <= changes[0][1] < started[3]
+    assert started[4] <= changes[1][1]
+
+
 def test_a_held_call_fails_at_its_bound_while_a_lookup_is_slow() -> None:
     lookups = _Lookups(None)  # the system resolver retrying a DNS server that does not answer
     catalog = _Catalog(status="Idle")
@@ -242,11 +266,11 @@ def test_a_held_call_fails_at_its_bound_while_a_lookup_is_slow() -> None:
 def test_a_lookup_through_the_system_resolver_is_bounded_too(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    async def never(name: DnsName) -> int:
+    async def never(name: DnsName) -> frozenset[str]:
         await asyncio.Event().wait()
-        return 0
+        return frozenset()
 
-    monkeypatch.setattr(addresses, "_count_by_system", never)
+    monkeypatch.setattr(addresses, "_lookup_by_system", never)
 
     with pytest.raises(AddressLookupError, match=f"looking up {SERVICE} failed: no answer within"):
-        asyncio.run(count_addresses(DnsName(SERVICE, 8080), timeout_s=QUICK_TIMEOUT_S))
+        asyncio.run(lookup_addresses(DnsName(SERVICE, 8080), timeout_s=QUICK_TIMEOUT_S))

@@ -1,7 +1,9 @@
 """On Kubernetes a group at zero keeps its endpoint, its headless Service's DNS name, which
 resolves to no address while no pod is ready: a call to it is held as for a group with no
 endpoint (DESIGN.md, "Scale to zero"), counting the Service's addresses again with each read,
-and goes through once a pod is behind the name, on a fresh channel.
+and goes through once a pod is behind the name, on a fresh channel. A Service whose pods change
+while they are up (scaled up, a pod replaced) is called on a fresh channel too: gRPC's resolver
+alone would never send a call to the new pod.
 
 A real DNS server on 127.0.0.1 stands in for the cluster's (named in the target's authority),
 real runtimes on 127.0.0.x for the pods; the reader runs "in the cluster"
@@ -31,7 +33,8 @@ from tests.support.dns_service import ClusterDns, cluster_dns
 from tests.support.runtime_process import RuntimeProcess, free_port, start_runtime
 
 SERVICE = "double.ml.svc.cluster.local"
-StartPod = Callable[[str], RuntimeProcess]
+# ``pod(address)``, or ``pod(address, handler)``.
+StartPod = Callable[..., RuntimeProcess]
 
 
 @pytest.fixture
@@ -51,17 +54,18 @@ def port() -> int:
 
 @pytest.fixture
 def pod(tmp_path: Path, port: int) -> Iterator[StartPod]:
-    """``pod("127.0.0.2")``: our runtime serving ``double`` at that address and the Service's
-    port, once it is SERVING; stopped afterwards."""
+    """``pod("127.0.0.2")``: our runtime serving ``double`` (or ``handler``, which may answer
+    its ``REPLICA_NAME``: the address) at that address and the Service's port, once it is
+    SERVING; stopped afterwards."""
     started: list[RuntimeProcess] = []
 
-    def _start(address: str) -> RuntimeProcess:
+    def _start(address: str, handler: str = "model_handlers.double") -> RuntimeProcess:
         process = start_runtime(
-            "model_handlers.double",
+            handler,
             log_path=tmp_path / f"pod-{len(started)}.log",
             cwd=SHIM_HANDLERS,
             args=("--port", str(port)),
-            env={"CHALK_REMOTE_CALL_HOST": address},
+            env={"CHALK_REMOTE_CALL_HOST": address, "REPLICA_NAME": address},
         )
         started.append(process)
         asyncio.run(wait_until_serving(f"{address}:{port}", timeout_s=20))
@@ -263,3 +267,66 @@ def test_calls_held_for_a_service_share_each_lookup_of_its_name(
     # About ten lookups in the second (one question each: NXDOMAIN ends a lookup), where 50
     # calls looking alone would ask about 500.
     assert 1 <= asked <= 3 * 10
+
+
+def test_pods_a_service_gains_or_swaps_while_up_take_calls_without_a_failure(
+    catalog: Catalog, dns: ClusterDns, port: int, pod: StartPod
+) -> None:
+    # Each pod answers its own address: which pod took each call.
+    version = catalog.models.register(
+        "whoami",
+        input_schema=pa.schema([("x", INT)]),
+        output_schema=pa.schema([("pod", pa.string())]),
+        image="x",
+    )
+    model = {"name": version.model_name, "version": version.model_version}
+    group_id = catalog.groups.create("whoami", {"image": "x", "model": model}, backend="kubernetes")
+    catalog.groups.report(
+        group_id.id,
+        status="Ready",
+        desired=1,
+        ready=1,
+        available=1,
+        endpoints=[Endpoint(dns.target(port), reach=REACH_CLUSTER)],
+    )
+    replica = "model_handlers.replica_name"
+    pod("127.0.0.2", replica)
+    dns.pods = ["127.0.0.2"]
+
+    async def scenario() -> tuple[list[set[str]], CallRecorder]:
+        caller = ModelCaller(catalog, backoff_s=0.01)
+        recorder = CallRecorder()
+
+        async def pods_answering(until: Callable[[set[str]], bool]) -> set[str]:
+            """Calls one at a time until the pods that answered the last 10 calls satisfy
+            ``until``."""
+            answered: list[str] = []
+            give_up = time.monotonic() + 30
+            while len(answered) < 10 or not until(set(answered[-10:])):
+                assert time.monotonic() < give_up, f"the pods that answered: {answered[-10:]}"
+                answer = await caller.call(
+                    feature="t.pod", name="model.whoami", args=ONE[:1], recorder=recorder
+                )
+                answered.extend(answer.to_pylist())
+                await asyncio.sleep(0.02)
+            return set(answered[-10:])
+
+        try:
+            seen = [await pods_answering(lambda pods: pods == {"127.0.0.2"})]
+            # Scaled up: a second pod behind the name.
+            await asyncio.to_thread(pod, "127.0.0.3", replica)
+            dns.pods = ["127.0.0.2", "127.0.0.3"]
+            seen.append(await pods_answering(lambda pods: len(pods) == 2))
+            # The first pod replaced by another (it still serves, out of the Service, as a
+            # terminating pod does for its grace period).
+            await asyncio.to_thread(pod, "127.0.0.4", replica)
+            dns.pods = ["127.0.0.3", "127.0.0.4"]
+            seen.append(await pods_answering(lambda pods: "127.0.0.2" not in pods))
+            return seen, recorder
+        finally:
+            await caller.aclose()
+
+    seen, recorder = asyncio.run(scenario())
+
+    assert seen == [{"127.0.0.2"}, {"127.0.0.2", "127.0.0.3"}, {"127.0.0.3", "127.0.0.4"}]
+    assert recorder.groups()["whoami"].retries == 0

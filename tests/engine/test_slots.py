@@ -29,10 +29,10 @@ def test_a_dns_endpoint_gets_four_slots_per_address_once_they_are_counted() -> N
         release = asyncio.Event()
         asked: list[tuple[str, int]] = []
 
-        async def three_addresses(name: DnsName) -> int:
+        async def three_addresses(name: DnsName) -> frozenset[str]:
             asked.append((name.host, name.port))
             await counted.wait()
-            return 3
+            return frozenset({"10.0.0.1", "10.0.0.2", "10.0.0.3"})
 
         async def send(endpoint: Endpoint, batch: pa.RecordBatch, call: ModelCall) -> pa.Array:
             await release.wait()
