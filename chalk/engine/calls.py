@@ -455,6 +455,12 @@ class ModelCaller:
         """
         return {group: (load.in_flight, load.waiting) for group, load in self.loads().items()}
 
+    def held_since(self, since: float) -> list[str]:
+        """The groups this caller holds calls for that began waiting at ``since`` (a
+        ``time.monotonic()``) or later, each with why it has no ready replica: what a request
+        that timed out meanwhile tells its client. On the caller's loop."""
+        return self._held.held_since(since)
+
     def loads(self) -> dict[str, GroupLoad]:
         """Per scaling group this caller has called: model calls in flight, calls waiting
         (chunks queued, counted before merging, or between attempts while no replica may take

@@ -102,6 +102,12 @@ class HeldCalls:
         # The latest read of each held name's route: when it started, and the read (the route,
         # and its Service's name when that resolves to no pod).
         self._reads: dict[str, tuple[float, asyncio.Task[tuple[Route, str]]]] = {}
+        # Each group with calls held: when the newest began waiting, and the group's route and
+        # Service name (as above) as last read, for ``held_since``; and the same of the newest
+        # held call of each group that was cancelled (its request gave up on it: the request
+        # reads this after its own timeout cancelled the call).
+        self._newest: dict[str, tuple[float, Route, str]] = {}
+        self._given_up: dict[str, tuple[float, Route, str]] = {}
 
     async def until_ready(
         self,
@@ -134,6 +140,7 @@ class HeldCalls:
         bound_s = min(self.hold_timeout_s, deadline_s)
         self._held += 1
         self.counts[group] = self.counts.get(group, 0) + 1
+        self._newest[group] = (started, route, no_pod)
         try:
             held(group)
             while True:
@@ -155,10 +162,14 @@ class HeldCalls:
                 except TimeoutError:
                     waited_s = time.monotonic() - started
                     raise _timed_out(feature, name, route, no_pod, waited_s, bound_s) from None
+                self._newest[group] = (self._newest[group][0], route, no_pod)
                 if route.endpoints and not no_pod:
                     return route, read_at
                 if not no_pod:
                     _refuse_at_once(feature, name, route, started)
+        except asyncio.CancelledError:
+            self._given_up[group] = (started, route, no_pod)
+            raise
         finally:
             self._held -= 1
             left = self.counts[group] - 1
@@ -166,7 +177,23 @@ class HeldCalls:
                 self.counts[group] = left
             else:
                 del self.counts[group]
+                del self._newest[group]
                 self._reads.pop(name, None)
+
+    def held_since(self, since: float) -> list[str]:
+        """The groups with a call held now, or cancelled while held, that began waiting at
+        ``since`` (a ``time.monotonic()``) or later, each as "scaling group 'ner'" with why it
+        has no ready replica as last read (`` (status Idle)``, or its Service resolving to no
+        pod)."""
+        found = {
+            group: held
+            for group, held in (*self._given_up.items(), *self._newest.items())
+            if held[0] >= since
+        }
+        return [
+            f"scaling group {group!r}{_why_none(route, no_pod)}"
+            for group, (_started, route, no_pod) in sorted(found.items())
+        ]
 
     async def _read_since(self, name: str, since: float) -> tuple[float, tuple[Route, str]]:
         """A read of ``name``'s route started at ``since`` or later (another held call's, or

@@ -488,6 +488,7 @@ def _parse(model: type[M], body: bytes) -> M:
 
 
 async def _within_deadline(state: _State, work: Awaitable[Any]) -> Any:
+    began = time.monotonic()
     try:
         # A timeout on this task, not wait_for's task around ``work``: one loop turn less.
         async with asyncio.timeout(state.settings.deadline_s):
@@ -497,8 +498,22 @@ async def _within_deadline(state: _State, work: Awaitable[Any]) -> Any:
             504,
             "DEADLINE_EXCEEDED",
             f"the request took longer than its deadline of {state.settings.deadline_s:g} s "
-            f"(chalk serve --deadline)",
+            f"(chalk serve --deadline){_held_meanwhile(state, began)}",
         ) from None
+
+
+def _held_meanwhile(state: _State, began: float) -> str:
+    """What a 504 adds when model calls were held since ``began`` for groups with no ready
+    replica (at zero, starting): most likely why the request ran out of time. A held call
+    bounded by the deadline itself would end with its own reason only after the request."""
+    held = state.caller.held_since(began)
+    if not held:
+        return ""
+    return (
+        f"; meanwhile model calls to {', '.join(held)} were held waiting for a ready replica: "
+        f"expected one within the deadline; raise --deadline (and --hold-timeout) for a group "
+        f"that wakes from zero or starts slowly, or keep a replica ready (--min-replicas 1)"
+    )
 
 
 def _json(body: Any, status: int = 200) -> Response:

@@ -178,3 +178,32 @@ def test_a_call_to_a_kubernetes_service_with_no_pod_is_held_and_shown_to_keda(
 
     assert answer.status_code == 200, answer.text
     assert answer.json()["outputs"] == [4, 10]
+
+
+def test_a_request_that_times_out_while_its_call_is_held_says_for_which_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The hold timeout (60 s) outlasts the request's deadline: the 504 is the client's answer,
+    # and names the group at zero its call waited for.
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "chalk.yaml").write_text("project: cluster\n")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    with cluster_dns(SERVICE) as dns:
+        kube_group(open_catalog(load_project(root / "chalk.yaml")), dns.target(free_port()))
+        server = start_server(root, "--deadline", "1")
+        try:
+            answer = server.http.post("/v1/models/double/invoke", json={"inputs": {"x": [2]}})
+        finally:
+            server.stop()
+
+    assert answer.status_code == 504, answer.text
+    (error,) = answer.json()["errors"]
+    assert error["code"] == "DEADLINE_EXCEEDED"
+    assert error["message"].startswith(
+        "the request took longer than its deadline of 1 s (chalk serve --deadline); meanwhile "
+        "model calls to scaling group 'double' (its Service double.ml.svc.cluster.local "
+        "resolves to no pod: scaled to zero, or no pod ready yet; its status when last "
+        "observed: Ready) were held waiting for a ready replica"
+    )
+    assert "--min-replicas 1" in error["message"]
