@@ -10,6 +10,7 @@ from chalk.cli.scaling_group import checked_image, what_replicas_do
 from chalk.cli.spec_flags import (
     add_spec_flags,
     emit_dry_run,
+    naming_group,
     note_unused_scaling_flags,
     read_spec_flags,
 )
@@ -151,12 +152,14 @@ def _deploy(args: argparse.Namespace) -> int:
     from chalk.common.config import find_project  # noqa: PLC0415
     from chalk.deploy.groups import deploy_model_version, wait_until_serving  # noqa: PLC0415
 
-    flags = read_spec_flags(args)
+    with naming_group(args.name):
+        flags = read_spec_flags(args)
     project = find_project()
     catalog = open_catalog(project, create=not args.dry_run)
     live = catalog.groups.find(args.name)
     base = GroupSpec.from_dict(live.spec) if live else GroupSpec(image="-")
-    changes = flags.changes(base)
+    with naming_group(args.name):
+        changes = flags.changes(base)
     group, spec, changed = deploy_model_version(
         project,
         catalog,

@@ -16,6 +16,7 @@ from chalk.cli.spec_flags import (
     add_spec_flags,
     emit_dry_run,
     naming_flag,
+    naming_group,
     note_unused_scaling_flags,
     read_spec_flags,
 )
@@ -209,9 +210,10 @@ def _create(args: argparse.Namespace) -> int:
     from chalk.cli.group_views import TIME_FORMAT, group_json, image_text  # noqa: PLC0415
     from chalk.deploy.groups import create_group, wait_until_serving  # noqa: PLC0415
 
-    flags = read_spec_flags(args)
-    base = GroupSpec(image=args.image)
-    spec = base.with_changes(**flags.changes(base))
+    with naming_group(args.name):
+        flags = read_spec_flags(args)
+        base = GroupSpec(image=args.image)
+        spec = base.with_changes(**flags.changes(base))
     project, catalog = _open(args.name, dry_run=args.dry_run)
     live = catalog.groups.find(args.name)
     if live is not None:
@@ -252,15 +254,18 @@ def _update(args: argparse.Namespace) -> int:
     from chalk.cli.group_views import group_json, image_text  # noqa: PLC0415
     from chalk.deploy.groups import update_group, wait_until_serving  # noqa: PLC0415
 
-    flags = read_spec_flags(args)
+    with naming_group(args.name):
+        flags = read_spec_flags(args)
     project, catalog = _open(args.name, dry_run=args.dry_run)
     read = catalog.groups.get(args.name)
     current = GroupSpec.from_dict(read.spec)
+    with naming_group(args.name):
+        changes = flags.changes(current)
     group, stored, changed = update_group(
         project,
         catalog,
         args.name,
-        flags.changes(current),
+        changes,
         dry_run=args.dry_run,
         expected_revision=read.revision,
     )

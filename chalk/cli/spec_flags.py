@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -28,6 +29,7 @@ __all__ = [
     "add_spec_flags",
     "emit_dry_run",
     "naming_flag",
+    "naming_group",
     "note_unused_scaling_flags",
     "read_resource_flags",
     "read_scaling_flags",
@@ -199,6 +201,21 @@ class SpecFlags:
             "tags": self.tags,
             "batch_max_delay_ms": self.batch_max_delay_ms,
         }
+
+
+@contextmanager
+def naming_group(name: str) -> Iterator[None]:
+    """Put the scaling group first in a ValidationError about its flags ("scaling group 'ner':
+    --min-replicas is larger than --max-replicas: ..."), unless the message names it already."""
+    from chalk.catalog import ValidationError  # noqa: PLC0415
+
+    try:
+        yield
+    except ValidationError as error:
+        message = str(error)
+        if repr(name) in message:
+            raise
+        raise ValidationError(f"scaling group {name!r}: {message}") from None
 
 
 def read_spec_flags(args: argparse.Namespace) -> SpecFlags:
