@@ -179,7 +179,8 @@ def _deploy(args: argparse.Namespace) -> int:
     note_unused_scaling_flags(flags, spec.scaling, args.name, project=project)
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": spec.to_dict()}
-        emit_dry_run(project, args.name, spec, document, args.output_format)
+        current = None if live is None else GroupSpec.from_dict(live.spec)
+        emit_dry_run(project, args.name, spec, document, args.output_format, current=current)
         return 0
     if args.wait:
         group = wait_until_serving(catalog, args.name, project=project)

@@ -272,7 +272,7 @@ def _update(args: argparse.Namespace) -> int:
     note_unused_scaling_flags(flags, stored.scaling, args.name, project=project)
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": stored.to_dict()}
-        emit_dry_run(project, args.name, stored, document, args.output_format)
+        emit_dry_run(project, args.name, stored, document, args.output_format, current=current)
         return 0
     if args.wait:
         group = wait_until_serving(catalog, args.name, project=project)

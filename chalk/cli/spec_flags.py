@@ -6,6 +6,7 @@ prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -395,10 +396,18 @@ def _scaling_spec(values: Mapping[str, object], flags: Mapping[str, str]) -> Aut
 
 
 def emit_dry_run(
-    project: Project, name: str, spec: GroupSpec, document: dict[str, Any], fmt: str
+    project: Project,
+    name: str,
+    spec: GroupSpec,
+    document: dict[str, Any],
+    fmt: str,
+    *,
+    current: GroupSpec | None = None,
 ) -> None:
     """The stored spec (local), or the objects Kubernetes would get: YAML documents, or a
-    ``List`` with ``-o json``."""
+    ``List`` with ``-o json``; with ``current`` (the live group's spec), a note on stderr for
+    each kind of object the group has now and would no longer have (applying deletes it: an
+    HPA a ScaledObject replaces, say)."""
     import yaml  # noqa: PLC0415
 
     from chalk.deploy.groups import dry_run_manifests  # noqa: PLC0415
@@ -406,10 +415,27 @@ def emit_dry_run(
     manifests = dry_run_manifests(project, name, spec)
     if manifests is None:
         emit(document, "json" if fmt == "json" else "yaml")
-    elif fmt == "json":
+        return
+    if fmt == "json":
         emit_as_given({"apiVersion": "v1", "kind": "List", "items": manifests}, "json")
     else:
         sys.stdout.write(yaml.safe_dump_all(manifests, sort_keys=False))
+    before: list[dict[str, Any]] = []
+    if current is not None:
+        from chalk.common.errors import ChalkError  # noqa: PLC0415
+
+        # The live spec as this configuration renders it; one it no longer renders (say a
+        # Prometheus URL since removed) gets no note: the objects above are what counts.
+        with contextlib.suppress(ChalkError):
+            before = dry_run_manifests(project, name, current) or []
+    kept = {obj["kind"] for obj in manifests}
+    for obj in before:
+        if obj["kind"] not in kept:
+            print(
+                f"note: scaling group {name!r}: applying this deletes its {obj['kind']} "
+                f"{obj['metadata']['name']!r} (the objects above have none)",
+                file=sys.stderr,
+            )
 
 
 def _batch_max_delay(delay_ms: float | None) -> float | None:

@@ -11,10 +11,12 @@ import pytest
 import yaml
 from cloudcoil.models.keda.v1alpha1 import ScaledObject
 
+from chalk.catalog import open_catalog
 from chalk.catalog.errors import ValidationError
 from chalk.catalog.records import Event
 from chalk.catalog.resources import AutoScalingSpec
 from chalk.catalog.specs import GroupSpec, ModelRef
+from chalk.common.config import load_project
 from chalk.deploy.kubernetes.keda import (
     METRICS_PORT,
     WAKE_ONLY_THRESHOLD,
@@ -350,3 +352,46 @@ def test_a_dry_run_without_prometheus_url_is_refused(
     assert f"{root / 'chalk.yaml'} names no Prometheus server" in result.stderr
     assert "KEDA" in result.stderr
     assert "serves no KEDA" not in result.stderr  # a dry run assumes KEDA
+
+
+@pytest.mark.parametrize(
+    ("stored", "flags", "deleted"),
+    [
+        pytest.param(
+            AutoScalingSpec(min_replicas=1, max_replicas=3),
+            ("--min-replicas", "0"),
+            "HorizontalPodAutoscaler 'ner'",
+            id="hpa-to-scaled-object",
+        ),
+        pytest.param(
+            AutoScalingSpec(min_replicas=0, max_replicas=3),
+            ("--min-replicas", "1"),
+            "ScaledObject 'ner'",
+            id="scaled-object-to-hpa",
+        ),
+    ],
+)
+def test_an_update_dry_run_that_swaps_the_autoscaler_says_which_it_deletes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stored: AutoScalingSpec,
+    flags: tuple[str, ...],
+    deleted: str,
+) -> None:
+    root = _kube_root(tmp_path, monkeypatch, f"  prometheus_url: {PROMETHEUS}\n")
+    catalog = open_catalog(load_project(root / "chalk.yaml"))
+    spec = GroupSpec(image=IMAGE, model=MODEL, scaling=stored)
+    catalog.groups.create("ner", spec.to_dict(), backend="kubernetes")
+
+    result = scaling_group(root, "update", "--name", "ner", *flags, "--dry-run", "-o", "yaml")
+    unchanged = scaling_group(root, "update", "--name", "ner", "--dry-run", "-o", "yaml")
+
+    assert result.returncode == 0, result.stderr
+    kinds = [document["kind"] for document in yaml.safe_load_all(result.stdout)]
+    assert deleted.split(maxsplit=1)[0] not in kinds
+    assert result.stderr == (
+        f"note: scaling group 'ner': applying this deletes its {deleted} (the objects above "
+        f"have none)\n"
+    )
+    assert unchanged.returncode == 0, unchanged.stderr
+    assert "deletes" not in unchanged.stderr
