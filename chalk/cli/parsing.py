@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from chalk.common.arguments import register_number_types
+
 __all__ = ["ChalkArgumentParser"]
 
 # Where a parse keeps the flags it has stored, on its namespace (no command reads it).
@@ -36,38 +38,6 @@ class _StoreOnce(argparse._StoreAction):
         setattr(namespace, self.dest, values)
 
 
-def _whole_number(text: str) -> int:
-    """A ``type=int`` flag's value.
-
-    >>> _whole_number(" 3 ")
-    3
-    >>> _whole_number("1.5")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: expected a whole number, got '1.5'
-    """
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-
-
-def _number(text: str) -> float:
-    """A ``type=float`` flag's value (nan and inf pass: each flag's bounds name its range).
-
-    >>> _number("0.5")
-    0.5
-    >>> _number("5ms")
-    Traceback (most recent call last):
-    ...
-    argparse.ArgumentTypeError: expected a number, got '5ms'
-    """
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
 class ChalkArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose plain flags may be given once, and whose ``type=int``
     and ``type=float`` flags say what they expected of a bad value.
@@ -93,6 +63,4 @@ the value you mean alone
         super().__init__(*args, **kwargs)
         self.register("action", None, _StoreOnce)
         self.register("action", "store", _StoreOnce)
-        # argparse looks a flag's ``type`` up in this registry before calling it.
-        self.register("type", int, _whole_number)
-        self.register("type", float, _number)
+        register_number_types(self)

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from typing import Final
 
+from chalk.common.arguments import register_number_types
 from chalk.common.bounds import check_bound
 from chalk.common.errors import ValidationError
 from chalk.shim.arrow_io import InputArgsError, parse_input_args
@@ -34,6 +35,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="chalk-remote-call",
         description="Serve handler(event, context) as chalk.runtime.v1.RemoteCallService.",
     )
+    register_number_types(parser)
     parser.add_argument("--handler", required=True, help="dotted path, e.g. model.handler")
     parser.add_argument(
         "--port",
