@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -32,6 +33,8 @@ __all__ = [
     "retrieved",
     "service_without_pods",
 ]
+
+_LOG = logging.getLogger(__name__)
 
 # How long a positive count of a dns: target's addresses stands (pods come and go; a call that
 # finds them gone counts again at once): a pod a group scaled up to takes calls within about
@@ -185,8 +188,8 @@ class AddressCounts:
     thousand. A positive count stands for ``DNS_RECOUNT_S``, so calls to a group whose pods
     are up make no lookup; a count of zero stands for no one who did not ask for it.
     ``changed(target, started)`` is told when a lookup started at ``started`` found other
-    addresses than the one before it (a pod added, gone or replaced). Used on the caller's
-    event loop.
+    addresses than the one before it (a pod added, gone or replaced), and again when the
+    next lookup finds the same ones. Used on the caller's event loop.
     """
 
     def __init__(
@@ -201,6 +204,9 @@ class AddressCounts:
         self._counted: dict[str, tuple[float, int]] = {}
         # The addresses that lookup found.
         self._addresses: dict[str, frozenset[str]] = {}
+        # Targets whose addresses changed at their last lookup: the next lookup that finds the
+        # same ones tells ``changed`` again (see ``_lookup``).
+        self._unconfirmed: set[str] = set()
         # The lookup of each target in progress: when it started, and the lookup.
         self._lookups: dict[str, tuple[float, asyncio.Task[int]]] = {}
         # When the last lookup of each target that failed started (cleared by one that did not).
@@ -285,11 +291,30 @@ class AddressCounts:
         if counted is None or counted[0] <= started:
             self._counted[target] = (started, len(addresses))
             self._failed.pop(target, None)
-            before = self._addresses.get(target)
-            self._addresses[target] = addresses
-            if before is not None and before != addresses and self._changed is not None:
-                self._changed(target, started)
+            self._note(target, addresses, started)
         return len(addresses)
+
+    def _note(self, target: str, addresses: frozenset[str], started: float) -> None:
+        """Keep ``addresses`` as ``target``'s, telling ``changed`` when they differ from the
+        last lookup's, and once more when the next lookup confirms them: the channel opened
+        after the change resolves the name itself, and may have read a DNS cache (CoreDNS
+        keeps an answer 5 s) not yet updated; renewed once more, it reads the settled one. A
+        failing ``changed`` is logged: the count stands."""
+        before = self._addresses.get(target)
+        self._addresses[target] = addresses
+        if before is None:
+            return
+        if before != addresses:
+            self._unconfirmed.add(target)
+        elif target in self._unconfirmed:
+            self._unconfirmed.discard(target)
+        else:
+            return
+        if self._changed is not None:
+            try:
+                self._changed(target, started)
+            except Exception:  # a renewal is an optimisation: never fail the lookup's callers
+                _LOG.exception("renewing the channels to %s failed", target)
 
 
 def retrieved(task: asyncio.Future[Any]) -> None:

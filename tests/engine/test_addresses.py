@@ -150,11 +150,11 @@ GUARD_S = 10.0
 
 
 class _Lookups:
-    """A stand-in for ``lookup_addresses``: answers from ``answers`` in turn (a count of
-    addresses, an error to raise, or None: a lookup that never ends), counting the lookups
-    made."""
+    """A stand-in for ``lookup_addresses``: answers from ``answers`` in turn (the addresses,
+    a count of them, an error to raise, or None: a lookup that never ends), counting the
+    lookups made."""
 
-    def __init__(self, *answers: int | OSError | None) -> None:
+    def __init__(self, *answers: int | frozenset[str] | OSError | None) -> None:
         self.answers = list(answers)
         self.made = 0
 
@@ -165,7 +165,8 @@ class _Lookups:
             await asyncio.Event().wait()
         if isinstance(answer, OSError):
             raise answer
-        assert isinstance(answer, int)
+        if isinstance(answer, frozenset):
+            return answer
         return frozenset(f"10.0.0.{pod}" for pod in range(answer))
 
 
@@ -224,26 +225,48 @@ def test_after_a_failed_lookup_the_last_count_stands_until_a_retry(
     assert asyncio.run(scenario()) == [2, "timed out", 2, 2, 0]
 
 
-def test_a_lookup_that_finds_other_addresses_than_the_last_says_when_it_started() -> None:
-    # Two pods, the same two, a third added, a failed lookup, none (scaled to zero).
-    lookups = _Lookups(2, 2, 3, AddressLookupError("timed out"), 0)
-    changes: list[tuple[str, float]] = []
+def test_a_lookup_that_finds_other_addresses_says_so_and_the_next_confirms_them() -> None:
+    # Two pods; the same two; a third added; the three again; a failed lookup; one of the three
+    # replaced (as many as before); the same; none (scaled to zero); none again.
+    three = frozenset({"10.0.0.0", "10.0.0.1", "10.0.0.2"})
+    replaced = frozenset({"10.0.0.0", "10.0.0.1", "10.0.0.9"})
+    failed = AddressLookupError("timed out")
+    lookups = _Lookups(2, 2, three, three, failed, replaced, replaced, 0, 0)
+    told: list[int] = []  # after which lookup (1, 2, ...) ``changed`` was told
 
-    async def scenario() -> list[float]:
-        counts = AddressCounts(lookups, changed=lambda target, at: changes.append((target, at)))
-        started = []
-        for _ in range(5):
-            started.append(time.monotonic())
+    async def scenario() -> None:
+        counts = AddressCounts(lookups, changed=lambda target, at: told.append(lookups.made))
+        for _ in range(9):
             with contextlib.suppress(AddressLookupError):
-                await counts.count(TARGET, since=started[-1])
-        return started
+                await counts.count(TARGET, since=time.monotonic())
 
-    started = asyncio.run(scenario())
+    asyncio.run(scenario())
 
     # The first lookup has nothing to differ from; a failed one changes nothing.
-    assert [target for target, _ in changes] == [TARGET, TARGET]
-    assert started[2] <= changes[0][1] < started[3]
-    assert started[4] <= changes[1][1]
+    assert told == [3, 4, 6, 7, 8, 9]
+
+
+def test_a_lookup_older_than_the_last_one_counted_tells_nothing() -> None:
+    slow = asyncio.Event()
+    changes: list[float] = []
+
+    async def lookups(name: DnsName) -> frozenset[str]:
+        if not slow.is_set():  # the first lookup: answers after the second
+            slow.set()
+            await asyncio.sleep(0.2)
+            return frozenset({"10.0.0.1"})
+        return frozenset({"10.0.0.2"})
+
+    async def scenario() -> int | None:
+        counts = AddressCounts(lookups, changed=lambda target, at: changes.append(at))
+        first = asyncio.ensure_future(counts.count(TARGET, since=time.monotonic()))
+        await slow.wait()
+        await counts.count(TARGET, since=time.monotonic())  # a newer lookup, done first
+        await first
+        return counts.last(TARGET)
+
+    assert asyncio.run(scenario()) == 1
+    assert changes == []
 
 
 def test_a_held_call_fails_at_its_bound_while_a_lookup_is_slow() -> None:
