@@ -86,7 +86,12 @@ class ModelCaller:
     On Kubernetes a group at zero keeps its endpoint (its headless Service's ``dns:`` name),
     which then resolves to no address: that call is held the same way, counting the Service's
     addresses again with each read, and when they appear the channels to it are dropped
-    (gRPC's resolver would otherwise wait out its back-off after resolving nothing).
+    (gRPC's resolver would otherwise wait out its back-off after resolving nothing). So too
+    while its pods are up: a recount (every 5 s while calls flow) that finds other pods than
+    before, and the one after that confirms them, renew the channels, so a pod the group was
+    scaled up to takes calls (gRPC's resolver looks again only when a connection fails). A
+    held call is kept on the call's recorder until a replica is ready
+    (``CallRecorder.still_held``: what chalk serve's 504 names).
     ``loads()`` (and ``demand()``) count, per group, model calls in flight, chunks waiting
     and calls held; for groups of the local backend they are published to the catalog's
     ``demand`` rows (``chalk.engine.demand``) for the local controller's autoscaler.
@@ -292,15 +297,21 @@ class ModelCaller:
             call = ModelCall(feature, name, route, resolved_at=resolved_at, recorder=recorder)
             return await self._cached(call, args, as_chunks, max_staleness_s, no_pod)
         if routed.held:
-            route, resolved_at = await self._hold(feature, name, route, no_pod)
+            route, resolved_at = await self._hold(feature, name, route, no_pod, recorder)
         call, indices = self._chunked(feature, name, route, resolved_at, args, recorder)
         return await self._sent(call, indices, as_chunks)
 
     async def _hold(
-        self, feature: str, name: str, route: Route, no_pod: str = ""
+        self,
+        feature: str,
+        name: str,
+        route: Route,
+        no_pod: str = "",
+        recorder: CallRecorder | None = None,
     ) -> tuple[Route, float]:
         """The route of ``name`` once its group has a ready replica (``chalk.engine.holds``);
-        ``no_pod``: the DNS name of its Service when that resolves to no pod."""
+        ``no_pod``: the DNS name of its Service when that resolves to no pod; ``recorder``:
+        the call's, which keeps the wait until it ends."""
         self._called(route)
         ready, read_at = await self._held.until_ready(
             feature,
@@ -311,6 +322,7 @@ class ModelCaller:
             # Only the local controller reads demand rows; on Kubernetes demand travels as
             # chalk serve's metrics.
             held=self._held_now if route.backend == "local" else _not_told,
+            recorder=recorder,
         )
         # A channel that resolved the Service to nothing waits out gRPC's back-off before it
         # looks again: the first call after the hold opens a new one (one per read: the calls
@@ -385,7 +397,9 @@ class ModelCaller:
             if route.endpoints and not no_pod:
                 self._called(route)
             else:
-                route, resolved_at = await self._hold(call.feature, call.name, route, no_pod)
+                route, resolved_at = await self._hold(
+                    call.feature, call.name, route, no_pod, recorder
+                )
                 call = ModelCall(
                     call.feature, call.name, route, resolved_at=resolved_at, recorder=recorder
                 )
@@ -454,12 +468,6 @@ class ModelCaller:
         Safe to read from any thread (a snapshot of a few counters per group).
         """
         return {group: (load.in_flight, load.waiting) for group, load in self.loads().items()}
-
-    def held_since(self, since: float) -> list[str]:
-        """The groups this caller holds calls for that began waiting at ``since`` (a
-        ``time.monotonic()``) or later, each with why it has no ready replica: what a request
-        that timed out meanwhile tells its client. On the caller's loop."""
-        return self._held.held_since(since)
 
     def loads(self) -> dict[str, GroupLoad]:
         """Per scaling group this caller has called: model calls in flight, calls waiting

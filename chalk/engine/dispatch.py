@@ -38,6 +38,7 @@ from chalk.engine.model_call import (
     queue_deadline_error,
     transport_error,
 )
+from chalk.engine.recorder import CallRecorder
 from chalk.engine.routes import RouteCache
 from chalk.shim.client import DEFAULT_DEADLINE_S, RemoteCallClient
 from chalk.shim.errors import RemoteCallError, RemoteHandlerError, TransportError
@@ -62,10 +63,12 @@ _REFUSED_MARKS: Final = (
 )
 
 # Waits, for a call of ``feature`` to ``name``, until the group of ``route`` (one with no
-# endpoints, or whose Service, the last argument, resolves to no pod) has a ready replica;
-# its route then and when it was read (``ModelCaller._hold``:
-# ``chalk.engine.holds.HeldCalls.until_ready``).
-Hold: TypeAlias = Callable[[str, str, Route, str], Awaitable[tuple[Route, float]]]
+# endpoints, or whose Service, the fourth argument, resolves to no pod) has a ready replica,
+# recorded in the call's recorder; its route then and when it was read
+# (``ModelCaller._hold``: ``chalk.engine.holds.HeldCalls.until_ready``).
+Hold: TypeAlias = Callable[
+    [str, str, Route, str, CallRecorder | None], Awaitable[tuple[Route, float]]
+]
 
 
 def lost_after_sending(error: TransportError) -> bool:
@@ -320,7 +323,9 @@ class Dispatcher:
         if routed is not None and routed.held:
             # The group lost its last ready replica (scaled to zero, restarting): the chunk is
             # held as a new call is, within the hold bound, and then starts its retries afresh.
-            held, read_at = await self._hold(call.feature, call.name, routed.route, routed.no_pod)
+            held, read_at = await self._hold(
+                call.feature, call.name, routed.route, routed.no_pod, call.recorder
+            )
             route = self.routes.adopt(call, held, read_at)
             chunk.failing_since = None
             chunk.attempts = 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from chalk.catalog.errors import ResolveError
 from chalk.common.bounds import check_bound
@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_MAX_HELD_CALLS",
     "HOLD_POLL_S",
     "HeldCalls",
+    "HoldRecorder",
     "check_hold_bounds",
 ]
 
@@ -62,6 +63,32 @@ def check_hold_bounds(
     outside chalk.common.bounds' table."""
     check_bound("hold_timeout_seconds", hold_timeout_s, what=names[0])
     check_bound("max_held_calls", max_held_calls, what=names[1])
+
+
+class HoldRecorder(Protocol):
+    """Where a held call's wait is kept (``chalk.engine.recorder.CallRecorder``)."""
+
+    def held(self, group: str, why: str) -> None: ...
+
+    def held_why(self, group: str, why: str) -> None: ...
+
+    def released(self, group: str) -> None: ...
+
+
+class _Unrecorded:
+    """A ``HoldRecorder`` that keeps nothing: a call made without a recorder."""
+
+    def held(self, group: str, why: str) -> None:
+        pass
+
+    def held_why(self, group: str, why: str) -> None:
+        pass
+
+    def released(self, group: str) -> None:
+        pass
+
+
+_UNRECORDED: Final = _Unrecorded()
 
 
 class HeldCalls:
@@ -102,12 +129,6 @@ class HeldCalls:
         # The latest read of each held name's route: when it started, and the read (the route,
         # and its Service's name when that resolves to no pod).
         self._reads: dict[str, tuple[float, asyncio.Task[tuple[Route, str]]]] = {}
-        # Each group with calls held: when the newest began waiting, and the group's route and
-        # Service name (as above) as last read, for ``held_since``; and the same of the newest
-        # held call of each group that was cancelled (its request gave up on it: the request
-        # reads this after its own timeout cancelled the call).
-        self._newest: dict[str, tuple[float, Route, str]] = {}
-        self._given_up: dict[str, tuple[float, Route, str]] = {}
 
     async def until_ready(
         self,
@@ -118,10 +139,14 @@ class HeldCalls:
         no_pod: str = "",
         deadline_s: float,
         held: Callable[[str], None] = lambda _group: None,
+        recorder: HoldRecorder | None = None,
     ) -> tuple[Route, float]:
         """The route of ``name`` once it has a ready replica, and when it was read; ``route``:
         the one just read, with no endpoint, or with ``no_pod`` (its Service's DNS name)
-        resolving to no address. ``held(group)`` is told when the call starts waiting."""
+        resolving to no address. ``held(group)`` is told when the call starts waiting;
+        ``recorder`` (the call's query's) keeps the wait, and why the group has no replica as
+        last read, until a replica is ready: a call that ends otherwise (cancelled with its
+        request, failed) stays on it."""
         group = route.group
         started = time.monotonic()
         if not no_pod:
@@ -140,7 +165,8 @@ class HeldCalls:
         bound_s = min(self.hold_timeout_s, deadline_s)
         self._held += 1
         self.counts[group] = self.counts.get(group, 0) + 1
-        self._newest[group] = (started, route, no_pod)
+        recorder = recorder or _UNRECORDED
+        recorder.held(group, _why(route, no_pod))
         try:
             held(group)
             while True:
@@ -162,14 +188,12 @@ class HeldCalls:
                 except TimeoutError:
                     waited_s = time.monotonic() - started
                     raise _timed_out(feature, name, route, no_pod, waited_s, bound_s) from None
-                self._newest[group] = (self._newest[group][0], route, no_pod)
                 if route.endpoints and not no_pod:
+                    recorder.released(group)
                     return route, read_at
+                recorder.held_why(group, _why(route, no_pod))
                 if not no_pod:
                     _refuse_at_once(feature, name, route, started)
-        except asyncio.CancelledError:
-            self._given_up[group] = (started, route, no_pod)
-            raise
         finally:
             self._held -= 1
             left = self.counts[group] - 1
@@ -177,23 +201,7 @@ class HeldCalls:
                 self.counts[group] = left
             else:
                 del self.counts[group]
-                del self._newest[group]
                 self._reads.pop(name, None)
-
-    def held_since(self, since: float) -> list[str]:
-        """The groups with a call held now, or cancelled while held, that began waiting at
-        ``since`` (a ``time.monotonic()``) or later, each as "scaling group 'ner'" with why it
-        has no ready replica as last read (`` (status Idle)``, or its Service resolving to no
-        pod)."""
-        found = {
-            group: held
-            for group, held in (*self._given_up.items(), *self._newest.items())
-            if held[0] >= since
-        }
-        return [
-            f"scaling group {group!r}{_why_none(route, no_pod)}"
-            for group, (_started, route, no_pod) in sorted(found.items())
-        ]
 
     async def _read_since(self, name: str, since: float) -> tuple[float, tuple[Route, str]]:
         """A read of ``name``'s route started at ``since`` or later (another held call's, or
@@ -260,11 +268,17 @@ def _timed_out(
 
 def _why_none(route: Route, no_pod: str) -> str:
     """Why ``route``'s group has no ready replica, as an aside: its Service's, or its status."""
+    why = _why(route, no_pod)
+    return f" ({why})" if why else ""
+
+
+def _why(route: Route, no_pod: str) -> str:
+    """Why ``route``'s group has no ready replica: its Service's, its status, or "" (unknown)."""
     if no_pod:
-        return f" ({_no_pod(route, no_pod)})"
+        return _no_pod(route, no_pod)
     if not route.status:
         return ""
-    return f" (status {route.status}" + (f": {route.reason})" if route.reason else ")")
+    return f"status {route.status}" + (f": {route.reason}" if route.reason else "")
 
 
 def _no_pod(route: Route, service: str) -> str:

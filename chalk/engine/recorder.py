@@ -134,6 +134,8 @@ class CallRecorder:
         self._seconds: dict[str, list[float]] = {}
         # Per group, the store's eviction count when the query first looked its answers up.
         self._evictions_at_start: dict[str, int] = {}
+        # Per group, the calls held and not released, and why it had no replica as last read.
+        self._held: dict[str, tuple[int, str]] = {}
 
     def answered(
         self, group: str, endpoint: str, rows: int, *, seconds: float | None = None
@@ -221,6 +223,49 @@ class CallRecorder:
                 left_full=seen.left_full + (reason == "full"),
                 left_delay=seen.left_delay + (reason == "delay"),
             )
+
+    def held(self, group: str, why: str) -> None:
+        """A call to ``group`` waits for a ready replica; ``why`` the group has none ("status
+        Idle: ...", its Service resolving to no pod; "" unknown)."""
+        with self._lock:
+            count, _ = self._held.get(group, (0, ""))
+            self._held[group] = (count + 1, why)
+
+    def held_why(self, group: str, why: str) -> None:
+        """Why ``group`` has no ready replica, as a held call read it again."""
+        with self._lock:
+            count, _ = self._held.get(group, (0, ""))
+            if count:
+                self._held[group] = (count, why)
+
+    def released(self, group: str) -> None:
+        """A held call to ``group`` goes on: a replica is ready."""
+        with self._lock:
+            count, why = self._held.get(group, (0, ""))
+            if count > 1:
+                self._held[group] = (count - 1, why)
+            else:
+                self._held.pop(group, None)
+
+    def still_held(self) -> dict[str, str]:
+        """The groups whose calls were held and never released (still waiting, or ended while
+        waiting: cancelled with the query, timed out), each with why it had no replica as last
+        read: what a query that ran out of time tells its caller.
+
+        Examples
+        --------
+        >>> recorder = CallRecorder()
+        >>> recorder.held("ner", "status Idle")
+        >>> recorder.held("ner", "status Idle")
+        >>> recorder.held("tagger", "")
+        >>> recorder.held_why("ner", "status Starting")
+        >>> recorder.released("tagger")
+        >>> recorder.released("ner")
+        >>> recorder.still_held()
+        {'ner': 'status Starting'}
+        """
+        with self._lock:
+            return {group: why for group, (_, why) in self._held.items()}
 
     def groups(self) -> dict[str, GroupCalls]:
         """The calls so far, by scaling group, in the order the groups were first called."""

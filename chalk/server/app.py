@@ -273,12 +273,13 @@ async def _query(state: _State, request: Request) -> Response:
     rows = [query.inputs] if query.rows is None else query.rows
     values = len(rows) * (len(rows[0] or {}) + len(query.outputs))
     fresh = state.graph.fresh() if values <= _LOOP_VALUES else None
+    recorder = CallRecorder()
     if fresh is not None:
-        outcome = await _within_deadline(state, _on_loop(state, fresh, query))
+        outcome = await _within_deadline(state, _on_loop(state, fresh, query, recorder), recorder)
     else:
         loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(state.queries, _on_thread, state, query)
-        outcome = await _within_deadline(state, work)
+        work = loop.run_in_executor(state.queries, _on_thread, state, query, recorder)
+        outcome = await _within_deadline(state, work, recorder)
     state.called(outcome.model_calls)
     return _json(outcome.body)
 
@@ -290,11 +291,12 @@ async def _offline(state: _State, request: Request) -> Response:
     outputs = request.query_params.getlist("output")
     fingerprints = fingerprints_of(request.headers.get(FINGERPRINTS_HEADER))
     use_cache = use_cache_of(request.query_params.get("use_cache"))
+    recorder = CallRecorder()
     loop = asyncio.get_running_loop()
     work = loop.run_in_executor(
-        state.queries, _offline_on_thread, state, body, outputs, fingerprints, use_cache
+        state.queries, _offline_on_thread, state, body, outputs, fingerprints, use_cache, recorder
     )
-    outcome: OfflineOutcome = await _within_deadline(state, work)
+    outcome: OfflineOutcome = await _within_deadline(state, work, recorder)
     state.called(outcome.model_calls)
     headers = {
         GRAPH_VERSION_HEADER: str(outcome.graph_version),
@@ -309,33 +311,42 @@ def _offline_on_thread(
     outputs: list[str],
     fingerprints: dict[str, str],
     use_cache: bool,
+    recorder: CallRecorder,
 ) -> OfflineOutcome:
     loaded = state.graph.current()
     state.metrics.graph_version.set(loaded.version)
     try:
         return run_offline_block(
-            loaded, body, outputs, fingerprints, state.caller, use_cache=use_cache
+            loaded,
+            body,
+            outputs,
+            fingerprints,
+            state.caller,
+            use_cache=use_cache,
+            recorder=recorder,
         )
     except Exception as error:
         raise on_graph(error, loaded.version, loaded.graph.features) from None
 
 
-async def _on_loop(state: _State, loaded: LoadedGraph, query: OnlineQueryRequest) -> QueryOutcome:
+async def _on_loop(
+    state: _State, loaded: LoadedGraph, query: OnlineQueryRequest, recorder: CallRecorder
+) -> QueryOutcome:
     """A small query on the loop: no thread to hand it to, nor its model calls back from."""
     state.metrics.graph_version.set(loaded.version)
     try:
-        return await run_online_query_async(loaded, query, state.caller)
+        return await run_online_query_async(loaded, query, state.caller, recorder)
     except Exception as error:
         raise on_graph(error, loaded.version, loaded.graph.features) from None
 
 
-def _on_thread(state: _State, query: OnlineQueryRequest) -> QueryOutcome:
+def _on_thread(state: _State, query: OnlineQueryRequest, recorder: CallRecorder) -> QueryOutcome:
     """A larger query (or one whose graph must be read again) on a query thread: its polars
     work would hold up every other request on the loop."""
     loaded = state.graph.current()
     state.metrics.graph_version.set(loaded.version)
     try:
-        return run_online_query(loaded, query, state.caller)
+        return run_online_query(loaded, query, state.caller, recorder)
     except Exception as error:
         raise on_graph(error, loaded.version, loaded.graph.features) from None
 
@@ -346,7 +357,7 @@ async def _invoke(state: _State, request: Request) -> Response:
     group = request.path_params["group"]
     try:
         answer = await _within_deadline(
-            state, invoke(group, body, state.schemas, state.caller, recorder)
+            state, invoke(group, body, state.schemas, state.caller, recorder), recorder
         )
     finally:
         state.called(recorder)
@@ -487,8 +498,7 @@ def _parse(model: type[M], body: bytes) -> M:
         ) from None
 
 
-async def _within_deadline(state: _State, work: Awaitable[Any]) -> Any:
-    began = time.monotonic()
+async def _within_deadline(state: _State, work: Awaitable[Any], recorder: CallRecorder) -> Any:
     try:
         # A timeout on this task, not wait_for's task around ``work``: one loop turn less.
         async with asyncio.timeout(state.settings.deadline_s):
@@ -498,21 +508,25 @@ async def _within_deadline(state: _State, work: Awaitable[Any]) -> Any:
             504,
             "DEADLINE_EXCEEDED",
             f"the request took longer than its deadline of {state.settings.deadline_s:g} s "
-            f"(chalk serve --deadline){_held_meanwhile(state, began)}",
+            f"(chalk serve --deadline){_held_meanwhile(recorder)}",
         ) from None
 
 
-def _held_meanwhile(state: _State, began: float) -> str:
-    """What a 504 adds when model calls were held since ``began`` for groups with no ready
-    replica (at zero, starting): most likely why the request ran out of time. A held call
-    bounded by the deadline itself would end with its own reason only after the request."""
-    held = state.caller.held_since(began)
+def _held_meanwhile(recorder: CallRecorder) -> str:
+    """What a 504 adds when the request's model calls were held for groups with no ready
+    replica (at zero, starting), and never released: why it ran out of time. (A held call is
+    bounded by the deadline too, but began after the request: the request's timeout comes
+    first, and cancels it.)"""
+    held = recorder.still_held()
     if not held:
         return ""
+    groups = ", ".join(
+        f"scaling group {group!r}" + (f" ({why})" if why else "") for group, why in held.items()
+    )
     return (
-        f"; meanwhile model calls to {', '.join(held)} were held waiting for a ready replica: "
-        f"expected one within the deadline; raise --deadline (and --hold-timeout) for a group "
-        f"that wakes from zero or starts slowly, or keep a replica ready (--min-replicas 1)"
+        f"; its model calls to {groups} were held waiting for a ready replica: expected one "
+        f"within the deadline; raise --deadline (and --hold-timeout) for a group that wakes "
+        f"from zero or starts slowly, or keep a replica ready (--min-replicas 1)"
     )
 
 

@@ -92,9 +92,11 @@ def run_offline_block(
     caller: ModelCaller,
     *,
     use_cache: bool = True,
+    recorder: CallRecorder | None = None,
 ) -> OfflineOutcome:
     """Answer one block on ``loaded``: check fingerprints, read the rows, run, encode; with
-    ``use_cache=False`` the answer cache is neither read nor filled."""
+    ``use_cache=False`` the answer cache is neither read nor filled. Its model calls are
+    recorded in ``recorder`` (a new one by default)."""
     if not outputs:
         raise ApiError(
             400,
@@ -103,7 +105,7 @@ def run_offline_block(
         )
     check_fingerprints(loaded, fingerprints)
     table = input_table(loaded.graph, _read_block(body), online=False)
-    recorder = CallRecorder()
+    recorder = CallRecorder() if recorder is None else recorder
     with recording(recorder):
         result = run_query(loaded.graph, table, outputs, model_caller=caller, use_cache=use_cache)
     return OfflineOutcome(_write_block(result), recorder, loaded.version)

@@ -34,12 +34,16 @@ class QueryOutcome:
 
 
 def run_online_query(
-    loaded: LoadedGraph, request: OnlineQueryRequest, caller: ModelCaller
+    loaded: LoadedGraph,
+    request: OnlineQueryRequest,
+    caller: ModelCaller,
+    recorder: CallRecorder | None = None,
 ) -> QueryOutcome:
-    """Answer ``request`` on ``loaded``: check fingerprints and keys, decode, run, encode."""
+    """Answer ``request`` on ``loaded``: check fingerprints and keys, decode, run, encode;
+    its model calls recorded in ``recorder`` (a new one by default)."""
     started = time.perf_counter()
     table = _checked_inputs(loaded, request)
-    recorder = CallRecorder()
+    recorder = CallRecorder() if recorder is None else recorder
     with recording(recorder):
         result = run_query(
             loaded.graph,
@@ -52,13 +56,16 @@ def run_online_query(
 
 
 async def run_online_query_async(
-    loaded: LoadedGraph, request: OnlineQueryRequest, caller: ModelCaller
+    loaded: LoadedGraph,
+    request: OnlineQueryRequest,
+    caller: ModelCaller,
+    recorder: CallRecorder | None = None,
 ) -> QueryOutcome:
     """``run_online_query`` on the running loop (``caller``'s), its model calls awaited: for a
     small request, which then needs no query thread."""
     started = time.perf_counter()
     table = _checked_inputs(loaded, request)
-    recorder = CallRecorder()
+    recorder = CallRecorder() if recorder is None else recorder
     with recording(recorder):
         result = await run_query_async(
             loaded.graph,

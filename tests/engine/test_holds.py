@@ -18,6 +18,7 @@ from chalk.catalog.errors import ControllerDownError
 from chalk.catalog.records import Replica
 from chalk.engine.calls import ModelCaller
 from chalk.engine.errors import ModelCallError, ModelUnavailableError, TooManyHeldCallsError
+from chalk.engine.recorder import CallRecorder
 from tests.engine.conftest import SHIM_HANDLERS, MakeCaller, StartRuntime
 from tests.support.runtime_process import free_port
 
@@ -71,16 +72,18 @@ def test_a_call_held_while_the_only_replica_starts_is_answered(
 ) -> None:
     group_id = _group(catalog, "Progressing", "0 of 1 replicas ready")
     caller = make_caller()
+    recorder = CallRecorder()
     answers: list[pa.Array] = []
     calling = threading.Thread(
         target=lambda: answers.append(
-            caller.call_blocking(feature="t.y", name="model.double", args=ONE)
+            caller.call_blocking(feature="t.y", name="model.double", args=ONE, recorder=recorder)
         )
     )
     calling.start()
     wait_held(caller, 1)
-    # Held calls count as waiting in the caller's demand.
+    # Held calls count as waiting in the caller's demand, and show on the query's recorder.
     assert caller.demand()["double"] == (0, 1)
+    assert recorder.still_held() == {"double": "status Progressing: 0 of 1 replicas ready"}
 
     port = free_port()
     runtime("model_handlers.double", cwd=SHIM_HANDLERS, args=("--port", str(port)))
@@ -90,15 +93,19 @@ def test_a_call_held_while_the_only_replica_starts_is_answered(
     assert answers == [pa.array([2, 4], INT)]
     assert caller.loads()["double"].held == 0
     assert caller.loads()["double"].last_call_at is not None
+    assert recorder.still_held() == {}  # released: nothing for a timed-out query to name
 
 
 def test_a_call_held_past_the_hold_timeout_fails_naming_group_wait_and_reason(
     catalog: Catalog, make_caller: MakeCaller
 ) -> None:
     _group(catalog, "Progressing", "0 of 1 replicas ready")
+    recorder = CallRecorder()
 
     with pytest.raises(ModelUnavailableError) as caught:
-        make_caller(hold_timeout_s=0.3).call_blocking(feature="t.y", name="model.double", args=ONE)
+        make_caller(hold_timeout_s=0.3).call_blocking(
+            feature="t.y", name="model.double", args=ONE, recorder=recorder
+        )
 
     message = str(caught.value)
     assert message.startswith("t.y: catalog_call('model.double'): no replica of 'double' became")
@@ -106,6 +113,8 @@ def test_a_call_held_past_the_hold_timeout_fails_naming_group_wait_and_reason(
     assert "hold_timeout_s on ChalkClient, --hold-timeout on chalk serve" in message
     assert (caught.value.group, caught.value.status) == ("double", "Progressing")
     assert caught.value.waited_s >= 0.3
+    # Never released: the query's recorder still names the group and why.
+    assert recorder.still_held() == {"double": "status Progressing: 0 of 1 replicas ready"}
 
 
 def test_the_calls_deadline_bounds_the_hold_when_it_is_shorter(

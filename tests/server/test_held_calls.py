@@ -16,7 +16,8 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from chalk.catalog import open_catalog
+from chalk.catalog import Catalog, Endpoint, open_catalog
+from chalk.catalog.records import REACH_CLUSTER
 from chalk.client import ChalkClient
 from chalk.common.config import load_project
 from chalk.scaling import AutoScalingSpec
@@ -183,27 +184,68 @@ def test_a_call_to_a_kubernetes_service_with_no_pod_is_held_and_shown_to_keda(
 def test_a_request_that_times_out_while_its_call_is_held_says_for_which_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The hold timeout (60 s) outlasts the request's deadline: the 504 is the client's answer,
-    # and names the group at zero its call waited for.
+    # The hold timeout (60 s) outlasts the request's deadline (1 s): the 504 is the client's
+    # answer, and names the group at zero its call waited for. A request timing out at the
+    # same time on a slow model had no call held: its 504 names no group.
     root = tmp_path / "project"
     root.mkdir()
     (root / "chalk.yaml").write_text("project: cluster\n")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    slow = start_runtime(
+        "model_handlers.slow",
+        log_path=tmp_path / "slow.log",
+        pick_port=True,
+        env={"SLOW_SECONDS": "3"},
+    )
     with cluster_dns(SERVICE) as dns:
-        kube_group(open_catalog(load_project(root / "chalk.yaml")), dns.target(free_port()))
+        catalog = open_catalog(load_project(root / "chalk.yaml"))
+        kube_group(catalog, dns.target(free_port()))
+        _kube_group_at(catalog, "slow", slow.target)
         server = start_server(root, "--deadline", "1")
         try:
-            answer = server.http.post("/v1/models/double/invoke", json={"inputs": {"x": [2]}})
+            with ThreadPoolExecutor(2) as pool:
+                replies = [
+                    pool.submit(
+                        server.http.post, f"/v1/models/{group}/invoke", json={"inputs": {"x": [2]}}
+                    )
+                    for group in ("double", "slow")
+                ]
+                held, timed_out = (reply.result(timeout=60) for reply in replies)
         finally:
             server.stop()
+            slow.stop(timeout=5)
 
-    assert answer.status_code == 504, answer.text
-    (error,) = answer.json()["errors"]
+    assert (held.status_code, timed_out.status_code) == (504, 504), (held.text, timed_out.text)
+    (error,) = held.json()["errors"]
     assert error["code"] == "DEADLINE_EXCEEDED"
     assert error["message"].startswith(
-        "the request took longer than its deadline of 1 s (chalk serve --deadline); meanwhile "
-        "model calls to scaling group 'double' (its Service double.ml.svc.cluster.local "
-        "resolves to no pod: scaled to zero, or no pod ready yet; its status when last "
-        "observed: Ready) were held waiting for a ready replica"
+        "the request took longer than its deadline of 1 s (chalk serve --deadline); its model "
+        "calls to scaling group 'double' (its Service double.ml.svc.cluster.local resolves to "
+        "no pod: scaled to zero, or no pod ready yet; its status when last observed: Ready) "
+        "were held waiting for a ready replica"
     )
     assert "--min-replicas 1" in error["message"]
+    assert timed_out.json()["errors"][0]["message"] == (
+        "the request took longer than its deadline of 1 s (chalk serve --deadline)"
+    )
+
+
+def _kube_group_at(catalog: Catalog, name: str, target: str) -> None:
+    """Kubernetes group ``name`` (model ``name``, float64 in and out) reached at ``target``
+    from inside the cluster."""
+    catalog.models.register(
+        name,
+        input_schema=pa.schema([("x", pa.float64())]),
+        output_schema=pa.schema([("y", pa.float64())]),
+        image="x",
+    )
+    model = {"name": name, "version": 1}
+    group = catalog.groups.create(name, {"image": "x", "model": model}, backend="kubernetes")
+    catalog.groups.report(
+        group.id,
+        status="Ready",
+        desired=1,
+        ready=1,
+        available=1,
+        endpoints=[Endpoint(target, reach=REACH_CLUSTER)],
+    )
