@@ -96,6 +96,29 @@ def kube_group(catalog: Catalog, target: str, status: str = "Ready", reason: str
     return group_id
 
 
+def kube_group_at(
+    catalog: Catalog, name: str, target: str, *, takes: pa.DataType, gives: pa.DataType
+) -> None:
+    """Kubernetes group ``name`` hosting model ``name`` (one column ``x`` of ``takes`` in,
+    ``gives`` out), Ready, reached at ``target`` from inside the cluster."""
+    version = catalog.models.register(
+        name,
+        input_schema=pa.schema([("x", takes)]),
+        output_schema=pa.schema([("y", gives)]),
+        image="x",
+    )
+    model = {"name": version.model_name, "version": version.model_version}
+    group = catalog.groups.create(name, {"image": "x", "model": model}, backend="kubernetes")
+    catalog.groups.report(
+        group.id,
+        status="Ready",
+        desired=1,
+        ready=1,
+        available=1,
+        endpoints=[Endpoint(target, reach=REACH_CLUSTER)],
+    )
+
+
 def _call(caller: ModelCaller, recorder: CallRecorder | None = None) -> pa.Array:
     return caller.call_blocking(feature="t.y", name="model.double", args=ONE, recorder=recorder)
 
@@ -273,22 +296,7 @@ def test_pods_a_service_gains_or_swaps_while_up_take_calls_without_a_failure(
     catalog: Catalog, dns: ClusterDns, port: int, pod: StartPod
 ) -> None:
     # Each pod answers its own address: which pod took each call.
-    version = catalog.models.register(
-        "whoami",
-        input_schema=pa.schema([("x", INT)]),
-        output_schema=pa.schema([("pod", pa.string())]),
-        image="x",
-    )
-    model = {"name": version.model_name, "version": version.model_version}
-    group_id = catalog.groups.create("whoami", {"image": "x", "model": model}, backend="kubernetes")
-    catalog.groups.report(
-        group_id.id,
-        status="Ready",
-        desired=1,
-        ready=1,
-        available=1,
-        endpoints=[Endpoint(dns.target(port), reach=REACH_CLUSTER)],
-    )
+    kube_group_at(catalog, "whoami", dns.target(port), takes=INT, gives=pa.string())
     replica = "model_handlers.replica_name"
     pod("127.0.0.2", replica)
     dns.pods = ["127.0.0.2"]

@@ -16,12 +16,11 @@ import httpx
 import pyarrow as pa
 import pytest
 
-from chalk.catalog import Catalog, Endpoint, open_catalog
-from chalk.catalog.records import REACH_CLUSTER
+from chalk.catalog import open_catalog
 from chalk.client import ChalkClient
 from chalk.common.config import load_project
 from chalk.scaling import AutoScalingSpec
-from tests.engine.test_holds_kubernetes import SERVICE, kube_group
+from tests.engine.test_holds_kubernetes import SERVICE, kube_group, kube_group_at
 from tests.server.conftest import Server, chalk, start_server
 from tests.support.dns_service import cluster_dns
 from tests.support.runtime_process import free_port, start_runtime
@@ -142,19 +141,26 @@ def test_a_call_to_a_crash_looping_group_fails_fast_with_the_exit_reason(
     assert "exit code 3" in error["message"]
 
 
-def test_a_call_to_a_kubernetes_service_with_no_pod_is_held_and_shown_to_keda(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # chalk serve in the cluster: the catalog routes it to the group's Service, whose name
-    # the cluster's DNS (a real DNS server, named in the target) resolves to no pod: at zero.
+@pytest.fixture
+def in_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project whose chalk serve runs "in the cluster" (``KUBERNETES_SERVICE_HOST``): the
+    catalog routes it to a Kubernetes group's Service."""
     root = tmp_path / "project"
     root.mkdir()
     (root / "chalk.yaml").write_text("project: cluster\n")
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    return root
+
+
+def test_a_call_to_a_kubernetes_service_with_no_pod_is_held_and_shown_to_keda(
+    tmp_path: Path, in_cluster: Path
+) -> None:
+    # The group's Service: its name the cluster's DNS (a real DNS server, named in the target)
+    # resolves to no pod: at zero.
     port = free_port()
     with cluster_dns(SERVICE) as dns:
-        kube_group(open_catalog(load_project(root / "chalk.yaml")), dns.target(port))
-        server = start_server(root)
+        kube_group(open_catalog(load_project(in_cluster / "chalk.yaml")), dns.target(port))
+        server = start_server(in_cluster)
         try:
             with ThreadPoolExecutor(1) as pool:
                 reply = pool.submit(
@@ -182,15 +188,11 @@ def test_a_call_to_a_kubernetes_service_with_no_pod_is_held_and_shown_to_keda(
 
 
 def test_a_request_that_times_out_while_its_call_is_held_says_for_which_group(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, in_cluster: Path
 ) -> None:
     # The hold timeout (60 s) outlasts the request's deadline (1 s): the 504 is the client's
     # answer, and names the group at zero its call waited for. A request timing out at the
     # same time on a slow model had no call held: its 504 names no group.
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "chalk.yaml").write_text("project: cluster\n")
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
     slow = start_runtime(
         "model_handlers.slow",
         log_path=tmp_path / "slow.log",
@@ -198,10 +200,10 @@ def test_a_request_that_times_out_while_its_call_is_held_says_for_which_group(
         env={"SLOW_SECONDS": "3"},
     )
     with cluster_dns(SERVICE) as dns:
-        catalog = open_catalog(load_project(root / "chalk.yaml"))
+        catalog = open_catalog(load_project(in_cluster / "chalk.yaml"))
         kube_group(catalog, dns.target(free_port()))
-        _kube_group_at(catalog, "slow", slow.target)
-        server = start_server(root, "--deadline", "1")
+        kube_group_at(catalog, "slow", slow.target, takes=pa.float64(), gives=pa.float64())
+        server = start_server(in_cluster, "--deadline", "1")
         try:
             with ThreadPoolExecutor(2) as pool:
                 replies = [
@@ -227,25 +229,4 @@ def test_a_request_that_times_out_while_its_call_is_held_says_for_which_group(
     assert "--min-replicas 1" in error["message"]
     assert timed_out.json()["errors"][0]["message"] == (
         "the request took longer than its deadline of 1 s (chalk serve --deadline)"
-    )
-
-
-def _kube_group_at(catalog: Catalog, name: str, target: str) -> None:
-    """Kubernetes group ``name`` (model ``name``, float64 in and out) reached at ``target``
-    from inside the cluster."""
-    catalog.models.register(
-        name,
-        input_schema=pa.schema([("x", pa.float64())]),
-        output_schema=pa.schema([("y", pa.float64())]),
-        image="x",
-    )
-    model = {"name": name, "version": 1}
-    group = catalog.groups.create(name, {"image": "x", "model": model}, backend="kubernetes")
-    catalog.groups.report(
-        group.id,
-        status="Ready",
-        desired=1,
-        ready=1,
-        available=1,
-        endpoints=[Endpoint(target, reach=REACH_CLUSTER)],
     )
