@@ -1,8 +1,6 @@
-"""Number flags that say what they expected: argparse's ``type=int`` and ``type=float`` answer
-a bad value with "invalid int value: '1.5'"; a parser passed to ``register_number_types`` says
-"expected a whole number, got '1.5'" instead. Used by the ``chalk`` command's parser and by
-``chalk-remote-call``'s.
-"""
+"""Number flags that say what they expected ("expected a whole number, got '1.5'") instead of
+argparse's "invalid int value": ``register_number_types``, for the ``chalk`` and
+``chalk-remote-call`` parsers."""
 
 from __future__ import annotations
 

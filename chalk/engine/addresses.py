@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import math
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -204,9 +205,9 @@ class AddressCounts:
         self._counted: dict[str, tuple[float, int]] = {}
         # The addresses that lookup found.
         self._addresses: dict[str, frozenset[str]] = {}
-        # Targets whose addresses changed at their last lookup: the next lookup that finds the
-        # same ones tells ``changed`` again (see ``_lookup``).
-        self._unconfirmed: set[str] = set()
+        # Targets whose addresses changed at a lookup (when it started) not yet confirmed by a
+        # later one (see ``_note``).
+        self._unconfirmed: dict[str, float] = {}
         # The lookup of each target in progress: when it started, and the lookup.
         self._lookups: dict[str, tuple[float, asyncio.Task[int]]] = {}
         # When the last lookup of each target that failed started (cleared by one that did not).
@@ -296,18 +297,19 @@ class AddressCounts:
 
     def _note(self, target: str, addresses: frozenset[str], started: float) -> None:
         """Keep ``addresses`` as ``target``'s, telling ``changed`` when they differ from the
-        last lookup's, and once more when the next lookup confirms them: the channel opened
-        after the change resolves the name itself, and may have read a DNS cache (CoreDNS
-        keeps an answer 5 s) not yet updated; renewed once more, it reads the settled one. A
-        failing ``changed`` is logged: the count stands."""
+        last lookup's, and once more when a lookup started ``DNS_RECOUNT_S`` or more after
+        that one finds them again: the channel opened after the change resolves the name
+        itself, and may have read a DNS cache (CoreDNS keeps an answer 5 s) not yet updated;
+        renewed once more, it reads the settled one (an earlier lookup, a held call's, may
+        read the same cache). A failing ``changed`` is logged: the count stands."""
         before = self._addresses.get(target)
         self._addresses[target] = addresses
         if before is None:
             return
         if before != addresses:
-            self._unconfirmed.add(target)
-        elif target in self._unconfirmed:
-            self._unconfirmed.discard(target)
+            self._unconfirmed[target] = started
+        elif started - self._unconfirmed.get(target, math.inf) >= DNS_RECOUNT_S:
+            del self._unconfirmed[target]
         else:
             return
         if self._changed is not None:

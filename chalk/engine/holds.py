@@ -27,7 +27,7 @@ __all__ = [
     "DEFAULT_MAX_HELD_CALLS",
     "HOLD_POLL_S",
     "HeldCalls",
-    "HoldRecorder",
+    "aside",
     "check_hold_bounds",
 ]
 
@@ -166,8 +166,8 @@ class HeldCalls:
         self._held += 1
         self.counts[group] = self.counts.get(group, 0) + 1
         recorder = recorder or _UNRECORDED
-        recorder.held(group, _why(route, no_pod))
         try:
+            recorder.held(group, _why(route, no_pod))
             held(group)
             while True:
                 left_s = bound_s - (time.monotonic() - started)
@@ -268,7 +268,15 @@ def _timed_out(
 
 def _why_none(route: Route, no_pod: str) -> str:
     """Why ``route``'s group has no ready replica, as an aside: its Service's, or its status."""
-    why = _why(route, no_pod)
+    return aside(_why(route, no_pod))
+
+
+def aside(why: str) -> str:
+    """``why`` a group has no ready replica, as an aside after its name ("" when unknown).
+
+    >>> aside("status Idle"), aside("")
+    (' (status Idle)', '')
+    """
     return f" ({why})" if why else ""
 
 

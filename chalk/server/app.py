@@ -35,6 +35,7 @@ from chalk.catalog import Catalog, open_catalog
 from chalk.common.config import find_project
 from chalk.engine.cache import DEFAULT_MAX_BYTES, open_answer_store
 from chalk.engine.calls import ModelCaller
+from chalk.engine.holds import aside
 from chalk.engine.recorder import CallRecorder
 from chalk.features.wire import (
     ARROW_STREAM,
@@ -515,14 +516,12 @@ async def _within_deadline(state: _State, work: Awaitable[Any], recorder: CallRe
 def _held_meanwhile(recorder: CallRecorder) -> str:
     """What a 504 adds when the request's model calls were held for groups with no ready
     replica (at zero, starting), and never released: why it ran out of time. (A held call is
-    bounded by the deadline too, but began after the request: the request's timeout comes
-    first, and cancels it.)"""
+    bounded by the deadline too, but began after the request, so the request's timeout comes
+    first: on the loop it cancels the call; a query thread's call waits on to its own bound.)"""
     held = recorder.still_held()
     if not held:
         return ""
-    groups = ", ".join(
-        f"scaling group {group!r}" + (f" ({why})" if why else "") for group, why in held.items()
-    )
+    groups = ", ".join(f"scaling group {group!r}{aside(why)}" for group, why in held.items())
     return (
         f"; its model calls to {groups} were held waiting for a ready replica: expected one "
         f"within the deadline; raise --deadline (and --hold-timeout) for a group that wakes "

@@ -225,9 +225,14 @@ def test_after_a_failed_lookup_the_last_count_stands_until_a_retry(
     assert asyncio.run(scenario()) == [2, "timed out", 2, 2, 0]
 
 
-def test_a_lookup_that_finds_other_addresses_says_so_and_the_next_confirms_them() -> None:
-    # Two pods; the same two; a third added; the three again; a failed lookup; one of the three
-    # replaced (as many as before); the same; none (scaled to zero); none again.
+def test_a_lookup_that_finds_other_addresses_says_so_and_the_next_confirms_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Any later lookup may confirm (a confirming one must start DNS_RECOUNT_S after the
+    # change: the next test). Two pods; the same two; a third added; the three again; a failed
+    # lookup; one of the three replaced (as many as before); the same; none (scaled to zero);
+    # none again.
+    monkeypatch.setattr(addresses, "DNS_RECOUNT_S", 0.0)
     three = frozenset({"10.0.0.0", "10.0.0.1", "10.0.0.2"})
     replaced = frozenset({"10.0.0.0", "10.0.0.1", "10.0.0.9"})
     failed = AddressLookupError("timed out")
@@ -246,6 +251,26 @@ def test_a_lookup_that_finds_other_addresses_says_so_and_the_next_confirms_them(
     assert told == [3, 4, 6, 7, 8, 9]
 
 
+def test_only_a_lookup_past_the_dns_cache_confirms_a_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A held call's lookup right after the change may read the same stale cache as the new
+    # channel did: it confirms nothing; one a recount period later does.
+    monkeypatch.setattr(addresses, "DNS_RECOUNT_S", 0.3)
+    lookups = _Lookups(1, 2, 2, 2, 2)
+    told: list[int] = []
+
+    async def scenario() -> None:
+        counts = AddressCounts(lookups, changed=lambda target, at: told.append(lookups.made))
+        for pause in (0.0, 0.0, 0.05, 0.35, 0.0):
+            await asyncio.sleep(pause)
+            await counts.count(TARGET, since=time.monotonic())
+
+    asyncio.run(scenario())
+
+    assert told == [2, 4]
+
+
 def test_a_lookup_older_than_the_last_one_counted_tells_nothing() -> None:
     slow = asyncio.Event()
     changes: list[float] = []
@@ -254,7 +279,7 @@ def test_a_lookup_older_than_the_last_one_counted_tells_nothing() -> None:
         if not slow.is_set():  # the first lookup: answers after the second
             slow.set()
             await asyncio.sleep(0.2)
-            return frozenset({"10.0.0.1"})
+            return frozenset({"10.0.0.1", "10.0.0.3"})
         return frozenset({"10.0.0.2"})
 
     async def scenario() -> int | None:

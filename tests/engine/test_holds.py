@@ -18,7 +18,7 @@ from chalk.catalog.errors import ControllerDownError
 from chalk.catalog.records import Replica
 from chalk.engine.calls import ModelCaller
 from chalk.engine.errors import ModelCallError, ModelUnavailableError, TooManyHeldCallsError
-from chalk.engine.recorder import CallRecorder
+from chalk.engine.recorder import CallRecorder, recording
 from tests.engine.conftest import SHIM_HANDLERS, MakeCaller, StartRuntime
 from tests.support.runtime_process import free_port
 
@@ -102,10 +102,9 @@ def test_a_call_held_past_the_hold_timeout_fails_naming_group_wait_and_reason(
     _group(catalog, "Progressing", "0 of 1 replicas ready")
     recorder = CallRecorder()
 
-    with pytest.raises(ModelUnavailableError) as caught:
-        make_caller(hold_timeout_s=0.3).call_blocking(
-            feature="t.y", name="model.double", args=ONE, recorder=recorder
-        )
+    # The recorder as a query thread sets it (chalk serve's thread path): picked up by the call.
+    with recording(recorder), pytest.raises(ModelUnavailableError) as caught:
+        make_caller(hold_timeout_s=0.3).call_blocking(feature="t.y", name="model.double", args=ONE)
 
     message = str(caught.value)
     assert message.startswith("t.y: catalog_call('model.double'): no replica of 'double' became")

@@ -40,7 +40,12 @@ def test_environment_supplies_defaults_and_flags_win() -> None:
     ("argv", "env", "message"),
     [
         pytest.param([], {}, "--handler", id="no_handler"),
-        pytest.param(["--handler", "m.h", "--port", "x"], {}, "--port", id="bad_port"),
+        pytest.param(
+            ["--handler", "m.h", "--port", "x"],
+            {},
+            "argument --port: expected a whole number, got 'x'",
+            id="bad_port",
+        ),
         pytest.param(["--handler", "m.h", "--workers", "0"], {}, "--workers", id="no_workers"),
         pytest.param(["--handler", "m.h"], {"CHALK_INPUT_ARGS": "a,,b"}, "empty", id="bad_args"),
         pytest.param(["--handler", "m.h", "--log-level", "LOUD"], {}, "--log-level", id="level"),
