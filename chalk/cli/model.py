@@ -157,7 +157,8 @@ def _deploy(args: argparse.Namespace) -> int:
     project = find_project()
     catalog = open_catalog(project, create=not args.dry_run)
     live = catalog.groups.find(args.name)
-    base = GroupSpec.from_dict(live.spec) if live else GroupSpec(image="-")
+    current = None if live is None else GroupSpec.from_dict(live.spec)
+    base = current or GroupSpec(image="-")
     with naming_group(args.name):
         changes = flags.changes(base)
     group, spec, changed = deploy_model_version(
@@ -179,7 +180,6 @@ def _deploy(args: argparse.Namespace) -> int:
     note_unused_scaling_flags(flags, spec.scaling, args.name, project=project)
     if group is None:
         document = {"name": args.name, "changed": changed, "spec": spec.to_dict()}
-        current = None if live is None else GroupSpec.from_dict(live.spec)
         emit_dry_run(project, args.name, spec, document, args.output_format, current=current)
         return 0
     if args.wait:

@@ -189,8 +189,8 @@ class AddressCounts:
     thousand. A positive count stands for ``DNS_RECOUNT_S``, so calls to a group whose pods
     are up make no lookup; a count of zero stands for no one who did not ask for it.
     ``changed(target, started)`` is told when a lookup started at ``started`` found other
-    addresses than the one before it (a pod added, gone or replaced), and again when the
-    next lookup finds the same ones. Used on the caller's event loop.
+    addresses than the one before it (a pod added, gone or replaced), and again when a lookup
+    ``DNS_RECOUNT_S`` or more later finds the same ones. Used on the caller's event loop.
     """
 
     def __init__(

@@ -88,9 +88,9 @@ class ModelCaller:
     addresses again with each read, and when they appear the channels to it are dropped
     (gRPC's resolver would otherwise wait out its back-off after resolving nothing). So too
     while its pods are up: a recount (every 5 s while calls flow) that finds other pods than
-    before, and the one after that confirms them, renew the channels, so a pod the group was
-    scaled up to takes calls (gRPC's resolver looks again only when a connection fails). A
-    held call is kept on the call's recorder until a replica is ready
+    before, and one at least 5 s later that confirms them, renew the channels, so a pod the
+    group was scaled up to takes calls (gRPC's resolver looks again only when a connection
+    fails). A held call is kept on the call's recorder until a replica is ready
     (``CallRecorder.still_held``: what chalk serve's 504 names).
     ``loads()`` (and ``demand()``) count, per group, model calls in flight, chunks waiting
     and calls held; for groups of the local backend they are published to the catalog's
